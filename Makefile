@@ -1,0 +1,50 @@
+# Nexus build, test and lint entry points. `make help` lists them.
+
+GO          ?= go
+BIN         := bin/nexus
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS     := -s -w -X nexus.dev/nexus/internal/buildinfo.Version=$(VERSION) -X nexus.dev/nexus/internal/buildinfo.Commit=$(COMMIT)
+STATICCHECK_VERSION := v0.8.2
+TOOLS       := $(CURDIR)/bin/tools
+# Packages whose tests are cheap enough to run under the race detector.
+RACE_PKGS   ?= ./...
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all build test test-unit lint bench generate soak clean help
+
+all: build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## static binary in bin/nexus (plus the nexus-runtime link)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nexus
+	ln -sf nexus bin/nexus-runtime
+
+test: build ## every test, including those that need root (run as root)
+	NEXUS_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+
+test-unit: ## tests that need neither root nor the built binary
+	$(GO) test -short -count=1 ./...
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(TOOLS)/staticcheck ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(TOOLS)/staticcheck ./...
+
+bench: build ## Go micro-benchmarks (whole-system comparisons live in bench/)
+	NEXUS_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+generate: ## regenerate eBPF objects with bpf2go (needs clang and llvm-strip)
+	$(GO) generate ./...
+
+soak: build ## long fault and soak runs (not part of make test)
+	NEXUS_BIN=$(CURDIR)/$(BIN) NEXUS_SOAK=1 $(GO) test -count=1 -timeout 2h -run 'Soak' ./...
+
+clean:
+	rm -rf bin
