@@ -46,7 +46,7 @@ func Build(dir string) error {
 			return fmt.Errorf("build rootfs: %w", err)
 		}
 	}
-	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+	if err := os.Chmod(filepath.Join(dir, "tmp"), os.ModeSticky|0o777); err != nil {
 		return fmt.Errorf("build rootfs: %w", err)
 	}
 	if err := copyFile(bb, filepath.Join(dir, "bin/busybox"), 0o755); err != nil {
