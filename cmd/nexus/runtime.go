@@ -1,0 +1,489 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/internal/logging"
+	"nexus.dev/nexus/runtime"
+)
+
+// exitError makes the process exit with a given status, e.g. a container's.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func exitCode(err error) int {
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+type runtimeOptions struct {
+	*globalOptions
+	root          string
+	logFile       string
+	debug         bool
+	systemdCgroup bool
+	rt            *runtime.Runtime
+}
+
+// newRuntimeCommand builds the OCI runtime command line. standalone is true
+// when the binary runs as nexus-runtime and this is the root command, which
+// then also owns the log flags.
+func newRuntimeCommand(g *globalOptions, standalone bool) *cobra.Command {
+	o := &runtimeOptions{globalOptions: g}
+	cmd := &cobra.Command{
+		Use:   "runtime",
+		Short: "OCI container runtime (create, start, state, kill, delete, run, exec, ps, features)",
+		Long: `An OCI runtime-spec container runtime. It follows the OCI runtime command line,
+so tools that drive runc or crun can drive it: point them at the nexus-runtime
+link (make build creates bin/nexus-runtime), e.g. podman --runtime bin/nexus-runtime.
+
+Lifecycle: create sets up the container from a bundle and leaves it waiting;
+start runs its process; state reports it; kill signals it; delete removes it.
+run does create + start + wait + delete in one step.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			var w io.Writer = os.Stderr
+			if o.logFile != "" {
+				f, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+				if err != nil {
+					return fmt.Errorf("open --log %s: %w", o.logFile, err)
+				}
+				w = f
+			}
+			level := o.logLevel
+			if o.debug {
+				level = "debug"
+			}
+			logger, err := logging.New(w, logging.Config{Level: level, Format: o.logFormat})
+			if err != nil {
+				return err
+			}
+			slog.SetDefault(logger)
+			if o.systemdCgroup {
+				return errors.New("--systemd-cgroup is not supported: use the cgroupfs manager (podman: --cgroup-manager=cgroupfs)")
+			}
+			o.rt = runtime.New(runtime.Config{Root: o.root, Logger: logger})
+			return nil
+		},
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&o.root, "root", runtime.DefaultRoot, "directory for container state (on tmpfs)")
+	pf.StringVar(&o.logFile, "log", "", "write log records to this file instead of stderr")
+	pf.BoolVar(&o.debug, "debug", false, "log debug records")
+	pf.BoolVar(&o.systemdCgroup, "systemd-cgroup", false, "place containers with systemd (not supported; accepted so callers get a clear error)")
+	pf.Bool("rootless", false, "accepted for compatibility; rootless mode is detected")
+	if standalone {
+		pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+		pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	}
+	cmd.AddCommand(rtCreate(o), rtStart(o), rtState(o), rtKill(o), rtDelete(o), rtRun(o), rtExec(o),
+		rtPs(o), rtList(o), rtFeatures(o), rtSpec(o), rtStats(o))
+	return cmd
+}
+
+func rtCreate(o *runtimeOptions) *cobra.Command {
+	var co runtime.CreateOptions
+	cmd := &cobra.Command{
+		Use:   "create [flags] ID",
+		Short: "Create a container from a bundle; its process waits for start",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.rt.Create(cmd.Context(), args[0], co)
+		},
+	}
+	createFlags(cmd, &co)
+	return cmd
+}
+
+func createFlags(cmd *cobra.Command, co *runtime.CreateOptions) {
+	f := cmd.Flags()
+	f.StringVarP(&co.Bundle, "bundle", "b", ".", "bundle directory (holds config.json and the root filesystem)")
+	f.StringVar(&co.PidFile, "pid-file", "", "write the container's host pid to this file")
+	f.StringVar(&co.ConsoleSocket, "console-socket", "", "unix socket that receives the pty master when process.terminal is set")
+	f.IntVar(&co.PreserveFDs, "preserve-fds", 0, "pass this many extra descriptors (from 3 up) to the container")
+	f.BoolVar(&co.NoPivot, "no-pivot", false, "use MS_MOVE and chroot instead of pivot_root (for ramfs roots; weaker)")
+	f.Bool("no-new-keyring", false, "accepted for compatibility (no session keyring is created)")
+}
+
+func rtStart(o *runtimeOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start ID",
+		Short: "Run the process of a created container",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.rt.Start(cmd.Context(), args[0])
+		},
+	}
+}
+
+func rtState(o *runtimeOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "state ID",
+		Short: "Print the container's state as OCI state JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := o.rt.State(args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), st)
+		},
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func rtKill(o *runtimeOptions) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "kill [--all] ID [SIGNAL]",
+		Short: "Send a signal (default SIGTERM) to the container's process, or with --all to all of them",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sig := syscall.SIGTERM
+			if len(args) == 2 {
+				s, err := parseSignal(args[1])
+				if err != nil {
+					return err
+				}
+				sig = s
+			}
+			return o.rt.Kill(args[0], sig, all)
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "signal every process in the container")
+	return cmd
+}
+
+// parseSignal accepts "TERM", "SIGTERM" or "15".
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, fmt.Errorf("signal %d is out of range 1-64", n)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q (use a name like TERM or KILL, or a number)", s)
+}
+
+func rtDelete(o *runtimeOptions) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "delete [--force] ID",
+		Short: "Remove a stopped container (with --force, kill it first)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.rt.Delete(cmd.Context(), args[0], force)
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running container before removing it")
+	return cmd
+}
+
+func rtRun(o *runtimeOptions) *cobra.Command {
+	var co runtime.CreateOptions
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "run [flags] ID",
+		Short: "Create and start a container, wait for it and remove it (exits with its status)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			id := args[0]
+			if err := o.rt.Create(ctx, id, co); err != nil {
+				return err
+			}
+			if err := o.rt.Start(ctx, id); err != nil {
+				_ = o.rt.Delete(context.Background(), id, true)
+				return err
+			}
+			if detach {
+				return nil
+			}
+			stop := forwardSignals(o.rt, id)
+			status, err := o.rt.Wait(ctx, id)
+			stop()
+			if derr := o.rt.Delete(context.Background(), id, true); derr != nil && err == nil {
+				err = derr
+			}
+			if err != nil {
+				return err
+			}
+			if status.OOMKilled {
+				slog.Warn("container ran out of memory", "id", id, "status", status.String())
+			}
+			if status.Code != 0 {
+				return exitError{status.Code}
+			}
+			return nil
+		},
+	}
+	createFlags(cmd, &co)
+	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "return once the container runs (it is not removed)")
+	return cmd
+}
+
+// forwardSignals relays the signals a user sends to `run` to the container.
+func forwardSignals(rt *runtime.Runtime, id string) (stop func()) {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-ch:
+				_ = rt.Kill(id, s.(syscall.Signal), false)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
+
+func rtExec(o *runtimeOptions) *cobra.Command {
+	var (
+		processFile, cwd, user, pidFile, consoleSocket string
+		env, caps                                      []string
+		tty, detach, noNewPrivs                        bool
+		preserveFDs                                    int
+	)
+	cmd := &cobra.Command{
+		Use:   "exec [flags] ID [COMMAND [ARG...]]",
+		Short: "Run another process in a running container",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			var proc *specs.Process
+			if processFile != "" {
+				data, err := os.ReadFile(processFile)
+				if err != nil {
+					return fmt.Errorf("read --process: %w", err)
+				}
+				proc = &specs.Process{}
+				if err := json.Unmarshal(data, proc); err != nil {
+					return fmt.Errorf("--process %s is not a valid process JSON: %w", processFile, err)
+				}
+			} else {
+				if len(args) < 2 {
+					return errors.New("give a command to run, or --process FILE")
+				}
+				st, err := o.rt.Spec(id)
+				if err != nil {
+					return err
+				}
+				base := st.Process
+				proc = &specs.Process{Args: args[1:], Env: base.Env, Cwd: base.Cwd, User: base.User,
+					Capabilities: base.Capabilities, NoNewPrivileges: base.NoNewPrivileges, Rlimits: base.Rlimits}
+			}
+			proc.Terminal = proc.Terminal || tty
+			proc.Env = append(proc.Env, env...)
+			if cwd != "" {
+				proc.Cwd = cwd
+			}
+			if noNewPrivs {
+				proc.NoNewPrivileges = true
+			}
+			if user != "" {
+				uid, gid, err := parseUser(user)
+				if err != nil {
+					return err
+				}
+				proc.User.UID, proc.User.GID = uid, gid
+			}
+			if len(caps) > 0 {
+				if proc.Capabilities == nil {
+					proc.Capabilities = &specs.LinuxCapabilities{}
+				}
+				c := proc.Capabilities
+				c.Bounding, c.Effective, c.Permitted = append(c.Bounding, caps...), append(c.Effective, caps...), append(c.Permitted, caps...)
+			}
+			p, err := o.rt.Exec(cmd.Context(), id, proc, runtime.ExecOptions{PidFile: pidFile, ConsoleSocket: consoleSocket, PreserveFDs: preserveFDs})
+			if err != nil {
+				return err
+			}
+			if detach {
+				return nil
+			}
+			status, err := p.Wait(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if status.Code != 0 {
+				return exitError{status.Code}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&processFile, "process", "p", "", "JSON file with the process to run (runtime-spec process object)")
+	f.StringVar(&cwd, "cwd", "", "working directory inside the container")
+	f.StringArrayVarP(&env, "env", "e", nil, "set an environment variable (NAME=VALUE), repeatable")
+	f.StringVarP(&user, "user", "u", "", "uid[:gid] to run as")
+	f.StringArrayVarP(&caps, "cap", "c", nil, "add a capability, repeatable")
+	f.BoolVarP(&tty, "tty", "t", false, "allocate a pseudo-terminal (needs --console-socket)")
+	f.BoolVarP(&detach, "detach", "d", false, "do not wait for the process")
+	f.BoolVar(&noNewPrivs, "no-new-privs", false, "set no_new_privs for the process")
+	f.StringVar(&pidFile, "pid-file", "", "write the process's host pid to this file")
+	f.StringVar(&consoleSocket, "console-socket", "", "unix socket that receives the pty master")
+	f.IntVar(&preserveFDs, "preserve-fds", 0, "pass this many extra descriptors (from 3 up)")
+	return cmd
+}
+
+func parseUser(s string) (uint32, uint32, error) {
+	u, g, hasG := strings.Cut(s, ":")
+	uid, err := strconv.ParseUint(u, 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("--user %q: uid must be a number", s)
+	}
+	gid := uint64(0)
+	if hasG {
+		if gid, err = strconv.ParseUint(g, 10, 32); err != nil {
+			return 0, 0, fmt.Errorf("--user %q: gid must be a number", s)
+		}
+	}
+	return uint32(uid), uint32(gid), nil
+}
+
+func rtPs(o *runtimeOptions) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "ps [--format table|json] ID",
+		Short: "List the processes in a container",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pids, err := o.rt.Processes(args[0])
+			if err != nil {
+				return err
+			}
+			switch format {
+			case "json":
+				if pids == nil {
+					pids = []int{}
+				}
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(pids)
+			case "table":
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "PID\tCOMMAND")
+				for _, p := range pids {
+					comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+					fmt.Fprintf(w, "%d\t%s\n", p, strings.TrimSpace(string(comm)))
+				}
+				return w.Flush()
+			}
+			return fmt.Errorf("unknown --format %q: use table or json", format)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: table or json")
+	return cmd
+}
+
+func rtList(o *runtimeOptions) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List containers",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			states, err := o.rt.List()
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				if states == nil {
+					states = []specs.State{}
+				}
+				return printJSON(cmd.OutOrStdout(), states)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tPID\tSTATUS\tBUNDLE")
+			for _, s := range states {
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", s.ID, s.Pid, s.Status, s.Bundle)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: table or json")
+	return cmd
+}
+
+func rtFeatures(o *runtimeOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "features",
+		Short: "Print what this runtime supports (OCI features JSON)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return printJSON(cmd.OutOrStdout(), runtime.Features())
+		},
+	}
+}
+
+func rtSpec(o *runtimeOptions) *cobra.Command {
+	var bundle string
+	cmd := &cobra.Command{
+		Use:   "spec [--bundle DIR]",
+		Short: "Write a default config.json (busybox-friendly, hardened) into the bundle",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := bundle + "/config.json"
+			if _, err := os.Stat(path); err == nil {
+				return fmt.Errorf("%s already exists: remove it first", path)
+			}
+			data, err := json.MarshalIndent(runtime.DefaultSpec(), "", "  ")
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(path, append(data, '\n'), 0o644)
+		},
+	}
+	cmd.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
+	return cmd
+}
+
+func rtStats(o *runtimeOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stats ID",
+		Short: "Print the container's resource usage as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.rt.Stats(args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), s)
+		},
+	}
+}
+

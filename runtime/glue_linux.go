@@ -1,0 +1,80 @@
+package runtime
+
+import (
+	"sort"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"nexus.dev/nexus/runtime/cgroups"
+	"nexus.dev/nexus/runtime/seccomp"
+)
+
+// cgroupState is what the state file keeps of a container's cgroups so that
+// another process can find and remove them.
+type cgroupState struct {
+	Paths map[string]string `json:"paths"`
+}
+
+func validateSeccomp(s *specs.LinuxSeccomp) error {
+	if err := seccomp.Validate(s); err != nil {
+		return specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
+	}
+	return nil
+}
+
+func validateResources(l *specs.Linux) error {
+	path := l.CgroupsPath
+	if path == "" {
+		path = "id" // Create derives the path from the container id
+	}
+	if _, err := cgroups.New(cgroups.Config{Path: path, Resources: l.Resources}); err != nil {
+		return specErr("linux.resources", "%s", strings.TrimPrefix(err.Error(), "cgroups: "))
+	}
+	return nil
+}
+
+type seccompFilter struct{ f *seccomp.Filter }
+
+func compileSeccomp(s *specs.LinuxSeccomp) (*seccompFilter, error) {
+	if s == nil {
+		return nil, nil
+	}
+	f, err := seccomp.Compile(s)
+	if err != nil {
+		return nil, specErr("linux.seccomp", "%v", err)
+	}
+	return &seccompFilter{f}, nil
+}
+
+func (s *seccompFilter) load() error { return seccomp.Load(s.f) }
+
+// cgroupMounts describes, for the container's /sys/fs/cgroup, each hierarchy
+// the container's cgroup lives in: v1 controllers are grouped by directory
+// (a hierarchy such as cpu,cpuacct mounts once), and the v2 part is
+// "unified" on hybrid hosts or the whole mount on v2 hosts.
+func cgroupMounts(m cgroups.Manager) []cgroupMount {
+	paths := m.Paths()
+	byDir := map[string][]string{}
+	for ctrl, dir := range paths {
+		if ctrl == "unified" {
+			continue
+		}
+		byDir[dir] = append(byDir[dir], ctrl)
+	}
+	var out []cgroupMount
+	for dir, ctrls := range byDir {
+		sort.Strings(ctrls)
+		opts := strings.Join(ctrls, ",")
+		out = append(out, cgroupMount{Name: strings.TrimPrefix(opts, "name="), FSType: "cgroup", Options: opts, HostPath: dir})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	if v2 := m.V2Path(); v2 != "" {
+		name := "unified"
+		if len(out) == 0 {
+			name = ""
+		}
+		out = append(out, cgroupMount{Name: name, FSType: "cgroup2", HostPath: v2})
+	}
+	return out
+}

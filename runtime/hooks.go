@@ -1,0 +1,85 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// hookList returns the hooks of one lifecycle point.
+func hookList(h *specs.Hooks, kind string) []specs.Hook {
+	if h == nil {
+		return nil
+	}
+	switch kind {
+	case "prestart":
+		return h.Prestart //nolint:staticcheck // deprecated in the spec, still honoured
+	case "createRuntime":
+		return h.CreateRuntime
+	case "createContainer":
+		return h.CreateContainer
+	case "startContainer":
+		return h.StartContainer
+	case "poststart":
+		return h.Poststart
+	case "poststop":
+		return h.Poststop
+	}
+	return nil
+}
+
+// runHooks runs hooks in order with the container state on stdin, as the
+// runtime spec requires, and stops at the first failure.
+func runHooks(kind string, hooks []specs.Hook, state specs.State) error {
+	if len(hooks) == 0 {
+		return nil
+	}
+	stateJSON, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	for i, h := range hooks {
+		if err := runHook(h, stateJSON); err != nil {
+			return fmt.Errorf("hooks.%s[%d] (%s): %w", kind, i, h.Path, err)
+		}
+	}
+	return nil
+}
+
+func runHook(h specs.Hook, state []byte) error {
+	ctx := context.Background()
+	if h.Timeout != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(*h.Timeout)*time.Second)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, h.Path)
+	if len(h.Args) > 0 {
+		cmd.Args = h.Args
+	}
+	cmd.Env = h.Env
+	if cmd.Env == nil {
+		cmd.Env = []string{}
+	}
+	cmd.Stdin = bytes.NewReader(state)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("timed out after %ds", *h.Timeout)
+	}
+	if err != nil {
+		if msg := strings.TrimSpace(out.String()); msg != "" {
+			return fmt.Errorf("%w: %s", err, msg)
+		}
+		return err
+	}
+	return nil
+}

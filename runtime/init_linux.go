@@ -1,0 +1,459 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// initEnv carries the number of the sync socket to the init stage; its
+// presence is what makes the binary act as an init (see IsInit).
+const initEnv = "_NEXUS_INIT_FD"
+
+// initConfig is everything the init stage needs, sent by the parent as one
+// JSON message so that the init does no parsing of its own.
+type initConfig struct {
+	Mode         string              `json:"mode"` // "create" or "exec"
+	ID           string              `json:"id"`
+	Bundle       string              `json:"bundle"`
+	Rootfs       string              `json:"rootfs"`
+	Spec         *specs.Spec         `json:"spec"`
+	JoinNS       []specs.LinuxNamespace `json:"joinNS,omitempty"`
+	NewCgroupNS  bool                `json:"newCgroupNS,omitempty"`
+	NewTimeNS    bool                `json:"newTimeNS,omitempty"`
+	NewNetNS     bool                `json:"newNetNS,omitempty"`
+	CgroupMounts []cgroupMount       `json:"cgroupMounts,omitempty"`
+	NoPivot      bool                `json:"noPivot,omitempty"`
+	PreserveFDs  int                 `json:"preserveFDs,omitempty"`
+	ConsoleFD    int                 `json:"consoleFD,omitempty"`
+	StartFD      int                 `json:"startFD,omitempty"`
+	State        specs.State         `json:"state"`
+}
+
+// cgroupMount describes one cgroup hierarchy for the container's /sys/fs/cgroup.
+type cgroupMount struct {
+	Name     string `json:"name"`     // directory under the mount ("" for a pure v2 host)
+	FSType   string `json:"fstype"`   // cgroup or cgroup2
+	Options  string `json:"options"`  // v1 subsystems, e.g. "cpu,cpuacct"
+	HostPath string `json:"hostPath"` // the container's cgroup directory in this hierarchy
+}
+
+// initMessage is what the init stage reports to its parent.
+type initMessage struct {
+	Type  string `json:"type"` // "ready" or "error"
+	Error string `json:"error,omitempty"`
+}
+
+// IsInit reports whether this process was started as a container init
+// stage. The binary's main calls it before anything else.
+func IsInit() bool { return os.Getenv(initEnv) != "" }
+
+// InitMain is the init stage. It never returns: it execs the container's
+// process or exits with status 1 after reporting the error to the parent.
+// The caller must have locked the main goroutine to the main OS thread
+// (runtime.LockOSThread in an init function) since namespaces and
+// credentials are per thread until execve.
+func InitMain() {
+	fd, err := strconv.Atoi(os.Getenv(initEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nexus init: bad", initEnv)
+		os.Exit(1)
+	}
+	os.Unsetenv(initEnv)
+	sync := os.NewFile(uintptr(fd), "sync")
+	var cfg initConfig
+	if err := json.NewDecoder(sync).Decode(&cfg); err != nil {
+		fail(sync, fmt.Errorf("read init config: %w", err))
+	}
+	err = runInit(&cfg, sync)
+	fail(sync, err)
+}
+
+func fail(sync io.Writer, err error) {
+	if err == nil {
+		err = errors.New("init returned without exec")
+	}
+	_ = json.NewEncoder(sync).Encode(initMessage{Type: "error", Error: err.Error()})
+	os.Exit(1)
+}
+
+func send(sync io.Writer, typ string) error {
+	return json.NewEncoder(sync).Encode(initMessage{Type: typ})
+}
+
+func runInit(cfg *initConfig, sync *os.File) error {
+	s := cfg.Spec
+	proc := s.Process
+	if err := joinNamespaces(cfg.JoinNS); err != nil {
+		return err
+	}
+	if cfg.NewCgroupNS {
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return fmt.Errorf("create cgroup namespace: %w", err)
+		}
+	}
+	if cfg.NewTimeNS {
+		if err := setupTimeNS(s.Linux.TimeOffsets); err != nil {
+			return err
+		}
+	}
+	if cfg.Mode == "create" {
+		if cfg.NewNetNS {
+			if err := loopbackUp(); err != nil {
+				return err
+			}
+		}
+		if err := setupSysctls(s.Linux.Sysctl); err != nil {
+			return err
+		}
+		if err := buildRootfs(cfg); err != nil {
+			return err
+		}
+		if s.Hostname != "" {
+			if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+				return fmt.Errorf("hostname %q: %w", s.Hostname, err)
+			}
+		}
+		if s.Domainname != "" {
+			if err := unix.Setdomainname([]byte(s.Domainname)); err != nil {
+				return fmt.Errorf("domainname %q: %w", s.Domainname, err)
+			}
+		}
+	}
+	if _, err := unix.Setsid(); err != nil {
+		return fmt.Errorf("setsid: %w", err)
+	}
+	if proc.Terminal {
+		if err := setupConsole(cfg); err != nil {
+			return err
+		}
+	}
+	if proc.OOMScoreAdj != nil {
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(*proc.OOMScoreAdj)), 0); err != nil {
+			return fmt.Errorf("process.oomScoreAdj: %w", err)
+		}
+	}
+	umask := 0o022
+	if proc.User.Umask != nil {
+		umask = int(*proc.User.Umask)
+	}
+	unix.Umask(umask)
+
+	filter, err := compileSeccomp(s.Linux.Seccomp)
+	if err != nil {
+		return err
+	}
+	if filter != nil && !proc.NoNewPrivileges {
+		// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which
+		// the process is about to lose: install it now.
+		if err := filter.load(); err != nil {
+			return err
+		}
+		filter = nil
+	}
+	if err := switchUser(proc); err != nil {
+		return err
+	}
+	if proc.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("process.noNewPrivileges: %w", err)
+		}
+	}
+	if err := unix.Chdir(proc.Cwd); err != nil {
+		return fmt.Errorf("process.cwd %s: %w", proc.Cwd, err)
+	}
+	if wd, err := unix.Getwd(); err != nil || !strings.HasPrefix(wd, "/") {
+		// A cwd reached through a leaked host fd reads "(unreachable)/…".
+		return fmt.Errorf("process.cwd %s is outside the container's root filesystem", proc.Cwd)
+	}
+	path, err := lookPath(proc.Args[0], proc.Env)
+	if err != nil {
+		return err
+	}
+	// Nothing of the runtime may leak into the container: every descriptor
+	// above the preserved ones closes on exec.
+	if err := unix.CloseRange(uint(3+cfg.PreserveFDs), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
+	}
+	if cfg.Mode == "create" {
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
+			return err
+		}
+		if err := send(sync, "ready"); err != nil {
+			return err
+		}
+		conn, err := waitForStart(cfg.StartFD)
+		if err != nil {
+			return err
+		}
+		sync = conn // report late errors to the start command
+		if err := runHooks("startContainer", hookList(s.Hooks, "startContainer"), cfg.State); err != nil {
+			return err
+		}
+	}
+	if filter != nil {
+		if err := filter.load(); err != nil {
+			return err
+		}
+	}
+	err = unix.Exec(path, proc.Args, proc.Env)
+	return fmt.Errorf("exec %s: %w", path, err)
+}
+
+func buildRootfs(cfg *initConfig) error {
+	r := &rootfsSetup{cfg: cfg}
+	defer r.close()
+	if err := r.prepare(); err != nil {
+		return err
+	}
+	if err := r.mountAll(); err != nil {
+		return err
+	}
+	if err := r.createDevices(); err != nil {
+		return err
+	}
+	if err := r.createDevSymlinks(); err != nil {
+		return err
+	}
+	// The process's cwd must exist; create it the way the image would.
+	if rel, err := resolveInRoot(cfg.Rootfs, cfg.Spec.Process.Cwd); err != nil {
+		return fmt.Errorf("process.cwd: %w", err)
+	} else if d, err := mkdirAllInRoot(r.rootFd, rel, 0o755); err != nil {
+		return fmt.Errorf("process.cwd %s: %w", cfg.Spec.Process.Cwd, err)
+	} else {
+		d.Close()
+	}
+	if err := runHooks("createContainer", hookList(cfg.Spec.Hooks, "createContainer"), cfg.State); err != nil {
+		return err
+	}
+	if err := r.pivot(); err != nil {
+		return err
+	}
+	return finishRootfs(cfg.Spec)
+}
+
+// joinNamespaces enters namespaces given by path. The mount namespace is
+// entered last (its paths would no longer resolve after), and only after this
+// thread stops sharing its file-system attributes with the others, which the
+// kernel requires of a multi-threaded process.
+func joinNamespaces(nss []specs.LinuxNamespace) error {
+	type open struct {
+		fd   int
+		kind specs.LinuxNamespaceType
+	}
+	var opened []open
+	defer func() {
+		for _, o := range opened {
+			unix.Close(o.fd)
+		}
+	}()
+	for _, ns := range nss {
+		fd, err := unix.Open(ns.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s namespace %s: %w", ns.Type, ns.Path, err)
+		}
+		opened = append(opened, open{fd, ns.Type})
+	}
+	for _, o := range opened {
+		if o.kind == specs.MountNamespace {
+			continue
+		}
+		if err := unix.Setns(o.fd, int(namespaceFlags[o.kind])); err != nil {
+			return fmt.Errorf("join %s namespace: %w", o.kind, err)
+		}
+	}
+	for _, o := range opened {
+		if o.kind != specs.MountNamespace {
+			continue
+		}
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return fmt.Errorf("unshare fs attributes: %w", err)
+		}
+		if err := unix.Setns(o.fd, unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("join mount namespace: %w", err)
+		}
+	}
+	return nil
+}
+
+func setupTimeNS(offsets map[string]specs.LinuxTimeOffset) error {
+	if err := unix.Unshare(unix.CLONE_NEWTIME); err != nil {
+		return fmt.Errorf("create time namespace: %w", err)
+	}
+	var b strings.Builder
+	for clock, off := range offsets {
+		fmt.Fprintf(&b, "%s %d %d\n", clock, off.Secs, off.Nanosecs)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := os.WriteFile("/proc/self/timens_offsets", []byte(b.String()), 0); err != nil {
+		return fmt.Errorf("linux.timeOffsets: %w", err)
+	}
+	return nil
+}
+
+// loopbackUp brings up lo in a new network namespace, as every container
+// runtime does: many programs assume localhost works.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	return nil
+}
+
+// setupSysctls writes the (already validated, namespaced) sysctls through
+// /proc/sys, which at this point reflects the container's namespaces.
+func setupSysctls(sysctls map[string]string) error {
+	for k, v := range sysctls {
+		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
+		if err := os.WriteFile(p, []byte(v), 0); err != nil {
+			return fmt.Errorf("linux.sysctl[%s]: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// switchUser drops the bounding set, changes groups and ids keeping the
+// capabilities the spec asks for, then sets them exactly.
+func switchUser(p *specs.Process) error {
+	var caps capabilities
+	if c := p.Capabilities; c != nil {
+		caps = capabilities{Bounding: capSetOf(c.Bounding), Effective: capSetOf(c.Effective),
+			Inheritable: capSetOf(c.Inheritable), Permitted: capSetOf(c.Permitted), Ambient: capSetOf(c.Ambient)}
+	}
+	if err := caps.dropBounding(); err != nil {
+		return fmt.Errorf("process.capabilities.bounding: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("keep capabilities across setuid: %w", err)
+	}
+	groups := make([]int, len(p.User.AdditionalGids))
+	for i, g := range p.User.AdditionalGids {
+		groups[i] = int(g)
+	}
+	if err := unix.Setgroups(groups); err != nil && !(len(groups) == 0 && errors.Is(err, unix.EPERM)) {
+		return fmt.Errorf("process.user.additionalGids: %w", err)
+	}
+	if err := unix.Setresgid(int(p.User.GID), int(p.User.GID), int(p.User.GID)); err != nil {
+		return fmt.Errorf("process.user.gid %d: %w (is it mapped in the user namespace?)", p.User.GID, err)
+	}
+	if err := unix.Setresuid(int(p.User.UID), int(p.User.UID), int(p.User.UID)); err != nil {
+		return fmt.Errorf("process.user.uid %d: %w (is it mapped in the user namespace?)", p.User.UID, err)
+	}
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 0, 0, 0, 0); err != nil {
+		return err
+	}
+	if err := caps.apply(); err != nil {
+		return fmt.Errorf("process.capabilities: %w", err)
+	}
+	return nil
+}
+
+// lookPath finds the program as the container's PATH would.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		if err := isExecutable(name); err != nil {
+			return "", fmt.Errorf("process.args[0] %s: %w", name, err)
+		}
+		return name, nil
+	}
+	pathVar := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathVar = v
+		}
+	}
+	for _, dir := range filepath.SplitList(pathVar) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if isExecutable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("process.args[0]: executable %q not found in the container's PATH (%s)", name, pathVar)
+}
+
+func isExecutable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	if fi.Mode()&0o111 == 0 {
+		return errors.New("permission denied: not executable")
+	}
+	return nil
+}
+
+// waitForStart blocks until `start` connects to the container's start
+// socket, then returns that connection.
+func waitForStart(fd int) (*os.File, error) {
+	for {
+		nfd, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("wait for start: %w", err)
+		}
+		unix.Close(fd)
+		f := os.NewFile(uintptr(nfd), "start")
+		var b [1]byte
+		if _, err := f.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("wait for start: %w", err)
+		}
+		return f, nil
+	}
+}
+
+// startContainer is used by Start: connect to the init's socket, ask it to
+// exec, and report whatever error it sends back. EOF without a message means
+// the exec succeeded (the connection closed on exec).
+func startContainer(sockPath string) error {
+	c, err := net.Dial("unix", sockPath)
+	if err != nil {
+		return fmt.Errorf("connect to the container's init: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte{'s'}); err != nil {
+		return fmt.Errorf("signal the container's init: %w", err)
+	}
+	var msg initMessage
+	if err := json.NewDecoder(c).Decode(&msg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return fmt.Errorf("read start result: %w", err)
+	}
+	if msg.Type == "error" {
+		return errors.New(msg.Error)
+	}
+	return nil
+}

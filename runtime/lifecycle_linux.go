@@ -1,0 +1,328 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/runtime/cgroups"
+)
+
+// open reads a container's state and locks it; call release when done.
+func (r *Runtime) open(id string) (st *savedState, dir string, release func(), err error) {
+	if err := ValidateID(id); err != nil {
+		return nil, "", nil, err
+	}
+	dir = containerDir(r.root, id)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, "", nil, fmt.Errorf("container %s: %w (list containers with `nexus runtime list`)", id, ErrNotExist)
+	}
+	release, err = lockContainer(dir)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	st, err = readState(r.root, id)
+	if err != nil {
+		release()
+		return nil, "", nil, err
+	}
+	return st, dir, release, nil
+}
+
+// Start runs the user's process of a created container.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	st, dir, release, err := r.open(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if s := st.status(dir); s != specs.StateCreated {
+		return fmt.Errorf("container %s is %s: only a created container can be started", id, s)
+	}
+	sock := filepath.Join(dir, startSocket)
+	startErr := startContainer(sock)
+	os.Remove(sock)
+	st.Started = true
+	if err := writeState(dir, st); err != nil {
+		return err
+	}
+	if startErr != nil {
+		return fmt.Errorf("start %s: %w", id, startErr)
+	}
+	state := st.ociState(dir)
+	if err := runHooks("poststart", hookList(st.Spec.Hooks, "poststart"), state); err != nil {
+		// The runtime spec makes poststart failures warnings.
+		r.log.Warn("poststart hook failed", "id", id, "err", err)
+	}
+	return nil
+}
+
+// State returns the OCI state of a container.
+func (r *Runtime) State(id string) (specs.State, error) {
+	st, err := readState(r.root, id)
+	if err != nil {
+		return specs.State{}, err
+	}
+	return st.ociState(containerDir(r.root, id)), nil
+}
+
+// List returns the state of every container under the root, sorted by id.
+func (r *Runtime) List() ([]specs.State, error) {
+	entries, err := os.ReadDir(r.root)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []specs.State
+	for _, e := range entries {
+		if !e.IsDir() || ValidateID(e.Name()) != nil {
+			continue
+		}
+		s, err := r.State(e.Name())
+		if err != nil {
+			continue // being created or deleted right now
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Kill sends sig to the container's init, or with all to every process in
+// its cgroup.
+func (r *Runtime) Kill(id string, sig syscall.Signal, all bool) error {
+	st, dir, release, err := r.open(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if st.status(dir) == specs.StateStopped {
+		return fmt.Errorf("container %s is stopped: nothing to signal", id)
+	}
+	if all {
+		cg, err := cgroups.Load(st.Cgroup.Paths)
+		if err != nil {
+			return fmt.Errorf("signal %s: %w", id, err)
+		}
+		return cg.KillAll(sig)
+	}
+	return signalProcess(st, sig)
+}
+
+// signalProcess signals the init through a pidfd after checking that the
+// pid still names the same process, so a recycled pid is never signalled.
+func signalProcess(st *savedState, sig syscall.Signal) error {
+	pidfd, err := unix.PidfdOpen(st.Pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("container %s has exited", st.ID)
+		}
+		return fmt.Errorf("signal %s: %w", st.ID, err)
+	}
+	defer unix.Close(pidfd)
+	if !st.alive() {
+		return fmt.Errorf("container %s has exited", st.ID)
+	}
+	if err := unix.PidfdSendSignal(pidfd, sig, nil, 0); err != nil {
+		return fmt.Errorf("signal %s with %v: %w", st.ID, sig, err)
+	}
+	return nil
+}
+
+// Delete removes a stopped (or created) container: its cgroup, its state,
+// and then runs the poststop hooks. With force, a running container is
+// killed first.
+func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	dir := containerDir(r.root, id)
+	st, _, release, err := r.open(id)
+	if err != nil {
+		if force && !errors.Is(err, ErrNotExist) {
+			// Corrupt or half-written state: forced delete still cleans up.
+			return os.RemoveAll(dir)
+		}
+		if force && errors.Is(err, ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	defer release()
+	status := st.status(dir)
+	if status == specs.StateRunning && !force {
+		return fmt.Errorf("container %s is running: stop it first (`nexus runtime kill %s`) or use --force", id, id)
+	}
+	cg, cgErr := cgroups.Load(st.Cgroup.Paths)
+	if status != specs.StateStopped {
+		if cgErr == nil {
+			_ = cg.KillAll(unix.SIGKILL)
+		}
+		_ = signalProcess(st, unix.SIGKILL)
+		if err := waitGone(ctx, st); err != nil {
+			return fmt.Errorf("delete %s: %w", id, err)
+		}
+	}
+	if cgErr == nil {
+		if err := cg.Destroy(); err != nil {
+			return fmt.Errorf("delete %s: remove cgroup: %w", id, err)
+		}
+	}
+	r.reap(id)
+	state := st.ociState(dir)
+	state.Status = specs.StateStopped
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("delete %s: remove state: %w", id, err)
+	}
+	if err := runHooks("poststop", hookList(st.Spec.Hooks, "poststop"), state); err != nil {
+		r.log.Warn("poststop hook failed", "id", id, "err", err)
+	}
+	return nil
+}
+
+// waitGone waits until the init process no longer exists.
+func waitGone(ctx context.Context, st *savedState) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for st.alive() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d did not exit within 10s of SIGKILL", st.Pid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// reap forgets a child this process started (waiting for it so no zombie
+// remains).
+func (r *Runtime) reap(id string) {
+	r.mu.Lock()
+	ch := r.children[id]
+	delete(r.children, id)
+	r.mu.Unlock()
+	if ch != nil {
+		<-ch.done
+	}
+}
+
+// ExitStatus is how a container's process ended.
+type ExitStatus struct {
+	Code      int            // exit code, or 128+signal when killed
+	Signal    syscall.Signal // the signal that killed it, 0 if it exited
+	OOMKilled bool           // the kernel's OOM killer killed a process in the container
+	// Known is false when the process was not started by this Runtime
+	// value and its status could not be recovered.
+	Known bool
+}
+
+func (e ExitStatus) String() string {
+	s := fmt.Sprintf("exit code %d", e.Code)
+	if e.Signal != 0 {
+		s = fmt.Sprintf("killed by %v (exit code %d)", e.Signal, e.Code)
+	}
+	if e.OOMKilled {
+		s += ", out of memory"
+	}
+	return s
+}
+
+// Wait blocks until the container's init exits and returns its status.
+func (r *Runtime) Wait(ctx context.Context, id string) (ExitStatus, error) {
+	st, err := readState(r.root, id)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	r.mu.Lock()
+	ch := r.children[id]
+	r.mu.Unlock()
+	var es ExitStatus
+	if ch != nil {
+		select {
+		case <-ch.done:
+		case <-ctx.Done():
+			return ExitStatus{}, ctx.Err()
+		}
+		es = exitStatusOf(ch.ws)
+	} else {
+		if err := waitGone(ctx, &savedState{ID: id, Pid: st.Pid, PidStart: st.PidStart}); err != nil && ctx.Err() != nil {
+			return ExitStatus{}, err
+		}
+		for st.alive() {
+			select {
+			case <-ctx.Done():
+				return ExitStatus{}, ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	if cg, err := cgroups.Load(st.Cgroup.Paths); err == nil {
+		if n, err := cg.OOMKillCount(); err == nil && n > 0 {
+			es.OOMKilled = true
+		}
+	}
+	return es, nil
+}
+
+func exitStatusOf(ws syscall.WaitStatus) ExitStatus {
+	if ws.Signaled() {
+		return ExitStatus{Code: 128 + int(ws.Signal()), Signal: ws.Signal(), Known: true}
+	}
+	return ExitStatus{Code: ws.ExitStatus(), Known: true}
+}
+
+// Stats returns the container's cgroup counters.
+func (r *Runtime) Stats(id string) (*cgroups.Stats, error) {
+	st, err := readState(r.root, id)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := cgroups.Load(st.Cgroup.Paths)
+	if err != nil {
+		return nil, fmt.Errorf("stats of %s: %w", id, err)
+	}
+	return cg.Stats()
+}
+
+// Update changes the container's resource limits.
+func (r *Runtime) Update(id string, res *specs.LinuxResources) error {
+	st, dir, release, err := r.open(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	cg, err := cgroups.Load(st.Cgroup.Paths)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", id, err)
+	}
+	if err := cg.Update(res); err != nil {
+		return fmt.Errorf("update %s: %w", id, err)
+	}
+	st.Spec.Linux.Resources = res
+	return writeState(dir, st)
+}
+
+// Processes lists the host pids of every process in the container.
+func (r *Runtime) Processes(id string) ([]int, error) {
+	st, err := readState(r.root, id)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := cgroups.Load(st.Cgroup.Paths)
+	if err != nil {
+		return nil, fmt.Errorf("processes of %s: %w", id, err)
+	}
+	return cg.Processes()
+}

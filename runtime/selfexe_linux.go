@@ -1,0 +1,56 @@
+package runtime
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// sealedSelf returns a file through which this binary can be executed while
+// no process, inside a container or not, can write to it: the init stage
+// runs inside the container's pid namespace, where a hostile process could
+// open /proc/<pid>/exe and overwrite the runtime binary (CVE-2019-5736).
+//
+// The cheap way is a detached, read-only bind mount of the binary (open_tree
+// + mount_setattr): it costs two syscalls, needs no copy and disappears with
+// the last process using it. Where that is not allowed (no CAP_SYS_ADMIN,
+// old kernel) the binary is copied into a sealed memfd instead.
+func sealedSelf() (*os.File, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, "/proc/self/exe", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err == nil {
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+		if err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err == nil {
+			return os.NewFile(uintptr(fd), "nexus (read-only)"), nil
+		}
+		unix.Close(fd)
+	}
+	return sealedCopy()
+}
+
+func sealedCopy() (*os.File, error) {
+	src, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return nil, fmt.Errorf("open own binary: %w", err)
+	}
+	defer src.Close()
+	fd, err := unix.MemfdCreate("nexus", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("copy own binary to a sealed memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "nexus (sealed)")
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("copy own binary to a sealed memfd: %w", err)
+	}
+	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal own binary copy: %w", err)
+	}
+	return f, nil
+}
+
+// execPath is the path that executes f.
+func execPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }

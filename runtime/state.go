@@ -1,0 +1,189 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultRoot is where container state lives unless --root says otherwise.
+// It is on tmpfs so that state does not outlive the processes it describes.
+const DefaultRoot = "/run/nexus/runtime"
+
+const (
+	stateFile   = "state.json"
+	startSocket = "start.sock"
+	lockFile    = "lock"
+)
+
+// ValidateID checks a container ID: it becomes a directory name and part of
+// cgroup paths, so it may not contain slashes or start with a dot.
+func ValidateID(id string) error {
+	if !validIDString(id) {
+		return fmt.Errorf("container id %q is invalid: use 1-1024 characters from A-Z a-z 0-9 _ . + -, starting with a letter or digit", id)
+	}
+	return nil
+}
+
+func validIDString(id string) bool {
+	if len(id) == 0 || len(id) > 1024 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("_.+-", rune(c))) {
+			return false
+		}
+	}
+	return true
+}
+
+// Status is a container's lifecycle state as the OCI runtime spec names it.
+type Status = specs.ContainerState
+
+// savedState is what the runtime keeps on disk for a container: everything a
+// later process needs to report, signal and delete it.
+type savedState struct {
+	ID          string            `json:"id"`
+	Pid         int               `json:"pid"`
+	PidStart    uint64            `json:"pidStartTime"` // /proc/<pid>/stat field 22, guards against pid reuse
+	Bundle      string            `json:"bundle"`
+	Rootfs      string            `json:"rootfs"`
+	Created     time.Time         `json:"created"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Cgroup      cgroupState       `json:"cgroup"`
+	Spec        *specs.Spec       `json:"spec"`
+	Tier        string            `json:"tier,omitempty"`
+	// Started is set by start once the init has exec'd the user's process.
+	Started bool `json:"started,omitempty"`
+}
+
+// containerDir returns the state directory of id under root.
+func containerDir(root, id string) string { return filepath.Join(root, id) }
+
+func writeState(dir string, st *savedState) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, stateFile+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write state of %s: %w", st.ID, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, stateFile)); err != nil {
+		return fmt.Errorf("write state of %s: %w", st.ID, err)
+	}
+	return nil
+}
+
+// ErrNotExist is returned for a container ID that has no state directory.
+var ErrNotExist = errors.New("container does not exist")
+
+func readState(root, id string) (*savedState, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(containerDir(root, id), stateFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("container %s: %w (list containers with `nexus runtime list`)", id, ErrNotExist)
+		}
+		return nil, fmt.Errorf("read state of %s: %w", id, err)
+	}
+	var st savedState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("state of %s is corrupt (%v): remove it with `nexus runtime delete --force %s`", id, err, id)
+	}
+	return &st, nil
+}
+
+// lockContainer takes an exclusive lock on the container's directory so two
+// runtime processes do not change the same container at once.
+func lockContainer(dir string) (release func(), err error) {
+	fd, err := unix.Open(filepath.Join(dir, lockFile), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// processStartTime reads field 22 of /proc/<pid>/stat: the process's start
+// time in clock ticks since boot, which with the pid identifies a process.
+func processStartTime(pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may contain spaces and parentheses.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(s[i+1:])
+	// fields[0] is field 3 (state); field 22 is fields[19].
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	if fields[0] == "Z" || fields[0] == "X" {
+		return 0, fmt.Errorf("process %d has exited", pid)
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+// alive reports whether the container's init is still the process it was.
+func (st *savedState) alive() bool {
+	if st.Pid <= 0 {
+		return false
+	}
+	start, err := processStartTime(st.Pid)
+	return err == nil && start == st.PidStart
+}
+
+// status derives the lifecycle state from the process and the start socket.
+func (st *savedState) status(dir string) Status {
+	if !st.alive() {
+		return specs.StateStopped
+	}
+	if _, err := os.Lstat(filepath.Join(dir, startSocket)); err == nil && !st.Started {
+		return specs.StateCreated
+	}
+	return specs.StateRunning
+}
+
+// ociState is the state document `state` prints, as the runtime spec defines it.
+func (st *savedState) ociState(dir string) specs.State {
+	s := specs.State{
+		Version:     specs.Version,
+		ID:          st.ID,
+		Status:      st.status(dir),
+		Bundle:      st.Bundle,
+		Annotations: st.Annotations,
+	}
+	if s.Status != specs.StateStopped {
+		s.Pid = st.Pid
+	}
+	return s
+}
+
+// Spec returns the spec a container was created with.
+func (r *Runtime) Spec(id string) (*specs.Spec, error) {
+	st, err := readState(r.root, id)
+	if err != nil {
+		return nil, err
+	}
+	return st.Spec, nil
+}
