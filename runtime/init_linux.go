@@ -22,21 +22,21 @@ const initEnv = "_NEXUS_INIT_FD"
 // initConfig is everything the init stage needs, sent by the parent as one
 // JSON message so that the init does no parsing of its own.
 type initConfig struct {
-	Mode         string              `json:"mode"` // "create" or "exec"
-	ID           string              `json:"id"`
-	Bundle       string              `json:"bundle"`
-	Rootfs       string              `json:"rootfs"`
-	Spec         *specs.Spec         `json:"spec"`
+	Mode         string                 `json:"mode"` // "create" or "exec"
+	ID           string                 `json:"id"`
+	Bundle       string                 `json:"bundle"`
+	Rootfs       string                 `json:"rootfs"`
+	Spec         *specs.Spec            `json:"spec"`
 	JoinNS       []specs.LinuxNamespace `json:"joinNS,omitempty"`
-	NewCgroupNS  bool                `json:"newCgroupNS,omitempty"`
-	NewTimeNS    bool                `json:"newTimeNS,omitempty"`
-	NewNetNS     bool                `json:"newNetNS,omitempty"`
-	CgroupMounts []cgroupMount       `json:"cgroupMounts,omitempty"`
-	NoPivot      bool                `json:"noPivot,omitempty"`
-	PreserveFDs  int                 `json:"preserveFDs,omitempty"`
-	ConsoleFD    int                 `json:"consoleFD,omitempty"`
-	StartFD      int                 `json:"startFD,omitempty"`
-	State        specs.State         `json:"state"`
+	NewCgroupNS  bool                   `json:"newCgroupNS,omitempty"`
+	NewTimeNS    bool                   `json:"newTimeNS,omitempty"`
+	NewNetNS     bool                   `json:"newNetNS,omitempty"`
+	CgroupMounts []cgroupMount          `json:"cgroupMounts,omitempty"`
+	NoPivot      bool                   `json:"noPivot,omitempty"`
+	PreserveFDs  int                    `json:"preserveFDs,omitempty"`
+	ConsoleFD    int                    `json:"consoleFD,omitempty"`
+	StartFD      int                    `json:"startFD,omitempty"`
+	State        specs.State            `json:"state"`
 }
 
 // cgroupMount describes one cgroup hierarchy for the container's /sys/fs/cgroup.

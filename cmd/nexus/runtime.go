@@ -486,4 +486,3 @@ func rtStats(o *runtimeOptions) *cobra.Command {
 		},
 	}
 }
-
