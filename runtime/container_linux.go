@@ -226,6 +226,9 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		cmd.SysProcAttr.UidMappings = idMaps(spec.Linux.UIDMappings)
 		cmd.SysProcAttr.GidMappings = idMaps(spec.Linux.GIDMappings)
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		// Become root of the new namespace before exec: a process that
+		// keeps its unmapped host uid loses every capability at execve.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 
 	if err := startInPidNS(cmd, joinPid); err != nil {

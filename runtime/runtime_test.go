@@ -1,0 +1,664 @@
+package runtime_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/internal/testrootfs"
+	"nexus.dev/nexus/internal/testutil"
+	"nexus.dev/nexus/runtime"
+)
+
+func init() {
+	if runtime.IsInit() {
+		goruntime.LockOSThread()
+	}
+}
+
+// TestMain lets the test binary act as the container init stage: the
+// runtime re-executes its own binary, which here is this test binary.
+func TestMain(m *testing.M) {
+	if runtime.IsInit() {
+		runtime.InitMain()
+	}
+	os.Exit(m.Run())
+}
+
+// harness is one runtime with its own state root, and the bundles it made.
+type harness struct {
+	t  *testing.T
+	rt *runtime.Runtime
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	testutil.RequireRoot(t)
+	return &harness{t: t, rt: runtime.New(runtime.Config{Root: t.TempDir()})}
+}
+
+var idSeq int
+
+func (h *harness) id() string {
+	idSeq++
+	return fmt.Sprintf("t%d-%d", os.Getpid(), idSeq)
+}
+
+// bundle writes a busybox bundle whose spec is DefaultSpec changed by edit.
+func (h *harness) bundle(edit func(s *specs.Spec, rootfs string)) string {
+	h.t.Helper()
+	dir := h.t.TempDir()
+	// Both TempDir levels are 0700; a container root mapped to another
+	// host uid must be able to reach its rootfs.
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := testrootfs.Build(rootfs); err != nil {
+		h.t.Skip(err)
+	}
+	s := runtime.DefaultSpec()
+	s.Process.Args = []string{"true"}
+	if edit != nil {
+		edit(s, rootfs)
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	return dir
+}
+
+// result is what a finished container left.
+type result struct {
+	out    string
+	status runtime.ExitStatus
+	paths  []string // its cgroup directories, to check they are gone
+}
+
+// create creates a container with stdout+stderr to a file, and registers a
+// forced delete for cleanup.
+func (h *harness) create(bundle string) (id string, out *os.File) {
+	h.t.Helper()
+	id = h.id()
+	out, err := os.CreateTemp(h.t.TempDir(), "out")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.rt.Create(ctx, id, runtime.CreateOptions{Bundle: bundle, Stdout: out, Stderr: out}); err != nil {
+		h.t.Fatalf("create: %v", err)
+	}
+	h.t.Cleanup(func() { _ = h.rt.Delete(context.Background(), id, true) })
+	return id, out
+}
+
+// run creates, starts and waits for a container, then deletes it.
+func (h *harness) run(edit func(s *specs.Spec, rootfs string)) result {
+	h.t.Helper()
+	id, out := h.create(h.bundle(edit))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	paths := cgroupDirs(h.t, h.rt, id)
+	if err := h.rt.Start(ctx, id); err != nil {
+		h.t.Fatalf("start: %v", err)
+	}
+	status, err := h.rt.Wait(ctx, id)
+	if err != nil {
+		h.t.Fatalf("wait: %v", err)
+	}
+	if err := h.rt.Delete(ctx, id, false); err != nil {
+		h.t.Fatalf("delete: %v", err)
+	}
+	data, _ := os.ReadFile(out.Name())
+	return result{out: string(data), status: status, paths: paths}
+}
+
+// cgroupDirs lists the container's cgroup directories on the host.
+func cgroupDirs(t *testing.T, rt *runtime.Runtime, id string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(rt.Root(), id, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Cgroup struct{ Paths map[string]string } `json:"cgroup"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, p := range st.Cgroup.Paths {
+		dirs = append(dirs, p)
+	}
+	if len(dirs) == 0 {
+		t.Fatal("state records no cgroup directories")
+	}
+	return dirs
+}
+
+func shell(script string) func(s *specs.Spec, _ string) {
+	return func(s *specs.Spec, _ string) { s.Process.Args = []string{"sh", "-c", script} }
+}
+
+func TestProcessIsPid1WithHostname(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Hostname = "box-one"
+		s.Process.Args = []string{"sh", "-c", "echo pid=$$ host=$(hostname)"}
+	})
+	if got := strings.TrimSpace(r.out); got != "pid=1 host=box-one" {
+		t.Fatalf("output %q, want pid=1 host=box-one", got)
+	}
+	if r.status.Code != 0 || !r.status.Known {
+		t.Fatalf("status %+v", r.status)
+	}
+}
+
+func TestExitCodesAndSignals(t *testing.T) {
+	h := newHarness(t)
+	if r := h.run(shell("exit 7")); r.status.Code != 7 || r.status.Signal != 0 {
+		t.Fatalf("exit 7 reported as %+v", r.status)
+	}
+
+	id, _ := h.create(h.bundle(shell("exec sleep 100")))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.rt.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.rt.State(id)
+	if err != nil || st.Status != specs.StateRunning || st.Pid <= 0 {
+		t.Fatalf("state after start: %+v, %v", st, err)
+	}
+	if err := h.rt.Kill(id, unix.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	status, err := h.rt.Wait(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status.Signal != unix.SIGKILL || status.Code != 128+9 {
+		t.Fatalf("SIGKILL reported as %+v", status)
+	}
+	if st, _ := h.rt.State(id); st.Status != specs.StateStopped {
+		t.Fatalf("state after kill: %s, want stopped", st.Status)
+	}
+}
+
+func TestMaskedAndReadonlyPaths(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, rootfs string) {
+		for _, d := range []string{"secret-dir", "ro-dir"} {
+			if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(t, os.WriteFile(filepath.Join(rootfs, "secret-dir/key"), []byte("hunter2"), 0o644))
+		must(t, os.WriteFile(filepath.Join(rootfs, "secret-file"), []byte("hunter2"), 0o644))
+		s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, "/secret-dir", "/secret-file")
+		s.Linux.ReadonlyPaths = append(s.Linux.ReadonlyPaths, "/ro-dir")
+		s.Process.Args = []string{"sh", "-c", `
+			echo "file:[$(cat /secret-file)]"
+			echo "dir:[$(ls /secret-dir)]"
+			echo "timer_list:[$(head -c 20 /proc/timer_list)]"
+			touch /ro-dir/x 2>/dev/null && echo ro-dir:writable || echo ro-dir:readonly
+			echo 1 2>/dev/null > /proc/sys/kernel/domainname && echo procsys:writable || echo procsys:readonly
+			touch /tmp/x && echo rootfs:writable`}
+	})
+	for _, want := range []string{"file:[]", "dir:[]", "timer_list:[]", "ro-dir:readonly", "procsys:readonly", "rootfs:writable"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.out)
+		}
+	}
+	if strings.Contains(r.out, "hunter2") {
+		t.Errorf("masked content leaked:\n%s", r.out)
+	}
+}
+
+func TestReadonlyRoot(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Root.Readonly = true
+		s.Process.Args = []string{"sh", "-c", "touch /x 2>&1; touch /dev/shm/y && echo shm:ok"}
+	})
+	if !strings.Contains(r.out, "Read-only file system") || !strings.Contains(r.out, "shm:ok") {
+		t.Fatalf("want / read-only and /dev/shm writable, got:\n%s", r.out)
+	}
+}
+
+func TestCapabilitiesAreExactlyTheSpecs(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, _ string) {
+		caps := []string{"CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps,
+			Inheritable: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"}}
+		s.Process.Args = []string{"grep", "^Cap", "/proc/self/status"}
+	})
+	// CHOWN=0, KILL=5, NET_BIND_SERVICE=10. grep's own capabilities after
+	// exec as root: permitted/effective keep the bounding set.
+	want := map[string]string{"CapInh": "0000000000000020", "CapPrm": "0000000000000421",
+		"CapEff": "0000000000000421", "CapBnd": "0000000000000421", "CapAmb": "0000000000000020"}
+	for k, v := range want {
+		if !strings.Contains(r.out, k+":\t"+v) {
+			t.Errorf("%s: want %s in\n%s", k, v, r.out)
+		}
+	}
+}
+
+func TestNonRootUserAndGroups(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Process.User = specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{2000}}
+		s.Process.Args = []string{"sh", "-c", "id; grep ^CapEff /proc/self/status"}
+	})
+	if !strings.Contains(r.out, "uid=1000 gid=1001 groups=2000") {
+		t.Fatalf("id output: %s", r.out)
+	}
+	// A non-root user loses effective capabilities on exec unless ambient.
+	if !strings.Contains(r.out, "CapEff:\t0000000000000000") {
+		t.Fatalf("non-root process kept effective capabilities: %s", r.out)
+	}
+}
+
+func TestSeccompDeniesWithConfiguredErrno(t *testing.T) {
+	h := newHarness(t)
+	errno := uint(42) // ENOMSG: "No message of desired type"
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Linux.Seccomp = &specs.LinuxSeccomp{
+			DefaultAction: specs.ActAllow,
+			Syscalls: []specs.LinuxSyscall{{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &errno}},
+		}
+		s.Process.Args = []string{"sh", "-c", "mkdir /tmp/denied; echo rc=$?; touch /tmp/allowed && echo touch:ok"}
+	})
+	if !strings.Contains(r.out, "No message of desired type") || !strings.Contains(r.out, "rc=1") {
+		t.Fatalf("mkdir should fail with ENOMSG, got:\n%s", r.out)
+	}
+	if !strings.Contains(r.out, "touch:ok") {
+		t.Fatalf("syscalls outside the rule must work:\n%s", r.out)
+	}
+}
+
+func TestDefaultSeccompProfileBlocksNamespaceCreation(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(shell("unshare -U true 2>&1; echo rc=$?"))
+	if !strings.Contains(r.out, "rc=1") {
+		t.Fatalf("unshare of a user namespace should be denied by the default profile:\n%s", r.out)
+	}
+}
+
+func TestMemoryLimitOOMKillIsReported(t *testing.T) {
+	h := newHarness(t)
+	limit := int64(32 << 20)
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &limit, Swap: &limit}
+		// tail buffers a line that never ends: it grows until killed.
+		s.Process.Args = []string{"tail", "/dev/zero"}
+	})
+	if !r.status.OOMKilled || r.status.Signal != unix.SIGKILL {
+		t.Fatalf("want an OOM kill reported, got %+v (%s)", r.status, r.out)
+	}
+}
+
+func TestPidsLimitStopsForkBomb(t *testing.T) {
+	h := newHarness(t)
+	limit := int64(16)
+	id, out := h.create(h.bundle(func(s *specs.Spec, _ string) {
+		s.Linux.Resources.Pids = &specs.LinuxPids{Limit: &limit}
+		// The inner shell forks until the kernel refuses; the outer one
+		// survives to report it and keeps the container running.
+		s.Process.Args = []string{"sh", "-c", "sh -c 'i=0; while [ $i -lt 64 ]; do sleep 60 & i=$((i+1)); done'; echo bomb-stopped; sleep 60"}
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Start(ctx, id))
+	waitFor(t, "the fork bomb to be stopped", func() bool {
+		data, _ := os.ReadFile(out.Name())
+		return strings.Contains(string(data), "bomb-stopped")
+	})
+	stats, err := h.rt.Stats(id)
+	must(t, err)
+	if stats.Pids.Current > uint64(limit) || stats.Pids.Current < uint64(limit)-2 {
+		t.Fatalf("pids.current = %d, want close to the limit %d", stats.Pids.Current, limit)
+	}
+	data, _ := os.ReadFile(out.Name())
+	if !strings.Contains(string(data), "can't fork") {
+		t.Fatalf("the shell should report failed forks:\n%s", data)
+	}
+	pids, err := h.rt.Processes(id)
+	must(t, err)
+	if len(pids) > int(limit) {
+		t.Fatalf("%d processes in the container, limit %d", len(pids), limit)
+	}
+	must(t, h.rt.Kill(id, unix.SIGKILL, true))
+	if _, err := h.rt.Wait(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSymlinkEscapesAreRejected(t *testing.T) {
+	hostDir := t.TempDir()
+	tests := []struct {
+		name string
+		edit func(s *specs.Spec, rootfs string)
+	}{
+		{"cwd through a relative symlink", func(s *specs.Spec, rootfs string) {
+			must(t, os.Symlink("../../../../../../../../.."+hostDir, filepath.Join(rootfs, "evil")))
+			s.Process.Cwd = "/evil"
+		}},
+		{"mount destination through a symlink", func(s *specs.Spec, rootfs string) {
+			must(t, os.Symlink("/../../../../../../.."+hostDir, filepath.Join(rootfs, "evil")))
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/evil/x", Type: "tmpfs", Source: "tmpfs"})
+		}},
+		{"bind mount destination through a nested symlink", func(s *specs.Spec, rootfs string) {
+			must(t, os.MkdirAll(filepath.Join(rootfs, "a/b"), 0o755))
+			must(t, os.Symlink("../../../..", filepath.Join(rootfs, "a/b/up")))
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/a/b/up" + hostDir, Type: "bind", Source: "/etc", Options: []string{"rbind"}})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			bundle := h.bundle(tt.edit)
+			id := h.id()
+			err := h.rt.Create(context.Background(), id, runtime.CreateOptions{Bundle: bundle})
+			var esc *runtime.EscapeError
+			if !errors.As(err, &esc) && (err == nil || !strings.Contains(err.Error(), "escapes the root filesystem")) {
+				t.Fatalf("want an escape error, got %v", err)
+			}
+			assertNothingLeft(t, h.rt, id)
+			if entries, _ := os.ReadDir(hostDir); len(entries) != 0 {
+				t.Fatalf("the host directory was touched: %v", entries)
+			}
+		})
+	}
+}
+
+func TestSymlinksInsideTheRootStillWork(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, rootfs string) {
+		must(t, os.MkdirAll(filepath.Join(rootfs, "data/real"), 0o755))
+		must(t, os.Symlink("/data/real", filepath.Join(rootfs, "work")))
+		must(t, os.Symlink("real", filepath.Join(rootfs, "data/rel")))
+		s.Process.Cwd = "/work"
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data/rel/mnt", Type: "tmpfs", Source: "tmpfs"})
+		s.Process.Args = []string{"sh", "-c", "pwd; grep -c ' /data/real/mnt ' /proc/self/mountinfo"}
+	})
+	if !strings.Contains(r.out, "/work\n1") && !strings.Contains(r.out, "/data/real\n1") {
+		t.Fatalf("in-root symlinks should resolve inside the root:\n%s", r.out)
+	}
+}
+
+func TestNoInheritedDescriptors(t *testing.T) {
+	h := newHarness(t)
+	// A descriptor this process leaks on purpose (no O_CLOEXEC).
+	fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0)
+	must(t, err)
+	defer syscall.Close(fd)
+	r := h.run(shell("ls /proc/$$/fd | tr '\\n' ' '"))
+	if got := strings.TrimSpace(r.out); got != "0 1 2" {
+		t.Fatalf("container's descriptors: %q, want \"0 1 2\"", got)
+	}
+}
+
+func TestNothingLeftAfterKillAndDelete(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(shell("sleep 100 & sleep 100")))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Start(ctx, id))
+	dirs := cgroupDirs(t, h.rt, id)
+	st, err := h.rt.State(id)
+	must(t, err)
+	if err := h.rt.Delete(ctx, id, false); err == nil || !strings.Contains(err.Error(), "running") {
+		t.Fatalf("delete of a running container without force: %v", err)
+	}
+	must(t, h.rt.Kill(id, unix.SIGKILL, true))
+	if _, err := h.rt.Wait(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	must(t, h.rt.Delete(ctx, id, false))
+	assertNothingLeft(t, h.rt, id)
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cgroup %s remains", d)
+		}
+	}
+	if err := syscall.Kill(st.Pid, 0); err == nil {
+		t.Errorf("container init %d still exists", st.Pid)
+	}
+}
+
+func TestExecJoinsTheContainer(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(func(s *specs.Spec, _ string) {
+		s.Hostname = "exec-host"
+		s.Process.Args = []string{"sleep", "100"}
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Start(ctx, id))
+	out, err := os.CreateTemp(t.TempDir(), "exec")
+	must(t, err)
+	spec, err := h.rt.Spec(id)
+	must(t, err)
+	proc := *spec.Process
+	proc.Args = []string{"sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/self/fd | tr '\\n' ' '; exit 5"}
+	p, err := h.rt.Exec(ctx, id, &proc, runtime.ExecOptions{Stdout: out, Stderr: out})
+	must(t, err)
+	status, err := p.Wait(ctx)
+	must(t, err)
+	data, _ := os.ReadFile(out.Name())
+	if status.Code != 5 {
+		t.Fatalf("exec exit status %+v, output %s", status, data)
+	}
+	for _, want := range []string{"exec-host", "sleep 100", "0 1 2 "} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("exec output lacks %q:\n%s", want, data)
+		}
+	}
+}
+
+func TestHooksRunInOrder(t *testing.T) {
+	h := newHarness(t)
+	log := filepath.Join(t.TempDir(), "hooks.log")
+	hook := func(name string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "read state; echo " + name + " >> " + log}}
+	}
+	r := h.run(func(s *specs.Spec, rootfs string) {
+		s.Hooks = &specs.Hooks{
+			Prestart:      []specs.Hook{hook("prestart")}, //nolint:staticcheck
+			CreateRuntime: []specs.Hook{hook("createRuntime")},
+			// createContainer runs in the container's mount namespace before
+			// pivot_root, so the host path still resolves.
+			CreateContainer: []specs.Hook{hook("createContainer")},
+			StartContainer:  []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo startContainer > /tmp/started"}}},
+			Poststart:       []specs.Hook{hook("poststart")},
+			Poststop:        []specs.Hook{hook("poststop")},
+		}
+		s.Process.Args = []string{"sh", "-c", "sleep 0.2; cat /tmp/started"}
+	})
+	data, err := os.ReadFile(log)
+	must(t, err)
+	if got := strings.Fields(string(data)); strings.Join(got, ",") != "prestart,createRuntime,createContainer,poststart,poststop" {
+		t.Fatalf("hooks ran as %v", got)
+	}
+	if !strings.Contains(r.out, "startContainer") {
+		t.Fatalf("startContainer hook did not run in the container: %q", r.out)
+	}
+}
+
+func TestUserNamespaceMapsRoot(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, rootfs string) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Process.Args = []string{"sh", "-c", "id -u; cat /proc/self/uid_map"}
+		must(t, filepath.Walk(rootfs, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, 100000, 100000)
+		}))
+	})
+	fields := strings.Fields(r.out)
+	if len(fields) < 4 || fields[0] != "0" || fields[2] != "100000" {
+		t.Fatalf("want uid 0 mapped to host 100000, got:\n%s", r.out)
+	}
+}
+
+// TestInitBinaryCannotBeOverwritten is the CVE-2019-5736 scenario: a process
+// in the container holds the runtime's /proc/<pid>/exe while the init runs,
+// and tries to reopen it for writing once the init has exec'd.
+func TestInitBinaryCannotBeOverwritten(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(shell("sleep 100")))
+	st, err := h.rt.State(id)
+	must(t, err)
+	exe, err := os.Open(fmt.Sprintf("/proc/%d/exe", st.Pid))
+	must(t, err)
+	defer exe.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Start(ctx, id))
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", exe.Fd()), os.O_WRONLY, 0)
+	if err == nil {
+		f.Close()
+		t.Fatal("the init's binary could be opened for writing after it exec'd")
+	}
+	if !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.ETXTBSY) && !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("unexpected error %v", err)
+	}
+}
+
+func TestCreateRefusesBadInputAndLeavesNothing(t *testing.T) {
+	seven := uint(1)
+	tests := []struct {
+		name   string
+		config func(s *specs.Spec, rootfs string) // nil: raw JSON below
+		raw    string
+		want   string
+	}{
+		{name: "bad JSON", raw: `{"ociVersion": "1.0.2", "process": `, want: "not valid JSON"},
+		{name: "wrong type", raw: `{"ociVersion": "1.0.2", "process": {"args": "sh"}}`, want: "process.args"},
+		{name: "unknown namespace", config: func(s *specs.Spec, _ string) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: "bogus"})
+		}, want: `linux.namespaces[6].type: unknown namespace type "bogus"`},
+		{name: "relative mount destination", config: func(s *specs.Spec, _ string) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "data", Type: "tmpfs", Source: "tmpfs"})
+		}, want: "mounts[7].destination"},
+		{name: "escaping mount destination", config: func(s *specs.Spec, _ string) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/../../etc", Type: "tmpfs", Source: "tmpfs"})
+		}, want: "climbs out of the root filesystem"},
+		{name: "missing rootfs", config: func(s *specs.Spec, _ string) { s.Root.Path = "nope" }, want: "root.path"},
+		{name: "invalid rlimit", config: func(s *specs.Spec, _ string) {
+			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS", Soft: 1, Hard: 1}}
+		}, want: `process.rlimits[0].type: unknown rlimit "RLIMIT_BOGUS"`},
+		{name: "soft above hard", config: func(s *specs.Spec, _ string) {
+			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 10, Hard: 5}}
+		}, want: "soft limit 10 is above hard limit 5"},
+		{name: "rlimit above what the host allows", config: func(s *specs.Spec, _ string) {
+			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1 << 40, Hard: 1 << 40}}
+		}, want: "RLIMIT_NOFILE"},
+		{name: "unknown syscall", config: func(s *specs.Spec, _ string) {
+			s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls, specs.LinuxSyscall{Names: []string{"no_such_call"}, Action: specs.ActErrno, ErrnoRet: &seven})
+		}, want: `unknown syscall "no_such_call"`},
+		{name: "unknown capability", config: func(s *specs.Spec, _ string) {
+			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_TIME_TRAVEL")
+		}, want: `process.capabilities.bounding[13]: unknown capability "CAP_TIME_TRAVEL"`},
+		{name: "bad memory limit", config: func(s *specs.Spec, _ string) {
+			bad := int64(-5)
+			s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &bad}
+		}, want: "memory.limit"},
+		{name: "missing program", config: func(s *specs.Spec, _ string) { s.Process.Args = []string{"/no/such/program"} },
+			want: "process.args[0] /no/such/program"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			bundle := h.bundle(tt.config)
+			if tt.config == nil {
+				must(t, os.WriteFile(filepath.Join(bundle, "config.json"), []byte(tt.raw), 0o644))
+			}
+			id := h.id()
+			err := h.rt.Create(context.Background(), id, runtime.CreateOptions{Bundle: bundle})
+			if err == nil {
+				_ = h.rt.Delete(context.Background(), id, true)
+				t.Fatalf("create accepted a bad config")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not name %q", err, tt.want)
+			}
+			assertNothingLeft(t, h.rt, id)
+		})
+	}
+}
+
+// assertNothingLeft checks a failed or deleted container left no state
+// directory, cgroup or process behind.
+func assertNothingLeft(t *testing.T, rt *runtime.Runtime, id string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(rt.Root(), id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state directory of %s remains", id)
+	}
+	for _, mnt := range []string{"/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(mnt, "nexus", id)); err == nil {
+			t.Errorf("cgroup %s/nexus/%s remains", mnt, id)
+		}
+	}
+	out, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(out), id) {
+		t.Errorf("a mount mentioning %s remains", id)
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(string(cmdline), "nexus-init\x00"+id+"\x00") {
+			t.Errorf("init process %d of %s remains", pid, id)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
