@@ -288,7 +288,7 @@ func TestSeccompDeniesWithConfiguredErrno(t *testing.T) {
 	r := h.run(func(s *specs.Spec, _ string) {
 		s.Linux.Seccomp = &specs.LinuxSeccomp{
 			DefaultAction: specs.ActAllow,
-			Syscalls: []specs.LinuxSyscall{{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &errno}},
+			Syscalls:      []specs.LinuxSyscall{{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &errno}},
 		}
 		s.Process.Args = []string{"sh", "-c", "mkdir /tmp/denied; echo rc=$?; touch /tmp/allowed && echo touch:ok"}
 	})
