@@ -10,6 +10,7 @@ import (
 	goruntime "runtime"
 
 	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/sandbox"
 )
 
 func init() {
@@ -23,6 +24,9 @@ func init() {
 func main() {
 	if runtime.IsInit() {
 		runtime.InitMain() // never returns
+	}
+	if sandbox.IsShim() {
+		sandbox.ShimMain() // never returns
 	}
 	root := newRootCommand()
 	// Called as nexus-runtime (a symlink), the binary is an OCI runtime

@@ -86,6 +86,13 @@ type sysnum struct {
 	nr   [numArches]int32
 }
 
+// onOtherArch reports whether name is a syscall of an architecture this
+// package has no table for.
+func onOtherArch(name string) bool {
+	i := sort.SearchStrings(otherArchSyscalls[:], name)
+	return i < len(otherArchSyscalls) && otherArchSyscalls[i] == name
+}
+
 // lookup returns the per-arch numbers of a syscall name.
 func lookup(name string) (*[numArches]int32, bool) {
 	i := sort.Search(len(syscallTable), func(i int) bool { return syscallTable[i].name >= name })

@@ -125,6 +125,9 @@ func compile(s *specs.LinuxSeccomp, native archIndex) (*Filter, error) {
 				return nil, fmt.Errorf("seccomp: %s.names[%d]: empty syscall name", field, j)
 			}
 			nrs, ok := lookup(name)
+			if !ok && onOtherArch(name) {
+				continue // exists, but not on any architecture filtered here
+			}
 			if !ok {
 				return nil, fmt.Errorf("seccomp: %s: unknown syscall %q", field, name)
 			}

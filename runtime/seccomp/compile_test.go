@@ -411,3 +411,17 @@ func BenchmarkCompileDefault(b *testing.B) {
 		}
 	}
 }
+
+func TestNamesOfOtherArchitecturesAreSkipped(t *testing.T) {
+	errno := uint(1)
+	s := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+		{Names: []string{"swapcontext", "s390_runtime_instr", "mkdir"}, Action: specs.ActErrno, ErrnoRet: &errno},
+	}}
+	if _, err := Compile(s); err != nil {
+		t.Fatalf("a profile listing other architectures' syscalls must compile: %v", err)
+	}
+	s.Syscalls[0].Names = append(s.Syscalls[0].Names, "not_a_syscall_anywhere")
+	if _, err := Compile(s); err == nil || !strings.Contains(err.Error(), `unknown syscall "not_a_syscall_anywhere"`) {
+		t.Fatalf("want an unknown-syscall error, got %v", err)
+	}
+}
