@@ -88,16 +88,23 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err := ValidateID(id); err != nil {
 		return err
 	}
+	t0 := time.Now()
+	step := func(name string) { r.log.Debug("create step", "id", id, "step", name, "at", time.Since(t0)) }
 	bundle, err := filepath.Abs(opts.Bundle)
 	if err != nil {
 		return fmt.Errorf("bundle %s: %w", opts.Bundle, err)
 	}
-	spec, err := LoadSpec(bundle)
+	// The seccomp profile is validated by compiling it, below.
+	spec, err := loadSpec(bundle, false)
 	if err != nil {
 		return err
 	}
 	if spec.Process == nil {
 		return specErr("process", "missing: a container needs a process to run")
+	}
+	ispec, filter, err := initSpec(spec)
+	if err != nil {
+		return err
 	}
 	rootfs := spec.Root.Path
 	if !filepath.IsAbs(rootfs) {
@@ -106,6 +113,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if rootfs, err = filepath.EvalSymlinks(rootfs); err != nil {
 		return fmt.Errorf("root.path: %w", err)
 	}
+	step("spec loaded")
 	cg, err := cgroups.New(cgroups.Config{Path: cgroupPath(spec, id), Resources: withDefaultDevices(spec.Linux.Resources)})
 	if err != nil {
 		return err
@@ -136,13 +144,15 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	}
 	defer release()
 
+	step("state dir")
 	if err := cg.Create(); err != nil {
 		return fmt.Errorf("create cgroup for %s: %w", id, err)
 	}
 	cleanups = append(cleanups, func() { _ = cg.Destroy() })
 
+	step("cgroup created")
 	state := specs.State{Version: specs.Version, ID: id, Status: specs.StateCreating, Bundle: bundle, Annotations: spec.Annotations}
-	cfg := &initConfig{Mode: "create", ID: id, Bundle: bundle, Rootfs: rootfs, Spec: spec,
+	cfg := &initConfig{Mode: "create", ID: id, Bundle: bundle, Rootfs: rootfs, Spec: ispec, Seccomp: filter,
 		NoPivot: opts.NoPivot, PreserveFDs: opts.PreserveFDs, CgroupMounts: cgroupMounts(cg)}
 	var cloneFlags uintptr
 	var joinPid string
@@ -197,6 +207,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	}
 	defer parentSock.Close()
 
+	step("sockets")
 	self, err := sealedSelf()
 	if err != nil {
 		childSock.Close()
@@ -231,6 +242,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 
+	step("sealed self")
 	if err := startInPidNS(cmd, joinPid); err != nil {
 		childSock.Close()
 		return fmt.Errorf("start init for %s: %w", id, err)
@@ -253,9 +265,11 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	cfg.State = state
 	cfg.State.Status = specs.StateCreated
 
+	step("init forked")
 	if err := cg.Add(pid); err != nil {
 		return fmt.Errorf("join %s to its cgroup: %w", id, err)
 	}
+	step("cgroup joined")
 	if p := spec.Process; len(p.Rlimits) > 0 {
 		if err := setRlimits(pid, p.Rlimits); err != nil {
 			return err
@@ -267,6 +281,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err := runHooks("createRuntime", hookList(spec.Hooks, "createRuntime"), state); err != nil {
 		return err
 	}
+	step("hooks")
 	if err := json.NewEncoder(parentSock).Encode(cfg); err != nil {
 		return fmt.Errorf("send config to init of %s: %w", id, err)
 	}
@@ -274,6 +289,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		return fmt.Errorf("create %s: %w", id, err)
 	}
 
+	step("init ready")
 	startTime, err := processStartTime(pid)
 	if err != nil {
 		return fmt.Errorf("create %s: init exited early: %w", id, err)

@@ -59,7 +59,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	}
 	spec := *st.Spec
 	spec.Process = proc
-	cfg := &initConfig{Mode: "exec", ID: id, Bundle: st.Bundle, Rootfs: st.Rootfs, Spec: &spec, PreserveFDs: opts.PreserveFDs}
+	ispec, filter, err := initSpec(&spec)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &initConfig{Mode: "exec", ID: id, Bundle: st.Bundle, Rootfs: st.Rootfs, Spec: ispec, Seccomp: filter, PreserveFDs: opts.PreserveFDs}
 	var joinPid string
 	for _, ns := range st.Spec.Linux.Namespaces {
 		path := "/proc/" + strconv.Itoa(st.Pid) + "/ns/" + nsProcName[ns.Type]

@@ -34,20 +34,22 @@ func validateResources(l *specs.Linux) error {
 	return nil
 }
 
-type seccompFilter struct{ f *seccomp.Filter }
-
-func compileSeccomp(s *specs.LinuxSeccomp) (*seccompFilter, error) {
-	if s == nil {
-		return nil, nil
+// initSpec returns the compiled seccomp filter of s and a shallow copy of s
+// without the profile, which is what the init stage receives.
+func initSpec(s *specs.Spec) (*specs.Spec, *seccomp.Filter, error) {
+	if s.Linux.Seccomp == nil {
+		return s, nil, nil
 	}
-	f, err := seccomp.Compile(s)
+	f, err := seccomp.Compile(s.Linux.Seccomp)
 	if err != nil {
-		return nil, specErr("linux.seccomp", "%v", err)
+		return nil, nil, specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
 	}
-	return &seccompFilter{f}, nil
+	c := *s
+	l := *s.Linux
+	l.Seccomp = nil
+	c.Linux = &l
+	return &c, f, nil
 }
-
-func (s *seccompFilter) load() error { return seccomp.Load(s.f) }
 
 // cgroupMounts describes, for the container's /sys/fs/cgroup, each hierarchy
 // the container's cgroup lives in: v1 controllers are grouped by directory

@@ -13,6 +13,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/runtime/seccomp"
 )
 
 // initEnv carries the number of the sync socket to the init stage; its
@@ -37,6 +39,9 @@ type initConfig struct {
 	ConsoleFD    int                    `json:"consoleFD,omitempty"`
 	StartFD      int                    `json:"startFD,omitempty"`
 	State        specs.State            `json:"state"`
+	// Seccomp is the compiled linux.seccomp (which is removed from Spec):
+	// compiling once in the parent spares the init the work.
+	Seccomp *seccomp.Filter `json:"seccomp,omitempty"`
 }
 
 // cgroupMount describes one cgroup hierarchy for the container's /sys/fs/cgroup.
@@ -148,14 +153,11 @@ func runInit(cfg *initConfig, sync *os.File) error {
 	}
 	unix.Umask(umask)
 
-	filter, err := compileSeccomp(s.Linux.Seccomp)
-	if err != nil {
-		return err
-	}
+	filter := cfg.Seccomp
 	if filter != nil && !proc.NoNewPrivileges {
 		// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which
 		// the process is about to lose: install it now.
-		if err := filter.load(); err != nil {
+		if err := seccomp.Load(filter); err != nil {
 			return err
 		}
 		filter = nil
@@ -201,7 +203,7 @@ func runInit(cfg *initConfig, sync *os.File) error {
 		}
 	}
 	if filter != nil {
-		if err := filter.load(); err != nil {
+		if err := seccomp.Load(filter); err != nil {
 			return err
 		}
 	}

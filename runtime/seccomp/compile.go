@@ -1,6 +1,7 @@
 package seccomp
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -230,4 +231,41 @@ func actionRet(act specs.LinuxSeccompAction, errnoRet *uint, field, errnoField s
 		return 0, fmt.Errorf("seccomp: %s: errnoRet is only valid with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not %s", errnoField, act)
 	}
 	return ret, nil
+}
+
+// filterWire is how a Filter travels between processes (the runtime
+// compiles once and sends the program to the container's init stage).
+type filterWire struct {
+	Flags uint   `json:"flags"`
+	Prog  []byte `json:"prog"` // struct sock_filter array, native layout
+}
+
+// MarshalJSON encodes the compiled program compactly.
+func (f *Filter) MarshalJSON() ([]byte, error) {
+	raw := make([]byte, 0, len(f.prog)*8)
+	for _, in := range f.prog {
+		raw = append(raw, byte(in.Code), byte(in.Code>>8), in.Jt, in.Jf,
+			byte(in.K), byte(in.K>>8), byte(in.K>>16), byte(in.K>>24))
+	}
+	return json.Marshal(filterWire{Flags: f.flags, Prog: raw})
+}
+
+// UnmarshalJSON decodes a program encoded by MarshalJSON. The kernel's
+// verifier checks the program again when it is loaded.
+func (f *Filter) UnmarshalJSON(data []byte) error {
+	var w filterWire
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	if len(w.Prog)%8 != 0 || len(w.Prog) == 0 || len(w.Prog)/8 > maxInsns {
+		return fmt.Errorf("seccomp: encoded program has %d bytes, not a whole number of 1..%d instructions", len(w.Prog), maxInsns)
+	}
+	f.flags = w.Flags
+	f.prog = make([]unix.SockFilter, len(w.Prog)/8)
+	for i := range f.prog {
+		b := w.Prog[i*8:]
+		f.prog[i] = unix.SockFilter{Code: uint16(b[0]) | uint16(b[1])<<8, Jt: b[2], Jf: b[3],
+			K: uint32(b[4]) | uint32(b[5])<<8 | uint32(b[6])<<16 | uint32(b[7])<<24}
+	}
+	return nil
 }

@@ -425,3 +425,31 @@ func TestNamesOfOtherArchitecturesAreSkipped(t *testing.T) {
 		t.Fatalf("want an unknown-syscall error, got %v", err)
 	}
 }
+
+func TestFilterJSONRoundTrip(t *testing.T) {
+	f, err := Compile(DefaultProfile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := f.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g Filter
+	if err := g.UnmarshalJSON(data); err != nil {
+		t.Fatal(err)
+	}
+	if g.Flags() != f.Flags() || len(g.Instructions()) != len(f.Instructions()) {
+		t.Fatalf("round trip changed the filter: %d/%d instructions", len(g.Instructions()), len(f.Instructions()))
+	}
+	for i, in := range f.Instructions() {
+		if g.Instructions()[i] != in {
+			t.Fatalf("instruction %d: %+v != %+v", i, g.Instructions()[i], in)
+		}
+	}
+	for _, bad := range []string{`{"prog":"AAAA"}`, `{"prog":""}`, `[]`} {
+		if err := new(Filter).UnmarshalJSON([]byte(bad)); err == nil {
+			t.Errorf("%s: want an error", bad)
+		}
+	}
+}
