@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/runtime/cgroups"
+	"nexus.dev/nexus/runtime/exitrec"
 )
 
 // Config configures a Runtime.
@@ -28,6 +29,14 @@ type Config struct {
 	Root string
 	// Logger receives debug records of each step; nil discards them.
 	Logger *slog.Logger
+	// RecordExits keeps every container's exit status in the kernel (see
+	// package exitrec), so that Wait reports it even in a process that did
+	// not create the container. The agent sets it; it costs one eBPF load
+	// per boot.
+	RecordExits bool
+	// ExitRecorderDir is where the recorder is pinned (exitrec.DefaultDir
+	// when empty).
+	ExitRecorderDir string
 }
 
 // Runtime creates and manages containers whose state lives under Root. It
@@ -39,6 +48,11 @@ type Runtime struct {
 
 	mu       sync.Mutex
 	children map[string]*child // containers this process started, for Wait
+
+	recordExits bool
+	recDir      string
+	recOnce     sync.Once
+	rec         *exitrec.Recorder
 }
 
 // child is a container init this process forked: the kernel gives its exit
@@ -59,7 +73,24 @@ func New(cfg Config) *Runtime {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{root: root, log: log, children: map[string]*child{}}
+	return &Runtime{root: root, log: log, children: map[string]*child{}, recordExits: cfg.RecordExits, recDir: cfg.ExitRecorderDir}
+}
+
+// recorder returns the exit recorder, or nil when it is off or cannot load
+// (then Wait reports statuses only for containers this process started).
+func (r *Runtime) recorder() *exitrec.Recorder {
+	if !r.recordExits {
+		return nil
+	}
+	r.recOnce.Do(func() {
+		rec, err := exitrec.Open(r.recDir)
+		if err != nil {
+			r.log.Warn("exit statuses of containers started by other processes will be unknown", "err", err)
+			return
+		}
+		r.rec = rec
+	})
+	return r.rec
 }
 
 // Root returns the state directory.
@@ -261,6 +292,12 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		close(ch.done)
 	}()
 	pid := cmd.Process.Pid
+	if rec := r.recorder(); rec != nil {
+		// The init is still waiting for its config: it cannot exit unseen.
+		if err := rec.Watch(pid); err != nil {
+			r.log.Warn("cannot record the exit status", "id", id, "err", err)
+		}
+	}
 	state.Pid = pid
 	cfg.State = state
 	cfg.State.Status = specs.StateCreated

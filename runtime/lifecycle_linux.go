@@ -179,6 +179,9 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		}
 	}
 	r.reap(id)
+	if rec := r.recorder(); rec != nil {
+		rec.Forget(st.Pid)
+	}
 	state := st.ociState(dir)
 	state.Status = specs.StateStopped
 	if err := os.RemoveAll(dir); err != nil {
@@ -206,6 +209,35 @@ func waitGone(ctx context.Context, st *savedState) error {
 	return nil
 }
 
+// waitExit blocks until a process this process did not fork exits: a
+// pidfd becomes readable then.
+func waitExit(ctx context.Context, st *savedState) error {
+	pidfd, err := unix.PidfdOpen(st.Pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		return fmt.Errorf("wait for %s: %w", st.ID, err)
+	}
+	defer unix.Close(pidfd)
+	if !st.alive() {
+		return nil // the pid was reused: ours is long gone
+	}
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := unix.Poll(fds, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("wait for %s: %w", st.ID, err)
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+}
+
 // reap forgets a child this process started (waiting for it so no zombie
 // remains).
 func (r *Runtime) reap(id string) {
@@ -223,8 +255,9 @@ type ExitStatus struct {
 	Code      int            // exit code, or 128+signal when killed
 	Signal    syscall.Signal // the signal that killed it, 0 if it exited
 	OOMKilled bool           // the kernel's OOM killer killed a process in the container
-	// Known is false when the process was not started by this Runtime
-	// value and its status could not be recovered.
+	// Known is false when the status could not be recovered: the process
+	// was started by another process and Config.RecordExits is off (or the
+	// kernel could not load the recorder).
 	Known bool
 }
 
@@ -257,14 +290,12 @@ func (r *Runtime) Wait(ctx context.Context, id string) (ExitStatus, error) {
 		}
 		es = exitStatusOf(ch.ws)
 	} else {
-		if err := waitGone(ctx, &savedState{ID: id, Pid: st.Pid, PidStart: st.PidStart}); err != nil && ctx.Err() != nil {
+		if err := waitExit(ctx, st); err != nil {
 			return ExitStatus{}, err
 		}
-		for st.alive() {
-			select {
-			case <-ctx.Done():
-				return ExitStatus{}, ctx.Err()
-			case <-time.After(5 * time.Millisecond):
+		if rec := r.recorder(); rec != nil {
+			if ws, ok, err := rec.Lookup(st.Pid); err == nil && ok {
+				es = exitStatusOf(syscall.WaitStatus(ws))
 			}
 		}
 	}

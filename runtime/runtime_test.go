@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
@@ -34,7 +35,30 @@ func TestMain(m *testing.M) {
 	if runtime.IsInit() {
 		runtime.InitMain()
 	}
+	if spec := os.Getenv("NEXUS_TEST_START_AND_LEAVE"); spec != "" {
+		startAndLeave(spec)
+	}
 	os.Exit(m.Run())
+}
+
+// startAndLeave plays an agent that creates and starts a container, then
+// goes away (crashes, restarts) while the container runs.
+func startAndLeave(arg string) {
+	var a struct{ Root, RecDir, ID, Bundle string }
+	if err := json.Unmarshal([]byte(arg), &a); err != nil {
+		panic(err)
+	}
+	rt := runtime.New(runtime.Config{Root: a.Root, RecordExits: true, ExitRecorderDir: a.RecDir})
+	ctx := context.Background()
+	if err := rt.Create(ctx, a.ID, runtime.CreateOptions{Bundle: a.Bundle}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := rt.Start(ctx, a.ID); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 // harness is one runtime with its own state root, and the bundles it made.
@@ -660,5 +684,71 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestExitStatusSurvivesARestartedAgent: the process that created the
+// container is gone when the container exits; a new Runtime still learns
+// the exit code (through the kernel-side exit recorder).
+func TestExitStatusSurvivesARestartedAgent(t *testing.T) {
+	h := newHarness(t)
+	testutil.RequirePath(t, "/sys/kernel/btf/vmlinux", "kernel BTF for the exit recorder")
+	recDir := filepath.Join("/sys/fs/bpf/nexus-test", "rt-"+filepath.Base(t.TempDir()))
+	t.Cleanup(func() {
+		for _, n := range []string{"link", "watch", "exits", ""} {
+			syscall.Unlink(filepath.Join(recDir, n))
+		}
+		syscall.Rmdir(recDir)
+		syscall.Rmdir(filepath.Dir(recDir))
+	})
+	bundle := h.bundle(shell("sleep 0.3; exit 7"))
+	id := h.id()
+	arg, _ := json.Marshal(map[string]string{"Root": h.rt.Root(), "RecDir": recDir, "ID": id, "Bundle": bundle})
+	startAndLeaveIn(t, string(arg))
+	t.Cleanup(func() { _ = h.rt.Delete(context.Background(), id, true) })
+	if st, err := h.rt.State(id); err != nil || st.Status != specs.StateRunning {
+		t.Fatalf("the container should still run after its agent left: %+v %v", st, err)
+	}
+
+	restarted := runtime.New(runtime.Config{Root: h.rt.Root(), RecordExits: true, ExitRecorderDir: recDir})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	status, err := restarted.Wait(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !status.Known || status.Code != 7 {
+		t.Fatalf("restarted agent sees %+v, want exit code 7", status)
+	}
+	if err := restarted.Delete(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without the recorder the status is honestly unknown, not 0.
+	bundle = h.bundle(shell("exit 7"))
+	id2 := h.id()
+	arg, _ = json.Marshal(map[string]string{"Root": h.rt.Root(), "RecDir": recDir, "ID": id2, "Bundle": bundle})
+	startAndLeaveIn(t, string(arg))
+	t.Cleanup(func() { _ = h.rt.Delete(context.Background(), id2, true) })
+	status, err = runtime.New(runtime.Config{Root: h.rt.Root()}).Wait(ctx, id2)
+	if err != nil || status.Known {
+		t.Fatalf("without a recorder: %+v, %v; want an unknown status", status, err)
+	}
+}
+
+// startAndLeaveIn runs startAndLeave in a child process. Its output goes to
+// a file: the container inherits it, and a pipe would make this wait for
+// the container.
+func startAndLeaveIn(t *testing.T, arg string) {
+	t.Helper()
+	out, err := os.CreateTemp(t.TempDir(), "agent")
+	must(t, err)
+	defer out.Close()
+	agent := exec.Command(os.Args[0], "-test.run=^$")
+	agent.Env = append(os.Environ(), "NEXUS_TEST_START_AND_LEAVE="+arg)
+	agent.Stdout, agent.Stderr = out, out
+	if err := agent.Run(); err != nil {
+		data, _ := os.ReadFile(out.Name())
+		t.Fatalf("first agent: %v: %s", err, data)
 	}
 }
