@@ -28,7 +28,7 @@ func Features() *features.Features {
 	for _, l := range [][]string{nsTypes, caps, mountOpts} {
 		sort.Strings(l)
 	}
-	hooks := []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
+	hooks := append([]string(nil), hookKinds...)
 	return &features.Features{
 		OCIVersionMin: "1.0.0",
 		OCIVersionMax: specs.Version,

@@ -12,6 +12,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
+// hookKinds are the lifecycle points, in the order they happen.
+var hookKinds = []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
+
 // hookList returns the hooks of one lifecycle point.
 func hookList(h *specs.Hooks, kind string) []specs.Hook {
 	if h == nil {
@@ -19,7 +22,8 @@ func hookList(h *specs.Hooks, kind string) []specs.Hook {
 	}
 	switch kind {
 	case "prestart":
-		return h.Prestart //nolint:staticcheck // deprecated in the spec, still honoured
+		//lint:ignore SA1019 deprecated in the spec, still honoured as runc does
+		return h.Prestart
 	case "createRuntime":
 		return h.CreateRuntime
 	case "createContainer":

@@ -79,9 +79,14 @@ func InitMain() {
 	if err := json.NewDecoder(sync).Decode(&cfg); err != nil {
 		fail(sync, fmt.Errorf("read init config: %w", err))
 	}
-	err = runInit(&cfg, sync)
-	fail(sync, err)
+	rep := &reporter{w: sync}
+	err = runInit(&cfg, rep)
+	fail(rep.w, err)
 }
+
+// reporter is where the init reports an error: its parent until the
+// container is created, then the start command that is waiting for it.
+type reporter struct{ w io.Writer }
 
 func fail(sync io.Writer, err error) {
 	if err == nil {
@@ -95,7 +100,7 @@ func send(sync io.Writer, typ string) error {
 	return json.NewEncoder(sync).Encode(initMessage{Type: typ})
 }
 
-func runInit(cfg *initConfig, sync *os.File) error {
+func runInit(cfg *initConfig, rep *reporter) error {
 	s := cfg.Spec
 	proc := s.Process
 	if err := joinNamespaces(cfg.JoinNS); err != nil {
@@ -190,14 +195,14 @@ func runInit(cfg *initConfig, sync *os.File) error {
 		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
 			return err
 		}
-		if err := send(sync, "ready"); err != nil {
+		if err := send(rep.w, "ready"); err != nil {
 			return err
 		}
 		conn, err := waitForStart(cfg.StartFD)
 		if err != nil {
 			return err
 		}
-		sync = conn // report late errors to the start command
+		rep.w = conn
 		if err := runHooks("startContainer", hookList(s.Hooks, "startContainer"), cfg.State); err != nil {
 			return err
 		}

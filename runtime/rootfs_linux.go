@@ -118,7 +118,7 @@ func (r *rootfsSetup) mount(m specs.Mount) error {
 			source = m.Type
 		}
 		data := opts.dataString()
-		if m.Type == "tmpfs" && strings.Contains(data, "mode=") == false && rel == "dev" {
+		if m.Type == "tmpfs" && !strings.Contains(data, "mode=") && rel == "dev" {
 			data = joinData(data, "mode=755")
 		}
 		err := unix.Mount(source, procFdPath(target), m.Type, opts.flags, data)

@@ -512,7 +512,8 @@ func TestHooksRunInOrder(t *testing.T) {
 	}
 	r := h.run(func(s *specs.Spec, rootfs string) {
 		s.Hooks = &specs.Hooks{
-			Prestart:      []specs.Hook{hook("prestart")}, //nolint:staticcheck
+			//lint:ignore SA1019 the deprecated hook must still run
+			Prestart:      []specs.Hook{hook("prestart")},
 			CreateRuntime: []specs.Hook{hook("createRuntime")},
 			// createContainer runs in the container's mount namespace before
 			// pivot_root, so the host path still resolves.
@@ -750,5 +751,18 @@ func startAndLeaveIn(t *testing.T, arg string) {
 	if err := agent.Run(); err != nil {
 		data, _ := os.ReadFile(out.Name())
 		t.Fatalf("first agent: %v: %s", err, data)
+	}
+}
+
+// TestStartReportsLateErrors: what fails after create (a startContainer
+// hook here) is reported by Start, naming the hook.
+func TestStartReportsLateErrors(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(func(s *specs.Spec, _ string) {
+		s.Hooks = &specs.Hooks{StartContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no-database >&2; exit 3"}}}}
+	}))
+	err := h.rt.Start(context.Background(), id)
+	if err == nil || !strings.Contains(err.Error(), "hooks.startContainer[0]") || !strings.Contains(err.Error(), "no-database") {
+		t.Fatalf("start error %v should name the failed hook and its output", err)
 	}
 }

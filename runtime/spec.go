@@ -259,14 +259,9 @@ func validateHooks(h *specs.Hooks) error {
 	if h == nil {
 		return nil
 	}
-	lists := []struct {
-		name  string
-		hooks []specs.Hook
-	}{{"prestart", h.Prestart}, {"createRuntime", h.CreateRuntime}, {"createContainer", h.CreateContainer},
-		{"startContainer", h.StartContainer}, {"poststart", h.Poststart}, {"poststop", h.Poststop}}
-	for _, l := range lists {
-		for i, hk := range l.hooks {
-			f := fmt.Sprintf("hooks.%s[%d]", l.name, i)
+	for _, kind := range hookKinds {
+		for i, hk := range hookList(h, kind) {
+			f := fmt.Sprintf("hooks.%s[%d]", kind, i)
 			if !filepath.IsAbs(hk.Path) {
 				return specErr(f+".path", "%q must be an absolute path", hk.Path)
 			}

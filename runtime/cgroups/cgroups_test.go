@@ -12,7 +12,6 @@ import (
 func i64(v int64) *int64   { return &v }
 func u64(v uint64) *uint64 { return &v }
 func u16(v uint16) *uint16 { return &v }
-func bptr(v bool) *bool    { return &v }
 func dev(allow bool, typ string, major, minor int64, access string) specs.LinuxDeviceCgroup {
 	d := specs.LinuxDeviceCgroup{Allow: allow, Type: typ, Access: access}
 	if major != -1 {
