@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -764,5 +765,132 @@ func TestStartReportsLateErrors(t *testing.T) {
 	err := h.rt.Start(context.Background(), id)
 	if err == nil || !strings.Contains(err.Error(), "hooks.startContainer[0]") || !strings.Contains(err.Error(), "no-database") {
 		t.Fatalf("start error %v should name the failed hook and its output", err)
+	}
+}
+
+func TestProcessSettings(t *testing.T) {
+	h := newHarness(t)
+	adj := 500
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Process.OOMScoreAdj = &adj
+		s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 512, Hard: 768}}
+		s.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "100", "kernel.shmmni": "1234"}
+		s.Process.Env = append(s.Process.Env, "GREETING=hello")
+		s.Domainname = "example.test"
+		s.Process.Args = []string{"sh", "-c", `echo adj=$(cat /proc/self/oom_score_adj) soft=$(ulimit -n) hard=$(ulimit -Hn) ` +
+			`port=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start) shm=$(cat /proc/sys/kernel/shmmni) ` +
+			`env=$GREETING domain=$(cat /proc/sys/kernel/domainname) lo=$(cat /sys/class/net/lo/operstate)`}
+	})
+	want := "adj=500 soft=512 hard=768 port=100 shm=1234 env=hello domain=example.test lo=unknown"
+	if got := strings.TrimSpace(r.out); got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	if host, _ := os.ReadFile("/proc/sys/kernel/shmmni"); strings.TrimSpace(string(host)) == "1234" {
+		t.Fatal("the container's sysctl changed the host")
+	}
+}
+
+func TestTimeNamespaceOffsets(t *testing.T) {
+	testutil.RequirePath(t, "/proc/self/ns/time", "time namespaces")
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.TimeNamespace})
+		s.Linux.TimeOffsets = map[string]specs.LinuxTimeOffset{"boottime": {Secs: 86400 * 365}}
+		s.Process.Args = []string{"cut", "-d.", "-f1", "/proc/uptime"}
+	})
+	up, err := strconv.Atoi(strings.TrimSpace(r.out))
+	if err != nil || up < 86400*365 {
+		t.Fatalf("uptime inside %q, want at least a year (offset applied)", r.out)
+	}
+}
+
+func TestJoinNetworkNamespaceByPath(t *testing.T) {
+	h := newHarness(t)
+	testutil.RequireProgram(t, "ip", "iproute2")
+	name := fmt.Sprintf("nxrt-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	if out, err := exec.Command("ip", "-n", name, "link", "add", "marker0", "type", "veth", "peer", "name", "marker1").CombinedOutput(); err != nil {
+		t.Fatalf("add a veth pair: %v: %s", err, out)
+	}
+	r := h.run(func(s *specs.Spec, _ string) {
+		for i, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				s.Linux.Namespaces[i].Path = "/run/netns/" + name
+			}
+		}
+		s.Process.Args = []string{"ls", "/sys/class/net"}
+	})
+	if !strings.Contains(r.out, "marker0") {
+		t.Fatalf("the container should see the joined namespace's links, got %q", r.out)
+	}
+}
+
+func TestUpdateChangesLimits(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(shell("sleep 100")))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Start(ctx, id))
+	limit := int64(7)
+	must(t, h.rt.Update(id, &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}}))
+	stats, err := h.rt.Stats(id)
+	must(t, err)
+	if stats.Pids.Limit != 7 {
+		t.Fatalf("pids limit after update = %d, want 7", stats.Pids.Limit)
+	}
+}
+
+// TestTerminalGoesToTheConsoleSocket: with process.terminal the container's
+// stdio is a pty whose master arrives on --console-socket, as OCI clients
+// (podman -t) expect.
+func TestTerminalGoesToTheConsoleSocket(t *testing.T) {
+	h := newHarness(t)
+	sock := filepath.Join(t.TempDir(), "console.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	must(t, err)
+	defer ln.Close()
+	masterc := make(chan *os.File, 1)
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			masterc <- nil
+			return
+		}
+		defer c.Close()
+		buf, oob := make([]byte, 64), make([]byte, 64)
+		_, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			masterc <- nil
+			return
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		fds, _ := unix.ParseUnixRights(&msgs[0])
+		masterc <- os.NewFile(uintptr(fds[0]), "pty-master")
+	}()
+	bundle := h.bundle(func(s *specs.Spec, _ string) {
+		s.Process.Terminal = true
+		s.Process.Args = []string{"sh", "-c", "tty; [ -t 0 ] && echo stdin-is-a-tty"}
+	})
+	id := h.id()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Create(ctx, id, runtime.CreateOptions{Bundle: bundle, ConsoleSocket: sock}))
+	t.Cleanup(func() { _ = h.rt.Delete(context.Background(), id, true) })
+	master := <-masterc
+	if master == nil {
+		t.Fatal("no pty master arrived on the console socket")
+	}
+	defer master.Close()
+	must(t, h.rt.Start(ctx, id))
+	if _, err := h.rt.Wait(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, 4096)
+	n, _ := master.Read(out)
+	if got := string(out[:n]); !strings.Contains(got, "/dev/pts/0") || !strings.Contains(got, "stdin-is-a-tty") {
+		t.Fatalf("terminal output %q", got)
 	}
 }
