@@ -441,9 +441,11 @@ func TestNoInheritedDescriptors(t *testing.T) {
 	fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0)
 	must(t, err)
 	defer syscall.Close(fd)
-	r := h.run(shell("ls /proc/$$/fd | tr '\\n' ' '"))
-	if got := strings.TrimSpace(r.out); got != "0 1 2" {
-		t.Fatalf("container's descriptors: %q, want \"0 1 2\"", got)
+	// ls lists the shell's table while the shell waits for it. (A pipeline
+	// or a glob would show descriptors the shell opens for itself.)
+	r := h.run(shell("ls /proc/$$/fd; echo; ls -l /proc/$$/fd"))
+	if got := strings.Join(strings.Fields(strings.SplitN(r.out, "\n\n", 2)[0]), " "); got != "0 1 2" {
+		t.Fatalf("container's descriptors: %q, want \"0 1 2\"; in detail:\n%s", got, r.out)
 	}
 }
 
@@ -489,7 +491,7 @@ func TestExecJoinsTheContainer(t *testing.T) {
 	spec, err := h.rt.Spec(id)
 	must(t, err)
 	proc := *spec.Process
-	proc.Args = []string{"sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/self/fd | tr '\\n' ' '; exit 5"}
+	proc.Args = []string{"sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/$$/fd > /tmp/fds; echo fds: $(cat /tmp/fds); exit 5"}
 	p, err := h.rt.Exec(ctx, id, &proc, runtime.ExecOptions{Stdout: out, Stderr: out})
 	must(t, err)
 	status, err := p.Wait(ctx)
@@ -498,7 +500,7 @@ func TestExecJoinsTheContainer(t *testing.T) {
 	if status.Code != 5 {
 		t.Fatalf("exec exit status %+v, output %s", status, data)
 	}
-	for _, want := range []string{"exec-host", "sleep 100", "0 1 2 "} {
+	for _, want := range []string{"exec-host", "sleep 100", "fds: 0 1 2\n"} {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("exec output lacks %q:\n%s", want, data)
 		}
@@ -703,7 +705,12 @@ func TestExitStatusSurvivesARestartedAgent(t *testing.T) {
 		syscall.Rmdir(recDir)
 		syscall.Rmdir(filepath.Dir(recDir))
 	})
-	bundle := h.bundle(shell("sleep 0.3; exit 7"))
+	// The container exits 7 once the test creates /sig/go.
+	sig := t.TempDir()
+	bundle := h.bundle(func(s *specs.Spec, _ string) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sig", Type: "bind", Source: sig, Options: []string{"rbind"}})
+		s.Process.Args = []string{"sh", "-c", "while [ ! -e /sig/go ]; do sleep 0.02; done; exit 7"}
+	})
 	id := h.id()
 	arg, _ := json.Marshal(map[string]string{"Root": h.rt.Root(), "RecDir": recDir, "ID": id, "Bundle": bundle})
 	startAndLeaveIn(t, string(arg))
@@ -712,6 +719,7 @@ func TestExitStatusSurvivesARestartedAgent(t *testing.T) {
 		t.Fatalf("the container should still run after its agent left: %+v %v", st, err)
 	}
 
+	must(t, os.WriteFile(filepath.Join(sig, "go"), nil, 0o644))
 	restarted := runtime.New(runtime.Config{Root: h.rt.Root(), RecordExits: true, ExitRecorderDir: recDir})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -347,6 +347,8 @@ func rtExec(o *runtimeOptions) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	// Everything after the container id belongs to the command: `exec ID sh -c …`.
+	f.SetInterspersed(false)
 	f.StringVarP(&processFile, "process", "p", "", "JSON file with the process to run (runtime-spec process object)")
 	f.StringVar(&cwd, "cwd", "", "working directory inside the container")
 	f.StringArrayVarP(&env, "env", "e", nil, "set an environment variable (NAME=VALUE), repeatable")
