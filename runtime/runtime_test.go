@@ -491,7 +491,7 @@ func TestExecJoinsTheContainer(t *testing.T) {
 	spec, err := h.rt.Spec(id)
 	must(t, err)
 	proc := *spec.Process
-	proc.Args = []string{"sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/$$/fd > /tmp/fds; echo fds: $(cat /tmp/fds); exit 5"}
+	proc.Args = []string{"sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; echo fds:; ls /proc/$$/fd; exit 5"}
 	p, err := h.rt.Exec(ctx, id, &proc, runtime.ExecOptions{Stdout: out, Stderr: out})
 	must(t, err)
 	status, err := p.Wait(ctx)
@@ -500,7 +500,7 @@ func TestExecJoinsTheContainer(t *testing.T) {
 	if status.Code != 5 {
 		t.Fatalf("exec exit status %+v, output %s", status, data)
 	}
-	for _, want := range []string{"exec-host", "sleep 100", "fds: 0 1 2\n"} {
+	for _, want := range []string{"exec-host", "sleep 100", "fds:\n0\n1\n2\n"} {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("exec output lacks %q:\n%s", want, data)
 		}
