@@ -139,6 +139,11 @@ func runInit(cfg *initConfig, rep *reporter) error {
 			}
 		}
 	}
+	if p := s.Linux.Personality; p != nil {
+		if _, _, errno := unix.Syscall(unix.SYS_PERSONALITY, uintptr(personalityDomains[p.Domain]), 0, 0); errno != 0 {
+			return fmt.Errorf("linux.personality %s: %w", p.Domain, errno)
+		}
+	}
 	if _, err := unix.Setsid(); err != nil {
 		return fmt.Errorf("setsid: %w", err)
 	}

@@ -902,3 +902,14 @@ func TestTerminalGoesToTheConsoleSocket(t *testing.T) {
 		t.Fatalf("terminal output %q", got)
 	}
 }
+
+func TestPersonalityLinux32(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Linux.Personality = &specs.LinuxPersonality{Domain: specs.PerLinux32}
+		s.Process.Args = []string{"uname", "-m"}
+	})
+	if got := strings.TrimSpace(r.out); got != "i686" {
+		t.Fatalf("uname -m under LINUX32 = %q, want i686", got)
+	}
+}

@@ -365,6 +365,20 @@ func validateLinux(s *specs.Spec, l *specs.Linux, checkSeccomp bool) error {
 			return err
 		}
 	}
+	if p := l.Personality; p != nil {
+		if _, ok := personalityDomains[p.Domain]; !ok {
+			return specErr("linux.personality.domain", "%q is not supported (use LINUX or LINUX32)", p.Domain)
+		}
+		if len(p.Flags) > 0 {
+			return specErr("linux.personality.flags", "no personality flags are supported yet: remove them")
+		}
+	}
+	if s.Process != nil && s.Process.ApparmorProfile != "" && !lsmEnabled("/sys/module/apparmor/parameters/enabled") {
+		return specErr("process.apparmorProfile", "AppArmor is not enabled on this host: remove the profile or enable AppArmor")
+	}
+	if s.Process != nil && s.Process.SelinuxLabel != "" && !lsmEnabled("/sys/fs/selinux/enforce") {
+		return specErr("process.selinuxLabel", "SELinux is not enabled on this host: remove the label")
+	}
 	if l.IntelRdt != nil {
 		return specErr("linux.intelRdt", "not supported on this runtime: remove it")
 	}
@@ -372,6 +386,20 @@ func validateLinux(s *specs.Spec, l *specs.Linux, checkSeccomp bool) error {
 		return specErr("linux.netDevices", "not supported by this runtime yet: move devices with the network layer instead")
 	}
 	return validateResources(l)
+}
+
+// personalityDomains maps the spec's domains to personality(2) values.
+var personalityDomains = map[specs.LinuxPersonalityDomain]uint{specs.PerLinux: 0x0000, specs.PerLinux32: 0x0008}
+
+// lsmEnabled reports whether a security module's status file exists and
+// does not say "N" (AppArmor's off; SELinux's enforce file holds 0 or 1).
+func lsmEnabled(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	v := strings.TrimSpace(string(data))
+	return v != "" && v != "N"
 }
 
 func newNamespace(l *specs.Linux, t specs.LinuxNamespaceType) bool {
