@@ -21,6 +21,7 @@ import (
 
 	"nexus.dev/nexus/runtime/cgroups"
 	"nexus.dev/nexus/runtime/exitrec"
+	"nexus.dev/nexus/runtime/seccomp"
 )
 
 // Config configures a Runtime.
@@ -48,6 +49,9 @@ type Runtime struct {
 
 	mu       sync.Mutex
 	children map[string]*child // containers this process started, for Wait
+
+	warm    []*warmSlot // see Prewarm
+	filters filterCache
 
 	recordExits bool
 	recDir      string
@@ -121,52 +125,23 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	}
 	t0 := time.Now()
 	step := func(name string) { r.log.Debug("create step", "id", id, "step", name, "at", time.Since(t0)) }
-	bundle, err := filepath.Abs(opts.Bundle)
-	if err != nil {
-		return fmt.Errorf("bundle %s: %w", opts.Bundle, err)
-	}
-	// The seccomp profile is validated by compiling it, below.
-	spec, err := loadSpec(bundle, false)
+	b, err := r.loadBundle(opts.Bundle)
 	if err != nil {
 		return err
-	}
-	if spec.Process == nil {
-		return specErr("process", "missing: a container needs a process to run")
-	}
-	ispec, filter, err := initSpec(spec)
-	if err != nil {
-		return err
-	}
-	rootfs := spec.Root.Path
-	if !filepath.IsAbs(rootfs) {
-		rootfs = filepath.Join(bundle, rootfs)
-	}
-	if rootfs, err = filepath.EvalSymlinks(rootfs); err != nil {
-		return fmt.Errorf("root.path: %w", err)
 	}
 	step("spec loaded")
-	cg, err := cgroups.New(cgroups.Config{Path: cgroupPath(spec, id), Resources: withDefaultDevices(spec.Linux.Resources)})
+	cg, err := cgroups.New(cgroups.Config{Path: cgroupPath(b.spec, id), Resources: withDefaultDevices(b.spec.Linux.Resources)})
 	if err != nil {
 		return err
 	}
-
-	if err := os.MkdirAll(r.root, 0o700); err != nil {
-		return fmt.Errorf("create state root %s: %w", r.root, err)
+	dir, err := r.makeStateDir(id)
+	if err != nil {
+		return err
 	}
-	dir := containerDir(r.root, id)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("container %s already exists: pick another id or `nexus runtime delete %s`", id, id)
-		}
-		return fmt.Errorf("create state directory: %w", err)
-	}
-	var cleanups []func()
+	c := &creation{r: r, id: id, dir: dir, b: b, cg: cg, pidFile: opts.PidFile}
 	defer func() {
 		if err != nil {
-			for i := len(cleanups) - 1; i >= 0; i-- {
-				cleanups[i]()
-			}
-			os.RemoveAll(dir)
+			c.undo()
 		}
 	}()
 	release, err := lockContainer(dir)
@@ -175,96 +150,208 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	}
 	defer release()
 
-	step("state dir")
 	if err := cg.Create(); err != nil {
 		return fmt.Errorf("create cgroup for %s: %w", id, err)
 	}
-	cleanups = append(cleanups, func() { _ = cg.Destroy() })
-
+	c.onUndo(func() { _ = cg.Destroy() })
 	step("cgroup created")
-	state := specs.State{Version: specs.Version, ID: id, Status: specs.StateCreating, Bundle: bundle, Annotations: spec.Annotations}
-	cfg := &initConfig{Mode: "create", ID: id, Bundle: bundle, Rootfs: rootfs, Spec: ispec, Seccomp: filter,
-		NoPivot: opts.NoPivot, PreserveFDs: opts.PreserveFDs, CgroupMounts: cgroupMounts(cg)}
-	var cloneFlags uintptr
-	var joinPid string
-	for _, ns := range spec.Linux.Namespaces {
-		switch {
-		case ns.Path != "" && ns.Type == specs.PIDNamespace:
-			joinPid = ns.Path
-		case ns.Path != "":
-			cfg.JoinNS = append(cfg.JoinNS, ns)
-		case ns.Type == specs.CgroupNamespace:
-			cfg.NewCgroupNS = true // after the cgroup is joined
-		case ns.Type == specs.TimeNamespace:
-			cfg.NewTimeNS = true // only unshare(2) can make one
-		default:
-			cloneFlags |= namespaceFlags[ns.Type]
-			if ns.Type == specs.NetworkNamespace {
-				cfg.NewNetNS = true
-			}
-		}
-	}
 
-	// The start socket: the init blocks in accept() on it until Start.
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, startSocket), Net: "unix"})
+	plan := planNamespaces(b.spec)
+	ln, err := listenStart(dir)
 	if err != nil {
-		return fmt.Errorf("create start socket: %w", err)
+		return err
 	}
-	ln.SetUnlinkOnClose(false)
-	lnFile, err := ln.File()
-	ln.Close()
-	if err != nil {
-		return fmt.Errorf("create start socket: %w", err)
-	}
-	defer lnFile.Close()
-
+	defer ln.Close()
 	var console *os.File
 	if opts.ConsoleSocket != "" {
-		c, err := net.Dial("unix", opts.ConsoleSocket)
-		if err != nil {
-			return fmt.Errorf("connect to --console-socket %s: %w", opts.ConsoleSocket, err)
-		}
-		console, err = c.(*net.UnixConn).File()
-		c.Close()
-		if err != nil {
+		if console, err = dialConsole(opts.ConsoleSocket); err != nil {
 			return err
 		}
 		defer console.Close()
 	}
+	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
+	h, err := r.forkInit(id, stdio, opts.PreserveFDs, ln, console, plan, b.spec, false)
+	if err != nil {
+		return fmt.Errorf("start init for %s: %w", id, err)
+	}
+	c.init = h
+	step("init forked")
+	if err := cg.Add(h.pid()); err != nil {
+		return fmt.Errorf("join %s to its cgroup: %w", id, err)
+	}
+	step("cgroup joined")
+	cfg := b.initConfig(id, plan, cg)
+	cfg.NoPivot, cfg.PreserveFDs = opts.NoPivot, opts.PreserveFDs
+	cfg.StartFD, cfg.ConsoleFD = h.startFD, h.consoleFD
+	if err := c.finish(ctx, cfg, nil); err != nil {
+		return err
+	}
+	step("init ready")
+	return nil
+}
 
+// bundleSpec is a loaded and validated bundle.
+type bundleSpec struct {
+	bundle, rootfs string
+	spec           *specs.Spec
+	ispec          *specs.Spec // what the init receives: spec without the seccomp profile
+	filter         *seccomp.Filter
+}
+
+func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
+	bundle, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	// The seccomp profile is validated by compiling it, below.
+	spec, err := loadSpec(bundle, false)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Process == nil {
+		return nil, specErr("process", "missing: a container needs a process to run")
+	}
+	ispec, filter, err := initSpec(spec, r.filters.compile)
+	if err != nil {
+		return nil, err
+	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	if rootfs, err = filepath.EvalSymlinks(rootfs); err != nil {
+		return nil, fmt.Errorf("root.path: %w", err)
+	}
+	return &bundleSpec{bundle: bundle, rootfs: rootfs, spec: spec, ispec: ispec, filter: filter}, nil
+}
+
+func (b *bundleSpec) initConfig(id string, plan nsPlan, cg cgroups.Manager) *initConfig {
+	return &initConfig{Mode: "create", ID: id, Bundle: b.bundle, Rootfs: b.rootfs, Spec: b.ispec, Seccomp: b.filter,
+		JoinNS: plan.join, NewCgroupNS: plan.newCgroup, NewTimeNS: plan.newTime, NewNetNS: plan.newNet,
+		CgroupMounts: cgroupMounts(cg)}
+}
+
+// nsPlan is how the init gets its namespaces.
+type nsPlan struct {
+	cloneFlags                 uintptr // created by clone(2)
+	joinPid                    string  // pid namespace joined by the forking thread
+	join                       []specs.LinuxNamespace
+	newCgroup, newTime, newNet bool
+}
+
+func planNamespaces(s *specs.Spec) nsPlan {
+	var p nsPlan
+	for _, ns := range s.Linux.Namespaces {
+		switch {
+		case ns.Path != "" && ns.Type == specs.PIDNamespace:
+			p.joinPid = ns.Path
+		case ns.Path != "":
+			p.join = append(p.join, ns)
+		case ns.Type == specs.CgroupNamespace:
+			p.newCgroup = true // unshared by the init after the cgroup is joined
+		case ns.Type == specs.TimeNamespace:
+			p.newTime = true // only unshare(2) can make one
+		default:
+			p.cloneFlags |= namespaceFlags[ns.Type]
+			p.newNet = p.newNet || ns.Type == specs.NetworkNamespace
+		}
+	}
+	return p
+}
+
+func (r *Runtime) makeStateDir(id string) (string, error) {
+	if err := os.MkdirAll(r.root, 0o700); err != nil {
+		return "", fmt.Errorf("create state root %s: %w", r.root, err)
+	}
+	dir := containerDir(r.root, id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("container %s already exists: pick another id or `nexus runtime delete %s`", id, id)
+		}
+		return "", fmt.Errorf("create state directory: %w", err)
+	}
+	return dir, nil
+}
+
+// listenStart binds the start socket: the init blocks in accept() on it
+// until Start connects.
+func listenStart(dir string) (*os.File, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, startSocket), Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("create start socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	f, err := ln.File()
+	ln.Close()
+	if err != nil {
+		return nil, fmt.Errorf("create start socket: %w", err)
+	}
+	return f, nil
+}
+
+func dialConsole(path string) (*os.File, error) {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("connect to --console-socket %s: %w", path, err)
+	}
+	defer c.Close()
+	return c.(*net.UnixConn).File()
+}
+
+// initHandle is a forked init stage and the descriptor numbers it got.
+type initHandle struct {
+	ch                 *child
+	sock               *os.File // parent end of the sync socket
+	startFD, consoleFD int
+}
+
+func (h *initHandle) pid() int { return h.ch.cmd.Process.Pid }
+
+// kill stops the init and reaps it.
+func (h *initHandle) kill() {
+	_ = h.ch.cmd.Process.Kill()
+	<-h.ch.done
+	h.sock.Close()
+}
+
+// forkInit starts an init stage: this binary, re-executed read-only, in the
+// namespaces of plan. Its descriptors are stdio, then the preserved ones
+// (3…), the sync socket, the start listener and the console socket. A warm
+// init gets its real stdio later, over the sync socket.
+func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, console *os.File, plan nsPlan, spec *specs.Spec, warm bool) (*initHandle, error) {
 	parentSock, childSock, err := socketPair()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer parentSock.Close()
-
-	step("sockets")
+	defer childSock.Close()
 	self, err := sealedSelf()
 	if err != nil {
-		childSock.Close()
-		return err
+		parentSock.Close()
+		return nil, err
 	}
 	defer self.Close()
-
 	cmd := &exec.Cmd{Path: execPath(self), Args: []string{"nexus-init", id}}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)
-	for i := 0; i < opts.PreserveFDs; i++ {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
+	for i := 0; i < preserve; i++ {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
 	}
+	h := &initHandle{sock: parentSock}
 	cmd.ExtraFiles = append(cmd.ExtraFiles, childSock)
 	syncFD := 2 + len(cmd.ExtraFiles)
-	cmd.ExtraFiles = append(cmd.ExtraFiles, lnFile)
-	cfg.StartFD = 2 + len(cmd.ExtraFiles)
+	if ln != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, ln)
+		h.startFD = 2 + len(cmd.ExtraFiles)
+	}
 	if console != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, console)
-		cfg.ConsoleFD = 2 + len(cmd.ExtraFiles)
+		h.consoleFD = 2 + len(cmd.ExtraFiles)
 	}
 	cmd.Env = []string{initEnv + "=" + strconv.Itoa(syncFD)}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: cloneFlags,
-		Pdeathsig:  syscall.SIGKILL,
+	if warm {
+		cmd.Env = append(cmd.Env, initWarmEnv+"=1")
 	}
-	if cloneFlags&unix.CLONE_NEWUSER != 0 {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: plan.cloneFlags, Pdeathsig: syscall.SIGKILL}
+	if plan.cloneFlags&unix.CLONE_NEWUSER != 0 {
 		cmd.SysProcAttr.UidMappings = idMaps(spec.Linux.UIDMappings)
 		cmd.SysProcAttr.GidMappings = idMaps(spec.Linux.GIDMappings)
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
@@ -272,18 +359,23 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		// keeps its unmapped host uid loses every capability at execve.
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-
-	step("sealed self")
-	if err := startInPidNS(cmd, joinPid); err != nil {
-		childSock.Close()
-		return fmt.Errorf("start init for %s: %w", id, err)
+	if err := startInPidNS(cmd, plan.joinPid); err != nil {
+		parentSock.Close()
+		return nil, err
 	}
-	childSock.Close()
+	h.ch = startWaiter(cmd)
+	if rec := r.recorder(); rec != nil {
+		// The init is still waiting for its config: it cannot exit unseen.
+		if err := rec.Watch(cmd.Process.Pid); err != nil {
+			r.log.Warn("cannot record the exit status", "id", id, "err", err)
+		}
+	}
+	return h, nil
+}
+
+// startWaiter reaps cmd in the background; the status is kept for Wait.
+func startWaiter(cmd *exec.Cmd) *child {
 	ch := &child{cmd: cmd, done: make(chan struct{})}
-	cleanups = append(cleanups, func() {
-		_ = cmd.Process.Kill()
-		<-ch.done
-	})
 	go func() {
 		_ = cmd.Wait()
 		if cmd.ProcessState != nil {
@@ -291,24 +383,43 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		}
 		close(ch.done)
 	}()
-	pid := cmd.Process.Pid
-	if rec := r.recorder(); rec != nil {
-		// The init is still waiting for its config: it cannot exit unseen.
-		if err := rec.Watch(pid); err != nil {
-			r.log.Warn("cannot record the exit status", "id", id, "err", err)
-		}
+	return ch
+}
+
+// creation is a Create in progress: what to undo if it fails, and the
+// steps after the init is in its cgroup.
+type creation struct {
+	r       *Runtime
+	id, dir string
+	b       *bundleSpec
+	cg      cgroups.Manager
+	init    *initHandle
+	pidFile string
+	undos   []func()
+}
+
+func (c *creation) onUndo(f func()) { c.undos = append(c.undos, f) }
+
+func (c *creation) undo() {
+	if c.init != nil {
+		c.init.kill()
 	}
-	state.Pid = pid
+	for i := len(c.undos) - 1; i >= 0; i-- {
+		c.undos[i]()
+	}
+	os.RemoveAll(c.dir)
+}
+
+// finish applies rlimits, runs the runtime-side hooks, sends the init its
+// config (after the stdio files of a warm init), waits for it to be ready
+// and records the container.
+func (c *creation) finish(ctx context.Context, cfg *initConfig, stdio []*os.File) error {
+	spec, pid := c.b.spec, c.init.pid()
+	state := specs.State{Version: specs.Version, ID: c.id, Status: specs.StateCreating, Pid: pid, Bundle: c.b.bundle, Annotations: spec.Annotations}
 	cfg.State = state
 	cfg.State.Status = specs.StateCreated
-
-	step("init forked")
-	if err := cg.Add(pid); err != nil {
-		return fmt.Errorf("join %s to its cgroup: %w", id, err)
-	}
-	step("cgroup joined")
-	if p := spec.Process; len(p.Rlimits) > 0 {
-		if err := setRlimits(pid, p.Rlimits); err != nil {
+	if len(spec.Process.Rlimits) > 0 {
+		if err := setRlimits(pid, spec.Process.Rlimits); err != nil {
 			return err
 		}
 	}
@@ -318,34 +429,46 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err := runHooks("createRuntime", hookList(spec.Hooks, "createRuntime"), state); err != nil {
 		return err
 	}
-	step("hooks")
-	if err := json.NewEncoder(parentSock).Encode(cfg); err != nil {
-		return fmt.Errorf("send config to init of %s: %w", id, err)
+	if stdio != nil {
+		if err := sendFiles(c.init.sock, stdio); err != nil {
+			return fmt.Errorf("send stdio to init of %s: %w", c.id, err)
+		}
 	}
-	if err := readReady(ctx, parentSock, ch.done); err != nil {
-		return fmt.Errorf("create %s: %w", id, err)
+	if err := json.NewEncoder(c.init.sock).Encode(cfg); err != nil {
+		return fmt.Errorf("send config to init of %s: %w", c.id, err)
 	}
-
-	step("init ready")
+	if err := readReady(ctx, c.init.sock, c.init.ch.done); err != nil {
+		return fmt.Errorf("create %s: %w", c.id, err)
+	}
+	c.init.sock.Close()
 	startTime, err := processStartTime(pid)
 	if err != nil {
-		return fmt.Errorf("create %s: init exited early: %w", id, err)
+		return fmt.Errorf("create %s: init exited early: %w", c.id, err)
 	}
-	st := &savedState{ID: id, Pid: pid, PidStart: startTime, Bundle: bundle, Rootfs: rootfs,
-		Created: time.Now().UTC(), Annotations: spec.Annotations, Cgroup: cgroupState{Paths: cg.Paths()}, Spec: spec}
-	if err := writeState(dir, st); err != nil {
+	st := &savedState{ID: c.id, Pid: pid, PidStart: startTime, Bundle: c.b.bundle, Rootfs: c.b.rootfs,
+		Created: time.Now().UTC(), Annotations: spec.Annotations, Cgroup: cgroupState{Paths: c.cg.Paths()}, Spec: spec}
+	if err := writeState(c.dir, st); err != nil {
 		return err
 	}
-	if opts.PidFile != "" {
-		if err := writePidFile(opts.PidFile, pid); err != nil {
+	if c.pidFile != "" {
+		if err := writePidFile(c.pidFile, pid); err != nil {
 			return err
 		}
 	}
-	r.mu.Lock()
-	r.children[id] = ch
-	r.mu.Unlock()
-	r.log.Debug("container created", "id", id, "pid", pid)
+	c.r.mu.Lock()
+	c.r.children[c.id] = c.init.ch
+	c.r.mu.Unlock()
+	c.r.log.Debug("container created", "id", c.id, "pid", pid)
 	return nil
+}
+
+// sendFiles passes descriptors over a unix socket (SCM_RIGHTS).
+func sendFiles(sock *os.File, files []*os.File) error {
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	return unix.Sendmsg(int(sock.Fd()), []byte{'f'}, unix.UnixRights(fds...), nil, 0)
 }
 
 func stdio(f, def *os.File) *os.File {

@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"strconv"
-	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -59,7 +56,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	}
 	spec := *st.Spec
 	spec.Process = proc
-	ispec, filter, err := initSpec(&spec)
+	ispec, filter, err := initSpec(&spec, r.filters.compile)
 	if err != nil {
 		return nil, err
 	}
@@ -87,64 +84,28 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 
 	var console *os.File
 	if opts.ConsoleSocket != "" {
-		c, err := net.Dial("unix", opts.ConsoleSocket)
-		if err != nil {
-			return nil, fmt.Errorf("connect to --console-socket %s: %w", opts.ConsoleSocket, err)
-		}
-		console, err = c.(*net.UnixConn).File()
-		c.Close()
-		if err != nil {
+		if console, err = dialConsole(opts.ConsoleSocket); err != nil {
 			return nil, err
 		}
 		defer console.Close()
 	}
-	parentSock, childSock, err := socketPair()
+	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
+	h, err := r.forkInit(id, stdio, opts.PreserveFDs, nil, console, nsPlan{joinPid: joinPid}, &spec, false)
 	if err != nil {
-		return nil, err
-	}
-	defer parentSock.Close()
-	self, err := sealedSelf()
-	if err != nil {
-		childSock.Close()
-		return nil, err
-	}
-	defer self.Close()
-	cmd := &exec.Cmd{Path: execPath(self), Args: []string{"nexus-init", id}}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)
-	for i := 0; i < opts.PreserveFDs; i++ {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
-	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, childSock)
-	syncFD := 2 + len(cmd.ExtraFiles)
-	if console != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, console)
-		cfg.ConsoleFD = 2 + len(cmd.ExtraFiles)
-	}
-	cmd.Env = []string{initEnv + "=" + strconv.Itoa(syncFD)}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startInPidNS(cmd, joinPid); err != nil {
-		childSock.Close()
 		return nil, fmt.Errorf("exec into %s: %w", id, err)
 	}
-	childSock.Close()
-	ch := &child{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		if cmd.ProcessState != nil {
-			ch.ws = cmd.ProcessState.Sys().(syscall.WaitStatus)
-		}
-		close(ch.done)
-	}()
+	defer h.sock.Close()
+	cfg.ConsoleFD = h.consoleFD
+	ch, parentSock, pid := h.ch, h.sock, h.pid()
 	fail := func(err error) (*Process, error) {
-		_ = cmd.Process.Kill()
-		<-ch.done
+		h.kill()
 		return nil, fmt.Errorf("exec into %s: %w", id, err)
 	}
-	if err := cg.Add(cmd.Process.Pid); err != nil {
+	if err := cg.Add(pid); err != nil {
 		return fail(err)
 	}
 	if len(proc.Rlimits) > 0 {
-		if err := setRlimits(cmd.Process.Pid, proc.Rlimits); err != nil {
+		if err := setRlimits(pid, proc.Rlimits); err != nil {
 			return fail(err)
 		}
 	}
@@ -160,11 +121,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 		return fail(err)
 	}
 	if opts.PidFile != "" {
-		if err := writePidFile(opts.PidFile, cmd.Process.Pid); err != nil {
+		if err := writePidFile(opts.PidFile, pid); err != nil {
 			return nil, err
 		}
 	}
-	return &Process{Pid: cmd.Process.Pid, ch: ch}, nil
+	return &Process{Pid: pid, ch: ch}, nil
 }
 
 var nsProcName = map[specs.LinuxNamespaceType]string{

@@ -1,8 +1,11 @@
 package runtime
 
 import (
+	"crypto/sha256"
+	"encoding/json"
 	"sort"
 	"strings"
+	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -35,12 +38,13 @@ func validateResources(l *specs.Linux) error {
 }
 
 // initSpec returns the compiled seccomp filter of s and a shallow copy of s
-// without the profile, which is what the init stage receives.
-func initSpec(s *specs.Spec) (*specs.Spec, *seccomp.Filter, error) {
+// without the profile, which is what the init stage receives. compile is
+// seccomp.Compile or a cache in front of it.
+func initSpec(s *specs.Spec, compile func(*specs.LinuxSeccomp) (*seccomp.Filter, error)) (*specs.Spec, *seccomp.Filter, error) {
 	if s.Linux.Seccomp == nil {
 		return s, nil, nil
 	}
-	f, err := seccomp.Compile(s.Linux.Seccomp)
+	f, err := compile(s.Linux.Seccomp)
 	if err != nil {
 		return nil, nil, specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
 	}
@@ -79,4 +83,39 @@ func cgroupMounts(m cgroups.Manager) []cgroupMount {
 		out = append(out, cgroupMount{Name: name, FSType: "cgroup2", HostPath: v2})
 	}
 	return out
+}
+
+// filterCache keeps compiled seccomp profiles: most containers on a node
+// share a handful of profiles, and compiling one costs a quarter of a
+// millisecond.
+type filterCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]*seccomp.Filter
+}
+
+// maxCachedFilters bounds the cache; it is emptied when full.
+const maxCachedFilters = 32
+
+func (c *filterCache) compile(p *specs.LinuxSeccomp) (*seccomp.Filter, error) {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	key := sha256.Sum256(data)
+	c.mu.Lock()
+	f := c.m[key]
+	c.mu.Unlock()
+	if f != nil {
+		return f, nil
+	}
+	if f, err = seccomp.Compile(p); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedFilters {
+		c.m = map[[32]byte]*seccomp.Filter{}
+	}
+	c.m[key] = f
+	c.mu.Unlock()
+	return f, nil
 }

@@ -18,8 +18,13 @@ import (
 )
 
 // initEnv carries the number of the sync socket to the init stage; its
-// presence is what makes the binary act as an init (see IsInit).
-const initEnv = "_NEXUS_INIT_FD"
+// presence is what makes the binary act as an init (see IsInit). initWarmEnv
+// marks an init forked ahead of its container (see Prewarm): it first
+// receives its stdio over the sync socket.
+const (
+	initEnv     = "_NEXUS_INIT_FD"
+	initWarmEnv = "_NEXUS_INIT_WARM"
+)
 
 // initConfig is everything the init stage needs, sent by the parent as one
 // JSON message so that the init does no parsing of its own.
@@ -75,6 +80,16 @@ func InitMain() {
 	}
 	os.Unsetenv(initEnv)
 	sync := os.NewFile(uintptr(fd), "sync")
+	if os.Getenv(initWarmEnv) != "" {
+		os.Unsetenv(initWarmEnv)
+		warmDecoder()
+		if err := send(sync, "idle"); err != nil {
+			os.Exit(1)
+		}
+		if err := receiveStdio(fd); err != nil {
+			fail(sync, err)
+		}
+	}
 	var cfg initConfig
 	if err := json.NewDecoder(sync).Decode(&cfg); err != nil {
 		fail(sync, fmt.Errorf("read init config: %w", err))
@@ -82,6 +97,49 @@ func InitMain() {
 	rep := &reporter{w: sync}
 	err = runInit(&cfg, rep)
 	fail(rep.w, err)
+}
+
+// warmDecoder decodes a typical config once while a warm init waits: the
+// first decode of these types in a process builds encoding/json's codecs,
+// which would otherwise cost the container's start most of a millisecond.
+func warmDecoder() {
+	spec := DefaultSpec()
+	ispec, filter, err := initSpec(spec, seccomp.Compile)
+	if err != nil {
+		return
+	}
+	data, err := json.Marshal(initConfig{Spec: ispec, Seccomp: filter, CgroupMounts: []cgroupMount{{}},
+		JoinNS: []specs.LinuxNamespace{{}}})
+	if err != nil {
+		return
+	}
+	var cfg initConfig
+	_ = json.Unmarshal(data, &cfg)
+}
+
+// receiveStdio takes the container's stdin, stdout and stderr from the
+// parent (SCM_RIGHTS) and makes them descriptors 0, 1 and 2.
+func receiveStdio(sock int) error {
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(3*4))
+	_, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("receive stdio: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return fmt.Errorf("receive stdio: malformed message")
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 3 {
+		return fmt.Errorf("receive stdio: want 3 descriptors")
+	}
+	for i, fd := range fds {
+		if err := unix.Dup3(fd, i, 0); err != nil {
+			return fmt.Errorf("receive stdio: %w", err)
+		}
+		unix.Close(fd)
+	}
+	return nil
 }
 
 // reporter is where the init reports an error: its parent until the

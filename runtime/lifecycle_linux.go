@@ -49,10 +49,9 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	}
 	sock := filepath.Join(dir, startSocket)
 	startErr := startContainer(sock)
-	os.Remove(sock)
-	st.Started = true
-	if err := writeState(dir, st); err != nil {
-		return err
+	// Without the socket the container counts as started (see status).
+	if err := os.Remove(sock); err != nil {
+		return fmt.Errorf("start %s: %w", id, err)
 	}
 	if startErr != nil {
 		return fmt.Errorf("start %s: %w", id, startErr)

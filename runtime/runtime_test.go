@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -912,4 +913,124 @@ func TestPersonalityLinux32(t *testing.T) {
 	if got := strings.TrimSpace(r.out); got != "i686" {
 		t.Fatalf("uname -m under LINUX32 = %q, want i686", got)
 	}
+}
+
+func TestWarmCreate(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	t.Cleanup(func() { h.rt.Close() })
+	must(t, h.rt.Prewarm(ctx, 2))
+
+	// A spec the warm inits do not fit leaves the pool alone.
+	userns := h.bundle(func(s *specs.Spec, _ string) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = []specs.LinuxIDMapping{{HostID: 100000, Size: 65536}}
+		s.Linux.GIDMappings = []specs.LinuxIDMapping{{HostID: 100000, Size: 65536}}
+	})
+	if _, err := h.rt.CreateWarm(ctx, runtime.CreateOptions{Bundle: userns}); !errors.Is(err, runtime.ErrNoWarmSlot) {
+		t.Fatalf("user-namespace spec: %v, want ErrNoWarmSlot", err)
+	}
+
+	limit := int64(9)
+	bundle := h.bundle(func(s *specs.Spec, _ string) {
+		s.Hostname = "warm-host"
+		s.Linux.Resources.Pids = &specs.LinuxPids{Limit: &limit}
+		s.Process.Args = []string{"sh", "-c", "echo pid=$$ host=$(hostname) max=$(cat /sys/fs/cgroup/pids/pids.max); ls /proc/$$/fd"}
+	})
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	must(t, err)
+	id, err := h.rt.CreateWarm(ctx, runtime.CreateOptions{Bundle: bundle, Stdout: out, Stderr: out})
+	must(t, err)
+	t.Cleanup(func() { _ = h.rt.Delete(context.Background(), id, true) })
+	dirs := cgroupDirs(t, h.rt, id)
+	must(t, h.rt.Start(ctx, id))
+	status, err := h.rt.Wait(ctx, id)
+	must(t, err)
+	data, _ := os.ReadFile(out.Name())
+	if status.Code != 0 || !strings.HasPrefix(string(data), "pid=1 host=warm-host max=9\n0\n1\n2\n") {
+		t.Fatalf("warm container: %+v, output:\n%s", status, data)
+	}
+	must(t, h.rt.Delete(ctx, id, false))
+	assertNothingLeft(t, h.rt, id)
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup %s remains", d)
+		}
+	}
+
+	// Close destroys the slot that is left: its init and cgroups go.
+	entries, _ := os.ReadDir(filepath.Join(h.rt.Root(), ".warm"))
+	if len(entries) != 1 {
+		t.Fatalf("%d warm slots left, want 1", len(entries))
+	}
+	left := entries[0].Name()
+	must(t, h.rt.Close())
+	assertNothingLeft(t, h.rt, left)
+	if _, err := os.Stat(filepath.Join(h.rt.Root(), ".warm", left)); err == nil {
+		t.Fatal("Close left the warm slot's directory")
+	}
+}
+
+// BenchmarkRun times create + start + wait + delete of /bin/true through
+// the Go API: cold, and warm (a slot made by Prewarm outside the timer). It
+// also reports the median time to running (create + start: the user's
+// process has been exec'd).
+func BenchmarkRun(b *testing.B) {
+	testutil.RequireRoot(b)
+	dir := b.TempDir()
+	must := func(err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	must(os.Mkdir(filepath.Join(dir, "rootfs"), 0o755))
+	if err := testrootfs.Build(filepath.Join(dir, "rootfs")); err != nil {
+		b.Skip(err)
+	}
+	s := runtime.DefaultSpec()
+	s.Process.Args = []string{"/bin/true"}
+	data, _ := json.Marshal(s)
+	must(os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644))
+	null, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	defer null.Close()
+	opts := runtime.CreateOptions{Bundle: dir, Stdin: null, Stdout: null, Stderr: null}
+	ctx := context.Background()
+	bench := func(b *testing.B, rt *runtime.Runtime, create func(i int) string, prepare func()) {
+		toRunning := make([]time.Duration, 0, b.N)
+		for i := 0; i < b.N; i++ {
+			if prepare != nil {
+				b.StopTimer()
+				prepare()
+				b.StartTimer()
+			}
+			t0 := time.Now()
+			id := create(i)
+			must(rt.Start(ctx, id))
+			toRunning = append(toRunning, time.Since(t0))
+			if st, err := rt.Wait(ctx, id); err != nil || st.Code != 0 {
+				b.Fatalf("wait: %+v %v", st, err)
+			}
+			must(rt.Delete(ctx, id, false))
+		}
+		slices.Sort(toRunning)
+		b.ReportMetric(float64(toRunning[len(toRunning)/2].Microseconds())/1000, "ms-to-running(median)")
+	}
+	b.Run("cold", func(b *testing.B) {
+		rt := runtime.New(runtime.Config{Root: b.TempDir()})
+		bench(b, rt, func(i int) string {
+			id := fmt.Sprintf("bench-%d", i)
+			must(rt.Create(ctx, id, opts))
+			return id
+		}, nil)
+	})
+	b.Run("warm", func(b *testing.B) {
+		rt := runtime.New(runtime.Config{Root: b.TempDir()})
+		defer rt.Close()
+		bench(b, rt, func(int) string {
+			id, err := rt.CreateWarm(ctx, opts)
+			must(err)
+			return id
+		}, func() { must(rt.Prewarm(ctx, 1)) })
+	})
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"nexus.dev/nexus/runtime/seccomp"
 )
 
 // BenchmarkLoadSpec measures reading and validating a hardened config.json,
@@ -35,7 +37,7 @@ func BenchmarkLoadSpec(b *testing.B) {
 	spec, _ := loadSpec(dir, false)
 	b.Run("initSpec", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			if _, _, err := initSpec(spec); err != nil {
+			if _, _, err := initSpec(spec, seccomp.Compile); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -62,9 +62,6 @@ type savedState struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Cgroup      cgroupState       `json:"cgroup"`
 	Spec        *specs.Spec       `json:"spec"`
-	Tier        string            `json:"tier,omitempty"`
-	// Started is set by start once the init has exec'd the user's process.
-	Started bool `json:"started,omitempty"`
 }
 
 // containerDir returns the state directory of id under root.
@@ -153,12 +150,13 @@ func (st *savedState) alive() bool {
 	return err == nil && start == st.PidStart
 }
 
-// status derives the lifecycle state from the process and the start socket.
+// status derives the lifecycle state from the process and the start
+// socket, which Start removes.
 func (st *savedState) status(dir string) Status {
 	if !st.alive() {
 		return specs.StateStopped
 	}
-	if _, err := os.Lstat(filepath.Join(dir, startSocket)); err == nil && !st.Started {
+	if _, err := os.Lstat(filepath.Join(dir, startSocket)); err == nil {
 		return specs.StateCreated
 	}
 	return specs.StateRunning
