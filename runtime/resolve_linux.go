@@ -73,18 +73,8 @@ func resolveInRoot(rootfs, path string) (string, error) {
 			resolved = nil
 		}
 		// Check the link on its own: does it climb above the root?
-		base := len(resolved)
-		for _, tc := range strings.Split(target, "/") {
-			switch tc {
-			case "", ".":
-			case "..":
-				base--
-				if base < 0 {
-					return "", &EscapeError{Path: path, Link: cur, Target: target}
-				}
-			default:
-				base++
-			}
+		if climbsAbove(len(resolved), target) {
+			return "", &EscapeError{Path: path, Link: cur, Target: target}
 		}
 		pending = append(strings.Split(target, "/"), pending...)
 	}

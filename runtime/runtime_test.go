@@ -85,34 +85,13 @@ func (h *harness) id() string {
 // bundle writes a busybox bundle whose spec is DefaultSpec changed by edit.
 func (h *harness) bundle(edit func(s *specs.Spec, rootfs string)) string {
 	h.t.Helper()
-	dir := h.t.TempDir()
-	// Both TempDir levels are 0700; a container root mapped to another
-	// host uid must be able to reach its rootfs.
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			h.t.Fatal(err)
-		}
-	}
-	rootfs := filepath.Join(dir, "rootfs")
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		h.t.Fatal(err)
-	}
-	if err := testrootfs.Build(rootfs); err != nil {
-		h.t.Skip(err)
-	}
 	s := runtime.DefaultSpec()
 	s.Process.Args = []string{"true"}
-	if edit != nil {
-		edit(s, rootfs)
-	}
-	data, err := json.Marshal(s)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
-		h.t.Fatal(err)
-	}
-	return dir
+	return testrootfs.Bundle(h.t, s, func(rootfs string) {
+		if edit != nil {
+			edit(s, rootfs)
+		}
+	})
 }
 
 // result is what a finished container left.
@@ -978,20 +957,14 @@ func TestWarmCreate(t *testing.T) {
 // process has been exec'd).
 func BenchmarkRun(b *testing.B) {
 	testutil.RequireRoot(b)
-	dir := b.TempDir()
 	must := func(err error) {
 		if err != nil {
 			b.Fatal(err)
 		}
 	}
-	must(os.Mkdir(filepath.Join(dir, "rootfs"), 0o755))
-	if err := testrootfs.Build(filepath.Join(dir, "rootfs")); err != nil {
-		b.Skip(err)
-	}
 	s := runtime.DefaultSpec()
 	s.Process.Args = []string{"/bin/true"}
-	data, _ := json.Marshal(s)
-	must(os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644))
+	dir := testrootfs.Bundle(b, s, nil)
 	null, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	defer null.Close()
 	opts := runtime.CreateOptions{Bundle: dir, Stdin: null, Stdout: null, Stderr: null}

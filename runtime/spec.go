@@ -229,8 +229,11 @@ func validateMount(m specs.Mount, field string) error {
 }
 
 // escapesRoot reports whether a lexical path climbs above its root.
-func escapesRoot(p string) bool {
-	depth := 0
+func escapesRoot(p string) bool { return climbsAbove(0, p) }
+
+// climbsAbove reports whether walking p lexically from depth levels below
+// the root goes above the root at any point.
+func climbsAbove(depth int, p string) bool {
 	for _, c := range strings.Split(p, "/") {
 		switch c {
 		case "", ".":

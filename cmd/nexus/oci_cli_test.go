@@ -63,21 +63,9 @@ func runtimeLink(t *testing.T) string {
 
 func writeBundle(t *testing.T, args ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	rootfs := filepath.Join(dir, "rootfs")
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := testrootfs.Build(rootfs); err != nil {
-		t.Skip(err)
-	}
 	s := runtime.DefaultSpec()
 	s.Process.Args = args
-	data, _ := json.Marshal(s)
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testrootfs.Bundle(t, s, nil)
 }
 
 func TestRuntimeCLIRunReportsExitStatus(t *testing.T) {

@@ -5,6 +5,7 @@
 package testrootfs
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -117,4 +118,43 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return out.Close()
+}
+
+// Bundle writes an OCI bundle into a fresh temporary directory: a busybox
+// root filesystem in rootfs/ and spec (any JSON-encodable runtime spec) as
+// config.json. edit, if not nil, runs after the rootfs is built and before
+// the spec is written, so a test can add files and change the spec. The
+// directories are world-traversable so a container whose root is mapped to
+// another host uid can reach its rootfs. It skips the test when busybox is
+// not installed.
+func Bundle(t testing.TB, spec any, edit func(rootfs string)) string {
+	t.Helper()
+	dir := t.TempDir()
+	// Both levels of t.TempDir are 0700.
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := Build(rootfs); err != nil {
+		if errors.Is(err, ErrNoBusybox) {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(rootfs)
+	}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

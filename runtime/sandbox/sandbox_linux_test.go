@@ -44,24 +44,9 @@ func newTier(t *testing.T) *sandbox.Tier {
 // bundle writes a busybox bundle running args with runtime.DefaultSpec().
 func bundle(t *testing.T, args ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	rootfs := filepath.Join(dir, "rootfs")
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := testrootfs.Build(rootfs); err != nil {
-		t.Skip(err)
-	}
 	spec := runtime.DefaultSpec()
 	spec.Process.Args = args
-	b, err := json.Marshal(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testrootfs.Bundle(t, spec, nil)
 }
 
 // create creates a container whose stdout and stderr go to a file, and
