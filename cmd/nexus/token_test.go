@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"nexus.dev/nexus/security/pki"
+	"nexus.dev/nexus/security/token"
+)
+
+func TestTokenCommands(t *testing.T) {
+	dataDir, _ := initCA(t)
+	dd := []string{"--data-dir", dataDir}
+	root, err := pki.Dir{Path: filepath.Join(dataDir, "pki")}.RootCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Text output: the token and the pin, which VerifyPin accepts for our root.
+	out, err := run(t, append(dd, "token", "create", "--role", "agent", "--ttl", "30m")...)
+	if err != nil {
+		t.Fatalf("token create: %v\n%s", err, out)
+	}
+	tokLine := regexp.MustCompile(`(?m)^token:\s+(\S+)$`).FindStringSubmatch(out)
+	pinLine := regexp.MustCompile(`(?m)^ca-pin:\s+(\S+)$`).FindStringSubmatch(out)
+	if tokLine == nil || pinLine == nil {
+		t.Fatalf("token create output:\n%s", out)
+	}
+	if err := pki.VerifyPin(root, pinLine[1]); err != nil {
+		t.Fatalf("printed pin: %v", err)
+	}
+	agentTok, err := token.Parse(tokLine[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// JSON output, several uses.
+	out, err = run(t, append(dd, "token", "create", "--role", "server", "--uses", "3", "-o", "json")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created tokenCreated
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if created.CAPin != pinLine[1] || created.Role != "server" || created.Uses != 3 || !strings.HasPrefix(created.Token, "nxt1."+created.ID+".") {
+		t.Fatalf("created: %+v", created)
+	}
+
+	// The file holds no secret.
+	data, _ := os.ReadFile(filepath.Join(dataDir, "tokens.json"))
+	if strings.Contains(string(data), tokLine[1]) || strings.Contains(string(data), strings.Split(created.Token, ".")[2]) {
+		t.Fatal("tokens.json contains a secret")
+	}
+
+	// Consuming through the store is visible in list.
+	store := token.NewStore(token.StoreConfig{Path: filepath.Join(dataDir, "tokens.json")})
+	if _, err := store.Consume(created.Token); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(t, append(dd, "token", "list")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ID", "USES LEFT", agentTok.ID + "  agent", created.ID + "  server"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("token list lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "nxt1.") || strings.Contains(out, strings.Split(created.Token, ".")[2]) {
+		t.Fatalf("token list shows a secret:\n%s", out)
+	}
+	out, err = run(t, append(dd, "token", "list", "-o", "json")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views []tokenView
+	if err := json.Unmarshal([]byte(out), &views); err != nil || len(views) != 2 || views[1].UsesLeft != 2 || views[0].State != "valid" {
+		t.Fatalf("list json: %v %+v", err, views)
+	}
+	if strings.Contains(out, "secret") {
+		t.Fatalf("list json shows the secret hash:\n%s", out)
+	}
+
+	// Revoke.
+	if out, err := run(t, append(dd, "token", "revoke", agentTok.ID)...); err != nil || !strings.Contains(out, "Revoked token "+agentTok.ID) {
+		t.Fatalf("token revoke: %v\n%s", err, out)
+	}
+	if _, err := store.Consume(tokLine[1]); err == nil {
+		t.Fatal("revoked token consumed")
+	}
+	if _, err := run(t, append(dd, "token", "revoke", agentTok.ID)...); err == nil || !strings.Contains(err.Error(), "nexus token list") {
+		t.Fatalf("revoke twice: %v", err)
+	}
+}
+
+func TestTokenCommandErrors(t *testing.T) {
+	dataDir, _ := initCA(t)
+	empty := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data-dir", dataDir, "token", "create"}, "use agent or server"},
+		{[]string{"--data-dir", dataDir, "token", "create", "--role", "admin"}, "use agent or server"},
+		{[]string{"--data-dir", dataDir, "token", "create", "--role", "agent", "--ttl", "0s"}, "lifetime"},
+		{[]string{"--data-dir", dataDir, "token", "create", "--role", "agent", "--ttl", "720h"}, "at most"},
+		{[]string{"--data-dir", dataDir, "token", "create", "--role", "agent", "--uses", "0"}, "use 1 to"},
+		{[]string{"--data-dir", dataDir, "token", "create", "--role", "agent", "-o", "yaml"}, "unknown output format"},
+		{[]string{"--data-dir", empty, "token", "create", "--role", "agent"}, "nexus cert init"},
+		{[]string{"--data-dir", dataDir, "token", "revoke"}, "accepts 1 arg"},
+	}
+	for _, tt := range tests {
+		out, err := run(t, tt.args...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want %q\n%s", tt.args, err, tt.want, out)
+		}
+	}
+}
