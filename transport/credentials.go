@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"nexus.dev/nexus/security/identity"
+	"nexus.dev/nexus/security/pki"
 )
 
 // Credentials supplies this endpoint's certificate and the trust decisions. The transport asks on every handshake, so rotations and renewals take effect without restarting anything.
@@ -23,7 +24,7 @@ type Credentials interface {
 // fails because the certificate is revoked. The transport then sends the
 // peer the TLS alert certificate_revoked and, for live connections, closes
 // them with the reason "certificate revoked".
-var ErrRevoked = errors.New("certificate revoked")
+var ErrRevoked = pki.ErrRevoked
 
 // ErrNotAuthorized is wrapped by the errors of Target.Verify and
 // ListenerConfig.Authorize failures the transport reports.
@@ -62,10 +63,10 @@ func withAlert(err error) error {
 		a = 44 // certificate_revoked
 	case errors.Is(err, ErrNotAuthorized):
 		a = 49 // access_denied
-	case errors.As(err, &unknownCA):
+	case errors.As(err, &unknownCA), errors.Is(err, pki.ErrUnknownAuthority):
 		a = 48 // unknown_ca
-	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		a = 45 // certificate_expired (also "not yet valid")
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired, errors.Is(err, pki.ErrExpired), errors.Is(err, pki.ErrNotYetValid):
+		a = 45 // certificate_expired (TLS has no "not yet valid")
 	}
 	return fmt.Errorf("%w%.0w", err, a)
 }
