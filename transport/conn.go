@@ -35,6 +35,9 @@ type Conn struct {
 	service  string
 	maxFrame int
 	client   bool
+	// release frees what the connection owns alone (the UDP socket of
+	// DialAnonymous); nil for pooled connections.
+	release func()
 }
 
 // Peer returns the peer's verified identity.
@@ -72,7 +75,13 @@ func (c *Conn) Err() error {
 }
 
 // Close closes the connection; calls in flight fail.
-func (c *Conn) Close() error { return c.qc.CloseWithError(CloseNormal, "closed") }
+func (c *Conn) Close() error {
+	err := c.qc.CloseWithError(CloseNormal, "closed")
+	if c.release != nil {
+		c.release()
+	}
+	return err
+}
 
 // SendDatagram sends p as one unreliable QUIC datagram (RFC 9221). It fails
 // with a *quic.DatagramTooLargeError when p does not fit in a packet.

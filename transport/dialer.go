@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -378,4 +379,43 @@ func (d *Dialer) Close() error {
 		d.udp.Close()
 	})
 	return err
+}
+
+// DialAnonymous connects to an Anonymous service without a client
+// certificate: how a machine that has none yet reaches the join service.
+// verify judges the server's chain (leaf first) in place of Credentials,
+// typically by a CA pin. The connection has its own UDP socket, freed by
+// Close; it is not pooled.
+func DialAnonymous(ctx context.Context, addr, service string, verify func(chain []*x509.Certificate) (identity.ID, error), tuning Tuning) (*Conn, error) {
+	if verify == nil {
+		return nil, fmt.Errorf("dial %s %s: a verify function is required", service, addr)
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s: %w", service, addr, err)
+	}
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s: %w", service, addr, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	release := func() { tr.Close(); udp.Close() }
+	var peer identity.ID
+	conf := baseTLS()
+	conf.NextProtos = []string{service}
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		id, err := verify(cs.PeerCertificates)
+		if err != nil {
+			return withAlert(fmt.Errorf("verify server certificate: %w", err))
+		}
+		peer = id
+		return nil
+	}
+	t := tuning.withDefaults()
+	qc, err := tr.Dial(ctx, ua, conf, t.quicConfig())
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("dial %s %s: %w", service, addr, err)
+	}
+	return &Conn{qc: qc, peer: peer, service: service, maxFrame: t.MaxFrameSize, client: true, release: release}, nil
 }

@@ -56,6 +56,11 @@ type Service struct {
 	// connection of the service (tunnels use it for datagrams); its ctx
 	// ends when the connection closes.
 	OnConn func(ctx context.Context, c *Conn)
+	// Anonymous lets callers without a client certificate connect (the
+	// join service: a machine that joins has no certificate yet). Their
+	// peer identity is the zero ID; Authorize is not asked for them. A
+	// caller that does present a certificate is verified as usual.
+	Anonymous bool
 }
 
 // ListenerConfig configures Listen.
@@ -172,8 +177,16 @@ func (l *Listener) tlsConfig() *tls.Config {
 		}
 		c := base.Clone()
 		c.GetConfigForClient = nil
+		anonymous := l.services[negotiate(protos, hello.SupportedProtos)].Anonymous
+		if anonymous {
+			c.ClientAuth = tls.RequestClientCert
+		}
 		c.VerifyConnection = func(cs tls.ConnectionState) error {
 			service := cs.NegotiatedProtocol
+			if anonymous && len(cs.PeerCertificates) == 0 {
+				slot.peer.Store(&identity.ID{})
+				return nil
+			}
 			id, err := verifyChain(l.cfg.Credentials, cs.PeerCertificates, func(id identity.ID) error {
 				return l.cfg.Authorize(id, service)
 			})
@@ -187,6 +200,17 @@ func (l *Listener) tlsConfig() *tls.Config {
 		return c, nil
 	}
 	return base
+}
+
+// negotiate is the ALPN choice crypto/tls makes: the first of the server's
+// protocols the client offers.
+func negotiate(server, client []string) string {
+	for _, p := range server {
+		if slices.Contains(client, p) {
+			return p
+		}
+	}
+	return ""
 }
 
 // Addr returns the bound UDP address.
@@ -384,6 +408,9 @@ func (l *Listener) reverifyOnChange(ch <-chan struct{}) {
 		}
 		l.mu.Unlock()
 		for _, c := range conns {
+			if c.peer.IsZero() {
+				continue // anonymous: nothing was verified, nothing to re-verify
+			}
 			reverify(l.log, l.cfg.Credentials, c, func(id identity.ID) error { return l.cfg.Authorize(id, c.service) })
 		}
 	}

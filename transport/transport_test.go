@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -617,5 +618,50 @@ func TestBackoffDelay(t *testing.T) {
 		if got := b.Delay(tc.failures, tc.r); got.Round(time.Microsecond) != tc.want {
 			t.Errorf("Delay(%d, %v) = %v, want %v", tc.failures, tc.r, got, tc.want)
 		}
+	}
+}
+
+func TestAnonymousServiceForCallersWithoutCertificates(t *testing.T) {
+	ca := newCA(t)
+	open := transport.Service{Anonymous: true, Handler: transport.HandlerFunc(func(ctx context.Context, peer identity.ID, method string, req []byte) ([]byte, error) {
+		return []byte("peer=" + peer.String() + " zero=" + strconv.FormatBool(peer.IsZero())), nil
+	})}
+	s := startServer(t, transporttest.NewCredentials(ca, issue(t, ca, serverID)), transport.ListenerConfig{
+		Services: map[string]transport.Service{"nexus-test": echo, "nexus-open": open}})
+	ctx := ctxT(t)
+	var seen identity.ID
+	verify := func(chain []*x509.Certificate) (identity.ID, error) {
+		id, err := identity.Parse(chain[0].URIs[0].String())
+		seen = id
+		return id, err
+	}
+	c, err := transport.DialAnonymous(ctx, s.addr, "nexus-open", verify, transport.Tuning{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := c.Call(ctx, "who", nil)
+	if err != nil || !strings.Contains(string(got), "zero=true") {
+		t.Fatalf("anonymous call: %q, %v", got, err)
+	}
+	if seen != serverID || c.Peer() != serverID {
+		t.Fatalf("the caller's verify saw %v, conn peer %v", seen, c.Peer())
+	}
+
+	// Other services still demand a certificate.
+	c2, err := transport.DialAnonymous(ctx, s.addr, "nexus-test", verify, transport.Tuning{})
+	if err == nil {
+		_, err = c2.Call(ctx, "echo", nil)
+		c2.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Fatalf("anonymous call to a mutual-TLS service: %v", err)
+	}
+
+	// A verify function that refuses the server stops the dial.
+	if _, err := transport.DialAnonymous(ctx, s.addr, "nexus-open", func([]*x509.Certificate) (identity.ID, error) {
+		return identity.ID{}, errors.New("pin mismatch")
+	}, transport.Tuning{}); err == nil || !strings.Contains(err.Error(), "pin mismatch") {
+		t.Fatalf("refused server: %v", err)
 	}
 }
