@@ -18,14 +18,14 @@ import (
 // EtcdCluster is a real etcd cluster (Debian's etcd-server) on loopback,
 // the reference the checks and benchmarks compare Nexus's store with.
 type EtcdCluster struct {
-	Bin       string
-	Dir       string
-	Names     []string
-	Clients   []string // client URLs, one per member
-	peers     []string
-	procs     []*exec.Cmd
-	logs      []*os.File
-	initial   string
+	Bin     string
+	Dir     string
+	Names   []string
+	Clients []string // client URLs, one per member
+	peers   []string
+	procs   []*exec.Cmd
+	logs    []*os.File
+	initial string
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
