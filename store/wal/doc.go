@@ -1,0 +1,30 @@
+// Package wal is the write-ahead log under a raft member: the entries and
+// HardState a raft Ready asks to persist, written as one checksummed frame
+// per Ready and made durable with one fdatasync (group commit: every
+// proposal that reached raft while the previous fsync ran shares the next).
+//
+// The log is a directory of segment files, "<seq>.wal" (16 hex digits).
+// A segment is preallocated to SegmentSize, so an fdatasync does not also
+// have to update the file size, and starts with a magic number and a frame
+// restating the newest HardState and snapshot marker, so the segments
+// before it can be deleted once a snapshot covers their entries.
+//
+// Frame layout (little endian):
+//
+//	len    uint32  payload length
+//	^len   uint32  its complement: a header that is not garbage
+//	crc    uint32  CRC-32C (Castagnoli) of the payload
+//	payload        records: type (1 byte), body length (uvarint), body
+//
+// Record bodies are uvarints: an entry is term, index, entry type, then the
+// data; a HardState is term, vote, commit; a snapshot marker is index, term.
+// Twelve zero bytes (the preallocated tail) end a segment.
+//
+// Recovery tells a crash from damage. A bad frame in the last segment whose
+// header is intact and after which the file holds only zeros is the torn
+// tail of a write that never completed its fsync, so nothing was
+// acknowledged from it: it is cut off and logged. Anything else — a bad
+// frame followed by data, a garbled header, a bad frame in an older
+// segment — is corruption, and Open refuses with the file and offset rather
+// than guess which entries are lost.
+package wal

@@ -1,0 +1,253 @@
+package wal
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+func ents(term uint64, from, to uint64) []*pb.Entry {
+	var es []*pb.Entry
+	for i := from; i <= to; i++ {
+		es = append(es, &pb.Entry{Term: new(term), Index: new(i), Type: new(pb.EntryNormal), Data: fmt.Appendf(nil, "t%d-i%d", term, i)})
+	}
+	return es
+}
+
+func hardState(term, vote, commit uint64) *pb.HardState {
+	return &pb.HardState{Term: new(term), Vote: new(vote), Commit: new(commit)}
+}
+
+func open(t *testing.T, dir string, opts Options) (*WAL, *State) {
+	t.Helper()
+	w, st, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w, st
+}
+
+func describe(es []*pb.Entry) string {
+	var b strings.Builder
+	for _, e := range es {
+		fmt.Fprintf(&b, "%d/%d:%s ", e.GetIndex(), e.GetTerm(), e.Data)
+	}
+	return b.String()
+}
+
+// TestRecover saves frames, including a log suffix a new leader overwrote,
+// and expects Open to return the log raft would have.
+func TestRecover(t *testing.T) {
+	dir := t.TempDir()
+	w, st := open(t, dir, Options{})
+	if st.HardState != nil || len(st.Entries) != 0 {
+		t.Fatalf("new log recovered %+v", st)
+	}
+	steps := []struct {
+		hs   *pb.HardState
+		ents []*pb.Entry
+	}{
+		{hardState(1, 1, 0), ents(1, 1, 5)},
+		{hardState(1, 1, 3), nil},
+		{hardState(2, 2, 3), ents(2, 4, 6)}, // overwrites 4 and 5
+		{nil, ents(2, 7, 7)},
+	}
+	for _, s := range steps {
+		if err := w.Save(s.hs, s.ents, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.SaveSnapshot(Marker{Index: 3, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	_, st = open(t, dir, Options{})
+	want := append(ents(1, 1, 3), ents(2, 4, 7)...)
+	if got, w := describe(st.Entries), describe(want); got != w {
+		t.Fatalf("entries\n got %s\nwant %s", got, w)
+	}
+	if hs := st.HardState; hs.GetTerm() != 2 || hs.GetVote() != 2 || hs.GetCommit() != 3 {
+		t.Fatalf("HardState %v, want term 2 vote 2 commit 3", hs)
+	}
+	if len(st.Snapshots) != 1 || st.Snapshots[0] != (Marker{Index: 3, Term: 1}) {
+		t.Fatalf("snapshots %v", st.Snapshots)
+	}
+}
+
+// TestTornTail cuts the last frame in half, as a crash during its write
+// would, and expects Open to drop it with a warning and the log to go on.
+func TestTornTail(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := open(t, dir, Options{SegmentSize: 1 << 20})
+	if err := w.Save(hardState(1, 1, 2), ents(1, 1, 2), true); err != nil {
+		t.Fatal(err)
+	}
+	lastOff := w.off
+	if err := w.Save(hardState(1, 1, 4), ents(1, 3, 4), true); err != nil {
+		t.Fatal(err)
+	}
+	end := w.off
+	w.Close()
+
+	path := filepath.Join(dir, segmentName(0))
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := lastOff + (end-lastOff)/2
+	if _, err := f.WriteAt(make([]byte, end-half), half); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	var logs bytes.Buffer
+	w, st := open(t, dir, Options{SegmentSize: 1 << 20, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if got, want := describe(st.Entries), describe(ents(1, 1, 2)); got != want {
+		t.Fatalf("entries after a torn tail\n got %s\nwant %s", got, want)
+	}
+	if st.HardState.GetCommit() != 2 {
+		t.Fatalf("HardState %v, want commit 2", st.HardState)
+	}
+	if !strings.Contains(logs.String(), "torn") || !strings.Contains(logs.String(), path) {
+		t.Fatalf("no warning naming the torn file: %q", logs.String())
+	}
+	if err := w.Save(hardState(1, 1, 3), ents(1, 3, 3), true); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	_, st = open(t, dir, Options{SegmentSize: 1 << 20})
+	if got, want := describe(st.Entries), describe(ents(1, 1, 3)); got != want {
+		t.Fatalf("entries after appending past the repaired tail\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestCorruptMiddle damages a frame that has valid frames after it: Open must
+// refuse, naming the file and offset.
+func TestCorruptMiddle(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		at   func(frameOff int64) int64
+	}{
+		{"payload", func(off int64) int64 { return off + headerSize + 3 }},
+		{"header", func(off int64) int64 { return off }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w, _ := open(t, dir, Options{SegmentSize: 1 << 20})
+			var offs []int64
+			for i := uint64(1); i <= 3; i++ {
+				offs = append(offs, w.off)
+				if err := w.Save(hardState(1, 1, i), ents(1, i, i), true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w.Close()
+			path := filepath.Join(dir, segmentName(0))
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt([]byte{0xde, 0xad}, tc.at(offs[1])); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			_, _, err = Open(dir, Options{SegmentSize: 1 << 20})
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Open of a damaged log: %v, want ErrCorrupt", err)
+			}
+			if want := fmt.Sprintf("%s offset %d", path, offs[1]); !strings.Contains(err.Error(), want) {
+				t.Fatalf("error %q does not name %q", err, want)
+			}
+		})
+	}
+}
+
+// TestSegments fills small segments, releases those a snapshot covers, and
+// recovers the rest with the HardState restated at each segment's start.
+func TestSegments(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentSize: 1024}
+	w, _ := open(t, dir, opts)
+	for i := uint64(1); i <= 200; i++ {
+		if err := w.Save(hardState(1, 1, i-1), ents(1, i, i), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.SaveSnapshot(Marker{Index: 150, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	segs := w.Segments()
+	if segs < 3 {
+		t.Fatalf("%d segments, want several", segs)
+	}
+	if err := w.ReleaseTo(150); err != nil {
+		t.Fatal(err)
+	}
+	if w.Segments() >= segs {
+		t.Fatalf("ReleaseTo kept all %d segments", segs)
+	}
+	w.Close()
+	_, st := open(t, dir, opts)
+	if last := st.Entries[len(st.Entries)-1].GetIndex(); last != 200 {
+		t.Fatalf("last entry %d, want 200", last)
+	}
+	if first := st.Entries[0].GetIndex(); first > 151 {
+		t.Fatalf("first entry %d: entries after the snapshot were released", first)
+	}
+	if st.HardState.GetCommit() != 199 {
+		t.Fatalf("HardState %v, want commit 199", st.HardState)
+	}
+	if n := len(st.Snapshots); n == 0 || st.Snapshots[n-1].Index != 150 {
+		t.Fatalf("snapshot markers %v", st.Snapshots)
+	}
+}
+
+// TestSyncs counts fsyncs: one per synced Save, none for an unsynced one.
+func TestSyncs(t *testing.T) {
+	w, _ := open(t, t.TempDir(), Options{SegmentSize: 1 << 20})
+	base := w.Syncs()
+	if err := w.Save(hardState(1, 1, 0), ents(1, 1, 100), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Save(hardState(1, 1, 100), nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Syncs() - base; got != 1 {
+		t.Fatalf("%d fsyncs, want 1 (100 entries in one synced frame, then a commit-only update)", got)
+	}
+}
+
+// TestLocked refuses a second Open of the same directory.
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir, Options{SegmentSize: 1 << 20})
+	if _, _, err := Open(dir, Options{SegmentSize: 1 << 20}); err == nil {
+		t.Fatal("a second Open of a log in use succeeded")
+	}
+}
+
+func BenchmarkSave(b *testing.B) {
+	w, _, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	data := make([]byte, 256)
+	i := uint64(0)
+	for b.Loop() {
+		i++
+		e := &pb.Entry{Term: new(uint64(1)), Index: new(i), Type: new(pb.EntryNormal), Data: data}
+		if err := w.Save(hardState(1, 1, i), []*pb.Entry{e}, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
