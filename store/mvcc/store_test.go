@@ -1,0 +1,472 @@
+package mvcc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/proto"
+)
+
+func sameKVs(a, b []*mvccpb.KeyValue) bool {
+	return slices.EqualFunc(a, b, func(x, y *mvccpb.KeyValue) bool { return proto.Equal(x, y) })
+}
+
+// populate applies a mixed history with leases, deletes and a compaction.
+func populate(t testing.TB, s *Store) {
+	t.Helper()
+	mustApply(t, s, grant(5, 60))
+	for i := range 40 {
+		mustApply(t, s, put(fmt.Sprintf("k%02d", i%15), fmt.Sprint(i)))
+	}
+	mustApply(t, s, putLease("leased", "x", 5))
+	mustApply(t, s, del("k03", "k06"))
+	mustApply(t, s, compact(s.Rev()-5))
+	mustApply(t, s, put("after", "compact"))
+}
+
+func TestApplySkipsAppliedEntries(t *testing.T) {
+	s := openTestStore(t, Options{})
+	if res := s.Apply(5, put("a", "1")); res.Err != nil || res.Skipped {
+		t.Fatalf("first apply: %+v", res)
+	}
+	h := mustHash(t, s)
+	for _, idx := range []uint64{5, 3, 0} {
+		if res := s.Apply(idx, put("a", "again")); !res.Skipped || res.Resp != nil || res.Err != nil {
+			t.Errorf("apply at %d: %+v, want skipped", idx, res)
+		}
+	}
+	if mustHash(t, s) != h || s.Rev() != 2 || s.AppliedIndex() != 5 {
+		t.Errorf("skipped entries changed the store")
+	}
+	// A failing request still counts as applied.
+	if res := s.Apply(6, put("", "x")); !errors.Is(res.Err, rpctypes.ErrGRPCEmptyKey) {
+		t.Fatalf("empty key: %v", res.Err)
+	}
+	if s.AppliedIndex() != 6 {
+		t.Errorf("applied index = %d after failed request, want 6", s.AppliedIndex())
+	}
+	if res := s.Apply(7, &pb.InternalRaftRequest{AuthEnable: &pb.AuthEnableRequest{}}); !errors.Is(res.Err, ErrUnsupported) {
+		t.Errorf("auth request: %v", res.Err)
+	}
+}
+
+func TestReopenPreservesEverything(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	populate(t, s)
+	mustApply(t, s, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_NOSPACE}})
+	want := rangeAll(t, s)
+	hash, rev, compactRev, applied := mustHash(t, s), s.Rev(), s.CompactRev(), s.AppliedIndex()
+	leases := s.Leases(nilTime)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); !errors.Is(err, ErrClosed) {
+		t.Errorf("second Close: %v", err)
+	}
+
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !sameKVs(rangeAll(t, s), want) {
+		t.Errorf("keys differ after reopen")
+	}
+	if mustHash(t, s) != hash || s.Rev() != rev || s.CompactRev() != compactRev || s.AppliedIndex() != applied {
+		t.Errorf("reopened: rev %d compact %d applied %d; want %d %d %d", s.Rev(), s.CompactRev(), s.AppliedIndex(), rev, compactRev, applied)
+	}
+	if got := s.Leases(nilTime); !slices.EqualFunc(got, leases, func(a, b LeaseInfo) bool { return a.ID == b.ID && a.TTL == b.TTL }) {
+		t.Errorf("leases = %+v, want %+v", got, leases)
+	}
+	if info, _ := s.LeaseTimeToLive(5, nilTime); len(info.Keys) != 1 {
+		t.Errorf("lease keys not rebuilt: %+v", info)
+	}
+	if !slices.Equal(s.Alarms(), []pb.AlarmType{pb.AlarmType_NOSPACE}) {
+		t.Errorf("alarm lost: %v", s.Alarms())
+	}
+	if res := apply(t, s, revoke(5)); res.Err != nil || len(rangeAll(t, s)) != len(want)-1 {
+		t.Errorf("revoke after reopen: %v", res.Err)
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	src := openTestStore(t, Options{})
+	populate(t, src)
+	var buf bytes.Buffer
+	idx, n, err := src.Snapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx != src.AppliedIndex() || n != int64(buf.Len()) {
+		t.Fatalf("snapshot index %d size %d; want %d %d", idx, n, src.AppliedIndex(), buf.Len())
+	}
+
+	dst := openTestStore(t, Options{})
+	mustApply(t, dst, put("stale", "x"))
+	w, err := dst.Watch(t.Context(), &pb.WatchCreateRequest{Key: []byte("stale")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	for range w.Events() {
+	}
+	if !errors.Is(w.Err(), ErrRestored) {
+		t.Errorf("watcher after restore: %v", w.Err())
+	}
+	if !sameKVs(rangeAll(t, dst), rangeAll(t, src)) {
+		t.Errorf("keys differ after restore")
+	}
+	for _, rev := range []int64{src.CompactRev(), src.Rev() - 1} {
+		a, errA := src.Range(t.Context(), &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
+		b, errB := dst.Range(t.Context(), &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
+		if errA != nil || errB != nil || !sameKVs(a.Kvs, b.Kvs) {
+			t.Errorf("range at %d differs: %v %v", rev, errA, errB)
+		}
+	}
+	if mustHash(t, dst) != mustHash(t, src) || dst.Rev() != src.Rev() || dst.AppliedIndex() != src.AppliedIndex() || dst.CompactRev() != src.CompactRev() {
+		t.Errorf("restored store differs")
+	}
+	// The restored store keeps working and agrees with the source.
+	mustApply(t, src, put("next", "1"))
+	mustApply(t, dst, put("next", "1"))
+	if mustHash(t, dst) != mustHash(t, src) {
+		t.Errorf("hash differs after the next entry")
+	}
+
+	// A broken snapshot is rejected and the store stays as it was.
+	h := mustHash(t, dst)
+	if err := dst.Restore(strings.NewReader("not a database")); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("garbage snapshot: %v", err)
+	}
+	if mustHash(t, dst) != h {
+		t.Errorf("failed restore changed the store")
+	}
+}
+
+func TestOpenRefusesCorruptFiles(t *testing.T) {
+	build := func(t *testing.T) string {
+		path := filepath.Join(t.TempDir(), "db")
+		s, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 500 {
+			mustApply(t, s, put(fmt.Sprintf("key-%04d", i), strings.Repeat("v", 200)))
+		}
+		s.Close()
+		return path
+	}
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, path string)
+	}{
+		{"empty file", func(t *testing.T, path string) { os.Truncate(path, 0) }},
+		{"truncated to one page", func(t *testing.T, path string) { os.Truncate(path, 4096) }},
+		{"truncated in half", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			os.Truncate(path, fi.Size()/2)
+		}},
+		{"garbled meta pages", func(t *testing.T, path string) { garble(t, path, 0, 2*4096) }},
+		{"garbled data pages", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			garble(t, path, 4*4096, fi.Size()-4*4096)
+		}},
+		{"not a database", func(t *testing.T, path string) { os.WriteFile(path, bytes.Repeat([]byte("nexus"), 5000), 0o600) }},
+		{"bad meta", func(t *testing.T, path string) {
+			s, err := Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.db.Update(func(tx *boltTx) error { return tx.Bucket(metaBucket).Put(metaAppliedKey, []byte{1, 2, 3}) })
+			s.Close()
+		}},
+		{"foreign bbolt file", func(t *testing.T, path string) {
+			s, err := Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.db.Update(func(tx *boltTx) error { return tx.Bucket(metaBucket).Put(metaVersionKey, []byte("other/9")) })
+			s.Close()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := build(t)
+			tt.damage(t, path)
+			s, err := Open(path, Options{})
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open accepted a damaged file")
+			}
+			t.Log(err)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "snapshot") {
+				t.Errorf("error does not name the file and the remedy: %v", err)
+			}
+		})
+	}
+}
+
+// garble overwrites n bytes at off with pseudo-random bytes.
+func garble(t *testing.T, path string, off, n int64) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHashKV(t *testing.T) {
+	a, b := openTestStore(t, Options{}), openTestStore(t, Options{})
+	populate(t, a)
+	populate(t, b)
+	mid := a.Rev() - 1
+	ha, ca, errA := a.HashKV(mid)
+	hb, cb, errB := b.HashKV(mid)
+	if errA != nil || errB != nil || ha != hb || ca != cb || ca != a.CompactRev() {
+		t.Fatalf("HashKV: %x/%d/%v vs %x/%d/%v", ha, ca, errA, hb, cb, errB)
+	}
+	mustApply(t, b, put("diverge", "1"))
+	if h1, _, _ := a.HashKV(mid); h1 != ha {
+		t.Errorf("HashKV at a fixed revision changed")
+	}
+	now, _, _ := b.HashKV(0)
+	if now == hb {
+		t.Errorf("HashKV of current state ignores the new write")
+	}
+	if _, _, err := a.HashKV(a.Rev() + 1); !errors.Is(err, rpctypes.ErrGRPCFutureRev) {
+		t.Errorf("future HashKV: %v", err)
+	}
+	if mustHash(t, a) == mustHash(t, b) {
+		t.Errorf("Hash equal for different states")
+	}
+}
+
+// randomRequest builds a request from r over a small key space, so that
+// requests collide, nest and fail in interesting ways.
+func randomRequest(r *rand.Rand, depth int) *pb.InternalRaftRequest {
+	key := func() []byte { return []byte{'k', byte('a' + r.IntN(8))} }
+	switch r.IntN(12) {
+	case 0, 1, 2:
+		return &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: key(), Value: []byte(fmt.Sprint(r.IntN(100))), Lease: int64(r.IntN(3)), PrevKv: r.IntN(2) == 0, IgnoreValue: r.IntN(8) == 0}}
+	case 3:
+		k := key()
+		return &pb.InternalRaftRequest{DeleteRange: &pb.DeleteRangeRequest{Key: k, RangeEnd: []byte{k[0], k[1] + byte(r.IntN(3))}, PrevKv: true}}
+	case 4, 5:
+		return &pb.InternalRaftRequest{Txn: randomTxn(r, depth)}
+	case 6:
+		return &pb.InternalRaftRequest{Compaction: &pb.CompactionRequest{Revision: int64(r.IntN(400))}}
+	case 7:
+		return &pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{ID: int64(r.IntN(3)), TTL: int64(r.IntN(100))}}
+	case 8:
+		return &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: int64(r.IntN(3))}}
+	case 9:
+		return &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{Checkpoints: []*pb.LeaseCheckpoint{{ID: int64(r.IntN(3)), Remaining_TTL: int64(r.IntN(50))}}}}
+	case 10:
+		return &pb.InternalRaftRequest{Range: &pb.RangeRequest{Key: key(), RangeEnd: []byte{0}, Revision: int64(r.IntN(20)), SortTarget: pb.RangeRequest_SortTarget(r.IntN(5)), SortOrder: pb.RangeRequest_SortOrder(r.IntN(3)), Limit: int64(r.IntN(3))}}
+	default:
+		return &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_AlarmAction(r.IntN(3)), Alarm: pb.AlarmType_NOSPACE}}
+	}
+}
+
+func randomTxn(r *rand.Rand, depth int) *pb.TxnRequest {
+	t := &pb.TxnRequest{}
+	for range r.IntN(3) {
+		t.Compare = append(t.Compare, &pb.Compare{
+			Key:         []byte{'k', byte('a' + r.IntN(8))},
+			Target:      pb.Compare_CompareTarget(r.IntN(5)),
+			Result:      pb.Compare_CompareResult(r.IntN(4)),
+			TargetUnion: &pb.Compare_Version{Version: int64(r.IntN(3))},
+		})
+	}
+	ops := func() []*pb.RequestOp {
+		var out []*pb.RequestOp
+		for range r.IntN(4) {
+			req := randomRequest(r, depth+1)
+			switch {
+			case req.Put != nil:
+				out = append(out, &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: req.Put}})
+			case req.DeleteRange != nil:
+				out = append(out, &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: req.DeleteRange}})
+			case req.Range != nil:
+				out = append(out, &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: req.Range}})
+			case req.Txn != nil && depth < 2:
+				out = append(out, &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: req.Txn}})
+			}
+		}
+		return out
+	}
+	t.Success, t.Failure = ops(), ops()
+	return t
+}
+
+func TestDeterminism(t *testing.T) {
+	opts := Options{UnsafeNoFsync: true, QuotaBytes: 64 << 10}
+	a, b := openTestStore(t, opts), openTestStore(t, opts)
+	ra, rb := rand.New(rand.NewPCG(7, 7)), rand.New(rand.NewPCG(7, 7))
+	for i := range 1500 {
+		reqA, reqB := randomRequest(ra, 0), randomRequest(rb, 0)
+		resA, resB := apply(t, a, reqA), apply(t, b, reqB)
+		if !errors.Is(resA.Err, resB.Err) || !proto.Equal(resA.Resp, resB.Resp) {
+			t.Fatalf("step %d: results differ: %+v vs %+v", i, resA, resB)
+		}
+		if ha, hb := mustHash(t, a), mustHash(t, b); ha != hb {
+			t.Fatalf("step %d (%v): hash %x vs %x", i, reqA, ha, hb)
+		}
+	}
+	if !sameKVs(rangeAll(t, a), rangeAll(t, b)) || a.Rev() != b.Rev() {
+		t.Fatalf("stores differ")
+	}
+	t.Logf("rev %d, compacted %d, keys %d", a.Rev(), a.CompactRev(), len(rangeAll(t, a)))
+}
+
+func TestQuota(t *testing.T) {
+	s := openTestStore(t, Options{QuotaBytes: 4 << 10})
+	big := strings.Repeat("x", 1000)
+	var err error
+	n := 0
+	for ; n < 10 && err == nil; n++ {
+		err = apply(t, s, put(fmt.Sprintf("k%d", n), big)).Err
+	}
+	if !errors.Is(err, rpctypes.ErrGRPCNoSpace) || n < 2 {
+		t.Fatalf("after %d puts: %v, want ErrNoSpace", n, err)
+	}
+	if !slices.Equal(s.Alarms(), []pb.AlarmType{pb.AlarmType_NOSPACE}) {
+		t.Fatalf("alarm not raised: %v", s.Alarms())
+	}
+	// While the alarm is raised small writes fail too; deletes and
+	// compaction still work, so the operator can make room.
+	if res := apply(t, s, put("small", "1")); !errors.Is(res.Err, rpctypes.ErrGRPCNoSpace) {
+		t.Errorf("small put under alarm: %v", res.Err)
+	}
+	if res := apply(t, s, txn(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("t", "1")}})); !errors.Is(res.Err, rpctypes.ErrGRPCNoSpace) {
+		t.Errorf("txn under alarm: %v", res.Err)
+	}
+	mustApply(t, s, txn(&pb.TxnRequest{Success: []*pb.RequestOp{opRange("k0", "")}}))
+	mustApply(t, s, del("k", "l"))
+	mustApply(t, s, compact(s.Rev()))
+	mustApply(t, s, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_DEACTIVATE, Alarm: pb.AlarmType_NOSPACE}})
+	if len(s.Alarms()) != 0 {
+		t.Fatalf("alarm not cleared")
+	}
+	mustApply(t, s, put("k0", big))
+}
+
+func TestDefragment(t *testing.T) {
+	s := openTestStore(t, Options{})
+	for i := range 300 {
+		mustApply(t, s, put(fmt.Sprintf("k%03d", i), strings.Repeat("v", 1000)))
+	}
+	mustApply(t, s, del("k", "l"))
+	mustApply(t, s, compact(s.Rev()))
+	before, err := s.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := mustHash(t, s)
+	if err := s.Defragment(); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := s.Status()
+	if after.DBSize >= before.DBSize {
+		t.Errorf("defragment did not shrink the file: %d -> %d", before.DBSize, after.DBSize)
+	}
+	if mustHash(t, s) != hash || after.Revision != before.Revision || after.AppliedIndex != before.AppliedIndex {
+		t.Errorf("defragment changed the state")
+	}
+	mustApply(t, s, put("after", "defrag"))
+	if got := keysOf(rangeAll(t, s)); !slices.Equal(got, []string{"after"}) {
+		t.Errorf("keys = %q", got)
+	}
+	if after.DBSizeInUse <= 0 || after.DBSizeInUse > after.DBSize {
+		t.Errorf("in use = %d of %d", after.DBSizeInUse, after.DBSize)
+	}
+}
+
+func TestOpenLockedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Fatalf("second Open: %v", err)
+	}
+}
+
+// TestConcurrentReadsSeeWholeRevisions reads while entries, a defragment and
+// a snapshot run: every read must see both keys of a txn or neither.
+func TestConcurrentReadsSeeWholeRevisions(t *testing.T) {
+	s := openTestStore(t, Options{UnsafeNoFsync: true})
+	mustApply(t, s, txn(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("x", "0"), opPut("y", "0")}}))
+	done := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				resp, err := s.Range(t.Context(), &pb.RangeRequest{Key: []byte("x"), RangeEnd: []byte("z")})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(resp.Kvs) != 2 || !bytes.Equal(resp.Kvs[0].Value, resp.Kvs[1].Value) || resp.Kvs[0].ModRevision > resp.Header.Revision {
+					errs <- fmt.Errorf("torn read: %v at %d", resp.Kvs, resp.Header.Revision)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 300 {
+		v := fmt.Sprint(i)
+		mustApply(t, s, txn(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("x", v), opPut("y", v)}}))
+		switch i {
+		case 100:
+			if err := s.Defragment(); err != nil {
+				t.Error(err)
+			}
+		case 200:
+			if _, _, err := s.Snapshot(io.Discard); err != nil {
+				t.Error(err)
+			}
+		case 250:
+			mustApply(t, s, compact(s.Rev()-1))
+		}
+	}
+	close(done)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
