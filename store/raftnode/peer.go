@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -39,6 +40,8 @@ const (
 type reporter interface {
 	ReportUnreachable(id uint64)
 	ReportSnapshot(id uint64, status raft.SnapshotStatus)
+	// LastHeard is when a message from id last arrived (zero if never).
+	LastHeard(id uint64) time.Time
 }
 
 // peer sends raft messages to one member. Send never blocks: messages go
@@ -54,6 +57,7 @@ type peer struct {
 	mu   sync.Mutex
 	addr string
 
+	conn   *transport.Conn // of the current stream, owned by run
 	q      chan *pb.Message
 	snapMu sync.Mutex // one snapshot transfer at a time
 	ctx    context.Context
@@ -119,6 +123,7 @@ func (p *peer) run() {
 		}
 	}()
 	var buf []byte
+	var opened time.Time
 	for {
 		var m *pb.Message
 		select {
@@ -143,6 +148,7 @@ func (p *peer) run() {
 				p.report.ReportUnreachable(p.id)
 				continue
 			}
+			opened = time.Now()
 		}
 		if err := st.Send(buf); err != nil {
 			if p.ctx.Err() != nil {
@@ -152,8 +158,29 @@ func (p *peer) run() {
 			st.Close()
 			st = nil
 			p.report.ReportUnreachable(p.id)
+			continue
+		}
+		// A QUIC stream accepts writes into its buffers whether or not the
+		// peer still receives them (a peer that restarted on the same
+		// address can leave the old connection half alive until its idle
+		// timeout). Raft peers always answer, so a stream that has carried
+		// messages for a while without any reply is replaced, with its
+		// connection, and the next message dials afresh.
+		if stale := p.staleAfter(); time.Since(opened) > stale && time.Since(p.report.LastHeard(p.id)) > stale {
+			p.log.Info("raft peer has not answered; reconnecting", "silent_for", time.Since(p.report.LastHeard(p.id)).Round(time.Millisecond))
+			st.Close()
+			if p.conn != nil {
+				p.conn.Close()
+			}
+			st = nil
+			p.report.ReportUnreachable(p.id)
 		}
 	}
+}
+
+// staleAfter is how long a stream may go unanswered: two election timeouts.
+func (p *peer) staleAfter() time.Duration {
+	return 2 * time.Duration(p.cfg.ElectionTicks) * p.cfg.TickInterval
 }
 
 func (p *peer) open() (*transport.Stream, error) {
@@ -163,6 +190,7 @@ func (p *peer) open() (*transport.Stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.conn = c
 	// The stream lives as long as the peer sender, not the dial.
 	return c.Stream(p.ctx, methodMessages, nil)
 }
@@ -283,7 +311,10 @@ func (n *Node) serveStream(ctx context.Context, peer identity.ID, method string,
 			if err != nil {
 				return err
 			}
-			if err := decodeBatch(b, func(m *pb.Message) error { return n.step(ctx, m) }); err != nil {
+			if err := decodeBatch(b, func(m *pb.Message) error {
+				n.noteHeard(m.GetFrom())
+				return n.step(ctx, m)
+			}); err != nil {
 				return err
 			}
 		}
@@ -292,6 +323,20 @@ func (n *Node) serveStream(ctx context.Context, peer identity.ID, method string,
 	default:
 		return &transport.RemoteError{Code: transport.CodeUnimplemented, Message: "no raft method " + method}
 	}
+}
+
+// noteHeard records that a message from id arrived.
+func (n *Node) noteHeard(id uint64) {
+	v, _ := n.heard.LoadOrStore(id, new(atomic.Int64))
+	v.(*atomic.Int64).Store(time.Now().UnixNano())
+}
+
+// LastHeard is when a message from id last arrived.
+func (n *Node) LastHeard(id uint64) time.Time {
+	if v, ok := n.heard.Load(id); ok {
+		return time.Unix(0, v.(*atomic.Int64).Load())
+	}
+	return time.Time{}
 }
 
 func (n *Node) step(ctx context.Context, m *pb.Message) error {

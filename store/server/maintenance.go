@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"io"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+type maintenanceServer struct {
+	etcdserverpb.UnimplementedMaintenanceServer
+	s *Server
+}
+
+func (m *maintenanceServer) Status(ctx context.Context, _ *etcdserverpb.StatusRequest) (*etcdserverpb.StatusResponse, error) {
+	st := m.s.node.Status()
+	kst, err := m.s.kv.Status()
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	var learner bool
+	for _, mem := range m.s.node.Members() {
+		if mem.ID == m.s.cfg.ID {
+			learner = mem.Learner
+		}
+	}
+	resp := &etcdserverpb.StatusResponse{
+		Header: m.s.header(), Version: Version,
+		DbSize: kst.DBSize, DbSizeInUse: kst.DBSizeInUse,
+		Leader: st.Leader, RaftIndex: st.Commit, RaftTerm: st.Term, RaftAppliedIndex: st.Applied,
+		IsLearner: learner, StorageVersion: "3.5.0",
+	}
+	for _, a := range m.s.kv.Alarms() {
+		resp.Errors = append(resp.Errors, "alarm:"+a.String())
+	}
+	return resp, nil
+}
+
+func (m *maintenanceServer) Hash(ctx context.Context, _ *etcdserverpb.HashRequest) (*etcdserverpb.HashResponse, error) {
+	h, err := m.s.kv.Hash()
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	return &etcdserverpb.HashResponse{Header: m.s.header(), Hash: h}, nil
+}
+
+func (m *maintenanceServer) HashKV(ctx context.Context, r *etcdserverpb.HashKVRequest) (*etcdserverpb.HashKVResponse, error) {
+	h, compact, err := m.s.kv.HashKV(r.Revision)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	return &etcdserverpb.HashKVResponse{Header: m.s.header(), Hash: h, CompactRevision: compact, HashRevision: m.s.kv.Rev()}, nil
+}
+
+func (m *maintenanceServer) Defragment(ctx context.Context, _ *etcdserverpb.DefragmentRequest) (*etcdserverpb.DefragmentResponse, error) {
+	if err := m.s.kv.Defragment(); err != nil {
+		return nil, toGRPC(err)
+	}
+	return &etcdserverpb.DefragmentResponse{Header: m.s.header()}, nil
+}
+
+// snapshotChunk is the size of the pieces a snapshot is streamed in.
+const snapshotChunk = 32 << 10
+
+func (m *maintenanceServer) Snapshot(_ *etcdserverpb.SnapshotRequest, stream grpc.ServerStreamingServer[etcdserverpb.SnapshotResponse]) error {
+	pr, pw := io.Pipe()
+	go func() {
+		_, _, err := m.s.kv.Snapshot(pw)
+		pw.CloseWithError(err)
+	}()
+	defer pr.Close()
+	buf := make([]byte, snapshotChunk)
+	for {
+		n, err := io.ReadFull(pr, buf)
+		if n > 0 {
+			if serr := stream.Send(&etcdserverpb.SnapshotResponse{Header: m.s.header(), Blob: append([]byte(nil), buf[:n]...), Version: Version}); serr != nil {
+				return serr
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return toGRPC(err)
+		}
+	}
+}
+
+func (m *maintenanceServer) Alarm(ctx context.Context, r *etcdserverpb.AlarmRequest) (*etcdserverpb.AlarmResponse, error) {
+	switch r.Action {
+	case etcdserverpb.AlarmRequest_GET:
+		resp := &etcdserverpb.AlarmResponse{Header: m.s.header()}
+		for _, a := range m.s.kv.Alarms() {
+			resp.Alarms = append(resp.Alarms, &etcdserverpb.AlarmMember{MemberID: m.s.cfg.ID, Alarm: a})
+		}
+		return resp, nil
+	case etcdserverpb.AlarmRequest_DEACTIVATE, etcdserverpb.AlarmRequest_ACTIVATE:
+		res, err := m.s.propose(ctx, &etcdserverpb.InternalRaftRequest{Alarm: r})
+		if err != nil {
+			return nil, err
+		}
+		resp, _ := res.Resp.(*etcdserverpb.AlarmResponse)
+		if resp == nil {
+			resp = &etcdserverpb.AlarmResponse{}
+		}
+		resp.Header = m.s.header()
+		return resp, nil
+	}
+	return nil, status.Errorf(codes.InvalidArgument, "unknown alarm action %v", r.Action)
+}
+
+func (m *maintenanceServer) MoveLeader(ctx context.Context, r *etcdserverpb.MoveLeaderRequest) (*etcdserverpb.MoveLeaderResponse, error) {
+	if err := m.s.node.TransferLeadership(ctx, r.TargetID); err != nil {
+		return nil, toGRPC(err)
+	}
+	return &etcdserverpb.MoveLeaderResponse{Header: m.s.header()}, nil
+}

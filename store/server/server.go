@@ -1,0 +1,235 @@
+// Package server is Nexus's etcd-compatible store member: the etcd v3 gRPC
+// API (KV, Watch, Lease, Cluster, Maintenance) on top of a raft member
+// (store/raftnode) replicating an MVCC state machine (store/mvcc). Every
+// write is an etcd InternalRaftRequest in the raft log; linearizable reads
+// wait for a ReadIndex barrier; serializable reads are served locally.
+// etcd's own clients and etcdctl talk to it unchanged.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"nexus.dev/nexus/store/mvcc"
+	"nexus.dev/nexus/store/raftnode"
+	"nexus.dev/nexus/transport"
+)
+
+// Version is the etcd API version this server reports (etcdctl and
+// clients use it to pick features).
+const Version = "3.5.0"
+
+// Config configures a store member.
+type Config struct {
+	Name    string
+	ID      uint64 // raft member ID; 0 derives it from Name
+	DataDir string
+	// Cluster is the trust domain; only its servers are raft peers.
+	Cluster string
+	// Peers of a new cluster (all members, the same list on each); with
+	// Join, where the existing members are.
+	Peers []raftnode.Peer
+	Join  bool
+	// Dialer carries raft traffic to peers (QUIC with mutual TLS).
+	Dialer *transport.Dialer
+	// ClientURLs are advertised in member lists.
+	ClientURLs []string
+	// Raft timing and snapshots; zero values use raftnode's defaults.
+	TickInterval  time.Duration
+	SnapshotEvery uint64
+	Store         mvcc.Options
+	Logger        *slog.Logger
+}
+
+// MemberID derives a stable raft ID from a member name, as etcd derives
+// member IDs from names and URLs.
+func MemberID(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	id := h.Sum64()
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
+
+// Server is one store member.
+type Server struct {
+	cfg       Config
+	kv        *mvcc.Store
+	node      *raftnode.Node
+	log       *slog.Logger
+	clusterID uint64
+	reqID     atomic.Uint64
+	stop      context.CancelFunc
+	done      chan struct{}
+}
+
+// Start opens the member's data and joins or forms the cluster.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Name == "" || cfg.DataDir == "" || cfg.Cluster == "" || cfg.Dialer == nil {
+		return nil, errors.New("store: a member needs a Name, a DataDir, a Cluster and a Dialer")
+	}
+	if cfg.ID == 0 {
+		cfg.ID = MemberID(cfg.Name)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("store %s: %w", cfg.Name, err)
+	}
+	kv, err := mvcc.Open(filepath.Join(cfg.DataDir, "db"), cfg.Store)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", cfg.Name, err)
+	}
+	s := &Server{cfg: cfg, kv: kv, log: log, clusterID: MemberID("cluster/" + cfg.Cluster), done: make(chan struct{})}
+	s.reqID.Store(uint64(time.Now().UnixNano()))
+	node, err := raftnode.Start(ctx, raftnode.Config{
+		ID: cfg.ID, Name: cfg.Name, DataDir: filepath.Join(cfg.DataDir, "raft"),
+		Peers: cfg.Peers, Join: cfg.Join,
+		Transport:     raftnode.Transport{Dialer: cfg.Dialer, Cluster: cfg.Cluster},
+		StateMachine:  stateMachine{kv},
+		TickInterval:  cfg.TickInterval,
+		SnapshotEvery: cfg.SnapshotEvery,
+		Logger:        log,
+	})
+	if err != nil {
+		kv.Close()
+		return nil, fmt.Errorf("store %s: %w", cfg.Name, err)
+	}
+	s.node = node
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.leaseLoop(runCtx)
+	return s, nil
+}
+
+// RaftService is the transport service peers reach this member on; register
+// it as raftnode.ALPN on the member's listener.
+func (s *Server) RaftService() transport.Service { return s.node.Service() }
+
+// Register adds the etcd v3 API services to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	etcdserverpb.RegisterKVServer(g, &kvServer{s: s})
+	etcdserverpb.RegisterWatchServer(g, &watchServer{s: s})
+	etcdserverpb.RegisterLeaseServer(g, &leaseServer{s: s})
+	etcdserverpb.RegisterClusterServer(g, &clusterServer{s: s})
+	etcdserverpb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
+}
+
+// Stop stops the member; the data stays for a restart.
+func (s *Server) Stop() {
+	s.stop()
+	<-s.done
+	s.node.Stop()
+	s.kv.Close()
+}
+
+// Node and KV expose the parts, for tests and tools.
+func (s *Server) Node() *raftnode.Node { return s.node }
+func (s *Server) KV() *mvcc.Store      { return s.kv }
+
+// stateMachine adapts the MVCC store to raft: entries carry marshalled
+// InternalRaftRequests.
+type stateMachine struct{ kv *mvcc.Store }
+
+func (m stateMachine) Apply(index uint64, data []byte) any {
+	var r etcdserverpb.InternalRaftRequest
+	if err := proto.Unmarshal(data, &r); err != nil {
+		// Every member sees the same bytes, so every member skips it alike.
+		return &mvcc.Result{Err: status.Errorf(codes.InvalidArgument, "store: undecodable entry at index %d: %v", index, err)}
+	}
+	return m.kv.Apply(index, &r)
+}
+
+func (m stateMachine) AppliedIndex() uint64 { return m.kv.AppliedIndex() }
+
+func (m stateMachine) Snapshot(w io.Writer) error {
+	_, _, err := m.kv.Snapshot(w)
+	return err
+}
+
+func (m stateMachine) Restore(r io.Reader) error { return m.kv.Restore(r) }
+
+// propose replicates r and returns its result on this member.
+func (s *Server) propose(ctx context.Context, r *etcdserverpb.InternalRaftRequest) (*mvcc.Result, error) {
+	r.Header = &etcdserverpb.RequestHeader{ID: s.reqID.Add(1)}
+	data, err := proto.Marshal(r)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "encode request: %v", err)
+	}
+	if max := s.maxRequestBytes(); len(data) > max {
+		return nil, rpctypes.ErrGRPCRequestTooLarge
+	}
+	out, err := s.node.Propose(ctx, data)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	res, ok := out.(*mvcc.Result)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "unexpected apply result %T", out)
+	}
+	if res.Err != nil {
+		return nil, toGRPC(res.Err)
+	}
+	return res, nil
+}
+
+func (s *Server) maxRequestBytes() int {
+	if s.cfg.Store.MaxRequestBytes > 0 {
+		return s.cfg.Store.MaxRequestBytes + 1024
+	}
+	return 1536*1024 + 1024
+}
+
+// linearizable waits until this member has applied everything committed
+// when the read arrived.
+func (s *Server) linearizable(ctx context.Context) error {
+	if err := s.node.ReadIndex(ctx); err != nil {
+		return toGRPC(err)
+	}
+	return nil
+}
+
+func (s *Server) header() *etcdserverpb.ResponseHeader {
+	st := s.node.Status()
+	return &etcdserverpb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.cfg.ID, Revision: s.kv.Rev(), RaftTerm: st.Term}
+}
+
+// toGRPC turns errors into the status errors etcd clients understand.
+func toGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, raftnode.ErrNoLeader):
+		return rpctypes.ErrGRPCNoLeader
+	case errors.Is(err, raftnode.ErrStopped):
+		return rpctypes.ErrGRPCStopped
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}

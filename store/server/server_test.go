@@ -1,0 +1,194 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"nexus.dev/nexus/store/storetest"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestEtcdClient drives the store with etcd's own Go client.
+func TestEtcdClient(t *testing.T) {
+	ts := startStore(t, 3)
+	cli := ts.client()
+	ctx := ctxT(t, 30*time.Second)
+
+	put, err := cli.Put(ctx, "app/a", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "app/b", "2"); err != nil {
+		t.Fatal(err)
+	}
+	get, err := cli.Get(ctx, "app/", clientv3.WithPrefix())
+	if err != nil || len(get.Kvs) != 2 || string(get.Kvs[0].Value) != "1" {
+		t.Fatalf("get --prefix: %v %v", get, err)
+	}
+	ser, err := cli.Get(ctx, "app/a", clientv3.WithSerializable())
+	if err != nil || len(ser.Kvs) != 1 {
+		t.Fatalf("serializable get: %v %v", ser, err)
+	}
+
+	// Txn: compare-and-swap.
+	txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Value("app/a"), "=", "1")).
+		Then(clientv3.OpPut("app/a", "10")).Else(clientv3.OpGet("app/a")).Commit()
+	if err != nil || !txn.Succeeded {
+		t.Fatalf("txn: %v %v", txn, err)
+	}
+	txn, err = cli.Txn(ctx).If(clientv3.Compare(clientv3.Value("app/a"), "=", "1")).
+		Then(clientv3.OpPut("app/a", "11")).Commit()
+	if err != nil || txn.Succeeded {
+		t.Fatalf("txn with a failing compare: %v %v", txn, err)
+	}
+
+	// Watch from an old revision replays, then follows.
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := cli.Watch(wctx, "app/", clientv3.WithPrefix(), clientv3.WithRev(put.Header.Revision))
+	if _, err := cli.Delete(ctx, "app/b"); err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for len(events) < 4 {
+		select {
+		case resp := <-wch:
+			if err := resp.Err(); err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range resp.Events {
+				events = append(events, fmt.Sprintf("%s %s", ev.Type, ev.Kv.Key))
+			}
+		case <-ctx.Done():
+			t.Fatalf("watch got %v", events)
+		}
+	}
+	want := []string{"PUT app/a", "PUT app/b", "PUT app/a", "DELETE app/b"}
+	if fmt.Sprint(events) != fmt.Sprint(want) {
+		t.Fatalf("watch events %v, want %v", events, want)
+	}
+
+	// Compaction: old revisions are gone.
+	last, _ := cli.Get(ctx, "app/a")
+	if _, err := cli.Compact(ctx, last.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Get(ctx, "app/a", clientv3.WithRev(put.Header.Revision)); !errors.Is(err, rpctypes.ErrCompacted) {
+		t.Fatalf("read below the compaction: %v", err)
+	}
+
+	// Leases: attached keys go with the lease.
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "app/leased", "x", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.KeepAliveOnce(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := cli.TimeToLive(ctx, lease.ID, clientv3.WithAttachedKeys())
+	if err != nil || ttl.GrantedTTL != 60 || len(ttl.Keys) != 1 {
+		t.Fatalf("time to live: %+v %v", ttl, err)
+	}
+	if _, err := cli.Revoke(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cli.Get(ctx, "app/leased"); len(got.Kvs) != 0 {
+		t.Fatal("a key of a revoked lease remains")
+	}
+	// A short lease expires by itself.
+	short, err := cli.Grant(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "app/short", "x", clientv3.WithLease(short.ID)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := cli.Get(ctx, "app/short")
+		if err == nil && len(got.Kvs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a key with an expired lease was not deleted")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Cluster and maintenance.
+	ml, err := cli.MemberList(ctx)
+	if err != nil || len(ml.Members) != 3 {
+		t.Fatalf("member list: %v %v", ml, err)
+	}
+	st, err := cli.Status(ctx, ts.endpoints()[0])
+	if err != nil || st.Leader == 0 || st.Version == "" {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+}
+
+// TestLinearizableUnderLeaderFailure runs concurrent clients while the
+// leader is killed and restarted, and checks the history with porcupine
+// and the watch stream for gaps.
+func TestLinearizableUnderLeaderFailure(t *testing.T) {
+	ts := startStore(t, 3)
+	ctx := ctxT(t, 2*time.Minute)
+	watcher := ts.client()
+	start, err := watcher.Get(ctx, "lin/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := watcher.Watch(wctx, "lin/", clientv3.WithPrefix(), clientv3.WithRev(start.Header.Revision+1))
+
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		l := ts.waitLeader()
+		ts.kill(l)
+		time.Sleep(300 * time.Millisecond)
+		ts.start(l)
+	}()
+	history, stats, err := storetest.Run(ctx, storetest.Workload{Endpoints: ts.endpoints(), Clients: 4, OpsPerClient: 500, Keys: 8, Prefix: "lin/", Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d operations, %d failed, %d with unknown outcome", stats.Ops, stats.Failed, stats.Unknown)
+	if err := storetest.Check(history, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	end, err := watcher.Get(ctx, "lin/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revs []int64
+	for len(revs) == 0 || revs[len(revs)-1] < end.Header.Revision {
+		select {
+		case resp := <-wch:
+			if err := resp.Err(); err != nil {
+				t.Fatalf("watch: %v", err)
+			}
+			for _, ev := range resp.Events {
+				revs = append(revs, ev.Kv.ModRevision)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("watch stalled after %d events (want up to revision %d)", len(revs), end.Header.Revision)
+		}
+	}
+	if err := storetest.CheckWatchRevisions(start.Header.Revision+1, revs); err != nil {
+		t.Fatal(err)
+	}
+}
