@@ -470,3 +470,39 @@ func TestConcurrentReadsSeeWholeRevisions(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyBatchMatchesApply: a batch has exactly the effects and results
+// of applying its entries one by one, and skips entries already applied.
+func TestApplyBatchMatchesApply(t *testing.T) {
+	opts := Options{UnsafeNoFsync: true, QuotaBytes: 64 << 10}
+	one, batched := openTestStore(t, opts), openTestStore(t, opts)
+	ra, rb := rand.New(rand.NewPCG(9, 9)), rand.New(rand.NewPCG(9, 9))
+	index := uint64(0)
+	for round := range 200 {
+		n := 1 + round%7
+		var entries []Entry
+		var want []*Result
+		for range n {
+			index++
+			want = append(want, one.Apply(index, randomRequest(ra, 0)))
+			entries = append(entries, Entry{Index: index, Req: randomRequest(rb, 0)})
+		}
+		got := batched.ApplyBatch(entries)
+		for i := range want {
+			if !errors.Is(got[i].Err, want[i].Err) || !proto.Equal(got[i].Resp, want[i].Resp) {
+				t.Fatalf("round %d entry %d: batch %+v, one by one %+v", round, i, got[i], want[i])
+			}
+		}
+		if ha, hb := mustHash(t, one), mustHash(t, batched); ha != hb {
+			t.Fatalf("round %d: hash %x vs %x", round, ha, hb)
+		}
+	}
+	if one.AppliedIndex() != batched.AppliedIndex() || one.Rev() != batched.Rev() {
+		t.Fatalf("applied %d/%d rev %d/%d", one.AppliedIndex(), batched.AppliedIndex(), one.Rev(), batched.Rev())
+	}
+	// Entries at or below the applied index are skipped.
+	res := batched.ApplyBatch([]Entry{{Index: index, Req: put("late", "x")}})
+	if !res[0].Skipped {
+		t.Fatalf("a replayed entry was applied again: %+v", res[0])
+	}
+}

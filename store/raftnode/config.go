@@ -30,6 +30,21 @@ type StateMachine interface {
 	Restore(r io.Reader) error
 }
 
+// BatchEntry is one committed entry handed to ApplyBatch.
+type BatchEntry struct {
+	Index uint64
+	Data  []byte
+}
+
+// BatchStateMachine is a StateMachine that can apply several consecutive
+// entries as one unit (one durable commit). The node hands it all the
+// normal entries of a Ready at once, which is what lets one fsync serve
+// many clients under load; results come back in order.
+type BatchStateMachine interface {
+	StateMachine
+	ApplyBatch(entries []BatchEntry) []any
+}
+
 // Peer is a member of the cluster: its raft ID, its server name (the name in
 // its identity) and the transport address of its raft service.
 type Peer struct {

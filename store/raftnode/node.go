@@ -429,17 +429,31 @@ func (n *Node) installSnapshot(snap *pb.Snapshot, sf *snapFile) error {
 }
 
 func (n *Node) apply(ents []*pb.Entry) error {
+	var normal []*pb.Entry
+	flush := func() {
+		if len(normal) == 0 {
+			return
+		}
+		n.applyNormal(normal)
+		for _, e := range normal {
+			n.setApplied(e.GetIndex())
+		}
+		normal = normal[:0]
+	}
 	for _, e := range ents {
 		switch e.GetType() {
 		case pb.EntryNormal:
-			n.applyNormal(e)
+			normal = append(normal, e)
+			continue
 		case pb.EntryConfChange:
+			flush()
 			cc := &pb.ConfChange{}
 			if err := proto.Unmarshal(e.Data, cc); err != nil {
 				return fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
 			}
 			n.applyConfChange(cc, cc.GetContext())
 		case pb.EntryConfChangeV2:
+			flush()
 			cc := &pb.ConfChangeV2{}
 			if err := proto.Unmarshal(e.Data, cc); err != nil {
 				return fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
@@ -448,32 +462,56 @@ func (n *Node) apply(ents []*pb.Entry) error {
 		}
 		n.setApplied(e.GetIndex())
 	}
+	flush()
 	return nil
 }
 
-func (n *Node) applyNormal(e *pb.Entry) {
-	if len(e.Data) == 0 {
-		return // a new leader's empty entry
+// applyNormal applies consecutive normal entries: all at once when the
+// state machine can (one commit for the lot), else one by one, and hands
+// each local proposer its result.
+func (n *Node) applyNormal(ents []*pb.Entry) {
+	var todo []BatchEntry
+	var owners []uint64 // request number if proposed here, else 0
+	for _, e := range ents {
+		switch {
+		case len(e.Data) == 0:
+			continue // a new leader's empty entry
+		case len(e.Data) < proposalHeader:
+			n.log.Error("raft: skipping an entry without a proposal header", "index", e.GetIndex())
+			continue
+		case e.GetIndex() <= n.smApplied:
+			continue // applied before a restart
+		}
+		todo = append(todo, BatchEntry{Index: e.GetIndex(), Data: e.Data[proposalHeader:]})
+		var req uint64
+		if binary.BigEndian.Uint64(e.Data[0:8]) == n.id {
+			req = binary.BigEndian.Uint64(e.Data[8:16])
+		}
+		owners = append(owners, req)
 	}
-	if len(e.Data) < proposalHeader {
-		n.log.Error("raft: skipping an entry without a proposal header", "index", e.GetIndex())
+	if len(todo) == 0 {
 		return
 	}
-	if e.GetIndex() <= n.smApplied {
-		return // applied before a restart
+	var results []any
+	if b, ok := n.sm.(BatchStateMachine); ok && len(todo) > 1 {
+		results = b.ApplyBatch(todo)
+	} else {
+		results = make([]any, len(todo))
+		for i, e := range todo {
+			results[i] = n.sm.Apply(e.Index, e.Data)
+		}
 	}
-	from := binary.BigEndian.Uint64(e.Data[0:8])
-	req := binary.BigEndian.Uint64(e.Data[8:16])
-	res := n.sm.Apply(e.GetIndex(), e.Data[proposalHeader:])
-	if from != n.id {
-		return
-	}
-	n.mu.Lock()
-	ch := n.proposals[req]
-	delete(n.proposals, req)
-	n.mu.Unlock()
-	if ch != nil {
-		ch <- res
+	for i, req := range owners {
+		if req == 0 {
+			continue
+		}
+		n.mu.Lock()
+		ch := n.proposals[req]
+		delete(n.proposals, req)
+		n.mu.Unlock()
+		if ch != nil {
+			ch <- results[i]
+		}
 	}
 }
 

@@ -159,6 +159,27 @@ func (m stateMachine) Apply(index uint64, data []byte) any {
 	return m.kv.Apply(index, &r)
 }
 
+// ApplyBatch applies the entries of one raft round in one commit.
+func (m stateMachine) ApplyBatch(entries []raftnode.BatchEntry) []any {
+	out := make([]any, len(entries))
+	batch := make([]mvcc.Entry, 0, len(entries))
+	pos := make([]int, 0, len(entries))
+	for i, e := range entries {
+		var r etcdserverpb.InternalRaftRequest
+		if err := proto.Unmarshal(e.Data, &r); err != nil {
+			// Every member sees the same bytes, so every member skips it alike.
+			out[i] = &mvcc.Result{Err: status.Errorf(codes.InvalidArgument, "store: undecodable entry at index %d: %v", e.Index, err)}
+			continue
+		}
+		batch = append(batch, mvcc.Entry{Index: e.Index, Req: &r})
+		pos = append(pos, i)
+	}
+	for j, res := range m.kv.ApplyBatch(batch) {
+		out[pos[j]] = res
+	}
+	return out
+}
+
 func (m stateMachine) AppliedIndex() uint64 { return m.kv.AppliedIndex() }
 
 func (m stateMachine) Snapshot(w io.Writer) error {

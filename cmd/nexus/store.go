@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"nexus.dev/nexus/security/identity"
+	"nexus.dev/nexus/security/pki"
+	"nexus.dev/nexus/store/raftnode"
+	"nexus.dev/nexus/store/server"
+	"nexus.dev/nexus/transport"
+)
+
+type storeOptions struct {
+	name                string
+	listenClientURLs    []string
+	advertiseClientURLs []string
+	listenPeerURL       string
+	advertisePeerURL    string
+	initialCluster      string
+	initialClusterState string
+	peerCertFile        string
+	peerKeyFile         string
+	peerTrustedCAFile   string
+	tick                time.Duration
+	snapshotCount       uint64
+	quotaBytes          int64
+}
+
+func newStoreCommand(g *globalOptions) *cobra.Command {
+	o := &storeOptions{}
+	cmd := &cobra.Command{
+		Use:   "store",
+		Short: "Run a member of the etcd-compatible replicated store",
+		Long: `Run one member of Nexus's replicated key-value store. It speaks the etcd v3 API,
+so etcdctl and every etcd client work against it unchanged; members replicate with
+raft over QUIC with mutual TLS. Flags follow etcd's names.
+
+Peers authenticate with server certificates of one cluster CA. To make them:
+
+  nexus --data-dir /var/lib/nexus cert init --cluster prod --name m0
+  nexus --data-dir /var/lib/nexus cert issue --server m1 --out m1-certs
+  nexus --data-dir /var/lib/nexus cert issue --server m2 --out m2-certs
+
+m0 uses <data-dir>/pki/node.crt, node.key and bundle.pem (the defaults); give the
+others --peer-cert-file, --peer-key-file and --peer-trusted-ca-file from their
+directory (NAME.crt, NAME.key, ca.pem).
+
+Example (three members on one machine):
+
+  nexus --data-dir /tmp/m0 store --name m0 \
+    --listen-client-urls http://127.0.0.1:2379 --listen-peer-urls quic://[::1]:2380 \
+    --initial-cluster m0=quic://[::1]:2380,m1=quic://[::1]:2381,m2=quic://[::1]:2382`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runStore(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", "default", "this member's name (also the name in its server certificate)")
+	f.StringSliceVar(&o.listenClientURLs, "listen-client-urls", []string{"http://127.0.0.1:2379"}, "URLs to serve the etcd API on (http://host:port)")
+	f.StringSliceVar(&o.advertiseClientURLs, "advertise-client-urls", nil, "client URLs to advertise (default: the listen URLs)")
+	f.StringVar(&o.listenPeerURL, "listen-peer-urls", "quic://[::1]:2380", "URL to serve raft peers on (quic://host:port, UDP)")
+	f.StringVar(&o.advertisePeerURL, "initial-advertise-peer-urls", "", "this member's peer URL as others reach it (default: its entry in --initial-cluster)")
+	f.StringVar(&o.initialCluster, "initial-cluster", "", "every member of a new cluster: name=quic://host:port,... (default: this member alone)")
+	f.StringVar(&o.initialClusterState, "initial-cluster-state", "new", "new, or existing to join a cluster that already added this member (member add)")
+	f.StringVar(&o.peerCertFile, "peer-cert-file", "", "server certificate for peer traffic (default <data-dir>/pki/node.crt)")
+	f.StringVar(&o.peerKeyFile, "peer-key-file", "", "its key (default <data-dir>/pki/node.key)")
+	f.StringVar(&o.peerTrustedCAFile, "peer-trusted-ca-file", "", "the cluster's trust bundle (default <data-dir>/pki/bundle.pem)")
+	f.DurationVar(&o.tick, "heartbeat-interval", 100*time.Millisecond, "raft tick (election timeout is 10 ticks)")
+	f.Uint64Var(&o.snapshotCount, "snapshot-count", 10000, "applied entries between snapshots")
+	f.Int64Var(&o.quotaBytes, "quota-backend-bytes", 0, "size limit of the data before writes fail with NOSPACE (default 2 GiB)")
+	return cmd
+}
+
+// parseMembers reads name=url,name=url.
+func parseMembers(s string) ([]raftnode.Peer, error) {
+	var peers []raftnode.Peer
+	for _, part := range strings.Split(s, ",") {
+		name, u, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--initial-cluster entry %q is not name=quic://host:port", part)
+		}
+		addr, err := hostPort(u)
+		if err != nil {
+			return nil, fmt.Errorf("--initial-cluster entry %q: %w", part, err)
+		}
+		peers = append(peers, raftnode.Peer{ID: server.MemberID(name), Name: name, Addr: addr})
+	}
+	return peers, nil
+}
+
+func hostPort(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("%q is not a URL like quic://host:port", raw)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return "", fmt.Errorf("%q needs a port", raw)
+	}
+	return u.Host, nil
+}
+
+func loadPeerCredentials(g *globalOptions, o *storeOptions) (*pki.Credentials, error) {
+	dir := filepath.Join(g.dataDir, "pki")
+	pick := func(flag, def string) string {
+		if flag != "" {
+			return flag
+		}
+		return filepath.Join(dir, def)
+	}
+	certFile, keyFile, caFile := pick(o.peerCertFile, "node.crt"), pick(o.peerKeyFile, "node.key"), pick(o.peerTrustedCAFile, "bundle.pem")
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("peer certificate: %w (create one with `nexus cert init` or `nexus cert issue --server %s`)", err, o.name)
+	}
+	chain, err := pki.ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("peer certificate %s: %w", certFile, err)
+	}
+	key, err := pki.ReadKeyFile(keyFile, nil)
+	if err != nil {
+		return nil, fmt.Errorf("peer key %s: %w", keyFile, err)
+	}
+	data, err = os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("peer trust bundle: %w", err)
+	}
+	bundle, err := pki.ParseBundle(data)
+	if err != nil {
+		return nil, fmt.Errorf("peer trust bundle %s: %w", caFile, err)
+	}
+	return pki.NewCredentials(pki.CredentialsConfig{Chain: chain, Key: key, Bundle: bundle})
+}
+
+func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
+	log := slog.Default().With("member", o.name)
+	creds, err := loadPeerCredentials(g, o)
+	if err != nil {
+		return err
+	}
+	id := creds.Identity()
+	if id.Kind != identity.KindServer || id.Name != o.name {
+		return fmt.Errorf("the peer certificate is for %s, not server %q: issue one with `nexus cert issue --server %s`", id, o.name, o.name)
+	}
+	listenPeer, err := hostPort(o.listenPeerURL)
+	if err != nil {
+		return fmt.Errorf("--listen-peer-urls: %w", err)
+	}
+	var peers []raftnode.Peer
+	if o.initialCluster == "" {
+		adv := o.advertisePeerURL
+		if adv == "" {
+			adv = o.listenPeerURL
+		}
+		a, err := hostPort(adv)
+		if err != nil {
+			return fmt.Errorf("--initial-advertise-peer-urls: %w", err)
+		}
+		peers = []raftnode.Peer{{ID: server.MemberID(o.name), Name: o.name, Addr: a}}
+	} else if peers, err = parseMembers(o.initialCluster); err != nil {
+		return err
+	}
+	var join bool
+	switch o.initialClusterState {
+	case "new":
+	case "existing":
+		join = true
+	default:
+		return fmt.Errorf("--initial-cluster-state %q: use new or existing", o.initialClusterState)
+	}
+	advertise := o.advertiseClientURLs
+	if len(advertise) == 0 {
+		advertise = o.listenClientURLs
+	}
+	// A dead peer must be noticed in a few seconds; raft's heartbeats keep
+	// live connections busy.
+	tune := transport.Tuning{KeepAlivePeriod: time.Second, IdleTimeout: 5 * time.Second}
+	dialer, err := transport.NewDialer(transport.DialerConfig{Credentials: creds, Tuning: tune, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer dialer.Close()
+	srv, err := server.Start(ctx, server.Config{Name: o.name, DataDir: filepath.Join(g.dataDir, "store"), Cluster: id.Cluster,
+		Peers: peers, Join: join, Dialer: dialer, ClientURLs: advertise, TickInterval: o.tick, SnapshotEvery: o.snapshotCount,
+		Logger: log})
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	pl, err := transport.Listen(transport.ListenerConfig{Addr: listenPeer, Credentials: creds, Tuning: tune, Logger: log,
+		Services:  map[string]transport.Service{raftnode.ALPN: srv.RaftService()},
+		Authorize: func(peer identity.ID, _ string) error { return raftnode.AuthorizePeer(id.Cluster)(peer) }})
+	if err != nil {
+		return fmt.Errorf("listen for peers on %s: %w", listenPeer, err)
+	}
+	defer pl.Close()
+	go pl.Serve(context.Background())
+
+	g2 := grpc.NewServer(grpc.MaxRecvMsgSize(4 << 20))
+	srv.Register(g2)
+	defer g2.Stop()
+	for _, u := range o.listenClientURLs {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" {
+			return fmt.Errorf("--listen-client-urls %q is not a URL like http://host:port", u)
+		}
+		if pu.Scheme != "http" {
+			return fmt.Errorf("--listen-client-urls %q: only http:// is served so far (put the API on loopback or a private network)", u)
+		}
+		l, err := net.Listen("tcp", pu.Host)
+		if err != nil {
+			return fmt.Errorf("listen for clients on %s: %w", pu.Host, err)
+		}
+		go g2.Serve(l)
+	}
+	log.Info("store member ready to serve client requests", "clients", strings.Join(advertise, ","), "peers", listenPeer, "cluster", id.Cluster)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		log.Info("stopping", "signal", s.String())
+	case <-ctx.Done():
+	}
+	return nil
+}
+
