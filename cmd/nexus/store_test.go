@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"nexus.dev/nexus/internal/testutil"
+)
+
+func freeLoopbackPort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "[::1]:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startStoreCluster runs three `nexus store` processes with certificates
+// made by `nexus cert`, as the store's --help describes, and returns the
+// client endpoints.
+func startStoreCluster(t *testing.T) []string {
+	t.Helper()
+	bin := nexusBinary(t)
+	base := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("nexus %v: %v: %s", args, err, out)
+		}
+	}
+	d0 := filepath.Join(base, "m0")
+	run("--data-dir", d0, "cert", "init", "--cluster", "storetest", "--name", "m0")
+	var members, endpoints []string
+	peerPorts := make([]int, 3)
+	for i := range 3 {
+		peerPorts[i] = freeLoopbackPort(t, "udp")
+		members = append(members, fmt.Sprintf("m%d=quic://[::1]:%d", i, peerPorts[i]))
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("m%d", i)
+		dir := filepath.Join(base, name)
+		client := fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
+		endpoints = append(endpoints, client)
+		args := []string{"--data-dir", dir, "--log-level", "warn", "store", "--name", name,
+			"--listen-client-urls", client, "--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", peerPorts[i]),
+			"--initial-cluster", strings.Join(members, ",")}
+		if i > 0 {
+			certs := filepath.Join(base, name+"-certs")
+			run("--data-dir", d0, "cert", "issue", "--server", name, "--out", certs)
+			args = append(args, "--peer-cert-file", filepath.Join(certs, name+".crt"),
+				"--peer-key-file", filepath.Join(certs, name+".key"), "--peer-trusted-ca-file", filepath.Join(certs, "ca.pem"))
+		}
+		log, err := os.Create(filepath.Join(base, name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			log.Close()
+			if t.Failed() {
+				data, _ := os.ReadFile(log.Name())
+				t.Logf("%s log:\n%s", name, data)
+			}
+		})
+	}
+	return endpoints
+}
+
+// TestEtcdctlAgainstNexusStore runs Debian's etcdctl, unchanged, against a
+// three-member Nexus store.
+func TestEtcdctlAgainstNexusStore(t *testing.T) {
+	etcdctl := testutil.RequireProgram(t, "etcdctl", "etcd-client")
+	eps := strings.Join(startStoreCluster(t), ",")
+	ctl := func(stdin string, args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, etcdctl, append([]string{"--endpoints", eps, "--command-timeout", "5s"}, args...)...)
+		cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("etcdctl %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	// The cluster is up once a write goes through.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cmd := exec.Command(etcdctl, "--endpoints", eps, "--command-timeout", "2s", "put", "ready", "1")
+		cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+		if err := cmd.Run(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the store did not accept a write within 20s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	if out := ctl("", "put", "app/a", "1"); strings.TrimSpace(out) != "OK" {
+		t.Fatalf("put: %q", out)
+	}
+	ctl("", "put", "app/b", "2")
+	if out := ctl("", "get", "--prefix", "app/"); out != "app/a\n1\napp/b\n2\n" {
+		t.Fatalf("get --prefix: %q", out)
+	}
+	if out := ctl("", "del", "app/b"); strings.TrimSpace(out) != "1" {
+		t.Fatalf("del: %q", out)
+	}
+	txn := "value(\"app/a\") = \"1\"\n\nput app/a 10\n\nput app/a failed\n\n"
+	if out := ctl(txn, "txn"); !strings.HasPrefix(out, "SUCCESS") {
+		t.Fatalf("txn: %q", out)
+	}
+	if out := ctl("", "get", "app/a", "--print-value-only"); strings.TrimSpace(out) != "10" {
+		t.Fatalf("after txn: %q", out)
+	}
+
+	// watch replays history from a revision (and would then follow).
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	w := exec.CommandContext(ctx, etcdctl, "--endpoints", eps, "watch", "--prefix", "app/", "--rev", "1")
+	w.Env = append(os.Environ(), "ETCDCTL_API=3")
+	wout, _ := w.CombinedOutput() // ends when the context kills it
+	if !strings.Contains(string(wout), "PUT\napp/a\n1") || !strings.Contains(string(wout), "DELETE\napp/b") {
+		t.Fatalf("watch output: %q", wout)
+	}
+
+	grant := ctl("", "lease", "grant", "60")
+	m := regexp.MustCompile(`lease ([0-9a-f]+) granted with TTL\(60s\)`).FindStringSubmatch(grant)
+	if m == nil {
+		t.Fatalf("lease grant: %q", grant)
+	}
+	ctl("", "put", "--lease", m[1], "app/leased", "x")
+	if out := ctl("", "lease", "keep-alive", "--once", m[1]); !strings.Contains(out, "keepalived with TTL(60)") {
+		t.Fatalf("lease keep-alive: %q", out)
+	}
+	if out := ctl("", "lease", "timetolive", "--keys", m[1]); !strings.Contains(out, "app/leased") {
+		t.Fatalf("lease timetolive: %q", out)
+	}
+
+	if out := ctl("", "member", "list"); strings.Count(out, "started") != 3 {
+		t.Fatalf("member list: %q", out)
+	}
+	status := ctl("", "endpoint", "status")
+	if strings.Count(status, "3.5.0") != 3 || !strings.Contains(status, "true") {
+		t.Fatalf("endpoint status: %q", status)
+	}
+}
