@@ -148,3 +148,32 @@ func Check(history []porcupine.Operation, timeout time.Duration) error {
 	}
 	return fmt.Errorf("linearizability check of %d operations timed out after %v", len(history), timeout)
 }
+
+// Record is one operation of a history in a form that survives JSON, so a
+// workload can run in another process (inside a network namespace) and
+// hand its history back.
+type Record struct {
+	Client int    `json:"client"`
+	Input  Input  `json:"input"`
+	Call   int64  `json:"call"`
+	Output Output `json:"output"`
+	Return int64  `json:"return"`
+}
+
+// Records converts a history for JSON.
+func Records(h []porcupine.Operation) []Record {
+	out := make([]Record, len(h))
+	for i, op := range h {
+		out[i] = Record{Client: op.ClientId, Input: op.Input.(Input), Call: op.Call, Output: op.Output.(Output), Return: op.Return}
+	}
+	return out
+}
+
+// History converts records back for Check.
+func History(rs []Record) []porcupine.Operation {
+	out := make([]porcupine.Operation, len(rs))
+	for i, r := range rs {
+		out[i] = porcupine.Operation{ClientId: r.Client, Input: r.Input, Call: r.Call, Output: r.Output, Return: r.Return}
+	}
+	return out
+}

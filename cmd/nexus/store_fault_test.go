@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"nexus.dev/nexus/internal/testnet"
+	"nexus.dev/nexus/internal/testutil"
+	"nexus.dev/nexus/store/storetest"
+)
+
+// faultCluster is three `nexus store` processes, each in its own harness
+// host, and a fourth host for clients.
+type faultCluster struct {
+	t       *testing.T
+	bin     string
+	nw      *testnet.Network
+	dirs    []string
+	args    [][]string
+	procs   []*exec.Cmd
+	clients []string
+}
+
+func startFaultCluster(t *testing.T) *faultCluster {
+	t.Helper()
+	testutil.RequireRoot(t)
+	bin := nexusBinary(t)
+	nw := testnet.New(t, testnet.Options{Hosts: 4})
+	base := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("nexus %v: %v: %s", args, err, out)
+		}
+	}
+	d0 := filepath.Join(base, "m0")
+	run("--data-dir", d0, "cert", "init", "--cluster", "faults", "--name", "m0")
+	var members []string
+	for i := range 3 {
+		members = append(members, fmt.Sprintf("m%d=quic://[%s]:2380", i, nw.Hosts[i].IPv6))
+	}
+	c := &faultCluster{t: t, bin: bin, nw: nw, procs: make([]*exec.Cmd, 3)}
+	for i := range 3 {
+		name := fmt.Sprintf("m%d", i)
+		dir := filepath.Join(base, name)
+		client := fmt.Sprintf("http://%s:2379", nw.Hosts[i].IPv4)
+		args := []string{"--data-dir", dir, "--log-level", "warn", "store", "--name", name,
+			"--listen-client-urls", client, "--listen-peer-urls", fmt.Sprintf("quic://[%s]:2380", nw.Hosts[i].IPv6),
+			"--initial-cluster", strings.Join(members, ",")}
+		if i > 0 {
+			certs := filepath.Join(base, name+"-certs")
+			run("--data-dir", d0, "cert", "issue", "--server", name, "--out", certs)
+			args = append(args, "--peer-cert-file", filepath.Join(certs, name+".crt"),
+				"--peer-key-file", filepath.Join(certs, name+".key"), "--peer-trusted-ca-file", filepath.Join(certs, "ca.pem"))
+		}
+		c.dirs, c.args, c.clients = append(c.dirs, dir), append(c.args, args), append(c.clients, client)
+	}
+	t.Cleanup(func() {
+		for i := range c.procs {
+			c.kill(i)
+		}
+	})
+	for i := range 3 {
+		c.start(i)
+	}
+	return c
+}
+
+func (c *faultCluster) start(i int) {
+	c.t.Helper()
+	log, err := os.OpenFile(filepath.Join(c.dirs[i]+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer log.Close()
+	cmd := c.nw.Hosts[i].Command(context.Background(), c.bin, c.args[i]...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.procs[i] = cmd
+}
+
+// kill stops member i with SIGKILL.
+func (c *faultCluster) kill(i int) {
+	if p := c.procs[i]; p != nil {
+		_ = p.Process.Signal(syscall.SIGCONT)
+		_ = p.Process.Kill()
+		_ = p.Wait()
+		c.procs[i] = nil
+	}
+}
+
+// leader asks the members (from the client host) which one leads.
+func (c *faultCluster) leader() int {
+	c.t.Helper()
+	etcdctl := testutil.RequireProgram(c.t, "etcdctl", "etcd-client")
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, ep := range c.clients {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			cmd := c.nw.Hosts[3].Command(ctx, etcdctl, "--endpoints", ep, "endpoint", "status", "-w", "json")
+			cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+			out, err := cmd.Output()
+			cancel()
+			if err != nil {
+				continue
+			}
+			var st []struct {
+				Status struct {
+					Header struct {
+						MemberID uint64 `json:"member_id"`
+					} `json:"header"`
+					Leader uint64 `json:"leader"`
+				} `json:"Status"`
+			}
+			if json.Unmarshal(out, &st) == nil && len(st) == 1 && st[0].Status.Leader != 0 && st[0].Status.Leader == st[0].Status.Header.MemberID {
+				return i
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatal("no leader within 15s")
+	return -1
+}
+
+// workload runs storetest.Run in the client host, in a child process (the
+// etcd client dials from background goroutines, so it must live entirely
+// inside that network namespace), and checks the history it returns.
+func (c *faultCluster) workload(prefix string, ops int, fault func()) {
+	c.t.Helper()
+	out := filepath.Join(c.t.TempDir(), "history.json")
+	spec, _ := json.Marshal(map[string]any{"Endpoints": c.clients, "Prefix": prefix, "Ops": ops, "Out": out})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := c.nw.Hosts[3].Command(ctx, os.Args[0], "-test.run=^TestStoreWorkloadProcess$")
+	cmd.Env = append(os.Environ(), "NEXUS_STORE_WORKLOAD="+string(spec))
+	logf, _ := os.Create(out + ".log")
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	fault()
+	if err := cmd.Wait(); err != nil {
+		data, _ := os.ReadFile(out + ".log")
+		c.t.Fatalf("workload process: %v\n%s", err, data)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var rs []storetest.Record
+	if err := json.Unmarshal(data, &rs); err != nil {
+		c.t.Fatal(err)
+	}
+	unknown := 0
+	for _, r := range rs {
+		if r.Output.Unknown {
+			unknown++
+		}
+	}
+	c.t.Logf("%d operations recorded, %d with unknown outcome", len(rs), unknown)
+	if err := storetest.Check(storetest.History(rs), 2*time.Minute); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// TestStoreWorkloadProcess is the client side of the fault tests, run in a
+// child process; it does nothing in a normal run.
+func TestStoreWorkloadProcess(t *testing.T) {
+	raw := os.Getenv("NEXUS_STORE_WORKLOAD")
+	if raw == "" {
+		t.Skip("helper process for TestStoreLinearizableUnderFaults")
+	}
+	var spec struct {
+		Endpoints []string
+		Prefix    string
+		Ops       int
+		Out       string
+	}
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	h, stats, err := storetest.Run(ctx, storetest.Workload{Endpoints: spec.Endpoints, Clients: 8,
+		OpsPerClient: spec.Ops / 8, Keys: 16, Prefix: spec.Prefix, Seed: uint64(len(spec.Prefix)), OpTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", stats)
+	data, _ := json.Marshal(storetest.Records(h))
+	if err := os.WriteFile(spec.Out, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStoreLinearizableUnderFaults: three store processes in three harness
+// hosts, clients in a fourth; each scenario injects a fault while 8 clients
+// run puts, gets, deletes and compare-and-swaps, and porcupine checks the
+// history. NEXUS_SOAK raises the operations per scenario to 10,000.
+func TestStoreLinearizableUnderFaults(t *testing.T) {
+	c := startFaultCluster(t)
+	c.leader()
+	ops := 2000
+	if os.Getenv("NEXUS_SOAK") != "" {
+		ops = 10000
+	}
+	settle := func() { time.Sleep(1500 * time.Millisecond) }
+	scenarios := []struct {
+		name  string
+		fault func()
+	}{
+		{"kill -9 the leader and restart it", func() {
+			time.Sleep(300 * time.Millisecond)
+			l := c.leader()
+			c.kill(l)
+			settle()
+			c.start(l)
+		}},
+		{"partition the leader", func() {
+			time.Sleep(300 * time.Millisecond)
+			l := c.leader()
+			c.nw.Partition(c.nw.Hosts[l])
+			settle()
+			c.nw.Heal(c.nw.Hosts[l])
+		}},
+		{"partition a minority (a follower)", func() {
+			time.Sleep(300 * time.Millisecond)
+			f := (c.leader() + 1) % 3
+			c.nw.Partition(c.nw.Hosts[f])
+			settle()
+			c.nw.Heal(c.nw.Hosts[f])
+		}},
+		{"pause a member with SIGSTOP", func() {
+			time.Sleep(300 * time.Millisecond)
+			l := c.leader()
+			_ = c.procs[l].Process.Signal(syscall.SIGSTOP)
+			settle()
+			_ = c.procs[l].Process.Signal(syscall.SIGCONT)
+		}},
+	}
+	for i, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			c.t = t
+			c.workload(fmt.Sprintf("f%d/", i), ops, sc.fault)
+		})
+	}
+}
