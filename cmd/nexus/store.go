@@ -238,4 +238,3 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	}
 	return nil
 }
-
