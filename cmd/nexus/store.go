@@ -146,7 +146,7 @@ func loadPeerCredentials(g *globalOptions, o *storeOptions) (*pki.Credentials, e
 }
 
 func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
-	log := slog.Default().With("member", o.name)
+	log := slog.Default().With("store", o.name)
 	creds, err := loadPeerCredentials(g, o)
 	if err != nil {
 		return err
