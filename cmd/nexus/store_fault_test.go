@@ -8,9 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"nexus.dev/nexus/internal/testnet"
 	"nexus.dev/nexus/internal/testutil"
@@ -182,6 +185,7 @@ func TestStoreWorkloadProcess(t *testing.T) {
 		t.Skip("helper process for TestStoreLinearizableUnderFaults")
 	}
 	var spec struct {
+		Mode      string // "" (linearizability workload), "write" or "verify"
 		Endpoints []string
 		Prefix    string
 		Ops       int
@@ -189,6 +193,14 @@ func TestStoreWorkloadProcess(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		t.Fatal(err)
+	}
+	switch spec.Mode {
+	case "write":
+		writeAcked(t, spec.Endpoints, spec.Prefix, spec.Out)
+		return
+	case "verify":
+		verifyAcked(t, spec.Endpoints, spec.Out)
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
@@ -255,4 +267,122 @@ func TestStoreLinearizableUnderFaults(t *testing.T) {
 			c.workload(fmt.Sprintf("f%d/", i), ops, sc.fault)
 		})
 	}
+}
+
+// writeAcked writes keys from 8 clients for two seconds (the members are
+// killed meanwhile) and records every key whose write was acknowledged.
+func writeAcked(t *testing.T, endpoints []string, prefix, out string) {
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var mu sync.Mutex
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for c := range 8 {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				k := fmt.Sprintf("%s%d/%d", prefix, c, i)
+				octx, ocancel := context.WithTimeout(ctx, 500*time.Millisecond)
+				_, err := cli.Put(octx, k, k)
+				ocancel()
+				if err == nil {
+					mu.Lock()
+					fmt.Fprintln(f, k)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// verifyAcked checks that every recorded key is in the store.
+func verifyAcked(t *testing.T, endpoints []string, keysFile string) {
+	data, err := os.ReadFile(keysFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := strings.Fields(string(data))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, k := range keys {
+		var resp *clientv3.GetResponse
+		for {
+			if resp, err = cli.Get(ctx, k); err == nil || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // the cluster is still electing
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != k {
+			t.Fatalf("acknowledged write %s is missing after every member was killed", k)
+		}
+	}
+	fmt.Printf("verified %d acknowledged writes\n", len(keys))
+}
+
+// runHelper runs TestStoreWorkloadProcess in the client host with spec.
+func (c *faultCluster) runHelper(spec map[string]any) string {
+	c.t.Helper()
+	raw, _ := json.Marshal(spec)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := c.nw.Hosts[3].Command(ctx, os.Args[0], "-test.run=^TestStoreWorkloadProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "NEXUS_STORE_WORKLOAD="+string(raw))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("helper %v: %v\n%s", spec["Mode"], err, out)
+	}
+	return string(out)
+}
+
+// TestStoreDurabilityAfterKillingEveryMember: kill -9 all three members at
+// once while clients write, restart them, and find every acknowledged write.
+func TestStoreDurabilityAfterKillingEveryMember(t *testing.T) {
+	c := startFaultCluster(t)
+	c.leader()
+	keys := filepath.Join(t.TempDir(), "acked")
+	done := make(chan string, 1)
+	go func() {
+		done <- c.runHelper(map[string]any{"Mode": "write", "Endpoints": c.clients, "Prefix": "dur/", "Out": keys})
+	}()
+	time.Sleep(800 * time.Millisecond)
+	for i := range c.procs {
+		_ = c.procs[i].Process.Kill() // all at once, mid-load
+	}
+	for i := range c.procs {
+		c.kill(i)
+	}
+	<-done
+	data, _ := os.ReadFile(keys)
+	acked := len(strings.Fields(string(data)))
+	if acked < 50 {
+		t.Fatalf("only %d writes acknowledged before the kill: the test proves little", acked)
+	}
+	for i := range c.procs {
+		c.start(i)
+	}
+	c.leader()
+	out := c.runHelper(map[string]any{"Mode": "verify", "Endpoints": c.clients, "Out": keys})
+	if !strings.Contains(out, fmt.Sprintf("verified %d acknowledged writes", acked)) {
+		t.Fatalf("verify output: %s", out)
+	}
+	t.Logf("%d acknowledged writes survived kill -9 of every member", acked)
 }

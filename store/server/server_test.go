@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -128,6 +129,15 @@ func TestEtcdClient(t *testing.T) {
 			t.Fatal("a key with an expired lease was not deleted")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Bad input: an oversized request, a watch below the compaction.
+	if _, err := cli.Put(ctx, "app/huge", strings.Repeat("x", 1700<<10)); !errors.Is(err, rpctypes.ErrRequestTooLarge) {
+		t.Fatalf("a 1.7 MiB put: %v, want request too large", err)
+	}
+	cwch := cli.Watch(ctx, "app/", clientv3.WithPrefix(), clientv3.WithRev(put.Header.Revision))
+	if resp := <-cwch; !errors.Is(resp.Err(), rpctypes.ErrCompacted) || resp.CompactRevision == 0 {
+		t.Fatalf("watch from a compacted revision: %v (compact revision %d)", resp.Err(), resp.CompactRevision)
 	}
 
 	// Cluster and maintenance.

@@ -61,7 +61,12 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[etcdserverpb.WatchRe
 			mu.Unlock()
 			watcher, err := w.s.kv.Watch(wctx, cr)
 			if err != nil {
-				resp := &etcdserverpb.WatchResponse{Header: w.s.header(), WatchId: id, Created: true, Canceled: true, CancelReason: err.Error()}
+				// As etcd does: confirm the watch, then cancel it with the
+				// reason (clients read CompactRevision from the cancel).
+				if send(&etcdserverpb.WatchResponse{Header: w.s.header(), WatchId: id, Created: true}) != nil {
+					return nil
+				}
+				resp := &etcdserverpb.WatchResponse{Header: w.s.header(), WatchId: id, Canceled: true, CancelReason: err.Error()}
 				var ce *mvcc.CompactedError
 				if errors.As(err, &ce) {
 					resp.CompactRevision = ce.CompactRevision
