@@ -71,12 +71,17 @@ func quietLogger() *slog.Logger {
 // mutual TLS, the etcd API over gRPC.
 func startStore(t *testing.T, n int) *testStore {
 	t.Helper()
+	return startStoreIn(t, n, t.TempDir())
+}
+
+// startStoreIn is startStore with the members' data under base.
+func startStoreIn(t *testing.T, n int, base string) *testStore {
+	t.Helper()
 	ca, err := transporttest.NewCA("store test root")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := &testStore{t: t}
-	base := t.TempDir()
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("m%d", i)
 		cert, err := ca.IssueValid(identity.Server(testCluster, name))

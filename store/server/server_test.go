@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -11,7 +13,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 
+	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/store/storetest"
 )
 
@@ -252,4 +256,66 @@ func TestDurabilityWhenEveryMemberDies(t *testing.T) {
 		t.Fatalf("only %d writes were acknowledged before the crash: the test proves little", n)
 	}
 	t.Logf("%d acknowledged writes, all present after the restart", n)
+}
+
+// TestFullDiskFailsWritesCleanly: when the disk fills, writes fail with an
+// error (no hang, no crash), and after space is freed and the member
+// restarts, every acknowledged write is there and writes work again.
+func TestFullDiskFailsWritesCleanly(t *testing.T) {
+	testutil.RequireRoot(t)
+	disk := t.TempDir()
+	if err := unix.Mount("tmpfs", disk, "tmpfs", 0, "size=160m"); err != nil {
+		t.Skipf("cannot mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(disk, unix.MNT_DETACH) })
+	ts := startStoreIn(t, 1, disk)
+	ctx := ctxT(t, 2*time.Minute)
+	cli := ts.client()
+
+	// Leave about 2 MiB free.
+	var st unix.Statfs_t
+	if err := unix.Statfs(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	filler := filepath.Join(disk, "filler")
+	if err := os.WriteFile(filler, make([]byte, free-(2<<20)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	value := strings.Repeat("v", 64<<10)
+	var acked []string
+	var failure error
+	for i := 0; i < 200 && failure == nil; i++ {
+		k := fmt.Sprintf("full/%d", i)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := cli.Put(pctx, k, value)
+		cancel()
+		if err != nil {
+			failure = err
+			break
+		}
+		acked = append(acked, k)
+	}
+	if failure == nil {
+		t.Fatal("200 writes of 64 KiB succeeded on a disk with 2 MiB free")
+	}
+	t.Logf("after %d acknowledged writes the next one failed: %v", len(acked), failure)
+
+	// Free the space, restart, and find everything acknowledged.
+	ts.kill(ts.members[0])
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	ts.start(ts.members[0])
+	ts.waitLeader()
+	fresh := ts.client()
+	for _, k := range acked {
+		resp, err := fresh.Get(ctx, k)
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != value {
+			t.Fatalf("acknowledged write %s after the disk filled: %v %v", k, resp, err)
+		}
+	}
+	if _, err := fresh.Put(ctx, "full/after", "ok"); err != nil {
+		t.Fatalf("write after freeing space: %v", err)
+	}
 }
