@@ -38,34 +38,14 @@ func startFaultCluster(t *testing.T) *faultCluster {
 	bin := nexusBinary(t)
 	nw := testnet.New(t, testnet.Options{Hosts: 4})
 	base := t.TempDir()
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
-			t.Fatalf("nexus %v: %v: %s", args, err, out)
-		}
-	}
-	d0 := filepath.Join(base, "m0")
-	run("--data-dir", d0, "cert", "init", "--cluster", "faults", "--name", "m0")
-	var members []string
-	for i := range 3 {
-		members = append(members, fmt.Sprintf("m%d=quic://[%s]:2380", i, nw.Hosts[i].IPv6))
-	}
 	c := &faultCluster{t: t, bin: bin, nw: nw, procs: make([]*exec.Cmd, 3)}
+	var peers []string
 	for i := range 3 {
-		name := fmt.Sprintf("m%d", i)
-		dir := filepath.Join(base, name)
-		client := fmt.Sprintf("http://%s:2379", nw.Hosts[i].IPv4)
-		args := []string{"--data-dir", dir, "--log-level", "warn", "store", "--name", name,
-			"--listen-client-urls", client, "--listen-peer-urls", fmt.Sprintf("quic://[%s]:2380", nw.Hosts[i].IPv6),
-			"--initial-cluster", strings.Join(members, ",")}
-		if i > 0 {
-			certs := filepath.Join(base, name+"-certs")
-			run("--data-dir", d0, "cert", "issue", "--server", name, "--out", certs)
-			args = append(args, "--peer-cert-file", filepath.Join(certs, name+".crt"),
-				"--peer-key-file", filepath.Join(certs, name+".key"), "--peer-trusted-ca-file", filepath.Join(certs, "ca.pem"))
-		}
-		c.dirs, c.args, c.clients = append(c.dirs, dir), append(c.args, args), append(c.clients, client)
+		peers = append(peers, fmt.Sprintf("[%s]:2380", nw.Hosts[i].IPv6))
+		c.clients = append(c.clients, fmt.Sprintf("http://%s:2379", nw.Hosts[i].IPv4))
+		c.dirs = append(c.dirs, filepath.Join(base, fmt.Sprintf("m%d", i)))
 	}
+	c.args = storeMemberArgs(t, bin, base, peers, c.clients)
 	t.Cleanup(func() {
 		for i := range c.procs {
 			c.kill(i)

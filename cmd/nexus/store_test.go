@@ -33,13 +33,13 @@ func freeLoopbackPort(t *testing.T, network string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startStoreCluster runs three `nexus store` processes with certificates
-// made by `nexus cert`, as the store's --help describes, and returns the
-// client endpoints.
-func startStoreCluster(t *testing.T) []string {
+// storeMemberArgs makes a CA with `nexus cert init` (as member m0's) and
+// server certificates for the other members with `nexus cert issue`, as
+// `nexus store --help` describes, and returns each member's command line.
+// peers and clients are the members' peer addresses (host:port) and client
+// URLs.
+func storeMemberArgs(t *testing.T, bin, base string, peers, clients []string) [][]string {
 	t.Helper()
-	bin := nexusBinary(t)
-	base := t.TempDir()
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
@@ -48,19 +48,15 @@ func startStoreCluster(t *testing.T) []string {
 	}
 	d0 := filepath.Join(base, "m0")
 	run("--data-dir", d0, "cert", "init", "--cluster", "storetest", "--name", "m0")
-	var members, endpoints []string
-	peerPorts := make([]int, 3)
-	for i := range 3 {
-		peerPorts[i] = freeLoopbackPort(t, "udp")
-		members = append(members, fmt.Sprintf("m%d=quic://[::1]:%d", i, peerPorts[i]))
+	var members []string
+	for i, p := range peers {
+		members = append(members, fmt.Sprintf("m%d=quic://%s", i, p))
 	}
-	for i := range 3 {
+	var all [][]string
+	for i := range peers {
 		name := fmt.Sprintf("m%d", i)
-		dir := filepath.Join(base, name)
-		client := fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
-		endpoints = append(endpoints, client)
-		args := []string{"--data-dir", dir, "--log-level", "warn", "store", "--name", name,
-			"--listen-client-urls", client, "--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", peerPorts[i]),
+		args := []string{"--data-dir", filepath.Join(base, name), "--log-level", "warn", "store", "--name", name,
+			"--listen-client-urls", clients[i], "--listen-peer-urls", "quic://" + peers[i],
 			"--initial-cluster", strings.Join(members, ",")}
 		if i > 0 {
 			certs := filepath.Join(base, name+"-certs")
@@ -68,7 +64,24 @@ func startStoreCluster(t *testing.T) []string {
 			args = append(args, "--peer-cert-file", filepath.Join(certs, name+".crt"),
 				"--peer-key-file", filepath.Join(certs, name+".key"), "--peer-trusted-ca-file", filepath.Join(certs, "ca.pem"))
 		}
-		log, err := os.Create(filepath.Join(base, name+".log"))
+		all = append(all, args)
+	}
+	return all
+}
+
+// startStoreCluster runs three `nexus store` processes on loopback and
+// returns the client endpoints.
+func startStoreCluster(t *testing.T) []string {
+	t.Helper()
+	bin := nexusBinary(t)
+	base := t.TempDir()
+	var peers, clients []string
+	for range 3 {
+		peers = append(peers, fmt.Sprintf("[::1]:%d", freeLoopbackPort(t, "udp")))
+		clients = append(clients, fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp")))
+	}
+	for i, args := range storeMemberArgs(t, bin, base, peers, clients) {
+		log, err := os.Create(filepath.Join(base, fmt.Sprintf("m%d.log", i)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,11 +96,11 @@ func startStoreCluster(t *testing.T) []string {
 			log.Close()
 			if t.Failed() {
 				data, _ := os.ReadFile(log.Name())
-				t.Logf("%s log:\n%s", name, data)
+				t.Logf("m%d log:\n%s", i, data)
 			}
 		})
 	}
-	return endpoints
+	return clients
 }
 
 // TestEtcdctlAgainstNexusStore runs Debian's etcdctl, unchanged, against a

@@ -189,19 +189,9 @@ func TestLinearizableUnderLeaderFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var revs []int64
-	for len(revs) == 0 || revs[len(revs)-1] < end.Header.Revision {
-		select {
-		case resp := <-wch:
-			if err := resp.Err(); err != nil {
-				t.Fatalf("watch: %v", err)
-			}
-			for _, ev := range resp.Events {
-				revs = append(revs, ev.Kv.ModRevision)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("watch stalled after %d events (want up to revision %d)", len(revs), end.Header.Revision)
-		}
+	revs, err := storetest.WatchRevisions(wch, end.Header.Revision, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := storetest.CheckWatchRevisions(start.Header.Revision+1, revs); err != nil {
 		t.Fatal(err)

@@ -9,8 +9,10 @@ package storetest
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/anishathalye/porcupine"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // OpKind is a client operation of the workload.
@@ -127,4 +129,28 @@ func CheckWatchRevisions(first int64, revs []int64) error {
 		want++
 	}
 	return nil
+}
+
+// WatchRevisions reads a watch until it has delivered revision last and
+// returns the mod revision of every event, for CheckWatchRevisions. It
+// fails if the watch errors or stalls for stall.
+func WatchRevisions(ch clientv3.WatchChan, last int64, stall time.Duration) ([]int64, error) {
+	var revs []int64
+	for len(revs) == 0 || revs[len(revs)-1] < last {
+		select {
+		case resp, ok := <-ch:
+			if !ok {
+				return revs, fmt.Errorf("watch closed after %d events", len(revs))
+			}
+			if err := resp.Err(); err != nil {
+				return revs, fmt.Errorf("watch: %w", err)
+			}
+			for _, ev := range resp.Events {
+				revs = append(revs, ev.Kv.ModRevision)
+			}
+		case <-time.After(stall):
+			return revs, fmt.Errorf("watch stalled after %d events (want up to revision %d)", len(revs), last)
+		}
+	}
+	return revs, nil
 }
