@@ -40,66 +40,7 @@ const recordOverhead = 64
 // the applied index are skipped. A request that fails still advances the
 // applied index.
 func (s *Store) Apply(index uint64, r *etcdserverpb.InternalRaftRequest) *Result {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-
-	s.mu.Lock()
-	switch {
-	case s.closed:
-		s.mu.Unlock()
-		return &Result{Err: ErrClosed}
-	case s.fatal != nil:
-		s.mu.Unlock()
-		return &Result{Err: s.fatal}
-	case index <= s.applied:
-		s.mu.Unlock()
-		return &Result{Skipped: true}
-	}
-	tx, err := s.db.Begin(true)
-	if err != nil {
-		s.mu.Unlock()
-		return &Result{Err: fmt.Errorf("mvcc: apply entry %d: begin transaction: %w", index, err)}
-	}
-	w := &writer{
-		s:        s,
-		index:    index,
-		kvb:      tx.Bucket(keyBucket),
-		leaseb:   tx.Bucket(leaseBucket),
-		metab:    tx.Bucket(metaBucket),
-		beginRev: s.rev,
-	}
-	resp, reqErr := w.apply(r)
-	w.check(w.metab.Put(metaAppliedKey, putUint64(index)))
-	rev := w.rev()
-	for _, h := range w.headers {
-		h.Revision = rev
-	}
-	s.mu.Unlock()
-
-	if w.ioErr == nil {
-		w.ioErr = tx.Commit()
-	} else {
-		tx.Rollback()
-	}
-	s.mu.Lock()
-	if w.ioErr != nil {
-		// The index may already hold the entry's changes; nothing that
-		// follows can be trusted to match the disk.
-		s.fatal = fmt.Errorf("mvcc: apply entry %d: %w; restart the member", index, w.ioErr)
-		s.mu.Unlock()
-		return &Result{Err: s.fatal}
-	}
-	s.rev = rev
-	s.applied = index
-	s.mu.Unlock()
-
-	if len(w.events) > 0 {
-		s.notify(rev, w.events)
-	}
-	if reqErr != nil {
-		return &Result{Err: reqErr}
-	}
-	return &Result{Resp: resp}
+	return s.ApplyBatch([]Entry{{Index: index, Req: r}})[0]
 }
 
 // writer applies one entry inside a bbolt write transaction. Its methods run
