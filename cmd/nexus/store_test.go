@@ -184,3 +184,31 @@ func TestEtcdctlAgainstNexusStore(t *testing.T) {
 		t.Fatalf("endpoint status: %q", status)
 	}
 }
+
+func TestStoreCommandRejectsBadFlags(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := run(t, "--data-dir", dir, "cert", "init", "--cluster", "flags", "--name", "m0"); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"store", "--name", "other"}, `not server "other"`},
+		{[]string{"store", "--name", "m0", "--initial-cluster", "m0"}, "is not name=quic://host:port"},
+		{[]string{"store", "--name", "m0", "--initial-cluster", "m0=quic://nohostport"}, "needs a port"},
+		{[]string{"store", "--name", "m0", "--initial-cluster-state", "sideways"}, "use new or existing"},
+		{[]string{"store", "--name", "m0", "--listen-peer-urls", "::1"}, "--listen-peer-urls"},
+		{[]string{"store", "--name", "m0", "--peer-cert-file", filepath.Join(dir, "missing.crt")}, "nexus cert issue --server m0"},
+	}
+	for _, tt := range tests {
+		_, err := run(t, append([]string{"--data-dir", dir}, tt.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+	empty := t.TempDir()
+	if _, err := run(t, "--data-dir", empty, "store"); err == nil || !strings.Contains(err.Error(), "nexus cert init") {
+		t.Errorf("no certificates: %v", err)
+	}
+}
