@@ -151,7 +151,7 @@ func (s *Store) Defragment() error {
 	if err := dst.Sync(); err != nil {
 		return fail(err)
 	}
-	dst.NoSync = s.opts.UnsafeNoFsync
+	dst.NoSync = s.opts.UnsafeNoFsync || s.opts.NoSync
 	if err := s.swapDB(dst, tmp, nil); err != nil {
 		return fmt.Errorf("mvcc: defragment: %w", err)
 	}

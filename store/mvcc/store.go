@@ -46,6 +46,11 @@ type Options struct {
 	// WatchBuffer is the number of event batches a watcher may have
 	// undelivered before it is cancelled as too slow.
 	WatchBuffer int
+	// NoSync commits without fsync, for a caller that keeps the data
+	// durable elsewhere (the store server: raft's WAL and snapshots) and
+	// calls Sync at a clean shutdown. Unlike UnsafeNoFsync it is meant for
+	// production, together with that caller's recovery.
+	NoSync bool
 	// UnsafeNoFsync skips fsync on commit, like etcd's flag of that name:
 	// for tests and benchmarks only, a power failure loses data.
 	UnsafeNoFsync bool
@@ -184,7 +189,7 @@ func openVerified(path string, opts Options) (db *bolt.DB, st *state, err error)
 			db, st, err = nil, nil, corruptError(path, fmt.Errorf("reading the file crashed: %v", p))
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: opts.UnsafeNoFsync})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: opts.UnsafeNoFsync || opts.NoSync})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, nil, fmt.Errorf("mvcc: open %s: file is locked by another process; stop it or use another data directory", path)
@@ -421,6 +426,20 @@ func (s *Store) Status() (Status, error) {
 
 // Close cancels every watcher and closes the database. Calls after the first
 // return ErrClosed.
+// Sync flushes every committed transaction to disk (fdatasync), for a
+// store opened with NoSync.
+func (s *Store) Sync() error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	return s.db.Sync()
+}
+
 func (s *Store) Close() error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()

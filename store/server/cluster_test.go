@@ -27,14 +27,15 @@ var peerTuning = transport.Tuning{KeepAlivePeriod: 200 * time.Millisecond, IdleT
 
 // testMember is one store member with its raft listener and gRPC server.
 type testMember struct {
-	name, dir  string
-	peer       raftnode.Peer
-	creds      transport.Credentials
-	srv        *Server
-	dialer     *transport.Dialer
-	raft       *transport.Listener
-	grpc       *grpc.Server
-	clientAddr string
+	name, dir     string
+	peer          raftnode.Peer
+	creds         transport.Credentials
+	srv           *Server
+	dialer        *transport.Dialer
+	raft          *transport.Listener
+	grpc          *grpc.Server
+	clientAddr    string
+	snapshotEvery uint64
 }
 
 type testStore struct {
@@ -110,7 +111,8 @@ func (ts *testStore) start(m *testMember) {
 		t.Fatal(err)
 	}
 	m.srv, err = Start(context.Background(), Config{Name: m.name, DataDir: m.dir, Cluster: testCluster, Peers: ts.peers,
-		Dialer: m.dialer, ClientURLs: []string{"http://" + m.clientAddr}, TickInterval: 20 * time.Millisecond, Logger: quietLogger()})
+		Dialer: m.dialer, ClientURLs: []string{"http://" + m.clientAddr}, TickInterval: 20 * time.Millisecond,
+		SnapshotEvery: m.snapshotEvery, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -95,7 +96,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("store %s: %w", cfg.Name, err)
 	}
-	kv, err := mvcc.Open(filepath.Join(cfg.DataDir, "db"), cfg.Store)
+	dbPath := filepath.Join(cfg.DataDir, "db")
+	if err := discardUnsyncedDB(dbPath, log); err != nil {
+		return nil, fmt.Errorf("store %s: %w", cfg.Name, err)
+	}
+	if err := markUnsynced(dbPath); err != nil {
+		return nil, fmt.Errorf("store %s: %w", cfg.Name, err)
+	}
+	// The database is a cache of raft's snapshot + WAL (both fsynced), so
+	// its commits skip fsync; see discardUnsyncedDB for the recovery.
+	cfg.Store.NoSync = true
+	kv, err := mvcc.Open(dbPath, cfg.Store)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", cfg.Name, err)
 	}
@@ -139,7 +150,68 @@ func (s *Server) Stop() {
 	s.stop()
 	<-s.done
 	s.node.Stop()
+	if err := s.kv.Sync(); err == nil {
+		// Everything is on disk: the next start can trust the database.
+		if err := os.Remove(filepath.Join(s.cfg.DataDir, "db") + unsyncedSuffix); err != nil && !os.IsNotExist(err) {
+			s.log.Warn("remove the unsynced-database marker", "err", err)
+		}
+	}
 	s.kv.Close()
+}
+
+// unsyncedSuffix names the marker that says the database may hold commits
+// that were never fsynced, and since which boot.
+const unsyncedSuffix = ".unsynced"
+
+// bootID identifies this boot of the machine.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// markUnsynced records, durably, that the database is about to take
+// commits without fsync during this boot.
+func markUnsynced(dbPath string) error {
+	f, err := os.OpenFile(dbPath+unsyncedSuffix, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(bootID() + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// discardUnsyncedDB handles a database left by a member that did not stop
+// cleanly. If the machine has not rebooted since, the page cache still held
+// every commit and the file is whole; if it has, the commits that were
+// never fsynced may be torn, so the file is moved aside and raft rebuilds
+// the state from its last snapshot and the WAL, which are both fsynced.
+func discardUnsyncedDB(dbPath string, log *slog.Logger) error {
+	marker, err := os.ReadFile(dbPath + unsyncedSuffix)
+	if os.IsNotExist(err) {
+		return nil // stopped cleanly (or never started)
+	}
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(marker)) == bootID() {
+		return nil // the process died, the machine did not: nothing was lost
+	}
+	if _, err := os.Stat(dbPath); os.IsNotExist(err) {
+		return nil
+	}
+	aside := fmt.Sprintf("%s.unsynced-%d", dbPath, time.Now().Unix())
+	log.Warn("the machine restarted while the database had unsynced commits: rebuilding it from raft's snapshot and WAL", "db", dbPath, "moved to", aside)
+	return os.Rename(dbPath, aside)
 }
 
 // Node and KV expose the parts, for tests and tools.
