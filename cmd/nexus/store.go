@@ -62,7 +62,17 @@ Example (three members on one machine):
 
   nexus --data-dir /tmp/m0 store --name m0 \
     --listen-client-urls http://127.0.0.1:2379 --listen-peer-urls quic://[::1]:2380 \
-    --initial-cluster m0=quic://[::1]:2380,m1=quic://[::1]:2381,m2=quic://[::1]:2382`,
+    --initial-cluster m0=quic://[::1]:2380,m1=quic://[::1]:2381,m2=quic://[::1]:2382
+
+Adding a member later: announce it (etcd's clients only take http(s) URLs, so give its QUIC
+peer port as https, with its name before the @), then start it with the current members:
+
+  etcdctl member add m3 --learner --peer-urls https://m3@[::1]:2383
+  nexus --data-dir /tmp/m3 store --name m3 --initial-cluster-state existing \
+    --listen-client-urls http://127.0.0.1:2382 --listen-peer-urls quic://[::1]:2383 \
+    --initial-cluster m0=quic://[::1]:2380,m1=quic://[::1]:2381,m2=quic://[::1]:2382,m3=quic://[::1]:2383 \
+    --peer-cert-file m3.crt --peer-key-file m3.key --peer-trusted-ca-file ca.pem
+  etcdctl member promote <ID printed by member add>`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runStore(cmd.Context(), g, o)

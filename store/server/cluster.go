@@ -40,14 +40,16 @@ func (c *clusterServer) MemberList(ctx context.Context, r *etcdserverpb.MemberLi
 }
 
 // peerFromURLs takes a member's raft address from its peer URL; the name
-// comes from the URL's user part (quic://name@host:port) or the host.
+// comes from the URL's user part (https://name@host:port — etcd's clients
+// accept only http(s) schemes, so the QUIC peer port is given as https) or
+// the host.
 func peerFromURLs(urls []string) (raftnode.Peer, error) {
 	if len(urls) != 1 {
-		return raftnode.Peer{}, status.Errorf(codes.InvalidArgument, "give exactly one peer URL (quic://NAME@HOST:PORT), got %d", len(urls))
+		return raftnode.Peer{}, status.Errorf(codes.InvalidArgument, "give exactly one peer URL (https://NAME@HOST:PORT, the member's QUIC port), got %d", len(urls))
 	}
 	u, err := url.Parse(urls[0])
 	if err != nil || u.Host == "" {
-		return raftnode.Peer{}, status.Errorf(codes.InvalidArgument, "peer URL %q is not a URL like quic://NAME@HOST:PORT", urls[0])
+		return raftnode.Peer{}, status.Errorf(codes.InvalidArgument, "peer URL %q is not a URL like https://NAME@HOST:PORT", urls[0])
 	}
 	name := u.User.Username()
 	if name == "" {

@@ -36,12 +36,15 @@ type testMember struct {
 	grpc          *grpc.Server
 	clientAddr    string
 	snapshotEvery uint64
+	join          bool // start by joining a cluster that already added it
 }
 
 type testStore struct {
 	t       *testing.T
 	members []*testMember
 	peers   []raftnode.Peer
+	ca      *transporttest.CA
+	base    string
 }
 
 func freeUDP(t *testing.T) string {
@@ -82,15 +85,9 @@ func startStoreIn(t *testing.T, n int, base string) *testStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testStore{t: t}
+	ts := &testStore{t: t, ca: ca, base: base}
 	for i := 0; i < n; i++ {
-		name := fmt.Sprintf("m%d", i)
-		cert, err := ca.IssueValid(identity.Server(testCluster, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := &testMember{name: name, dir: filepath.Join(base, name), creds: transporttest.NewCredentials(ca, cert), clientAddr: freeTCP(t)}
-		m.peer = raftnode.Peer{ID: MemberID(name), Name: name, Addr: freeUDP(t)}
+		m := ts.newMember(fmt.Sprintf("m%d", i))
 		ts.members = append(ts.members, m)
 		ts.peers = append(ts.peers, m.peer)
 	}
@@ -102,6 +99,18 @@ func startStoreIn(t *testing.T, n int, base string) *testStore {
 	return ts
 }
 
+// newMember prepares a member (certificate, addresses) without starting it.
+func (ts *testStore) newMember(name string) *testMember {
+	ts.t.Helper()
+	cert, err := ts.ca.IssueValid(identity.Server(testCluster, name))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	m := &testMember{name: name, dir: filepath.Join(ts.base, name), creds: transporttest.NewCredentials(ts.ca, cert), clientAddr: freeTCP(ts.t)}
+	m.peer = raftnode.Peer{ID: MemberID(name), Name: name, Addr: freeUDP(ts.t)}
+	return m
+}
+
 func (ts *testStore) start(m *testMember) {
 	t := ts.t
 	t.Helper()
@@ -110,7 +119,7 @@ func (ts *testStore) start(m *testMember) {
 		Backoff: transport.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}}); err != nil {
 		t.Fatal(err)
 	}
-	m.srv, err = Start(context.Background(), Config{Name: m.name, DataDir: m.dir, Cluster: testCluster, Peers: ts.peers,
+	m.srv, err = Start(context.Background(), Config{Name: m.name, DataDir: m.dir, Cluster: testCluster, Peers: ts.peers, Join: m.join,
 		Dialer: m.dialer, ClientURLs: []string{"http://" + m.clientAddr}, TickInterval: 20 * time.Millisecond,
 		SnapshotEvery: m.snapshotEvery, Logger: quietLogger()})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -355,5 +356,70 @@ func TestDatabaseRebuiltAfterMachineCrash(t *testing.T) {
 				t.Fatalf("the suspect database was not kept aside: %v", aside)
 			}
 		})
+	}
+}
+
+// TestMembershipThroughTheEtcdAPI adds a learner with etcd's client, starts
+// it, promotes it and removes an original member.
+func TestMembershipThroughTheEtcdAPI(t *testing.T) {
+	ts := startStore(t, 3)
+	ctx := ctxT(t, time.Minute)
+	cli := ts.client()
+	if _, err := cli.Put(ctx, "members/before", "1"); err != nil {
+		t.Fatal(err)
+	}
+	m3 := ts.newMember("m3")
+	added, err := cli.MemberAddAsLearner(ctx, []string{"https://m3@" + m3.peer.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added.Member.ID != m3.peer.ID || !added.Member.IsLearner {
+		t.Fatalf("added %+v, want learner with ID %x", added.Member, m3.peer.ID)
+	}
+	m3.join = true
+	ts.peers = append(ts.peers, m3.peer)
+	ts.members = append(ts.members, m3)
+	ts.start(m3)
+
+	// The learner catches up: a serializable read on it sees the data.
+	learner, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + m3.clientAddr}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer learner.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := learner.Get(ctx, "members/before", clientv3.WithSerializable())
+		if err == nil && len(resp.Kvs) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the learner did not catch up: %v %v", resp, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := cli.MemberPromote(ctx, m3.peer.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.MemberRemove(ctx, ts.members[0].peer.ID); err != nil {
+		t.Fatal(err)
+	}
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range list.Members {
+		if m.IsLearner {
+			t.Fatalf("%s is still a learner", m.Name)
+		}
+		names = append(names, m.Name)
+	}
+	sort.Strings(names)
+	if fmt.Sprint(names) != "[m1 m2 m3]" {
+		t.Fatalf("members %v, want [m1 m2 m3]", names)
+	}
+	if _, err := learner.Put(ctx, "members/after", "1"); err != nil {
+		t.Fatalf("write through the promoted member: %v", err)
 	}
 }
