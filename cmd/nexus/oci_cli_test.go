@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,7 +177,16 @@ func TestPodmanDrivesNexusRuntime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(store) })
+	t.Cleanup(func() {
+		// podman leaves its storage's overlay mount behind.
+		data, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], store+"/") {
+				_ = syscall.Unmount(f[4], syscall.MNT_DETACH)
+			}
+		}
+		os.RemoveAll(store)
+	})
 	base := []string{"--runtime", link, "--root", filepath.Join(store, "root"), "--runroot", filepath.Join(store, "run"),
 		"--cgroup-manager", "cgroupfs", "--events-backend", "none"}
 	// These machines refuse to raise an rlimit above the current hard
