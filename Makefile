@@ -18,8 +18,10 @@ all: build
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-build: ## static binary in bin/nexus (plus the nexus-runtime link)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nexus
+build: ## static binary in bin/nexus (plus the nexus-runtime link), with the container init stage embedded
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o runtime/initbin/nexus-init.bin ./cmd/nexus-init
+	sha256sum runtime/initbin/nexus-init.bin | cut -c1-64 | tr -d '\n' > runtime/initbin/nexus-init.sha256
+	CGO_ENABLED=0 $(GO) build -trimpath -tags embedinit -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nexus
 	ln -sf nexus bin/nexus-runtime
 
 test: build ## every test, including those that need root (run as root)

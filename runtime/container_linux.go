@@ -324,7 +324,7 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 		return nil, err
 	}
 	defer childSock.Close()
-	self, err := sealedSelf()
+	self, err := sealedSelf(r.root)
 	if err != nil {
 		parentSock.Close()
 		return nil, err

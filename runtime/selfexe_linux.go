@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/runtime/initbin"
 )
 
 // sealedSelf returns a file through which this binary can be executed while
@@ -17,8 +20,16 @@ import (
 // + mount_setattr): it costs two syscalls, needs no copy and disappears with
 // the last process using it. Where that is not allowed (no CAP_SYS_ADMIN,
 // old kernel) the binary is copied into a sealed memfd instead.
-func sealedSelf() (*os.File, error) {
-	fd, err := unix.OpenTree(unix.AT_FDCWD, "/proc/self/exe", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+func sealedSelf(stateRoot string) (*os.File, error) {
+	path := "/proc/self/exe"
+	if len(initbin.Binary) > 0 {
+		p, err := initProgram(stateRoot)
+		if err != nil {
+			return nil, err
+		}
+		path = p
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err == nil {
 		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
 		if err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err == nil {
@@ -50,6 +61,40 @@ func sealedCopy() (*os.File, error) {
 		return nil, fmt.Errorf("seal own binary copy: %w", err)
 	}
 	return f, nil
+}
+
+// initProgram writes the embedded nexus-init program (once per build) into
+// the state root, which only root can reach, and returns its path. It is
+// executed like the binary itself, through a read-only detached mount.
+func initProgram(stateRoot string) (string, error) {
+	dir := filepath.Join(stateRoot, ".init")
+	path := filepath.Join(dir, "nexus-init-"+initbin.Hash[:min(16, len(initbin.Hash))])
+	if fi, err := os.Stat(path); err == nil && fi.Size() == int64(len(initbin.Binary)) {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("write the init program: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".nexus-init-*")
+	if err != nil {
+		return "", fmt.Errorf("write the init program: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(initbin.Binary); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("write the init program: %w", err)
+	}
+	if err := tmp.Chmod(0o500); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("write the init program: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("write the init program: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", fmt.Errorf("write the init program: %w", err)
+	}
+	return path, nil
 }
 
 // execPath is the path that executes f.
