@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -188,9 +187,7 @@ fingerprint. Without FILE it shows <data-dir>/pki/node.crt.`,
 				infos[i] = describeCert(c, now)
 			}
 			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(infos)
+				return printJSON(cmd.OutOrStdout(), infos)
 			}
 			return printCertInfos(cmd.OutOrStdout(), path, infos)
 		},

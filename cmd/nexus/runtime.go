@@ -151,12 +151,6 @@ func rtState(o *runtimeOptions) *cobra.Command {
 	}
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func rtKill(o *runtimeOptions) *cobra.Command {
 	var all bool
 	cmd := &cobra.Command{

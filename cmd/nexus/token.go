@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"text/tabwriter"
@@ -74,9 +73,7 @@ now; the store keeps its hash.`,
 			}
 			out := tokenCreated{Token: t.String(), CAPin: pki.Pin(root), ID: rec.ID, Role: string(rec.Role), Expires: rec.Expires, Uses: rec.UsesLeft}
 			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "token:   %s\n", out.Token)
@@ -131,9 +128,7 @@ func newTokenListCommand(opts *globalOptions) *cobra.Command {
 				views = append(views, tokenView{ID: r.ID, Role: string(r.Role), Created: r.Created, Expires: r.Expires, UsesLeft: r.UsesLeft, State: state})
 			}
 			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(views)
+				return printJSON(cmd.OutOrStdout(), views)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tROLE\tEXPIRES\tUSES LEFT\tSTATE")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -22,9 +21,7 @@ func newVersionCommand() *cobra.Command {
 				_, err := fmt.Fprint(cmd.OutOrStdout(), info.String())
 				return err
 			case "json":
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(info)
+				return printJSON(cmd.OutOrStdout(), info)
 			}
 			return fmt.Errorf("unknown output format %q: use text or json", output)
 		},
