@@ -108,18 +108,28 @@ func (d Dir) writeIssuer(i *Issuer) error {
 
 // Root loads the root CA; passphrase is needed if its key is encrypted.
 func (d Dir) Root(passphrase []byte) (*Root, error) {
-	cert, err := d.readCert(RootCertFile)
+	cert, key, err := d.loadCA("root", RootCertFile, RootKeyFile, passphrase)
 	if err != nil {
 		return nil, err
 	}
-	key, err := ReadKeyFile(d.file(RootKeyFile), passphrase)
+	return &Root{Cert: cert, Key: key}, nil
+}
+
+// loadCA loads a CA certificate and its key and checks that they belong
+// together.
+func (d Dir) loadCA(what, certFile, keyFile string, passphrase []byte) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	cert, err := d.readCert(certFile)
 	if err != nil {
-		return nil, fmt.Errorf("load root CA: %w", err)
+		return nil, nil, err
+	}
+	key, err := ReadKeyFile(d.file(keyFile), passphrase)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load %s CA: %w", what, err)
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("load root CA: %s does not belong to %s", RootKeyFile, RootCertFile)
+		return nil, nil, fmt.Errorf("load %s CA: %s does not belong to %s", what, keyFile, certFile)
 	}
-	return &Root{Cert: cert, Key: key}, nil
+	return cert, key, nil
 }
 
 // RootCert loads the root certificate only (e.g. to print its pin).
@@ -127,16 +137,9 @@ func (d Dir) RootCert() (*x509.Certificate, error) { return d.readCert(RootCertF
 
 // Issuer loads the issuing intermediate CA.
 func (d Dir) Issuer(leafTTL time.Duration) (*Issuer, error) {
-	cert, err := d.readCert(IntermediateCertFile)
+	cert, key, err := d.loadCA("intermediate", IntermediateCertFile, IntermediateKeyFile, nil)
 	if err != nil {
 		return nil, err
-	}
-	key, err := ReadKeyFile(d.file(IntermediateKeyFile), nil)
-	if err != nil {
-		return nil, fmt.Errorf("load intermediate CA: %w", err)
-	}
-	if !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("load intermediate CA: %s does not belong to %s", IntermediateKeyFile, IntermediateCertFile)
 	}
 	return &Issuer{Cert: cert, Key: key, LeafTTL: leafTTL, Clock: d.Clock}, nil
 }
