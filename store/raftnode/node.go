@@ -64,7 +64,7 @@ type Node struct {
 
 	seq    atomic.Uint64
 	confMu sync.Mutex // one membership change at a time
-	// heard is when a message from each peer last arrived (unix nanos),
+	// heard is when a response from each peer last arrived (unix nanos),
 	// for the senders' check that a connection still delivers.
 	heard sync.Map // uint64 -> *atomic.Int64
 
@@ -375,7 +375,7 @@ func (r nodeReporter) ReportUnreachable(id uint64) { r.n.raft.ReportUnreachable(
 func (r nodeReporter) ReportSnapshot(id uint64, s raft.SnapshotStatus) {
 	r.n.raft.ReportSnapshot(id, s)
 }
-func (r nodeReporter) LastHeard(id uint64) time.Time { return r.n.LastHeard(id) }
+func (r nodeReporter) LastAnswer(id uint64) time.Time { return r.n.LastAnswer(id) }
 
 // syncPeers starts a sender for every member and address-book entry but
 // this one, and stops those of members no longer known.

@@ -40,8 +40,9 @@ const (
 type reporter interface {
 	ReportUnreachable(id uint64)
 	ReportSnapshot(id uint64, status raft.SnapshotStatus)
-	// LastHeard is when a message from id last arrived (zero if never).
-	LastHeard(id uint64) time.Time
+	// LastAnswer is when a response message (MsgAppResp, MsgHeartbeatResp,
+	// …) from id last arrived (zero if never).
+	LastAnswer(id uint64) time.Time
 }
 
 // peer sends raft messages to one member. Send never blocks: messages go
@@ -123,7 +124,9 @@ func (p *peer) run() {
 		}
 	}()
 	var buf []byte
-	var opened time.Time
+	// asked is when the oldest request still without any answer from the
+	// peer went out on the current stream.
+	var asked time.Time
 	for {
 		var m *pb.Message
 		select {
@@ -132,11 +135,13 @@ func (p *peer) run() {
 		case m = <-p.q:
 		}
 		buf = appendMessage(buf[:0], m)
+		hasRequest := expectsAnswer(m)
 	drain:
 		for len(buf) < maxBatchBytes {
 			select {
 			case m = <-p.q:
 				buf = appendMessage(buf, m)
+				hasRequest = hasRequest || expectsAnswer(m)
 			default:
 				break drain
 			}
@@ -148,7 +153,7 @@ func (p *peer) run() {
 				p.report.ReportUnreachable(p.id)
 				continue
 			}
-			opened = time.Now()
+			asked = time.Time{}
 		}
 		if err := st.Send(buf); err != nil {
 			if p.ctx.Err() != nil {
@@ -163,11 +168,19 @@ func (p *peer) run() {
 		// A QUIC stream accepts writes into its buffers whether or not the
 		// peer still receives them (a peer that restarted on the same
 		// address can leave the old connection half alive until its idle
-		// timeout). Raft peers always answer, so a stream that has carried
-		// messages for a while without any reply is replaced, with its
-		// connection, and the next message dials afresh.
-		if stale := p.staleAfter(); time.Since(opened) > stale && time.Since(p.report.LastHeard(p.id)) > stale {
-			p.log.Info("raft peer has not answered; reconnecting", "silent_for", time.Since(p.report.LastHeard(p.id)).Round(time.Millisecond))
+		// timeout). Appends, heartbeats and read-index requests are always
+		// answered by a live peer, so a stream whose requests have gone
+		// unanswered for a while is replaced, with its connection, and the
+		// next message dials afresh. Any message from the peer does not do:
+		// a peer that receives nothing still sends us its pre-votes.
+		if answered := p.report.LastAnswer(p.id); !asked.IsZero() && answered.After(asked) {
+			asked = time.Time{}
+		}
+		if hasRequest && asked.IsZero() {
+			asked = time.Now()
+		}
+		if stale := p.staleAfter(); !asked.IsZero() && time.Since(asked) > stale {
+			p.log.Info("raft peer has not answered; reconnecting", "unanswered_for", time.Since(asked).Round(time.Millisecond))
 			st.Close()
 			if p.conn != nil {
 				p.conn.Close()
@@ -176,6 +189,15 @@ func (p *peer) run() {
 			p.report.ReportUnreachable(p.id)
 		}
 	}
+}
+
+// expectsAnswer reports whether a live peer always answers m.
+func expectsAnswer(m *pb.Message) bool {
+	switch m.GetType() {
+	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgReadIndex:
+		return true
+	}
+	return false
 }
 
 // staleAfter is how long a stream may go unanswered: two election timeouts.
@@ -312,7 +334,9 @@ func (n *Node) serveStream(ctx context.Context, peer identity.ID, method string,
 				return err
 			}
 			if err := decodeBatch(b, func(m *pb.Message) error {
-				n.noteHeard(m.GetFrom())
+				if raft.IsResponseMsg(m.GetType()) {
+					n.noteAnswer(m.GetFrom())
+				}
 				return n.step(ctx, m)
 			}); err != nil {
 				return err
@@ -325,14 +349,14 @@ func (n *Node) serveStream(ctx context.Context, peer identity.ID, method string,
 	}
 }
 
-// noteHeard records that a message from id arrived.
-func (n *Node) noteHeard(id uint64) {
+// noteAnswer records that a response from id arrived.
+func (n *Node) noteAnswer(id uint64) {
 	v, _ := n.heard.LoadOrStore(id, new(atomic.Int64))
 	v.(*atomic.Int64).Store(time.Now().UnixNano())
 }
 
-// LastHeard is when a message from id last arrived.
-func (n *Node) LastHeard(id uint64) time.Time {
+// LastAnswer is when a response from id last arrived.
+func (n *Node) LastAnswer(id uint64) time.Time {
 	if v, ok := n.heard.Load(id); ok {
 		return time.Unix(0, v.(*atomic.Int64).Load())
 	}
