@@ -168,7 +168,13 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 			_ = cg.KillAll(unix.SIGKILL)
 		}
 		_ = signalProcess(st, unix.SIGKILL)
-		if err := waitGone(ctx, st); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := waitExit(wctx, st)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("process %d did not exit within 10s of SIGKILL", st.Pid)
+			}
 			return fmt.Errorf("delete %s: %w", id, err)
 		}
 	}
@@ -192,24 +198,8 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	return nil
 }
 
-// waitGone waits until the init process no longer exists.
-func waitGone(ctx context.Context, st *savedState) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for st.alive() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("process %d did not exit within 10s of SIGKILL", st.Pid)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-// waitExit blocks until a process this process did not fork exits: a
-// pidfd becomes readable then.
+// waitExit blocks until the container's init exits (a pidfd becomes
+// readable then), whether or not this process forked it.
 func waitExit(ctx context.Context, st *savedState) error {
 	pidfd, err := unix.PidfdOpen(st.Pid, 0)
 	if err != nil {
