@@ -24,7 +24,6 @@ const maxWatchResponse = 1 << 20
 // Watch serves one client stream carrying many watchers, as etcd does.
 func (w *watchServer) Watch(stream grpc.BidiStreamingServer[etcdserverpb.WatchRequest, etcdserverpb.WatchResponse]) error {
 	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
 	var (
 		sendMu  sync.Mutex
 		mu      sync.Mutex
@@ -32,8 +31,11 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[etcdserverpb.WatchRe
 		cancels = map[int64]context.CancelFunc{}
 		wg      sync.WaitGroup
 	)
-	defer wg.Wait()
-	defer cancel()
+	// Stop every watcher of the stream, then wait for their pumps.
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	send := func(r *etcdserverpb.WatchResponse) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
