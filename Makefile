@@ -11,7 +11,7 @@ TOOLS       := $(CURDIR)/bin/tools
 RACE_PKGS   ?= ./...
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test test-unit lint bench generate soak clean help
+.PHONY: all build test lint bench generate soak clean help
 
 all: build
 
@@ -26,9 +26,6 @@ build: ## static binary in bin/nexus (plus the nexus-runtime link), with the con
 
 test: build ## every test, including those that need root (run as root)
 	NEXUS_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
-
-test-unit: ## tests that need neither root nor the built binary
-	$(GO) test -short -count=1 ./...
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
