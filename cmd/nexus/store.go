@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -37,6 +39,8 @@ type storeOptions struct {
 	tick                time.Duration
 	snapshotCount       uint64
 	quotaBytes          int64
+	listenMetricsURLs   []string
+	enablePprof         bool
 }
 
 func newStoreCommand(g *globalOptions) *cobra.Command {
@@ -92,6 +96,8 @@ peer port as https, with its name before the @), then start it with the current 
 	f.DurationVar(&o.tick, "heartbeat-interval", 100*time.Millisecond, "raft tick (election timeout is 10 ticks)")
 	f.Uint64Var(&o.snapshotCount, "snapshot-count", 10000, "applied entries between snapshots")
 	f.Int64Var(&o.quotaBytes, "quota-backend-bytes", 0, "size limit of the data before writes fail with NOSPACE (default 2 GiB)")
+	f.StringSliceVar(&o.listenMetricsURLs, "listen-metrics-urls", nil, "extra http://host:port URLs serving /health (and /debug/pprof with --enable-pprof)")
+	f.BoolVar(&o.enablePprof, "enable-pprof", false, "serve Go runtime profiles under /debug/pprof/ on the metrics URLs")
 	return cmd
 }
 
@@ -223,18 +229,20 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	srv.Register(g2)
 	defer g2.Stop()
 	for _, u := range o.listenClientURLs {
-		pu, err := url.Parse(u)
-		if err != nil || pu.Host == "" {
-			return fmt.Errorf("--listen-client-urls %q is not a URL like http://host:port", u)
-		}
-		if pu.Scheme != "http" {
-			return fmt.Errorf("--listen-client-urls %q: only http:// is served so far (put the API on loopback or a private network)", u)
-		}
-		l, err := net.Listen("tcp", pu.Host)
+		l, err := listenHTTP("--listen-client-urls", u)
 		if err != nil {
-			return fmt.Errorf("listen for clients on %s: %w", pu.Host, err)
+			return err
 		}
 		go g2.Serve(l)
+	}
+	for _, u := range o.listenMetricsURLs {
+		l, err := listenHTTP("--listen-metrics-urls", u)
+		if err != nil {
+			return err
+		}
+		hs := &http.Server{Handler: metricsHandler(srv, o.enablePprof), ReadHeaderTimeout: 10 * time.Second}
+		defer hs.Close()
+		go hs.Serve(l)
 	}
 	log.Info("store member ready to serve client requests", "clients", strings.Join(advertise, ","), "peers", listenPeer, "cluster", id.Cluster)
 
@@ -247,4 +255,43 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// listenHTTP opens the TCP listener of an http://host:port URL given to flag.
+func listenHTTP(flag, u string) (net.Listener, error) {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Host == "" {
+		return nil, fmt.Errorf("%s %q is not a URL like http://host:port", flag, u)
+	}
+	if pu.Scheme != "http" {
+		return nil, fmt.Errorf("%s %q: only http:// is served so far (put it on loopback or a private network)", flag, u)
+	}
+	l, err := net.Listen("tcp", pu.Host)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", flag, pu.Host, err)
+	}
+	return l, nil
+}
+
+// metricsHandler serves /health as etcd does ({"health":"true"} while this
+// member knows a leader) and, if asked, the Go profiles.
+func metricsHandler(srv *server.Server, pprofOn bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if srv.Node().Status().Leader == 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, `{"health":"false","reason":"no raft leader"}`)
+			return
+		}
+		fmt.Fprintln(w, `{"health":"true","reason":""}`)
+	})
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,5 +212,60 @@ func TestStoreCommandRejectsBadFlags(t *testing.T) {
 	empty := t.TempDir()
 	if _, err := run(t, "--data-dir", empty, "store"); err == nil || !strings.Contains(err.Error(), "nexus cert init") {
 		t.Errorf("no certificates: %v", err)
+	}
+}
+
+// TestStoreMetricsURL: --listen-metrics-urls serves etcd's /health once the
+// member has a leader, and /debug/pprof/ only with --enable-pprof.
+func TestStoreMetricsURL(t *testing.T) {
+	bin := nexusBinary(t)
+	for _, pprofOn := range []bool{false, true} {
+		dir := t.TempDir()
+		if out, err := exec.Command(bin, "--data-dir", dir, "cert", "init", "--cluster", "metrics", "--name", "m0").CombinedOutput(); err != nil {
+			t.Fatalf("cert init: %v: %s", err, out)
+		}
+		metrics := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
+		args := []string{"--data-dir", dir, "--log-level", "warn", "store", "--name", "m0",
+			"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp")),
+			"--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", freeLoopbackPort(t, "udp")),
+			"--listen-metrics-urls", "http://" + metrics}
+		if pprofOn {
+			args = append(args, "--enable-pprof")
+		}
+		cmd := exec.Command(bin, args...)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		var body string
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			resp, err := http.Get("http://" + metrics + "/health")
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body = string(b)
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/health not healthy within 20s (last body %q, err %v); log:\n%s", body, err, out.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(body, `"health":"true"`) {
+			t.Errorf("/health = %q, want etcd's {\"health\":\"true\"}", body)
+		}
+		resp, err := http.Get("http://" + metrics + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[pprofOn]; resp.StatusCode != want {
+			t.Errorf("--enable-pprof=%v: /debug/pprof/ answered %d, want %d", pprofOn, resp.StatusCode, want)
+		}
 	}
 }

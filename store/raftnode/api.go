@@ -334,5 +334,9 @@ func (n *Node) Status() Status {
 	}
 }
 
+// Term returns the newest raft term this member has saved. Unlike Status
+// it does not wait for the raft goroutine, so it suits every response.
+func (n *Node) Term() uint64 { return n.term.Load() }
+
 // ID returns the member's raft ID.
 func (n *Node) ID() uint64 { return n.id }

@@ -51,6 +51,11 @@ type Node struct {
 
 	stopc    chan struct{}
 	donec    chan struct{}
+	// applyc feeds the applier: runs of committed normal entries, already
+	// in the local WAL, applied in order while the loop goes on to the next
+	// Ready.
+	applyc      chan applyJob
+	applierDone chan struct{}
 	stopOnce sync.Once
 	failErr  atomic.Pointer[error]
 
@@ -63,6 +68,7 @@ type Node struct {
 	raftState raft.StateType
 
 	seq    atomic.Uint64
+	term   atomic.Uint64 // the newest term saved, for response headers
 	confMu sync.Mutex // one membership change at a time
 	// heard is when a response from each peer last arrived (unix nanos),
 	// for the senders' check that a connection still delivers.
@@ -78,6 +84,18 @@ type Node struct {
 	reads          map[uint64]chan uint64
 	appliedWaiters []appliedWaiter
 }
+
+// applyJob is one run of committed normal entries for the applier, or,
+// with done set, a barrier closed once everything before it is applied.
+type applyJob struct {
+	ents []*pb.Entry
+	done chan struct{}
+}
+
+// applyQueue bounds the runs waiting for the applier; a full queue holds
+// the loop back, so a slow state machine slows acknowledgements rather
+// than growing memory.
+const applyQueue = 256
 
 type appliedWaiter struct {
 	index uint64
@@ -117,6 +135,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg: cfg, id: cfg.ID, log: log,
 		storage: raft.NewMemoryStorage(), wal: w, snaps: snaps, sm: cfg.StateMachine,
 		stopc: make(chan struct{}), donec: make(chan struct{}),
+		applyc: make(chan applyJob, applyQueue), applierDone: make(chan struct{}),
 		peers: map[uint64]*peer{}, addrBook: map[uint64]Peer{},
 		members: map[uint64]Member{}, leaderc: make(chan struct{}),
 		proposals: map[uint64]chan any{}, confChanges: map[uint64]chan struct{}{}, reads: map[uint64]chan uint64{},
@@ -168,6 +187,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.raft = raft.RestartNode(rc)
 	}
 	n.syncPeers()
+	go n.runApplier()
 	go n.run()
 	return n, nil
 }
@@ -215,6 +235,7 @@ func (n *Node) recover(st *wal.State) error {
 			hs.Commit = new(n.snapIndex)
 		}
 		commit = hs.GetCommit()
+		n.term.Store(hs.GetTerm())
 		if err := n.storage.SetHardState(hs); err != nil {
 			return err
 		}
@@ -246,6 +267,10 @@ func (n *Node) recover(st *wal.State) error {
 
 func (n *Node) run() {
 	defer close(n.donec)
+	defer func() {
+		close(n.applyc)
+		<-n.applierDone
+	}()
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
@@ -299,7 +324,11 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if err := n.wal.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return err
 	}
+	if t := rd.HardState.GetTerm(); t > 0 {
+		n.term.Store(t)
+	}
 	if snap != nil {
+		n.drainApplier()
 		if err := n.installSnapshot(rd.Snapshot, snap); err != nil {
 			return err
 		}
@@ -354,6 +383,7 @@ func (n *Node) send(msgs []*pb.Message) error {
 // as etcd does: the stored snapshot may predate the configuration change
 // that added the receiver, which would then refuse it.
 func (n *Node) freshenSnapshot(m *pb.Message) error {
+	n.drainApplier()
 	n.mu.Lock()
 	applied := n.applied
 	n.mu.Unlock()
@@ -428,7 +458,20 @@ func (n *Node) installSnapshot(snap *pb.Snapshot, sf *snapFile) error {
 	return nil
 }
 
+// apply hands committed entries to the applier. Every one of them is in the
+// local WAL by now (entries of this Ready were saved before), so the state
+// machine is never ahead of the log it would be rebuilt from. A run with a
+// configuration change is applied here, after the applier has caught up:
+// raft must see the change before the next Ready.
 func (n *Node) apply(ents []*pb.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	if !slices.ContainsFunc(ents, func(e *pb.Entry) bool { return e.GetType() != pb.EntryNormal }) {
+		n.applyc <- applyJob{ents: ents}
+		return nil
+	}
+	n.drainApplier()
 	var normal []*pb.Entry
 	flush := func() {
 		if len(normal) == 0 {
@@ -464,6 +507,34 @@ func (n *Node) apply(ents []*pb.Entry) error {
 	}
 	flush()
 	return nil
+}
+
+// runApplier applies the runs the loop queues, in order, until the loop
+// closes the queue. After Stop it skips what is left: those entries are in
+// the WAL and are applied again at the next start.
+func (n *Node) runApplier() {
+	defer close(n.applierDone)
+	for job := range n.applyc {
+		if len(job.ents) > 0 {
+			select {
+			case <-n.stopc:
+			default:
+				n.applyNormal(job.ents)
+				n.setApplied(job.ents[len(job.ents)-1].GetIndex())
+			}
+		}
+		if job.done != nil {
+			close(job.done)
+		}
+	}
+}
+
+// drainApplier returns once every run queued so far is applied; the loop
+// calls it before it reads or replaces the state machine as a whole.
+func (n *Node) drainApplier() {
+	done := make(chan struct{})
+	n.applyc <- applyJob{done: done}
+	<-done
 }
 
 // applyNormal applies consecutive normal entries: all at once when the
@@ -588,6 +659,10 @@ func (n *Node) maybeSnapshot() error {
 	if applied-n.snapIndex < n.cfg.SnapshotEvery {
 		return nil
 	}
+	n.drainApplier()
+	n.mu.Lock()
+	applied = n.applied
+	n.mu.Unlock()
 	_, err := n.takeSnapshot(applied)
 	return err
 }

@@ -302,8 +302,7 @@ func (s *Server) linearizable(ctx context.Context) error {
 }
 
 func (s *Server) header() *etcdserverpb.ResponseHeader {
-	st := s.node.Status()
-	return &etcdserverpb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.cfg.ID, Revision: s.kv.Rev(), RaftTerm: st.Term}
+	return &etcdserverpb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.cfg.ID, Revision: s.kv.Rev(), RaftTerm: s.node.Term()}
 }
 
 // toGRPC turns errors into the status errors etcd clients understand.
