@@ -39,7 +39,9 @@ func nexusBinary(t *testing.T) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "nexus")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		build := exec.Command("go", "build", "-o", builtBin, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build makes it
+		out, err := build.CombinedOutput()
 		if err != nil {
 			buildErr = err
 			t.Logf("%s", out)

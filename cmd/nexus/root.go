@@ -41,5 +41,7 @@ with mutual TLS between every pair of machines.`,
 	pf.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 
 	root.AddCommand(newVersionCommand(), newRuntimeCommand(opts, false), newCertCommand(opts), newTokenCommand(opts), newStoreCommand(opts))
+	root.AddCommand(newHelloCommand())
+	root.AddCommand(newImageCommand(opts))
 	return root
 }

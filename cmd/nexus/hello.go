@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"nexus.dev/nexus/internal/hello"
+)
+
+// defaultHelloPort is the port `nexus hello` listens on unless --port or the
+// PORT environment variable says otherwise.
+const defaultHelloPort = 8080
+
+func newHelloCommand() *cobra.Command {
+	var (
+		port    int
+		listen  string
+		message string
+	)
+	cmd := &cobra.Command{
+		Use:   "hello",
+		Short: "Run a small HTTP server that reports its hostname, addresses and a request count",
+		Long: `Run a small HTTP server, the entrypoint of the built-in image nexus.local/hello.
+"/" answers with the hostname, every interface address, the request number and the
+request as received (plain text, or JSON with "Accept: application/json");
+"/healthz" answers "ok". SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("port") {
+				if env := os.Getenv("PORT"); env != "" {
+					p, err := strconv.Atoi(env)
+					if err != nil {
+						return fmt.Errorf("environment PORT=%q is not a port number: set it to 0-65535 or pass --port", env)
+					}
+					port = p
+				}
+			}
+			if port < 0 || port > 65535 {
+				return fmt.Errorf("port %d is outside 0-65535", port)
+			}
+			// Catching the signals matters most as PID 1 in a container,
+			// where the kernel applies no default action to them.
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			ln, err := net.Listen("tcp", net.JoinHostPort(listen, strconv.Itoa(port)))
+			if err != nil {
+				return fmt.Errorf("listen on %s port %d: %w (choose another with --listen/--port)", listen, port, err)
+			}
+			slog.Info("listening on " + ln.Addr().String())
+			err = hello.Serve(ctx, ln, hello.NewHandler(hello.Config{Message: message}))
+			if err == nil {
+				slog.Info("stopped")
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&port, "port", defaultHelloPort, "TCP port to listen on (the PORT environment variable overrides the default)")
+	f.StringVar(&listen, "listen", "::", `address to listen on; "::" is every IPv6 and IPv4 address`)
+	f.StringVar(&message, "message", "", "a line to add to every answer")
+	return cmd
+}

@@ -1,0 +1,249 @@
+// Package hello is a small HTTP server that reports where it runs: the
+// hostname, the interface addresses, a request counter and the request as it
+// arrived. It is the entrypoint of Nexus's built-in image (`nexus hello`), so
+// demos and tests can start a real, networked container without a registry,
+// and see from the answer which container served them.
+package hello
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// ShutdownTimeout bounds how long Serve waits for requests in flight once
+// its context ends; a container runtime sends SIGKILL soon after SIGTERM.
+const ShutdownTimeout = 5 * time.Second
+
+// Config configures a Handler.
+type Config struct {
+	// Message is an optional line added to every report.
+	Message string
+	// Logger receives one debug line per request; nil means slog.Default().
+	Logger *slog.Logger
+	// Hostname and Addresses default to the machine's (os.Hostname and
+	// net.InterfaceAddrs); tests replace them.
+	Hostname  func() (string, error)
+	Addresses func() ([]Address, error)
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Address is one address of one network interface.
+type Address struct {
+	Interface string `json:"interface"`
+	Address   string `json:"address"` // in CIDR form, e.g. "10.0.0.2/24"
+	Loopback  bool   `json:"loopback"`
+}
+
+// Report is what the server answers on "/", as text or as JSON.
+type Report struct {
+	Message    string              `json:"message,omitempty"`
+	Hostname   string              `json:"hostname"`
+	Addresses  []Address           `json:"addresses"`
+	Request    uint64              `json:"request"` // 1 for the first request this server answered
+	Method     string              `json:"method"`
+	Path       string              `json:"path"`
+	RemoteAddr string              `json:"remoteAddr"`
+	Headers    map[string][]string `json:"headers"`
+	Started    time.Time           `json:"started"`
+	Uptime     string              `json:"uptime"`
+}
+
+// Handler serves "/" (the report) and "/healthz" ("ok").
+type Handler struct {
+	cfg      Config
+	started  time.Time
+	requests atomic.Uint64
+	mux      *http.ServeMux
+}
+
+// NewHandler returns a Handler whose uptime counts from now.
+func NewHandler(cfg Config) *Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Hostname == nil {
+		cfg.Hostname = os.Hostname
+	}
+	if cfg.Addresses == nil {
+		cfg.Addresses = InterfaceAddresses
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Handler{cfg: cfg, started: cfg.Now()}
+	h.mux = http.NewServeMux()
+	h.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	h.mux.HandleFunc("/", h.serveReport)
+	return h
+}
+
+// ServeHTTP logs the request and dispatches it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.cfg.Logger.Debug("request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *Handler) serveReport(w http.ResponseWriter, r *http.Request) {
+	rep := h.report(r)
+	if wantsJSON(r.Header.Get("Accept")) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, rep.Text())
+}
+
+// report counts the request and describes it. A failure to read the
+// hostname or the addresses is reported in the answer rather than failing
+// it: the counter and the echo are still worth having.
+func (h *Handler) report(r *http.Request) Report {
+	now := h.cfg.Now()
+	rep := Report{
+		Message:    h.cfg.Message,
+		Request:    h.requests.Add(1),
+		Method:     r.Method,
+		Path:       r.URL.RequestURI(),
+		RemoteAddr: r.RemoteAddr,
+		Headers:    map[string][]string(r.Header.Clone()),
+		Started:    h.started.UTC(),
+		Uptime:     now.Sub(h.started).Round(time.Millisecond).String(),
+	}
+	if r.Host != "" {
+		rep.Headers["Host"] = []string{r.Host}
+	}
+	var err error
+	if rep.Hostname, err = h.cfg.Hostname(); err != nil {
+		rep.Hostname = "unknown (" + err.Error() + ")"
+	}
+	if rep.Addresses, err = h.cfg.Addresses(); err != nil {
+		h.cfg.Logger.Warn("list interface addresses", "err", err)
+	}
+	if rep.Addresses == nil {
+		rep.Addresses = []Address{}
+	}
+	return rep
+}
+
+// Text renders the report for people and for curl.
+func (rep Report) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "hello from %s\n", rep.Hostname)
+	if rep.Message != "" {
+		fmt.Fprintf(&b, "%s\n", rep.Message)
+	}
+	fmt.Fprintf(&b, "request %d: %s %s from %s\n", rep.Request, rep.Method, rep.Path, rep.RemoteAddr)
+	b.WriteString("addresses:\n")
+	for _, a := range rep.Addresses {
+		fmt.Fprintf(&b, "  %-10s %s\n", a.Interface, a.Address)
+	}
+	b.WriteString("headers:\n")
+	names := make([]string, 0, len(rep.Headers))
+	for k := range rep.Headers {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		for _, v := range rep.Headers[k] {
+			fmt.Fprintf(&b, "  %s: %s\n", k, v)
+		}
+	}
+	fmt.Fprintf(&b, "started %s, up %s\n", rep.Started.Format(time.RFC3339), rep.Uptime)
+	return b.String()
+}
+
+// wantsJSON reports whether an Accept header prefers JSON to text. Any
+// listed JSON type counts unless it is refused with q=0.
+func wantsJSON(accept string) bool {
+	for _, part := range strings.Split(accept, ",") {
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		if mt == "application/json" && params["q"] != "0" {
+			return true
+		}
+	}
+	return false
+}
+
+// InterfaceAddresses lists the addresses of every interface that is up,
+// non-loopback interfaces first, each group in name order.
+func InterfaceAddresses() ([]Address, error) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list network interfaces: %w", err)
+	}
+	var out []Address
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("list addresses of %s: %w", ifc.Name, err)
+		}
+		for _, a := range addrs {
+			out = append(out, Address{Interface: ifc.Name, Address: a.String(), Loopback: ifc.Flags&net.FlagLoopback != 0})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Address) int {
+		if a.Loopback != b.Loopback {
+			if a.Loopback {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.Interface, b.Interface)
+	})
+	return out, nil
+}
+
+// Serve answers HTTP on ln with h until ctx ends, then shuts down
+// gracefully: it stops accepting, lets requests in flight finish for up to
+// ShutdownTimeout and closes what remains. It returns nil after a shutdown
+// that ctx asked for.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		srv.Close()
+		err = nil // requests cut short are the cost of a bounded stop, not a failure
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return fmt.Errorf("serve http on %s: %w", ln.Addr(), serr)
+	}
+	return err
+}

@@ -1,0 +1,188 @@
+package hello
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func testHandler(t *testing.T, logs io.Writer) *Handler {
+	t.Helper()
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := start
+	var mu sync.Mutex
+	return NewHandler(Config{
+		Message:  "greetings",
+		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Hostname: func() (string, error) { return "box-1", nil },
+		Addresses: func() ([]Address, error) {
+			return []Address{{"eth0", "fd00::2/64", false}, {"lo", "127.0.0.1/8", true}}, nil
+		},
+		Now: func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			now = now.Add(time.Second)
+			return now
+		},
+	})
+}
+
+func get(t *testing.T, h http.Handler, path, accept string) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest("GET", path, nil)
+	r.Header.Set("X-Probe", "p1")
+	if accept != "" {
+		r.Header.Set("Accept", accept)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func TestTextReportCountsRequests(t *testing.T) {
+	h := testHandler(t, io.Discard)
+	for i, want := range []string{"request 1: GET /a?b=c from", "request 2: GET /a?b=c from"} {
+		w := get(t, h, "/a?b=c", "")
+		body := w.Body.String()
+		if w.Code != 200 || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
+			t.Fatalf("request %d: status %d, type %q", i+1, w.Code, w.Header().Get("Content-Type"))
+		}
+		for _, s := range []string{"hello from box-1\n", "greetings\n", want, "eth0", "fd00::2/64", "127.0.0.1/8", "X-Probe: p1", "started 2026-01-02T03:04:06Z"} {
+			if !strings.Contains(body, s) {
+				t.Errorf("request %d: answer lacks %q:\n%s", i+1, s, body)
+			}
+		}
+	}
+}
+
+func TestJSONReportOnAccept(t *testing.T) {
+	h := testHandler(t, io.Discard)
+	get(t, h, "/", "")
+	for _, accept := range []string{"application/json", "text/html, application/json;q=0.9"} {
+		w := get(t, h, "/x", accept)
+		if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+			t.Fatalf("Accept %q: Content-Type %q", accept, ct)
+		}
+		var rep Report
+		if err := json.Unmarshal(w.Body.Bytes(), &rep); err != nil {
+			t.Fatalf("Accept %q: %v\n%s", accept, err, w.Body)
+		}
+		if rep.Hostname != "box-1" || rep.Path != "/x" || rep.Method != "GET" || rep.Message != "greetings" ||
+			len(rep.Addresses) != 2 || rep.Headers["X-Probe"][0] != "p1" || rep.Uptime == "" {
+			t.Errorf("Accept %q: report %+v", accept, rep)
+		}
+	}
+	// Requests are counted whatever their form.
+	var rep Report
+	json.Unmarshal(get(t, h, "/", "application/json").Body.Bytes(), &rep)
+	if rep.Request != 4 {
+		t.Errorf("fourth request reported as %d", rep.Request)
+	}
+	if w := get(t, h, "/", "application/json;q=0, text/plain"); !strings.HasPrefix(w.Body.String(), "hello from") {
+		t.Errorf("JSON refused with q=0 still got %q", w.Body)
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	var logs bytes.Buffer
+	h := testHandler(t, &logs)
+	w := get(t, h, "/healthz", "")
+	if w.Code != 200 || w.Body.String() != "ok\n" {
+		t.Fatalf("healthz: %d %q", w.Code, w.Body)
+	}
+	if !strings.Contains(logs.String(), "level=DEBUG msg=request method=GET path=/healthz") {
+		t.Errorf("no debug line per request: %q", logs.String())
+	}
+}
+
+func TestConcurrentRequestsGetDistinctNumbers(t *testing.T) {
+	h := testHandler(t, io.Discard)
+	const n = 50
+	seen := make(chan uint64, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			var rep Report
+			json.Unmarshal(get(t, h, "/", "application/json").Body.Bytes(), &rep)
+			seen <- rep.Request
+		})
+	}
+	wg.Wait()
+	close(seen)
+	got := map[uint64]bool{}
+	for r := range seen {
+		got[r] = true
+	}
+	for i := uint64(1); i <= n; i++ {
+		if !got[i] {
+			t.Fatalf("request number %d never given: %v", i, got)
+		}
+	}
+}
+
+func TestReportSurvivesHostnameFailure(t *testing.T) {
+	h := NewHandler(Config{
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Hostname:  func() (string, error) { return "", errors.New("no uts") },
+		Addresses: func() ([]Address, error) { return nil, errors.New("no netlink") },
+	})
+	w := get(t, h, "/", "")
+	if w.Code != 200 || !strings.Contains(w.Body.String(), "hello from unknown (no uts)") {
+		t.Fatalf("%d %q", w.Code, w.Body)
+	}
+}
+
+func TestInterfaceAddressesListsLoopbackLast(t *testing.T) {
+	addrs, err := InterfaceAddresses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sawLoopback := false
+	for _, a := range addrs {
+		if a.Loopback {
+			sawLoopback = true
+		} else if sawLoopback {
+			t.Fatalf("non-loopback %v after a loopback address: %v", a, addrs)
+		}
+	}
+	if !sawLoopback {
+		t.Skip("no loopback interface is up here")
+	}
+}
+
+func TestServeShutsDownWhenContextEnds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, testHandler(t, io.Discard)) }()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after cancel: %v", err)
+		}
+	case <-time.After(ShutdownTimeout + 2*time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("still accepting connections after shutdown")
+	}
+}

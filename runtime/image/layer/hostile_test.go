@@ -1,0 +1,238 @@
+package layer
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// sandbox is a snapshot directory with a sentinel directory beside it; a
+// hostile layer must leave the sentinel, and everything else outside the
+// snapshot, as it was.
+type sandbox struct {
+	base, snap, sentinel string
+}
+
+func newSandbox(t testing.TB) sandbox {
+	t.Helper()
+	base := t.TempDir()
+	s := sandbox{base: base, snap: filepath.Join(base, "snap"), sentinel: filepath.Join(base, "sentinel")}
+	for _, d := range []string{s.snap, s.sentinel} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(s.sentinel, "keep"), []byte("untouched"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// check fails the test if anything outside the snapshot changed.
+func (s sandbox) check(t testing.TB) {
+	t.Helper()
+	want := map[string]string{"sentinel": "dir 0755", "sentinel/keep": `file 0644 "untouched"`}
+	got := tree(t, s.base, false)
+	for k := range got {
+		if k == "snap" || strings.HasPrefix(k, "snap/") {
+			delete(got, k)
+		}
+	}
+	if d := diffTrees(got, want); d != "" {
+		t.Errorf("something was written outside the snapshot:\n%s", d)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(s.sentinel, "keep"), &st); err == nil && st.Nlink != 1 {
+		t.Errorf("the sentinel file got a hard link from inside the snapshot (nlink %d)", st.Nlink)
+	}
+}
+
+func TestHostileLayers(t *testing.T) {
+	// sentinel paths are filled in per test: "@S" is the sentinel directory
+	// (absolute), "@R" the same without its leading slash.
+	tests := []struct {
+		name       string
+		ents       []tarEntry
+		limits     Limits
+		raw        []byte // instead of ents, for what archive/tar will not write
+		wantReason string
+		wantEntry  string
+	}{
+		{name: "dot-dot", ents: []tarEntry{reg("../sentinel/x", "pwned")}, wantReason: "path climbs out of the layer root", wantEntry: "../sentinel/x"},
+		{name: "dot-dot after a directory", ents: []tarEntry{dirent("a/"), reg("a/../../sentinel/x", "pwned")}, wantReason: "climbs out"},
+		{name: "dot-dot directory", ents: []tarEntry{dirent("../sentinel/d/")}, wantReason: "climbs out"},
+		{name: "absolute path", ents: []tarEntry{reg("@S/x", "pwned")}, wantReason: "absolute path"},
+		{name: "absolute /etc path", ents: []tarEntry{reg("/etc/nexus-layer-test-never-written", "pwned")}, wantReason: "absolute path"},
+		{
+			name:       "symlink parent to the host root",
+			ents:       []tarEntry{sym("evil", "/"), reg("evil/@R/x", "pwned")},
+			wantReason: `writes through a symlink: parent "evil" is a symbolic link`,
+		},
+		{
+			name:       "symlink parent to a sibling directory",
+			ents:       []tarEntry{sym("evil", "@S"), reg("evil/x", "pwned")},
+			wantReason: "writes through a symlink", wantEntry: "evil/x",
+		},
+		{
+			name:       "relative symlink parent, deeper",
+			ents:       []tarEntry{dirent("a/"), sym("a/b", "../../sentinel"), dirent("a/b/d/")},
+			wantReason: `parent "a/b" is a symbolic link`,
+		},
+		{
+			name:       "symlink parent replacing a directory",
+			ents:       []tarEntry{dirent("d/"), reg("d/f", "1"), sym("d", "@S"), reg("d/x", "pwned")},
+			wantReason: "writes through a symlink",
+		},
+		{
+			name:       "symlink parent then hard link into it",
+			ents:       []tarEntry{reg("f", "1"), sym("evil", "@S"), hard("evil/x", "f")},
+			wantReason: "writes through a symlink",
+		},
+		{
+			name:       "whiteout through a symlink parent",
+			ents:       []tarEntry{sym("evil", "@S"), reg("evil/.wh.keep", "")},
+			wantReason: "writes through a symlink",
+		},
+		{
+			name:       "opaque marker through a symlink parent",
+			ents:       []tarEntry{sym("evil", "@S"), reg("evil/.wh..wh..opq", "")},
+			wantReason: "writes through a symlink",
+		},
+		{name: "hard link out with dot-dot", ents: []tarEntry{hard("x", "../../sentinel/keep")}, wantReason: `hard link target "../../sentinel/keep": path climbs out`},
+		{name: "hard link to an absolute path", ents: []tarEntry{hard("x", "@S/keep")}, wantReason: "absolute path"},
+		{
+			name:       "hard link through a symlink",
+			ents:       []tarEntry{sym("lnk", "@S"), hard("x", "lnk/keep")},
+			wantReason: `hard link target "lnk/keep" goes through a symbolic link`,
+		},
+		{
+			name:       "hard link through a nested symlink",
+			ents:       []tarEntry{dirent("a/"), sym("a/up", "../.."), hard("x", "a/up/sentinel/keep")},
+			wantReason: "goes through a symbolic link",
+		},
+		{name: "hard link to the root", ents: []tarEntry{hard("x", ".")}, wantReason: "hard link to the layer root"},
+		{
+			name:       "tar bomb: bytes",
+			ents:       []tarEntry{reg("a", strings.Repeat("x", 600)), reg("b", strings.Repeat("y", 600))},
+			limits:     Limits{MaxBytes: 1000},
+			wantReason: "past 1000 bytes (limit Limits.MaxBytes); treated as a tar bomb", wantEntry: "b",
+		},
+		{
+			name:       "tar bomb: entries",
+			ents:       []tarEntry{reg("a", ""), reg("b", ""), reg("c", ""), reg("d", "")},
+			limits:     Limits{MaxEntries: 3},
+			wantReason: "more than 3 entries (limit Limits.MaxEntries)", wantEntry: "d",
+		},
+		{
+			name:       "tar bomb: trailing data",
+			raw:        append(mkTar(t, reg("a", "x")), make([]byte, 4096)...),
+			limits:     Limits{MaxBytes: 2048},
+			wantReason: "trailing data",
+		},
+		{
+			name:       "forged opaque xattr",
+			ents:       []tarEntry{withXattr(dirent("etc/"), "trusted.overlay.opaque", "y")},
+			wantReason: `sets the overlayfs attribute "trusted.overlay.opaque"`,
+		},
+		{
+			name:       "forged redirect xattr",
+			ents:       []tarEntry{withXattr(reg("f", ""), "trusted.overlay.redirect", "/etc")},
+			wantReason: "overlayfs attribute",
+		},
+		{
+			name:       "forged userxattr whiteout",
+			ents:       []tarEntry{withXattr(reg("f", ""), "user.overlay.whiteout", "y")},
+			wantReason: "overlayfs attribute",
+		},
+		{name: "whiteout of the parent", ents: []tarEntry{dirent("a/"), reg("a/.wh...", "")}, wantReason: `whiteout of ".." names no file`},
+		{name: "whiteout of nothing", ents: []tarEntry{reg(".wh.", "")}, wantReason: "names no file"},
+		{name: "root replaced by a symlink", ents: []tarEntry{sym("./", "@S")}, wantReason: "the layer root can only be a directory"},
+	}
+	for _, tc := range tests {
+		for _, mode := range []Mode{Overlay, Flatten} {
+			t.Run(tc.name+"/"+mode.String(), func(t *testing.T) {
+				s := newSandbox(t)
+				fill := func(v string) string {
+					v = strings.ReplaceAll(v, "@S", s.sentinel)
+					return strings.ReplaceAll(v, "@R", strings.TrimPrefix(s.sentinel, "/"))
+				}
+				layer := tc.raw
+				if layer == nil {
+					var ents []tarEntry
+					for _, e := range tc.ents {
+						e.hdr.Name, e.hdr.Linkname = fill(e.hdr.Name), fill(e.hdr.Linkname)
+						ents = append(ents, e)
+					}
+					layer = mkTar(t, ents...)
+				}
+				o := testOpts(mode)
+				o.Limits = tc.limits
+				_, err := Apply(context.Background(), s.snap, bytes.NewReader(layer), o)
+				var h *HostileError
+				if !errors.As(err, &h) {
+					t.Fatalf("Apply: %v; want a *HostileError", err)
+				}
+				if !strings.Contains(h.Reason, tc.wantReason) {
+					t.Errorf("reason %q, want it to contain %q", h.Reason, tc.wantReason)
+				}
+				if tc.wantEntry != "" && h.Entry != tc.wantEntry {
+					t.Errorf("entry %q, want %q", h.Entry, tc.wantEntry)
+				}
+				if !strings.Contains(err.Error(), "refusing to unpack") {
+					t.Errorf("error %q does not tell the user the image is refused", err)
+				}
+				s.check(t)
+			})
+		}
+	}
+}
+
+// TestLinksPointingOutAreHarmless checks the cases that look hostile but are
+// not: a symbolic link may point anywhere (it is resolved in the container),
+// a hard link to such a link links the link itself, and in Flatten mode a
+// lower layer's symbolic link in a parent position is replaced, not followed.
+func TestLinksPointingOutAreHarmless(t *testing.T) {
+	for _, mode := range []Mode{Overlay, Flatten} {
+		t.Run(mode.String(), func(t *testing.T) {
+			s := newSandbox(t)
+			mustApply(t, s.snap, mkTar(t, sym("out", s.sentinel+"/keep"), hard("x", "out"), sym("up", "../sentinel")), testOpts(mode))
+			checkTree(t, "Apply", s.snap, false, map[string]string{
+				"out": "symlink -> " + s.sentinel + "/keep", "x": "symlink -> " + s.sentinel + "/keep", "up": "symlink -> ../sentinel",
+			})
+			s.check(t)
+		})
+	}
+	t.Run("lower layer symlink in Flatten mode", func(t *testing.T) {
+		s := newSandbox(t)
+		mustApply(t, s.snap, mkTar(t, sym("evil", s.sentinel), sym("rel", "../sentinel")), testOpts(Flatten))
+		mustApply(t, s.snap, mkTar(t, reg("evil/x", "in the snapshot"), reg("rel/.wh.keep", ""), reg("evil/.wh..wh..opq", "")), testOpts(Flatten))
+		checkTree(t, "Apply", s.snap, false, map[string]string{"evil": "dir 0755", "evil/x": `file 0644 "in the snapshot"`, "rel": "dir 0755"})
+		s.check(t)
+	})
+}
+
+func TestDeviceNodesNeedRoot(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("checks the refusal for unprivileged users; running as root")
+	}
+	layer := mkTar(t, tarEntry{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "null", Mode: 0o666, Devmajor: 1, Devminor: 3}})
+	_, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(layer), testOpts(Overlay))
+	if err == nil || !strings.Contains(err.Error(), "device nodes can only be created by root") {
+		t.Fatalf("Apply of a device node as uid %d: %v", os.Geteuid(), err)
+	}
+}
+
+func TestUnsupportedEntryType(t *testing.T) {
+	layer := mkTar(t, tarEntry{hdr: tar.Header{Typeflag: 'V', Name: "volume-label"}})
+	_, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(layer), testOpts(Overlay))
+	if err == nil || !strings.Contains(err.Error(), `unsupported tar entry type 'V'`) {
+		t.Fatalf("Apply: %v, want an unsupported-type error", err)
+	}
+}

@@ -1,0 +1,221 @@
+package image
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/runtime/image/bundle"
+	"nexus.dev/nexus/runtime/image/snapshot"
+)
+
+// PrepareOptions are a container's overrides of its image's config.
+type PrepareOptions struct {
+	// Args, when not empty, replaces the image's Cmd.
+	Args []string
+	// Entrypoint, when not nil, replaces the image's Entrypoint and drops
+	// its Cmd; empty and not nil clears it so that Args alone run.
+	Entrypoint []string
+	// Env adds to (and overrides names of) the image's environment.
+	Env      []string
+	Hostname string
+	Terminal bool
+}
+
+// validID is what a container ID may look like: it names a directory.
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+func (s *Store) containerDir(id string) string { return s.path(dirContainers, id) }
+
+// Prepare makes an OCI bundle for container id from image ref: the image's
+// snapshots stacked with overlayfs (or copied, where overlayfs is missing)
+// under a fresh writable layer, and a config.json from the image's config
+// and o. It returns the bundle directory, which `nexus runtime run -b DIR
+// ID` runs. Release undoes it.
+func (s *Store) Prepare(ctx context.Context, ref, id string, o PrepareOptions) (bundleDir string, err error) {
+	if !validID.MatchString(id) {
+		return "", fmt.Errorf("invalid container ID %q: use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit", id)
+	}
+	unlock, err := s.lock(ctx, unix.LOCK_SH)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	img, err := s.Get(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	m, cfg, err := s.load(img.Digest)
+	if err != nil {
+		return "", fmt.Errorf("prepare %s: %w", img.Name, err)
+	}
+	rec := containerRecord{Image: img.Name, Digest: img.Digest, Config: m.Config.Digest, DiffIDs: cfg.RootFS.DiffIDs, Created: time.Now().UTC()}
+	for _, l := range m.Layers {
+		rec.Layers = append(rec.Layers, l.Digest)
+	}
+	rec.Overlay = snapshot.OverlaySupported() == nil
+
+	dir := s.containerDir(id)
+	// Claim the ID in the metadata first: that also keeps the layers from
+	// a concurrent Prune in another process once we release the lock.
+	if err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketContainers)
+		if b.Get([]byte(id)) != nil {
+			return fmt.Errorf("container %s is already prepared: release it first", id)
+		}
+		return putJSON(b, id, rec)
+	}); err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			_ = s.release(id, rec.Overlay)
+		}
+	}()
+
+	// A snapshot can be missing if it was damaged and removed: unpack again.
+	report := func(ProgressEvent) {}
+	for i, l := range m.Layers {
+		if err := s.unpack(ctx, l, cfg.RootFS.DiffIDs[i], report); err != nil {
+			return "", fmt.Errorf("prepare %s: %w", id, err)
+		}
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	for _, d := range []string{dir, rootfs, upper, work} {
+		if err := os.Mkdir(d, 0o711); err != nil {
+			return "", fmt.Errorf("prepare %s: %w", id, err)
+		}
+	}
+	// The root directory of the container is the image's, not ours.
+	if err := os.Chmod(rootfs, 0o755); err != nil {
+		return "", err
+	}
+	lowers := make([]string, len(cfg.RootFS.DiffIDs))
+	for i, d := range cfg.RootFS.DiffIDs {
+		lowers[i] = s.snapshotFS(d)
+	}
+	if rec.Overlay {
+		err = snapshot.Mount(ctx, lowers, upper, work, rootfs)
+	} else {
+		err = snapshot.Copy(ctx, lowers, rootfs)
+	}
+	if err != nil {
+		return "", fmt.Errorf("prepare %s: root filesystem: %w", id, err)
+	}
+	spec, err := bundle.Spec(bundle.Config{
+		Image: cfg.Config, Rootfs: rootfs, Args: o.Args, Entrypoint: o.Entrypoint,
+		Env: o.Env, Hostname: o.Hostname, Terminal: o.Terminal,
+	})
+	if err != nil {
+		return "", fmt.Errorf("prepare %s from %s: %w", id, img.Name, err)
+	}
+	data, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := writeFileSync(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
+		return "", fmt.Errorf("prepare %s: %w", id, err)
+	}
+	return dir, nil
+}
+
+// Release unmounts and removes a prepared container's bundle; its layers
+// become collectable by Prune unless an image still uses them.
+func (s *Store) Release(ctx context.Context, id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("invalid container ID %q", id)
+	}
+	var rec containerRecord
+	var found bool
+	if err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bucketContainers), id, &rec)
+		return err
+	}); err != nil {
+		return err
+	}
+	if _, err := os.Stat(s.containerDir(id)); !found && errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no prepared container %s in the image store", id)
+	}
+	return s.release(id, true)
+}
+
+func (s *Store) release(id string, mayBeMounted bool) error {
+	dir := s.containerDir(id)
+	rootfs := filepath.Join(dir, "rootfs")
+	if mayBeMounted {
+		if err := snapshot.Unmount(rootfs); err != nil {
+			return fmt.Errorf("release %s: %w", id, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("release %s: %w", id, err)
+	}
+	return s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketContainers).Delete([]byte(id))
+	})
+}
+
+// isMountPoint reports whether path is a mount point in this process's
+// mount namespace.
+func isMountPoint(path string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountPath(fields[4]) == path {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountPath(p string) string {
+	if !strings.Contains(p, `\`) {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '\\' && i+3 < len(p) {
+			var v byte
+			ok := true
+			for _, c := range p[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+// IsMounted reports whether a prepared container's rootfs is mounted (for
+// tests and diagnostics).
+func (s *Store) IsMounted(id string) (bool, error) {
+	return isMountPoint(filepath.Join(s.containerDir(id), "rootfs"))
+}
