@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"nexus.dev/nexus/internal/mountinfo"
 )
 
 // Mode says which cgroup hierarchies a host has.
@@ -109,7 +111,7 @@ func parseMountinfo(data []byte) *layout {
 		if sep < 6 || len(fields) < sep+4 {
 			continue
 		}
-		root, mnt, fstype, super := fields[3], unescapeMount(fields[4]), fields[sep+1], fields[sep+3]
+		root, mnt, fstype, super := fields[3], mountinfo.Unescape(fields[4]), fields[sep+1], fields[sep+3]
 		if root != "/" {
 			continue
 		}
@@ -141,32 +143,4 @@ var knownV1 = map[string]bool{
 	"cpu": true, "cpuacct": true, "cpuset": true, "memory": true, "devices": true,
 	"freezer": true, "blkio": true, "pids": true, "hugetlb": true, "net_cls": true,
 	"net_prio": true, "perf_event": true, "rdma": true, "misc": true,
-}
-
-// unescapeMount undoes the octal escapes (\040 for space) in mountinfo paths.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -256,9 +256,7 @@ func (s *Store) importDockerImage(ctx context.Context, a *archive, e dockerManif
 		return nil, err
 	}
 	// Every blob is stored now; storeImage checks the whole and unpacks.
-	st, err := s.storeImage(ctx, raw, func(context.Context, v1.Descriptor) (io.ReadCloser, error) {
-		return nil, errors.New("blob vanished from the store during import")
-	}, report)
+	st, err := s.storeImage(ctx, raw, storedOnly, report)
 	if err != nil {
 		return nil, err
 	}
@@ -486,9 +484,7 @@ func (s *Store) rootfsImage(ctx context.Context, names []string, l v1.Descriptor
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.storeImage(ctx, raw, func(context.Context, v1.Descriptor) (io.ReadCloser, error) {
-		return nil, errors.New("blob vanished from the store during import")
-	}, report)
+	st, err := s.storeImage(ctx, raw, storedOnly, report)
 	if err != nil {
 		return nil, fmt.Errorf("import root filesystem: %w", err)
 	}
@@ -542,4 +538,10 @@ func (s *Store) importImage(ctx context.Context, name string, img v1.Image, sour
 		return Image{}, err
 	}
 	return imgs[0], nil
+}
+
+// storedOnly is the fetch function of an import, whose blobs are all in the
+// store before storeImage runs: it should never be called.
+func storedOnly(context.Context, v1.Descriptor) (io.ReadCloser, error) {
+	return nil, errors.New("blob vanished from the store during import")
 }

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"nexus.dev/nexus/internal/mountinfo"
 	"nexus.dev/nexus/runtime/image/bundle"
 	"nexus.dev/nexus/runtime/image/snapshot"
 )
@@ -167,55 +166,8 @@ func (s *Store) release(id string, mayBeMounted bool) error {
 	})
 }
 
-// isMountPoint reports whether path is a mount point in this process's
-// mount namespace.
-func isMountPoint(path string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountPath(fields[4]) == path {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
-}
-
-// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountPath(p string) string {
-	if !strings.Contains(p, `\`) {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '\\' && i+3 < len(p) {
-			var v byte
-			ok := true
-			for _, c := range p[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
-}
-
 // IsMounted reports whether a prepared container's rootfs is mounted (for
 // tests and diagnostics).
 func (s *Store) IsMounted(id string) (bool, error) {
-	return isMountPoint(filepath.Join(s.containerDir(id), "rootfs"))
+	return mountinfo.IsMountPoint(filepath.Join(s.containerDir(id), "rootfs"))
 }
