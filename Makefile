@@ -42,7 +42,7 @@ bench: build ## Go micro-benchmarks (whole-system comparisons live in bench/)
 generate: ## regenerate eBPF objects with bpf2go (needs clang and llvm-strip)
 	$(GO) generate ./...
 
-soak: build ## every test at soak size (NEXUS_SOAK=1: e.g. 10,000 ops per fault scenario, 20 raft failovers)
+soak: build ## every test at soak size (NEXUS_SOAK=1: e.g. 50,000 ops per fault scenario, 20 raft failovers)
 	NEXUS_BIN=$(CURDIR)/$(BIN) NEXUS_SOAK=1 $(GO) test -count=1 -timeout 2h ./...
 
 clean:
