@@ -62,7 +62,7 @@ func (s *Store) Prepare(ctx context.Context, ref, id string, o PrepareOptions) (
 	for _, l := range m.Layers {
 		rec.Layers = append(rec.Layers, l.Digest)
 	}
-	rec.Overlay = snapshot.OverlaySupported() == nil
+	rec.Overlay = snapshot.OverlaySupportedIn(s.path(dirContainers)) == nil
 
 	dir := s.containerDir(id)
 	// Claim the ID in the metadata first: that also keeps the layers from

@@ -20,19 +20,31 @@ import (
 const maxLowerLayers = 500
 
 var (
-	probeOnce sync.Once
-	probeErr  error
+	// probes caches OverlaySupportedIn's answer per directory.
+	probes sync.Map // string -> *probe
 )
 
 // OverlaySupported reports whether overlayfs can be mounted here: nil if
 // it can, else an error that says why. It probes once, by mounting a tiny
 // overlay in a temporary directory, and caches the answer.
-func OverlaySupported() error {
-	probeOnce.Do(func() { probeErr = probeOverlay() })
-	return probeErr
+func OverlaySupported() error { return OverlaySupportedIn(os.TempDir()) }
+
+// OverlaySupportedIn is OverlaySupported for upper directories on dir's
+// file system, which is what matters for a store whose containers live
+// there (a tmpfs /tmp says nothing about the data directory's disk).
+func OverlaySupportedIn(dir string) error {
+	v, _ := probes.LoadOrStore(dir, &probe{})
+	p := v.(*probe)
+	p.once.Do(func() { p.err = probeOverlay(dir) })
+	return p.err
 }
 
-func probeOverlay() error {
+type probe struct {
+	once sync.Once
+	err  error
+}
+
+func probeOverlay(parent string) error {
 	fs, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
 		return fmt.Errorf("overlayfs: read /proc/filesystems: %w", err)
@@ -40,7 +52,7 @@ func probeOverlay() error {
 	if !strings.Contains(string(fs), "\toverlay\n") {
 		return errors.New("overlayfs is not available in this kernel: load it with `modprobe overlay`, or images are copied instead")
 	}
-	dir, err := os.MkdirTemp("", "nexus-overlay-probe")
+	dir, err := os.MkdirTemp(parent, ".nexus-overlay-probe")
 	if err != nil {
 		return fmt.Errorf("overlayfs probe: %w", err)
 	}
