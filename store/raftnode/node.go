@@ -51,13 +51,14 @@ type Node struct {
 
 	stopc    chan struct{}
 	donec    chan struct{}
+	stopOnce sync.Once
+	failErr  atomic.Pointer[error]
+
 	// applyc feeds the applier: runs of committed normal entries, already
 	// in the local WAL, applied in order while the loop goes on to the next
 	// Ready.
 	applyc      chan applyJob
 	applierDone chan struct{}
-	stopOnce sync.Once
-	failErr  atomic.Pointer[error]
 
 	// Owned by the run loop (and by Start before it runs).
 	confState *pb.ConfState
@@ -69,7 +70,7 @@ type Node struct {
 
 	seq    atomic.Uint64
 	term   atomic.Uint64 // the newest term saved, for response headers
-	confMu sync.Mutex // one membership change at a time
+	confMu sync.Mutex    // one membership change at a time
 	// heard is when a response from each peer last arrived (unix nanos),
 	// for the senders' check that a connection still delivers.
 	heard sync.Map // uint64 -> *atomic.Int64
