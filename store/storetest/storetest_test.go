@@ -78,13 +78,16 @@ func TestWorkloadAgainstEtcd(t *testing.T) {
 	defer wcancel()
 	wch := watcher.Watch(wctx, "lin/", clientv3.WithPrefix(), clientv3.WithRev(start.Header.Revision+1))
 
+	faultDone := make(chan struct{})
 	go func() {
+		defer close(faultDone)
 		time.Sleep(300 * time.Millisecond)
 		c.Kill(1)
 		time.Sleep(500 * time.Millisecond)
 		_ = c.Start(1)
 	}()
 	history, stats, err := Run(ctx, Workload{Endpoints: c.Clients, Clients: 4, OpsPerClient: 250, Keys: 8, Prefix: "lin/", Seed: 1})
+	<-faultDone // the cluster's cleanup must not race the restart
 	if err != nil {
 		t.Fatal(err)
 	}
