@@ -43,5 +43,6 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newVersionCommand(), newRuntimeCommand(opts, false), newCertCommand(opts), newTokenCommand(opts), newStoreCommand(opts))
 	root.AddCommand(newHelloCommand())
 	root.AddCommand(newImageCommand(opts))
+	root.AddCommand(newDemoCommand(opts))
 	return root
 }

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/spf13/cobra"
+
+	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/image"
+	"nexus.dev/nexus/runtime/image/builtin"
+)
+
+func newDemoCommand(g *globalOptions) *cobra.Command {
+	var port, requests int
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the built-in hello image as a container on this machine and talk to it",
+		Long: `Run Nexus end to end on this machine, with no registry and no other service:
+package this binary as the built-in image ` + builtin.Reference + ` (its
+"nexus hello" HTTP server), unpack it into the image store under --data-dir,
+start it as a container with Nexus's own OCI runtime (namespaces, cgroups,
+seccomp, dropped capabilities, user nobody), send it a few HTTP requests and
+print the answers, then stop it with SIGTERM and remove it.
+
+The container shares the host's network namespace so that the demo can reach
+it on 127.0.0.1 (real workloads get their own). Needs root, like any runtime.`,
+		Example: `  nexus demo
+  nexus --data-dir /tmp/nexus-demo demo --requests 5 --port 18080`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDemo(cmd.Context(), g, port, requests, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().IntVar(&port, "port", 0, "port on 127.0.0.1 for the container to listen on (default: a free one)")
+	cmd.Flags().IntVar(&requests, "requests", 3, "HTTP requests to send")
+	return cmd
+}
+
+func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("nexus demo starts a container, which needs root: run it as root (sudo)")
+	}
+	if requests < 1 {
+		return fmt.Errorf("--requests %d: send at least one", requests)
+	}
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return err
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this nexus binary: %w", err)
+	}
+	store, err := image.Open(image.Config{Root: filepath.Join(g.dataDir, "images")})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	img, err := store.EnsureBuiltin(ctx, exe)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "image     %s (ID %s, %s)\n", img.Name, img.ID, humanBytes(img.Size))
+
+	id := fmt.Sprintf("nexus-demo-%d", os.Getpid())
+	bundle, err := store.Prepare(ctx, builtin.Reference, id, image.PrepareOptions{
+		Args:     []string{"--listen", "127.0.0.1", "--port", strconv.Itoa(port), "--message", "served by the nexus demo"},
+		Hostname: "nexus-demo",
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := store.Release(context.WithoutCancel(ctx), id); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	if err := shareHostNetwork(bundle); err != nil {
+		return err
+	}
+	logPath := filepath.Join(bundle, "output.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+
+	rt := runtime.New(runtime.Config{})
+	start := time.Now()
+	if err := rt.Create(ctx, id, runtime.CreateOptions{Bundle: bundle, Stdout: logf, Stderr: logf}); err != nil {
+		return err
+	}
+	defer func() {
+		if derr := rt.Delete(context.WithoutCancel(ctx), id, true); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+	if err := rt.Start(ctx, id); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "container %s started in %v (bundle %s)\n", id, time.Since(start).Round(time.Millisecond), bundle)
+
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	client := &http.Client{Timeout: 5 * time.Second}
+	if err := waitHealthy(ctx, client, base+"/healthz", 10*time.Second); err != nil {
+		data, _ := os.ReadFile(logPath)
+		return fmt.Errorf("the container did not answer on %s: %w; its output:\n%s", base, err, data)
+	}
+	for i := range requests {
+		resp, err := client.Get(base + "/")
+		if err != nil {
+			return fmt.Errorf("request %d to the container: %w", i+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("request %d to the container: %w", i+1, err)
+		}
+		fmt.Fprintf(out, "--- GET %s/ -> %s\n%s", base, resp.Status, body)
+	}
+
+	if err := rt.Kill(id, syscall.SIGTERM, false); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := rt.Wait(wctx, id)
+	if err != nil {
+		return fmt.Errorf("wait for the container to stop: %w", err)
+	}
+	fmt.Fprintf(out, "container %s stopped on SIGTERM with exit code %d; removing it\n", id, st.Code)
+	if st.Code != 0 {
+		return fmt.Errorf("the container exited with code %d after SIGTERM, want 0", st.Code)
+	}
+	return nil
+}
+
+// shareHostNetwork drops the network namespace from the bundle's spec, so
+// the container's 127.0.0.1 is the host's.
+func shareHostNetwork(bundle string) error {
+	s, err := runtime.LoadSpec(bundle)
+	if err != nil {
+		return err
+	}
+	var kept []specs.LinuxNamespace
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type != specs.NetworkNamespace {
+			kept = append(kept, ns)
+		}
+	}
+	s.Linux.Namespaces = kept
+	data, err := json.MarshalIndent(s, "", "\t")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port on 127.0.0.1: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitHealthy(ctx context.Context, client *http.Client, url string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
