@@ -62,6 +62,11 @@ m0 uses <data-dir>/pki/node.crt, node.key and bundle.pem (the defaults); give th
 others --peer-cert-file, --peer-key-file and --peer-trusted-ca-file from their
 directory (NAME.crt, NAME.key, ca.pem).
 
+Certificates live 24 hours. A member whose data dir holds the CA (m0 above)
+renews its own at half-life; the others reload their files within 30 seconds
+of a change, so renew theirs on the CA machine (nexus cert issue --server NAME
+--out DIR, e.g. from a timer twice a day) and copy the files over: no restart.
+
 Example (three members on one machine):
 
   nexus --data-dir /tmp/m0 store --name m0 \
@@ -129,7 +134,9 @@ func hostPort(raw string) (string, error) {
 	return u.Host, nil
 }
 
-func loadPeerCredentials(g *globalOptions, o *storeOptions) (*pki.Credentials, error) {
+// peerFiles are the member's certificate, key and trust bundle files: the
+// flags, or <data-dir>/pki's.
+func peerFiles(g *globalOptions, o *storeOptions) (certFile, keyFile, caFile string) {
 	dir := filepath.Join(g.dataDir, "pki")
 	pick := func(flag, def string) string {
 		if flag != "" {
@@ -137,7 +144,11 @@ func loadPeerCredentials(g *globalOptions, o *storeOptions) (*pki.Credentials, e
 		}
 		return filepath.Join(dir, def)
 	}
-	certFile, keyFile, caFile := pick(o.peerCertFile, "node.crt"), pick(o.peerKeyFile, "node.key"), pick(o.peerTrustedCAFile, "bundle.pem")
+	return pick(o.peerCertFile, pki.NodeCertFile), pick(o.peerKeyFile, pki.NodeKeyFile), pick(o.peerTrustedCAFile, pki.BundleFile)
+}
+
+func loadPeerCredentials(g *globalOptions, o *storeOptions) (*pki.Credentials, error) {
+	certFile, keyFile, caFile := peerFiles(g, o)
 	data, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("peer certificate: %w (create one with `nexus cert init` or `nexus cert issue --server %s`)", err, o.name)
@@ -171,6 +182,11 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	if id.Kind != identity.KindServer || id.Name != o.name {
 		return fmt.Errorf("the peer certificate is for %s, not server %q: issue one with `nexus cert issue --server %s`", id, o.name, o.name)
 	}
+	certFile, keyFile, caFile := peerFiles(g, o)
+	keeper := newPeerCredsKeeper(creds, certFile, keyFile, caFile, g.dataDir, log)
+	kctx, stopKeeper := context.WithCancel(ctx)
+	defer stopKeeper()
+	go keeper.run(kctx, 30*time.Second)
 	listenPeer, err := hostPort(o.listenPeerURL)
 	if err != nil {
 		return fmt.Errorf("--listen-peer-urls: %w", err)
