@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"time"
@@ -68,7 +69,7 @@ func stampOf(path string) fileStamp {
 // a jitter derived from its serial, so members issued together spread out.
 func (k *peerCredsKeeper) schedule() {
 	leaf := k.creds.Leaf()
-	jitter := float64(leaf.SerialNumber.Int64()%1000) / 1000
+	jitter := float64(new(big.Int).Mod(leaf.SerialNumber, big.NewInt(1000)).Int64()) / 1000
 	k.renewAt = pki.RenewAt(leaf.NotBefore, leaf.NotAfter, jitter)
 }
 
