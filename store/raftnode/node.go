@@ -67,6 +67,11 @@ type Node struct {
 	peers     map[uint64]*peer
 	addrBook  map[uint64]Peer
 	raftState raft.StateType
+	// soloPending asks the loop to campaign at once if this member turns
+	// out to be the only voter, once the log committed at start (up to
+	// soloFrom) is applied and the configuration is therefore current.
+	soloPending bool
+	soloFrom    uint64
 
 	seq    atomic.Uint64
 	term   atomic.Uint64 // the newest term saved, for response headers
@@ -178,6 +183,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		log.Info("raft: bootstrapping a new cluster", "peers", len(peers))
 		n.raft = raft.StartNode(rc, peers)
+		n.soloPending, n.soloFrom = true, uint64(len(peers))
 	case fresh:
 		log.Info("raft: joining an existing cluster")
 		n.raft = raft.RestartNode(rc)
@@ -186,6 +192,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			log.Debug("raft: restarting from the data dir; Peers and Join are ignored")
 		}
 		n.raft = raft.RestartNode(rc)
+		hs, _, _ := n.storage.InitialState()
+		n.soloPending, n.soloFrom = true, hs.GetCommit()
 	}
 	n.syncPeers()
 	go n.runApplier()
@@ -289,6 +297,33 @@ func (n *Node) run() {
 		case <-n.stopc:
 			return
 		}
+		n.maybeCampaignAlone()
+	}
+}
+
+// maybeCampaignAlone starts an election at once when this member is the
+// only voter: a one-member cluster (nexus up) then has a leader within a
+// tick of starting instead of after an election timeout of 1-2 s. It waits
+// until the log committed at start is applied, so that a configuration
+// change in it (a member added since the last snapshot) is already in
+// force; with two voters or more, raft's own timers decide as usual.
+func (n *Node) maybeCampaignAlone() {
+	if !n.soloPending {
+		return
+	}
+	n.mu.Lock()
+	applied := n.applied
+	n.mu.Unlock()
+	if applied < n.soloFrom {
+		return
+	}
+	n.soloPending = false
+	if v := n.confState.GetVoters(); len(v) == 1 && v[0] == n.id && len(n.confState.GetVotersOutgoing()) == 0 {
+		go func() {
+			if err := n.raft.Campaign(context.Background()); err != nil && !errors.Is(err, raft.ErrStopped) {
+				n.log.Debug("raft: campaign as the only voter", "err", err)
+			}
+		}()
 	}
 }
 

@@ -423,3 +423,19 @@ func TestCorruptWALRefusesStart(t *testing.T) {
 		}
 	}
 }
+
+// TestSoleVoterCampaignsAtOnce: a one-member cluster elects itself without
+// waiting out an election timeout, on a fresh start and after a restart.
+// The timeout here is 100 s, far beyond the test's wait.
+func TestSoleVoterCampaignsAtOnce(t *testing.T) {
+	c := newCluster(t, 1, Config{TickInterval: time.Second, ElectionTicks: 100}, true, nil)
+	m := c.waitLeader(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := m.node.Propose(ctx, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(m)
+	c.start(m, false, nil)
+	c.waitLeader(10 * time.Second)
+}
