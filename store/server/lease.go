@@ -75,7 +75,13 @@ func (l *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[etcdserverp
 }
 
 // keepAlive renews a lease on the leader, or through raft from a follower.
+// It first waits until this member has applied everything committed (as
+// etcd's leader waits for its applied index): a keep-alive may arrive here
+// right after the grant was acknowledged by another member.
 func (s *Server) keepAlive(ctx context.Context, id int64) (int64, error) {
+	if err := s.linearizable(ctx); err != nil {
+		return 0, err
+	}
 	st := s.node.Status()
 	if st.Leader == s.cfg.ID {
 		return s.kv.Renew(id, time.Now())
