@@ -72,6 +72,9 @@ type Node struct {
 	// soloFrom) is applied and the configuration is therefore current.
 	soloPending bool
 	soloFrom    uint64
+	// confDone are the waiters of configuration changes applied in the
+	// current Ready, told once it is Advanced.
+	confDone []chan struct{}
 
 	seq    atomic.Uint64
 	term   atomic.Uint64 // the newest term saved, for response headers
@@ -294,6 +297,13 @@ func (n *Node) run() {
 				return
 			}
 			n.raft.Advance()
+			// Only now does raft count the changes as applied: a caller
+			// told earlier could propose its next change while raft still
+			// sees this one pending, and raft would drop it.
+			for _, ch := range n.confDone {
+				close(ch)
+			}
+			n.confDone = n.confDone[:0]
 		case <-n.stopc:
 			return
 		}
@@ -661,7 +671,7 @@ func (n *Node) applyConfChange(cc pb.ConfChangeI, context []byte) {
 	n.mu.Unlock()
 	n.syncPeers()
 	if ch != nil {
-		close(ch)
+		n.confDone = append(n.confDone, ch)
 	}
 	n.log.Info("raft: configuration changed", "conf", raft.DescribeConfState(n.confState))
 }
