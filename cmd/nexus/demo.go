@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -40,7 +41,11 @@ it on 127.0.0.1 (real workloads get their own). Needs root, like any runtime.`,
   nexus --data-dir /tmp/nexus-demo demo --requests 5 --port 18080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), g, port, requests, cmd.OutOrStdout())
+			// Ctrl-C ends the demo through its clean-up path: the container
+			// is killed and removed and the root filesystem unmounted.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDemo(ctx, g, port, requests, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().IntVar(&port, "port", 0, "port on 127.0.0.1 for the container to listen on (default: a free one)")
@@ -120,7 +125,11 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 		return fmt.Errorf("the container did not answer on %s: %w; its output:\n%s", base, err, data)
 	}
 	for i := range requests {
-		resp, err := client.Get(base + "/")
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			return fmt.Errorf("request %d to the container: %w", i+1, err)
 		}
@@ -135,7 +144,7 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 	if err := rt.Kill(id, syscall.SIGTERM, false); err != nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	st, err := rt.Wait(wctx, id)
 	if err != nil {
@@ -181,7 +190,11 @@ func freePort() (int, error) {
 func waitHealthy(ctx context.Context, client *http.Client, url string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		resp, err := client.Get(url)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
