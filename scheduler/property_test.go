@@ -376,7 +376,7 @@ func TestPropertyRandomClusters(t *testing.T) {
 		seeds = 10
 	}
 	if os.Getenv("NEXUS_SOAK") == "1" {
-		seeds, nodes, insts = 300, 1000, 20000
+		seeds, nodes, insts = 100, 500, 10000
 	}
 	differ := 0
 	for seed := range uint64(seeds) {
