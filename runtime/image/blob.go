@@ -16,6 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"nexus.dev/nexus/internal/fsutil"
 )
 
 // maxMetaBlob bounds manifests, indexes and configs read into memory.
@@ -118,7 +120,7 @@ func (s *Store) ingest(ctx context.Context, r io.Reader, size int64, want v1.Has
 		return v1.Hash{}, n, fmt.Errorf("blob %s: %w", name, err)
 	}
 	committed = true
-	if err := syncDir(s.path(dirBlobs)); err != nil {
+	if err := fsutil.SyncDir(s.path(dirBlobs)); err != nil {
 		return v1.Hash{}, n, fmt.Errorf("blob %s: %w", name, err)
 	}
 	return got, n, nil

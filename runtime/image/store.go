@@ -190,13 +190,3 @@ func (s *Store) tryLock(how int) (unlock func(), err error) {
 	}
 	return func() { f.Close() }, nil
 }
-
-// syncDir makes a rename into dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}

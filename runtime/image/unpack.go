@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/runtime/image/layer"
 )
 
@@ -132,7 +133,7 @@ func (s *Store) unpackLayer(ctx context.Context, blob, diffID v1.Hash) (err erro
 		}
 		return err
 	}
-	return syncDir(s.path(dirSnapshots))
+	return fsutil.SyncDir(s.path(dirSnapshots))
 }
 
 // writeFileSync writes a file and syncs it before returning.

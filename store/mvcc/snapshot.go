@@ -7,10 +7,13 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"nexus.dev/nexus/internal/fsutil"
 )
 
 // Snapshot writes a consistent copy of the database to w and returns the
@@ -105,7 +108,7 @@ func (s *Store) swapDB(db *bolt.DB, tmp string, st *state) error {
 		os.Remove(tmp)
 		return err
 	}
-	if err := syncDir(dirOf(s.path)); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(s.path)); err != nil {
 		// The rename happened; the new file is the store now.
 		s.mu.Lock()
 		s.fatal = fmt.Errorf("mvcc: sync directory of %s: %w; restart the member", s.path, err)

@@ -17,6 +17,8 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/internal/fsutil"
 )
 
 // DefaultSegmentSize is the preallocated size of a segment file.
@@ -382,7 +384,7 @@ func (w *WAL) ReleaseTo(index uint64) error {
 		return nil
 	}
 	w.segs = slices.Delete(w.segs, 0, n)
-	return syncDir(w.dir)
+	return fsutil.SyncDir(w.dir)
 }
 
 // Syncs returns how many fsyncs the log has issued since Open.
@@ -493,7 +495,7 @@ func (w *WAL) cut(seq uint64) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := fsutil.SyncDir(w.dir); err != nil {
 		return fail(err)
 	}
 	w.syncs.Add(2)
@@ -617,18 +619,6 @@ func reserve(f *os.File, size int64) error {
 	}
 	if err != nil {
 		return fmt.Errorf("preallocate %s: %w", f.Name(), err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
 }
