@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -149,27 +153,39 @@ func peerFiles(g *globalOptions, o *storeOptions) (certFile, keyFile, caFile str
 
 func loadPeerCredentials(g *globalOptions, o *storeOptions) (*pki.Credentials, error) {
 	certFile, keyFile, caFile := peerFiles(g, o)
+	chain, key, bundle, err := readPeerFiles(certFile, keyFile, caFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w (create them with `nexus cert init` or `nexus cert issue --server %s`)", err, o.name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pki.NewCredentials(pki.CredentialsConfig{Chain: chain, Key: key, Bundle: bundle})
+}
+
+// readPeerFiles reads and parses a member's certificate chain, key and trust
+// bundle; errors name the file.
+func readPeerFiles(certFile, keyFile, caFile string) ([]*x509.Certificate, *ecdsa.PrivateKey, *pki.Bundle, error) {
 	data, err := os.ReadFile(certFile)
 	if err != nil {
-		return nil, fmt.Errorf("peer certificate: %w (create one with `nexus cert init` or `nexus cert issue --server %s`)", err, o.name)
+		return nil, nil, nil, fmt.Errorf("peer certificate: %w", err)
 	}
 	chain, err := pki.ParseCertificates(data)
 	if err != nil {
-		return nil, fmt.Errorf("peer certificate %s: %w", certFile, err)
+		return nil, nil, nil, fmt.Errorf("peer certificate %s: %w", certFile, err)
 	}
 	key, err := pki.ReadKeyFile(keyFile, nil)
 	if err != nil {
-		return nil, fmt.Errorf("peer key %s: %w", keyFile, err)
+		return nil, nil, nil, fmt.Errorf("peer key %s: %w", keyFile, err)
 	}
-	data, err = os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("peer trust bundle: %w", err)
+	if data, err = os.ReadFile(caFile); err != nil {
+		return nil, nil, nil, fmt.Errorf("peer trust bundle: %w", err)
 	}
 	bundle, err := pki.ParseBundle(data)
 	if err != nil {
-		return nil, fmt.Errorf("peer trust bundle %s: %w", caFile, err)
+		return nil, nil, nil, fmt.Errorf("peer trust bundle %s: %w", caFile, err)
 	}
-	return pki.NewCredentials(pki.CredentialsConfig{Chain: chain, Key: key, Bundle: bundle})
+	return chain, key, bundle, nil
 }
 
 func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
@@ -295,7 +311,7 @@ func metricsHandler(srv *server.Server, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		if srv.Node().Status().Leader == 0 {
+		if srv.Node().Leader() == 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, `{"health":"false","reason":"no raft leader"}`)
 			return

@@ -125,24 +125,9 @@ func (k *peerCredsKeeper) reload() error {
 	for p := range k.stamps {
 		stamps[p] = stampOf(p)
 	}
-	data, err := os.ReadFile(k.ca)
+	chain, key, bundle, err := readPeerFiles(k.cert, k.key, k.ca)
 	if err != nil {
-		return fmt.Errorf("trust bundle: %w", err)
-	}
-	bundle, err := pki.ParseBundle(data)
-	if err != nil {
-		return fmt.Errorf("trust bundle %s: %w", k.ca, err)
-	}
-	if data, err = os.ReadFile(k.cert); err != nil {
-		return fmt.Errorf("peer certificate: %w", err)
-	}
-	chain, err := pki.ParseCertificates(data)
-	if err != nil {
-		return fmt.Errorf("peer certificate %s: %w", k.cert, err)
-	}
-	key, err := pki.ReadKeyFile(k.key, nil)
-	if err != nil {
-		return fmt.Errorf("peer key %s: %w", k.key, err)
+		return err
 	}
 	id, err := pki.LeafIdentity(chain[0])
 	if err != nil {

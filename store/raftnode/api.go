@@ -54,7 +54,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 		case res := <-ch:
 			return res, nil
 		case <-check.C:
-			if n.currentLeader() != raft.None {
+			if n.Leader() != raft.None {
 				leaderless = 0
 				continue
 			}
@@ -176,7 +176,9 @@ func (n *Node) waitLeader(ctx context.Context) error {
 	}
 }
 
-func (n *Node) currentLeader() uint64 {
+// Leader returns the ID of the leader this member knows of, 0 if none.
+// Unlike Status it does not wait for the raft goroutine.
+func (n *Node) Leader() uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.leader

@@ -82,8 +82,7 @@ func (s *Server) keepAlive(ctx context.Context, id int64) (int64, error) {
 	if err := s.linearizable(ctx); err != nil {
 		return 0, err
 	}
-	st := s.node.Status()
-	if st.Leader == s.cfg.ID {
+	if s.node.Leader() == s.cfg.ID {
 		return s.kv.Renew(id, time.Now())
 	}
 	info, err := s.kv.LeaseTimeToLive(id, time.Now())
@@ -138,7 +137,7 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now()
-		isLeader := s.node.Status().Leader == s.cfg.ID
+		isLeader := s.node.Leader() == s.cfg.ID
 		switch {
 		case isLeader && !leader:
 			// Give clients an election timeout to find the new leader.
