@@ -4,8 +4,10 @@
 // proposal that reached raft while the previous fsync ran shares the next).
 //
 // The log is a directory of segment files, "<seq>.wal" (16 hex digits).
-// A segment is preallocated to SegmentSize, so an fdatasync does not also
-// have to update the file size, and starts with a magic number and a frame
+// A segment is preallocated to SegmentSize with written zeros, so an
+// fdatasync of an append changes no file-system metadata (no file size, no
+// unwritten-extent conversion, hence no ext4 journal commit); the next
+// segment is prepared in the background. A segment starts with a magic number and a frame
 // restating the newest HardState and snapshot marker, so the segments
 // before it can be deleted once a snapshot covers their entries.
 //
