@@ -31,6 +31,27 @@ func (o *imageOptions) open() (*image.Store, error) {
 	return image.Open(image.Config{Root: root})
 }
 
+// openFor checks the -o value first (a bad one should not wait for the
+// store's lock), then opens the store.
+func (o *imageOptions) openFor(output string) (*image.Store, error) {
+	if err := checkOutput(output); err != nil {
+		return nil, err
+	}
+	return o.open()
+}
+
+// parsePlatformFlag reads --platform; empty means this machine's.
+func parsePlatformFlag(platform string) (*v1.Platform, error) {
+	if platform == "" {
+		return nil, nil
+	}
+	p, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return nil, fmt.Errorf("--platform %q: %w (write it like linux/amd64 or linux/arm/v7)", platform, err)
+	}
+	return p, nil
+}
+
 func checkOutput(output string) error {
 	if output != "table" && output != "json" {
 		return fmt.Errorf("unknown output format %q: use table or json", output)
@@ -78,10 +99,7 @@ func newImageListCommand(o *imageOptions) *cobra.Command {
   nexus image ls -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			s, err := o.open()
+			s, err := o.openFor(output)
 			if err != nil {
 				return err
 			}
@@ -146,18 +164,12 @@ otherwise plain lines, at most one per layer and second.
   nexus image pull -q -o json ghcr.io/org/app:1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			plat, err := parsePlatformFlag(platform)
+			if err != nil {
 				return err
 			}
-			po := image.PullOptions{Insecure: insecure}
-			if platform != "" {
-				p, err := v1.ParsePlatform(platform)
-				if err != nil {
-					return fmt.Errorf("--platform %q: %w (write it like linux/amd64 or linux/arm/v7)", platform, err)
-				}
-				po.Platform = p
-			}
-			s, err := o.open()
+			po := image.PullOptions{Insecure: insecure, Platform: plat}
+			s, err := o.openFor(output)
 			if err != nil {
 				return err
 			}
@@ -224,18 +236,12 @@ refused.`,
   nexus image import --name example.com/rootfs:1 rootfs.tar.gz -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			plat, err := parsePlatformFlag(platform)
+			if err != nil {
 				return err
 			}
-			iopts := image.ImportOptions{Name: name}
-			if platform != "" {
-				p, err := v1.ParsePlatform(platform)
-				if err != nil {
-					return fmt.Errorf("--platform %q: %w (write it like linux/amd64)", platform, err)
-				}
-				iopts.Platform = p
-			}
-			s, err := o.open()
+			iopts := image.ImportOptions{Name: name, Platform: plat}
+			s, err := o.openFor(output)
 			if err != nil {
 				return err
 			}
@@ -279,10 +285,7 @@ containers using it. The manifest and config are verified as they are read.
   nexus image inspect 4f1c2a9b03de -o json`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			s, err := o.open()
+			s, err := o.openFor(output)
 			if err != nil {
 				return err
 			}
@@ -379,10 +382,7 @@ several names is refused unless --force, which removes them all.`,
   nexus image rm --force 4f1c2a9b03de && nexus image prune`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			s, err := o.open()
+			s, err := o.openFor(output)
 			if err != nil {
 				return err
 			}
@@ -421,10 +421,7 @@ images that remain are kept. It waits for pulls and imports in progress.`,
   nexus image prune -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			s, err := o.open()
+			s, err := o.openFor(output)
 			if err != nil {
 				return err
 			}
