@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 
 	"nexus.dev/nexus/runtime"
@@ -82,8 +80,9 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 
 	id := fmt.Sprintf("nexus-demo-%d", os.Getpid())
 	bundle, err := store.Prepare(ctx, builtin.Reference, id, image.PrepareOptions{
-		Args:     []string{"--listen", "127.0.0.1", "--port", strconv.Itoa(port), "--message", "served by the nexus demo"},
-		Hostname: "nexus-demo",
+		Args:        []string{"--listen", "127.0.0.1", "--port", strconv.Itoa(port), "--message", "served by the nexus demo"},
+		Hostname:    "nexus-demo",
+		HostNetwork: true, // reachable on 127.0.0.1; real workloads get their own
 	})
 	if err != nil {
 		return err
@@ -93,9 +92,6 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 			err = rerr
 		}
 	}()
-	if err := shareHostNetwork(bundle); err != nil {
-		return err
-	}
 	logPath := filepath.Join(bundle, "output.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -155,27 +151,6 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 		return fmt.Errorf("the container exited with code %d after SIGTERM, want 0", st.Code)
 	}
 	return nil
-}
-
-// shareHostNetwork drops the network namespace from the bundle's spec, so
-// the container's 127.0.0.1 is the host's.
-func shareHostNetwork(bundle string) error {
-	s, err := runtime.LoadSpec(bundle)
-	if err != nil {
-		return err
-	}
-	var kept []specs.LinuxNamespace
-	for _, ns := range s.Linux.Namespaces {
-		if ns.Type != specs.NetworkNamespace {
-			kept = append(kept, ns)
-		}
-	}
-	s.Linux.Namespaces = kept
-	data, err := json.MarshalIndent(s, "", "\t")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
 }
 
 func freePort() (int, error) {

@@ -29,6 +29,8 @@ type PrepareOptions struct {
 	Env      []string
 	Hostname string
 	Terminal bool
+	// HostNetwork shares the host's network namespace.
+	HostNetwork bool
 }
 
 // validID is what a container ID may look like: it names a directory.
@@ -114,7 +116,7 @@ func (s *Store) Prepare(ctx context.Context, ref, id string, o PrepareOptions) (
 	}
 	spec, err := bundle.Spec(bundle.Config{
 		Image: cfg.Config, Rootfs: rootfs, Args: o.Args, Entrypoint: o.Entrypoint,
-		Env: o.Env, Hostname: o.Hostname, Terminal: o.Terminal,
+		Env: o.Env, Hostname: o.Hostname, Terminal: o.Terminal, HostNetwork: o.HostNetwork,
 	})
 	if err != nil {
 		return "", fmt.Errorf("prepare %s from %s: %w", id, img.Name, err)

@@ -52,6 +52,9 @@ type Config struct {
 	Hostname string
 	// Terminal gives the process a pseudo-terminal (and TERM=xterm).
 	Terminal bool
+	// HostNetwork leaves out the network namespace: the container uses the
+	// host's interfaces and ports (docker run --network host).
+	HostNetwork bool
 }
 
 // Spec returns the runtime spec for cfg. The spec is validated with
@@ -79,6 +82,11 @@ func Spec(cfg Config) (*specs.Spec, error) {
 
 	s := runtime.DefaultSpec()
 	s.Root.Path = cfg.Rootfs
+	if cfg.HostNetwork {
+		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+			return ns.Type == specs.NetworkNamespace
+		})
+	}
 	if cfg.Hostname != "" {
 		s.Hostname = cfg.Hostname
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/runtime"
@@ -353,5 +354,34 @@ func TestParseAccountFiles(t *testing.T) {
 	}
 	if len(gr) != 8 || gr[3].Name != "audio" || gr[3].GID != 29 || !slices.Equal(gr[3].Members, []string{"app", "daemon"}) {
 		t.Errorf("group %+v", gr)
+	}
+}
+
+// TestHostNetwork: only the network namespace goes; the others stay.
+func TestHostNetwork(t *testing.T) {
+	root := testRootfs(t)
+	kinds := func(host bool) map[specs.LinuxNamespaceType]bool {
+		t.Helper()
+		s, err := Spec(Config{Image: v1.Config{Cmd: []string{"/app"}}, Rootfs: root, HostNetwork: host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[specs.LinuxNamespaceType]bool{}
+		for _, ns := range s.Linux.Namespaces {
+			m[ns.Type] = true
+		}
+		return m
+	}
+	own, host := kinds(false), kinds(true)
+	if !own[specs.NetworkNamespace] {
+		t.Fatal("by default a container gets its own network namespace")
+	}
+	if host[specs.NetworkNamespace] {
+		t.Fatal("HostNetwork kept the network namespace")
+	}
+	for k := range own {
+		if k != specs.NetworkNamespace && !host[k] {
+			t.Errorf("HostNetwork also dropped the %s namespace", k)
+		}
 	}
 }
