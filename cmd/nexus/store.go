@@ -233,14 +233,29 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	if len(advertise) == 0 {
 		advertise = o.listenClientURLs
 	}
+	// Bind every HTTP port before the store starts: a bad URL or a port in
+	// use then fails the command with nothing started.
+	clientLs, err := listenHTTP("--listen-client-urls", o.listenClientURLs)
+	if err != nil {
+		return err
+	}
+	metricsLs, err := listenHTTP("--listen-metrics-urls", o.listenMetricsURLs)
+	if err != nil {
+		closeAll(clientLs)
+		return err
+	}
 	// A dead peer must be noticed in a few seconds; raft's heartbeats keep
 	// live connections busy.
 	tune := transport.Tuning{KeepAlivePeriod: time.Second, IdleTimeout: 5 * time.Second}
 	dialer, err := transport.NewDialer(transport.DialerConfig{Credentials: creds, Tuning: tune, Logger: log})
 	if err != nil {
+		closeAll(clientLs)
+		closeAll(metricsLs)
 		return err
 	}
 	defer dialer.Close()
+	defer closeAll(metricsLs) // the servers close them too; a second Close is harmless
+	defer closeAll(clientLs)
 	srv, err := server.Start(ctx, server.Config{Name: o.name, DataDir: filepath.Join(g.dataDir, "store"), Cluster: id.Cluster,
 		Peers: peers, Join: join, Dialer: dialer, ClientURLs: advertise, TickInterval: o.tick, SnapshotEvery: o.snapshotCount,
 		Logger: log})
@@ -260,18 +275,10 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	g2 := grpc.NewServer(grpc.MaxRecvMsgSize(4 << 20))
 	srv.Register(g2)
 	defer g2.Stop()
-	for _, u := range o.listenClientURLs {
-		l, err := listenHTTP("--listen-client-urls", u)
-		if err != nil {
-			return err
-		}
+	for _, l := range clientLs {
 		go g2.Serve(l)
 	}
-	for _, u := range o.listenMetricsURLs {
-		l, err := listenHTTP("--listen-metrics-urls", u)
-		if err != nil {
-			return err
-		}
+	for _, l := range metricsLs {
 		hs := &http.Server{Handler: metricsHandler(srv, o.enablePprof), ReadHeaderTimeout: 10 * time.Second}
 		defer hs.Close()
 		go hs.Serve(l)
@@ -289,20 +296,36 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	return nil
 }
 
-// listenHTTP opens the TCP listener of an http://host:port URL given to flag.
-func listenHTTP(flag, u string) (net.Listener, error) {
-	pu, err := url.Parse(u)
-	if err != nil || pu.Host == "" {
-		return nil, fmt.Errorf("%s %q is not a URL like http://host:port", flag, u)
+// listenHTTP opens a TCP listener for each http://host:port URL given to
+// flag, or none and an error naming the bad one.
+func listenHTTP(flag string, urls []string) ([]net.Listener, error) {
+	var ls []net.Listener
+	for _, u := range urls {
+		pu, err := url.Parse(u)
+		switch {
+		case err != nil || pu.Host == "":
+			err = fmt.Errorf("%s %q is not a URL like http://host:port", flag, u)
+		case pu.Scheme != "http":
+			err = fmt.Errorf("%s %q: only http:// is served so far (put it on loopback or a private network)", flag, u)
+		}
+		if err != nil {
+			closeAll(ls)
+			return nil, err
+		}
+		l, err := net.Listen("tcp", pu.Host)
+		if err != nil {
+			closeAll(ls)
+			return nil, fmt.Errorf("%s: listen on %s: %w", flag, pu.Host, err)
+		}
+		ls = append(ls, l)
 	}
-	if pu.Scheme != "http" {
-		return nil, fmt.Errorf("%s %q: only http:// is served so far (put it on loopback or a private network)", flag, u)
+	return ls, nil
+}
+
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		l.Close()
 	}
-	l, err := net.Listen("tcp", pu.Host)
-	if err != nil {
-		return nil, fmt.Errorf("%s: listen on %s: %w", flag, pu.Host, err)
-	}
-	return l, nil
 }
 
 // metricsHandler serves /health as etcd does ({"health":"true"} while this

@@ -202,12 +202,19 @@ func TestStoreCommandRejectsBadFlags(t *testing.T) {
 		{[]string{"store", "--name", "m0", "--initial-cluster-state", "sideways"}, "use new or existing"},
 		{[]string{"store", "--name", "m0", "--listen-peer-urls", "::1"}, "--listen-peer-urls"},
 		{[]string{"store", "--name", "m0", "--peer-cert-file", filepath.Join(dir, "missing.crt")}, "nexus cert issue --server m0"},
+		{[]string{"store", "--name", "m0", "--listen-client-urls", "https://127.0.0.1:0"}, "only http://"},
+		{[]string{"store", "--name", "m0", "--listen-metrics-urls", "127.0.0.1:0"}, "--listen-metrics-urls"},
+		{[]string{"store", "--name", "m0", "--listen-metrics-urls", "http://127.0.0.1:0", "--listen-metrics-urls", "ftp://127.0.0.1:0"}, "only http://"},
 	}
 	for _, tt := range tests {
 		_, err := run(t, append([]string{"--data-dir", dir}, tt.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
 		}
+	}
+	// Refused before anything started: no store data was written.
+	if _, err := os.Stat(filepath.Join(dir, "store")); !os.IsNotExist(err) {
+		t.Errorf("a refused command left store data in %s (stat: %v)", dir, err)
 	}
 	empty := t.TempDir()
 	if _, err := run(t, "--data-dir", empty, "store"); err == nil || !strings.Contains(err.Error(), "nexus cert init") {

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 )
@@ -208,6 +210,49 @@ func TestSegments(t *testing.T) {
 	}
 	if n := len(st.Snapshots); n == 0 || st.Snapshots[n-1].Index != 150 {
 		t.Fatalf("snapshot markers %v", st.Snapshots)
+	}
+}
+
+// TestSpareSegment: the next segment waits, zero-filled to full size, while
+// the log is open, is taken by the next cut, and does not outlive Close.
+func TestSpareSegment(t *testing.T) {
+	dir := t.TempDir()
+	const size = 64 << 10
+	w, _, err := Open(dir, Options{SegmentSize: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spare := filepath.Join(dir, spareName)
+	waitSpare := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if fi, err := os.Stat(spare); err == nil && fi.Size() == size && fi.Sys().(*syscall.Stat_t).Blocks*512 >= size {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no full-size spare segment appeared")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitSpare()
+	for i := uint64(1); w.Segments() < 2; i++ {
+		if err := w.Save(hardState(1, 1, i-1), ents(1, i, i), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The cut took the spare (renamed into place) and a new one follows.
+	waitSpare()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(spare); !os.IsNotExist(err) {
+		t.Fatalf("spare segment left after Close: %v", err)
+	}
+	_, st := open(t, dir, Options{SegmentSize: size})
+	if len(st.Entries) == 0 {
+		t.Fatal("entries lost across the cut")
 	}
 }
 
