@@ -7,7 +7,9 @@
 // A segment is preallocated to SegmentSize with written zeros, so an
 // fdatasync of an append changes no file-system metadata (no file size, no
 // unwritten-extent conversion, hence no ext4 journal commit); the next
-// segment is prepared in the background. A segment starts with a magic number and a frame
+// segment is prepared in the background. The first segment of a new log is
+// only reserved (fallocate), so that a new member starts in a millisecond
+// rather than after writing 64 MiB. A segment starts with a magic number and a frame
 // restating the newest HardState and snapshot marker, so the segments
 // before it can be deleted once a snapshot covers their entries.
 //
