@@ -21,3 +21,22 @@ func SyncDir(dir string) error {
 	}
 	return nil
 }
+
+// WriteFileSync writes data to path (created or truncated, with mode) and
+// fsyncs it before returning, so that it is on disk when the caller goes
+// on (to rename its directory into place, or to rely on it after a crash).
+func WriteFileSync(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/internal/mountinfo"
 	"nexus.dev/nexus/runtime/image/bundle"
 	"nexus.dev/nexus/runtime/image/snapshot"
@@ -125,7 +126,7 @@ func (s *Store) Prepare(ctx context.Context, ref, id string, o PrepareOptions) (
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileSync(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
+	if err := fsutil.WriteFileSync(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
 		return "", fmt.Errorf("prepare %s: %w", id, err)
 	}
 	return dir, nil

@@ -122,7 +122,7 @@ func (s *Store) unpackLayer(ctx context.Context, blob, diffID v1.Hash) (err erro
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(tmp, fileDone), done, 0o444); err != nil {
+	if err := fsutil.WriteFileSync(filepath.Join(tmp, fileDone), done, 0o444); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, s.snapshotDir(diffID)); err != nil {
@@ -134,21 +134,4 @@ func (s *Store) unpackLayer(ctx context.Context, blob, diffID v1.Hash) (err erro
 		return err
 	}
 	return fsutil.SyncDir(s.path(dirSnapshots))
-}
-
-// writeFileSync writes a file and syncs it before returning.
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/store/mvcc"
 	"nexus.dev/nexus/store/raftnode"
 	"nexus.dev/nexus/transport"
@@ -175,19 +176,7 @@ func bootID() string {
 // markUnsynced records, durably, that the database is about to take
 // commits without fsync during this boot.
 func markUnsynced(dbPath string) error {
-	f, err := os.OpenFile(dbPath+unsyncedSuffix, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(bootID() + "\n"); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return fsutil.WriteFileSync(dbPath+unsyncedSuffix, []byte(bootID()+"\n"), 0o600)
 }
 
 // discardUnsyncedDB handles a database left by a member that did not stop
