@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -354,6 +355,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		if err := n.send(rd.Messages); err != nil {
 			return err
 		}
+		yieldToSenders(rd.Messages)
 	}
 	var snap *snapFile
 	if !raft.IsEmptySnap(rd.Snapshot) {
@@ -386,11 +388,24 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		if err := n.send(rd.Messages); err != nil {
 			return err
 		}
+		yieldToSenders(rd.Messages)
 	}
 	if err := n.apply(rd.CommittedEntries); err != nil {
 		return err
 	}
 	return n.maybeSnapshot()
+}
+
+// yieldToSenders lets the peer senders just handed msgs put them on the
+// wire before this goroutine goes on. Without it they wait in this P's run
+// queue while the loop writes and fsyncs the WAL (a syscall the scheduler
+// does not hand the P away from for a while): measured on 2 vCPUs, a
+// leader's append reached the sender 117 µs after its Ready instead of
+// 10 µs, and sequential puts took ~50 µs longer.
+func yieldToSenders(msgs []*pb.Message) {
+	if len(msgs) > 0 {
+		runtime.Gosched()
+	}
 }
 
 func (n *Node) setSoftState(ss *raft.SoftState) {
