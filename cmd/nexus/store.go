@@ -292,6 +292,10 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
 	case <-ctx.Done():
+	case <-srv.Done():
+		if err := srv.Err(); err != nil {
+			return fmt.Errorf("store member %s stopped: %w", o.name, err)
+		}
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	}
 	// raft takes proposals only while it knows a leader.
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
-	err := n.raft.Propose(pctx, buf)
+	err := n.propose(pctx, buf, nil)
 	cancel()
 	if err != nil {
 		forget()
@@ -102,11 +102,8 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 		n.reads[req] = ch
 		n.mu.Unlock()
 		rctx := binary.BigEndian.AppendUint64(nil, req)
-		if err := n.raft.ReadIndex(ctx, rctx); err != nil {
+		if !n.in.post(func(rn *raft.RawNode) { rn.ReadIndex(rctx) }) {
 			n.forgetRead(req)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
 			return n.stoppedErr()
 		}
 		t := time.NewTimer(retry)
@@ -206,7 +203,8 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 		if lead == to {
 			return nil
 		}
-		n.raft.TransferLeadership(ctx, lead, to)
+		// A follower forwards the request to the leader it knows.
+		n.in.post(func(rn *raft.RawNode) { rn.TransferLeader(to) })
 		t := time.NewTimer(retry)
 		select {
 		case <-ch:
@@ -287,7 +285,7 @@ func (n *Node) changeConf(ctx context.Context, typ pb.ConfChangeType, p Peer) er
 		n.mu.Unlock()
 	}
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
-	err = n.raft.ProposeConfChange(pctx, cc)
+	err = n.propose(pctx, nil, cc)
 	cancel()
 	if err != nil {
 		forget()
@@ -326,7 +324,8 @@ type Status struct {
 
 // Status returns the member's raft status.
 func (n *Node) Status() Status {
-	st := n.raft.Status()
+	var st raft.Status
+	n.onLoop(context.Background(), func(rn *raft.RawNode) { st = rn.Status() })
 	n.mu.Lock()
 	applied := n.applied
 	n.mu.Unlock()

@@ -28,6 +28,8 @@ var (
 	ErrNoLeader = errors.New("no raft leader")
 	// ErrStopped is returned by calls on a stopped member.
 	ErrStopped = errors.New("raft member stopped")
+	// ErrRemoved is why a member stops once it applies its own removal.
+	ErrRemoved = errors.New("this member was removed from the cluster")
 )
 
 // proposalHeader prefixes the data of every proposed entry: the proposing
@@ -44,7 +46,12 @@ type Node struct {
 	cfg     Config
 	id      uint64
 	log     *slog.Logger
-	raft    raft.Node
+	// rn is raft itself, touched only by the run loop (and by Start
+	// before the loop runs); everyone else goes through in.
+	rn      *raft.RawNode
+	in      *inbox
+	inMsgs  []*pb.Message // drainInbox's buffers, reused
+	inCalls []func(*raft.RawNode)
 	storage *raft.MemoryStorage
 	wal     *wal.WAL
 	snaps   *snapStore
@@ -76,6 +83,11 @@ type Node struct {
 	// confDone are the waiters of configuration changes applied in the
 	// current Ready, told once it is Advanced.
 	confDone []chan struct{}
+	// removed is set when this member applies its own removal; the loop
+	// then stops the member, and Stop lets the senders deliver what they
+	// hold first (the append that commits the removal, for the others).
+	removed    bool
+	flushPeers bool
 
 	seq    atomic.Uint64
 	term   atomic.Uint64 // the newest term saved, for response headers
@@ -144,7 +156,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, id: cfg.ID, log: log,
 		storage: raft.NewMemoryStorage(), wal: w, snaps: snaps, sm: cfg.StateMachine,
-		stopc: make(chan struct{}), donec: make(chan struct{}),
+		stopc: make(chan struct{}), donec: make(chan struct{}), in: newInbox(),
 		applyc: make(chan applyJob, applyQueue), applierDone: make(chan struct{}),
 		peers: map[uint64]*peer{}, addrBook: map[uint64]Peer{},
 		members: map[uint64]Member{}, leaderc: make(chan struct{}),
@@ -186,18 +198,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			peers = append(peers, raft.Peer{ID: p.ID, Context: c})
 		}
 		log.Info("raft: bootstrapping a new cluster", "peers", len(peers))
-		n.raft = raft.StartNode(rc, peers)
+		if n.rn, err = raft.NewRawNode(rc); err == nil {
+			err = n.rn.Bootstrap(peers)
+		}
 		n.soloPending, n.soloFrom = true, uint64(len(peers))
 	case fresh:
 		log.Info("raft: joining an existing cluster")
-		n.raft = raft.RestartNode(rc)
+		n.rn, err = raft.NewRawNode(rc)
 	default:
 		if cfg.Join || len(cfg.Peers) > 0 {
 			log.Debug("raft: restarting from the data dir; Peers and Join are ignored")
 		}
-		n.raft = raft.RestartNode(rc)
+		n.rn, err = raft.NewRawNode(rc)
 		hs, _, _ := n.storage.InitialState()
 		n.soloPending, n.soloFrom = true, hs.GetCommit()
+	}
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("start raft member %x: %w", cfg.ID, err)
 	}
 	n.syncPeers()
 	go n.runApplier()
@@ -278,8 +296,11 @@ func (n *Node) recover(st *wal.State) error {
 	return nil
 }
 
+// run is the raft loop: it alone steps the RawNode, and handles each
+// Ready before stepping what arrived meanwhile.
 func (n *Node) run() {
 	defer close(n.donec)
+	defer n.in.close()
 	defer func() {
 		close(n.applyc)
 		<-n.applierDone
@@ -289,15 +310,21 @@ func (n *Node) run() {
 	for {
 		select {
 		case <-ticker.C:
-			n.raft.Tick()
-		case rd := <-n.raft.Ready():
+			n.rn.Tick()
+		case <-n.in.wake:
+		case <-n.stopc:
+			return
+		}
+		n.drainInbox()
+		for n.rn.HasReady() {
+			rd := n.rn.Ready()
 			if err := n.handleReady(rd); err != nil {
 				n.log.Error("raft member cannot go on and stops; restart it once the cause is fixed", "err", err)
 				n.failErr.Store(&err)
 				go n.Stop()
 				return
 			}
-			n.raft.Advance()
+			n.rn.Advance(rd)
 			// Only now does raft count the changes as applied: a caller
 			// told earlier could propose its next change while raft still
 			// sees this one pending, and raft would drop it.
@@ -305,8 +332,27 @@ func (n *Node) run() {
 				close(ch)
 			}
 			n.confDone = n.confDone[:0]
-		case <-n.stopc:
-			return
+			if n.removed {
+				// etcd's member exits the same way: nothing it could serve
+				// would be current any more, and a linearizable read would
+				// wait forever for a leader that ignores it.
+				err := fmt.Errorf("%w: it stops; to add it again, remove its data dir %s first", ErrRemoved, n.cfg.DataDir)
+				n.log.Warn("raft: " + err.Error())
+				n.failErr.Store(&err)
+				n.flushPeers = true
+				go n.Stop()
+				return
+			}
+			// Under steady load there is always another Ready; time must
+			// still pass for raft (heartbeats, elections, check quorum).
+			select {
+			case <-n.stopc:
+				return
+			case <-ticker.C:
+				n.rn.Tick()
+			default:
+			}
+			n.drainInbox()
 		}
 		n.maybeCampaignAlone()
 	}
@@ -330,11 +376,9 @@ func (n *Node) maybeCampaignAlone() {
 	}
 	n.soloPending = false
 	if v := n.confState.GetVoters(); len(v) == 1 && v[0] == n.id && len(n.confState.GetVotersOutgoing()) == 0 {
-		go func() {
-			if err := n.raft.Campaign(context.Background()); err != nil && !errors.Is(err, raft.ErrStopped) {
-				n.log.Debug("raft: campaign as the only voter", "err", err)
-			}
-		}()
+		if err := n.rn.Campaign(); err != nil {
+			n.log.Debug("raft: campaign as the only voter", "err", err)
+		}
 	}
 }
 
@@ -431,7 +475,7 @@ func (n *Node) send(msgs []*pb.Message) error {
 		if p == nil {
 			n.log.Debug("raft: no address for a member; message dropped", "to", fmt.Sprintf("%x", m.GetTo()), "type", m.GetType().String())
 			if m.GetType() == pb.MsgSnap {
-				n.raft.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+				n.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
 			}
 			continue
 		}
@@ -462,9 +506,12 @@ func (n *Node) freshenSnapshot(m *pb.Message) error {
 // nodeReporter is how peer senders report to raft.
 type nodeReporter struct{ n *Node }
 
-func (r nodeReporter) ReportUnreachable(id uint64) { r.n.raft.ReportUnreachable(id) }
+func (r nodeReporter) ReportUnreachable(id uint64) {
+	r.n.in.post(func(rn *raft.RawNode) { rn.ReportUnreachable(id) })
+}
+
 func (r nodeReporter) ReportSnapshot(id uint64, s raft.SnapshotStatus) {
-	r.n.raft.ReportSnapshot(id, s)
+	r.n.in.post(func(rn *raft.RawNode) { rn.ReportSnapshot(id, s) })
 }
 func (r nodeReporter) LastAnswer(id uint64) time.Time { return r.n.LastAnswer(id) }
 
@@ -490,7 +537,10 @@ func (n *Node) syncPeers() {
 	}
 	for id, p := range n.peers {
 		if _, ok := want[id]; !ok {
-			p.stop()
+			// The removed member still needs what is queued for it: the
+			// append that commits its own removal, without which it never
+			// applies it (and a removal it proposed itself never returns).
+			go p.stopWhenSent(removedPeerFlush)
 			delete(n.peers, id)
 		}
 	}
@@ -648,7 +698,7 @@ func (n *Node) applyNormal(ents []*pb.Entry) {
 }
 
 func (n *Node) applyConfChange(cc pb.ConfChangeI, context []byte) {
-	n.confState = n.raft.ApplyConfChange(cc)
+	n.confState = n.rn.ApplyConfChange(cc)
 	var cctx confContext
 	if len(context) > 0 {
 		if err := json.Unmarshal(context, &cctx); err != nil {
@@ -670,7 +720,7 @@ func (n *Node) applyConfChange(cc pb.ConfChangeI, context []byte) {
 			delete(n.members, id)
 			delete(n.addrBook, id)
 			if id == n.id {
-				n.log.Warn("raft: this member was removed from the cluster; stop it")
+				n.removed = true
 			}
 		}
 	}
@@ -805,19 +855,28 @@ func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
 		close(n.stopc)
 		<-n.donec
-		n.raft.Stop()
+		var wg sync.WaitGroup
 		for id, p := range n.peers {
-			p.stop()
+			if n.flushPeers {
+				wg.Go(func() { p.stopWhenSent(removedPeerFlush) })
+			} else {
+				p.stop()
+			}
 			delete(n.peers, id)
 		}
+		wg.Wait()
 		if err := n.wal.Close(); err != nil {
 			n.log.Warn("raft: closing the WAL", "err", err)
 		}
 	})
 }
 
-// Err returns why the member stopped on its own (a failed disk write), or
-// nil.
+// Done is closed once the member's loop has ended: after Stop, or when
+// the member stopped on its own (see Err).
+func (n *Node) Done() <-chan struct{} { return n.donec }
+
+// Err returns why the member stopped on its own (a failed disk write, its
+// removal from the cluster), or nil.
 func (n *Node) Err() error {
 	if p := n.failErr.Load(); p != nil {
 		return *p

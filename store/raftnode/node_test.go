@@ -439,3 +439,50 @@ func TestSoleVoterCampaignsAtOnce(t *testing.T) {
 	c.start(m, false, nil)
 	c.waitLeader(10 * time.Second)
 }
+
+// TestMemberRemovesItself removes a follower through its own API and then
+// the leader through its own: each call returns once the change is
+// applied, the removed member stops with ErrRemoved, and the rest go on.
+// Before, a follower that proposed its own removal never heard that it
+// committed (the leader dropped its queue with the sender) and the call
+// hung; one that did hear went on serving and waited forever on reads.
+func TestMemberRemovesItself(t *testing.T) {
+	c := newCluster(t, 4, fastConfig(), false, nil)
+	lead := c.waitLeader(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := propose(ctx, lead, "before"); err != nil {
+		t.Fatal(err)
+	}
+	var follower *member
+	for _, m := range c.running() {
+		if m != lead {
+			follower = m
+			break
+		}
+	}
+	for _, victim := range []*member{follower, lead} {
+		if err := victim.node.RemoveMember(ctx, victim.peer.ID); err != nil {
+			t.Fatalf("member %d removing itself: %v", victim.peer.ID, err)
+		}
+		select {
+		case <-victim.node.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("member %d still runs after applying its own removal", victim.peer.ID)
+		}
+		if err := victim.node.Err(); !errors.Is(err, ErrRemoved) {
+			t.Fatalf("member %d stopped with %v, want ErrRemoved", victim.peer.ID, err)
+		}
+		if err := propose(ctx, victim, "after"); !errors.Is(err, ErrStopped) {
+			t.Fatalf("a removed member took a proposal: %v", err)
+		}
+		c.stop(victim)
+	}
+	lead = c.waitLeader(10 * time.Second)
+	if err := propose(ctx, lead, "still-two"); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(lead.node.Members()); got != 2 {
+		t.Fatalf("%d members left, want 2", got)
+	}
+}

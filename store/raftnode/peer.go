@@ -115,6 +115,23 @@ func (p *peer) stop() {
 	p.wg.Wait()
 }
 
+// removedPeerFlush bounds how long the sender of a removed member may go
+// on delivering what was queued for it.
+const removedPeerFlush = time.Second
+
+// stopWhenSent stops the sender once its queue is empty (and the batch in
+// hand had a moment to go out), or after d at the latest.
+func (p *peer) stopWhenSent(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for len(p.q) > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if time.Now().Before(deadline) {
+		time.Sleep(min(50*time.Millisecond, time.Until(deadline)))
+	}
+	p.stop()
+}
+
 func (p *peer) run() {
 	defer p.wg.Done()
 	var st *transport.Stream
@@ -364,15 +381,13 @@ func (n *Node) LastAnswer(id uint64) time.Time {
 }
 
 func (n *Node) step(ctx context.Context, m *pb.Message) error {
-	if err := n.raft.Step(ctx, m); err != nil && !errors.Is(err, raft.ErrStopped) {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	select {
-	case <-n.stopc:
+	if err := n.in.step(m); err != nil {
 		return errors.New("raft member stopped")
-	default:
-		return nil
 	}
+	return nil
 }
 
 // receiveSnapshot writes the streamed file next to the member's snapshots,

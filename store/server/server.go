@@ -146,6 +146,13 @@ func (s *Server) Register(g *grpc.Server) {
 	etcdserverpb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
 }
 
+// Done is closed when the raft member stops, by Stop or on its own (Err
+// says why).
+func (s *Server) Done() <-chan struct{} { return s.node.Done() }
+
+// Err returns why the member stopped on its own, or nil.
+func (s *Server) Err() error { return s.node.Err() }
+
 // Stop stops the member; the data stays for a restart.
 func (s *Server) Stop() {
 	s.stop()
