@@ -43,9 +43,9 @@ const snapshotsKept = 3
 
 // Node is one running raft member.
 type Node struct {
-	cfg     Config
-	id      uint64
-	log     *slog.Logger
+	cfg Config
+	id  uint64
+	log *slog.Logger
 	// rn is raft itself, touched only by the run loop (and by Start
 	// before the loop runs); everyone else goes through in.
 	rn      *raft.RawNode
