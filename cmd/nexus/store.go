@@ -85,7 +85,11 @@ peer port as https, with its name before the @), then start it with the current 
     --listen-client-urls http://127.0.0.1:2382 --listen-peer-urls quic://[::1]:2383 \
     --initial-cluster m0=quic://[::1]:2380,m1=quic://[::1]:2381,m2=quic://[::1]:2382,m3=quic://[::1]:2383 \
     --peer-cert-file m3.crt --peer-key-file m3.key --peer-trusted-ca-file ca.pem
-  etcdctl member promote <ID printed by member add>`,
+  etcdctl member promote <ID printed by member add>
+
+Removing a member (etcdctl member remove <ID>): once it applies its own removal
+it exits with an error, as etcd's does; remove its store data (DATA_DIR/store)
+before adding it again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runStore(cmd.Context(), g, o)
@@ -293,7 +297,22 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 		log.Info("stopping", "signal", s.String())
 	case <-ctx.Done():
 	case <-srv.Done():
-		if err := srv.Err(); err != nil {
+		// Answer what is in flight first (the removal this member was
+		// asked to make of itself, say), for a moment at most.
+		stopped := make(chan struct{})
+		go func() {
+			g2.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(2 * time.Second):
+		}
+		err := srv.Err()
+		if errors.Is(err, raftnode.ErrRemoved) {
+			return fmt.Errorf("store member %s was removed from the cluster and stopped; to add it again, remove its store data %s, run etcdctl member add, and start it with --initial-cluster-state existing", o.name, filepath.Join(g.dataDir, "store"))
+		}
+		if err != nil {
 			return fmt.Errorf("store member %s stopped: %w", o.name, err)
 		}
 	}

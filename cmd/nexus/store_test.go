@@ -75,6 +75,20 @@ func storeMemberArgs(t *testing.T, bin, base string, peers, clients []string) []
 // returns the client endpoints.
 func startStoreCluster(t *testing.T) []string {
 	t.Helper()
+	clients, _ := startStoreProcs(t)
+	return clients
+}
+
+// storeProc is one running `nexus store` process.
+type storeProc struct {
+	log    string
+	exited chan struct{} // closed once the process has ended
+	err    error         // its exit, once exited is closed
+}
+
+// startStoreProcs is startStoreCluster that also returns the processes.
+func startStoreProcs(t *testing.T) ([]string, []*storeProc) {
+	t.Helper()
 	bin := nexusBinary(t)
 	base := t.TempDir()
 	var peers, clients []string
@@ -82,6 +96,7 @@ func startStoreCluster(t *testing.T) []string {
 		peers = append(peers, fmt.Sprintf("[::1]:%d", freeLoopbackPort(t, "udp")))
 		clients = append(clients, fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp")))
 	}
+	var procs []*storeProc
 	for i, args := range storeMemberArgs(t, bin, base, peers, clients) {
 		log, err := os.Create(filepath.Join(base, fmt.Sprintf("m%d.log", i)))
 		if err != nil {
@@ -92,9 +107,15 @@ func startStoreCluster(t *testing.T) []string {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		p := &storeProc{log: log.Name(), exited: make(chan struct{})}
+		go func() {
+			p.err = cmd.Wait()
+			close(p.exited)
+		}()
+		procs = append(procs, p)
 		t.Cleanup(func() {
 			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			<-p.exited
 			log.Close()
 			if t.Failed() {
 				data, _ := os.ReadFile(log.Name())
@@ -102,7 +123,7 @@ func startStoreCluster(t *testing.T) []string {
 			}
 		})
 	}
-	return clients
+	return clients, procs
 }
 
 // TestEtcdctlAgainstNexusStore runs Debian's etcdctl, unchanged, against a
@@ -184,6 +205,81 @@ func TestEtcdctlAgainstNexusStore(t *testing.T) {
 	status := ctl("", "endpoint", "status")
 	if strings.Count(status, "3.5.0") != 3 || !strings.Contains(status, "true") {
 		t.Fatalf("endpoint status: %q", status)
+	}
+}
+
+// TestRemovedMemberExits removes a member with etcdctl: its process ends
+// with an error that says so and what to do, like etcd's, and the other
+// two go on taking writes.
+func TestRemovedMemberExits(t *testing.T) {
+	etcdctl := testutil.RequireProgram(t, "etcdctl", "etcd-client")
+	clients, procs := startStoreProcs(t)
+	eps := strings.Join(clients, ",")
+	ctl := func(endpoints string, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, etcdctl, append([]string{"--endpoints", endpoints, "--command-timeout", "5s"}, args...)...)
+		cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := ctl(eps, "put", "ready", "1"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the store did not accept a write within 20s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	list, err := ctl(eps, "member", "list")
+	if err != nil {
+		t.Fatalf("member list: %v: %s", err, list)
+	}
+	var id string
+	for _, line := range strings.Split(list, "\n") {
+		if f := strings.Split(line, ", "); len(f) > 2 && f[2] == "m2" {
+			id = f[0]
+		}
+	}
+	if id == "" {
+		t.Fatalf("m2 not in the member list: %q", list)
+	}
+	// Ask m2 itself to remove itself: the hardest case, it has to hear
+	// that its own removal committed.
+	if out, err := ctl(clients[2], "member", "remove", id); err != nil || !strings.Contains(out, "removed from cluster") {
+		t.Fatalf("member remove %s: %v: %s", id, err, out)
+	}
+	select {
+	case <-procs[2].exited:
+		if procs[2].err == nil {
+			t.Fatal("the removed member exited with status 0")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the removed member still runs 15 s after its removal")
+	}
+	log, _ := os.ReadFile(procs[2].log)
+	for _, want := range []string{"removed from the cluster", "remove its store data"} {
+		if !strings.Contains(string(log), want) {
+			t.Fatalf("the removed member's output does not say %q:\n%s", want, log)
+		}
+	}
+	// A put forwarded to the removed leader just before it stopped is lost
+	// and times out (etcd's too); the next one finds the new leader.
+	rest := strings.Join(clients[:2], ",")
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		out, err := ctl(rest, "put", "after", "1")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the remaining two take no write: %v: %s", err, out)
+		}
+	}
+	if out, _ := ctl(rest, "member", "list"); strings.Count(out, "started") != 2 {
+		t.Fatalf("member list after the removal: %q", out)
 	}
 }
 

@@ -336,7 +336,7 @@ func (n *Node) run() {
 				// etcd's member exits the same way: nothing it could serve
 				// would be current any more, and a linearizable read would
 				// wait forever for a leader that ignores it.
-				err := fmt.Errorf("%w: it stops; to add it again, remove its data dir %s first", ErrRemoved, n.cfg.DataDir)
+				err := fmt.Errorf("%w; it stops (its data can no longer be used: clear it before adding the member again)", ErrRemoved)
 				n.log.Warn("raft: " + err.Error())
 				n.failErr.Store(&err)
 				n.flushPeers = true
