@@ -45,14 +45,24 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 		return nil, n.proposeError(ctx, err)
 	}
 	// Give up when two checks a LeaderWait apart both find no leader: an
-	// election in between is not enough.
+	// election in between is not enough. Give up too after RequestTimeout:
+	// an entry forwarded to a leader that failed just then never arrives.
 	check := time.NewTicker(n.cfg.LeaderWait)
 	defer check.Stop()
+	timeout := time.NewTimer(n.cfg.RequestTimeout)
+	defer timeout.Stop()
+	leaderAtStart := n.Leader()
 	leaderless := 0
 	for {
 		select {
 		case res := <-ch:
 			return res, nil
+		case <-timeout.C:
+			forget()
+			if lead := n.Leader(); lead != leaderAtStart {
+				return nil, fmt.Errorf("%w (%x, now %x) within %v; it may or may not be applied", ErrTimeoutLeaderChanged, leaderAtStart, lead, n.cfg.RequestTimeout)
+			}
+			return nil, fmt.Errorf("%w after %v; it may or may not be applied", ErrTimeout, n.cfg.RequestTimeout)
 		case <-check.C:
 			if n.Leader() != raft.None {
 				leaderless = 0

@@ -107,6 +107,11 @@ type Config struct {
 	// wait for a leader before failing with ErrNoLeader (3 election
 	// timeouts).
 	LeaderWait time.Duration
+	// RequestTimeout bounds how long Propose waits for its entry to be
+	// applied once raft took it (etcd's 5 s plus two election timeouts): a
+	// proposal forwarded to a leader that failed right then is lost, and
+	// its caller is told instead of waiting forever.
+	RequestTimeout time.Duration
 	// PeerQueue bounds the messages waiting to be sent to one peer (4096);
 	// when it is full messages are dropped and raft told the peer is
 	// unreachable.
@@ -162,6 +167,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.LeaderWait <= 0 {
 		c.LeaderWait = 3 * time.Duration(c.ElectionTicks) * c.TickInterval
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5*time.Second + 2*time.Duration(c.ElectionTicks)*c.TickInterval
 	}
 	if c.PeerQueue <= 0 {
 		c.PeerQueue = 4096

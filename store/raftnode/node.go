@@ -28,6 +28,12 @@ var (
 	ErrNoLeader = errors.New("no raft leader")
 	// ErrStopped is returned by calls on a stopped member.
 	ErrStopped = errors.New("raft member stopped")
+	// ErrTimeout is wrapped by the error of a proposal that raft took but
+	// that was not applied within Config.RequestTimeout; it may still be.
+	ErrTimeout = errors.New("request timed out")
+	// ErrTimeoutLeaderChanged is ErrTimeout when the leader changed
+	// meanwhile, the likely reason.
+	ErrTimeoutLeaderChanged = fmt.Errorf("%w, possibly because the leader changed", ErrTimeout)
 	// ErrRemoved is why a member stops once it applies its own removal.
 	ErrRemoved = errors.New("this member was removed from the cluster")
 )

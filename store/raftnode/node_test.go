@@ -486,3 +486,44 @@ func TestMemberRemovesItself(t *testing.T) {
 		t.Fatalf("%d members left, want 2", got)
 	}
 }
+
+// TestProposalLostWithItsLeaderTimesOut: a follower forwards a proposal to
+// a leader that dies before it arrives. Raft never sees it again, so
+// Propose must give up after RequestTimeout (with a context that has no
+// deadline) instead of waiting forever, and say the leader changed.
+func TestProposalLostWithItsLeaderTimesOut(t *testing.T) {
+	cfg := fastConfig()
+	cfg.RequestTimeout = 2 * time.Second
+	c := newCluster(t, 3, cfg, false, nil)
+	lead := c.waitLeader(10 * time.Second)
+	var follower *member
+	for _, m := range c.running() {
+		if m != lead {
+			follower = m
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := propose(ctx, follower, "before"); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(lead)
+	start := time.Now()
+	_, err := follower.node.Propose(context.Background(), []byte("lost"))
+	took := time.Since(start)
+	switch {
+	case err == nil:
+		t.Skip("the proposal found the new leader in time; nothing was lost this run")
+	case !errors.Is(err, ErrTimeoutLeaderChanged):
+		t.Fatalf("Propose: %v, want ErrTimeoutLeaderChanged", err)
+	case took > 5*time.Second:
+		t.Fatalf("Propose gave up after %v, RequestTimeout is 2s", took)
+	}
+	t.Logf("%v after %v", err, took.Round(time.Millisecond))
+	// The survivors elect a leader and go on.
+	m := c.waitLeader(10 * time.Second)
+	if err := propose(ctx, m, "after"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -316,6 +316,10 @@ func toGRPC(err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, raftnode.ErrNoLeader):
 		return rpctypes.ErrGRPCNoLeader
+	case errors.Is(err, raftnode.ErrTimeoutLeaderChanged):
+		return rpctypes.ErrGRPCTimeoutDueToLeaderFail
+	case errors.Is(err, raftnode.ErrTimeout):
+		return rpctypes.ErrGRPCTimeout
 	case errors.Is(err, raftnode.ErrStopped):
 		return rpctypes.ErrGRPCStopped
 	}
