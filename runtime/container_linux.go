@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,10 @@ type child struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	ws   syscall.WaitStatus
+	// keep leaves the exited process unreaped, for whoever inherits it
+	// when this process exits (exec --detach under conmon, which waits for
+	// it as subreaper). Set it before the process can exit on its own.
+	keep atomic.Bool
 }
 
 // New returns a Runtime for cfg.
@@ -311,7 +316,16 @@ func (h *initHandle) pid() int { return h.ch.cmd.Process.Pid }
 func (h *initHandle) kill() {
 	_ = h.ch.cmd.Process.Kill()
 	<-h.ch.done
+	h.ch.reap()
 	h.sock.Close()
+}
+
+// reap reaps the exited process if the waiter left it (keep was set when
+// it exited). Call it only after done is closed.
+func (ch *child) reap() {
+	if ch.cmd.ProcessState == nil {
+		_ = ch.cmd.Wait()
+	}
 }
 
 // forkInit starts an init stage: this binary, re-executed read-only, in the
@@ -373,15 +387,26 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 	return h, nil
 }
 
-// startWaiter reaps cmd in the background; the status is kept for Wait.
+// startWaiter reaps cmd in the background once it exits, unless keep is
+// set by then; the status is kept for Wait.
 func startWaiter(cmd *exec.Cmd) *child {
 	ch := &child{cmd: cmd, done: make(chan struct{})}
 	go func() {
+		defer close(ch.done)
+		var info unix.Siginfo
+		for {
+			err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			if err != unix.EINTR {
+				break
+			}
+		}
+		if ch.keep.Load() {
+			return
+		}
 		_ = cmd.Wait()
 		if cmd.ProcessState != nil {
 			ch.ws = cmd.ProcessState.Sys().(syscall.WaitStatus)
 		}
-		close(ch.done)
 	}()
 	return ch
 }

@@ -21,6 +21,12 @@ type ExecOptions struct {
 	ConsoleSocket  string
 	PidFile        string
 	PreserveFDs    int
+	// Detach leaves the process to whoever inherits it once the caller
+	// exits, unreaped, as runc exec --detach does: conmon waits for it as
+	// a subreaper and reads its exit status. Without it a short process
+	// could be reaped by this one first, and its status lost (podman exec
+	// then reported exit code -1).
+	Detach bool
 }
 
 // Process is a process started in a running container by Exec.
@@ -98,9 +104,13 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	cfg.ConsoleFD = h.consoleFD
 	ch, parentSock, pid := h.ch, h.sock, h.pid()
 	fail := func(err error) (*Process, error) {
+		ch.keep.Store(false)
 		h.kill()
 		return nil, fmt.Errorf("exec into %s: %w", id, err)
 	}
+	// The process waits for its config below; it cannot exit on its own
+	// before then.
+	ch.keep.Store(opts.Detach)
 	if err := cg.Add(pid); err != nil {
 		return fail(err)
 	}
@@ -115,7 +125,9 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	// On success the init execs and its end of the socket closes: EOF.
 	var msg initMessage
 	if err := json.NewDecoder(parentSock).Decode(&msg); err == nil && msg.Type == "error" {
+		ch.keep.Store(false)
 		<-ch.done
+		ch.reap()
 		return nil, fmt.Errorf("exec into %s: %s", id, msg.Error)
 	} else if err != nil && !errors.Is(err, io.EOF) {
 		return fail(err)

@@ -489,6 +489,36 @@ func TestExecJoinsTheContainer(t *testing.T) {
 	}
 }
 
+// TestExecDetachLeavesTheExitToTheInheritor: with Detach, a process that
+// exits at once stays unreaped, so whoever inherits it (conmon, as
+// subreaper, once `nexus runtime exec --detach` exits) can read its status.
+// The runtime used to reap it in the background; podman exec then saw
+// exit code -1 about once in 40 runs.
+func TestExecDetachLeavesTheExitToTheInheritor(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(func(s *specs.Spec, _ string) {
+		s.Process.Args = []string{"sleep", "100"}
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Start(ctx, id))
+	spec, err := h.rt.Spec(id)
+	must(t, err)
+	proc := *spec.Process
+	proc.Args = []string{"sh", "-c", "exit 7"}
+	p, err := h.rt.Exec(ctx, id, &proc, runtime.ExecOptions{Detach: true})
+	must(t, err)
+	time.Sleep(300 * time.Millisecond) // long enough for a background reaper
+	var ws unix.WaitStatus
+	pid, err := unix.Wait4(p.Pid, &ws, unix.WNOHANG, nil)
+	if err != nil || pid != p.Pid {
+		t.Fatalf("the detached process %d was not left to its inheritor: wait4 = %d, %v", p.Pid, pid, err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 7 {
+		t.Fatalf("the detached process ended with %v, want exit 7", ws)
+	}
+}
+
 func TestHooksRunInOrder(t *testing.T) {
 	h := newHarness(t)
 	log := filepath.Join(t.TempDir(), "hooks.log")

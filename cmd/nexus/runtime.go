@@ -323,7 +323,7 @@ func rtExec(o *runtimeOptions) *cobra.Command {
 				c := proc.Capabilities
 				c.Bounding, c.Effective, c.Permitted = append(c.Bounding, caps...), append(c.Effective, caps...), append(c.Permitted, caps...)
 			}
-			p, err := o.rt.Exec(cmd.Context(), id, proc, runtime.ExecOptions{PidFile: pidFile, ConsoleSocket: consoleSocket, PreserveFDs: preserveFDs})
+			p, err := o.rt.Exec(cmd.Context(), id, proc, runtime.ExecOptions{PidFile: pidFile, ConsoleSocket: consoleSocket, PreserveFDs: preserveFDs, Detach: detach})
 			if err != nil {
 				return err
 			}
