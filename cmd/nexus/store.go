@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -45,6 +46,7 @@ type storeOptions struct {
 	quotaBytes          int64
 	listenMetricsURLs   []string
 	enablePprof         bool
+	clientTLS           clientTLS
 }
 
 func newStoreCommand(g *globalOptions) *cobra.Command {
@@ -97,7 +99,7 @@ before adding it again.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.name, "name", "default", "this member's name (also the name in its server certificate)")
-	f.StringSliceVar(&o.listenClientURLs, "listen-client-urls", []string{"http://127.0.0.1:2379"}, "URLs to serve the etcd API on (http://host:port)")
+	f.StringSliceVar(&o.listenClientURLs, "listen-client-urls", []string{"http://127.0.0.1:2379"}, "URLs to serve the etcd API on (http://host:port, or https:// with --cert-file and --key-file)")
 	f.StringSliceVar(&o.advertiseClientURLs, "advertise-client-urls", nil, "client URLs to advertise (default: the listen URLs)")
 	f.StringVar(&o.listenPeerURL, "listen-peer-urls", "quic://[::1]:2380", "URL to serve raft peers on (quic://host:port, UDP)")
 	f.StringVar(&o.advertisePeerURL, "initial-advertise-peer-urls", "", "this member's peer URL as others reach it (default: its entry in --initial-cluster)")
@@ -109,7 +111,11 @@ before adding it again.`,
 	f.DurationVar(&o.tick, "heartbeat-interval", 100*time.Millisecond, "raft tick (election timeout is 10 ticks)")
 	f.Uint64Var(&o.snapshotCount, "snapshot-count", 10000, "applied entries between snapshots")
 	f.Int64Var(&o.quotaBytes, "quota-backend-bytes", 0, "size limit of the data before writes fail with NOSPACE (default 2 GiB)")
-	f.StringSliceVar(&o.listenMetricsURLs, "listen-metrics-urls", nil, "extra http://host:port URLs serving /health (and /debug/pprof with --enable-pprof)")
+	f.StringSliceVar(&o.listenMetricsURLs, "listen-metrics-urls", nil, "extra http(s)://host:port URLs serving /health (and /debug/pprof with --enable-pprof)")
+	f.StringVar(&o.clientTLS.certFile, "cert-file", "", "server certificate for https client and metrics URLs (PEM; must name the host clients dial)")
+	f.StringVar(&o.clientTLS.keyFile, "key-file", "", "its key (PEM)")
+	f.StringVar(&o.clientTLS.caFile, "trusted-ca-file", "", "CA bundle that client certificates are verified against (PEM)")
+	f.BoolVar(&o.clientTLS.clientCertAuth, "client-cert-auth", false, "require a client certificate signed by --trusted-ca-file on https URLs")
 	f.BoolVar(&o.enablePprof, "enable-pprof", false, "serve Go runtime profiles under /debug/pprof/ on the metrics URLs")
 	return cmd
 }
@@ -194,6 +200,14 @@ func readPeerFiles(certFile, keyFile, caFile string) ([]*x509.Certificate, *ecds
 
 func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	log := slog.Default().With("store", o.name)
+	grpcTLS, err := o.clientTLS.config("h2")
+	if err != nil {
+		return err
+	}
+	httpTLS, err := o.clientTLS.config("http/1.1")
+	if err != nil {
+		return err
+	}
 	creds, err := loadPeerCredentials(g, o)
 	if err != nil {
 		return err
@@ -239,11 +253,11 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	}
 	// Bind every HTTP port before the store starts: a bad URL or a port in
 	// use then fails the command with nothing started.
-	clientLs, err := listenHTTP("--listen-client-urls", o.listenClientURLs)
+	clientLs, err := listenHTTP("--listen-client-urls", o.listenClientURLs, grpcTLS)
 	if err != nil {
 		return err
 	}
-	metricsLs, err := listenHTTP("--listen-metrics-urls", o.listenMetricsURLs)
+	metricsLs, err := listenHTTP("--listen-metrics-urls", o.listenMetricsURLs, httpTLS)
 	if err != nil {
 		closeAll(clientLs)
 		return err
@@ -320,16 +334,19 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 }
 
 // listenHTTP opens a TCP listener for each http://host:port URL given to
-// flag, or none and an error naming the bad one.
-func listenHTTP(flag string, urls []string) ([]net.Listener, error) {
+// flag, TLS with tlsCfg for each https:// one, or none and an error naming
+// the bad one.
+func listenHTTP(flag string, urls []string, tlsCfg *tls.Config) ([]net.Listener, error) {
 	var ls []net.Listener
 	for _, u := range urls {
 		pu, err := url.Parse(u)
 		switch {
 		case err != nil || pu.Host == "":
 			err = fmt.Errorf("%s %q is not a URL like http://host:port", flag, u)
-		case pu.Scheme != "http":
-			err = fmt.Errorf("%s %q: only http:// is served so far (put it on loopback or a private network)", flag, u)
+		case pu.Scheme == "https" && tlsCfg == nil:
+			err = fmt.Errorf("%s %q: https needs --cert-file and --key-file (the member's certificate for clients)", flag, u)
+		case pu.Scheme != "http" && pu.Scheme != "https":
+			err = fmt.Errorf("%s %q: use http:// or https://", flag, u)
 		}
 		if err != nil {
 			closeAll(ls)
@@ -339,6 +356,9 @@ func listenHTTP(flag string, urls []string) ([]net.Listener, error) {
 		if err != nil {
 			closeAll(ls)
 			return nil, fmt.Errorf("%s: listen on %s: %w", flag, pu.Host, err)
+		}
+		if pu.Scheme == "https" {
+			l = tls.NewListener(l, tlsCfg)
 		}
 		ls = append(ls, l)
 	}

@@ -298,9 +298,9 @@ func TestStoreCommandRejectsBadFlags(t *testing.T) {
 		{[]string{"store", "--name", "m0", "--initial-cluster-state", "sideways"}, "use new or existing"},
 		{[]string{"store", "--name", "m0", "--listen-peer-urls", "::1"}, "--listen-peer-urls"},
 		{[]string{"store", "--name", "m0", "--peer-cert-file", filepath.Join(dir, "missing.crt")}, "nexus cert issue --server m0"},
-		{[]string{"store", "--name", "m0", "--listen-client-urls", "https://127.0.0.1:0"}, "only http://"},
+		{[]string{"store", "--name", "m0", "--listen-client-urls", "https://127.0.0.1:0"}, "https needs --cert-file and --key-file"},
 		{[]string{"store", "--name", "m0", "--listen-metrics-urls", "127.0.0.1:0"}, "--listen-metrics-urls"},
-		{[]string{"store", "--name", "m0", "--listen-metrics-urls", "http://127.0.0.1:0", "--listen-metrics-urls", "ftp://127.0.0.1:0"}, "only http://"},
+		{[]string{"store", "--name", "m0", "--listen-metrics-urls", "http://127.0.0.1:0", "--listen-metrics-urls", "ftp://127.0.0.1:0"}, "use http:// or https://"},
 	}
 	for _, tt := range tests {
 		_, err := run(t, append([]string{"--data-dir", dir}, tt.args...)...)
