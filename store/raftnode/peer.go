@@ -368,7 +368,10 @@ func (n *Node) serveStream(ctx context.Context, peer identity.ID, method string,
 
 // noteAnswer records that a response from id arrived.
 func (n *Node) noteAnswer(id uint64) {
-	v, _ := n.heard.LoadOrStore(id, new(atomic.Int64))
+	v, ok := n.heard.Load(id)
+	if !ok {
+		v, _ = n.heard.LoadOrStore(id, new(atomic.Int64))
+	}
 	v.(*atomic.Int64).Store(time.Now().UnixNano())
 }
 
