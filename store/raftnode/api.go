@@ -294,6 +294,15 @@ func (n *Node) changeConf(ctx context.Context, typ pb.ConfChangeType, p Peer) er
 		delete(n.confChanges, req)
 		n.mu.Unlock()
 	}
+	// raft drops a change proposed while another is still pending at the
+	// leader, without telling anyone (the leader may not have applied the
+	// previous change yet even though this member has). So a change not
+	// applied within two election timeouts is proposed again, unless the
+	// configuration already shows it; proposing one twice is harmless
+	// (raft refuses the second while the first is pending, and adding a
+	// present member or removing an absent one changes nothing).
+	// A failed retry is not the caller's error: the first proposal may
+	// still be applied, and ctx bounds the wait.
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
 	err = n.propose(pctx, nil, cc)
 	cancel()
@@ -301,16 +310,45 @@ func (n *Node) changeConf(ctx context.Context, typ pb.ConfChangeType, p Peer) er
 		forget()
 		return fmt.Errorf("%s %x: %w", typ, p.ID, n.proposeError(ctx, err))
 	}
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		forget()
-		return fmt.Errorf("%s %x: %w (raft refuses a change while another is pending)", typ, p.ID, ctx.Err())
-	case <-n.stopc:
-		forget()
-		return n.stoppedErr()
+	retry := time.NewTicker(2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ch:
+			return nil
+		case <-retry.C:
+			if n.confShows(typ, p.ID) {
+				forget()
+				return nil
+			}
+			pctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderWait)
+			_ = n.propose(pctx, nil, cc)
+			cancel()
+		case <-ctx.Done():
+			forget()
+			return fmt.Errorf("%s %x: %w", typ, p.ID, ctx.Err())
+		case <-n.stopc:
+			forget()
+			return n.stoppedErr()
+		}
 	}
+}
+
+// confShows reports whether the applied configuration already has the
+// effect of change typ on member id.
+func (n *Node) confShows(typ pb.ConfChangeType, id uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m, ok := n.members[id]
+	switch typ {
+	case pb.ConfChangeAddNode:
+		return ok && !m.Learner
+	case pb.ConfChangeAddLearnerNode:
+		return ok
+	case pb.ConfChangeRemoveNode:
+		return !ok
+	}
+	return false
 }
 
 // Members returns the current configuration, ordered by ID.

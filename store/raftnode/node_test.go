@@ -527,3 +527,45 @@ func TestProposalLostWithItsLeaderTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConcurrentMembershipChanges: two members each add a learner at the
+// same moment. The leader drops whichever change arrives while the other
+// is still pending, without telling its proposer; the proposer must notice
+// and propose it again rather than wait for its deadline.
+func TestConcurrentMembershipChanges(t *testing.T) {
+	c := newCluster(t, 3, fastConfig(), false, nil)
+	lead := c.waitLeader(10 * time.Second)
+	var followers []*member
+	for _, m := range c.running() {
+		if m != lead {
+			followers = append(followers, m)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	for i, f := range followers {
+		p := Peer{ID: uint64(10 + i), Name: fmt.Sprintf("l%d", i), Addr: "[::1]:1"}
+		go func() { errs <- f.node.AddLearner(ctx, p) }()
+	}
+	for range followers {
+		if err := <-errs; err != nil {
+			t.Fatalf("AddLearner: %v", err)
+		}
+	}
+	// Each call returned once its own member applied the change; the
+	// leader may apply a moment later.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, id := range []uint64{10, 11} {
+		for {
+			m := memberByID(lead.node.Members(), id)
+			if m != nil && m.Learner {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("member %d is %+v on the leader, want a learner", id, m)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
