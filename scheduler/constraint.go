@@ -149,7 +149,15 @@ type matcher struct {
 func newMatcher(c Constraint) matcher {
 	m := matcher{op: c.Op, values: c.Values}
 	switch c.Op {
-	case OpEqual, OpNotEqual, OpIn, OpNotIn, OpExists, OpNotExists:
+	case OpExists, OpNotExists:
+	case OpEqual, OpNotEqual:
+		if len(c.Values) != 1 {
+			m.err = fmt.Errorf("constraint %s: %s takes one value", c, c.Op)
+		}
+	case OpIn, OpNotIn:
+		if len(c.Values) == 0 {
+			m.err = fmt.Errorf("constraint %s: %s takes a non-empty set", c, c.Op)
+		}
 	case OpRegexp:
 		if len(c.Values) != 1 {
 			m.err = fmt.Errorf("constraint %s: =~ takes one pattern", c)
@@ -181,7 +189,7 @@ func (m *matcher) match(v string, present bool) bool {
 	case OpNotExists:
 		return !present
 	case OpNotEqual:
-		return !present || len(m.values) == 0 || v != m.values[0]
+		return !present || v != m.values[0]
 	case OpNotIn:
 		return !present || !contains(m.values, v)
 	}
@@ -190,7 +198,7 @@ func (m *matcher) match(v string, present bool) bool {
 	}
 	switch m.op {
 	case OpEqual:
-		return len(m.values) > 0 && v == m.values[0]
+		return v == m.values[0]
 	case OpIn:
 		return contains(m.values, v)
 	case OpRegexp:
@@ -210,8 +218,8 @@ func (c Constraint) Matches(v string, present bool) bool {
 	return m.match(v, present)
 }
 
-// Validate reports whether c compiles (operator known, regexp and version
-// range valid).
+// Validate reports whether c compiles (operator known, as many values as
+// it takes, regexp and version range valid).
 func (c Constraint) Validate() error { return newMatcher(c).err }
 
 func contains(set []string, v string) bool {

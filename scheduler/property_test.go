@@ -163,19 +163,16 @@ func attr(nd *Node, key string) (string, bool) {
 	return v, ok
 }
 
+// domain is the node's value of a spread or anti-affinity topology: "zone"
+// and "rack" name the node fields, anything else is a constraint key.
 func domain(nd *Node, topo string) (string, bool) {
 	switch topo {
-	case "zone":
-		return nd.Zone, nd.Zone != ""
-	case "rack":
-		return nd.Rack, nd.Rack != ""
+	case "zone", "rack":
+		topo = "node." + topo
 	}
-	v, ok := nd.Labels[topo]
-	return v, ok
+	return attr(nd, topo)
 }
 
-// static reports whether the node passes readiness, tier, constraints and
-// taints.
 func (m *model) matcher(c Constraint) *matcher {
 	key := fmt.Sprint(c.Key, c.Op, c.Values)
 	mt := m.matchers[key]
@@ -187,6 +184,8 @@ func (m *model) matcher(c Constraint) *matcher {
 	return mt
 }
 
+// static reports why the node fails readiness, tier, constraints or
+// taints, or "" when it passes.
 func (m *model) static(nd *Node, in *Instance) string {
 	if !nd.Ready {
 		return "not ready"

@@ -285,3 +285,60 @@ func TestReleaseAndInvalidSpec(t *testing.T) {
 		t.Fatalf("unknown operator: %+v", r)
 	}
 }
+
+// TestHardSpreadEligibilityPerConstraint: two constraints that print alike
+// ("k in (a,b)") but match different nodes must not share the cached set
+// of eligible domains, or the second one's skew is measured over the wrong
+// zones.
+func TestHardSpreadEligibilityPerConstraint(t *testing.T) {
+	snap := Snapshot{Nodes: []Node{
+		node("a", label("k", "a")),
+		node("ab1", label("k", "a,b"), func(n *Node) { n.Zone = "z2" }),
+		node("ab2", label("k", "a,b"), func(n *Node) { n.Zone = "z2" }),
+	}}
+	sch := New(Config{Seed: 1}, mustState(t, snap))
+	spread := &Spread{Topology: "zone", MaxSkew: 1, Hard: true}
+	first := small("set")
+	first.Group = "other"
+	first.Spread = spread
+	first.Constraints = []Constraint{{Key: "k", Op: OpIn, Values: []string{"a", "b"}}}
+	if got, why := placeOn(t, sch, first); got != "a" {
+		t.Fatalf("k in {a, b}: placed on %q (%s), want a", got, why)
+	}
+	for i := range 2 {
+		in := small(fmt.Sprint("comma", i))
+		in.Spread = spread
+		in.Constraints = []Constraint{{Key: "k", Op: OpIn, Values: []string{"a,b"}}}
+		if got, why := placeOn(t, sch, in); got != "ab1" && got != "ab2" {
+			t.Fatalf("k in {\"a,b\"} #%d: placed on %q (%s), want zone z2, its only eligible zone", i, got, why)
+		}
+	}
+}
+
+func TestInvalidRequests(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		inst Instance
+		why  string
+	}{
+		{"negative cpu", Instance{ID: "i", Request: Resources{-1, 0}}, "negative request"},
+		{"negative memory", Instance{ID: "i", Request: Resources{0, -gib}}, "negative request"},
+		{"equal without value", Instance{ID: "i", Constraints: []Constraint{{Key: "zone", Op: OpEqual}}}, "= takes one value"},
+		{"not equal with two values", Instance{ID: "i", Constraints: []Constraint{{Key: "zone", Op: OpNotEqual, Values: []string{"a", "b"}}}}, "!= takes one value"},
+		{"in without values", Instance{ID: "i", Constraints: []Constraint{{Key: "zone", Op: OpIn}}}, "in takes a non-empty set"},
+		{"not in without values", Instance{ID: "i", Affinities: []Affinity{{Constraint: Constraint{Key: "zone", Op: OpNotIn}, Weight: 10}}}, "not in takes a non-empty set"},
+		{"version without range", Instance{ID: "i", Constraints: []Constraint{{Key: "kernel", Op: OpVersion}}}, "version takes one range"},
+		{"bad version range", Instance{ID: "i", Constraints: []Constraint{{Key: "kernel", Op: OpVersion, Values: []string{">=1.x"}}}}, "parse version range"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sch := New(Config{Seed: 1}, mustState(t, Snapshot{Nodes: []Node{node("a")}}))
+			r := sch.Place(&tt.inst)
+			if r.Decision != nil || r.Unplaceable == nil || !strings.Contains(r.Unplaceable.Reason, tt.why) {
+				t.Fatalf("got %+v %+v, want unplaceable mentioning %q", r.Decision, r.Unplaceable, tt.why)
+			}
+			if u, _ := sch.State().Node("a"); len(u.Allocations) != 0 || u.Allocated != (Resources{}) {
+				t.Fatalf("rejected instance changed the state: %+v", u)
+			}
+		})
+	}
+}

@@ -232,6 +232,10 @@ func (sch *Scheduler) prepare(inst *Instance) *prepared {
 		anti: p.anti[:0], affinities: p.affinities[:0], softAnti: p.softAnti[:0],
 		taint: taintCheck{s: s, tolerated: p.taint.tolerated[:0]}, preferTaint: p.preferTaint[:0],
 	}
+	if inst.Request.MilliCPU < 0 || inst.Request.MemoryBytes < 0 {
+		p.err = fmt.Errorf("instance %s: negative request %+v; ask for zero or more cpu and memory", inst.ID, inst.Request)
+		return p
+	}
 	p.gid = s.groupID(inst.Group)
 	p.ready = readyCheck{s}
 	p.cpu = cpuCheck{s, inst.Request.MilliCPU}
@@ -372,7 +376,7 @@ func (s *State) compile(c Constraint) (*compiledConstraint, error) {
 	if m.err != nil {
 		return nil, m.err
 	}
-	cc := &compiledConstraint{name: c.String(), col: s.columns[c.Key], absentOK: m.match("", false)}
+	cc := &compiledConstraint{key: key, name: c.String(), col: s.columns[c.Key], absentOK: m.match("", false)}
 	if cc.col != nil {
 		cc.ok = make([]bool, len(cc.col.strs))
 		for i, v := range cc.col.strs {
@@ -394,7 +398,7 @@ func (s *State) eligibleDomains(p *prepared, t *topology) []bool {
 	b.WriteString(p.inst.Tier)
 	for _, c := range p.cons {
 		b.WriteByte(0)
-		b.WriteString(c.c.name)
+		b.WriteString(c.c.key)
 	}
 	b.WriteByte(1)
 	for _, ok := range p.taint.tolerated {
@@ -463,8 +467,10 @@ func (sch *Scheduler) scan(p *prepared) int {
 				j -= len(nodes)
 			}
 			n := nodes[j]
-			for ci, c := range p.chain {
-				if !c.feasible(n) {
+			// Buckets hold only ready nodes, so the readiness check
+			// (chain[0]) would always pass here.
+			for ci := 1; ci < len(p.chain); ci++ {
+				if !p.chain[ci].feasible(n) {
 					sch.counts[ci]++
 					continue next
 				}

@@ -89,6 +89,16 @@ type labelColumn struct {
 	strs []string
 }
 
+// newLabelColumn returns a column over n nodes, none of which has the
+// attribute yet.
+func newLabelColumn(n int) *labelColumn {
+	c := &labelColumn{vals: make([]int32, n), dict: map[string]int32{}}
+	for i := range c.vals {
+		c.vals[i] = -1
+	}
+	return c
+}
+
 func (c *labelColumn) set(n int32, v string) {
 	id, ok := c.dict[v]
 	if !ok {
@@ -118,6 +128,7 @@ func (t *topology) groupCounts(gid int32) []int32 {
 
 // compiledConstraint answers a constraint per label value id.
 type compiledConstraint struct {
+	key      string // the State.compiled key; unlike name, unique per constraint
 	name     string
 	col      *labelColumn
 	ok       []bool
@@ -158,10 +169,7 @@ func NewState(snap Snapshot) (*State, error) {
 	col := func(key string) *labelColumn {
 		c := s.columns[key]
 		if c == nil {
-			c = &labelColumn{vals: make([]int32, len(snap.Nodes)), dict: map[string]int32{}}
-			for i := range c.vals {
-				c.vals[i] = -1
-			}
+			c = newLabelColumn(len(snap.Nodes))
 			s.columns[key] = c
 		}
 		return c
@@ -185,8 +193,8 @@ func NewState(snap Snapshot) (*State, error) {
 		if nd.Rack != "" {
 			col("node.rack").set(n, nd.Rack)
 		}
-		for _, k := range sortedKeys(nd.Labels) {
-			col(k).set(n, nd.Labels[k])
+		for k, v := range nd.Labels {
+			col(k).set(n, v)
 		}
 		for _, t := range nd.Tiers {
 			bit, ok := s.tiers[t]
@@ -243,15 +251,6 @@ func NewState(snap Snapshot) (*State, error) {
 		s.rebucket(int32(i))
 	}
 	return s, nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func (s *State) groupID(g string) int32 {
@@ -337,10 +336,7 @@ func (s *State) topology(key string) *topology {
 	}
 	c := s.columns[ck]
 	if c == nil {
-		c = &labelColumn{vals: make([]int32, len(s.nodes)), dict: map[string]int32{}}
-		for i := range c.vals {
-			c.vals[i] = -1
-		}
+		c = newLabelColumn(len(s.nodes))
 	}
 	t := &topology{key: key, col: c}
 	for n := range s.nodes {
@@ -494,7 +490,6 @@ func (s *State) export(n int32, a alloc) Allocation {
 // Allocated and Generation, allocations sorted by node then instance), for
 // handing to another scheduler or for checking.
 func (s *State) Snapshot() Snapshot {
-	names := s.groupNames
 	var snap Snapshot
 	for i := range s.nodes {
 		ns := &s.nodes[i]
@@ -503,7 +498,7 @@ func (s *State) Snapshot() Snapshot {
 		snap.Nodes = append(snap.Nodes, nd)
 		start := len(snap.Allocations)
 		for _, a := range ns.allocs {
-			snap.Allocations = append(snap.Allocations, Allocation{InstanceID: a.id, NodeID: nd.ID, Group: names[a.gid], Priority: a.prio, Request: a.req, Ports: slices.Clone(a.ports)})
+			snap.Allocations = append(snap.Allocations, s.export(int32(i), a))
 		}
 		part := snap.Allocations[start:]
 		sort.Slice(part, func(i, j int) bool { return part[i].InstanceID < part[j].InstanceID })
