@@ -215,6 +215,9 @@ func apply(args []string) error {
 	file := fs.String("layer", "", "layer file")
 	dir := fs.String("dir", "", "empty directory to unpack into")
 	fs.Parse(args)
+	if *file == "" || *dir == "" {
+		return fmt.Errorf("apply needs -layer FILE and -dir DIR")
+	}
 	f, err := os.Open(*file)
 	if err != nil {
 		return err
@@ -235,6 +238,9 @@ func run(args []string) error {
 	tarBin := fs.String("tar", "tar", "GNU tar")
 	gzipProg := fs.String("gzip-program", "", "tar --use-compress-program for the gzip variant (pigz); empty: tar -z")
 	fs.Parse(args)
+	if *work == "" {
+		return fmt.Errorf("run needs -work DIR (the -out DIR of gen)")
+	}
 	js, err := os.ReadFile(filepath.Join(*work, "layer.json"))
 	if err != nil {
 		return fmt.Errorf("read the layer summary (run gen first): %w", err)

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -14,8 +13,6 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 
 	"nexus.dev/nexus/internal/fsutil"
 )
@@ -210,49 +207,6 @@ func (s *Store) verifyBlob(ctx context.Context, d v1.Hash) error {
 	defer rc.Close()
 	_, err = io.Copy(io.Discard, ctxReader{ctx, rc})
 	return err
-}
-
-// Compression is how a layer blob is compressed, judged by its first bytes
-// rather than by the media type the source claims.
-type compression int
-
-const (
-	uncompressed compression = iota
-	gzipped
-	zstded
-)
-
-func sniff(br *bufio.Reader) compression {
-	magic, _ := br.Peek(4)
-	switch {
-	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
-		return gzipped
-	case len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
-		return zstded
-	}
-	return uncompressed
-}
-
-// decompress returns the uncompressed stream of a layer blob and how it was
-// compressed.
-func decompress(r io.Reader) (io.ReadCloser, compression, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	switch c := sniff(br); c {
-	case gzipped:
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, c, fmt.Errorf("read gzip stream: %w", err)
-		}
-		return zr, c, nil
-	case zstded:
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, c, fmt.Errorf("read zstd stream: %w", err)
-		}
-		return zr.IOReadCloser(), c, nil
-	default:
-		return io.NopCloser(br), c, nil
-	}
 }
 
 // ctxReader stops reading once ctx is done, so a copy from a slow source

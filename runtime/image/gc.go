@@ -2,9 +2,9 @@ package image
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -28,16 +28,8 @@ type RemoveOptions struct {
 func (s *Store) Remove(ctx context.Context, ref string, o RemoveOptions) ([]string, error) {
 	var removed []string
 	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketImages)
-		recs := map[string]imageRecord{}
-		if err := b.ForEach(func(k, v []byte) error {
-			var r imageRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("image metadata for %s is damaged: %w", k, err)
-			}
-			recs[string(k)] = r
-			return nil
-		}); err != nil {
+		recs, err := imagesIn(tx)
+		if err != nil {
 			return err
 		}
 		n, r, err := resolve(recs, ref)
@@ -63,24 +55,22 @@ func (s *Store) Remove(ctx context.Context, ref string, o RemoveOptions) ([]stri
 			targets = same
 		}
 		if len(targets) == len(same) && !o.Force {
-			var users []string
-			if err := tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
-				var c containerRecord
-				if err := json.Unmarshal(v, &c); err != nil {
-					return fmt.Errorf("metadata of prepared container %s is damaged: %w", k, err)
-				}
-				if c.Digest == r.Digest {
-					users = append(users, string(k))
-				}
-				return nil
-			}); err != nil {
+			ctrs, err := containersIn(tx)
+			if err != nil {
 				return err
+			}
+			var users []string
+			for id, c := range ctrs {
+				if c.Digest == r.Digest {
+					users = append(users, id)
+				}
 			}
 			if len(users) > 0 {
 				slices.Sort(users)
 				return fmt.Errorf("image %s is used by prepared container(s) %s: release them first, or remove the name anyway with --force", n, strings.Join(users, ", "))
 			}
 		}
+		b := tx.Bucket(bucketImages)
 		for _, t := range targets {
 			if err := b.Delete([]byte(t)); err != nil {
 				return err
@@ -149,37 +139,32 @@ func (s *Store) Prune(ctx context.Context) (PruneReport, error) {
 			snaps[d.Hex] = true
 		}
 	}
-	entries, err := os.ReadDir(s.path(dirBlobs))
-	if err != nil {
+	if rep.Blobs, err = pruneDir(s.path(dirBlobs), blobs, &rep.Bytes); err != nil {
 		return rep, err
 	}
-	for _, e := range entries {
-		if blobs[e.Name()] {
-			continue
-		}
-		p := s.path(dirBlobs, e.Name())
-		if fi, err := e.Info(); err == nil {
-			rep.Bytes += fi.Size()
-		}
-		if err := os.Remove(p); err != nil {
-			return rep, fmt.Errorf("prune: %w", err)
-		}
-		rep.Blobs = append(rep.Blobs, v1.Hash{Algorithm: "sha256", Hex: e.Name()})
-	}
-	entries, err = os.ReadDir(s.path(dirSnapshots))
+	rep.Snapshots, err = pruneDir(s.path(dirSnapshots), snaps, &rep.Bytes)
+	return rep, err
+}
+
+// pruneDir deletes every entry of dir (a blob or a snapshot, named by its
+// digest's hex) that keep lacks, adds the bytes they held to *reclaimed and
+// returns their digests.
+func pruneDir(dir string, keep map[string]bool, reclaimed *int64) ([]v1.Hash, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return rep, err
+		return nil, err
 	}
+	var pruned []v1.Hash
 	for _, e := range entries {
-		if snaps[e.Name()] {
+		if keep[e.Name()] {
 			continue
 		}
-		p := s.path(dirSnapshots, e.Name())
-		rep.Bytes += dirSize(p)
+		p := filepath.Join(dir, e.Name())
+		*reclaimed += dirSize(p)
 		if err := os.RemoveAll(p); err != nil {
-			return rep, fmt.Errorf("prune: %w", err)
+			return pruned, fmt.Errorf("prune: %w", err)
 		}
-		rep.Snapshots = append(rep.Snapshots, v1.Hash{Algorithm: "sha256", Hex: e.Name()})
+		pruned = append(pruned, v1.Hash{Algorithm: "sha256", Hex: e.Name()})
 	}
-	return rep, nil
+	return pruned, nil
 }

@@ -97,7 +97,7 @@ func isCompressed(head []byte) bool {
 
 // spool copies r, decompressed, into a temporary file in ingest/.
 func (s *Store) spool(ctx context.Context, r io.Reader) (*os.File, error) {
-	plain, _, err := decompress(r)
+	plain, err := layer.Decompress(r)
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}

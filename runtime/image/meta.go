@@ -80,33 +80,44 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 }
 
 // images returns every name and its record.
-func (s *Store) images() (map[string]imageRecord, error) {
-	out := map[string]imageRecord{}
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketImages).ForEach(func(k, v []byte) error {
-			var r imageRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("image metadata for %s is damaged: %w", k, err)
-			}
-			out[string(k)] = r
-			return nil
-		})
+func (s *Store) images() (recs map[string]imageRecord, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		recs, err = imagesIn(tx)
+		return err
 	})
-	return out, err
+	return recs, err
 }
 
 // containers returns every prepared container's record.
-func (s *Store) containers() (map[string]containerRecord, error) {
-	out := map[string]containerRecord{}
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
-			var r containerRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("metadata of prepared container %s is damaged: %w", k, err)
-			}
-			out[string(k)] = r
-			return nil
-		})
+func (s *Store) containers() (recs map[string]containerRecord, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		recs, err = containersIn(tx)
+		return err
+	})
+	return recs, err
+}
+
+// imagesIn and containersIn read every record within tx, for a caller
+// that must decide and write in the same transaction (Remove).
+func imagesIn(tx *bolt.Tx) (map[string]imageRecord, error) {
+	return decodeAll[imageRecord](tx.Bucket(bucketImages), "image metadata for")
+}
+
+func containersIn(tx *bolt.Tx) (map[string]containerRecord, error) {
+	return decodeAll[containerRecord](tx.Bucket(bucketContainers), "metadata of prepared container")
+}
+
+// decodeAll decodes every record in b; what, followed by the key, names a
+// record that is damaged.
+func decodeAll[T any](b *bolt.Bucket, what string) (map[string]T, error) {
+	out := map[string]T{}
+	err := b.ForEach(func(k, v []byte) error {
+		var r T
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("%s %s is damaged: %w", what, k, err)
+		}
+		out[string(k)] = r
+		return nil
 	})
 	return out, err
 }

@@ -99,7 +99,7 @@ func (s *Store) unpackLayer(ctx context.Context, blob, diffID v1.Hash) (err erro
 		return err
 	}
 	defer rc.Close()
-	plain, _, err := decompress(rc)
+	plain, err := layer.Decompress(rc)
 	if err != nil {
 		return err
 	}

@@ -33,8 +33,27 @@ type stream struct {
 	close  func()
 }
 
+// Close stops any decoder goroutines.
+func (s *stream) Close() error {
+	s.close()
+	return nil
+}
+
+// Decompress returns the uncompressed stream of r, a tar that may be gzip-
+// or zstd-compressed: the format is told by r's first bytes, not by the
+// media type a source claims, and a zstd frame may ask for no more than a
+// 128 MiB window. Read errors name the format. Close the stream when done.
+//
+// Apply decompresses by itself; Decompress is for a caller that needs the
+// uncompressed bytes too (to hash them into a diffID, or to spool an
+// archive).
+func Decompress(r io.Reader) (io.ReadCloser, error) {
+	return decompress(bufio.NewReaderSize(r, 256<<10))
+}
+
 // openStream detects the compression of r from its first bytes and returns
-// the uncompressed stream. Close it to stop any decoder goroutines.
+// the uncompressed stream, refusing an empty layer and the formats OCI does
+// not allow. Close it to stop any decoder goroutines.
 func openStream(r io.Reader) (*stream, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	head, err := br.Peek(10)
@@ -44,6 +63,14 @@ func openStream(r io.Reader) (*stream, error) {
 		}
 		return nil, fmt.Errorf("read layer: %w", err)
 	}
+	if isBzip2(head) || bytes.HasPrefix(head, magicXz) {
+		return nil, errors.New("the layer is bzip2- or xz-compressed; OCI layers are tar, tar+gzip or tar+zstd: recompress it with gzip or zstd")
+	}
+	return decompress(br)
+}
+
+func decompress(br *bufio.Reader) (*stream, error) {
+	head, _ := br.Peek(len(magicZstd))
 	switch {
 	case bytes.HasPrefix(head, magicGzip):
 		zr, err := gzip.NewReader(br)
@@ -57,8 +84,6 @@ func openStream(r io.Reader) (*stream, error) {
 			return nil, fmt.Errorf("layer looks zstd-compressed but its header is unreadable: %w", err)
 		}
 		return &stream{Reader: &annotated{r: zr, format: "zstd"}, format: "zstd", close: zr.Close}, nil
-	case isBzip2(head), bytes.HasPrefix(head, magicXz):
-		return nil, errors.New("the layer is bzip2- or xz-compressed; OCI layers are tar, tar+gzip or tar+zstd: recompress it with gzip or zstd")
 	}
 	return &stream{Reader: br, format: "tar", close: func() {}}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -313,5 +314,50 @@ func TestDefaultLimits(t *testing.T) {
 	}
 	if _, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(mkTar(t)), Options{Limits: Limits{MaxBytes: -1}}); err == nil {
 		t.Error("negative limits accepted")
+	}
+}
+
+func TestDecompress(t *testing.T) {
+	plain := mkTar(t, reg("a", strings.Repeat("abc", 100000)))
+	for _, tc := range []struct {
+		name  string
+		layer []byte
+	}{
+		{"tar", plain},
+		{"gzip", gzipped(t, plain)},
+		{"zstd", zstded(t, plain)},
+		{"gzip multistream", append(gzipped(t, plain[:512]), gzipped(t, plain[512:])...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc, err := Decompress(bytes.NewReader(tc.layer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			got, err := io.ReadAll(rc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, plain) {
+				t.Errorf("Decompress gave %d bytes that differ from the %d-byte tar", len(got), len(plain))
+			}
+		})
+	}
+}
+
+// A zstd frame that asks for a window over zstdMaxWindow could make the
+// decoder allocate that much: it is refused before any content is read.
+func TestDecompressRefusesHugeZstdWindow(t *testing.T) {
+	// Magic number; frame header descriptor 0 (no content size, not single
+	// segment, so the window descriptor follows); window log 10+18 = 28
+	// (256 MiB); then one last raw block holding "x".
+	frame := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 18 << 3, 0x09, 0x00, 0x00, 'x'}
+	rc, err := Decompress(bytes.NewReader(frame))
+	if err == nil {
+		_, err = io.ReadAll(rc)
+		rc.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "window") {
+		t.Fatalf("Decompress of a frame with a %d-byte window: %v, want a window size error", 2*zstdMaxWindow, err)
 	}
 }
