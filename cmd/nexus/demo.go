@@ -52,27 +52,26 @@ it on 127.0.0.1 (real workloads get their own). Needs root, like any runtime.`,
 }
 
 func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.Writer) (err error) {
-	if os.Geteuid() != 0 {
-		return errors.New("nexus demo starts a container, which needs root: run it as root (sudo)")
-	}
 	if requests < 1 {
 		return fmt.Errorf("--requests %d: send at least one", requests)
+	}
+	if port < 0 || port > 65535 {
+		return fmt.Errorf("--port %d is outside 0-65535: choose another, or leave it out for a free one", port)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("nexus demo starts a container, which needs root: run it as root (sudo)")
 	}
 	if port == 0 {
 		if port, err = freePort(); err != nil {
 			return err
 		}
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find this nexus binary: %w", err)
-	}
-	store, err := image.Open(image.Config{Root: filepath.Join(g.dataDir, "images")})
+	store, err := (&imageOptions{globalOptions: g}).open()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	img, err := store.EnsureBuiltin(ctx, exe)
+	img, err := ensureBuiltin(ctx, store)
 	if err != nil {
 		return err
 	}

@@ -45,3 +45,22 @@ func TestDemoNeedsRequests(t *testing.T) {
 		t.Fatalf("--requests 0: err %v, output %s", err, out)
 	}
 }
+
+// TestDemoRejectsBadFlags: flag mistakes are reported before anything
+// else, root or not.
+func TestDemoRejectsBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"demo", "--port", "70000"}, "--port 70000 is outside 0-65535"},
+		{[]string{"demo", "--port", "-1"}, "--port -1 is outside 0-65535"},
+		{[]string{"demo", "--requests", "0"}, "send at least one"},
+	}
+	for _, tt := range tests {
+		out, err := run(t, append([]string{"--data-dir", t.TempDir()}, tt.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want %q\n%s", tt.args, err, tt.want, out)
+		}
+	}
+}

@@ -12,11 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"nexus.dev/nexus/internal/hello"
+	"nexus.dev/nexus/runtime/image/builtin"
 )
-
-// defaultHelloPort is the port `nexus hello` listens on unless --port or the
-// PORT environment variable says otherwise.
-const defaultHelloPort = 8080
 
 func newHelloCommand() *cobra.Command {
 	var (
@@ -27,7 +24,7 @@ func newHelloCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hello",
 		Short: "Run a small HTTP server that reports its hostname, addresses and a request count",
-		Long: `Run a small HTTP server, the entrypoint of the built-in image nexus.local/hello.
+		Long: `Run a small HTTP server, the entrypoint of the built-in image ` + builtin.Reference + `.
 "/" answers with the hostname, every interface address, the request number and the
 request as received (plain text, or JSON with "Accept: application/json");
 "/healthz" answers "ok". SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
@@ -36,14 +33,14 @@ request as received (plain text, or JSON with "Accept: application/json");
 			if !cmd.Flags().Changed("port") {
 				if env := os.Getenv("PORT"); env != "" {
 					p, err := strconv.Atoi(env)
-					if err != nil {
+					if err != nil || p < 0 || p > 65535 {
 						return fmt.Errorf("environment PORT=%q is not a port number: set it to 0-65535 or pass --port", env)
 					}
 					port = p
 				}
 			}
 			if port < 0 || port > 65535 {
-				return fmt.Errorf("port %d is outside 0-65535", port)
+				return fmt.Errorf("--port %d is outside 0-65535: choose another, or 0 for a free one", port)
 			}
 			// Catching the signals matters most as PID 1 in a container,
 			// where the kernel applies no default action to them.
@@ -62,7 +59,7 @@ request as received (plain text, or JSON with "Accept: application/json");
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&port, "port", defaultHelloPort, "TCP port to listen on (the PORT environment variable overrides the default)")
+	f.IntVar(&port, "port", builtin.Port, "TCP port to listen on (the PORT environment variable overrides the default)")
 	f.StringVar(&listen, "listen", "::", `address to listen on; "::" is every IPv6 and IPv4 address`)
 	f.StringVar(&message, "message", "", "a line to add to every answer")
 	return cmd

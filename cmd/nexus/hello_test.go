@@ -93,6 +93,10 @@ func TestHelloRejectsBadPorts(t *testing.T) {
 	if _, err := run(t, "hello"); err == nil || !strings.Contains(err.Error(), `PORT="http" is not a port number`) {
 		t.Errorf("bad PORT: %v", err)
 	}
+	t.Setenv("PORT", "70000")
+	if _, err := run(t, "hello"); err == nil || !strings.Contains(err.Error(), `PORT="70000" is not a port number`) {
+		t.Errorf("PORT out of range: %v", err)
+	}
 	if _, err := run(t, "hello", "--port", "70000"); err == nil || !strings.Contains(err.Error(), "outside 0-65535") {
 		t.Errorf("--port 70000: %v", err)
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -134,6 +136,24 @@ func isBuiltinRef(ref string) bool {
 	return err == nil && image.CanonicalName(r) == builtin.Reference
 }
 
+// ensureBuiltin stores the built-in image made from this nexus binary.
+func ensureBuiltin(ctx context.Context, s *image.Store) (image.Image, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return image.Image{}, fmt.Errorf("find this nexus binary to package as %s: %w", builtin.Reference, err)
+	}
+	return s.EnsureBuiltin(ctx, exe)
+}
+
+// checkBuiltinPlatform refuses a --platform the built-in image cannot have:
+// it is this binary, so it is for this machine's platform only.
+func checkBuiltinPlatform(p *v1.Platform) error {
+	if p == nil || (p.OS == goruntime.GOOS && p.Architecture == goruntime.GOARCH) {
+		return nil
+	}
+	return fmt.Errorf("--platform %s: %s is this nexus binary, built for %s/%s only; drop --platform to pull it", p, builtin.Reference, goruntime.GOOS, goruntime.GOARCH)
+}
+
 func newImagePullCommand(o *imageOptions) *cobra.Command {
 	var (
 		output, platform string
@@ -168,6 +188,12 @@ otherwise plain lines, at most one per layer and second.
 			if err != nil {
 				return err
 			}
+			builtinRef := isBuiltinRef(args[0])
+			if builtinRef {
+				if err := checkBuiltinPlatform(plat); err != nil {
+					return err
+				}
+			}
 			po := image.PullOptions{Insecure: insecure, Platform: plat}
 			s, err := o.openFor(output)
 			if err != nil {
@@ -180,12 +206,8 @@ otherwise plain lines, at most one per layer and second.
 				po.Progress = prog.event
 			}
 			var img image.Image
-			if isBuiltinRef(args[0]) {
-				exe, eerr := os.Executable()
-				if eerr != nil {
-					return fmt.Errorf("find this nexus binary to package as %s: %w", builtin.Reference, eerr)
-				}
-				img, err = s.EnsureBuiltin(cmd.Context(), exe)
+			if builtinRef {
+				img, err = ensureBuiltin(cmd.Context(), s)
 			} else {
 				img, err = s.Pull(cmd.Context(), args[0], po)
 			}

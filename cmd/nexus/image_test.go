@@ -117,6 +117,10 @@ func writeDockerArchive(t *testing.T, path string, img v1.Image) {
 
 func TestImageCLIErrors(t *testing.T) {
 	dataDir := t.TempDir()
+	otherPlatform := "linux/arm64"
+	if goruntime.GOARCH == "arm64" {
+		otherPlatform = "linux/amd64"
+	}
 	tests := []struct {
 		args []string
 		want string
@@ -125,6 +129,7 @@ func TestImageCLIErrors(t *testing.T) {
 		{[]string{"image", "pull", "Not A Ref"}, "invalid image reference"},
 		{[]string{"image", "pull", "--platform", "linux/amd64/v1/x/y", "busybox"}, "--platform"},
 		{[]string{"image", "import", "--platform", "linux/amd64/v1/x/y", "x.tar"}, "--platform"},
+		{[]string{"image", "pull", "--platform", otherPlatform, "nexus.local/hello"}, "drop --platform"},
 		{[]string{"image", "pull", "-o", "yaml", "busybox"}, "unknown output format"},
 		{[]string{"image", "prune", "-o", "xml"}, "unknown output format"},
 		{[]string{"image", "inspect", "busybox"}, "nexus image pull busybox"},
@@ -213,8 +218,12 @@ func TestImagePullProgressTerminal(t *testing.T) {
 func TestImagePullBuiltin(t *testing.T) {
 	bin := nexusBinary(t)
 	dir := t.TempDir()
-	for i := range 2 {
-		out, err := exec.Command(bin, "--data-dir", dir, "image", "pull", "-q", "-o", "json", "nexus.local/hello").CombinedOutput()
+	for i, platform := range []string{"", "linux/" + goruntime.GOARCH} {
+		args := []string{"--data-dir", dir, "image", "pull", "-q", "-o", "json", "nexus.local/hello"}
+		if platform != "" {
+			args = append(args, "--platform", platform) // this machine's is the built-in image's own
+		}
+		out, err := exec.Command(bin, args...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("pull %d: %v: %s", i, err, out)
 		}

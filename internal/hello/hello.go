@@ -12,12 +12,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net"
 	"net/http"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -157,12 +157,7 @@ func (rep Report) Text() string {
 		fmt.Fprintf(&b, "  %-10s %s\n", a.Interface, a.Address)
 	}
 	b.WriteString("headers:\n")
-	names := make([]string, 0, len(rep.Headers))
-	for k := range rep.Headers {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
+	for _, k := range slices.Sorted(maps.Keys(rep.Headers)) {
 		for _, v := range rep.Headers[k] {
 			fmt.Fprintf(&b, "  %s: %s\n", k, v)
 		}

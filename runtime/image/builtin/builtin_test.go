@@ -3,6 +3,7 @@ package builtin
 import (
 	"archive/tar"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -202,11 +203,28 @@ func TestImageRefusesWhatCannotRun(t *testing.T) {
 	dir := t.TempDir()
 	text := filepath.Join(dir, "script")
 	os.WriteFile(text, []byte("#!/bin/sh\necho hi\n"), 0o755)
+	// A relocatable object and a binary for another machine: the static
+	// executable with its ELF type or machine changed.
+	exe := testExe(t)
+	f, err := elf.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := f.ByteOrder
+	f.Close()
+	other := elf.EM_X86_64
+	if elfMachines[goruntime.GOARCH] == elf.EM_X86_64 {
+		other = elf.EM_AARCH64
+	}
+	object := patchELF(t, exe, filepath.Join(dir, "object"), 16, order, uint16(elf.ET_REL))
+	foreign := patchELF(t, exe, filepath.Join(dir, "foreign"), 18, order, uint16(other))
 	tests := []struct {
 		name, exe, want string
 	}{
 		{"missing", filepath.Join(dir, "missing"), "no such file"},
 		{"not ELF", text, "is not an ELF executable"},
+		{"not executable", object, "is an ELF ET_REL, not an executable"},
+		{"other machine", foreign, "build nexus for this machine"},
 	}
 	if p, err := exec.LookPath("true"); err == nil && isDynamic(p) {
 		tests = append(tests, struct{ name, exe, want string }{"dynamic", p, "build nexus with CGO_ENABLED=0 (make build)"})
@@ -220,6 +238,21 @@ func TestImageRefusesWhatCannotRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// patchELF copies the ELF file src to dst with the 16-bit header field at
+// off (16 is e_type, 18 e_machine) set to v.
+func patchELF(t *testing.T, src, dst string, off int, order binary.ByteOrder, v uint16) string {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order.PutUint16(data[off:], v)
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
 
 // isDynamic reports whether the ELF file at path asks for a dynamic loader.
