@@ -66,28 +66,21 @@ func (c clientTLS) config(protos ...string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// keyPairFiles loads a certificate and key, again whenever either file's
-// modification time changes.
+// keyPairFiles loads a certificate and key, again whenever either file
+// changes (fileStamp, as the peer certificate keeper watches its files).
 type keyPairFiles struct {
 	certFile, keyFile string
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	modTime [2]time.Time
+	mu     sync.Mutex
+	cert   *tls.Certificate
+	stamps [2]fileStamp
 }
 
 func (k *keyPairFiles) get() (*tls.Certificate, error) {
-	var mt [2]time.Time
-	for i, f := range []string{k.certFile, k.keyFile} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return nil, fmt.Errorf("client TLS: %w", err)
-		}
-		mt[i] = fi.ModTime()
-	}
+	st := [2]fileStamp{stampOf(k.certFile), stampOf(k.keyFile)}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.cert != nil && mt == k.modTime {
+	if k.cert != nil && st == k.stamps {
 		return k.cert, nil
 	}
 	cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
@@ -101,6 +94,6 @@ func (k *keyPairFiles) get() (*tls.Certificate, error) {
 	if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil && time.Now().After(leaf.NotAfter) {
 		return nil, fmt.Errorf("--cert-file %s expired at %s: renew it", k.certFile, leaf.NotAfter.Format(time.RFC3339))
 	}
-	k.cert, k.modTime = &cert, mt
+	k.cert, k.stamps = &cert, st
 	return k.cert, nil
 }

@@ -181,3 +181,56 @@ func TestStoreTLSFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestClientCertReloadsWhenItsFilesChange: a renewed pair is served from
+// the next handshake on; a half-written one leaves the old pair in use.
+func TestClientCertReloadsWhenItsFilesChange(t *testing.T) {
+	a, b, dir := t.TempDir(), t.TempDir(), t.TempDir()
+	testPKI(t, a)
+	testPKI(t, b)
+	crt, key := filepath.Join(dir, "s.crt"), filepath.Join(dir, "s.key")
+	install := func(from string) {
+		t.Helper()
+		for src, dst := range map[string]string{"server.crt": crt, "server.key": key} {
+			data, err := os.ReadFile(filepath.Join(from, src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dst, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publicKey := func(c *tls.Certificate) string {
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(leaf.RawSubjectPublicKeyInfo)
+	}
+	install(a)
+	kp := &keyPairFiles{certFile: crt, keyFile: key}
+	first, err := kp.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	install(b)
+	// Stamps compare modification time and size; make the change visible
+	// even on a file system with coarse timestamps.
+	future := time.Now().Add(time.Minute)
+	os.Chtimes(crt, future, future)
+	second, err := kp.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if publicKey(second) == publicKey(first) {
+		t.Fatal("the renewed pair was not picked up")
+	}
+	if err := os.WriteFile(key, []byte("half written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third, err := kp.get()
+	if err != nil || publicKey(third) != publicKey(second) {
+		t.Fatalf("a broken renewal replaced the pair in use: %v", err)
+	}
+}
