@@ -213,7 +213,7 @@ func TestSegments(t *testing.T) {
 	}
 }
 
-// TestSpareSegment: the next segment waits, zero-filled to full size, while
+// TestSpareSegment: the next segment waits, its full size allocated, while
 // the log is open, is taken by the next cut, and does not outlive Close.
 func TestSpareSegment(t *testing.T) {
 	dir := t.TempDir()
