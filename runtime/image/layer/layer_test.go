@@ -200,10 +200,12 @@ func TestApplyXattrs(t *testing.T) {
 	}
 }
 
-func TestApplyCompressionFormats(t *testing.T) {
-	plain := mkTar(t, dirent("d/"), reg("d/a", strings.Repeat("abc", 100000)), sym("d/l", "a"))
-	want := map[string]string{"d": "dir 0755", "d/a": `file 0644 "` + strings.Repeat("abc", 100000) + `"`, "d/l": "symlink -> a"}
-	for _, tc := range []struct {
+// compressedForms is plain as every format a layer may come in.
+func compressedForms(t *testing.T, plain []byte) []struct {
+	name  string
+	layer []byte
+} {
+	return []struct {
 		name  string
 		layer []byte
 	}{
@@ -211,7 +213,13 @@ func TestApplyCompressionFormats(t *testing.T) {
 		{"gzip", gzipped(t, plain)},
 		{"zstd", zstded(t, plain)},
 		{"gzip multistream", append(gzipped(t, plain[:512]), gzipped(t, plain[512:])...)},
-	} {
+	}
+}
+
+func TestApplyCompressionFormats(t *testing.T) {
+	plain := mkTar(t, dirent("d/"), reg("d/a", strings.Repeat("abc", 100000)), sym("d/l", "a"))
+	want := map[string]string{"d": "dir 0755", "d/a": `file 0644 "` + strings.Repeat("abc", 100000) + `"`, "d/l": "symlink -> a"}
+	for _, tc := range compressedForms(t, plain) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			var last int64
@@ -319,15 +327,7 @@ func TestDefaultLimits(t *testing.T) {
 
 func TestDecompress(t *testing.T) {
 	plain := mkTar(t, reg("a", strings.Repeat("abc", 100000)))
-	for _, tc := range []struct {
-		name  string
-		layer []byte
-	}{
-		{"tar", plain},
-		{"gzip", gzipped(t, plain)},
-		{"zstd", zstded(t, plain)},
-		{"gzip multistream", append(gzipped(t, plain[:512]), gzipped(t, plain[512:])...)},
-	} {
+	for _, tc := range compressedForms(t, plain) {
 		t.Run(tc.name, func(t *testing.T) {
 			rc, err := Decompress(bytes.NewReader(tc.layer))
 			if err != nil {
