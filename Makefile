@@ -11,7 +11,7 @@ TOOLS       := $(CURDIR)/bin/tools
 RACE_PKGS   ?= ./...
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test lint bench generate soak clean help
+.PHONY: all build deps test lint bench generate soak clean help
 
 all: build
 
@@ -24,25 +24,29 @@ build: ## static binary in bin/nexus (plus the nexus-runtime link), with the con
 	CGO_ENABLED=0 $(GO) build -trimpath -tags embedinit -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nexus
 	ln -sf nexus bin/nexus-runtime
 
-test: build ## every test, including those that need root (run as root)
+deps: ## install the Debian packages the tests need, when missing (as root; scripts/deps)
+	@scripts/deps
+
+test: deps build ## every test, including those that need root (run as root; installs missing packages first)
 	NEXUS_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-lint: $(TOOLS)/staticcheck ## gofmt, go vet and staticcheck
+lint: $(TOOLS)/staticcheck ## gofmt, go vet, staticcheck and go mod tidy -diff
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(TOOLS)/staticcheck ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 bench: build ## Go micro-benchmarks (whole-system comparisons live in bench/)
 	NEXUS_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchmem ./...
 
-generate: ## regenerate eBPF objects with bpf2go (needs clang and llvm-strip)
+generate: ## regenerate generated sources (today: the seccomp syscall table from golang.org/x/sys)
 	$(GO) generate ./...
 
-soak: build ## every test at soak size (NEXUS_SOAK=1: e.g. 50,000 ops per fault scenario, 20 raft failovers)
+soak: deps build ## every test at soak size (NEXUS_SOAK=1: e.g. 50,000 ops per fault scenario, 20 raft failovers)
 	NEXUS_BIN=$(CURDIR)/$(BIN) NEXUS_SOAK=1 $(GO) test -count=1 -timeout 2h ./...
 
 clean:
