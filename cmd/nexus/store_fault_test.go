@@ -259,8 +259,19 @@ func writeAcked(t *testing.T, endpoints []string, prefix, out string) {
 	}
 	defer f.Close()
 	var mu sync.Mutex
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Write until the test has killed the members and says stop (a file next
+	// to out), or 60 s at most: a fixed duration was too short on a loaded
+	// machine, where this process took longer than it to start.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := os.Stat(out + ".stop"); err == nil {
+				cancel()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	var wg sync.WaitGroup
 	for c := range 8 {
 		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: time.Second})
@@ -344,19 +355,31 @@ func TestStoreDurabilityAfterKillingEveryMember(t *testing.T) {
 	go func() {
 		done <- c.runHelper(map[string]any{"Mode": "write", "Endpoints": c.clients, "Prefix": "dur/", "Out": keys})
 	}()
-	time.Sleep(800 * time.Millisecond)
+	// Kill once the clients have had a good number of writes acknowledged,
+	// however long their process took to start.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		data, _ := os.ReadFile(keys)
+		if n := len(strings.Fields(string(data))); n >= 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 200 writes acknowledged within 60 s (%s)", keys)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for i := range c.procs {
 		_ = c.procs[i].Process.Kill() // all at once, mid-load
 	}
 	for i := range c.procs {
 		c.kill(i)
 	}
+	if err := os.WriteFile(keys+".stop", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	<-done
 	data, _ := os.ReadFile(keys)
 	acked := len(strings.Fields(string(data)))
-	if acked < 50 {
-		t.Fatalf("only %d writes acknowledged before the kill: the test proves little", acked)
-	}
 	for i := range c.procs {
 		c.start(i)
 	}
