@@ -1,10 +1,17 @@
-// Package fsutil holds the few file-system steps that several stores need
-// to get exactly right: today, making a rename durable.
+// Package fsutil holds the few file-system steps that several packages need
+// to get exactly right: making a rename durable, reading a file a user named
+// without trusting its size, and creating directories that a failed step
+// takes away again.
 package fsutil
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // SyncDir fsyncs the directory dir, so that files created, renamed or
@@ -39,4 +46,106 @@ func WriteFileSync(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return f.Close()
+}
+
+// ErrTooLarge means a file holds more than its reader accepts.
+var ErrTooLarge = errors.New("file is too large")
+
+// ReadFileLimit reads the whole file at path, refusing one of more than
+// limit bytes with an error that wraps ErrTooLarge and names the file and
+// the limit. Open errors are returned as they are (an *fs.PathError naming
+// the file), so errors.Is(err, fs.ErrNotExist) works.
+func ReadFileLimit(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > limit {
+		return nil, tooLarge(path, limit)
+	}
+	return ReadLimit(f, path, limit)
+}
+
+// ReadLimit reads r to its end, refusing more than limit bytes; name is
+// what errors call it. It reads at most limit+1 bytes, so a source that
+// never ends (/dev/zero, a pipe) costs limit bytes of memory, not all of it.
+func ReadLimit(r io.Reader, name string, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, tooLarge(name, limit)
+	}
+	return data, nil
+}
+
+func tooLarge(name string, limit int64) error {
+	return fmt.Errorf("read %s: %w: it holds more than %s, the most read for this kind of file", name, ErrTooLarge, FormatSize(limit))
+}
+
+// FormatSize writes a byte count the way errors show limits: "1 MiB",
+// "64 KiB", "100 bytes".
+func FormatSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// MaxNameLen returns the longest file name, in bytes, that the file system
+// holding dir allows (statfs(2) f_namelen: 255 on ext4, xfs, btrfs and
+// tmpfs, less on some network and stacked file systems). A dir that does
+// not exist yet is answered for its nearest existing parent, whose file
+// system it will be created on.
+func MaxNameLen(dir string) (int, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return 0, fmt.Errorf("file name limit of %s: %w", dir, err)
+	}
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(dir, &st)
+		if err == nil {
+			return int(st.Namelen), nil
+		}
+		parent := filepath.Dir(dir)
+		if !errors.Is(err, unix.ENOENT) || parent == dir {
+			return 0, fmt.Errorf("file name limit of %s: %w", dir, err)
+		}
+		dir = parent
+	}
+}
+
+// MkdirAll is os.MkdirAll that also returns undo, which removes the
+// directories this call created, deepest first, so that a step failing
+// after it leaves no empty directory behind. undo removes a directory only
+// while it is empty, so it never takes away what another writer put there.
+func MkdirAll(path string, perm os.FileMode) (undo func(), err error) {
+	var created []string
+	for p := filepath.Clean(path); ; {
+		if _, err := os.Lstat(p); err == nil {
+			break
+		}
+		created = append(created, p)
+		parent := filepath.Dir(p)
+		if parent == p {
+			break
+		}
+		p = parent
+	}
+	undo = func() {
+		for _, d := range created {
+			_ = os.Remove(d)
+		}
+	}
+	if err := os.MkdirAll(path, perm); err != nil {
+		undo()
+		return nil, err
+	}
+	return undo, nil
 }

@@ -1,10 +1,17 @@
 package fsutil
 
 import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestSyncDir(t *testing.T) {
@@ -33,5 +40,139 @@ func TestWriteFileSync(t *testing.T) {
 	}
 	if err := WriteFileSync(filepath.Join(t.TempDir(), "no", "dir"), nil, 0o600); err == nil {
 		t.Fatal("a write into a missing directory succeeded")
+	}
+}
+
+func TestReadFileLimit(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, n int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, bytes.Repeat([]byte{'x'}, n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name    string
+		path    string
+		want    int   // bytes read, when no error is wanted
+		wantErr error // nil: success
+	}{
+		{"small", write("small", 10), 10, nil},
+		{"exactly the limit", write("exact", 100), 100, nil},
+		{"empty", write("empty", 0), 0, nil},
+		{"one byte over", write("over", 101), 0, ErrTooLarge},
+		{"device that never ends", "/dev/zero", 0, ErrTooLarge},
+		{"missing", filepath.Join(dir, "missing"), 0, fs.ErrNotExist},
+		{"directory", dir, 0, syscall.EISDIR},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data, err := ReadFileLimit(tt.path, 100)
+			if tt.wantErr == nil {
+				if err != nil || len(data) != tt.want {
+					t.Fatalf("read %d bytes, %v; want %d", len(data), err, tt.want)
+				}
+				return
+			}
+			if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.path) {
+				t.Fatalf("err = %v, want %v naming %s", err, tt.wantErr, tt.path)
+			}
+			if errors.Is(err, ErrTooLarge) && !strings.Contains(err.Error(), "100 bytes") {
+				t.Fatalf("err = %v, want the limit named", err)
+			}
+		})
+	}
+}
+
+func TestReadLimitStopsAtLimit(t *testing.T) {
+	r := &countingReader{r: zeroReader{}}
+	_, err := ReadLimit(r, "the stream", 1<<20)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "the stream") || !strings.Contains(err.Error(), "1 MiB") {
+		t.Fatalf("err = %v, want ErrTooLarge naming the stream and 1 MiB", err)
+	}
+	if r.n > 1<<20+1 {
+		t.Fatalf("read %d bytes of an endless stream, want at most the limit + 1", r.n)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func TestFormatSize(t *testing.T) {
+	for n, want := range map[int64]string{1 << 20: "1 MiB", 16 << 20: "16 MiB", 64 << 10: "64 KiB", 100: "100 bytes", 1<<20 + 1: "1048577 bytes"} {
+		if got := FormatSize(n); got != want {
+			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestMaxNameLen(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, filepath.Join(dir, "not", "yet", "there")} {
+		n, err := MaxNameLen(p)
+		if err != nil || n != int(st.Namelen) || n <= 0 {
+			t.Fatalf("MaxNameLen(%s) = %d, %v; want %d", p, n, err, st.Namelen)
+		}
+	}
+}
+
+func TestMkdirAllUndo(t *testing.T) {
+	base := t.TempDir()
+	deep := filepath.Join(base, "a", "b", "c")
+	undo, err := MkdirAll(deep, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(deep); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("%s: %v %v", deep, fi, err)
+	}
+	undo()
+	if _, err := os.Stat(filepath.Join(base, "a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("undo left %s/a behind: %v", base, err)
+	}
+	if _, err := os.Stat(base); err != nil {
+		t.Fatalf("undo removed the directory that was already there: %v", err)
+	}
+
+	// A directory someone wrote into meanwhile is kept, and so are its parents.
+	undo, err = MkdirAll(deep, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "a", "b", "keep"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	undo()
+	if _, err := os.Stat(filepath.Join(base, "a", "b", "keep")); err != nil {
+		t.Fatalf("undo removed another writer's file: %v", err)
+	}
+	if _, err := os.Stat(deep); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("undo left the empty %s: %v", deep, err)
+	}
+
+	// A MkdirAll that fails part-way takes away what it did make.
+	long := filepath.Join(base, "n1", strings.Repeat("x", 256))
+	if _, err := MkdirAll(long, 0o700); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Fatalf("MkdirAll of a 256-byte name: %v, want ENAMETOOLONG", err)
+	}
+	if _, err := os.Stat(filepath.Join(base, "n1")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a failed MkdirAll left %s/n1 behind: %v", base, err)
 	}
 }
