@@ -15,6 +15,17 @@ import (
 	"strings"
 )
 
+// Length limits, in bytes. A name is also a file name: nexus cert issue
+// writes NAME.key and NAME.crt, and Linux file systems allow names of 255
+// bytes (NAME_MAX), so a name leaves room for the 4-byte extension. A
+// cluster (the trust domain) and a namespace are DNS-like and kept to a DNS
+// name's 253.
+const (
+	MaxNameLen      = 255 - len(".crt")
+	MaxClusterLen   = 253
+	MaxNamespaceLen = 253
+)
+
 // Kind is the type of principal.
 type Kind string
 
@@ -60,7 +71,7 @@ func (id ID) IsZero() bool { return id == ID{} }
 
 // Validate checks every part of the ID.
 func (id ID) Validate() error {
-	if err := validLabel("cluster", id.Cluster, true); err != nil {
+	if err := validLabel("cluster", id.Cluster, MaxClusterLen, true); err != nil {
 		return err
 	}
 	switch id.Kind {
@@ -69,20 +80,28 @@ func (id ID) Validate() error {
 			return fmt.Errorf("identity: a %s has no namespace", id.Kind)
 		}
 	case KindWorkload:
-		if err := validLabel("namespace", id.Namespace, false); err != nil {
+		if err := validLabel("namespace", id.Namespace, MaxNamespaceLen, false); err != nil {
 			return err
 		}
 	default:
 		return fmt.Errorf("identity: unknown kind %q (use node, server, workload or user)", id.Kind)
 	}
-	return validLabel("name", id.Name, false)
+	return validLabel("name", id.Name, MaxNameLen, false)
 }
 
 // validLabel allows what is safe in a URI path segment and a file name:
-// lower-case letters, digits, '-', '.', '_' (and '@' for users); 1-253 chars.
-func validLabel(what, s string, domain bool) error {
-	if s == "" || len(s) > 253 {
-		return fmt.Errorf("identity: %s %q must be 1-253 characters", what, s)
+// lower-case letters, digits, '-', '.', '_' (and '@' outside domains);
+// 1 to limit bytes.
+func validLabel(what, s string, limit int, domain bool) error {
+	if s == "" {
+		return fmt.Errorf("identity: %s is empty: give 1 to %d characters", what, limit)
+	}
+	if len(s) > limit {
+		why := ""
+		if what == "name" {
+			why = fmt.Sprintf(" (a name is also a file name, NAME.crt, and file names are at most %d bytes)", MaxNameLen+len(".crt"))
+		}
+		return fmt.Errorf("identity: %s %.40q... is %d characters: use at most %d%s", what, s, len(s), limit, why)
 	}
 	if s == "." || s == ".." {
 		return fmt.Errorf("identity: %s %q is not a name", what, s)
