@@ -65,6 +65,20 @@ func ParseBundle(data []byte) (*Bundle, error) {
 	return NewBundle(certs...)
 }
 
+// ReadBundleFile reads a PEM trust bundle file, refusing one larger than
+// MaxCertificateFileSize; errors name the file.
+func ReadBundleFile(path string) (*Bundle, error) {
+	certs, err := ReadCertificatesFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("trust bundle: %w", err)
+	}
+	b, err := NewBundle(certs...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
+}
+
 // PEM encodes the bundle, roots first.
 func (b *Bundle) PEM() []byte {
 	return EncodeCertificates(append(slices.Clone(b.roots), b.intermediates...)...)

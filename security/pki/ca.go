@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/security/identity"
 )
 
@@ -242,6 +243,26 @@ func EncodeCertificates(certs ...*x509.Certificate) []byte {
 		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 	}
 	return buf.Bytes()
+}
+
+// MaxCertificateFileSize bounds a PEM file of certificates read from disk (a
+// chain, a trust bundle): a P-256 certificate is under 1 KiB of PEM, so this
+// is room for a thousand, and a file named by mistake (/dev/zero, a disk
+// image) is refused instead of read into memory.
+const MaxCertificateFileSize = 1 << 20
+
+// ReadCertificatesFile reads a PEM file of certificates, refusing one larger
+// than MaxCertificateFileSize (fsutil.ErrTooLarge); errors name the file.
+func ReadCertificatesFile(path string) ([]*x509.Certificate, error) {
+	data, err := fsutil.ReadFileLimit(path, MaxCertificateFileSize)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return certs, nil
 }
 
 // ParseCertificates reads one or more PEM CERTIFICATE blocks.

@@ -15,6 +15,8 @@ import (
 	"strconv"
 
 	"golang.org/x/crypto/scrypt"
+
+	"nexus.dev/nexus/internal/fsutil"
 )
 
 // Key files are PEM. A plain key is a PKCS#8 "PRIVATE KEY" block. A key
@@ -41,6 +43,9 @@ const (
 	scryptR          = 8
 	scryptP          = 1
 	maxScryptN       = 1 << 20
+	// maxKeyFileSize bounds what ReadKeyFile reads: a P-256 key file is
+	// about 240 bytes, 400 encrypted.
+	maxKeyFileSize = 64 << 10
 )
 
 // Key file errors; test with errors.Is.
@@ -190,9 +195,9 @@ func ReadKeyFile(path string, passphrase []byte) (*ecdsa.PrivateKey, error) {
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("read key %s: %w (mode %04o): run chmod 600 %s, and replace the key if others may have copied it", path, ErrInsecureKeyFileMode, perm, path)
 	}
-	data := make([]byte, min(st.Size(), 1<<20))
-	if _, err := f.ReadAt(data, 0); err != nil {
-		return nil, fmt.Errorf("read key %s: %w", path, err)
+	data, err := fsutil.ReadLimit(f, path, maxKeyFileSize)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
 	}
 	k, err := ParseKey(data, passphrase)
 	if err != nil {
@@ -206,7 +211,7 @@ func ReadKeyFile(path string, passphrase []byte) (*ecdsa.PrivateKey, error) {
 // file, never a torn one.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	tmp, err := os.CreateTemp(dir, tempPattern(filepath.Base(path)))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -229,9 +234,18 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	_ = fsutil.SyncDir(dir) // the rename is done; a failed sync only weakens crash safety
 	return nil
+}
+
+// tempPattern names WriteFileAtomic's temporary file after the target.
+// For a long target it cuts the name so that the temporary one is no
+// longer than the target (os.CreateTemp appends up to 10 digits): a name
+// the file system allows must not fail for its temporary file.
+func tempPattern(base string) string {
+	const suffix, digits = ".tmp", 10
+	if len(base) > 64 {
+		base = base[:len(base)-len(".")-len(suffix)-digits]
+	}
+	return "." + base + suffix + "*"
 }

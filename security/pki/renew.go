@@ -46,11 +46,17 @@ type RenewerConfig struct {
 	// up to MaxRetryInterval. Defaults 10 s and 5 min.
 	RetryInterval, MaxRetryInterval time.Duration
 	// Renewed, if set, is called after each renewal, e.g. to write the new
-	// certificate and key to disk. An error is logged and does not undo the
-	// renewal.
+	// certificate and key to disk. An error fails the renewal (RenewNow
+	// returns it wrapping ErrNotSaved, Run retries) although the new
+	// certificate is already in use: a copy on disk that stays behind would
+	// be expired at the next start.
 	Renewed func(chain []*x509.Certificate, key *ecdsa.PrivateKey) error
 	Logger  *slog.Logger // default slog.Default()
 }
+
+// ErrNotSaved means a renewal went through and is in use, but saving it
+// (RenewerConfig.Renewed) failed.
+var ErrNotSaved = errors.New("the renewed certificate was not saved")
 
 // Renewer keeps an endpoint's certificate fresh: it renews at RenewAt with a
 // new key each time and swaps it into the Credentials.
@@ -100,7 +106,12 @@ func (r *Renewer) Run(ctx context.Context) error {
 			case <-t.C():
 			}
 		}
-		if err := r.RenewNow(ctx); err != nil {
+		err := r.RenewNow(ctx)
+		select { // a kick RenewNow just sent is for us; drop it
+		case <-r.renewed:
+		default:
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -109,15 +120,13 @@ func (r *Renewer) Run(ctx context.Context) error {
 			continue
 		}
 		retry = 0
-		select { // the kick RenewNow just sent is for us; drop it
-		case <-r.renewed:
-		default:
-		}
 	}
 }
 
 // RenewNow renews once: a new key, a CSR for the same identity, the round
-// trip, and an atomic swap so the next handshake uses the new certificate.
+// trip, an atomic swap so the next handshake uses the new certificate, and
+// the save (RenewerConfig.Renewed), whose failure is returned wrapping
+// ErrNotSaved.
 func (r *Renewer) RenewNow(ctx context.Context) error {
 	creds := r.cfg.Credentials
 	id := creds.Identity()
@@ -146,15 +155,15 @@ func (r *Renewer) RenewNow(ctx context.Context) error {
 	if err := creds.SetCertificate(chain, key); err != nil {
 		return fmt.Errorf("renew %s: %w", id, err)
 	}
-	r.cfg.Logger.Info("certificate renewed", "id", id, "serial", SerialString(chain[0]), "expires", chain[0].NotAfter)
-	if r.cfg.Renewed != nil {
-		if err := r.cfg.Renewed(chain, key); err != nil {
-			r.cfg.Logger.Error("save renewed certificate", "id", id, "err", err)
-		}
-	}
 	select {
 	case r.renewed <- struct{}{}:
 	default:
 	}
+	if r.cfg.Renewed != nil {
+		if err := r.cfg.Renewed(chain, key); err != nil {
+			return fmt.Errorf("renew %s: %w: %w", id, ErrNotSaved, err)
+		}
+	}
+	r.cfg.Logger.Info("certificate renewed", "id", id, "serial", SerialString(chain[0]), "expires", chain[0].NotAfter)
 	return nil
 }

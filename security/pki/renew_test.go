@@ -58,6 +58,7 @@ type renewHarness struct {
 	renewer *Renewer
 	calls   atomic.Int32
 	fail    atomic.Int32 // fail this many calls first
+	noSave  atomic.Int32 // fail this many saves first
 	saved   chan []*x509.Certificate
 }
 
@@ -79,6 +80,10 @@ func newRenewHarness(t *testing.T, ttl time.Duration, jitter float64) *renewHarn
 			return h.ca.issuer.Sign(csr, identity.Node("prod", "n1"), ttl)
 		},
 		Renewed: func(chain []*x509.Certificate, _ *ecdsa.PrivateKey) error {
+			if h.noSave.Load() > 0 {
+				h.noSave.Add(-1)
+				return errors.New("write node.key: read-only file system")
+			}
 			h.saved <- chain
 			return nil
 		},
@@ -184,6 +189,29 @@ func TestRenewerRetriesWithBackoff(t *testing.T) {
 	if h.calls.Load() != 3 {
 		t.Fatalf("%d calls, want 3", h.calls.Load())
 	}
+}
+
+// A renewal whose save fails is an error (the copy on disk would expire),
+// and Run retries it rather than waiting for the next half-life.
+func TestRenewerReportsAndRetriesUnsavedRenewal(t *testing.T) {
+	h := newRenewHarness(t, time.Hour, 0)
+	h.noSave.Store(1)
+	err := h.renewer.RenewNow(context.Background())
+	if !errors.Is(err, ErrNotSaved) || !strings.Contains(err.Error(), "read-only file system") {
+		t.Fatalf("RenewNow with a failing save = %v, want ErrNotSaved with the cause", err)
+	}
+
+	h = newRenewHarness(t, time.Hour, 0)
+	h.noSave.Store(1)
+	h.run(t)
+	tm := h.clock.waitTimer(t)
+	h.clock.Set(tm.at) // renews, but the save fails
+	tm = h.clock.waitTimer(t)
+	if d := tm.at.Sub(h.clock.Now()); d != time.Second {
+		t.Fatalf("after a failed save the next attempt is in %s, want the 1s retry", d)
+	}
+	h.clock.Set(tm.at)
+	h.waitSaved(t)
 }
 
 func TestRenewNowKicksRun(t *testing.T) {
