@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/security/pki"
 )
 
@@ -44,6 +45,9 @@ const (
 	idLen     = 6  // random bytes in the id
 	secretLen = 32 // random bytes in the secret
 	maxLen    = 128
+	// maxStoreSize bounds the store file: a record is about 250 bytes of
+	// JSON, so this holds some 60 000 tokens.
+	maxStoreSize = 16 << 20
 )
 
 // Errors Consume and Parse can end in; each says which check failed.
@@ -262,6 +266,9 @@ func (s *Store) update(fn func(*file) error) error {
 	if err != nil {
 		return err
 	}
+	if len(data)+1 > maxStoreSize {
+		return fmt.Errorf("token store %s would grow past %s: revoke tokens that are expired or used up (nexus token list, nexus token revoke)", s.path, fsutil.FormatSize(maxStoreSize))
+	}
 	if err := pki.WriteFileAtomic(s.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("token store: %w", err)
 	}
@@ -269,6 +276,9 @@ func (s *Store) update(fn func(*file) error) error {
 }
 
 func (s *Store) flock() (func(), error) {
+	if s.path == "" {
+		return nil, errNoPath
+	}
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return nil, fmt.Errorf("token store: %w", err)
 	}
@@ -283,8 +293,15 @@ func (s *Store) flock() (func(), error) {
 	return func() { lf.Close() }, nil // closing releases the lock
 }
 
+// errNoPath refuses a store without a file: it would be written in the
+// current directory.
+var errNoPath = errors.New("token store: no file given (StoreConfig.Path is empty)")
+
 func (s *Store) load() (*file, error) {
-	data, err := os.ReadFile(s.path)
+	if s.path == "" {
+		return nil, errNoPath
+	}
+	data, err := fsutil.ReadFileLimit(s.path, maxStoreSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &file{Version: 1}, nil
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"nexus.dev/nexus/internal/fsutil"
 )
 
 type manualClock struct {
@@ -244,5 +248,59 @@ func TestStoredHashed(t *testing.T) {
 	}
 	if _, err := s.List(); err == nil || !strings.Contains(err.Error(), "remove it") {
 		t.Fatalf("damaged store: %v", err)
+	}
+}
+
+func TestStoreRefusesEmptyPath(t *testing.T) {
+	wd, _ := os.Getwd()
+	before, _ := os.ReadDir(wd)
+	s := NewStore(StoreConfig{})
+	if _, _, err := s.Create(RoleAgent, time.Hour, 1); err == nil || !strings.Contains(err.Error(), "Path is empty") {
+		t.Fatalf("Create with no path: %v", err)
+	}
+	if _, err := s.List(); err == nil {
+		t.Fatal("List with no path succeeded")
+	}
+	if after, _ := os.ReadDir(wd); len(after) != len(before) {
+		t.Fatal("a store with no path wrote into the current directory")
+	}
+}
+
+// The store file is read with a bound, and is never written past it.
+func TestStoreSizeLimit(t *testing.T) {
+	s, _, path := newTestStore(t)
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, maxStoreSize+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.List(); !errors.Is(err, fsutil.ErrTooLarge) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("List of a store past the limit: %v, want ErrTooLarge naming %s", err, path)
+	}
+
+	// A store just under the limit: one more token would pass it.
+	rec := func(i int) Record {
+		return Record{ID: fmt.Sprintf("%012x", i), Role: RoleAgent, SecretSHA256: strings.Repeat("0", 64), UsesLeft: 1}
+	}
+	one, _ := json.MarshalIndent(file{Version: 1, Tokens: []Record{rec(0)}}, "", "  ")
+	two, _ := json.MarshalIndent(file{Version: 1, Tokens: []Record{rec(0), rec(1)}}, "", "  ")
+	per := len(two) - len(one)
+	recs := make([]Record, (maxStoreSize-1-len(one))/per+1)
+	for i := range recs {
+		recs[i] = rec(i)
+	}
+	data, _ := json.MarshalIndent(file{Version: 1, Tokens: recs}, "", "  ")
+	if len(data)+1 > maxStoreSize || len(data)+1+per <= maxStoreSize {
+		t.Fatalf("test store is %d bytes, want just under %d", len(data), maxStoreSize)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Create(RoleAgent, time.Hour, 1); err == nil || !strings.Contains(err.Error(), "revoke tokens") {
+		t.Fatalf("Create past the limit: %v, want a refusal saying what to do", err)
+	}
+	if got, _ := os.ReadFile(path); len(got) != len(data) {
+		t.Fatal("the refused Create changed the store")
 	}
 }
