@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/pki"
 )
@@ -173,13 +174,9 @@ fingerprint. Without FILE it shows <data-dir>/pki/node.crt.`,
 			if len(args) == 1 {
 				path = args[0]
 			}
-			data, err := os.ReadFile(path)
+			certs, err := pki.ReadCertificatesFile(path)
 			if err != nil {
 				return fmt.Errorf("%w: give a PEM certificate file, or create this machine's with nexus cert init", err)
-			}
-			certs, err := pki.ParseCertificates(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", path, err)
 			}
 			now := time.Now()
 			infos := make([]certInfo, len(certs))
@@ -227,8 +224,10 @@ func newCertIssueCommand(opts *globalOptions) *cobra.Command {
 		Short: "Issue a certificate from the local CA (key made here, signed from a CSR)",
 		Long: `Make a new private key and CSR on this machine and sign it with the local
 intermediate CA. Writes DIR/NAME.key (mode 0600), DIR/NAME.crt (the chain, leaf
-first) and DIR/ca.pem (the trust bundle). Use it for people and tools (--user);
-nodes and servers normally get theirs by joining with a token.`,
+first) and DIR/ca.pem (the trust bundle), creating DIR if needed; if it fails,
+it leaves nothing it created behind. NAME is a-z, 0-9, '-', '.', '_' (and '@'),
+at most 251 characters, since it is also a file name. Use it for people and
+tools (--user); nodes and servers normally get theirs by joining with a token.`,
 		Example: `  nexus cert issue --user alice --out ./alice-creds`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -260,25 +259,16 @@ nodes and servers normally get theirs by joining with a token.`,
 			if err := id.Validate(); err != nil {
 				return err
 			}
-			bundle, err := d.Bundle()
+			files, err := d.IssueFiles(out, id, ttl)
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(out, 0o700); err != nil {
-				return err
-			}
-			chain, err := d.IssueTo(out, id.Name+".crt", id.Name+".key", id, ttl)
-			if err != nil {
-				return err
-			}
-			if err := pki.WriteFileAtomic(filepath.Join(out, "ca.pem"), bundle.PEM(), 0o644); err != nil {
-				return err
-			}
+			leaf := files.Chain[0]
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Issued %s (serial %s), valid until %s\n", id, pki.SerialString(chain[0]), chain[0].NotAfter.UTC().Format(time.RFC3339))
-			fmt.Fprintf(w, "  key:         %s (0600: keep it private)\n", filepath.Join(out, id.Name+".key"))
-			fmt.Fprintf(w, "  certificate: %s\n", filepath.Join(out, id.Name+".crt"))
-			fmt.Fprintf(w, "  trust:       %s\n", filepath.Join(out, "ca.pem"))
+			fmt.Fprintf(w, "Issued %s (serial %s), valid until %s\n", id, pki.SerialString(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
+			fmt.Fprintf(w, "  key:         %s (0600: keep it private)\n", files.KeyFile)
+			fmt.Fprintf(w, "  certificate: %s\n", files.CertFile)
+			fmt.Fprintf(w, "  trust:       %s\n", files.BundleFile)
 			return nil
 		},
 	}
@@ -393,13 +383,16 @@ the old intermediate from the bundle.`,
 	return cmd
 }
 
+// maxPassphraseFileSize bounds --passphrase-file: a passphrase is a line.
+const maxPassphraseFileSize = 4 << 10
+
 // readPassphrase reads a passphrase file (trailing newline removed); an
 // empty name means no passphrase.
 func readPassphrase(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadFileLimit(path, maxPassphraseFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read passphrase: %w", err)
 	}

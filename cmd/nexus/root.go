@@ -1,13 +1,17 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"nexus.dev/nexus/internal/logging"
 )
+
+const defaultDataDir = "/var/lib/nexus"
 
 // globalOptions are the flags every subcommand shares.
 type globalOptions struct {
@@ -27,6 +31,11 @@ with mutual TLS between every pair of machines.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if strings.TrimSpace(opts.dataDir) == "" {
+				// filepath.Join("", "pki") is "pki": an empty --data-dir would
+				// put state, and an unencrypted root CA key, in the current directory.
+				return fmt.Errorf("--data-dir %q names no directory: give the directory for Nexus state (e.g. --data-dir /var/lib/nexus), or leave the flag out to use %s", opts.dataDir, defaultDataDir)
+			}
 			logger, err := logging.New(os.Stderr, logging.Config{Level: opts.logLevel, Format: opts.logFormat})
 			if err != nil {
 				return err
@@ -36,7 +45,7 @@ with mutual TLS between every pair of machines.`,
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&opts.dataDir, "data-dir", "/var/lib/nexus", "directory for Nexus state (store, certificates, images)")
+	pf.StringVar(&opts.dataDir, "data-dir", defaultDataDir, "directory for Nexus state (store, certificates, images); must not be empty")
 	pf.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 
