@@ -135,9 +135,10 @@ type file struct {
 // every change. A mutex and an flock on <path>.lock make Consume atomic
 // within and across processes.
 type Store struct {
-	path string
-	now  func() time.Time
-	mu   sync.Mutex
+	path    string
+	now     func() time.Time
+	maxSize int64 // maxStoreSize; smaller in tests
+	mu      sync.Mutex
 }
 
 // StoreConfig configures NewStore.
@@ -152,7 +153,7 @@ func NewStore(cfg StoreConfig) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{path: cfg.Path, now: now}
+	return &Store{path: cfg.Path, now: now, maxSize: maxStoreSize}
 }
 
 // Create makes a token for role, valid for ttl and uses joins, and stores
@@ -266,8 +267,8 @@ func (s *Store) update(fn func(*file) error) error {
 	if err != nil {
 		return err
 	}
-	if len(data)+1 > maxStoreSize {
-		return fmt.Errorf("token store %s would grow past %s: revoke tokens that are expired or used up (nexus token list, nexus token revoke)", s.path, fsutil.FormatSize(maxStoreSize))
+	if int64(len(data))+1 > s.maxSize {
+		return fmt.Errorf("token store %s would grow past %s: revoke tokens that are expired or used up (nexus token list, nexus token revoke)", s.path, fsutil.FormatSize(s.maxSize))
 	}
 	if err := pki.WriteFileAtomic(s.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("token store: %w", err)
@@ -301,7 +302,7 @@ func (s *Store) load() (*file, error) {
 	if s.path == "" {
 		return nil, errNoPath
 	}
-	data, err := fsutil.ReadFileLimit(s.path, maxStoreSize)
+	data, err := fsutil.ReadFileLimit(s.path, s.maxSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &file{Version: 1}, nil
 	}

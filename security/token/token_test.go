@@ -269,13 +269,14 @@ func TestStoreRefusesEmptyPath(t *testing.T) {
 // The store file is read with a bound, and is never written past it.
 func TestStoreSizeLimit(t *testing.T) {
 	s, _, path := newTestStore(t)
+	s.maxSize = 64 << 10 // the real 16 MiB takes a minute under -race
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(path, maxStoreSize+1); err != nil {
+	if err := os.Truncate(path, s.maxSize+1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.List(); !errors.Is(err, fsutil.ErrTooLarge) || !strings.Contains(err.Error(), path) {
+	if _, err := s.List(); !errors.Is(err, fsutil.ErrTooLarge) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "64 KiB") {
 		t.Fatalf("List of a store past the limit: %v, want ErrTooLarge naming %s", err, path)
 	}
 
@@ -286,13 +287,13 @@ func TestStoreSizeLimit(t *testing.T) {
 	one, _ := json.MarshalIndent(file{Version: 1, Tokens: []Record{rec(0)}}, "", "  ")
 	two, _ := json.MarshalIndent(file{Version: 1, Tokens: []Record{rec(0), rec(1)}}, "", "  ")
 	per := len(two) - len(one)
-	recs := make([]Record, (maxStoreSize-1-len(one))/per+1)
+	recs := make([]Record, (int(s.maxSize)-1-len(one))/per+1)
 	for i := range recs {
 		recs[i] = rec(i)
 	}
 	data, _ := json.MarshalIndent(file{Version: 1, Tokens: recs}, "", "  ")
-	if len(data)+1 > maxStoreSize || len(data)+1+per <= maxStoreSize {
-		t.Fatalf("test store is %d bytes, want just under %d", len(data), maxStoreSize)
+	if int64(len(data)+1) > s.maxSize || int64(len(data)+1+per) <= s.maxSize {
+		t.Fatalf("test store is %d bytes, want just under %d", len(data), s.maxSize)
 	}
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
