@@ -180,6 +180,22 @@ func WriteKeyFile(path string, key *ecdsa.PrivateKey, passphrase []byte) error {
 // ReadKeyFile reads a key file, refusing one that group or others may read:
 // such a key must be treated as leaked.
 func ReadKeyFile(path string, passphrase []byte) (*ecdsa.PrivateKey, error) {
+	data, err := ReadPrivateFile(path, maxKeyFileSize)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseKey(data, passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("read key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ReadPrivateFile reads a file that holds private keys: a regular file of
+// at most limit bytes that neither group nor others may read (if they may,
+// the key must be treated as leaked, so it is refused with
+// ErrInsecureKeyFileMode).
+func ReadPrivateFile(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key: %w", err)
@@ -195,15 +211,11 @@ func ReadKeyFile(path string, passphrase []byte) (*ecdsa.PrivateKey, error) {
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("read key %s: %w (mode %04o): run chmod 600 %s, and replace the key if others may have copied it", path, ErrInsecureKeyFileMode, perm, path)
 	}
-	data, err := fsutil.ReadLimit(f, path, maxKeyFileSize)
+	data, err := fsutil.ReadLimit(f, path, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read key: %w", err)
 	}
-	k, err := ParseKey(data, passphrase)
-	if err != nil {
-		return nil, fmt.Errorf("read key %s: %w", path, err)
-	}
-	return k, nil
+	return data, nil
 }
 
 // WriteFileAtomic writes data to a temporary file in path's directory,
