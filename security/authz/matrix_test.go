@@ -80,7 +80,9 @@ func TestBuiltinRoleMatrix(t *testing.T) {
 			for _, row := range expectedMatrix {
 				allowed := expandVerbs(row.verbs[ri])
 				res, sub := splitResource(row.resource)
-				namespaces := []string{""}
+				// a cluster-scoped resource asked for in a namespace is a
+				// malformed request: denied whatever the binding
+				namespaces := []string{"", "prod"}
 				if row.namespaced {
 					namespaces = []string{"prod", "other", ""}
 				}
@@ -88,6 +90,9 @@ func TestBuiltinRoleMatrix(t *testing.T) {
 					for _, verb := range everyVerb {
 						want := slices.Contains(allowed, verb)
 						if !clusterWide && (!row.namespaced || ns != "prod") {
+							want = false
+						}
+						if !row.namespaced && ns != "" {
 							want = false
 						}
 						d := a.Authorize(Attributes{User: alice(), Verb: verb, Resource: res, Subresource: sub, Namespace: ns})
