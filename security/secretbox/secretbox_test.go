@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/security/pki"
 )
 
@@ -218,7 +219,7 @@ func TestKeyFileMode(t *testing.T) {
 	if err := os.WriteFile(path, make([]byte, maxFileSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "more than a key file holds") {
+	if _, err := Load(path); err == nil || !errors.Is(err, fsutil.ErrTooLarge) {
 		t.Errorf("loading a file larger than any key file: %v", err)
 	}
 	if _, err := Load(filepath.Dir(path)); err == nil || !strings.Contains(err.Error(), "not a regular file") {
