@@ -53,5 +53,6 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newHelloCommand())
 	root.AddCommand(newImageCommand(opts))
 	root.AddCommand(newDemoCommand(opts))
+	root.AddCommand(newAuditCommand(opts))
 	return root
 }

@@ -249,7 +249,13 @@ type at struct {
 	hash string
 }
 
-func (a at) String() string { return fmt.Sprintf("%s:%d", a.file, a.line) }
+// from names a as seen from a problem in file: "line N" in the same file.
+func (a at) from(file string) string {
+	if a.file == file {
+		return fmt.Sprintf("line %d", a.line)
+	}
+	return fmt.Sprintf("%s:%d", a.file, a.line)
+}
 
 // chain checks records in order; it is the pure core of Verify.
 type chain struct {
@@ -310,7 +316,7 @@ func (c *chain) add(fr *FileRange, pos at, line []byte) *Problem {
 	if g := c.gap; g != nil {
 		if p.seq < g.Seq {
 			return &Problem{Kind: ProblemReordered, File: g.File, Line: g.Line, Offset: g.Offset, Seq: g.Seq,
-				Detail: fmt.Sprintf("records out of order: seq %d comes before seq %d (%s)", g.Seq, p.seq, pos)}
+				Detail: fmt.Sprintf("records out of order: seq %d comes before seq %d (%s)", g.Seq, p.seq, pos.from(g.File))}
 		}
 		return g
 	}
@@ -329,15 +335,15 @@ func (c *chain) add(fr *FileRange, pos at, line []byte) *Problem {
 	} else {
 		switch {
 		case p.seq <= c.last.seq:
-			return prob(ProblemReordered, "seq %d after seq %d (%s): records out of order or repeated (is a file given twice?)", p.seq, c.last.seq, c.last)
+			return prob(ProblemReordered, "seq %d after seq %d (%s): records out of order or repeated (is a file given twice?)", p.seq, c.last.seq, c.last.from(pos.file))
 		case p.seq > c.last.seq+1:
 			what := "records were deleted"
 			if pos.file != c.last.file {
 				what = "a file is missing from the set, or records were deleted"
 			}
-			c.gap = prob(ProblemMissing, "seq jumps from %d (%s) to %d: records %d..%d are missing (%s)", c.last.seq, c.last, p.seq, c.last.seq+1, p.seq-1, what)
+			c.gap = prob(ProblemMissing, "seq jumps from %d (%s) to %d: records %d..%d are missing (%s)", c.last.seq, c.last.from(pos.file), p.seq, c.last.seq+1, p.seq-1, what)
 		case p.prev != c.last.hash:
-			return prob(ProblemBrokenLink, "its prev %s is not the hash %s of seq %d (%s): one of the two records was replaced", p.prev, c.last.hash, c.last.seq, c.last)
+			return prob(ProblemBrokenLink, "its prev %s is not the hash %s of seq %d (%s): one of the two records was replaced", p.prev, c.last.hash, c.last.seq, c.last.from(pos.file))
 		}
 	}
 	c.records++
