@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -49,6 +50,9 @@ func openLog(t *testing.T, cfg Config) *Log {
 	t.Helper()
 	if cfg.Clock == nil {
 		cfg.Clock = newClock()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
 	l, err := Open(cfg)
 	if err != nil {

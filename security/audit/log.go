@@ -265,6 +265,7 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	if lvl < Metadata && r.mustKeep() {
 		lvl = Metadata
 	}
+	lvl = min(lvl, RequestResponse)
 	if lvl <= None {
 		return nil
 	}
@@ -333,6 +334,15 @@ func (l *Log) prepare(r *Record, lvl Level) {
 // flush writes and syncs what is pending. Called with l.mu held and no
 // flush running; it drops the lock while it does I/O.
 func (l *Log) flush() {
+	if l.broken != nil {
+		// Closed (or broken) while these waited: the file is not ours to touch.
+		for _, p := range l.pending {
+			p.done, p.err = true, l.broken
+		}
+		l.pending = nil
+		l.flushed.Broadcast()
+		return
+	}
 	l.flushing = true
 	batch := l.pending
 	l.pending = nil
