@@ -42,7 +42,8 @@
 // (a full disk) is cut back off the file and fails every record queued with
 // it; the next Write tries again. A failed fdatasync leaves the page cache in
 // an unknown state, so after one the Log refuses every write until it is
-// opened again.
+// opened again. Healthy says whether the last write failed, so a server can
+// refuse a mutation before it makes one it could not audit.
 //
 // # Files and rotation
 //
