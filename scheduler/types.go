@@ -41,19 +41,22 @@ const (
 )
 
 // Taint marks a node so that only instances with a matching toleration go there.
+// The JSON tags on this and the other placement types below are the API's
+// (api/types reuses these types rather than redefining them).
 type Taint struct {
-	Key, Value string
-	Effect     TaintEffect
+	Key    string      `json:"key"`
+	Value  string      `json:"value,omitempty"`
+	Effect TaintEffect `json:"effect"`
 }
 
 // Toleration lets an instance onto nodes with matching taints. With Exists
 // the value is ignored; an empty Key with Exists tolerates every taint; an
 // empty Effect matches every effect.
 type Toleration struct {
-	Key    string
-	Exists bool
-	Value  string
-	Effect TaintEffect
+	Key    string      `json:"key,omitempty"`
+	Exists bool        `json:"exists,omitempty"`
+	Value  string      `json:"value,omitempty"`
+	Effect TaintEffect `json:"effect,omitempty"`
 }
 
 // Tolerates reports whether t tolerates taint.
@@ -106,25 +109,26 @@ type Allocation struct {
 // Spread asks for instances of a group to be spread over a topology.
 type Spread struct {
 	// Topology is "zone", "rack" or a node label key.
-	Topology string
+	Topology string `json:"topology"`
 	// MaxSkew bounds count(domain)-min(count) after a placement; 0 means 1.
-	MaxSkew int
+	MaxSkew int `json:"maxSkew,omitempty"`
 	// Hard makes the bound a filter; otherwise it is a score.
-	Hard bool
+	Hard bool `json:"hard,omitempty"`
 	// Weight of the soft version (0..100); 0 means 50.
-	Weight int
+	Weight int `json:"weight,omitempty"`
 }
 
 // AntiAffinity keeps an instance away from instances of a group.
 type AntiAffinity struct {
-	// Group to avoid; empty means the instance's own group.
-	Group string
+	// Group to avoid; empty means the instance's own group. In the API it
+	// is written as the name of a workload in the same namespace.
+	Group string `json:"workload,omitempty"`
 	// Topology is "" for the node (distinct hosts), or "zone", "rack" or a
 	// label key: at most one such instance per domain when Hard.
-	Topology string
-	Hard     bool
+	Topology string `json:"topology,omitempty"`
+	Hard     bool   `json:"hard,omitempty"`
 	// Weight (1..100) of the soft version.
-	Weight int
+	Weight int `json:"weight,omitempty"`
 }
 
 // Affinity is a soft preference for nodes matching a constraint. Negative

@@ -1,0 +1,167 @@
+package types
+
+import (
+	"time"
+
+	"nexus.dev/nexus/scheduler"
+)
+
+// Namespace groups namespaced objects; names are unique within one.
+type Namespace struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Spec       NamespaceSpec   `json:"spec,omitzero"`
+	Status     NamespaceStatus `json:"status,omitzero"`
+}
+
+// NamespaceSpec is empty today; it exists so namespaces look like every
+// other object.
+type NamespaceSpec struct{}
+
+// NamespaceStatus says whether the namespace is being deleted.
+type NamespaceStatus struct {
+	Phase string `json:"phase,omitempty"` // Active or Terminating
+}
+
+// Node is one machine that runs instances.
+type Node struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Spec       NodeSpec   `json:"spec,omitzero"`
+	Status     NodeStatus `json:"status,omitzero"`
+}
+
+// NodeSpec is what operators set on a node.
+type NodeSpec struct {
+	// Unschedulable (cordoned) nodes get no new instances.
+	Unschedulable bool              `json:"unschedulable,omitempty"`
+	Taints        []scheduler.Taint `json:"taints,omitempty"`
+}
+
+// NodeStatus is what the node's agent reports.
+type NodeStatus struct {
+	Capacity ResourceList `json:"capacity,omitzero"`
+	// Allocatable is Capacity minus what the node keeps for itself.
+	Allocatable ResourceList `json:"allocatable,omitzero"`
+	// Tiers are the isolation tiers the node can run.
+	Tiers      []Isolation   `json:"tiers,omitempty"`
+	Conditions []Condition   `json:"conditions,omitempty"`
+	Addresses  []NodeAddress `json:"addresses,omitempty"`
+	// ContainerPrefixes are the node's container address ranges (an IPv6
+	// /64 and an IPv4 /24).
+	ContainerPrefixes []string     `json:"containerPrefixes,omitempty"`
+	LastHeartbeat     time.Time    `json:"lastHeartbeat,omitzero"`
+	Versions          NodeVersions `json:"versions,omitzero"`
+	// CertificateExpiry is when the node's certificate expires.
+	CertificateExpiry time.Time `json:"certificateExpiry,omitzero"`
+	// Images present on the node (names or digests), for image locality.
+	Images []string `json:"images,omitempty"`
+}
+
+// NodeAddress is one address of a node.
+type NodeAddress struct {
+	Type    string `json:"type"` // InternalIP, ExternalIP or Hostname
+	Address string `json:"address"`
+}
+
+// NodeVersions are the versions of what runs the node.
+type NodeVersions struct {
+	Nexus  string `json:"nexus,omitempty"`
+	Kernel string `json:"kernel,omitempty"`
+	OS     string `json:"os,omitempty"`
+}
+
+// Service gives a set of instances one stable address and name.
+type Service struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Spec       ServiceSpec   `json:"spec"`
+	Status     ServiceStatus `json:"status,omitzero"`
+}
+
+// ServiceSpec selects instances by label and says which ports to serve.
+type ServiceSpec struct {
+	Selector map[string]string `json:"selector"`
+	Ports    []ServicePort     `json:"ports"`
+	// VirtualIPs are allocated by the server when empty (IPv6 first).
+	VirtualIPs []string `json:"virtualIPs,omitempty"`
+	// Headless services get no virtual address: their name resolves to
+	// the ready instances' own addresses.
+	Headless bool `json:"headless,omitempty"`
+	// SessionAffinity ClientIP sends a client to the same backend.
+	SessionAffinity string `json:"sessionAffinity,omitempty"` // None or ClientIP
+}
+
+// ServicePort maps a service port to a port of the selected instances.
+type ServicePort struct {
+	Name     string   `json:"name,omitempty"`
+	Port     int32    `json:"port"`
+	Protocol Protocol `json:"protocol,omitempty"`
+	// TargetPort is the instances' port (default: Port).
+	TargetPort int32 `json:"targetPort,omitempty"`
+	// NodePort also serves the port on every node's addresses.
+	NodePort int32 `json:"nodePort,omitempty"`
+}
+
+// ServiceStatus reports problems with a service (no address left, a port
+// conflict, a selector matching nothing).
+type ServiceStatus struct {
+	Conditions []Condition `json:"conditions,omitempty"`
+}
+
+// NetworkPolicy limits which traffic reaches or leaves selected instances.
+// An instance selected by any policy accepts only what some policy allows.
+type NetworkPolicy struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Spec       NetworkPolicySpec `json:"spec"`
+}
+
+// NetworkPolicySpec selects instances and lists what they may receive and send.
+type NetworkPolicySpec struct {
+	Selector map[string]string `json:"selector"`
+	Ingress  []PolicyRule      `json:"ingress,omitempty"`
+	Egress   []PolicyRule      `json:"egress,omitempty"`
+	// Types are the directions the policy restricts: Ingress, Egress or
+	// both (default: Ingress, plus Egress when egress rules are given).
+	Types []string `json:"types,omitempty"`
+}
+
+// PolicyRule allows traffic from or to its peers on its ports (any peer or
+// port when the list is empty).
+type PolicyRule struct {
+	Peers []PolicyPeer `json:"peers,omitempty"`
+	Ports []PolicyPort `json:"ports,omitempty"`
+}
+
+// PolicyPeer is one side of allowed traffic: instances by label (in this
+// namespace, or another one), or an address range.
+type PolicyPeer struct {
+	Selector  map[string]string `json:"selector,omitempty"`
+	Namespace string            `json:"namespace,omitempty"`
+	CIDR      string            `json:"cidr,omitempty"`
+}
+
+// PolicyPort is a port (0: every port) and protocol.
+type PolicyPort struct {
+	Port     int32    `json:"port,omitempty"`
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// Secret holds small pieces of sensitive data, encrypted at rest.
+type Secret struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Type       string `json:"type,omitempty"`
+	// Data values are base64 in JSON.
+	Data map[string][]byte `json:"data,omitempty"`
+	// StringData is a write-only convenience: merged into Data on write.
+	StringData map[string]string `json:"stringData,omitempty"`
+}
+
+// ServiceAccount is an identity for programs, authenticated with bearer
+// tokens.
+type ServiceAccount struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+}

@@ -1,0 +1,57 @@
+package types
+
+import (
+	"fmt"
+
+	"nexus.dev/nexus/scheduler"
+)
+
+// SchedulerInstance converts an instance to what the scheduler places: the
+// one place where API placement meets scheduler placement. The group is
+// namespace/workload, so anti-affinity and spread count per workload.
+func SchedulerInstance(inst *Instance) (scheduler.Instance, error) {
+	t, pl := &inst.Spec.Template, &inst.Spec.Placement
+	group := func(w string) string { return inst.Namespace + "/" + w }
+	si := scheduler.Instance{
+		ID:          inst.Namespace + "/" + inst.Name,
+		Group:       group(inst.Spec.Workload),
+		Request:     scheduler.Resources{MilliCPU: int64(t.Resources.Requests.CPU), MemoryBytes: int64(t.Resources.Requests.Memory)},
+		Tolerations: pl.Tolerations,
+		Priority:    pl.Priority,
+		Image:       t.Image,
+	}
+	if t.Isolation != "" && t.Isolation != IsolationContainer {
+		si.Tier = string(t.Isolation)
+	}
+	for _, p := range t.Ports {
+		if p.HostPort != 0 {
+			si.HostPorts = append(si.HostPorts, scheduler.Port(p.HostPort))
+		}
+	}
+	for i, c := range pl.Constraints {
+		pc, err := scheduler.ParseConstraint(c)
+		if err != nil {
+			return scheduler.Instance{}, fmt.Errorf("spec.placement.constraints[%d]: %w", i, err)
+		}
+		si.Constraints = append(si.Constraints, pc)
+	}
+	for i, a := range pl.Affinities {
+		pc, err := scheduler.ParseConstraint(a.Constraint)
+		if err != nil {
+			return scheduler.Instance{}, fmt.Errorf("spec.placement.affinities[%d].constraint: %w", i, err)
+		}
+		si.Affinities = append(si.Affinities, scheduler.Affinity{Constraint: pc, Weight: a.Weight})
+	}
+	for _, a := range pl.AntiAffinity {
+		if a.Group == "" {
+			a.Group = inst.Spec.Workload
+		}
+		a.Group = group(a.Group)
+		si.AntiAffinity = append(si.AntiAffinity, a)
+	}
+	if pl.Spread != nil {
+		s := *pl.Spread
+		si.Spread = &s
+	}
+	return si, nil
+}

@@ -1,0 +1,79 @@
+package types
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// FuzzDecode: any document either fails to decode with a DecodeError or
+// gives an object that survives defaulting, validation and a JSON round
+// trip without panicking.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(webYAML))
+	f.Add([]byte(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"s","namespace":"d"},"spec":{"selector":{"a":"b"},"ports":[{"port":80}]}}`))
+	f.Add([]byte(`{"kind":"Secret","metadata":{"name":"x","namespace":"d"},"stringData":{"k":"v"}}`))
+	f.Add([]byte("kind: Node\nmetadata: {name: n1}\nstatus: {capacity: {cpu: 2, memory: 1Gi}}"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		o, err := DecodeAny(doc)
+		if err != nil {
+			return
+		}
+		Default(o)
+		errs := Validate(o)
+		js, err := json.Marshal(o)
+		if err != nil {
+			t.Fatalf("marshal a decoded object: %v", err)
+		}
+		if len(errs) > 0 {
+			return
+		}
+		back, err := Decode(js, ResourceOf(o))
+		if err != nil {
+			t.Fatalf("a valid object's JSON does not decode: %v\n%s", err, js)
+		}
+		Default(back)
+		if errs := Validate(back); len(errs) > 0 {
+			t.Fatalf("a valid object is invalid after a round trip: %v\n%s", errs, js)
+		}
+	})
+}
+
+// FuzzLabelSelector: a selector that parses prints to a string that parses
+// to a selector with the same meaning.
+func FuzzLabelSelector(f *testing.F) {
+	for _, s := range []string{"app=web", "a in (x,y),!b", "tier notin (db), env", "k!=v", "x==y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sel, err := ParseLabelSelector(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseLabelSelector(sel.String())
+		if err != nil {
+			t.Fatalf("%q printed as %q, which does not parse: %v", s, sel.String(), err)
+		}
+		if again.String() != sel.String() {
+			t.Fatalf("%q -> %q -> %q", s, sel.String(), again.String())
+		}
+	})
+}
+
+// FuzzQuantities: parsed amounts print to strings that parse back to them.
+func FuzzQuantities(f *testing.F) {
+	for _, s := range []string{"500m", "2", "0.25", "256Mi", "1.5Gi", "1G", "1024"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if c, err := ParseCPU(s); err == nil {
+			if back, err := ParseCPU(c.String()); err != nil || back != c {
+				t.Fatalf("cpu %q -> %d -> %q -> %d, %v", s, c, c.String(), back, err)
+			}
+		}
+		if b, err := ParseBytes(s); err == nil {
+			if back, err := ParseBytes(b.String()); err != nil || back != b {
+				t.Fatalf("bytes %q -> %d -> %q -> %d, %v", s, b, b.String(), back, err)
+			}
+		}
+	})
+}

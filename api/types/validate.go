@@ -1,0 +1,506 @@
+package types
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"nexus.dev/nexus/scheduler"
+)
+
+// Validate checks a defaulted object and returns every rule it breaks.
+func Validate(o Object) FieldErrors {
+	r := ResourceOf(o)
+	if r == nil {
+		return FieldErrors{{Field: "kind", Detail: "not a known resource"}}
+	}
+	var errs FieldErrors
+	o.GetObjectMeta().validate(r.Namespaced, NewPath("metadata"), &errs)
+	return append(errs, o.validate(r)...)
+}
+
+const (
+	maxReplicas       = 100000
+	maxPortNameLength = 15
+	maxSecretBytes    = 1 << 20
+	minNodePort       = 30000
+	maxNodePort       = 32767
+	maxPriority       = 1000000000
+)
+
+var (
+	envName    = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
+	portName   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	secretKey  = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+	validKinds = []WorkloadKind{KindService, KindJob, KindDaemon}
+)
+
+func (o *Namespace) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	if p := o.Status.Phase; p != "" && p != namespacePhaseActive && p != "Terminating" {
+		errs.add(NewPath("status").Child("phase"), "must be Active or Terminating, not %q", p)
+	}
+	return errs
+}
+
+func (o *Node) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	validateTaints(o.Spec.Taints, NewPath("spec").Child("taints"), &errs)
+	st := NewPath("status")
+	validateResourceList(o.Status.Capacity, st.Child("capacity"), &errs)
+	validateResourceList(o.Status.Allocatable, st.Child("allocatable"), &errs)
+	for i, t := range o.Status.Tiers {
+		validateIsolation(t, st.Child("tiers").Index(i), &errs)
+	}
+	for i, a := range o.Status.Addresses {
+		p := st.Child("addresses").Index(i)
+		switch a.Type {
+		case "InternalIP", "ExternalIP":
+			if _, err := netip.ParseAddr(a.Address); err != nil {
+				errs.add(p.Child("address"), "must be an IP address, not %q", a.Address)
+			}
+		case "Hostname":
+			if a.Address == "" {
+				errs.add(p.Child("address"), "must not be empty")
+			}
+		default:
+			errs.add(p.Child("type"), "must be InternalIP, ExternalIP or Hostname, not %q", a.Type)
+		}
+	}
+	for i, c := range o.Status.ContainerPrefixes {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			errs.add(st.Child("containerPrefixes").Index(i), "must be an address prefix such as fd00:1::/64, not %q", c)
+		}
+	}
+	return errs
+}
+
+func validateTaints(taints []scheduler.Taint, p Path, errs *FieldErrors) {
+	for i, t := range taints {
+		if msg := validateLabelKey(t.Key); msg != "" {
+			errs.add(p.Index(i).Child("key"), "%s", msg)
+		}
+		if msg := validateLabelValue(t.Value); msg != "" {
+			errs.add(p.Index(i).Child("value"), "%s", msg)
+		}
+		switch t.Effect {
+		case scheduler.NoSchedule, scheduler.NoExecute, scheduler.PreferNoSchedule:
+		default:
+			errs.add(p.Index(i).Child("effect"), "must be NoSchedule, PreferNoSchedule or NoExecute, not %q", t.Effect)
+		}
+	}
+}
+
+func (o *Workload) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	s, p := &o.Spec, NewPath("spec")
+	switch s.Kind {
+	case KindService, KindJob, KindDaemon:
+	default:
+		errs.add(p.Child("kind"), "must be service, job or daemon, not %q", s.Kind)
+	}
+	count := func(name string, v *int32, min int32, only WorkloadKind) {
+		switch {
+		case v == nil:
+		case s.Kind != only:
+			errs.add(p.Child(name), "applies only to a %s workload, not a %s", only, s.Kind)
+		case *v < min || *v > maxReplicas:
+			errs.add(p.Child(name), "must be %d-%d", min, maxReplicas)
+		}
+	}
+	count("replicas", s.Replicas, 0, KindService)
+	count("completions", s.Completions, 1, KindJob)
+	count("parallelism", s.Parallelism, 1, KindJob)
+	count("backoffLimit", s.BackoffLimit, 0, KindJob)
+	validateTemplate(&s.Template, p.Child("template"), &errs)
+	if s.Kind == KindJob && s.Template.RestartPolicy == RestartAlways {
+		errs.add(p.Child("template").Child("restartPolicy"), "a job's instances must be on-failure or never: always would never complete")
+	}
+	validatePlacement(&s.Placement, p.Child("placement"), &errs)
+	st := p.Child("strategy")
+	for _, f := range []struct {
+		name string
+		v    IntOrPercent
+	}{{"maxSurge", s.Strategy.MaxSurge}, {"maxUnavailable", s.Strategy.MaxUnavailable}} {
+		if f.v.IsPercent && f.v.Value > 100 {
+			errs.add(st.Child(f.name), "must be at most 100%%, not %s", f.v)
+		}
+	}
+	if s.Kind == KindService && s.Strategy.MaxSurge.Of(100, true) == 0 && s.Strategy.MaxUnavailable.Of(100, false) == 0 {
+		errs.add(st, "maxSurge and maxUnavailable must not both be 0: a rollout could never make progress")
+	}
+	return errs
+}
+
+func (o *Instance) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	p := NewPath("spec")
+	if o.Spec.Workload != "" {
+		if msg := ValidateName(o.Spec.Workload); msg != "" {
+			errs.add(p.Child("workload"), "%s", msg)
+		}
+	}
+	if o.Spec.NodeName != "" {
+		if msg := ValidateName(o.Spec.NodeName); msg != "" {
+			errs.add(p.Child("nodeName"), "%s", msg)
+		}
+	}
+	validateTemplate(&o.Spec.Template, p.Child("template"), &errs)
+	validatePlacement(&o.Spec.Placement, p.Child("placement"), &errs)
+	switch o.Status.Phase {
+	case PhasePending, PhaseScheduled, PhasePreparing, PhaseStarting, PhaseRunning, PhaseSucceeded, PhaseFailed, PhaseStopped:
+	default:
+		errs.add(NewPath("status").Child("phase"), "unknown phase %q", o.Status.Phase)
+	}
+	if o.Status.Restarts < 0 {
+		errs.add(NewPath("status").Child("restarts"), "must not be negative")
+	}
+	for i, a := range o.Status.Addresses {
+		if _, err := netip.ParseAddr(a); err != nil {
+			errs.add(NewPath("status").Child("addresses").Index(i), "must be an IP address, not %q", a)
+		}
+	}
+	return errs
+}
+
+func validateTemplate(t *InstanceTemplate, p Path, errs *FieldErrors) {
+	validateLabels(t.Labels, p.Child("labels"), errs)
+	if t.Image == "" {
+		errs.add(p.Child("image"), "must name an image, e.g. \"nginx:1.27\" or \"nexus.local/hello\"")
+	} else if _, err := name.ParseReference(t.Image); err != nil {
+		errs.add(p.Child("image"), "%q is not an image reference: %v", t.Image, err)
+	}
+	seenEnv := map[string]bool{}
+	for i, e := range t.Env {
+		ep := p.Child("env").Index(i)
+		if !envName.MatchString(e.Name) {
+			errs.add(ep.Child("name"), "must be letters, digits, '_', '-' and '.', not starting with a digit, not %q", e.Name)
+		} else if seenEnv[e.Name] {
+			errs.add(ep.Child("name"), "%s is set twice", e.Name)
+		}
+		seenEnv[e.Name] = true
+		if e.ValueFrom != nil {
+			if e.Value != "" {
+				errs.add(ep, "set value or valueFrom, not both")
+			}
+			ref := e.ValueFrom.SecretKeyRef
+			if ref == nil {
+				errs.add(ep.Child("valueFrom"), "must have secretKeyRef")
+				continue
+			}
+			rp := ep.Child("valueFrom").Child("secretKeyRef")
+			if msg := ValidateName(ref.Name); msg != "" {
+				errs.add(rp.Child("name"), "%s", msg)
+			}
+			if !secretKey.MatchString(ref.Key) {
+				errs.add(rp.Child("key"), "must be letters, digits, '-', '_' and '.', not %q", ref.Key)
+			}
+		}
+	}
+	rp := p.Child("resources")
+	validateResourceList(t.Resources.Requests, rp.Child("requests"), errs)
+	validateResourceList(t.Resources.Limits, rp.Child("limits"), errs)
+	req, lim := t.Resources.Requests, t.Resources.Limits
+	if lim.CPU != 0 && req.CPU > lim.CPU {
+		errs.add(rp.Child("requests").Child("cpu"), "%s is more than the limit %s", req.CPU, lim.CPU)
+	}
+	if lim.Memory != 0 && req.Memory > lim.Memory {
+		errs.add(rp.Child("requests").Child("memory"), "%s is more than the limit %s", req.Memory, lim.Memory)
+	}
+	validatePorts(t.Ports, p.Child("ports"), errs)
+	validateProbe(t.Liveness, p.Child("liveness"), errs)
+	validateProbe(t.Readiness, p.Child("readiness"), errs)
+	switch t.RestartPolicy {
+	case RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		errs.add(p.Child("restartPolicy"), "must be always, on-failure or never, not %q", t.RestartPolicy)
+	}
+	validateIsolation(t.Isolation, p.Child("isolation"), errs)
+	if g := t.TerminationGracePeriodSeconds; g != nil && (*g < 0 || *g > 3600) {
+		errs.add(p.Child("terminationGracePeriodSeconds"), "must be 0-3600")
+	}
+}
+
+func validateResourceList(r ResourceList, p Path, errs *FieldErrors) {
+	if r.CPU < 0 {
+		errs.add(p.Child("cpu"), "must not be negative")
+	}
+	if r.Memory < 0 {
+		errs.add(p.Child("memory"), "must not be negative")
+	}
+}
+
+func validateIsolation(i Isolation, p Path, errs *FieldErrors) {
+	switch i {
+	case IsolationContainer, IsolationSandbox, IsolationVM:
+	default:
+		errs.add(p, "must be container, sandbox or vm, not %q", i)
+	}
+}
+
+func validPort(n int32) bool { return n >= 1 && n <= 65535 }
+
+func validateProtocol(proto Protocol, p Path, errs *FieldErrors) {
+	if proto != TCP && proto != UDP {
+		errs.add(p, "must be TCP or UDP, not %q", proto)
+	}
+}
+
+func validatePortName(n string, p Path, errs *FieldErrors) {
+	if n != "" && (len(n) > maxPortNameLength || !portName.MatchString(n)) {
+		errs.add(p, "must be at most 15 lower-case letters, digits and '-' (an IANA service name), not %q", n)
+	}
+}
+
+func validatePorts(ports []Port, p Path, errs *FieldErrors) {
+	names := map[string]bool{}
+	used := map[[2]any]bool{}
+	for i, port := range ports {
+		pp := p.Index(i)
+		validatePortName(port.Name, pp.Child("name"), errs)
+		if port.Name != "" {
+			if names[port.Name] {
+				errs.add(pp.Child("name"), "%q is used by another port", port.Name)
+			}
+			names[port.Name] = true
+		}
+		if !validPort(port.Port) {
+			errs.add(pp.Child("port"), "must be 1-65535")
+		}
+		if port.HostPort != 0 && !validPort(port.HostPort) {
+			errs.add(pp.Child("hostPort"), "must be 1-65535 (or 0 for none)")
+		}
+		validateProtocol(port.Protocol, pp.Child("protocol"), errs)
+		key := [2]any{port.Port, port.Protocol}
+		if used[key] {
+			errs.add(pp.Child("port"), "%d/%s is listed twice", port.Port, port.Protocol)
+		}
+		used[key] = true
+	}
+}
+
+func validateProbe(pr *Probe, p Path, errs *FieldErrors) {
+	if pr == nil {
+		return
+	}
+	n := 0
+	if pr.HTTP != nil {
+		n++
+		if !validPort(pr.HTTP.Port) {
+			errs.add(p.Child("http").Child("port"), "must be 1-65535")
+		}
+		if !strings.HasPrefix(pr.HTTP.Path, "/") {
+			errs.add(p.Child("http").Child("path"), "must start with '/', not %q", pr.HTTP.Path)
+		}
+	}
+	if pr.TCP != nil {
+		n++
+		if !validPort(pr.TCP.Port) {
+			errs.add(p.Child("tcp").Child("port"), "must be 1-65535")
+		}
+	}
+	if pr.Exec != nil {
+		n++
+		if len(pr.Exec.Command) == 0 || pr.Exec.Command[0] == "" {
+			errs.add(p.Child("exec").Child("command"), "must name a program to run")
+		}
+	}
+	if n != 1 {
+		errs.add(p, "must have exactly one of http, tcp and exec, not %d", n)
+	}
+	for _, f := range []struct {
+		name string
+		v    int32
+		min  int32
+	}{
+		{"initialDelaySeconds", pr.InitialDelaySeconds, 0},
+		{"periodSeconds", pr.PeriodSeconds, 1},
+		{"timeoutSeconds", pr.TimeoutSeconds, 1},
+		{"failureThreshold", pr.FailureThreshold, 1},
+		{"successThreshold", pr.SuccessThreshold, 1},
+	} {
+		if f.v < f.min || f.v > 3600 {
+			errs.add(p.Child(f.name), "must be %d-3600", f.min)
+		}
+	}
+}
+
+func validatePlacement(pl *Placement, p Path, errs *FieldErrors) {
+	for i, c := range pl.Constraints {
+		if _, err := scheduler.ParseConstraint(c); err != nil {
+			errs.add(p.Child("constraints").Index(i), "%v", err)
+		}
+	}
+	for i, a := range pl.Affinities {
+		ap := p.Child("affinities").Index(i)
+		if _, err := scheduler.ParseConstraint(a.Constraint); err != nil {
+			errs.add(ap.Child("constraint"), "%v", err)
+		}
+		if a.Weight == 0 || a.Weight < -100 || a.Weight > 100 {
+			errs.add(ap.Child("weight"), "must be -100..100 and not 0 (negative repels)")
+		}
+	}
+	for i, a := range pl.AntiAffinity {
+		ap := p.Child("antiAffinity").Index(i)
+		if a.Group != "" {
+			if msg := ValidateName(a.Group); msg != "" {
+				errs.add(ap.Child("workload"), "%s", msg)
+			}
+		}
+		if !a.Hard && (a.Weight < 1 || a.Weight > 100) {
+			errs.add(ap.Child("weight"), "a soft anti-affinity needs a weight of 1-100")
+		}
+	}
+	if s := pl.Spread; s != nil {
+		sp := p.Child("spread")
+		if s.Topology == "" {
+			errs.add(sp.Child("topology"), "must be zone, rack or a node label key")
+		}
+		if s.MaxSkew < 0 {
+			errs.add(sp.Child("maxSkew"), "must not be negative")
+		}
+		if s.Weight < 0 || s.Weight > 100 {
+			errs.add(sp.Child("weight"), "must be 0-100")
+		}
+	}
+	for i, t := range pl.Tolerations {
+		tp := p.Child("tolerations").Index(i)
+		if t.Exists && t.Value != "" {
+			errs.add(tp.Child("value"), "must be empty when exists is true")
+		}
+		if t.Key == "" && !t.Exists {
+			errs.add(tp.Child("key"), "must be set unless exists is true (which tolerates every taint)")
+		}
+		switch t.Effect {
+		case "", scheduler.NoSchedule, scheduler.NoExecute, scheduler.PreferNoSchedule:
+		default:
+			errs.add(tp.Child("effect"), "must be NoSchedule, PreferNoSchedule, NoExecute or empty (all), not %q", t.Effect)
+		}
+	}
+	if pl.Priority < -maxPriority || pl.Priority > maxPriority {
+		errs.add(p.Child("priority"), "must be between -1000000000 and 1000000000")
+	}
+}
+
+func (o *Service) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	s, p := &o.Spec, NewPath("spec")
+	validateLabels(s.Selector, p.Child("selector"), &errs)
+	if len(s.Ports) == 0 && !s.Headless {
+		errs.add(p.Child("ports"), "must list at least one port")
+	}
+	names := map[string]bool{}
+	used := map[[2]any]bool{}
+	for i, port := range s.Ports {
+		pp := p.Child("ports").Index(i)
+		validatePortName(port.Name, pp.Child("name"), &errs)
+		if len(s.Ports) > 1 && port.Name == "" {
+			errs.add(pp.Child("name"), "must be set when a service has more than one port")
+		}
+		if port.Name != "" && names[port.Name] {
+			errs.add(pp.Child("name"), "%q is used by another port", port.Name)
+		}
+		names[port.Name] = true
+		if !validPort(port.Port) {
+			errs.add(pp.Child("port"), "must be 1-65535")
+		}
+		if !validPort(port.TargetPort) {
+			errs.add(pp.Child("targetPort"), "must be 1-65535")
+		}
+		if port.NodePort != 0 && (port.NodePort < minNodePort || port.NodePort > maxNodePort) {
+			errs.add(pp.Child("nodePort"), "must be %d-%d (or 0 for none)", minNodePort, maxNodePort)
+		}
+		validateProtocol(port.Protocol, pp.Child("protocol"), &errs)
+		key := [2]any{port.Port, port.Protocol}
+		if used[key] {
+			errs.add(pp.Child("port"), "%d/%s is listed twice", port.Port, port.Protocol)
+		}
+		used[key] = true
+	}
+	if s.Headless && len(s.VirtualIPs) > 0 {
+		errs.add(p.Child("virtualIPs"), "must be empty for a headless service")
+	}
+	seen4, seen6 := false, false
+	for i, a := range s.VirtualIPs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			errs.add(p.Child("virtualIPs").Index(i), "must be an IP address, not %q", a)
+			continue
+		}
+		if (ip.Is4() && seen4) || (ip.Is6() && seen6) {
+			errs.add(p.Child("virtualIPs").Index(i), "at most one IPv6 and one IPv4 address")
+		}
+		seen4, seen6 = seen4 || ip.Is4(), seen6 || ip.Is6()
+	}
+	if a := s.SessionAffinity; a != "None" && a != "ClientIP" {
+		errs.add(p.Child("sessionAffinity"), "must be None or ClientIP, not %q", a)
+	}
+	return errs
+}
+
+func (o *NetworkPolicy) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	s, p := &o.Spec, NewPath("spec")
+	validateLabels(s.Selector, p.Child("selector"), &errs)
+	for i, t := range s.Types {
+		if t != "Ingress" && t != "Egress" {
+			errs.add(p.Child("types").Index(i), "must be Ingress or Egress, not %q", t)
+		}
+	}
+	for _, dir := range []struct {
+		name  string
+		rules []PolicyRule
+	}{{"ingress", s.Ingress}, {"egress", s.Egress}} {
+		for i, r := range dir.rules {
+			rp := p.Child(dir.name).Index(i)
+			for j, peer := range r.Peers {
+				pp := rp.Child("peers").Index(j)
+				switch {
+				case peer.CIDR != "" && (peer.Selector != nil || peer.Namespace != ""):
+					errs.add(pp, "set cidr, or selector and namespace, not both")
+				case peer.CIDR != "":
+					if _, err := netip.ParsePrefix(peer.CIDR); err != nil {
+						errs.add(pp.Child("cidr"), "must be an address prefix such as 10.0.0.0/8, not %q", peer.CIDR)
+					}
+				default:
+					validateLabels(peer.Selector, pp.Child("selector"), &errs)
+					if peer.Namespace != "" {
+						if msg := ValidateName(peer.Namespace); msg != "" {
+							errs.add(pp.Child("namespace"), "%s", msg)
+						}
+					}
+				}
+			}
+			for j, port := range r.Ports {
+				pp := rp.Child("ports").Index(j)
+				if port.Port != 0 && !validPort(port.Port) {
+					errs.add(pp.Child("port"), "must be 1-65535 (or 0 for every port)")
+				}
+				validateProtocol(port.Protocol, pp.Child("protocol"), &errs)
+			}
+		}
+	}
+	return errs
+}
+
+func (o *Secret) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	size := 0
+	for _, k := range sortedKeys(o.Data) {
+		if !secretKey.MatchString(k) || len(k) > 253 {
+			errs.add(NewPath("data").Key(k), "keys must be at most 253 letters, digits, '-', '_' and '.'")
+		}
+		size += len(k) + len(o.Data[k])
+	}
+	if size > maxSecretBytes {
+		errs.add(NewPath("data"), "must be at most 1 MiB in all, not %d bytes", size)
+	}
+	if len(o.StringData) > 0 {
+		errs.add(NewPath("stringData"), "is merged into data before validation; it must be empty here")
+	}
+	return errs
+}
+
+func (o *ServiceAccount) validate(*Resource) FieldErrors { return nil }
