@@ -70,7 +70,7 @@ func principalOf(id identity.ID, leaf *x509.Certificate) (Principal, error) {
 	p := Principal{ID: id.String()}
 	switch id.Kind {
 	case identity.KindUser:
-		p.Kind, p.Name, p.Groups = authz.PrincipalUser, id.Name, leaf.Subject.Organization
+		p.Kind, p.Name, p.Groups = authz.PrincipalUser, id.Name, pki.Groups(leaf)
 	case identity.KindNode:
 		p.Kind, p.Name = authz.PrincipalNode, id.Name
 	case identity.KindServer:

@@ -213,11 +213,16 @@ func (s *Server) watch(w http.ResponseWriter, r *request) error {
 // errResponseStarted tells the dispatcher the handler already answered.
 var errResponseStarted = errors.New("response already started")
 
-// readBody reads the request body, at most the configured size.
+// readBody reads the request body, at most the configured size. The body
+// (or the reason it cannot be used) is kept: the checks may read it first.
 func (s *Server) readBody(r *request) ([]byte, error) {
-	if r.body != nil {
-		return r.body, nil
+	if r.body == nil && r.bodyErr == nil {
+		r.body, r.bodyErr = s.readBodyOnce(r)
 	}
+	return r.body, r.bodyErr
+}
+
+func (s *Server) readBodyOnce(r *request) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r.http.Body, s.limits.MaxBodyBytes+1))
 	if err != nil {
 		return nil, badRequest("read the request body: %v", err)
@@ -228,7 +233,6 @@ func (s *Server) readBody(r *request) ([]byte, error) {
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return nil, badRequest("the request body is empty: send the %s as JSON or YAML", r.res.Kind)
 	}
-	r.body = b
 	return b, nil
 }
 

@@ -29,6 +29,7 @@ type request struct {
 	principal Principal
 	decision  audit.Decision
 	body      []byte // the request body, once read
+	bodyErr   error  // why the body cannot be used, once read
 	code      int    // the status a successful handler answered with
 }
 
@@ -162,4 +163,3 @@ func verbOf(method string, r *request) (string, *Problem) {
 	}
 	return "", problem(http.StatusMethodNotAllowed, "MethodNotAllowed", "method %s is not used by the API", method)
 }
-

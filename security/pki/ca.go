@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -147,6 +148,27 @@ type Issuer struct {
 // issuer's LeafTTL when ttl is 0, never past the intermediate's own expiry.
 // Nothing but the public key is taken from the CSR.
 func (i *Issuer) Sign(csrPEM []byte, id identity.ID, ttl time.Duration) ([]*x509.Certificate, error) {
+	return i.SignLeaf(csrPEM, id, LeafOptions{TTL: ttl})
+}
+
+// LeafOptions add to a leaf what its identity alone does not say.
+type LeafOptions struct {
+	// TTL is the lifetime (0: the issuer's LeafTTL).
+	TTL time.Duration
+	// Groups are a user's groups (RBAC subjects), written as subject
+	// organizations after the cluster name, as Kubernetes reads groups
+	// from client certificates. Users only.
+	Groups []string
+	// DNSNames and IPAddresses are the names clients dial to reach a server
+	// (the API's serving certificate): a client checks them as it checks any
+	// HTTPS host. Servers only.
+	DNSNames    []string
+	IPAddresses []net.IP
+}
+
+// SignLeaf is Sign with options: groups for a user, host names and
+// addresses for a server's serving certificate.
+func (i *Issuer) SignLeaf(csrPEM []byte, id identity.ID, opts LeafOptions) ([]*x509.Certificate, error) {
 	csr, err := ParseCSR(csrPEM)
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate for %s: %w", id, err)
@@ -161,7 +183,18 @@ func (i *Issuer) Sign(csrPEM []byte, id identity.ID, ttl time.Duration) ([]*x509
 	if id.Cluster != td {
 		return nil, fmt.Errorf("issue certificate for %s: this CA is for cluster %q", id, td)
 	}
-	ttl = durationOr(ttl, durationOr(i.LeafTTL, DefaultLeafTTL))
+	if len(opts.Groups) > 0 && id.Kind != identity.KindUser {
+		return nil, fmt.Errorf("issue certificate for %s: only users have groups", id)
+	}
+	for _, g := range opts.Groups {
+		if g == "" || len(g) > 253 || strings.ContainsAny(g, ",/\\\x00") {
+			return nil, fmt.Errorf("issue certificate for %s: group %q: use 1-253 characters without ',', '/' or '\\'", id, g)
+		}
+	}
+	if (len(opts.DNSNames) > 0 || len(opts.IPAddresses) > 0) && id.Kind != identity.KindServer {
+		return nil, fmt.Errorf("issue certificate for %s: only servers get host names and addresses", id)
+	}
+	ttl := durationOr(opts.TTL, durationOr(i.LeafTTL, DefaultLeafTTL))
 	if ttl < 0 {
 		return nil, fmt.Errorf("issue certificate for %s: negative lifetime %s", id, ttl)
 	}
@@ -174,19 +207,30 @@ func (i *Issuer) Sign(csrPEM []byte, id identity.ID, ttl time.Duration) ([]*x509
 		usage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: id.Name, Organization: []string{td}, OrganizationalUnit: []string{string(id.Kind)}},
+		Subject:               pkix.Name{CommonName: id.Name, Organization: append([]string{td}, opts.Groups...), OrganizationalUnit: []string{string(id.Kind)}},
 		NotBefore:             now.Add(-min(maxBackdate, ttl/10)),
 		NotAfter:              clampAfter(now.Add(ttl), i.Cert.NotAfter),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           usage,
 		BasicConstraintsValid: true,
 		URIs:                  []*url.URL{id.URL()},
+		DNSNames:              opts.DNSNames,
+		IPAddresses:           opts.IPAddresses,
 	}
 	leaf, err := sign(tmpl, i.Cert, csr.PublicKey, i.Key)
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate for %s: %w", id, err)
 	}
 	return []*x509.Certificate{leaf, i.Cert}, nil
+}
+
+// Groups returns the groups of a user's certificate: its subject
+// organizations after the first, which names the cluster.
+func Groups(leaf *x509.Certificate) []string {
+	if len(leaf.Subject.Organization) <= 1 {
+		return nil
+	}
+	return leaf.Subject.Organization[1:]
 }
 
 // sign fills in a random 128-bit serial and signs tmpl.
