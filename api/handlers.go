@@ -315,6 +315,9 @@ func (s *Server) create(w http.ResponseWriter, r *request) error {
 	if err := s.namespaceExists(r); err != nil {
 		return err
 	}
+	if err := s.checkEscalation(r.http.Context(), r, o); err != nil {
+		return err
+	}
 	created, err := s.store.Create(r.http.Context(), o)
 	if err != nil {
 		return err
@@ -344,6 +347,9 @@ func (s *Server) namespaceExists(r *request) error {
 func (s *Server) update(w http.ResponseWriter, r *request) error {
 	o, err := s.decodeBody(r)
 	if err != nil {
+		return err
+	}
+	if err := s.checkEscalation(r.http.Context(), r, o); err != nil {
 		return err
 	}
 	opts := storage.UpdateOptions{Status: r.sub == "status", ResourceVersion: o.GetObjectMeta().ResourceVersion}
@@ -398,6 +404,9 @@ func (s *Server) patch(w http.ResponseWriter, r *request) error {
 		}
 		if errs := types.ValidateUpdate(cur, o); len(errs) > 0 {
 			return nil, invalid(r, errs)
+		}
+		if err := s.checkEscalation(r.http.Context(), r, o); err != nil {
+			return nil, err
 		}
 		return o, nil
 	})

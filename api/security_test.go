@@ -240,3 +240,23 @@ func TestOneNoisyIdentityIsLimited(t *testing.T) {
 	quiet.must(200, "GET", "/v1/nodes", "", nil)
 }
 
+
+// TestNoPrivilegeEscalation: a user allowed to create role bindings cannot
+// bind a role that grants more than the user holds.
+func TestNoPrivilegeEscalation(t *testing.T) {
+	c := apitest.StartServer(t, apitest.NexusStore(t), apitest.ServerOptions{})
+	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
+	admin.must(201, "POST", "/v1/namespaces/default/roles", "application/json",
+		`{"kind":"Role","metadata":{"name":"binder"},"rules":[{"verbs":["create","get"],"resources":["rolebindings"]}]}`)
+	admin.must(201, "POST", "/v1/namespaces/default/rolebindings", "application/json",
+		`{"kind":"RoleBinding","metadata":{"name":"bob-binder"},"subjects":[{"kind":"User","name":"bob"}],"roleRef":{"kind":"Role","name":"binder"}}`)
+	bob := client{t: t, hc: c.HTTPClient(t, c.User(t, "bob"), false), url: c.URL()}
+	waitFor(t, "bob's binding", func() bool { return bob.do("GET", "/v1/namespaces/default/rolebindings/bob-binder", "", nil).code == 200 })
+	r := bob.do("POST", "/v1/namespaces/default/rolebindings", "application/json",
+		`{"kind":"RoleBinding","metadata":{"name":"bob-admin"},"subjects":[{"kind":"User","name":"bob"}],"roleRef":{"kind":"ClusterRole","name":"admin"}}`)
+	if r.code != 403 || !strings.Contains(r.problem.Detail, "may not grant") {
+		t.Fatalf("bob binding himself to admin: %d %s", r.code, r.body)
+	}
+	bob.must(201, "POST", "/v1/namespaces/default/rolebindings", "application/json",
+		`{"kind":"RoleBinding","metadata":{"name":"carol-binder"},"subjects":[{"kind":"User","name":"carol"}],"roleRef":{"kind":"Role","name":"binder"}}`)
+}
