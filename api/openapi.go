@@ -62,7 +62,7 @@ var openAPIDoc = sync.OnceValue(func() []byte {
 		"components": map[string]any{
 			"schemas": g.schemas,
 			"securitySchemes": map[string]any{
-				"clientCertificate": map[string]any{"type": "mutualTLS"},
+				"clientCertificate":   map[string]any{"type": "mutualTLS"},
 				"serviceAccountToken": map[string]any{"type": "http", "scheme": "bearer"},
 			},
 		},

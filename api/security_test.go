@@ -15,6 +15,7 @@ import (
 
 	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/api/apitest"
+	"nexus.dev/nexus/api/servertest"
 	"nexus.dev/nexus/security/audit"
 	"nexus.dev/nexus/security/pki"
 )
@@ -31,7 +32,7 @@ func waitFor(t *testing.T, what string, f func() bool) {
 }
 
 func TestNodeActsOnlyForItself(t *testing.T) {
-	c := apitest.StartServer(t, apitest.NexusStore(t), apitest.ServerOptions{})
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
 	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
 	n1 := client{t: t, hc: c.HTTPClient(t, c.Node(t, "n1"), false), url: c.URL()}
 	node := func(name string) string { return `{"kind":"Node","metadata":{"name":"` + name + `"}}` }
@@ -59,7 +60,7 @@ func TestNodeActsOnlyForItself(t *testing.T) {
 	for _, tc := range []struct{ method, path, body string }{
 		{"GET", "/v1/namespaces/default/instances/i2", ""},
 		{"PATCH", "/v1/namespaces/default/instances/i2/status", `{"status":{"phase":"Running"}}`},
-		{"GET", "/v1/namespaces/default/instances", ""},                                    // every node's instances
+		{"GET", "/v1/namespaces/default/instances", ""},                                  // every node's instances
 		{"GET", "/v1/namespaces/default/instances?fieldSelector=spec.nodeName%3Dn2", ""}, // another node's
 		{"GET", "/v1/namespaces/default/secrets/s2", ""},                                 // used only on n2
 		{"DELETE", "/v1/namespaces/default/instances/i1", ""},
@@ -80,7 +81,7 @@ func TestNodeActsOnlyForItself(t *testing.T) {
 }
 
 func TestServiceAccountTokens(t *testing.T) {
-	c := apitest.StartServer(t, apitest.NexusStore(t), apitest.ServerOptions{})
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
 	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
 	for _, ns := range []string{"a", "b"} {
 		admin.must(201, "POST", "/v1/namespaces", "application/json", `{"kind":"Namespace","metadata":{"name":"`+ns+`"}}`)
@@ -112,7 +113,7 @@ func TestServiceAccountTokens(t *testing.T) {
 		t.Fatalf("edit creating a role: %d", r.code)
 	}
 	// A forged secret and a made-up token are refused.
-	if r := bearer(tok.Token[:len(tok.Token)-2] + "xx").do("GET", "/v1/namespaces/a/workloads/web", "", nil); r.code != 401 || !strings.Contains(r.problem.Detail, "wrong secret") {
+	if r := bearer(tok.Token[:len(tok.Token)-2]+"xx").do("GET", "/v1/namespaces/a/workloads/web", "", nil); r.code != 401 || !strings.Contains(r.problem.Detail, "wrong secret") {
 		t.Fatalf("forged token: %d %s", r.code, r.body)
 	}
 	if r := bearer("nxsa1.garbage").do("GET", "/v1/namespaces/a/workloads", "", nil); r.code != 401 {
@@ -148,7 +149,7 @@ func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // TestRevokedCertificateOnAnOpenConnection: a revocation takes effect on
 // the next request of a connection that is already open.
 func TestRevokedCertificateOnAnOpenConnection(t *testing.T) {
-	c := apitest.StartServer(t, apitest.NexusStore(t), apitest.ServerOptions{})
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
 	alice := c.User(t, "alice")
 	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
 	admin.must(201, "POST", "/v1/clusterrolebindings", "application/json",
@@ -180,7 +181,7 @@ func TestRevokedCertificateOnAnOpenConnection(t *testing.T) {
 }
 
 func TestAuditRecordsChangesDenialsAndNeverSecrets(t *testing.T) {
-	c := apitest.StartServer(t, apitest.NexusStore(t), apitest.ServerOptions{})
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
 	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
 	stranger := client{t: t, hc: c.HTTPClient(t, c.User(t, "mallory"), false), url: c.URL()}
 	anon := client{t: t, hc: c.HTTPClient(t, nil, false), url: c.URL()}
@@ -223,7 +224,7 @@ func TestAuditRecordsChangesDenialsAndNeverSecrets(t *testing.T) {
 }
 
 func TestOneNoisyIdentityIsLimited(t *testing.T) {
-	c := apitest.StartServer(t, apitest.NexusStore(t), apitest.ServerOptions{Limits: api.Limits{RequestsPerSecond: 5, Burst: 5, MaxInFlight: 4, MaxBodyBytes: 1 << 20, MaxWatches: 2}})
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{Limits: api.Limits{RequestsPerSecond: 5, Burst: 5, MaxInFlight: 4, MaxBodyBytes: 1 << 20, MaxWatches: 2}})
 	noisy := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
 	var limited reply
 	for range 20 {
@@ -240,18 +241,19 @@ func TestOneNoisyIdentityIsLimited(t *testing.T) {
 	quiet.must(200, "GET", "/v1/nodes", "", nil)
 }
 
-
 // TestNoPrivilegeEscalation: a user allowed to create role bindings cannot
 // bind a role that grants more than the user holds.
 func TestNoPrivilegeEscalation(t *testing.T) {
-	c := apitest.StartServer(t, apitest.NexusStore(t), apitest.ServerOptions{})
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
 	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
 	admin.must(201, "POST", "/v1/namespaces/default/roles", "application/json",
 		`{"kind":"Role","metadata":{"name":"binder"},"rules":[{"verbs":["create","get"],"resources":["rolebindings"]}]}`)
 	admin.must(201, "POST", "/v1/namespaces/default/rolebindings", "application/json",
 		`{"kind":"RoleBinding","metadata":{"name":"bob-binder"},"subjects":[{"kind":"User","name":"bob"}],"roleRef":{"kind":"Role","name":"binder"}}`)
 	bob := client{t: t, hc: c.HTTPClient(t, c.User(t, "bob"), false), url: c.URL()}
-	waitFor(t, "bob's binding", func() bool { return bob.do("GET", "/v1/namespaces/default/rolebindings/bob-binder", "", nil).code == 200 })
+	waitFor(t, "bob's binding", func() bool {
+		return bob.do("GET", "/v1/namespaces/default/rolebindings/bob-binder", "", nil).code == 200
+	})
 	r := bob.do("POST", "/v1/namespaces/default/rolebindings", "application/json",
 		`{"kind":"RoleBinding","metadata":{"name":"bob-admin"},"subjects":[{"kind":"User","name":"bob"}],"roleRef":{"kind":"ClusterRole","name":"admin"}}`)
 	if r.code != 403 || !strings.Contains(r.problem.Detail, "may not grant") {
@@ -259,4 +261,34 @@ func TestNoPrivilegeEscalation(t *testing.T) {
 	}
 	bob.must(201, "POST", "/v1/namespaces/default/rolebindings", "application/json",
 		`{"kind":"RoleBinding","metadata":{"name":"carol-binder"},"subjects":[{"kind":"User","name":"carol"}],"roleRef":{"kind":"Role","name":"binder"}}`)
+}
+
+// TestSecretsAreSealedInTheStore: a secret's value never reaches the store
+// in plain text (what etcdctl get shows is ciphertext), yet reads back.
+func TestSecretsAreSealedInTheStore(t *testing.T) {
+	b := apitest.NexusStore(t)
+	c := servertest.StartServer(t, b, servertest.ServerOptions{})
+	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
+	const value = "correct-horse-battery-staple"
+	admin.must(201, "POST", "/v1/namespaces/default/secrets", "application/json", `{"kind":"Secret","metadata":{"name":"db"},"stringData":{"password":"`+value+`"}}`)
+	raw, err := b.Client(t).Get(context.Background(), "/nexus/v1/secrets/default/db")
+	if err != nil || len(raw.Kvs) != 1 {
+		t.Fatalf("raw read: %v", err)
+	}
+	stored := string(raw.Kvs[0].Value)
+	if strings.Contains(stored, value) || strings.Contains(stored, "Y29ycmVjdC1ob3JzZ") || !strings.HasPrefix(stored, "nxs1:") {
+		t.Fatalf("the store holds the secret readably: %.200s", stored)
+	}
+	got := admin.must(200, "GET", "/v1/namespaces/default/secrets/db", "", nil)
+	var s struct{ Data map[string][]byte }
+	if err := json.Unmarshal(got.body, &s); err != nil || string(s.Data["password"]) != value {
+		t.Fatalf("read back: %s", got.body)
+	}
+	// A sealed value copied under another key does not open there.
+	if _, err := b.Client(t).Put(context.Background(), "/nexus/v1/secrets/default/copy", stored); err != nil {
+		t.Fatal(err)
+	}
+	if r := admin.do("GET", "/v1/namespaces/default/secrets/copy", "", nil); r.code != 500 && r.code != 422 {
+		t.Fatalf("a moved sealed value opened: %d %s", r.code, r.body)
+	}
 }

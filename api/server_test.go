@@ -12,6 +12,7 @@ import (
 
 	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/api/apitest"
+	"nexus.dev/nexus/api/servertest"
 )
 
 // client is a thin HTTP helper for the tests.
@@ -85,7 +86,7 @@ spec:
 func TestCRUDOverHTTP2AndHTTP3(t *testing.T) {
 	for _, b := range apitest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
-			c := apitest.StartServer(t, b, apitest.ServerOptions{})
+			c := servertest.StartServer(t, b, servertest.ServerOptions{})
 			for _, h3 := range []bool{false, true} {
 				cl := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), h3), url: c.URL()}
 				ns := fmt.Sprintf("h3-%v", h3)
@@ -128,7 +129,7 @@ func TestCRUDOverHTTP2AndHTTP3(t *testing.T) {
 }
 
 func TestBadInputGetsProblemsNamingTheField(t *testing.T) {
-	c := apitest.StartServer(t, apitest.NexusStore(t), apitest.ServerOptions{})
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
 	cl := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
 	wl := "/v1/namespaces/default/workloads"
 	cl.must(201, "POST", wl, "application/yaml", webYAML)

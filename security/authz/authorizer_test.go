@@ -127,7 +127,7 @@ func TestAuthorize(t *testing.T) {
 		// requests outside the vocabulary
 		{"unknown verb", User{Kind: PrincipalServer, Name: "s1"}, "fetch", "workloads", "prod", "", false, "unknown verb"},
 		{"unknown resource", User{Kind: PrincipalServer, Name: "s1"}, "get", "pods", "prod", "", false, "unknown resource"},
-		{"unknown subresource", User{Kind: PrincipalServer, Name: "s1"}, "get", "services/status", "prod", "", false, "unknown resource"},
+		{"unknown subresource", User{Kind: PrincipalServer, Name: "s1"}, "get", "services/logs", "prod", "", false, "unknown resource"},
 		{"cluster-scoped in a namespace", User{Kind: PrincipalServer, Name: "s1"}, "get", "nodes", "prod", "n1", false, "cluster-scoped"},
 		{"server", User{Kind: PrincipalServer, Name: "s1"}, "delete", "clusterrolebindings", "", "x", true, "server s1 may delete clusterrolebindings \"x\": ClusterRoleBinding system:servers grants ClusterRole cluster-admin"},
 	})
@@ -258,8 +258,8 @@ func TestValidate(t *testing.T) {
 			[]string{`rules[0].verbs[2]: unknown verb "fetch" (use get, list, watch, create, update, patch, delete or *)`}},
 		{"unknown resource", ValidateClusterRole("r", []Rule{{Verbs: []string{"get"}, Resources: []string{"workloads"}}, {Verbs: []string{"get"}, Resources: []string{"nodes", "pods"}}}),
 			[]string{`rules[1].resources[1]: unknown resource "pods" (use workloads, instances,`}},
-		{"unknown subresource", ValidateRole([]Rule{{Verbs: []string{"get"}, Resources: []string{"services/status", "*/status", "workloads/", "workloads/*"}}}),
-			[]string{`rules[0].resources[0]: unknown resource "services/status"`, `rules[0].resources[1]: unknown resource "*/status"`, `rules[0].resources[2]: unknown resource "workloads/"`}},
+		{"unknown subresource", ValidateRole([]Rule{{Verbs: []string{"get"}, Resources: []string{"services/logs", "*/status", "workloads/", "workloads/*"}}}),
+			[]string{`rules[0].resources[0]: unknown resource "services/logs"`, `rules[0].resources[1]: unknown resource "*/status"`, `rules[0].resources[2]: unknown resource "workloads/"`}},
 		{"cluster-scoped in a Role", ValidateRole([]Rule{{Verbs: []string{"*"}, Resources: []string{"*", "nodes/status"}}}),
 			[]string{`rules[0].resources[1]: "nodes/status" is cluster-scoped and a Role grants only in its namespace: use a ClusterRole`}},
 		{"empty rule", ValidateRole([]Rule{{}}), []string{"rules[0].verbs: empty", "rules[0].resources: empty"}},

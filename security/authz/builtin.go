@@ -39,15 +39,15 @@ func BuiltinClusterRoles() []Role {
 	viewable := []string{
 		"workloads", "workloads/status", "workloads/scale",
 		"instances", "instances/status", "instances/log",
-		"services", "networkpolicies", "serviceaccounts", "roles", "rolebindings", "endpoints", "events",
+		"services", "services/status", "networkpolicies", "serviceaccounts", "roles", "rolebindings", "endpoints", "events",
 	}
 	editable := []string{
 		"workloads", "workloads/scale", "instances", "instances/exec",
-		"services", "networkpolicies", "secrets", "serviceaccounts", "endpoints", "events",
+		"services", "networkpolicies", "secrets", "serviceaccounts", "serviceaccounts/token", "endpoints", "events",
 	}
 	namespaced := []string{
 		"workloads", "workloads/*", "instances", "instances/*",
-		"services", "networkpolicies", "secrets", "serviceaccounts", "roles", "rolebindings", "endpoints", "events",
+		"services", "services/*", "networkpolicies", "secrets", "serviceaccounts", "serviceaccounts/*", "roles", "rolebindings", "endpoints", "events",
 	}
 	// Namespaces are cluster-scoped, so the namespaces rule of admin, edit
 	// and view takes effect only through a ClusterRoleBinding: it lets a

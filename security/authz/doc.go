@@ -12,7 +12,8 @@
 // serviceaccounts, roles, rolebindings, endpoints, events; cluster-scoped:
 // namespaces, nodes, clusterroles, clusterrolebindings. Subresources are
 // written resource/sub: workloads/status, workloads/scale,
-// instances/status, instances/log, instances/exec, nodes/status. In a rule
+// instances/status, instances/log, instances/exec, services/status,
+// serviceaccounts/token, namespaces/status, nodes/status. In a rule
 // "*" is every resource and subresource, "resource/*" every subresource of
 // one resource (not the resource), and a resource never covers its
 // subresources. Rules and requests outside this vocabulary match nothing.
@@ -54,28 +55,31 @@
 // What each built-in role may do ("all" is every verb, "read" get, list
 // and watch, "-" nothing):
 //
-//	| resource            | cluster-admin | admin | edit | view | node         |
-//	|---------------------|---------------|-------|------|------|--------------|
-//	| workloads           | all           | all   | all  | read | -            |
-//	| workloads/status    | all           | all   | read | read | -            |
-//	| workloads/scale     | all           | all   | all  | read | -            |
-//	| instances           | all           | all   | all  | read | read         |
-//	| instances/status    | all           | all   | read | read | update patch |
-//	| instances/log       | all           | all   | read | read | -            |
-//	| instances/exec      | all           | all   | all  | -    | -            |
-//	| services            | all           | all   | all  | read | read         |
-//	| networkpolicies     | all           | all   | all  | read | read         |
-//	| secrets             | all           | all   | all  | -    | read         |
-//	| serviceaccounts     | all           | all   | all  | read | -            |
-//	| roles               | all           | all   | read | read | -            |
-//	| rolebindings        | all           | all   | read | read | -            |
-//	| endpoints           | all           | all   | all  | read | read         |
-//	| events              | all           | all   | all  | read | create       |
-//	| namespaces          | all           | read  | read | read | -            |
-//	| nodes               | all           | -     | -    | -    | read create  |
-//	| nodes/status        | all           | -     | -    | -    | update patch |
-//	| clusterroles        | all           | -     | -    | -    | -            |
-//	| clusterrolebindings | all           | -     | -    | -    | -            |
+//	| resource              | cluster-admin | admin | edit | view | node         |
+//	|-----------------------|---------------|-------|------|------|--------------|
+//	| workloads             | all           | all   | all  | read | -            |
+//	| workloads/status      | all           | all   | read | read | -            |
+//	| workloads/scale       | all           | all   | all  | read | -            |
+//	| instances             | all           | all   | all  | read | read         |
+//	| instances/status      | all           | all   | read | read | update patch |
+//	| instances/log         | all           | all   | read | read | -            |
+//	| instances/exec        | all           | all   | all  | -    | -            |
+//	| services              | all           | all   | all  | read | read         |
+//	| services/status       | all           | all   | read | read | -            |
+//	| networkpolicies       | all           | all   | all  | read | read         |
+//	| secrets               | all           | all   | all  | -    | read         |
+//	| serviceaccounts       | all           | all   | all  | read | -            |
+//	| serviceaccounts/token | all           | all   | all  | -    | -            |
+//	| roles                 | all           | all   | read | read | -            |
+//	| rolebindings          | all           | all   | read | read | -            |
+//	| endpoints             | all           | all   | all  | read | read         |
+//	| events                | all           | all   | all  | read | create       |
+//	| namespaces            | all           | read  | read | read | -            |
+//	| namespaces/status     | all           | -     | -    | -    | -            |
+//	| nodes                 | all           | -     | -    | -    | read create  |
+//	| nodes/status          | all           | -     | -    | -    | update patch |
+//	| clusterroles          | all           | -     | -    | -    | -            |
+//	| clusterrolebindings   | all           | -     | -    | -    | -            |
 //
 // TestBuiltinRoleMatrix checks every cell of this table, bound both ways,
 // against an expectation written independently of the role data, and

@@ -1,4 +1,7 @@
-package apitest
+// Package servertest runs an API server in the test's process, on
+// loopback, with a CA of its own, over a store from api/apitest: what the
+// API's tests and the client's tests talk to with real mutual TLS.
+package servertest
 
 import (
 	"context"
@@ -7,12 +10,14 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
 
 	"nexus.dev/nexus/api"
+	"nexus.dev/nexus/api/apitest"
 	"nexus.dev/nexus/security/audit"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/pki"
@@ -29,7 +34,9 @@ type Cluster struct {
 	Server   *api.Server
 	Addr     string // host:port, TCP and UDP
 	AuditDir string
-	Backend  Backend
+	// SecretsKey is the key file that seals Secrets.
+	SecretsKey string
+	Backend    apitest.Backend
 }
 
 // ServerOptions adjust StartServer.
@@ -41,7 +48,7 @@ type ServerOptions struct {
 }
 
 // StartServer runs an API server over the backend until the test ends.
-func StartServer(t testing.TB, b Backend, opts ServerOptions) *Cluster {
+func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 	t.Helper()
 	c := &Cluster{Name: "apitest", Backend: b, AuditDir: t.TempDir()}
 	var err error
@@ -66,8 +73,13 @@ func StartServer(t testing.TB, b Backend, opts ServerOptions) *Cluster {
 	if opts.Admin == "" {
 		opts.Admin = "admin"
 	}
+	c.SecretsKey = filepath.Join(t.TempDir(), "secrets.key")
+	keys, err := api.LoadSecretKeys(c.SecretsKey, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.Server, err = api.New(api.Config{Client: b.Client(t), Credentials: c.Creds, Audit: log, Limits: opts.Limits,
-		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin})
+		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin, Transformers: keys.Transformers()})
 	if err != nil {
 		t.Fatal(err)
 	}
