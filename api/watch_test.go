@@ -68,7 +68,9 @@ func TestWatchOverHTTPResumesAndIsGoneAfterCompaction(t *testing.T) {
 			cl := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
 			base := "/v1/namespaces/default/workloads"
 			l := cl.must(200, "GET", base, "", nil)
-			var list struct{ Metadata struct{ ResourceVersion string } }
+			var list struct {
+				Metadata struct{ ResourceVersion string }
+			}
 			_ = json.Unmarshal(l.body, &list)
 			evs, stop := openWatch(t, cl, base+"?watch=true&resourceVersion="+list.Metadata.ResourceVersion)
 			create := func(i int) string {
