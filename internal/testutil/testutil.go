@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -74,4 +76,55 @@ func NexusBin(t testing.TB) string {
 		t.Fatalf("NEXUS_BIN: %v", err)
 	}
 	return bin
+}
+
+// Nobody is the uid and gid of the unprivileged user tests act as.
+const Nobody = 65534
+
+// CommandAsNobody returns a command that runs this test binary again as
+// uid/gid Nobody, running only the test named test, with a TMPDIR of its own
+// and env added to the environment. It is for the
+// part of a test that must run unprivileged while the test itself runs as
+// root, as in CI. The binary is copied into a directory every user may
+// traverse first: go test builds it into a private one.
+func CommandAsNobody(t testing.TB, test string, env ...string) *exec.Cmd {
+	t.Helper()
+	RequireRoot(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not t.TempDir: its parent is private too.
+	dir, err := os.MkdirTemp("", "nexus-as-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(dir); d != "/"; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm()&0o001 == 0 {
+			t.Fatalf("%s is not traversable by other users, so uid %d cannot run the test binary from %s: set TMPDIR elsewhere", d, Nobody, dir)
+		}
+	}
+	bin := filepath.Join(dir, filepath.Base(self))
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(tmp, Nobody, Nobody); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(append(os.Environ(), "TMPDIR="+tmp), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: Nobody, Gid: Nobody}}
+	return cmd
 }
