@@ -27,6 +27,11 @@
 //	containers/<id>/            a prepared container: config.json (the OCI bundle),
 //	                            rootfs/ (the overlay mount), upper/ and work/
 //
+// Every directory of the store, from Root down to each snapshot's and each
+// prepared container's own, is 0700: a snapshot keeps the image's setuid
+// programs and device nodes as the image made them, and no user but root may
+// reach them. Open closes a store an earlier version left traversable.
+//
 // A snapshot is keyed by the layer's diffID (the digest of the uncompressed
 // tar), so two images that carry the same layer differently compressed still
 // share it.

@@ -94,14 +94,19 @@ func (s *Store) Prepare(ctx context.Context, ref, id string, o PrepareOptions) (
 	}
 	rootfs := filepath.Join(dir, "rootfs")
 	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
-	for _, d := range []string{dir, rootfs, upper, work} {
-		if err := os.Mkdir(d, 0o711); err != nil {
+	// The container's own directories are as closed as the store (see
+	// storeMode); the root of its file system (rootfs, and upper, whose
+	// mode overlayfs shows there) is an ordinary 0755 root directory.
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{dir, storeMode}, {rootfs, 0o755}, {upper, 0o755}, {work, storeMode}} {
+		if err := os.Mkdir(d.path, d.mode); err != nil {
 			return "", fmt.Errorf("prepare %s: %w", id, err)
 		}
-	}
-	// The root directory of the container is the image's, not ours.
-	if err := os.Chmod(rootfs, 0o755); err != nil {
-		return "", err
+		if err := os.Chmod(d.path, d.mode); err != nil { // past the umask
+			return "", fmt.Errorf("prepare %s: %w", id, err)
+		}
 	}
 	lowers := make([]string, len(cfg.RootFS.DiffIDs))
 	for i, d := range cfg.RootFS.DiffIDs {

@@ -76,20 +76,8 @@ func Open(cfg Config) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	// The root and containers/ are traversable so that a container whose
-	// root user is mapped to another host uid can reach its rootfs; blobs
-	// and ingest hold data only Nexus reads.
-	dirs := []struct {
-		path string
-		mode os.FileMode
-	}{
-		{root, 0o711}, {s.path(dirBlobs), 0o700}, {s.path(dirIngest), 0o700},
-		{s.path(dirSnapshots), 0o711}, {s.path(dirContainers), 0o711},
-	}
-	for _, d := range dirs {
-		if err := os.MkdirAll(d.path, d.mode); err != nil {
-			return nil, fmt.Errorf("image store: create %s: %w", d.path, err)
-		}
+	if err := s.makeDirs(); err != nil {
+		return nil, err
 	}
 	if err := s.update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketImages, bucketContainers} {
@@ -112,6 +100,56 @@ func Open(cfg Config) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// storeMode is the mode of the store's root and of every directory in it.
+// Only root may traverse them: a snapshot holds the image's setuid programs
+// and device nodes with the modes the image gave them, so a path into one
+// that other users could walk would let any local user run a setuid-root
+// program or open a device (Moby's CVE-2021-41091; containerd and Docker keep
+// theirs 0700 and 0710). Containers never walk these paths: the runtime
+// enters the root filesystem as root before it switches to the container's
+// user.
+const storeMode = 0o700
+
+// makeDirs creates the store's directories, and closes those an earlier
+// version left traversable by others (0711), down to each snapshot's and
+// prepared container's own directory.
+func (s *Store) makeDirs() error {
+	dirs := []string{s.root, s.path(dirBlobs), s.path(dirIngest), s.path(dirSnapshots), s.path(dirContainers)}
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, storeMode); err != nil {
+			return fmt.Errorf("image store: create %s: %w", d, err)
+		}
+	}
+	dirs = append(dirs, filepath.Dir(s.path(dirBlobs)))
+	for _, parent := range []string{dirContainers, dirSnapshots} {
+		entries, err := os.ReadDir(s.path(parent))
+		if err != nil {
+			return fmt.Errorf("image store: %w", err)
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				dirs = append(dirs, s.path(parent, e.Name()))
+			}
+		}
+	}
+	for _, d := range dirs {
+		fi, err := os.Lstat(d)
+		if err != nil {
+			return fmt.Errorf("image store: %w", err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("image store: %s is not a directory: move it away", d)
+		}
+		if fi.Mode().Perm() != storeMode {
+			if err := os.Chmod(d, storeMode); err != nil {
+				return fmt.Errorf("image store: %s is open to other users (mode %04o) and cannot be closed: %w", d, fi.Mode().Perm(), err)
+			}
+			s.log.Info("image store: closed a directory to other users", "path", d, "was", fmt.Sprintf("%04o", fi.Mode().Perm()))
+		}
+	}
+	return nil
 }
 
 // Close releases the store. Nothing stays open between operations, so it

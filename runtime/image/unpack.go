@@ -87,9 +87,6 @@ func (s *Store) unpackLayer(ctx context.Context, blob, diffID v1.Hash) (err erro
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := os.Chmod(tmp, 0o711); err != nil {
-		return err
-	}
 	fs := filepath.Join(tmp, "fs")
 	if err := os.Mkdir(fs, 0o755); err != nil {
 		return err
