@@ -15,10 +15,16 @@
 //     directory is opened beneath it with openat2(RESOLVE_BENEATH|
 //     RESOLVE_NO_SYMLINKS), and every change is an *at system call relative
 //     to that directory fd with symlinks not followed (O_NOFOLLOW,
-//     AT_SYMLINK_NOFOLLOW, linkat without AT_SYMLINK_FOLLOW). An entry whose
-//     parent is a symbolic link written by the same layer, and a hard link
-//     whose target path goes through one, are refused: following it is how
-//     a layer writes outside the snapshot.
+//     AT_SYMLINK_NOFOLLOW, linkat without AT_SYMLINK_FOLLOW).
+//   - An entry whose parent path goes through a symbolic link the same layer
+//     wrote (merged /usr: lib -> usr/lib, then lib/libc.so.6), and a hard
+//     link whose target does, is resolved the way the container will see
+//     it: with the layer root as "/". This package reads and follows each
+//     link itself, one component at a time, each open O_NOFOLLOW relative to
+//     a directory already reached; an absolute target starts again at the
+//     layer root and ".." stops there, so a link to "/" or to "../../etc"
+//     leads into the snapshot, never out of it. More than 40 links on one
+//     path (a loop) are refused.
 //   - Symbolic links themselves are created exactly as written, whatever
 //     they point to: their targets are resolved inside the container's root
 //     at run time, never by this package.

@@ -73,90 +73,152 @@ func (u *unpacker) walkExisting(p string, flags int) (int, error) {
 	return cur, nil
 }
 
-// parent returns an O_PATH fd of the directory p for the entry named entry,
-// creating missing directories as tar does (mode 0755, owned by the
-// unpacking user). The fd is cached for the next entry; do not close it.
-//
-// A symbolic link on the way is refused if this layer wrote it: following it
-// would let the layer write anywhere. In Flatten mode a link (or file) that a
-// lower layer left there is replaced by a directory instead, which is what
-// the overlay mount of the same layers would show.
-func (u *unpacker) parent(entry, p string) (int, error) {
+// maxSymlinks is how many symbolic links one path may go through, the
+// kernel's own limit (MAXSYMLINKS), so that a loop of links ends.
+const maxSymlinks = 40
+
+// parent returns an O_PATH fd of the directory that p, the parent path of
+// the entry named entry, names inside the layer, and that directory's path
+// with every symbolic link resolved. Missing directories are created as tar
+// does (mode 0755, owned by the unpacking user). The fd is cached for the
+// next entry; do not close it.
+func (u *unpacker) parent(entry, p string) (fd int, resolved string, err error) {
 	if p == u.parentPath && u.parentFD >= 0 {
-		return u.parentFD, nil
+		return u.parentFD, u.parentResolved, nil
 	}
 	u.dropParent()
-	fd, err := u.openDir(p, unix.O_PATH)
+	fd, err = u.openDir(p, unix.O_PATH)
+	resolved = p
 	if err != nil {
-		fd, err = u.walkCreate(entry, p)
+		fd, resolved, err = u.resolve(entry, p, true)
 		if err != nil {
-			return -1, err
+			return -1, "", err
 		}
 	}
-	u.parentPath, u.parentFD = p, fd
-	return fd, nil
+	u.parentPath, u.parentResolved, u.parentFD = p, resolved, fd
+	return fd, resolved, nil
 }
 
 func (u *unpacker) dropParent() {
 	if u.parentFD >= 0 && u.parentFD != u.root {
 		unix.Close(u.parentFD)
 	}
-	u.parentFD, u.parentPath = -1, ""
+	u.parentFD, u.parentPath, u.parentResolved = -1, "", ""
 }
 
-// walkCreate opens p one component at a time, creating what is missing and,
-// in Flatten mode, replacing what a lower layer left that is not a directory.
-func (u *unpacker) walkCreate(entry, p string) (int, error) {
-	cur := u.root
-	done := func(err error) (int, error) {
-		if cur != u.root {
-			unix.Close(cur)
+// resolve opens the directory p names inside the layer the way the
+// container will see it: a symbolic link this layer wrote is followed with
+// the layer root as "/" (an absolute target starts again at the root, ".."
+// stops there), so merged-/usr trees (lib -> usr/lib, then lib/...) unpack
+// as they run, and no link can lead out of the snapshot. Links are read and
+// followed here, one component at a time, never by the kernel: every open is
+// O_NOFOLLOW relative to a directory already reached, and ".." only goes
+// back to one. With create, missing directories are made. In Flatten mode a
+// link or file that a lower layer left in the way is replaced by a directory
+// instead, which is what the overlay mount of the same layers shows (there
+// the layer's directory hides the lower link). It returns an O_PATH fd (u.root
+// for the root itself, which the caller must not close) and the resolved path.
+func (u *unpacker) resolve(entry, p string, create bool) (int, string, error) {
+	var stack []string // the directories reached, component by component
+	fds := []int{u.root}
+	cleanup := func(keepTop bool) {
+		last := len(fds) - 1
+		for i, fd := range fds {
+			if i > 0 && !(keepTop && i == last) {
+				unix.Close(fd)
+			}
 		}
-		return -1, err
 	}
-	for i := 0; i <= len(p); {
-		j := strings.IndexByte(p[i:], '/')
-		if j < 0 {
-			j = len(p)
-		} else {
-			j += i
+	todo := strings.Split(p, "/")
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(stack) > 0 {
+				unix.Close(fds[len(fds)-1])
+				fds, stack = fds[:len(fds)-1], stack[:len(stack)-1]
+			}
+			continue
 		}
-		c, sofar := p[i:j], p[:j]
-		i = j + 1
+		cur := fds[len(fds)-1]
+		sofar := joinName(strings.Join(stack, "/"), c)
 		fd, err := unix.Openat(cur, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == unix.ENOTDIR || err == unix.ELOOP {
 			var st unix.Stat_t
 			if err := unix.Fstatat(cur, c, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return done(fmt.Errorf("inspect parent %q: %w", sofar, err))
+				cleanup(false)
+				return -1, "", fmt.Errorf("inspect parent %q: %w", sofar, err)
 			}
-			if !u.fromLowerLayer(sofar) {
-				if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-					done(nil)
-					return -1, hostile(entry, "writes through a symlink: parent %q is a symbolic link", sofar)
+			switch {
+			case u.fromLowerLayer(sofar):
+				if !create {
+					cleanup(false)
+					return -1, "", unix.ENOENT // this layer has no such directory
 				}
-				return done(fmt.Errorf("parent %q is not a directory", sofar))
+				if err := u.remove(cur, sofar, c); err != nil {
+					cleanup(false)
+					return -1, "", err
+				}
+				err = unix.ENOENT
+			case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+				links++
+				if links > maxSymlinks {
+					cleanup(false)
+					return -1, "", hostile(entry, "more than %d symbolic links on the way to %q (a loop?)", maxSymlinks, p)
+				}
+				target, err := readlinkAt(cur, c)
+				if err != nil {
+					cleanup(false)
+					return -1, "", fmt.Errorf("read symbolic link %q: %w", sofar, err)
+				}
+				if strings.HasPrefix(target, "/") {
+					cleanup(false)
+					fds, stack = fds[:1], nil
+				}
+				todo = append(strings.Split(target, "/"), todo...)
+				continue
+			default:
+				cleanup(false)
+				return -1, "", fmt.Errorf("parent %q is not a directory", sofar)
 			}
-			if err := u.remove(cur, sofar, c); err != nil {
-				return done(err)
-			}
-			err = unix.ENOENT
 		}
-		if err == unix.ENOENT {
+		if err == unix.ENOENT && create {
 			if err := unix.Mkdirat(cur, c, 0o755); err != nil && err != unix.EEXIST {
-				return done(fmt.Errorf("create parent directory %q: %w", sofar, err))
+				cleanup(false)
+				return -1, "", fmt.Errorf("create parent directory %q: %w", sofar, err)
 			}
 			u.markWritten(sofar)
 			fd, err = unix.Openat(cur, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		}
 		if err != nil {
-			return done(fmt.Errorf("open parent directory %q: %w", sofar, err))
+			cleanup(false)
+			if err == unix.ENOENT {
+				return -1, "", err
+			}
+			return -1, "", fmt.Errorf("open parent directory %q: %w", sofar, err)
 		}
-		if cur != u.root {
-			unix.Close(cur)
-		}
-		cur = fd
+		fds, stack = append(fds, fd), append(stack, c)
 	}
-	return cur, nil
+	cleanup(true)
+	return fds[len(fds)-1], strings.Join(stack, "/"), nil
+}
+
+// readlinkAt reads the target of the symbolic link name in dirfd.
+func readlinkAt(dirfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		b := make([]byte, size)
+		n, err := unix.Readlinkat(dirfd, name, b)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(b[:n]), nil
+		}
+	}
 }
 
 // removeAt deletes name in dirfd and, if it is a directory, everything in it,

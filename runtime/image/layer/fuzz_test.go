@@ -65,6 +65,9 @@ func FuzzApplyEntries(f *testing.F) {
 		"0|a/b/c||1\n2|a/b|/|\n0|a/b/c||2",
 		"0|../sentinel/x||1\n0|/x||2\n0|a/../../x||3",
 		"2|./||\n6|p||\n0|.wh...||",
+		"5|usr/lib/||\n2|lib|usr/lib|\n0|lib/f||1\n1|lib/h|lib/f|\n0|lib/.wh.x||",
+		"2|lib64|/usr/lib64|\n2|usr/lib64|../../..|\n0|lib64/@S/x||1",
+		"2|a|b|\n2|b|a|\n0|a/x||1",
 	} {
 		f.Add(s, false)
 		f.Add(s, true)
