@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -88,7 +89,53 @@ The store lives in --root, by default <data-dir>/images.`,
 	cmd.PersistentFlags().StringVar(&o.root, "root", "", "image store directory (default <data-dir>/images)")
 	cmd.AddCommand(newImageListCommand(o), newImagePullCommand(o), newImageImportCommand(o),
 		newImageInspectCommand(o), newImageRemoveCommand(o), newImagePruneCommand(o))
+	for _, c := range cmd.Commands() {
+		run := c.RunE
+		c.RunE = func(cmd *cobra.Command, args []string) error { return imageCLIError(run(cmd, args)) }
+	}
 	return cmd
+}
+
+// imageCLIError adds to the image store's errors what to do next in this
+// command line's words: which command or flag.
+func imageCLIError(err error) error {
+	var (
+		notFound    *image.NotFoundError
+		corrupt     *image.CorruptBlobError
+		names       *image.SeveralNamesError
+		inUse       *image.InUseError
+		platform    *image.PlatformError
+		url         *image.URLError
+		unreachable *image.RegistryUnreachableError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &notFound) && notFound.Name != "":
+		return fmt.Errorf("%w: pull it with `nexus image pull %s` (list images with `nexus image ls`)", err, notFound.Ref)
+	case errors.As(err, &notFound):
+		return fmt.Errorf("%w (list images with `nexus image ls`)", err)
+	case errors.As(err, &corrupt):
+		return fmt.Errorf("%w: remove the images that use it with `nexus image rm`, run `nexus image prune` and pull them again", err)
+	case errors.As(err, &names):
+		return fmt.Errorf("image %s has %d names (%s): remove one name at a time, or all with --force", names.ID, len(names.Names), strings.Join(names.Names, ", "))
+	case errors.As(err, &inUse):
+		return fmt.Errorf("image %s is used by prepared container(s) %s: release them first with `nexus image release %s`, or remove the name anyway with --force",
+			inUse.Image, strings.Join(inUse.Containers, ", "), strings.Join(inUse.Containers, " "))
+	case errors.Is(err, image.ErrNameRequired):
+		return fmt.Errorf("%w: give one with --name", err)
+	case errors.Is(err, image.ErrNameForSeveral):
+		return fmt.Errorf("%w: drop --name (the images keep the archive's names)", err)
+	case errors.As(err, &platform) && len(platform.Have) > 0:
+		return fmt.Errorf("%w: choose one with --platform, or another tag", err)
+	case errors.As(err, &url):
+		return fmt.Errorf("%w, e.g. %s; a registry that speaks only plain HTTP needs --insecure (loopback and private addresses fall back to HTTP without it)",
+			err, url.Ref[len(url.Scheme)+3:])
+	case errors.As(err, &unreachable):
+		return fmt.Errorf("%w\nThis machine may have no network access. Without a registry: import the image from an archive with `nexus image import FILE` (e.g. made by `docker save`), or use the built-in image %s (`nexus image pull %s`, or `nexus demo` to run it)",
+			err, builtin.Reference, builtin.Reference)
+	}
+	return err
 }
 
 func newImageListCommand(o *imageOptions) *cobra.Command {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,25 +122,37 @@ func TestImageCLIErrors(t *testing.T) {
 	if goruntime.GOARCH == "arm64" {
 		otherPlatform = "linux/amd64"
 	}
+	// An address where no registry answers, as on a machine without network.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := closed.Addr().String()
+	closed.Close()
 	tests := []struct {
-		args []string
-		want string
+		args   []string
+		want   string
+		absent string // a word the error must not have
 	}{
-		{[]string{"image", "ls", "-o", "yaml"}, "unknown output format"},
-		{[]string{"image", "pull", "Not A Ref"}, "invalid image reference"},
-		{[]string{"image", "pull", "--platform", "linux/amd64/v1/x/y", "busybox"}, "--platform"},
-		{[]string{"image", "import", "--platform", "linux/amd64/v1/x/y", "x.tar"}, "--platform"},
-		{[]string{"image", "pull", "--platform", otherPlatform, "nexus.local/hello"}, "drop --platform"},
-		{[]string{"image", "pull", "-o", "yaml", "busybox"}, "unknown output format"},
-		{[]string{"image", "prune", "-o", "xml"}, "unknown output format"},
-		{[]string{"image", "inspect", "busybox"}, "nexus image pull busybox"},
-		{[]string{"image", "rm", "busybox"}, "not in the image store"},
-		{[]string{"image", "import", filepath.Join(dataDir, "missing.tar")}, "no such file"},
+		{[]string{"image", "ls", "-o", "yaml"}, "unknown output format", ""},
+		{[]string{"image", "pull", "Not A Ref"}, "invalid image reference", ""},
+		{[]string{"image", "pull", "--platform", "linux/amd64/v1/x/y", "busybox"}, "--platform", ""},
+		{[]string{"image", "import", "--platform", "linux/amd64/v1/x/y", "x.tar"}, "--platform", ""},
+		{[]string{"image", "pull", "--platform", otherPlatform, "nexus.local/hello"}, "drop --platform", ""},
+		{[]string{"image", "pull", "-o", "yaml", "busybox"}, "unknown output format", ""},
+		{[]string{"image", "prune", "-o", "xml"}, "unknown output format", ""},
+		{[]string{"image", "inspect", "busybox"}, "nexus image pull busybox", ""},
+		{[]string{"image", "rm", "busybox"}, "not in the image store", ""},
+		{[]string{"image", "import", filepath.Join(dataDir, "missing.tar")}, "no such file", ""},
+		{[]string{"image", "pull", "http://127.0.0.1:5000/team/app:1"}, "needs --insecure", "name.Insecure"},
+		{[]string{"image", "pull", "HTTPS://registry.example.com/app:1"}, "e.g. registry.example.com/app:1", "name.Insecure"},
+		{[]string{"image", "pull", nowhere + "/library/busybox"}, "`nexus image import FILE`", ""},
+		{[]string{"image", "pull", nowhere + "/library/busybox"}, "nexus image pull nexus.local/hello", ""},
 	}
 	for _, tt := range tests {
 		out, err := run(t, append([]string{"--data-dir", dataDir}, tt.args...)...)
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%v: err = %v, want %q\n%s", tt.args, err, tt.want, out)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || (tt.absent != "" && strings.Contains(err.Error(), tt.absent)) {
+			t.Errorf("%v: err = %v, want %q without %q\n%s", tt.args, err, tt.want, tt.absent, out)
 		}
 	}
 }

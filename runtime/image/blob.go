@@ -141,7 +141,7 @@ type CorruptBlobError struct {
 }
 
 func (e *CorruptBlobError) Error() string {
-	return fmt.Sprintf("blob %s is corrupt on disk (its content hashes to %s): remove the images that use it with `nexus image rm`, run `nexus image prune` and pull them again", e.Digest, e.Got)
+	return fmt.Sprintf("blob %s is corrupt on disk (its content hashes to %s): remove the images that use it, prune the store and pull them again", e.Digest, e.Got)
 }
 
 // openBlob opens blob d for reading. The reader hashes what it returns and

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	bolt "go.etcd.io/bbolt"
@@ -50,7 +49,7 @@ func (s *Store) Remove(ctx context.Context, ref string, o RemoveOptions) ([]stri
 		targets := []string{n}
 		if !byName && len(same) > 1 {
 			if !o.Force {
-				return fmt.Errorf("image %s has %d names (%s): remove one name at a time, or all with --force", r.Digest.Hex[:12], len(same), strings.Join(same, ", "))
+				return &SeveralNamesError{ID: r.Digest.Hex[:12], Names: same}
 			}
 			targets = same
 		}
@@ -67,7 +66,7 @@ func (s *Store) Remove(ctx context.Context, ref string, o RemoveOptions) ([]stri
 			}
 			if len(users) > 0 {
 				slices.Sort(users)
-				return fmt.Errorf("image %s is used by prepared container(s) %s: release them first, or remove the name anyway with --force", n, strings.Join(users, ", "))
+				return &InUseError{Image: n, Containers: users}
 			}
 		}
 		b := tx.Bucket(bucketImages)

@@ -158,7 +158,7 @@ func imageNames(raw []string) ([]string, error) {
 func nameArchiveImages(names [][]string, o ImportOptions, what []string) error {
 	if o.Name != "" {
 		if len(names) != 1 {
-			return fmt.Errorf("import: the archive holds %d images; --name can only name a single image (they keep the archive's names)", len(names))
+			return fmt.Errorf("import: the archive holds %d images, which keep the archive's names: %w", len(names), ErrNameForSeveral)
 		}
 		n, err := imageNames([]string{o.Name})
 		if err != nil {
@@ -169,7 +169,7 @@ func nameArchiveImages(names [][]string, o ImportOptions, what []string) error {
 	}
 	for i, n := range names {
 		if len(n) == 0 {
-			return fmt.Errorf("import: image %s in the archive has no name: give it one with --name", what[i])
+			return fmt.Errorf("import: image %s in the archive has no name: %w", what[i], ErrNameRequired)
 		}
 	}
 	return nil
@@ -414,7 +414,7 @@ func isBareTag(v string) bool {
 // importRootfs makes a one-layer image of a root filesystem tar.
 func (s *Store) importRootfs(ctx context.Context, r io.Reader, o ImportOptions, report func(ProgressEvent)) ([]Image, error) {
 	if o.Name == "" {
-		return nil, errors.New("import: the archive is neither an OCI layout nor a docker save archive, so it is taken as a root filesystem, which needs a name: give one with --name")
+		return nil, fmt.Errorf("import: the archive is neither an OCI layout nor a docker save archive, so it is taken as a root filesystem: %w", ErrNameRequired)
 	}
 	names, err := imageNames([]string{o.Name})
 	if err != nil {
@@ -430,7 +430,7 @@ func (s *Store) importRootfs(ctx context.Context, r io.Reader, o ImportOptions, 
 // importDir makes a one-layer image of a root filesystem directory.
 func (s *Store) importDir(ctx context.Context, dir string, o ImportOptions) ([]Image, error) {
 	if o.Name == "" {
-		return nil, errors.New("import: a root filesystem directory needs a name: give one with --name")
+		return nil, fmt.Errorf("import: a root filesystem directory: %w", ErrNameRequired)
 	}
 	names, err := imageNames([]string{o.Name})
 	if err != nil {

@@ -184,7 +184,7 @@ func TestImportLegacyDockerArchive(t *testing.T) {
 	zw := gzip.NewWriter(&gz)
 	zw.Write(legacyArchive(t))
 	zw.Close()
-	if _, err := s.Import(ctx, &gz, image.ImportOptions{Name: "renamed:1"}); err == nil || !strings.Contains(err.Error(), "2 images") {
+	if _, err := s.Import(ctx, &gz, image.ImportOptions{Name: "renamed:1"}); !errors.Is(err, image.ErrNameForSeveral) || !strings.Contains(err.Error(), "2 images") {
 		t.Fatalf("--name for a two-image archive: %v", err)
 	}
 }
@@ -232,8 +232,8 @@ func TestImportOCILayout(t *testing.T) {
 	if len(imgs) != 1 || imgs[0].Name != "example.com/oci:1" {
 		t.Fatalf("imported %v", imgs)
 	}
-	// A bare tag names no repository: the import needs --name.
-	if _, err := s.Import(ctx, bytes.NewReader(ociArchive(t, "latest", nil)), image.ImportOptions{}); err == nil || !strings.Contains(err.Error(), "--name") {
+	// A bare tag names no repository: the import needs a name.
+	if _, err := s.Import(ctx, bytes.NewReader(ociArchive(t, "latest", nil)), image.ImportOptions{}); !errors.Is(err, image.ErrNameRequired) {
 		t.Fatalf("unnamed image: %v", err)
 	}
 	imgs, err = s.Import(ctx, bytes.NewReader(ociArchive(t, "latest", nil)), image.ImportOptions{Name: "example.com/named:2"})
@@ -252,7 +252,7 @@ func TestImportRootfs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "etc/motd"), []byte("rootfs dir"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ImportPath(ctx, dir, image.ImportOptions{}); err == nil || !strings.Contains(err.Error(), "--name") {
+	if _, err := s.ImportPath(ctx, dir, image.ImportOptions{}); !errors.Is(err, image.ErrNameRequired) {
 		t.Fatalf("rootfs without a name: %v", err)
 	}
 	imgs, err := s.ImportPath(ctx, dir, image.ImportOptions{Name: "local/rootfs:dir"})

@@ -150,10 +150,7 @@ func choosePlatform(idx *v1.IndexManifest, want v1.Platform, what string) (v1.De
 	}
 	slices.Sort(have)
 	have = slices.Compact(have)
-	if len(have) == 0 {
-		return v1.Descriptor{}, fmt.Errorf("%s is an index without platform entries, so none can be chosen for %s", what, want)
-	}
-	return v1.Descriptor{}, fmt.Errorf("%s has no image for %s; it has %s (choose one with --platform)", what, want, strings.Join(have, ", "))
+	return v1.Descriptor{}, &PlatformError{What: what, Want: want.String(), Have: have}
 }
 
 func parseIndex(raw []byte) (*v1.IndexManifest, error) {

@@ -2,8 +2,10 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -75,6 +77,9 @@ func (s *Store) Pull(ctx context.Context, ref string, o PullOptions) (Image, err
 	}
 	desc, err := puller.Get(ctx, r)
 	if err != nil {
+		if unreachable(err) {
+			return Image{}, &RegistryUnreachableError{Ref: ref, Registry: r.Context().RegistryStr(), Err: err}
+		}
 		return Image{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
 	raw := desc.Manifest
@@ -115,11 +120,19 @@ func (s *Store) Pull(ctx context.Context, ref string, o PullOptions) (Image, err
 		return Image{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
 	if got := platformOf(st.config); got.Architecture != "" && !platformMatches(&got, platform) {
-		return Image{}, fmt.Errorf("pull %s: the image is for %s, this machine needs %s (choose another tag or --platform)", ref, got, platform)
+		return Image{}, fmt.Errorf("pull: %w", &PlatformError{What: ref, Want: platform.String(), Have: []string{got.String()}})
 	}
 	imgs, err := s.name([]string{CanonicalName(r)}, st, "")
 	if err != nil {
 		return Image{}, err
 	}
 	return imgs[0], nil
+}
+
+// unreachable reports whether err is a failure to connect at all (a name
+// that does not resolve, no route, a refused connection), as opposed to an
+// answer from the registry.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }

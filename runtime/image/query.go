@@ -2,7 +2,6 @@ package image
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -18,8 +17,8 @@ import (
 type Image struct {
 	// Name is the canonical reference, e.g. docker.io/library/busybox:latest.
 	Name string `json:"name"`
-	// ID is the first 12 hex digits of Digest; `nexus image` accepts any
-	// unique prefix of it.
+	// ID is the first 12 hex digits of Digest; Get accepts any unique
+	// prefix of it.
 	ID string `json:"id"`
 	// Digest is the manifest digest, the image's identity.
 	Digest   v1.Hash     `json:"digest"`
@@ -33,9 +32,6 @@ type Image struct {
 func (r imageRecord) image(name string) Image {
 	return Image{Name: name, ID: r.Digest.Hex[:12], Digest: r.Digest, Config: r.Config, Platform: r.Platform, Size: r.Size, Stored: r.Stored}
 }
-
-// ErrNotFound is returned (wrapped) when no image matches a reference.
-var ErrNotFound = errors.New("image not found")
 
 // List returns every named image, sorted by name.
 func (s *Store) List(ctx context.Context) ([]Image, error) {
@@ -92,7 +88,7 @@ func resolve(recs map[string]imageRecord, ref string) (string, imageRecord, erro
 		if n, r, ok := byDigest(func(_ string, r imageRecord) bool { return r.Digest == d }); ok {
 			return n, r, nil
 		}
-		return "", imageRecord{}, fmt.Errorf("%w: no image has digest %s (list images with nexus image ls)", ErrNotFound, d)
+		return "", imageRecord{}, &NotFoundError{Ref: d.String()}
 	}
 	parsed, perr := ParseReference(ref)
 	if perr == nil {
@@ -132,7 +128,7 @@ func resolve(recs map[string]imageRecord, ref string) (string, imageRecord, erro
 	if perr != nil {
 		return "", imageRecord{}, perr
 	}
-	return "", imageRecord{}, fmt.Errorf("%w: %s is not in the image store: pull it with `nexus image pull %s` (list images with nexus image ls)", ErrNotFound, CanonicalName(parsed), ref)
+	return "", imageRecord{}, &NotFoundError{Ref: ref, Name: CanonicalName(parsed)}
 }
 
 func isHex(s string) bool {
