@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -315,11 +317,21 @@ refused.`,
 				return err
 			}
 			defer s.Close()
+			// A signal ends the import through its clean-up, which removes
+			// the partial copy in ingest/ (the default action would kill
+			// the process and leave it there).
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+			defer stop()
 			var imgs []image.Image
 			if args[0] == "-" {
-				imgs, err = s.Import(cmd.Context(), cmd.InOrStdin(), iopts)
+				in, restore := interruptible(cmd.InOrStdin())
+				defer restore()
+				imgs, err = s.Import(ctx, in, iopts)
 			} else {
-				imgs, err = s.ImportPath(cmd.Context(), args[0], iopts)
+				imgs, err = s.ImportPath(ctx, args[0], iopts)
+			}
+			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
+				return fmt.Errorf("import interrupted (%v): nothing was imported, and the partial copy was removed", context.Cause(ctx))
 			}
 			if err != nil {
 				return err
@@ -338,6 +350,27 @@ refused.`,
 	f.StringVar(&platform, "platform", "", "platform to import from a multi-platform OCI layout (default this machine's)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// interruptible returns r so that a read blocked on it can be ended: when r
+// is a pipe or FIFO (standard input fed by a slow producer), the same
+// descriptor in non-blocking mode, which Go's poller serves and a read
+// deadline interrupts. restore puts the descriptor back in blocking mode,
+// for whoever shares it after this process.
+func interruptible(r io.Reader) (io.Reader, func()) {
+	f, ok := r.(*os.File)
+	if !ok {
+		return r, func() {}
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		return r, func() {}
+	}
+	fd := int(f.Fd())
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return r, func() {}
+	}
+	return os.NewFile(uintptr(fd), f.Name()), func() { _ = unix.SetNonblock(fd, false) }
 }
 
 func newImageInspectCommand(o *imageOptions) *cobra.Command {
@@ -502,12 +535,31 @@ images that remain are kept. It waits for pulls and imports in progress.`,
 			if output == "json" {
 				return printJSON(cmd.OutOrStdout(), rep)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Deleted %d blobs and %d unpacked layers, reclaimed %s\n", len(rep.Blobs), len(rep.Snapshots), humanBytes(rep.Bytes))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Deleted %s; reclaimed %s\n", pruneSummary(rep), humanBytes(rep.Bytes))
 			return err
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// pruneSummary lists what a prune deleted: "2 blobs, 1 unpacked layer and
+// 1 partial download or import".
+func pruneSummary(rep image.PruneReport) string {
+	count := func(n int, one, many string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return fmt.Sprintf("%d %s", n, many)
+	}
+	parts := []string{count(len(rep.Blobs), "blob", "blobs"), count(len(rep.Snapshots), "unpacked layer", "unpacked layers")}
+	if n := rep.Leftovers.Partial; n > 0 {
+		parts = append(parts, count(n, "partial download or import", "partial downloads or imports"))
+	}
+	if n := rep.Leftovers.Unpacks; n > 0 {
+		parts = append(parts, count(n, "unfinished unpack", "unfinished unpacks"))
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }
 
 // humanBytes formats n in binary units: 512 B, 12.0 MiB.

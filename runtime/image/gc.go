@@ -85,7 +85,10 @@ func (s *Store) Remove(ctx context.Context, ref string, o RemoveOptions) ([]stri
 type PruneReport struct {
 	Blobs     []v1.Hash `json:"blobs"`
 	Snapshots []v1.Hash `json:"snapshots"`
-	// Bytes is the disk space reclaimed.
+	// Leftovers is what interrupted operations had left, found by this
+	// Prune or by Open before it.
+	Leftovers Leftovers `json:"leftovers"`
+	// Bytes is the disk space reclaimed, Leftovers.Bytes included.
 	Bytes int64 `json:"bytes"`
 }
 
@@ -101,7 +104,12 @@ func (s *Store) Prune(ctx context.Context) (PruneReport, error) {
 		return rep, err
 	}
 	defer unlock()
-	if err := s.cleanup(); err != nil {
+	err = s.cleanup()
+	s.leftoversMu.Lock()
+	rep.Leftovers, s.leftovers = s.leftovers, Leftovers{}
+	s.leftoversMu.Unlock()
+	rep.Bytes = rep.Leftovers.Bytes
+	if err != nil {
 		return rep, err
 	}
 	recs, err := s.images()

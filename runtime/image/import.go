@@ -38,12 +38,22 @@ type ImportOptions struct {
 // in the format of any Docker version), or a plain root filesystem tar
 // (which becomes a one-layer image and needs o.Name). The archive may be
 // compressed with gzip or zstd.
+//
+// The stream is copied into ingest/ first, and that copy is removed however
+// Import ends. A read blocked on a source that has stopped sending returns
+// when ctx ends only if r can be interrupted: if r has SetReadDeadline (an
+// *os.File of a pipe or FIFO in non-blocking mode, a net.Conn), Import sets
+// a deadline in the past once ctx is done.
 func (s *Store) Import(ctx context.Context, r io.Reader, o ImportOptions) ([]Image, error) {
 	unlock, err := s.lock(ctx, unix.LOCK_SH)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	if d, ok := r.(interface{ SetReadDeadline(time.Time) error }); ok {
+		stop := context.AfterFunc(ctx, func() { _ = d.SetReadDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
 	// A stream gives no random access: keep it in ingest/ while importing.
 	f, err := s.spool(ctx, r)
 	if err != nil {
@@ -54,8 +64,8 @@ func (s *Store) Import(ctx context.Context, r io.Reader, o ImportOptions) ([]Ima
 	return s.importFile(ctx, f, o)
 }
 
-// ImportPath is Import from a file, or from a directory, which is taken as
-// a root filesystem.
+// ImportPath is Import from a file (a FIFO is read as a stream), or from a
+// directory, which is taken as a root filesystem.
 func (s *Store) ImportPath(ctx context.Context, path string, o ImportOptions) ([]Image, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -74,6 +84,9 @@ func (s *Store) ImportPath(ctx context.Context, path string, o ImportOptions) ([
 		return nil, fmt.Errorf("import: %w", err)
 	}
 	defer f.Close()
+	if !fi.Mode().IsRegular() {
+		return s.Import(ctx, f, o)
+	}
 	var head [4]byte
 	n, _ := io.ReadFull(f, head[:])
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -99,6 +112,9 @@ func isCompressed(head []byte) bool {
 func (s *Store) spool(ctx context.Context, r io.Reader) (*os.File, error) {
 	plain, err := layer.Decompress(r)
 	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
 		return nil, fmt.Errorf("import: %w", err)
 	}
 	defer plain.Close()
@@ -109,6 +125,9 @@ func (s *Store) spool(ctx context.Context, r io.Reader) (*os.File, error) {
 	if _, err := io.Copy(f, ctxReader{ctx, plain}); err != nil {
 		f.Close()
 		os.Remove(f.Name())
+		if ctx.Err() != nil {
+			err = context.Cause(ctx) // not the deadline that stopped the read
+		}
 		return nil, fmt.Errorf("import: read archive: %w", err)
 	}
 	return f, nil

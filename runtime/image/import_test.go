@@ -344,3 +344,45 @@ func TestImportRejectsBadArchives(t *testing.T) {
 		})
 	}
 }
+
+// TestImportOfAStalledStreamEndsWithItsContext feeds Import from a pipe that
+// stops sending: cancelling the context must end the blocked read and
+// remove the partial copy from ingest/.
+func TestImportOfAStalledStreamEndsWithItsContext(t *testing.T) {
+	s := openStore(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Import(ctx, r, image.ImportOptions{Name: "example.com/stalled:1"})
+		done <- err
+	}()
+	if _, err := w.Write(bytes.Repeat([]byte("x"), 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if entries, _ := os.ReadDir(filepath.Join(s.Root(), "ingest")); len(entries) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the import never started its copy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopped := errors.New("stopped by the test")
+	cancel(stopped)
+	select {
+	case err := <-done:
+		if !errors.Is(err, stopped) {
+			t.Errorf("Import: %v, want the context's cause", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Import still blocked 10 s after its context ended")
+	}
+	ingestEmpty(t, s)
+}

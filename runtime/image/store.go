@@ -42,6 +42,11 @@ type Store struct {
 	dbMu    sync.Mutex // bbolt allows one writer per file; serialise ours
 	blobs   singleflight.Group
 	unpacks singleflight.Group
+
+	// leftovers tallies what cleanup removed since the store was opened,
+	// for the next Prune to report.
+	leftoversMu sync.Mutex
+	leftovers   Leftovers
 }
 
 const (
@@ -163,17 +168,42 @@ func (s *Store) path(elem ...string) string {
 	return filepath.Join(append([]string{s.root}, elem...)...)
 }
 
-// cleanup removes leftovers of interrupted operations. The caller holds the
-// exclusive lock, so no operation is in progress.
+// Leftovers counts what interrupted operations had left in the store.
+type Leftovers struct {
+	// Partial is the downloads and imports that never finished.
+	Partial int `json:"partial"`
+	// Unpacks is the layer unpacks that never finished.
+	Unpacks int `json:"unpacks"`
+	// Bytes is the disk space they took.
+	Bytes int64 `json:"bytes"`
+}
+
+// cleanup removes leftovers of interrupted operations and adds them to
+// s.leftovers. The caller holds the exclusive lock, so no operation is in
+// progress.
 func (s *Store) cleanup() error {
+	var found Leftovers
+	defer func() {
+		s.leftoversMu.Lock()
+		s.leftovers.Partial += found.Partial
+		s.leftovers.Unpacks += found.Unpacks
+		s.leftovers.Bytes += found.Bytes
+		s.leftoversMu.Unlock()
+	}()
 	entries, err := os.ReadDir(s.path(dirIngest))
 	if err != nil {
 		return fmt.Errorf("image store: %w", err)
 	}
 	for _, e := range entries {
-		if err := os.RemoveAll(s.path(dirIngest, e.Name())); err != nil {
+		p := s.path(dirIngest, e.Name())
+		size := dirSize(p)
+		if err := os.RemoveAll(p); err != nil {
 			return fmt.Errorf("image store: remove partial download: %w", err)
 		}
+		if !strings.HasSuffix(e.Name(), ".lock") {
+			found.Partial++
+		}
+		found.Bytes += size
 	}
 	entries, err = os.ReadDir(s.path(dirSnapshots))
 	if err != nil {
@@ -187,9 +217,12 @@ func (s *Store) cleanup() error {
 			}
 		}
 		s.log.Debug("removing unfinished snapshot", "path", p)
+		size := dirSize(p)
 		if err := os.RemoveAll(p); err != nil {
 			return fmt.Errorf("image store: remove unfinished snapshot: %w", err)
 		}
+		found.Unpacks++
+		found.Bytes += size
 	}
 	return nil
 }
