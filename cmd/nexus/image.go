@@ -68,7 +68,7 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 	o := &imageOptions{globalOptions: g}
 	cmd := &cobra.Command{
 		Use:   "image",
-		Short: "Manage container images: pull, import, list, inspect, remove, prune",
+		Short: "Manage container images: pull, import, list, inspect, remove, prune, release",
 		Long: `Manage the node's image store. Images are pulled from any OCI or Docker
 registry (credentials from the Docker config file, $DOCKER_CONFIG or
 ~/.docker/config.json) or imported from an archive (docker save, an OCI image
@@ -90,7 +90,7 @@ The store lives in --root, by default <data-dir>/images.`,
 	}
 	cmd.PersistentFlags().StringVar(&o.root, "root", "", "image store directory (default <data-dir>/images)")
 	cmd.AddCommand(newImageListCommand(o), newImagePullCommand(o), newImageImportCommand(o),
-		newImageInspectCommand(o), newImageRemoveCommand(o), newImagePruneCommand(o))
+		newImageInspectCommand(o), newImageRemoveCommand(o), newImagePruneCommand(o), newImageReleaseCommand(o))
 	for _, c := range cmd.Commands() {
 		run := c.RunE
 		c.RunE = func(cmd *cobra.Command, args []string) error { return imageCLIError(run(cmd, args)) }
@@ -109,6 +109,7 @@ func imageCLIError(err error) error {
 		platform    *image.PlatformError
 		url         *image.URLError
 		unreachable *image.RegistryUnreachableError
+		running     *image.ContainerInUseError
 	)
 	switch {
 	case err == nil:
@@ -133,6 +134,8 @@ func imageCLIError(err error) error {
 	case errors.As(err, &url):
 		return fmt.Errorf("%w, e.g. %s; a registry that speaks only plain HTTP needs --insecure (loopback and private addresses fall back to HTTP without it)",
 			err, url.Ref[len(url.Scheme)+3:])
+	case errors.As(err, &running):
+		return fmt.Errorf("%w: stop it with `nexus runtime delete --force %s` (or with the runtime that runs it), then release it", err, running.ID)
 	case errors.As(err, &unreachable):
 		return fmt.Errorf("%w\nThis machine may have no network access. Without a registry: import the image from an archive with `nexus image import FILE` (e.g. made by `docker save`), or use the built-in image %s (`nexus image pull %s`, or `nexus demo` to run it)",
 			err, builtin.Reference, builtin.Reference)
@@ -478,8 +481,9 @@ func newImageRemoveCommand(o *imageOptions) *cobra.Command {
 		Short:   "Remove image names; nexus image prune then reclaims the space",
 		Long: `Remove image names. The image's content stays until nexus image prune, which
 deletes what no name and no prepared container uses. An image used by a
-prepared container is refused unless --force; given by ID, an image with
-several names is refused unless --force, which removes them all.`,
+prepared container is refused unless --force (nexus image release releases
+the container); given by ID, an image with several names is refused unless
+--force, which removes them all.`,
 		Example: `  nexus image rm busybox
   nexus image rm --force 4f1c2a9b03de && nexus image prune`,
 		Args: cobra.MinimumNArgs(1),
@@ -517,8 +521,13 @@ func newImagePruneCommand(o *imageOptions) *cobra.Command {
 		Use:   "prune",
 		Short: "Delete blobs and unpacked layers no image or prepared container uses",
 		Long: `Delete every blob and unpacked layer that no named image and no prepared
-container uses, and what interrupted pulls left behind. Layers shared with
-images that remain are kept. It waits for pulls and imports in progress.`,
+container uses, and what interrupted pulls and imports left behind. Layers
+shared with images that remain are kept. It waits for pulls and imports in
+progress.
+
+Prepared containers whose preparing process is gone (a killed nexus demo, say)
+and on which no process runs are released first, so their layers can go too;
+a container still running keeps its layers until it is stopped.`,
 		Example: `  nexus image prune
   nexus image prune -o json`,
 		Args: cobra.NoArgs,
@@ -543,6 +552,47 @@ images that remain are kept. It waits for pulls and imports in progress.`,
 	return cmd
 }
 
+func newImageReleaseCommand(o *imageOptions) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "release ID...",
+		Short: "Release prepared containers: unmount and delete their root file systems",
+		Long: `Release containers prepared from the store's images: unmount each one's root
+file system and delete its writable layer and bundle, so that nexus image rm
+and nexus image prune can remove the image. The process that prepared a
+container normally releases it; this is for one left behind (nexus demo killed,
+say). A container still running is refused: stop it first with
+nexus runtime delete --force ID. nexus image inspect lists an image's prepared
+containers; nexus image prune releases those whose preparing process is gone.`,
+		Example: `  nexus image release nexus-demo-4242
+  nexus runtime delete --force web-1 && nexus image release web-1`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.openFor(output)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			released := []string{}
+			for _, id := range args {
+				if err := s.Release(cmd.Context(), id); err != nil {
+					return err
+				}
+				released = append(released, id)
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), map[string][]string{"released": released})
+			}
+			for _, id := range released {
+				fmt.Fprintf(cmd.OutOrStdout(), "Released %s\n", id)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
 // pruneSummary lists what a prune deleted: "2 blobs, 1 unpacked layer and
 // 1 partial download or import".
 func pruneSummary(rep image.PruneReport) string {
@@ -558,6 +608,9 @@ func pruneSummary(rep image.PruneReport) string {
 	}
 	if n := rep.Leftovers.Unpacks; n > 0 {
 		parts = append(parts, count(n, "unfinished unpack", "unfinished unpacks"))
+	}
+	if n := len(rep.Released); n > 0 {
+		parts = append(parts, count(n, "abandoned prepared container", "abandoned prepared containers")+" ("+strings.Join(rep.Released, ", ")+")")
 	}
 	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }

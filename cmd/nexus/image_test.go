@@ -158,7 +158,7 @@ func TestImageCLIErrors(t *testing.T) {
 }
 
 func TestImageHelpHasExamples(t *testing.T) {
-	for _, sub := range []string{"ls", "pull", "import", "inspect", "rm", "prune"} {
+	for _, sub := range []string{"ls", "pull", "import", "inspect", "rm", "prune", "release"} {
 		out, err := run(t, "image", sub, "--help")
 		if err != nil {
 			t.Fatal(err)

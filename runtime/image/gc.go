@@ -85,6 +85,9 @@ func (s *Store) Remove(ctx context.Context, ref string, o RemoveOptions) ([]stri
 type PruneReport struct {
 	Blobs     []v1.Hash `json:"blobs"`
 	Snapshots []v1.Hash `json:"snapshots"`
+	// Released lists the prepared containers released because the process
+	// that prepared them is gone and no process runs on them.
+	Released []string `json:"released"`
 	// Leftovers is what interrupted operations had left, found by this
 	// Prune or by Open before it.
 	Leftovers Leftovers `json:"leftovers"`
@@ -94,6 +97,8 @@ type PruneReport struct {
 
 // Prune deletes every blob and snapshot that no named image and no
 // prepared container uses, and whatever interrupted operations left. It
+// first releases the prepared containers whose preparing process is gone
+// and on which no process runs (a killed `nexus demo`, say). It
 // waits for running pulls and imports (it takes the store's lock
 // exclusively). If a named image's manifest or config cannot be read it
 // deletes nothing: a damaged image must be removed first.
@@ -119,6 +124,12 @@ func (s *Store) Prune(ctx context.Context) (PruneReport, error) {
 	ctrs, err := s.containers()
 	if err != nil {
 		return rep, err
+	}
+	if rep.Released, err = s.releaseAbandoned(ctrs, &rep.Bytes); err != nil {
+		return rep, err
+	}
+	for _, id := range rep.Released {
+		delete(ctrs, id)
 	}
 	blobs := map[string]bool{}
 	snaps := map[string]bool{}

@@ -7,6 +7,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	bolt "go.etcd.io/bbolt"
+
+	"nexus.dev/nexus/internal/proc"
 )
 
 var (
@@ -35,6 +37,11 @@ type containerRecord struct {
 	DiffIDs []v1.Hash `json:"diffIDs"`
 	Overlay bool      `json:"overlay"`
 	Created time.Time `json:"created"`
+	// Owner is the process that prepared the container, which releases it
+	// when done; Prune releases a container whose owner is gone and on
+	// whose root file system no process runs. Records written before it
+	// existed have the zero ID, which names no process.
+	Owner proc.ID `json:"owner"`
 }
 
 // update and view open meta.db for one transaction. Keeping it closed in

@@ -19,7 +19,9 @@ import (
 
 // helperEnv makes this test binary, run as a program, do one thing and exit:
 // "euid" prints its effective uid (as a setuid program from an image, that
-// shows whose rights it got); "open:PATH" opens PATH for writing.
+// shows whose rights it got); "open:PATH" opens PATH for writing;
+// "prepare:ROOT|REF|ID" prepares container ID from image REF in the store
+// at ROOT and exits without releasing it.
 const helperEnv = "NEXUS_IMAGE_TEST_HELPER"
 
 func TestMain(m *testing.M) {
@@ -35,6 +37,17 @@ func TestMain(m *testing.M) {
 		}
 		f.Close()
 		fmt.Println("opened")
+		os.Exit(0)
+	case strings.HasPrefix(v, "prepare:"):
+		args := strings.SplitN(strings.TrimPrefix(v, "prepare:"), "|", 3)
+		s, err := image.Open(image.Config{Root: args[0]})
+		if err == nil {
+			_, err = s.Prepare(context.Background(), args[1], args[2], image.PrepareOptions{})
+		}
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
 		os.Exit(0)
 	}
 	os.Exit(m.Run())

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,6 +16,7 @@ import (
 
 	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/internal/mountinfo"
+	"nexus.dev/nexus/internal/proc"
 	"nexus.dev/nexus/runtime/image/bundle"
 	"nexus.dev/nexus/runtime/image/snapshot"
 )
@@ -66,6 +68,9 @@ func (s *Store) Prepare(ctx context.Context, ref, id string, o PrepareOptions) (
 		rec.Layers = append(rec.Layers, l.Digest)
 	}
 	rec.Overlay = snapshot.OverlaySupportedIn(s.path(dirContainers)) == nil
+	if rec.Owner, err = proc.Self(); err != nil {
+		return "", fmt.Errorf("prepare %s: %w", id, err)
+	}
 
 	dir := s.containerDir(id)
 	// Claim the ID in the metadata first: that also keeps the layers from
@@ -137,8 +142,21 @@ func (s *Store) Prepare(ctx context.Context, ref, id string, o PrepareOptions) (
 	return dir, nil
 }
 
+// ContainerInUseError reports a Release of a prepared container that a
+// process still runs on: its root file system would vanish under it.
+type ContainerInUseError struct {
+	ID  string
+	PID int // a process whose root directory is the container's
+}
+
+func (e *ContainerInUseError) Error() string {
+	return fmt.Sprintf("prepared container %s is in use: process %d runs on its root file system; stop the container before releasing it", e.ID, e.PID)
+}
+
 // Release unmounts and removes a prepared container's bundle; its layers
-// become collectable by Prune unless an image still uses them.
+// become collectable by Prune unless an image still uses them. It refuses
+// (*ContainerInUseError) while a process runs on the container's root file
+// system.
 func (s *Store) Release(ctx context.Context, id string) error {
 	if !validID.MatchString(id) {
 		return fmt.Errorf("invalid container ID %q", id)
@@ -155,7 +173,52 @@ func (s *Store) Release(ctx context.Context, id string) error {
 	if _, err := os.Stat(s.containerDir(id)); !found && errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("no prepared container %s in the image store", id)
 	}
+	if pid, err := s.rootfsUser(id); err != nil {
+		return fmt.Errorf("release %s: %w", id, err)
+	} else if pid != 0 {
+		return &ContainerInUseError{ID: id, PID: pid}
+	}
 	return s.release(id, true)
+}
+
+// rootfsUser returns a process running on container id's root file system,
+// or 0.
+func (s *Store) rootfsUser(id string) (int, error) {
+	pid, err := proc.RootedAt(filepath.Join(s.containerDir(id), "rootfs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	return pid, err
+}
+
+// releaseAbandoned releases every prepared container whose owner has gone
+// and on whose root file system no process runs: what a killed `nexus demo`
+// or agent left. It returns their IDs and adds the space their writable
+// layers took to *reclaimed. The caller holds the exclusive lock, so no
+// Prepare is under way.
+func (s *Store) releaseAbandoned(ctrs map[string]containerRecord, reclaimed *int64) ([]string, error) {
+	var released []string
+	for id, c := range ctrs {
+		if c.Owner.Alive() {
+			continue
+		}
+		if pid, err := s.rootfsUser(id); err != nil || pid != 0 {
+			continue // running (or not known): the user stops it first
+		}
+		dir := s.containerDir(id)
+		size := dirSize(filepath.Join(dir, "upper")) + dirSize(filepath.Join(dir, "work"))
+		if !c.Overlay {
+			size = dirSize(dir)
+		}
+		if err := s.release(id, true); err != nil {
+			return released, err
+		}
+		*reclaimed += size
+		s.log.Debug("released a prepared container whose owner is gone", "container", id, "owner", c.Owner.PID)
+		released = append(released, id)
+	}
+	slices.Sort(released)
+	return released, nil
 }
 
 func (s *Store) release(id string, mayBeMounted bool) error {

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,5 +196,79 @@ func TestBuiltinImageRuns(t *testing.T) {
 	out, code := runBundle(t, bin, bundleDir, id)
 	if code != 0 || !strings.Contains(out, "nexus ") || !strings.Contains(out, "go: ") {
 		t.Fatalf("exit %d, output %q; want 0 and the version", code, out)
+	}
+}
+
+// prepareAndExit prepares container id from ref in another process, which
+// then exits: a preparation whose owner is gone, as a killed `nexus demo`
+// leaves one.
+func prepareAndExit(t *testing.T, s *image.Store, ref, id string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), helperEnv+"=prepare:"+s.Root()+"|"+ref+"|"+id)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("prepare %s in another process: %v\n%s", id, err, out)
+	}
+}
+
+// TestPruneReleasesAbandonedContainers: Prune releases a prepared container
+// whose preparing process is gone and on which nothing runs, keeps one whose
+// owner lives and one a process still runs on; Release refuses the latter
+// with the process that uses it.
+func TestPruneReleasesAbandonedContainers(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := openStore(t)
+	ctx := context.Background()
+	img := imagetest.Image(t, thisArch(), v1.Config{Cmd: []string{"/bin/sh"}}, imagetest.BusyboxLayer(t))
+	if _, err := s.ImportImage(ctx, "example.com/bb:1", img); err != nil {
+		t.Fatal(err)
+	}
+	prepareAndExit(t, s, "example.com/bb:1", "abandoned")
+	prepareAndExit(t, s, "example.com/bb:1", "running")
+	if _, err := s.Prepare(ctx, "example.com/bb:1", "owned", image.PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"abandoned", "running", "owned"} {
+		t.Cleanup(func() { s.Release(context.Background(), id) })
+	}
+	// "running": a process whose root is the container's, as a container's
+	// init after pivot_root.
+	rootfs := filepath.Join(s.Root(), "containers", "running", "rootfs")
+	sleeper := exec.Command("/bin/busybox", "sleep", "600")
+	sleeper.SysProcAttr = &syscall.SysProcAttr{Chroot: rootfs}
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+
+	rep, err := s.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Released, []string{"abandoned"}) {
+		t.Errorf("prune released %v, want only the abandoned container", rep.Released)
+	}
+	if m, err := s.IsMounted("abandoned"); err != nil || m {
+		t.Errorf("the abandoned container's root file system is still mounted (%v)", err)
+	}
+	err = s.Release(ctx, "running")
+	var inUse *image.ContainerInUseError
+	if !errors.As(err, &inUse) || inUse.PID != sleeper.Process.Pid {
+		t.Fatalf("release of a container a process runs on: %v, want a ContainerInUseError naming pid %d", err, sleeper.Process.Pid)
+	}
+	if m, err := s.IsMounted("running"); err != nil || !m {
+		t.Fatalf("the refused release unmounted the root file system (%v)", err)
+	}
+	sleeper.Process.Kill()
+	sleeper.Wait()
+	if rep, err := s.Prune(ctx); err != nil || !slices.Equal(rep.Released, []string{"running"}) {
+		t.Fatalf("prune once nothing runs on it: released %v (%v)", rep.Released, err)
+	}
+	if err := s.Release(ctx, "owned"); err != nil {
+		t.Fatal(err)
 	}
 }
