@@ -34,16 +34,34 @@ seccomp, dropped capabilities, user nobody), send it a few HTTP requests and
 print the answers, then stop it with SIGTERM and remove it.
 
 The container shares the host's network namespace so that the demo can reach
-it on 127.0.0.1 (real workloads get their own). Needs root, like any runtime.`,
+it on 127.0.0.1 (real workloads get their own). Needs root, like any runtime.
+
+A signal (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) or a closed standard output
+(nexus demo | head -3) stops the demo the same way: the container is removed
+and its root file system unmounted. Only SIGKILL leaves it behind; then
+nexus runtime delete --force ID and nexus image prune (or nexus image release
+ID) clean up.`,
 		Example: `  nexus demo
   nexus --data-dir /tmp/nexus-demo demo --requests 5 --port 18080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// Ctrl-C ends the demo through its clean-up path: the container
-			// is killed and removed and the root filesystem unmounted.
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			// Every signal that would end the process ends the demo through
+			// its clean-up instead: the container is killed and removed and
+			// its root file system unmounted. SIGPIPE is among them: Go
+			// kills a program whose write to a closed standard output fails
+			// unless it asks for that signal, and with it asked for, the
+			// write fails with EPIPE instead.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE)
 			defer stop()
-			return runDemo(ctx, g, port, requests, cmd.OutOrStdout())
+			err := runDemo(ctx, g, port, requests, &demoOutput{w: cmd.OutOrStdout()})
+			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
+				var cerr *cleanupError
+				if errors.As(err, &cerr) {
+					return fmt.Errorf("demo stopped (%v), and cleaning up failed: %w", context.Cause(ctx), cerr.err)
+				}
+				return fmt.Errorf("demo stopped (%v): the container was removed and its root file system unmounted", context.Cause(ctx))
+			}
+			return err
 		},
 	}
 	cmd.Flags().IntVar(&port, "port", 0, "port on 127.0.0.1 for the container to listen on (default: a free one)")
@@ -51,7 +69,7 @@ it on 127.0.0.1 (real workloads get their own). Needs root, like any runtime.`,
 	return cmd
 }
 
-func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.Writer) (err error) {
+func runDemo(ctx context.Context, g *globalOptions, port, requests int, out *demoOutput) (err error) {
 	if requests < 1 {
 		return fmt.Errorf("--requests %d: send at least one", requests)
 	}
@@ -75,7 +93,9 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "image     %s (ID %s, %s)\n", img.Name, img.ID, humanBytes(img.Size))
+	if err := out.printf("image     %s (ID %s, %s)\n", img.Name, img.ID, humanBytes(img.Size)); err != nil {
+		return err
+	}
 
 	id := fmt.Sprintf("nexus-demo-%d", os.Getpid())
 	bundle, err := store.Prepare(ctx, builtin.Reference, id, image.PrepareOptions{
@@ -87,8 +107,8 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 		return err
 	}
 	defer func() {
-		if rerr := store.Release(context.WithoutCancel(ctx), id); rerr != nil && err == nil {
-			err = rerr
+		if rerr := store.Release(context.WithoutCancel(ctx), id); rerr != nil {
+			err = errors.Join(err, &cleanupError{rerr})
 		}
 	}()
 	logPath := filepath.Join(bundle, "output.log")
@@ -104,14 +124,16 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 		return err
 	}
 	defer func() {
-		if derr := rt.Delete(context.WithoutCancel(ctx), id, true); derr != nil && err == nil {
-			err = derr
+		if derr := rt.Delete(context.WithoutCancel(ctx), id, true); derr != nil {
+			err = errors.Join(err, &cleanupError{derr})
 		}
 	}()
 	if err := rt.Start(ctx, id); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "container %s started in %v (bundle %s)\n", id, time.Since(start).Round(time.Millisecond), bundle)
+	if err := out.printf("container %s started in %v (bundle %s)\n", id, time.Since(start).Round(time.Millisecond), bundle); err != nil {
+		return err
+	}
 
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -133,7 +155,9 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 		if err != nil {
 			return fmt.Errorf("request %d to the container: %w", i+1, err)
 		}
-		fmt.Fprintf(out, "--- GET %s/ -> %s\n%s", base, resp.Status, body)
+		if err := out.printf("--- GET %s/ -> %s\n%s", base, resp.Status, body); err != nil {
+			return err
+		}
 	}
 
 	if err := rt.Kill(id, syscall.SIGTERM, false); err != nil {
@@ -145,11 +169,45 @@ func runDemo(ctx context.Context, g *globalOptions, port, requests int, out io.W
 	if err != nil {
 		return fmt.Errorf("wait for the container to stop: %w", err)
 	}
-	fmt.Fprintf(out, "container %s stopped on SIGTERM with exit code %d; removing it\n", id, st.Code)
+	if err := out.printf("container %s stopped on SIGTERM with exit code %d; removing it\n", id, st.Code); err != nil {
+		return err
+	}
 	if st.Code != 0 {
 		return fmt.Errorf("the container exited with code %d after SIGTERM, want 0", st.Code)
 	}
 	return nil
+}
+
+// cleanupError is a failure to remove what the demo made.
+type cleanupError struct{ err error }
+
+func (e *cleanupError) Error() string { return "clean up: " + e.err.Error() }
+func (e *cleanupError) Unwrap() error { return e.err }
+
+// demoOutput is the demo's standard output. The first write that fails
+// (a closed pipe) is kept and fails every later one, so that the demo stops
+// at its next step instead of talking to nobody.
+type demoOutput struct {
+	w   io.Writer
+	err error
+}
+
+func (o *demoOutput) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	if err != nil {
+		o.err = fmt.Errorf("write the demo's output: %w", err)
+	}
+	return n, o.err
+}
+
+// printf writes to the demo's output and returns the error of the first
+// write that failed.
+func (o *demoOutput) printf(format string, args ...any) error {
+	fmt.Fprintf(o, format, args...)
+	return o.err
 }
 
 func freePort() (int, error) {
