@@ -176,17 +176,10 @@ func TestStoreIsClosedToOtherUsers(t *testing.T) {
 				t.Fatalf("nobody running the image's setuid program: %v (%s), want permission denied", err, out)
 			}
 
-			// The device node, through a helper nobody can run.
-			helper := filepath.Join(parent, "helper")
-			self, _ := os.Executable()
-			exe, err := os.ReadFile(self)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(helper, exe, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			out, err = asNobody(helper, "open:"+filepath.Join(fs, "dev/null"))
+			// The device node, opened by this binary run as nobody (TestMain
+			// does it, whatever test is named).
+			b, err := testutil.CommandAsNobody(t, "TestMain", helperEnv+"=open:"+filepath.Join(fs, "dev/null")).CombinedOutput()
+			out = string(b)
 			if err == nil || !strings.Contains(out, "permission denied") {
 				t.Fatalf("nobody opening the image's device node: %v, output %q; want permission denied", err, out)
 			}

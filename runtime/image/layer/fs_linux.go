@@ -170,7 +170,7 @@ func (u *unpacker) resolve(entry, p string, create bool) (int, string, error) {
 					cleanup(false)
 					return -1, "", hostile(entry, "more than %d symbolic links on the way to %q (a loop?)", maxSymlinks, p)
 				}
-				target, err := readlinkAt(cur, c)
+				target, err := readlinkat(cur, c)
 				if err != nil {
 					cleanup(false)
 					return -1, "", fmt.Errorf("read symbolic link %q: %w", sofar, err)
@@ -205,20 +205,6 @@ func (u *unpacker) resolve(entry, p string, create bool) (int, string, error) {
 	}
 	cleanup(true)
 	return fds[len(fds)-1], strings.Join(stack, "/"), nil
-}
-
-// readlinkAt reads the target of the symbolic link name in dirfd.
-func readlinkAt(dirfd int, name string) (string, error) {
-	for size := 256; ; size *= 2 {
-		b := make([]byte, size)
-		n, err := unix.Readlinkat(dirfd, name, b)
-		if err != nil {
-			return "", err
-		}
-		if n < size {
-			return string(b[:n]), nil
-		}
-	}
 }
 
 // removeAt deletes name in dirfd and, if it is a directory, everything in it,
