@@ -25,7 +25,10 @@
 //	                            written before the snapshot is renamed into place
 //	snapshots/.tmp-*            unpacks in progress; removed at Open and Prune
 //	containers/<id>/            a prepared container: config.json (the OCI bundle),
-//	                            rootfs/ (the overlay mount), upper/ and work/
+//	                            rootfs/ (the overlay mount), upper/ and work/; its
+//	                            record in meta.db names the process that prepared it,
+//	                            and Prune releases it once that process is gone and no
+//	                            process runs on rootfs/
 //
 // Every directory of the store, from Root down to each snapshot's and each
 // prepared container's own, is 0700: a snapshot keeps the image's setuid

@@ -118,6 +118,9 @@ func (u *unpacker) dropParent() {
 // instead, which is what the overlay mount of the same layers shows (there
 // the layer's directory hides the lower link). It returns an O_PATH fd (u.root
 // for the root itself, which the caller must not close) and the resolved path.
+// openat2(RESOLVE_IN_ROOT) resolves the same way, but it can neither create
+// the directories missing on the way nor tell this layer's links from a
+// lower layer's.
 func (u *unpacker) resolve(entry, p string, create bool) (int, string, error) {
 	var stack []string // the directories reached, component by component
 	fds := []int{u.root}
