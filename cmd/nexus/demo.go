@@ -51,7 +51,8 @@ ID) clean up.`,
 			// kills a program whose write to a closed standard output fails
 			// unless it asks for that signal, and with it asked for, the
 			// write fails with EPIPE instead.
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE,
+				syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM)
 			defer stop()
 			err := runDemo(ctx, g, port, requests, &demoOutput{w: cmd.OutOrStdout()})
 			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {

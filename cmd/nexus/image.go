@@ -132,8 +132,11 @@ func imageCLIError(err error) error {
 	case errors.As(err, &platform) && len(platform.Have) > 0:
 		return fmt.Errorf("%w: choose one with --platform, or another tag", err)
 	case errors.As(err, &url):
-		return fmt.Errorf("%w, e.g. %s; a registry that speaks only plain HTTP needs --insecure (loopback and private addresses fall back to HTTP without it)",
-			err, url.Ref[len(url.Scheme)+3:])
+		example := ""
+		if rest := url.Ref[len(url.Scheme)+3:]; rest != "" {
+			example = ", e.g. " + rest
+		}
+		return fmt.Errorf("%w%s; a registry that speaks only plain HTTP needs --insecure (loopback and private addresses fall back to HTTP without it)", err, example)
 	case errors.As(err, &running):
 		return fmt.Errorf("%w: stop it with `nexus runtime delete --force %s` (or with the runtime that runs it), then release it", err, running.ID)
 	case errors.As(err, &unreachable):
@@ -334,7 +337,7 @@ refused.`,
 				imgs, err = s.ImportPath(ctx, args[0], iopts)
 			}
 			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
-				return fmt.Errorf("import interrupted (%v): nothing was imported, and the partial copy was removed", context.Cause(ctx))
+				return fmt.Errorf("import interrupted (%v): no image was imported, and the partial copy was removed", context.Cause(ctx))
 			}
 			if err != nil {
 				return err

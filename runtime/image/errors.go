@@ -83,7 +83,7 @@ func (e *PlatformError) Error() string {
 // (http://registry/app:1): references name a registry host, not a URL.
 type URLError struct {
 	Ref    string
-	Scheme string // "http" or "https"
+	Scheme string // as written: "http", "HTTPS", ...
 }
 
 func (e *URLError) Error() string {

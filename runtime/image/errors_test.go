@@ -82,6 +82,8 @@ func TestErrorsAreTypedAndInLibraryTerms(t *testing.T) {
 			}},
 		{"pull a URL", func() error { _, err := s.Pull(ctx, "http://"+reg.Host+"/team/app:1", image.PullOptions{}); return err },
 			func(err error) bool { return errors.As(err, &url) && url.Scheme == "http" }},
+		{"pull a URL of another scheme", func() error { _, err := s.Pull(ctx, "oci://"+reg.Host+"/team/app:1", image.PullOptions{}); return err },
+			func(err error) bool { return errors.As(err, &url) && url.Scheme == "oci" }},
 		{"pull from a registry nobody answers at", func() error {
 			_, err := s.Pull(ctx, closedAddr+"/team/app:1", image.PullOptions{})
 			return err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,28 @@ func FuzzImport(f *testing.F) {
 			if filepath.Ext(e.Name()) != ".lock" {
 				t.Fatalf("import left %s in ingest/ (err %v)", e.Name(), ierr)
 			}
+		}
+	})
+}
+
+// FuzzParseReference: any string either parses to a name whose canonical
+// form parses to itself, or fails with an error in the store's terms.
+func FuzzParseReference(f *testing.F) {
+	for _, s := range []string{"busybox", "docker.io/library/busybox:1.36", "http://127.0.0.1:5000/a:1", "HTTPS://r.example.com/a", "r:5000/team/app@sha256:" + strings.Repeat("a", 64), "UPPER/case", "a:b:c", "", "http://"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ref string) {
+		r, err := image.ParseReference(ref)
+		if err != nil {
+			if strings.Contains(err.Error(), "name.Insecure") {
+				t.Errorf("error names go-containerregistry's API: %v", err)
+			}
+			return
+		}
+		c := image.CanonicalName(r)
+		r2, err := image.ParseReference(c)
+		if err != nil || image.CanonicalName(r2) != c {
+			t.Errorf("%q -> canonical %q -> %v (%v)", ref, c, r2, err)
 		}
 	})
 }

@@ -17,10 +17,8 @@ func ParseReference(ref string, opts ...name.Option) (name.Reference, error) {
 	if strings.TrimSpace(ref) == "" {
 		return nil, fmt.Errorf("no image reference given: %s", refExample)
 	}
-	for _, scheme := range []string{"http", "https"} {
-		if len(ref) > len(scheme)+3 && strings.EqualFold(ref[:len(scheme)+3], scheme+"://") {
-			return nil, &URLError{Ref: ref, Scheme: scheme}
-		}
+	if i := strings.Index(ref, "://"); i >= 0 {
+		return nil, &URLError{Ref: ref, Scheme: ref[:i]}
 	}
 	r, err := name.ParseReference(ref, opts...)
 	if err != nil {
