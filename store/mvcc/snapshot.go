@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -139,7 +138,7 @@ func (s *Store) Defragment() error {
 	}
 	tmp := s.path + ".defrag"
 	os.Remove(tmp)
-	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true})
+	dst, err := bolt.Open(tmp, 0o600, boltOptions(true))
 	if err != nil {
 		return fmt.Errorf("mvcc: defragment: create %s: %w", tmp, err)
 	}
