@@ -31,10 +31,6 @@ type Result struct {
 	Skipped bool
 }
 
-// Estimated bytes of bookkeeping per stored record, so that many empty
-// values still count against the quota.
-const recordOverhead = 64
-
 // Apply applies the raft entry at index. Its effects and the new applied
 // index are committed in one fsynced bbolt transaction; entries at or below
 // the applied index are skipped. A request that fails still advances the
@@ -162,35 +158,14 @@ func (w *writer) checkPut(p *etcdserverpb.PutRequest) error {
 	return nil
 }
 
-func putCost(p *etcdserverpb.PutRequest) int64 {
-	return int64(len(p.Key) + len(p.Value) + recordOverhead)
-}
-
-// checkSpace fails a write of cost bytes if the NOSPACE alarm is raised or
-// the write would take the store over its quota, raising the alarm.
-func (w *writer) checkSpace(cost int64) error {
-	if cost == 0 {
-		return nil
-	}
-	if w.s.noSpace {
-		return rpctypes.ErrGRPCNoSpace
-	}
-	if w.s.kvBytes+cost > w.s.opts.QuotaBytes {
-		w.s.noSpace = true
-		w.check(w.metab.Put(metaAlarmSpaceKey, []byte{1}))
-		return rpctypes.ErrGRPCNoSpace
-	}
-	return nil
-}
-
 func (w *writer) putRequest(p *etcdserverpb.PutRequest) (*etcdserverpb.PutResponse, error) {
+	if err := w.capped(putCost(p)); err != nil {
+		return nil, err
+	}
 	if err := validatePut(p); err != nil {
 		return nil, err
 	}
 	if err := w.checkPut(p); err != nil {
-		return nil, err
-	}
-	if err := w.checkSpace(putCost(p)); err != nil {
 		return nil, err
 	}
 	return w.put(p), nil
@@ -344,6 +319,9 @@ func (w *writer) compact(c *etcdserverpb.CompactionRequest) (*etcdserverpb.Compa
 }
 
 func (w *writer) leaseGrant(g *etcdserverpb.LeaseGrantRequest) (*etcdserverpb.LeaseGrantResponse, error) {
+	if err := w.capped(leaseOverhead); err != nil {
+		return nil, err
+	}
 	if g.TTL > MaxLeaseTTL {
 		return nil, rpctypes.ErrGRPCLeaseTTLTooLarge
 	}
@@ -357,9 +335,6 @@ func (w *writer) leaseGrant(g *etcdserverpb.LeaseGrantRequest) (*etcdserverpb.Le
 		}
 	} else if _, ok := w.s.leases[id]; ok {
 		return nil, rpctypes.ErrGRPCLeaseExist
-	}
-	if err := w.checkSpace(8 + leaseValueLen + recordOverhead); err != nil {
-		return nil, err
 	}
 	l := &lease{id: id, ttl: max(g.TTL, w.s.opts.MinLeaseTTL), keys: make(map[string]struct{})}
 	k, v := leaseKey(id), l.value()
@@ -402,30 +377,6 @@ func (w *writer) leaseCheckpoint(c *etcdserverpb.LeaseCheckpointRequest) (*etcds
 		w.check(w.leaseb.Put(leaseKey(l.id), l.value()))
 	}
 	return &etcdserverpb.LeaseCheckpointResponse{Header: w.header()}, nil
-}
-
-func (w *writer) alarm(a *etcdserverpb.AlarmRequest) (*etcdserverpb.AlarmResponse, error) {
-	if a.Alarm == etcdserverpb.AlarmType_NOSPACE || a.Alarm == etcdserverpb.AlarmType_NONE {
-		switch a.Action {
-		case etcdserverpb.AlarmRequest_ACTIVATE:
-			if a.Alarm == etcdserverpb.AlarmType_NOSPACE && !w.s.noSpace {
-				w.s.noSpace = true
-				w.check(w.metab.Put(metaAlarmSpaceKey, []byte{1}))
-			}
-		case etcdserverpb.AlarmRequest_DEACTIVATE:
-			if w.s.noSpace {
-				w.s.noSpace = false
-				w.check(w.metab.Delete(metaAlarmSpaceKey))
-			}
-		}
-	} else if a.Action != etcdserverpb.AlarmRequest_GET {
-		return nil, ErrUnsupported
-	}
-	resp := &etcdserverpb.AlarmResponse{Header: w.header()}
-	if w.s.noSpace {
-		resp.Alarms = []*etcdserverpb.AlarmMember{{MemberID: a.MemberID, Alarm: etcdserverpb.AlarmType_NOSPACE}}
-	}
-	return resp, nil
 }
 
 // compareKV evaluates one compare against kv, as etcd does.

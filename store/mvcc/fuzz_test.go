@@ -46,7 +46,7 @@ func FuzzApply(f *testing.F) {
 	seed, _ = proto.Marshal(&pb.InternalRaftRequest{Range: &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: -5, SortTarget: 3, Limit: -1}})
 	f.Add(seed)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		opts := Options{UnsafeNoFsync: true, QuotaBytes: 16 << 10, MaxTxnOps: 8}
+		opts := Options{UnsafeNoFsync: true, MaxTxnOps: 8}
 		a, b := openTestStore(t, opts), openTestStore(t, opts)
 		var reqs []*pb.InternalRaftRequest
 		raw := new(pb.InternalRaftRequest)

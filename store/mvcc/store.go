@@ -18,7 +18,6 @@ import (
 
 // Defaults of Options; they match etcd's.
 const (
-	DefaultQuotaBytes      = 2 << 30
 	DefaultMaxTxnOps       = 128
 	DefaultMaxRequestBytes = 1536 * 1024
 	DefaultWatchBuffer     = 128
@@ -26,15 +25,10 @@ const (
 	MaxLeaseTTL = 9000000000
 )
 
-// Options configures a Store. Every field that influences Apply (quota, op
-// and request limits, minimum lease TTL) must be identical on all members,
-// or their states diverge.
+// Options configures a Store. Every field that influences Apply (op and
+// request limits, minimum lease TTL) must be identical on all members, or
+// their states diverge.
 type Options struct {
-	// QuotaBytes bounds the logical size of the data (keys, values and
-	// leases as stored); writes that would exceed it fail with ErrNoSpace
-	// and raise the NOSPACE alarm. The logical size rather than the file
-	// size is used because it is the same on every member.
-	QuotaBytes int64
 	// MaxTxnOps bounds the compares and the ops of each branch of a Txn.
 	MaxTxnOps int
 	// MaxRequestBytes bounds the encoded size of an applied request.
@@ -57,9 +51,6 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.QuotaBytes <= 0 {
-		o.QuotaBytes = DefaultQuotaBytes
-	}
 	if o.MaxTxnOps <= 0 {
 		o.MaxTxnOps = DefaultMaxTxnOps
 	}
@@ -91,10 +82,9 @@ var (
 	leaseBucket = []byte("lease")
 	metaBucket  = []byte("meta")
 
-	metaVersionKey    = []byte("storage_version")
-	metaAppliedKey    = []byte("consistent_index")
-	metaCompactKey    = []byte("finished_compact_rev")
-	metaAlarmSpaceKey = []byte("alarm_nospace")
+	metaVersionKey = []byte("storage_version")
+	metaAppliedKey = []byte("consistent_index")
+	metaCompactKey = []byte("finished_compact_rev")
 
 	storageVersion = []byte("nexus-mvcc/1")
 )
@@ -107,8 +97,8 @@ type state struct {
 	compactRev int64
 	applied    uint64
 	leases     map[int64]*lease
-	noSpace    bool  // NOSPACE alarm raised
-	kvBytes    int64 // logical size, see Options.QuotaBytes
+	alarms     []*etcdserverpb.AlarmMember // raised, ordered by alarmIndex
+	kvBytes    int64                       // bytes of the records, see Status.LogicalBytes
 }
 
 // Store is the MVCC key-value state machine. It is safe for concurrent use;
@@ -138,15 +128,15 @@ type Store struct {
 
 // Status describes the store for operators and the maintenance API.
 type Status struct {
-	DBSize          int64 // bytes of the database file
-	DBSizeInUse     int64 // bytes of the file holding live pages
-	LogicalBytes    int64 // size counted against the quota
+	DBSize          int64 // bytes of the database file in use (Size)
+	DBSizeInUse     int64 // of those, bytes of pages holding data
+	LogicalBytes    int64 // bytes of the key, lease and value records
 	Revision        int64
 	CompactRevision int64
 	AppliedIndex    uint64
 	Keys            int
 	Leases          int
-	Alarms          []etcdserverpb.AlarmType
+	Alarms          []*etcdserverpb.AlarmMember
 }
 
 // Open opens or creates the store in the bbolt file at path. It verifies the
@@ -252,16 +242,17 @@ func loadReadOnly(path string) (*state, error) {
 // boltOptions are the options of the store's files. As etcd does, commits
 // do not write bbolt's freelist; Open rebuilds it (reading every page,
 // which the verification at Open does anyway). Besides a page less per
-// commit (and no freelist of many pages for a fragmented file), the file
-// then grows as etcd's does under the same writes: after each of 14 puts
-// of 133 KiB its size was etcd 3.4's exactly, where with the freelist
-// written it was a page more, and under 10 KiB values it grew faster.
+// commit, the file then grows as etcd's does under the same writes, so a
+// space quota is reached at the same write (measured against etcd 3.4: 8
+// puts of 133 KiB under 2 MiB, 10 of 133,000 bytes under 2,000,000; with
+// the freelist written, 8 and 8).
 func boltOptions(noSync bool) *bolt.Options {
 	return &bolt.Options{Timeout: time.Second, NoSync: noSync, NoFreelistSync: true}
 }
 
 // initBuckets gives a fresh file its buckets and format version. A file that
-// already has buckets is left alone; load judges it.
+// already has buckets is left to load to judge, but for dropping the
+// record of a NOSPACE alarm in the old layout (see legacyNoSpaceKey).
 func initBuckets(db *bolt.DB) error {
 	return db.Update(func(tx *bolt.Tx) error {
 		empty := true
@@ -270,6 +261,9 @@ func initBuckets(db *bolt.DB) error {
 			return nil
 		})
 		if !empty {
+			if meta := tx.Bucket(metaBucket); meta != nil && meta.Get(legacyNoSpaceKey) != nil {
+				return meta.Delete(legacyNoSpaceKey)
+			}
 			return nil
 		}
 		for _, name := range [][]byte{keyBucket, leaseBucket, metaBucket} {
@@ -363,7 +357,9 @@ func loadTx(tx *bolt.Tx, st *state, path string) error {
 		return corruptError(path, err)
 	}
 	st.compactRev = int64(compact)
-	st.noSpace = meta.Get(metaAlarmSpaceKey) != nil
+	if st.alarms, err = loadAlarms(meta); err != nil {
+		return corruptError(path, err)
+	}
 	st.rev = max(1, st.compactRev)
 
 	err = keys.ForEach(func(k, v []byte) error {
@@ -467,20 +463,6 @@ func (s *Store) CompactRev() int64 {
 	return s.compactRev
 }
 
-// Alarms returns the active alarms.
-func (s *Store) Alarms() []etcdserverpb.AlarmType {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.alarmsLocked()
-}
-
-func (s *Store) alarmsLocked() []etcdserverpb.AlarmType {
-	if s.noSpace {
-		return []etcdserverpb.AlarmType{etcdserverpb.AlarmType_NOSPACE}
-	}
-	return nil
-}
-
 // Status reports sizes and positions of the store.
 func (s *Store) Status() (Status, error) {
 	s.mu.RLock()
@@ -495,7 +477,7 @@ func (s *Store) Status() (Status, error) {
 		AppliedIndex:    s.applied,
 		Keys:            len(s.index.keys),
 		Leases:          len(s.leases),
-		Alarms:          s.alarmsLocked(),
+		Alarms:          cloneAlarms(s.alarms, etcdserverpb.AlarmType_NONE),
 	}
 	db := s.db
 	tx, err := db.Begin(false)
@@ -508,6 +490,25 @@ func (s *Store) Status() (Status, error) {
 	st.DBSize = tx.Size()
 	st.DBSizeInUse = st.DBSize - int64(stats.FreePageN+stats.PendingPageN)*int64(db.Info().PageSize)
 	return st, nil
+}
+
+// Size is the size of the database file in use, as etcd measures its
+// backend for --quota-backend-bytes: bbolt's high-water mark of pages
+// (free pages included, so it shrinks only by Defragment). It is what
+// Status reports as DBSize and etcdctl endpoint status as DB SIZE.
+func (s *Store) Size() (int64, error) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return 0, ErrClosed
+	}
+	tx, err := s.db.Begin(false)
+	s.mu.RUnlock()
+	if err != nil {
+		return 0, fmt.Errorf("mvcc: size: %w", err)
+	}
+	defer tx.Rollback()
+	return tx.Size(), nil
 }
 
 // Close cancels every watcher and closes the database. Calls after the first

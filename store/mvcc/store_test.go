@@ -69,7 +69,7 @@ func TestReopenPreservesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	populate(t, s)
-	mustApply(t, s, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_NOSPACE}})
+	mustApply(t, s, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: 7, Alarm: pb.AlarmType_NOSPACE}})
 	want := rangeAll(t, s)
 	hash, rev, compactRev, applied := mustHash(t, s), s.Rev(), s.CompactRev(), s.AppliedIndex()
 	leases := s.Leases(nilTime)
@@ -97,8 +97,8 @@ func TestReopenPreservesEverything(t *testing.T) {
 	if info, _ := s.LeaseTimeToLive(5, nilTime); len(info.Keys) != 1 {
 		t.Errorf("lease keys not rebuilt: %+v", info)
 	}
-	if !slices.Equal(s.Alarms(), []pb.AlarmType{pb.AlarmType_NOSPACE}) {
-		t.Errorf("alarm lost: %v", s.Alarms())
+	if got := s.Alarms(); len(got) != 1 || got[0].MemberID != 7 || got[0].Alarm != pb.AlarmType_NOSPACE {
+		t.Errorf("alarm lost: %v", got)
 	}
 	if res := apply(t, s, revoke(5)); res.Err != nil || len(rangeAll(t, s)) != len(want)-1 {
 		t.Errorf("revoke after reopen: %v", res.Err)
@@ -290,7 +290,7 @@ func randomRequest(r *rand.Rand, depth int) *pb.InternalRaftRequest {
 	case 10:
 		return &pb.InternalRaftRequest{Range: &pb.RangeRequest{Key: key(), RangeEnd: []byte{0}, Revision: int64(r.IntN(20)), SortTarget: pb.RangeRequest_SortTarget(r.IntN(5)), SortOrder: pb.RangeRequest_SortOrder(r.IntN(3)), Limit: int64(r.IntN(3))}}
 	default:
-		return &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_AlarmAction(r.IntN(3)), Alarm: pb.AlarmType_NOSPACE}}
+		return &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_AlarmAction(r.IntN(3)), MemberID: uint64(r.IntN(2)), Alarm: pb.AlarmType(r.IntN(3))}}
 	}
 }
 
@@ -326,7 +326,7 @@ func randomTxn(r *rand.Rand, depth int) *pb.TxnRequest {
 }
 
 func TestDeterminism(t *testing.T) {
-	opts := Options{UnsafeNoFsync: true, QuotaBytes: 64 << 10}
+	opts := Options{UnsafeNoFsync: true}
 	a, b := openTestStore(t, opts), openTestStore(t, opts)
 	ra, rb := rand.New(rand.NewPCG(7, 7)), rand.New(rand.NewPCG(7, 7))
 	for i := range 1500 {
@@ -345,36 +345,133 @@ func TestDeterminism(t *testing.T) {
 	t.Logf("rev %d, compacted %d, keys %d", a.Rev(), a.CompactRev(), len(rangeAll(t, a)))
 }
 
-func TestQuota(t *testing.T) {
-	s := openTestStore(t, Options{QuotaBytes: 4 << 10})
-	big := strings.Repeat("x", 1000)
-	var err error
-	n := 0
-	for ; n < 10 && err == nil; n++ {
-		err = apply(t, s, put(fmt.Sprintf("k%d", n), big)).Err
+func alarmReq(action pb.AlarmRequest_AlarmAction, member uint64, a pb.AlarmType) *pb.InternalRaftRequest {
+	return &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: action, MemberID: member, Alarm: a}}
+}
+
+// TestNoSpaceAlarm: while any member's NOSPACE alarm is raised, what would
+// add data fails and what frees or reads it works, as with etcd's capped
+// applier; alarms are per member and answered as etcd answers them.
+func TestNoSpaceAlarm(t *testing.T) {
+	s := openTestStore(t, Options{})
+	mustApply(t, s, put("k0", "v"))
+	mustApply(t, s, put("k1", "v"))
+	mustApply(t, s, &pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{ID: 9, TTL: 60}})
+	for _, member := range []uint64{1, 2, 1} { // raising one twice keeps one record
+		res := mustApply(t, s, alarmReq(pb.AlarmRequest_ACTIVATE, member, pb.AlarmType_NOSPACE))
+		got := res.Resp.(*pb.AlarmResponse).Alarms
+		if len(got) != 1 || got[0].MemberID != member || got[0].Alarm != pb.AlarmType_NOSPACE {
+			t.Fatalf("ACTIVATE for member %d answered %v", member, got)
+		}
 	}
-	if !errors.Is(err, rpctypes.ErrGRPCNoSpace) || n < 2 {
-		t.Fatalf("after %d puts: %v, want ErrNoSpace", n, err)
+	if got := s.Alarms(); len(got) != 2 || got[0].MemberID != 1 || got[1].MemberID != 2 {
+		t.Fatalf("alarms = %v, want NOSPACE of members 1 and 2", got)
 	}
-	if !slices.Equal(s.Alarms(), []pb.AlarmType{pb.AlarmType_NOSPACE}) {
-		t.Fatalf("alarm not raised: %v", s.Alarms())
+	refused := []struct {
+		name string
+		req  *pb.InternalRaftRequest
+	}{
+		{"put", put("small", "1")},
+		{"put to a missing lease", putLease("small", "1", 404)},
+		{"txn with a put", txn(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("t", "1")}})},
+		{"txn with a put only in the branch not taken", txn(&pb.TxnRequest{Success: []*pb.RequestOp{opRange("k0", "")}, Failure: []*pb.RequestOp{opPut("t", "1")}})},
+		{"nested txn with a put", txn(&pb.TxnRequest{Success: []*pb.RequestOp{opTxn(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("t", "1")}})}})},
+		{"lease grant", &pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{ID: 10, TTL: 60}}},
 	}
-	// While the alarm is raised small writes fail too; deletes and
-	// compaction still work, so the operator can make room.
-	if res := apply(t, s, put("small", "1")); !errors.Is(res.Err, rpctypes.ErrGRPCNoSpace) {
-		t.Errorf("small put under alarm: %v", res.Err)
+	for _, tt := range refused {
+		if res := apply(t, s, tt.req); !errors.Is(res.Err, rpctypes.ErrGRPCNoSpace) {
+			t.Errorf("%s under NOSPACE: %v, want %v", tt.name, res.Err, rpctypes.ErrGRPCNoSpace)
+		}
 	}
-	if res := apply(t, s, txn(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("t", "1")}})); !errors.Is(res.Err, rpctypes.ErrGRPCNoSpace) {
-		t.Errorf("txn under alarm: %v", res.Err)
-	}
+	// Reads, deletes, compaction and revokes make room, so they work.
 	mustApply(t, s, txn(&pb.TxnRequest{Success: []*pb.RequestOp{opRange("k0", "")}}))
-	mustApply(t, s, del("k", "l"))
+	mustApply(t, s, del("k0", ""))
 	mustApply(t, s, compact(s.Rev()))
-	mustApply(t, s, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_DEACTIVATE, Alarm: pb.AlarmType_NOSPACE}})
-	if len(s.Alarms()) != 0 {
-		t.Fatalf("alarm not cleared")
+	mustApply(t, s, revoke(9))
+
+	res := mustApply(t, s, alarmReq(pb.AlarmRequest_DEACTIVATE, 1, pb.AlarmType_NOSPACE))
+	if got := res.Resp.(*pb.AlarmResponse).Alarms; len(got) != 1 || got[0].MemberID != 1 {
+		t.Fatalf("DEACTIVATE answered %v, want the alarm it cleared", got)
 	}
-	mustApply(t, s, put("k0", big))
+	if res := apply(t, s, put("small", "1")); !errors.Is(res.Err, rpctypes.ErrGRPCNoSpace) {
+		t.Fatalf("put with member 2's alarm still raised: %v", res.Err)
+	}
+	mustApply(t, s, alarmReq(pb.AlarmRequest_DEACTIVATE, 2, pb.AlarmType_NOSPACE))
+	res = mustApply(t, s, alarmReq(pb.AlarmRequest_DEACTIVATE, 2, pb.AlarmType_NOSPACE))
+	if got := res.Resp.(*pb.AlarmResponse).Alarms; len(got) != 0 {
+		t.Fatalf("DEACTIVATE of an alarm not raised answered %v", got)
+	}
+	if len(s.Alarms()) != 0 {
+		t.Fatalf("alarms left: %v", s.Alarms())
+	}
+	mustApply(t, s, put("k0", "again"))
+	if res := apply(t, s, alarmReq(pb.AlarmRequest_ACTIVATE, 1, pb.AlarmType_CORRUPT)); !errors.Is(res.Err, ErrUnsupported) {
+		t.Errorf("ACTIVATE CORRUPT: %v, want ErrUnsupported", res.Err)
+	}
+}
+
+func TestQuotaCost(t *testing.T) {
+	big := strings.Repeat("x", 1000)
+	tests := []struct {
+		name string
+		req  *pb.InternalRaftRequest
+		want int64
+	}{
+		{"put", put("key", big), 256 + 3 + 1000},
+		{"delete", del("a", "z"), 0},
+		{"range", &pb.InternalRaftRequest{Range: &pb.RangeRequest{Key: []byte("a")}}, 0},
+		{"compaction", compact(3), 0},
+		{"lease grant", &pb.InternalRaftRequest{LeaseGrant: &pb.LeaseGrantRequest{TTL: 5}}, 64},
+		{"lease revoke", revoke(5), 0},
+		{"txn: the dearer branch", txn(&pb.TxnRequest{
+			Success: []*pb.RequestOp{opPut("a", "1"), opDel("b", "")},
+			Failure: []*pb.RequestOp{opPut("a", "1"), opPut("bb", "22")},
+		}), (256 + 2) + (256 + 4)},
+		{"txn: nested", txn(&pb.TxnRequest{Success: []*pb.RequestOp{opTxn(&pb.TxnRequest{Failure: []*pb.RequestOp{opPut("a", "1")}})}}), 256 + 2},
+		{"txn without puts", txn(&pb.TxnRequest{Success: []*pb.RequestOp{opRange("a", "")}}), 0},
+		{"alarm", alarmReq(pb.AlarmRequest_ACTIVATE, 1, pb.AlarmType_NOSPACE), 0},
+		{"nil", nil, 0},
+	}
+	for _, tt := range tests {
+		if got := QuotaCost(tt.req); got != tt.want {
+			t.Errorf("%s: QuotaCost = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestOldNoSpaceRecordDropped: a database from before per-member alarms
+// opens without the NOSPACE record it kept for itself (the server raises
+// the alarm again from the file size if it is still over its quota).
+func TestOldNoSpaceRecordDropped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, put("k", "v"))
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(metaBucket).Put(legacyNoSpaceKey, []byte{1}) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.Alarms(); len(got) != 0 {
+		t.Fatalf("alarms = %v after reopening an old database", got)
+	}
+	mustApply(t, s, put("k", "w"))
+	var left []byte
+	s.db.View(func(tx *bolt.Tx) error { left = tx.Bucket(metaBucket).Get(legacyNoSpaceKey); return nil })
+	if left != nil {
+		t.Fatal("the old NOSPACE record is still in the database")
+	}
 }
 
 func TestDefragment(t *testing.T) {
@@ -475,7 +572,7 @@ func TestConcurrentReadsSeeWholeRevisions(t *testing.T) {
 // TestApplyBatchMatchesApply: a batch has exactly the effects and results
 // of applying its entries one by one, and skips entries already applied.
 func TestApplyBatchMatchesApply(t *testing.T) {
-	opts := Options{UnsafeNoFsync: true, QuotaBytes: 64 << 10}
+	opts := Options{UnsafeNoFsync: true}
 	one, batched := openTestStore(t, opts), openTestStore(t, opts)
 	ra, rb := rand.New(rand.NewPCG(9, 9)), rand.New(rand.NewPCG(9, 9))
 	index := uint64(0)

@@ -11,16 +11,17 @@ import (
 // before the transaction, check the preconditions of the ops on the chosen
 // path, and only then execute them, all in one revision.
 func (w *writer) txnRequest(rt *etcdserverpb.TxnRequest) (*etcdserverpb.TxnResponse, error) {
+	// As etcd's capped applier: a put in either branch is refused under
+	// NOSPACE, whichever branch the compares would pick.
+	if err := w.capped(txnCost(rt)); err != nil {
+		return nil, err
+	}
 	if err := w.s.validateTxn(rt); err != nil {
 		return nil, err
 	}
 	path := w.compareToPath(rt)
 	i := 0
 	if err := w.checkPath(rt, path, &i); err != nil {
-		return nil, err
-	}
-	i = 0
-	if err := w.checkSpace(txnCost(rt, path, &i)); err != nil {
 		return nil, err
 	}
 	i = 0
@@ -240,22 +241,6 @@ func (w *writer) checkPath(rt *etcdserverpb.TxnRequest, path []bool, i *int) err
 		}
 	}
 	return nil
-}
-
-// txnCost is the quota cost of the puts on the chosen path.
-func txnCost(rt *etcdserverpb.TxnRequest, path []bool, i *int) int64 {
-	ok := path[*i]
-	*i++
-	var cost int64
-	for _, op := range branch(rt, ok) {
-		if p := op.GetRequestPut(); p != nil {
-			cost += putCost(p)
-		}
-		if t := op.GetRequestTxn(); t != nil {
-			cost += txnCost(t, path, i)
-		}
-	}
-	return cost
 }
 
 func (w *writer) execTxn(rt *etcdserverpb.TxnRequest, path []bool, i *int) *etcdserverpb.TxnResponse {

@@ -40,11 +40,12 @@ type testMember struct {
 }
 
 type testStore struct {
-	t       *testing.T
-	members []*testMember
-	peers   []raftnode.Peer
-	ca      *transporttest.CA
-	base    string
+	t         *testing.T
+	members   []*testMember
+	peers     []raftnode.Peer
+	ca        *transporttest.CA
+	base      string
+	configure func(*Config) // adjusts each member's configuration, if set
 }
 
 func freeUDP(t *testing.T) string {
@@ -78,14 +79,18 @@ func startStore(t *testing.T, n int) *testStore {
 	return startStoreIn(t, n, t.TempDir())
 }
 
-// startStoreIn is startStore with the members' data under base.
-func startStoreIn(t *testing.T, n int, base string) *testStore {
+// startStoreIn is startStore with the members' data under base and, if
+// given, configure applied to each member's configuration.
+func startStoreIn(t *testing.T, n int, base string, configure ...func(*Config)) *testStore {
 	t.Helper()
 	ca, err := transporttest.NewCA("store test root")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := &testStore{t: t, ca: ca, base: base}
+	if len(configure) > 0 {
+		ts.configure = configure[0]
+	}
 	for i := 0; i < n; i++ {
 		m := ts.newMember(fmt.Sprintf("m%d", i))
 		ts.members = append(ts.members, m)
@@ -119,9 +124,13 @@ func (ts *testStore) start(m *testMember) {
 		Backoff: transport.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}}); err != nil {
 		t.Fatal(err)
 	}
-	m.srv, err = Start(context.Background(), Config{Name: m.name, DataDir: m.dir, Cluster: testCluster, Peers: ts.peers, Join: m.join,
+	cfg := Config{Name: m.name, DataDir: m.dir, Cluster: testCluster, Peers: ts.peers, Join: m.join,
 		Dialer: m.dialer, ClientURLs: []string{"http://" + m.clientAddr}, TickInterval: 20 * time.Millisecond,
-		SnapshotEvery: m.snapshotEvery, Logger: quietLogger()})
+		SnapshotEvery: m.snapshotEvery, Logger: quietLogger()}
+	if ts.configure != nil {
+		ts.configure(&cfg)
+	}
+	m.srv, err = Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,11 @@ func (k *kvServer) RangeStream(*etcdserverpb.RangeRequest, grpc.ServerStreamingS
 }
 
 func (k *kvServer) Put(ctx context.Context, r *etcdserverpb.PutRequest) (*etcdserverpb.PutResponse, error) {
-	res, err := k.s.propose(ctx, &etcdserverpb.InternalRaftRequest{Put: r})
+	req := &etcdserverpb.InternalRaftRequest{Put: r}
+	if err := k.s.admit(ctx, req); err != nil {
+		return nil, err
+	}
+	res, err := k.s.propose(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +57,11 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *etcdserverpb.DeleteRangeR
 }
 
 func (k *kvServer) Txn(ctx context.Context, r *etcdserverpb.TxnRequest) (*etcdserverpb.TxnResponse, error) {
-	res, err := k.s.propose(ctx, &etcdserverpb.InternalRaftRequest{Txn: r})
+	req := &etcdserverpb.InternalRaftRequest{Txn: r}
+	if err := k.s.admit(ctx, req); err != nil {
+		return nil, err
+	}
+	res, err := k.s.propose(ctx, req)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,11 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *etcdserverpb.LeaseGrant
 			r.ID = 1
 		}
 	}
-	res, err := l.s.propose(ctx, &etcdserverpb.InternalRaftRequest{LeaseGrant: r})
+	req := &etcdserverpb.InternalRaftRequest{LeaseGrant: r}
+	if err := l.s.admit(ctx, req); err != nil {
+		return nil, err
+	}
+	res, err := l.s.propose(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +129,7 @@ func (l *leaseServer) LeaseLeases(ctx context.Context, _ *etcdserverpb.LeaseLeas
 // leaseLoop is the leader's lease work: track deadlines when leadership is
 // gained, revoke what expired, checkpoint now and then.
 func (s *Server) leaseLoop(ctx context.Context) {
-	defer close(s.done)
+	defer s.wg.Done()
 	t := time.NewTicker(leaseTick)
 	defer t.Stop()
 	leader := false

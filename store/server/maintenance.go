@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -33,8 +34,8 @@ func (m *maintenanceServer) Status(ctx context.Context, _ *etcdserverpb.StatusRe
 		Leader: st.Leader, RaftIndex: st.Commit, RaftTerm: st.Term, RaftAppliedIndex: st.Applied,
 		IsLearner: learner, StorageVersion: "3.5.0",
 	}
-	for _, a := range m.s.kv.Alarms() {
-		resp.Errors = append(resp.Errors, "alarm:"+a.String())
+	for _, a := range kst.Alarms {
+		resp.Errors = append(resp.Errors, alarmString(a))
 	}
 	return resp, nil
 }
@@ -92,9 +93,16 @@ func (m *maintenanceServer) Snapshot(_ *etcdserverpb.SnapshotRequest, stream grp
 func (m *maintenanceServer) Alarm(ctx context.Context, r *etcdserverpb.AlarmRequest) (*etcdserverpb.AlarmResponse, error) {
 	switch r.Action {
 	case etcdserverpb.AlarmRequest_GET:
+		// etcd puts GET through raft: an alarm a write was refused for is
+		// listed by every member. A read barrier gives the same.
+		if err := m.s.linearizable(ctx); err != nil {
+			return nil, err
+		}
 		resp := &etcdserverpb.AlarmResponse{Header: m.s.header()}
 		for _, a := range m.s.kv.Alarms() {
-			resp.Alarms = append(resp.Alarms, &etcdserverpb.AlarmMember{MemberID: m.s.cfg.ID, Alarm: a})
+			if r.Alarm == etcdserverpb.AlarmType_NONE || a.Alarm == r.Alarm {
+				resp.Alarms = append(resp.Alarms, a)
+			}
 		}
 		return resp, nil
 	case etcdserverpb.AlarmRequest_DEACTIVATE, etcdserverpb.AlarmRequest_ACTIVATE:
@@ -117,4 +125,10 @@ func (m *maintenanceServer) MoveLeader(ctx context.Context, r *etcdserverpb.Move
 		return nil, toGRPC(err)
 	}
 	return &etcdserverpb.MoveLeaderResponse{Header: m.s.header()}, nil
+}
+
+// alarmString is how etcd lists an alarm among a Status's errors (the text
+// form of its AlarmMember).
+func alarmString(a *etcdserverpb.AlarmMember) string {
+	return fmt.Sprintf("memberID:%d alarm:%s ", a.MemberID, a.Alarm)
 }

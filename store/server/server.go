@@ -15,7 +15,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,8 +56,12 @@ type Config struct {
 	// Raft timing and snapshots; zero values use raftnode's defaults.
 	TickInterval  time.Duration
 	SnapshotEvery uint64
-	Store         mvcc.Options
-	Logger        *slog.Logger
+	// QuotaBytes bounds the size of the member's database file, as etcd's
+	// --quota-backend-bytes (see quota.go): 0 means DefaultQuotaBytes, a
+	// negative value no quota.
+	QuotaBytes int64
+	Store      mvcc.Options
+	Logger     *slog.Logger
 }
 
 // MemberID derives a stable raft ID from a member name, as etcd derives
@@ -72,14 +78,16 @@ func MemberID(name string) uint64 {
 
 // Server is one store member.
 type Server struct {
-	cfg       Config
-	kv        *mvcc.Store
-	node      *raftnode.Node
-	log       *slog.Logger
-	clusterID uint64
-	reqID     atomic.Uint64
-	stop      context.CancelFunc
-	done      chan struct{}
+	cfg        Config
+	kv         *mvcc.Store
+	node       *raftnode.Node
+	log        *slog.Logger
+	clusterID  uint64
+	reqID      atomic.Uint64
+	quota      int64      // bytes; 0: none
+	raiseAlarm chan int64 // quotaAfterApply to alarmLoop: the size found
+	stop       context.CancelFunc
+	wg         sync.WaitGroup // leaseLoop and alarmLoop
 }
 
 // Start opens the member's data and joins or forms the cluster.
@@ -111,13 +119,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", cfg.Name, err)
 	}
-	s := &Server{cfg: cfg, kv: kv, log: log, clusterID: MemberID("cluster/" + cfg.Cluster), done: make(chan struct{})}
+	s := &Server{cfg: cfg, kv: kv, log: log, clusterID: MemberID("cluster/" + cfg.Cluster),
+		quota: quotaBytes(cfg.QuotaBytes), raiseAlarm: make(chan int64, 1)}
+	if s.quota > MaxQuotaBytes {
+		log.Warn("the space quota is larger than etcd suggests; large databases make snapshots and restarts slow", "quota", s.quota, "suggested max", int64(MaxQuotaBytes))
+	}
 	s.reqID.Store(uint64(time.Now().UnixNano()))
 	node, err := raftnode.Start(ctx, raftnode.Config{
 		ID: cfg.ID, Name: cfg.Name, DataDir: filepath.Join(cfg.DataDir, "raft"),
 		Peers: cfg.Peers, Join: cfg.Join,
 		Transport:     raftnode.Transport{Dialer: cfg.Dialer, Cluster: cfg.Cluster},
-		StateMachine:  stateMachine{kv},
+		StateMachine:  stateMachine{s},
 		TickInterval:  cfg.TickInterval,
 		SnapshotEvery: cfg.SnapshotEvery,
 		Logger:        log,
@@ -129,7 +141,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.node = node
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
+	s.wg.Add(2)
 	go s.leaseLoop(runCtx)
+	go s.alarmLoop(runCtx)
 	return s, nil
 }
 
@@ -156,7 +170,7 @@ func (s *Server) Err() error { return s.node.Err() }
 // Stop stops the member; the data stays for a restart.
 func (s *Server) Stop() {
 	s.stop()
-	<-s.done
+	s.wg.Wait()
 	s.node.Stop()
 	if err := s.kv.Sync(); err == nil {
 		// Everything is on disk: the next start can trust the database.
@@ -216,15 +230,10 @@ func (s *Server) KV() *mvcc.Store      { return s.kv }
 
 // stateMachine adapts the MVCC store to raft: entries carry marshalled
 // InternalRaftRequests.
-type stateMachine struct{ kv *mvcc.Store }
+type stateMachine struct{ s *Server }
 
 func (m stateMachine) Apply(index uint64, data []byte) any {
-	var r etcdserverpb.InternalRaftRequest
-	if err := proto.Unmarshal(data, &r); err != nil {
-		// Every member sees the same bytes, so every member skips it alike.
-		return &mvcc.Result{Err: status.Errorf(codes.InvalidArgument, "store: undecodable entry at index %d: %v", index, err)}
-	}
-	return m.kv.Apply(index, &r)
+	return m.ApplyBatch([]raftnode.BatchEntry{{Index: index, Data: data}})[0]
 }
 
 // ApplyBatch applies the entries of one raft round in one commit.
@@ -242,20 +251,31 @@ func (m stateMachine) ApplyBatch(entries []raftnode.BatchEntry) []any {
 		batch = append(batch, mvcc.Entry{Index: e.Index, Req: &r})
 		pos = append(pos, i)
 	}
-	for j, res := range m.kv.ApplyBatch(batch) {
+	size := int64(-1)
+	if m.s.quota > 0 && slices.ContainsFunc(batch, func(e mvcc.Entry) bool { return mvcc.QuotaCost(e.Req) > 0 }) {
+		var err error
+		if size, err = m.s.kv.Size(); err != nil {
+			size = -1 // closed: ApplyBatch fails the entries anyway
+		}
+	}
+	results := m.s.kv.ApplyBatch(batch)
+	if size >= 0 {
+		m.s.quotaAfterApply(size, batch, results)
+	}
+	for j, res := range results {
 		out[pos[j]] = res
 	}
 	return out
 }
 
-func (m stateMachine) AppliedIndex() uint64 { return m.kv.AppliedIndex() }
+func (m stateMachine) AppliedIndex() uint64 { return m.s.kv.AppliedIndex() }
 
 func (m stateMachine) Snapshot(w io.Writer) error {
-	_, _, err := m.kv.Snapshot(w)
+	_, _, err := m.s.kv.Snapshot(w)
 	return err
 }
 
-func (m stateMachine) Restore(r io.Reader) error { return m.kv.Restore(r) }
+func (m stateMachine) Restore(r io.Reader) error { return m.s.kv.Restore(r) }
 
 // propose replicates r and returns its result on this member.
 func (s *Server) propose(ctx context.Context, r *etcdserverpb.InternalRaftRequest) (*mvcc.Result, error) {

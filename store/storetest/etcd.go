@@ -26,6 +26,7 @@ type EtcdCluster struct {
 	procs   []*exec.Cmd
 	logs    []*os.File
 	initial string
+	args    []string // extra flags for every member
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -38,15 +39,16 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// StartEtcd starts an n-member etcd cluster under dir and waits until it
-// serves. It skips the test when etcd is not installed.
-func StartEtcd(t testing.TB, dir string, n int) *EtcdCluster {
+// StartEtcd starts an n-member etcd cluster under dir, each member with
+// the extra flags given, and waits until it serves. It skips the test when
+// etcd is not installed.
+func StartEtcd(t testing.TB, dir string, n int, flags ...string) *EtcdCluster {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Skip("needs etcd: apt-get install -y etcd-server (.ci/run installs it)")
 	}
-	c := &EtcdCluster{Bin: bin, Dir: dir}
+	c := &EtcdCluster{Bin: bin, Dir: dir, args: flags}
 	var initial []string
 	for i := 0; i < n; i++ {
 		cp, err := FreePort()
@@ -91,6 +93,7 @@ func (c *EtcdCluster) Start(i int) error {
 		"--listen-peer-urls", c.peers[i], "--initial-advertise-peer-urls", c.peers[i],
 		"--initial-cluster", c.initial, "--initial-cluster-state", "new",
 		"--initial-cluster-token", "nexus-storetest")
+	cmd.Args = append(cmd.Args, c.args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
