@@ -285,8 +285,11 @@ func (w *writer) deleteKey(key []byte) *mvccpb.KeyValue {
 	main := w.beginRev + 1
 	prev := w.current(key)
 	rev := revision{main: main, sub: w.changes}
+	// A tombstone is stored as etcd stores it, the key alone (its revision
+	// is in the record's key), so that HashKV agrees with etcd's for the
+	// same history.
+	w.write(rev, true, &mvccpb.KeyValue{Key: bytes.Clone(key)})
 	tomb := &mvccpb.KeyValue{Key: bytes.Clone(key), ModRevision: main}
-	w.write(rev, true, tomb)
 	w.s.index.add(key, keyRev{rev: rev, tomb: true})
 	if prev != nil {
 		w.detach(prev.Lease, key)

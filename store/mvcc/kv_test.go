@@ -435,7 +435,7 @@ func TestCompaction(t *testing.T) {
 	if s.index.get([]byte("d")) != nil {
 		t.Errorf("d still indexed after compaction past its delete")
 	}
-	if _, _, err := s.HashKV(8); !errors.Is(err, rpctypes.ErrGRPCCompacted) {
+	if _, err := s.HashKV(8); !errors.Is(err, rpctypes.ErrGRPCCompacted) {
 		t.Errorf("HashKV below compaction: %v", err)
 	}
 }

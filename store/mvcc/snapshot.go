@@ -195,49 +195,73 @@ func (s *Store) Hash() (uint32, error) {
 	return h.Sum32(), nil
 }
 
-// HashKV is a CRC-32C over the key bucket's name and every record up to
-// revision rev (0: current), as etcd's HashKV, for comparing members at the
-// same revision. It returns the compacted revision the hash was taken at:
-// hashes are comparable only between members with the same one.
-func (s *Store) HashKV(rev int64) (hash uint32, compactRev int64, err error) {
+// KVHash is the answer of HashKV.
+type KVHash struct {
+	Hash uint32
+	// Revision is the revision the hash covers: the one asked for, or the
+	// store's revision when the hash was taken.
+	Revision int64
+	// CompactRevision is the revision the store was compacted at (0: never);
+	// hashes are comparable only between members with the same one.
+	CompactRevision int64
+}
+
+// HashKV is etcd's HashKV: a CRC-32C over the key bucket's name and the
+// records of revision rev (0: current), the same as etcd's for the same
+// history, for comparing members at one revision. It covers every record
+// after the compacted revision up to rev, and of those at or before it the
+// ones still holding a key's value at rev (etcd's "keep" set).
+func (s *Store) HashKV(rev int64) (KVHash, error) {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
-		return 0, 0, ErrClosed
+		return KVHash{}, ErrClosed
 	}
-	cur := s.rev
+	out := KVHash{Revision: rev, CompactRevision: s.compactRev}
+	if rev <= 0 {
+		out.Revision = s.rev
+	}
+	switch {
+	case out.Revision > s.rev:
+		s.mu.RUnlock()
+		return KVHash{CompactRevision: out.CompactRevision}, rpctypes.ErrGRPCFutureRev
+	case out.Revision < out.CompactRevision:
+		s.mu.RUnlock()
+		return KVHash{CompactRevision: out.CompactRevision}, rpctypes.ErrGRPCCompacted
+	}
+	// Memory, not the transaction, decides: a compaction publishes its
+	// revision and trims the index before it commits, so the transaction
+	// may still hold records the filter below leaves out.
+	keep := make(map[revision]struct{})
+	if out.CompactRevision > 0 {
+		for _, ki := range s.index.keys {
+			if r, ok := ki.live(out.Revision); ok && r.main <= out.CompactRevision {
+				keep[r] = struct{}{}
+			}
+		}
+	}
 	tx, err := s.db.Begin(false)
 	s.mu.RUnlock()
 	if err != nil {
-		return 0, 0, fmt.Errorf("mvcc: hashkv: %w", err)
+		return KVHash{}, fmt.Errorf("mvcc: hashkv: %w", err)
 	}
 	defer tx.Rollback()
-	// The transaction, not memory, says what it holds: compaction
-	// publishes the new compacted revision before committing.
-	compact, err := metaUint64(tx.Bucket(metaBucket), metaCompactKey)
-	if err != nil {
-		return 0, 0, fmt.Errorf("mvcc: hashkv: %w", err)
-	}
-	compactRev = int64(compact)
-	if rev <= 0 {
-		rev = cur
-	}
-	if rev > cur {
-		return 0, compactRev, rpctypes.ErrGRPCFutureRev
-	}
-	if rev < compactRev {
-		return 0, compactRev, rpctypes.ErrGRPCCompacted
-	}
 	h := crc32.New(crcTable)
 	h.Write(keyBucket)
 	c := tx.Bucket(keyBucket).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		r, _, ok := bytesToRev(k)
-		if !ok || r.main > rev {
+		if !ok || r.main > out.Revision {
 			break
+		}
+		if r.main <= out.CompactRevision && len(keep) > 0 {
+			if _, kept := keep[r]; !kept {
+				continue
+			}
 		}
 		h.Write(k)
 		h.Write(v)
 	}
-	return h.Sum32(), compactRev, nil
+	out.Hash = h.Sum32()
+	return out, nil
 }

@@ -137,6 +137,8 @@ type Status struct {
 	Keys            int
 	Leases          int
 	Alarms          []*etcdserverpb.AlarmMember
+	// StorageVersion is the format of the database file, as recorded in it.
+	StorageVersion string
 }
 
 // Open opens or creates the store in the bbolt file at path. It verifies the
@@ -489,6 +491,7 @@ func (s *Store) Status() (Status, error) {
 	stats := db.Stats()
 	st.DBSize = tx.Size()
 	st.DBSizeInUse = st.DBSize - int64(stats.FreePageN+stats.PendingPageN)*int64(db.Info().PageSize)
+	st.StorageVersion = string(tx.Bucket(metaBucket).Get(metaVersionKey))
 	return st, nil
 }
 

@@ -246,20 +246,24 @@ func TestHashKV(t *testing.T) {
 	populate(t, a)
 	populate(t, b)
 	mid := a.Rev() - 1
-	ha, ca, errA := a.HashKV(mid)
-	hb, cb, errB := b.HashKV(mid)
-	if errA != nil || errB != nil || ha != hb || ca != cb || ca != a.CompactRev() {
-		t.Fatalf("HashKV: %x/%d/%v vs %x/%d/%v", ha, ca, errA, hb, cb, errB)
+	ha, errA := a.HashKV(mid)
+	hb, errB := b.HashKV(mid)
+	if errA != nil || errB != nil || ha != hb || ha.CompactRevision != a.CompactRev() {
+		t.Fatalf("HashKV: %+v/%v vs %+v/%v", ha, errA, hb, errB)
+	}
+	// The answer names the revision hashed, not the current one.
+	if ha.Revision != mid {
+		t.Errorf("HashKV(%d) says it hashed revision %d", mid, ha.Revision)
 	}
 	mustApply(t, b, put("diverge", "1"))
-	if h1, _, _ := a.HashKV(mid); h1 != ha {
+	if h1, _ := a.HashKV(mid); h1.Hash != ha.Hash {
 		t.Errorf("HashKV at a fixed revision changed")
 	}
-	now, _, _ := b.HashKV(0)
-	if now == hb {
-		t.Errorf("HashKV of current state ignores the new write")
+	now, _ := b.HashKV(0)
+	if now.Hash == hb.Hash || now.Revision != b.Rev() {
+		t.Errorf("HashKV of the current state: %+v, want a new hash at revision %d", now, b.Rev())
 	}
-	if _, _, err := a.HashKV(a.Rev() + 1); !errors.Is(err, rpctypes.ErrGRPCFutureRev) {
+	if _, err := a.HashKV(a.Rev() + 1); !errors.Is(err, rpctypes.ErrGRPCFutureRev) {
 		t.Errorf("future HashKV: %v", err)
 	}
 	if mustHash(t, a) == mustHash(t, b) {

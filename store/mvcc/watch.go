@@ -310,6 +310,7 @@ func (s *Store) readHistory(w *Watcher, from, to int64) ([]WatchResponse, int64,
 		ev := &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: kv}
 		if tomb {
 			ev.Type = mvccpb.Event_DELETE
+			kv.ModRevision = rev.main // tombstones store the key alone
 		}
 		evs = append(evs, w.match([]*mvccpb.Event{ev})...)
 	}

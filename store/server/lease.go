@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 )
 
@@ -105,6 +107,11 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *etcdserverpb.Lease
 		return nil, err
 	}
 	info, err := l.s.kv.LeaseTimeToLive(r.ID, time.Now())
+	if errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) {
+		// etcd answers a lease that does not exist (any more) with TTL -1,
+		// which etcdctl prints as "already expired".
+		return &etcdserverpb.LeaseTimeToLiveResponse{Header: l.s.header(), ID: r.ID, TTL: -1}, nil
+	}
 	if err != nil {
 		return nil, toGRPC(err)
 	}

@@ -32,7 +32,10 @@ func (m *maintenanceServer) Status(ctx context.Context, _ *etcdserverpb.StatusRe
 		Header: m.s.header(), Version: Version,
 		DbSize: kst.DBSize, DbSizeInUse: kst.DBSizeInUse,
 		Leader: st.Leader, RaftIndex: st.Commit, RaftTerm: st.Term, RaftAppliedIndex: st.Applied,
-		IsLearner: learner, StorageVersion: "3.5.0",
+		IsLearner: learner,
+		// etcd reports the schema version of its database file; this is
+		// the format of Nexus's, as recorded in it.
+		StorageVersion: kst.StorageVersion,
 	}
 	for _, a := range kst.Alarms {
 		resp.Errors = append(resp.Errors, alarmString(a))
@@ -49,11 +52,15 @@ func (m *maintenanceServer) Hash(ctx context.Context, _ *etcdserverpb.HashReques
 }
 
 func (m *maintenanceServer) HashKV(ctx context.Context, r *etcdserverpb.HashKVRequest) (*etcdserverpb.HashKVResponse, error) {
-	h, compact, err := m.s.kv.HashKV(r.Revision)
+	h, err := m.s.kv.HashKV(r.Revision)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	return &etcdserverpb.HashKVResponse{Header: m.s.header(), Hash: h, CompactRevision: compact, HashRevision: m.s.kv.Rev()}, nil
+	compact := h.CompactRevision
+	if compact == 0 {
+		compact = -1 // etcd's answer for a store never compacted
+	}
+	return &etcdserverpb.HashKVResponse{Header: m.s.header(), Hash: h.Hash, CompactRevision: compact, HashRevision: h.Revision}, nil
 }
 
 func (m *maintenanceServer) Defragment(ctx context.Context, _ *etcdserverpb.DefragmentRequest) (*etcdserverpb.DefragmentResponse, error) {
