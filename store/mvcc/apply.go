@@ -32,9 +32,9 @@ type Result struct {
 }
 
 // Apply applies the raft entry at index. Its effects and the new applied
-// index are committed in one fsynced bbolt transaction; entries at or below
-// the applied index are skipped. A request that fails still advances the
-// applied index.
+// index are committed in one bbolt transaction (fsynced unless the store
+// was opened with NoSync or UnsafeNoFsync); entries at or below the applied
+// index are skipped. A request that fails still advances the applied index.
 func (s *Store) Apply(index uint64, r *etcdserverpb.InternalRaftRequest) *Result {
 	return s.ApplyBatch([]Entry{{Index: index, Req: r}})[0]
 }
@@ -422,11 +422,11 @@ type Entry struct {
 	Req   *etcdserverpb.InternalRaftRequest
 }
 
-// ApplyBatch applies consecutive entries in one fsynced bbolt transaction:
-// the same effects as calling Apply for each, at the cost of one commit.
-// Raft hands over every entry committed in one round at once, so under load
-// one fsync serves many client requests (group commit). Results are in the
-// order of entries.
+// ApplyBatch applies consecutive entries in one bbolt transaction: the same
+// effects as calling Apply for each, at the cost of one commit. Raft hands
+// over every entry committed in one round at once, so under load one commit
+// (and, for a store that fsyncs, one fsync) serves many client requests
+// (group commit). Results are in the order of entries.
 func (s *Store) ApplyBatch(entries []Entry) []*Result {
 	results := make([]*Result, len(entries))
 	s.applyMu.Lock()

@@ -17,10 +17,12 @@
 // the storage format version.
 //
 // Concurrency. Apply mutates the index in place under the store lock, but
-// publishes the new revision only after the bbolt commit has been fsynced, so
-// readers (Range, Watch replay) never see an uncommitted revision and are not
-// blocked for the duration of the fsync: they read at the published revision
-// and ignore index entries above it.
+// publishes the new revision only after the bbolt commit, so readers (Range,
+// Watch replay) never see an uncommitted revision and are not blocked for
+// the duration of the commit: they read at the published revision and ignore
+// index entries above it. (The store server opens the store with NoSync:
+// raft's WAL, fsynced before entries are applied, is what makes a write
+// durable, so commits are not fsynced there.)
 //
 // Leases. The store keeps the replicated part of a lease (ID, TTL, and the
 // remaining TTL of the last checkpoint). Expiry is not replicated state: the

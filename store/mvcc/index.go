@@ -61,7 +61,8 @@ func (ki *keyIndex) compact(rev int64) []keyRev {
 //
 // It is a sorted slice: lookups are binary searches and inserting a new key
 // moves the tail of the slice. That is a memmove of 8 bytes per key, cheap
-// next to the fsync every write pays, and it keeps the structure obvious.
+// next to the WAL fsync every write pays, and it keeps the structure
+// obvious.
 type treeIndex struct {
 	keys []*keyIndex
 }

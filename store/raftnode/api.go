@@ -16,8 +16,11 @@ import (
 // returning what StateMachine.Apply returned. raft forwards a follower's
 // proposal to the leader. Without a leader for Config.LeaderWait it fails
 // with ErrNoLeader; if the leader is lost while the proposal is pending the
-// error says its outcome is unknown. Give ctx a deadline: a proposal a
-// leader change dropped is only given up when ctx ends.
+// error says its outcome is unknown. A proposal not applied within
+// Config.RequestTimeout (one forwarded to a leader that failed just then is
+// never heard of again) fails with ErrTimeout, or ErrTimeoutLeaderChanged
+// if the leader changed meanwhile; it may still be applied. ctx can end the
+// wait sooner.
 func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	if err := n.waitLeader(ctx); err != nil {
 		return nil, err
