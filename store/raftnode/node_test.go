@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/transport"
 	"nexus.dev/nexus/transport/transporttest"
@@ -488,12 +491,12 @@ func TestMemberRemovesItself(t *testing.T) {
 }
 
 // TestProposalLostWithItsLeaderTimesOut: a follower forwards a proposal to
-// a leader that dies before it arrives. Raft never sees it again, so
+// a leader that dies before it handles it. Raft never sees it again, so
 // Propose must give up after RequestTimeout (with a context that has no
 // deadline) instead of waiting forever, and say the leader changed.
 func TestProposalLostWithItsLeaderTimesOut(t *testing.T) {
 	cfg := fastConfig()
-	cfg.RequestTimeout = 2 * time.Second
+	cfg.RequestTimeout = 3 * time.Second
 	c := newCluster(t, 3, cfg, false, nil)
 	lead := c.waitLeader(10 * time.Second)
 	var follower *member
@@ -508,24 +511,65 @@ func TestProposalLostWithItsLeaderTimesOut(t *testing.T) {
 	if err := propose(ctx, follower, "before"); err != nil {
 		t.Fatal(err)
 	}
-	c.stop(lead)
+	// Hold the leader's loop, so that the forwarded proposal waits in its
+	// inbox; then take it out, as if the leader had died with it, and stop
+	// the leader. (Stopping the leader first and proposing then lost the
+	// proposal only if the follower still knew the old leader; when it had
+	// already started an election, the proposal waited for the new leader
+	// and succeeded.)
+	held, release := make(chan struct{}), make(chan struct{})
+	if !lead.node.in.post(func(*raft.RawNode) { close(held); <-release }) {
+		t.Fatal("the leader's loop has stopped")
+	}
+	<-held
 	start := time.Now()
-	_, err := follower.node.Propose(context.Background(), []byte("lost"))
+	result := make(chan error, 1)
+	go func() {
+		_, err := follower.node.Propose(context.Background(), []byte("lost"))
+		result <- err
+	}()
+	if !takeProposal(lead.node.in, follower.peer.ID, 10*time.Second) {
+		close(release)
+		t.Fatal("the follower's proposal did not reach the leader within 10s")
+	}
+	close(release)
+	c.stop(lead)
+	err := <-result
 	took := time.Since(start)
 	switch {
-	case err == nil:
-		t.Skip("the proposal found the new leader in time; nothing was lost this run")
 	case !errors.Is(err, ErrTimeoutLeaderChanged):
 		t.Fatalf("Propose: %v, want ErrTimeoutLeaderChanged", err)
-	case took > 5*time.Second:
-		t.Fatalf("Propose gave up after %v, RequestTimeout is 2s", took)
+	case took > 6*time.Second:
+		t.Fatalf("Propose gave up after %v, RequestTimeout is 3s", took)
 	}
 	t.Logf("%v after %v", err, took.Round(time.Millisecond))
-	// The survivors elect a leader and go on.
+	// The survivors elect a leader and go on, without the lost entry.
 	m := c.waitLeader(10 * time.Second)
 	if err := propose(ctx, m, "after"); err != nil {
 		t.Fatal(err)
 	}
+	if log := c.waitConverged(10*time.Second, 2); slices.Contains(log, "lost") {
+		t.Fatalf("the lost proposal was applied: %q", log)
+	}
+}
+
+// takeProposal waits until in holds a proposal forwarded by from and
+// removes it.
+func takeProposal(in *inbox, from uint64, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		in.mu.Lock()
+		i := slices.IndexFunc(in.msgs, func(m *pb.Message) bool { return m.GetType() == pb.MsgProp && m.GetFrom() == from })
+		if i >= 0 {
+			in.msgs = slices.Delete(in.msgs, i, i+1)
+		}
+		in.mu.Unlock()
+		if i >= 0 {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
 }
 
 // TestConcurrentMembershipChanges: two members each add a learner at the
