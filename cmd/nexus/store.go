@@ -58,7 +58,11 @@ func newStoreCommand(g *globalOptions) *cobra.Command {
 so etcdctl and every etcd client work against it unchanged; members replicate with
 raft over QUIC with mutual TLS. Flags follow etcd's names.
 
-Peers authenticate with server certificates of one cluster CA. To make them:
+Peers authenticate with server certificates of one cluster CA. Like etcd with no
+flags, a new single-member store needs no setup: when its data dir holds neither
+store data nor PKI and no certificate flags are given, it creates a cluster CA
+(cluster "store") and its own certificate in <data-dir>/pki at first start, and
+logs how to add members. To make the certificates yourself instead:
 
   nexus --data-dir /var/lib/nexus cert init --cluster prod --name m0
   nexus --data-dir /var/lib/nexus cert issue --server m1 --out m1-certs
@@ -110,7 +114,7 @@ before adding it again.`,
 	f.StringVar(&o.peerTrustedCAFile, "peer-trusted-ca-file", "", "the cluster's trust bundle (default <data-dir>/pki/bundle.pem)")
 	f.DurationVar(&o.tick, "heartbeat-interval", 100*time.Millisecond, "raft tick (election timeout is 10 ticks)")
 	f.Uint64Var(&o.snapshotCount, "snapshot-count", 10000, "applied entries between snapshots")
-	f.Int64Var(&o.quotaBytes, "quota-backend-bytes", 0, "size limit of the data before writes fail with NOSPACE (default 2 GiB)")
+	f.Int64Var(&o.quotaBytes, "quota-backend-bytes", 0, "size the database file may reach before the NOSPACE alarm stops writes, as etcd's (0: 2 GiB; negative: no limit)")
 	f.StringSliceVar(&o.listenMetricsURLs, "listen-metrics-urls", nil, "extra http(s)://host:port URLs serving /health (and /debug/pprof with --enable-pprof)")
 	f.StringVar(&o.clientTLS.certFile, "cert-file", "", "server certificate for https client and metrics URLs (PEM; must name the host clients dial)")
 	f.StringVar(&o.clientTLS.keyFile, "key-file", "", "its key (PEM)")
@@ -118,6 +122,54 @@ before adding it again.`,
 	f.BoolVar(&o.clientTLS.clientCertAuth, "client-cert-auth", false, "require a client certificate signed by --trusted-ca-file on https URLs")
 	f.BoolVar(&o.enablePprof, "enable-pprof", false, "serve Go runtime profiles under /debug/pprof/ on the metrics URLs")
 	return cmd
+}
+
+// zeroSetupCluster is the cluster (SPIFFE trust domain) of the CA a new
+// single-member store creates for itself.
+const zeroSetupCluster = "store"
+
+// bootstrapStorePKI gives a new single-member store without a PKI a
+// cluster CA of its own, so that `nexus store` with no flags runs as etcd
+// does. Only such a store: with certificate flags, other members, joining
+// or store data already there, missing certificates stay an error.
+func bootstrapStorePKI(g *globalOptions, o *storeOptions, peers []raftnode.Peer, join bool, log *slog.Logger) error {
+	if o.peerCertFile != "" || o.peerKeyFile != "" || o.peerTrustedCAFile != "" || join || len(peers) != 1 || peers[0].Name != o.name {
+		return nil
+	}
+	storeDir := filepath.Join(g.dataDir, "store")
+	if entries, err := os.ReadDir(storeDir); err == nil && len(entries) > 0 {
+		return nil
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("look for store data: %w", err)
+	}
+	d := pkiDir(g)
+	created, err := d.Bootstrap(pki.InitConfig{Cluster: zeroSetupCluster, ServerName: o.name})
+	switch {
+	case errors.Is(err, pki.ErrIncomplete):
+		return fmt.Errorf("%w: restore the missing files, or move %s away and nexus store creates a new CA for a new single-member store", err, d.Path)
+	case err != nil:
+		return fmt.Errorf("create a CA for this store: %w (check --name and --data-dir)", err)
+	case !created:
+		return nil
+	}
+	root, err := d.RootCert()
+	if err != nil {
+		return err
+	}
+	peerURL := o.advertisePeerURL
+	if peerURL == "" {
+		peerURL = o.listenPeerURL
+	}
+	log.Info("no PKI in the data directory: created a cluster CA and this member's peer certificate",
+		"pki", d.Path, "member", identity.Server(zeroSetupCluster, o.name), "root pin", pki.Pin(root))
+	log.Info("to add a member NAME later: issue its certificate from this CA, announce it, start it, promote it",
+		"issue", fmt.Sprintf("nexus --data-dir %s cert issue --server NAME --out NAME-certs", g.dataDir),
+		"announce", "etcdctl member add NAME --learner --peer-urls https://NAME@HOST:PORT",
+		"start", fmt.Sprintf("nexus --data-dir DIR store --name NAME --initial-cluster-state existing --initial-cluster %s=%s,NAME=quic://HOST:PORT "+
+			"--listen-peer-urls quic://HOST:PORT --peer-cert-file NAME-certs/NAME.crt --peer-key-file NAME-certs/NAME.key --peer-trusted-ca-file NAME-certs/ca.pem", o.name, peerURL),
+		"promote", "etcdctl member promote ID",
+		"note", "members on other machines must reach this member's peer URL "+peerURL+"; see nexus store --help")
+	return nil
 }
 
 // parseMembers reads name=url,name=url.
@@ -208,19 +260,6 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	if err != nil {
 		return err
 	}
-	creds, err := loadPeerCredentials(g, o)
-	if err != nil {
-		return err
-	}
-	id := creds.Identity()
-	if id.Kind != identity.KindServer || id.Name != o.name {
-		return fmt.Errorf("the peer certificate is for %s, not server %q: issue one with `nexus cert issue --server %s`", id, o.name, o.name)
-	}
-	certFile, keyFile, caFile := peerFiles(g, o)
-	keeper := newPeerCredsKeeper(creds, certFile, keyFile, caFile, g.dataDir, log)
-	kctx, stopKeeper := context.WithCancel(ctx)
-	defer stopKeeper()
-	go keeper.run(kctx, 30*time.Second)
 	listenPeer, err := hostPort(o.listenPeerURL)
 	if err != nil {
 		return fmt.Errorf("--listen-peer-urls: %w", err)
@@ -247,6 +286,26 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	default:
 		return fmt.Errorf("--initial-cluster-state %q: use new or existing", o.initialClusterState)
 	}
+	if err := bootstrapStorePKI(g, o, peers, join, log); err != nil {
+		return err
+	}
+	creds, err := loadPeerCredentials(g, o)
+	if err != nil {
+		return err
+	}
+	certFile, keyFile, caFile := peerFiles(g, o)
+	id := creds.Identity()
+	switch {
+	case id.Kind == identity.KindServer && id.Name != o.name:
+		return fmt.Errorf("the peer certificate %s is for server %q, not %q: start this member with --name %s, or issue a certificate for %s with `nexus cert issue --server %s`",
+			certFile, id.Name, o.name, id.Name, o.name, o.name)
+	case id.Kind != identity.KindServer:
+		return fmt.Errorf("the peer certificate %s is for %s, not a server: issue one with `nexus cert issue --server %s`", certFile, id, o.name)
+	}
+	keeper := newPeerCredsKeeper(creds, certFile, keyFile, caFile, g.dataDir, log)
+	kctx, stopKeeper := context.WithCancel(ctx)
+	defer stopKeeper()
+	go keeper.run(kctx, 30*time.Second)
 	advertise := o.advertiseClientURLs
 	if len(advertise) == 0 {
 		advertise = o.listenClientURLs
@@ -276,7 +335,7 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	defer closeAll(clientLs)
 	srv, err := server.Start(ctx, server.Config{Name: o.name, DataDir: filepath.Join(g.dataDir, "store"), Cluster: id.Cluster,
 		Peers: peers, Join: join, Dialer: dialer, ClientURLs: advertise, TickInterval: o.tick, SnapshotEvery: o.snapshotCount,
-		Logger: log})
+		QuotaBytes: o.quotaBytes, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -11,10 +14,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"nexus.dev/nexus/internal/testnet"
 	"nexus.dev/nexus/internal/testutil"
+	"nexus.dev/nexus/store/storetest"
 )
 
 func freeLoopbackPort(t *testing.T, network string) int {
@@ -292,7 +298,8 @@ func TestStoreCommandRejectsBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"store", "--name", "other"}, `not server "other"`},
+		{[]string{"store", "--name", "other"}, `is for server "m0", not "other": start this member with --name m0`},
+		{[]string{"store"}, "start this member with --name m0"}, // the default name is etcd's, "default"
 		{[]string{"store", "--name", "m0", "--initial-cluster", "m0"}, "is not name=quic://host:port"},
 		{[]string{"store", "--name", "m0", "--initial-cluster", "m0=quic://nohostport"}, "needs a port"},
 		{[]string{"store", "--name", "m0", "--initial-cluster-state", "sideways"}, "use new or existing"},
@@ -312,10 +319,88 @@ func TestStoreCommandRejectsBadFlags(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "store")); !os.IsNotExist(err) {
 		t.Errorf("a refused command left store data in %s (stat: %v)", dir, err)
 	}
-	empty := t.TempDir()
-	if _, err := run(t, "--data-dir", empty, "store"); err == nil || !strings.Contains(err.Error(), "nexus cert init") {
-		t.Errorf("no certificates: %v", err)
+}
+
+// TestStoreCreatesNoPKIWhereItMustNot: a store creates its own CA only as
+// a new single-member store with nothing in its data dir. With part of a
+// PKI, store data but no PKI, other members, or certificate flags it
+// refuses, says what to do, and writes nothing.
+func TestStoreCreatesNoPKIWhereItMustNot(t *testing.T) {
+	partial := func(t *testing.T, gone string) string {
+		dir := t.TempDir()
+		if _, err := run(t, "--data-dir", dir, "cert", "init", "--cluster", "c", "--name", "default"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, "pki", gone)); err != nil {
+			t.Fatal(err)
+		}
+		return dir
 	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T) string
+		args  []string
+		want  []string
+	}{
+		{"pki without node.crt", func(t *testing.T) string { return partial(t, "node.crt") }, nil,
+			[]string{"incomplete PKI", "but not node.crt", "restore the missing files"}},
+		{"pki without bundle.pem", func(t *testing.T) string { return partial(t, "bundle.pem") }, nil,
+			[]string{"incomplete PKI", "but not bundle.pem"}},
+		{"store data without pki", func(t *testing.T) string {
+			dir := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(dir, "store", "raft"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, nil, []string{"node.crt", "nexus cert init"}},
+		{"other members", func(t *testing.T) string { return t.TempDir() },
+			[]string{"--initial-cluster", "default=quic://[::1]:2380,m1=quic://[::1]:2381"}, []string{"nexus cert init"}},
+		{"joining", func(t *testing.T) string { return t.TempDir() },
+			[]string{"--initial-cluster-state", "existing"}, []string{"nexus cert init"}},
+		{"certificate flags", func(t *testing.T) string { return t.TempDir() },
+			[]string{"--peer-trusted-ca-file", "/nonexistent/ca.pem"}, []string{"nexus cert init"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := tt.setup(t)
+			before := treeOf(t, dir)
+			_, err := run(t, append([]string{"--data-dir", dir, "store"}, tt.args...)...)
+			for _, want := range tt.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("err = %v, want it to say %q", err, want)
+				}
+			}
+			if after := treeOf(t, dir); after != before {
+				t.Errorf("the data dir changed:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
+}
+
+// treeOf lists the files under dir with a digest of their contents.
+func treeOf(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if d.IsDir() {
+			fmt.Fprintf(&b, "%s/\n", rel)
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %x\n", rel, sha256.Sum256(data))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 // TestStoreMetricsURL: --listen-metrics-urls serves etcd's /health once the
@@ -370,5 +455,189 @@ func TestStoreMetricsURL(t *testing.T) {
 		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[pprofOn]; resp.StatusCode != want {
 			t.Errorf("--enable-pprof=%v: /debug/pprof/ answered %d, want %d", pprofOn, resp.StatusCode, want)
 		}
+	}
+}
+
+// TestStoreRunsWithNoSetup: `nexus --data-dir DIR store` with no other
+// flag and an empty data dir serves etcdctl, without flags either, at
+// etcd's default address, as etcd does. It created its own CA and says
+// where, and how to add members; a restart uses the same CA and data.
+func TestStoreRunsWithNoSetup(t *testing.T) {
+	testutil.RequireRoot(t)
+	etcdctl := testutil.RequireProgram(t, "etcdctl", "etcd-client")
+	bin := nexusBinary(t)
+	// A network namespace of its own: etcd's default ports (2379, 2380)
+	// are free there whatever else runs on this machine.
+	host := testnet.New(t, testnet.Options{Hosts: 1}).Hosts[0]
+	dir := t.TempDir()
+	logPath := filepath.Join(t.TempDir(), "store.log")
+	start := func() *exec.Cmd {
+		t.Helper()
+		log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer log.Close()
+		cmd := host.Command(context.Background(), bin, "--data-dir", dir, "store")
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	ctl := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cmd := host.Command(ctx, etcdctl, args...)
+		cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	logged := func() string {
+		b, _ := os.ReadFile(logPath)
+		return string(b)
+	}
+	waitPut := func(key, value string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, err := ctl("put", key, value)
+			if err == nil && strings.TrimSpace(out) == "OK" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("etcdctl put: %v: %s\nstore log:\n%s", err, out, logged())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	first := start()
+	waitPut("greeting", "hello")
+	if out, err := ctl("get", "greeting"); err != nil || out != "greeting\nhello\n" {
+		t.Fatalf("etcdctl get: %v: %q", err, out)
+	}
+	pkiDir := filepath.Join(dir, "pki")
+	for _, want := range []string{"created a cluster CA", "pki=" + pkiDir, "cert issue --server NAME", "etcdctl member add NAME", "member promote"} {
+		if !strings.Contains(logged(), want) {
+			t.Errorf("the store's log does not say %q:\n%s", want, logged())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(pkiDir, "root.crt")); err != nil {
+		t.Fatalf("no CA in %s: %v", pkiDir, err)
+	}
+	root, err := os.ReadFile(filepath.Join(pkiDir, "root.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A restart keeps the CA and the data.
+	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Wait(); err != nil {
+		t.Fatalf("the store did not stop cleanly on SIGTERM: %v\n%s", err, logged())
+	}
+	start()
+	waitPut("second", "run")
+	if out, err := ctl("get", "greeting"); err != nil || out != "greeting\nhello\n" {
+		t.Fatalf("after a restart, etcdctl get: %v: %q", err, out)
+	}
+	if n := strings.Count(logged(), "created a cluster CA"); n != 1 {
+		t.Errorf("the CA was created %d times", n)
+	}
+	if again, _ := os.ReadFile(filepath.Join(pkiDir, "root.crt")); !bytes.Equal(again, root) {
+		t.Error("the restart replaced the CA")
+	}
+}
+
+// TestEtcdctlAnswersLikeEtcd runs one etcdctl session against etcd and
+// against `nexus store`, both with the same --quota-backend-bytes, and
+// compares what etcdctl prints: puts of 133 KiB until the quota stops them,
+// the alarm list, the disarm (which lists what it disarmed) and the
+// time-to-live of a revoked lease.
+func TestEtcdctlAnswersLikeEtcd(t *testing.T) {
+	etcdctl := testutil.RequireProgram(t, "etcdctl", "etcd-client")
+	const quota = "2097152"
+	// One commit per write, as Nexus: by default etcd checks a burst of
+	// writes against the size of its last commit, 100 ms old.
+	etcd := storetest.StartEtcd(t, t.TempDir(), 1, "--quota-backend-bytes="+quota, "--backend-batch-limit=1")
+
+	bin := nexusBinary(t)
+	client := fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
+	cmd := exec.Command(bin, "--data-dir", t.TempDir(), "--log-level", "warn", "store", "--quota-backend-bytes", quota,
+		"--listen-client-urls", client, "--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", freeLoopbackPort(t, "udp")))
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("nexus store log:\n%s", log.String())
+		}
+	})
+
+	ids := regexp.MustCompile(`memberID:[0-9]+|\b[0-9a-f]{16}\b`)
+	value := strings.Repeat("v", 133<<10) // longer than a command-line argument may be: from stdin
+	session := func(endpoint string) []string {
+		ctl := func(stdin string, args ...string) string {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c := exec.CommandContext(ctx, etcdctl, append([]string{"--endpoints", endpoint, "--command-timeout", "5s"}, args...)...)
+			c.Env = append(os.Environ(), "ETCDCTL_API=3")
+			c.Stdin = strings.NewReader(stdin)
+			out, _ := c.CombinedOutput()
+			var lines []string
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if !strings.HasPrefix(line, "{") { // the client's retry warnings
+					lines = append(lines, line)
+				}
+			}
+			return strings.Join(lines, " | ")
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(ctl("", "endpoint", "health"), "is healthy") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is not healthy within 20s", endpoint)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if endpoint != etcd.Clients[0] {
+			// The same history on both: StartEtcd made this write.
+			if out := ctl("", "put", "storetest/ready", "1"); out != "OK" {
+				t.Fatalf("put: %s", out)
+			}
+		}
+		var said []string
+		say := func(what, out string) { said = append(said, what+": "+ids.ReplaceAllString(out, "ID")) }
+		for i := range 20 {
+			out := ctl(value, "put", fmt.Sprintf("big/%02d", i))
+			say(fmt.Sprintf("put %d", i+1), out)
+			if out != "OK" {
+				break
+			}
+		}
+		say("alarm list", ctl("", "alarm", "list"))
+		say("lease grant", ctl("", "lease", "grant", "60"))
+		say("alarm disarm", ctl("", "alarm", "disarm"))
+		say("alarm list", ctl("", "alarm", "list"))
+		grant := ctl("", "lease", "grant", "60")
+		id := regexp.MustCompile(`lease ([0-9a-f]+) granted`).FindStringSubmatch(grant)
+		if id == nil {
+			t.Fatalf("lease grant at %s after the disarm: %q", endpoint, grant)
+		}
+		say("lease revoke", ctl("", "lease", "revoke", id[1]))
+		say("lease timetolive", ctl("", "lease", "timetolive", id[1]))
+		say("del", ctl("", "del", "big/00"))
+		return said
+	}
+	want, got := session(etcd.Clients[0]), session(client)
+	t.Logf("etcdctl against etcd:\n  %s", strings.Join(want, "\n  "))
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("etcdctl against nexus store:\n  %s", strings.Join(got, "\n  "))
 	}
 }
