@@ -2,7 +2,6 @@ package mvcc
 
 import (
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,16 +16,7 @@ import (
 // where a fault cannot be recovered: before the file was read in full
 // first, a key read out of a damaged page crashed the test.)
 func TestOpenSurvivesEveryDamagedPage(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 200 {
-		mustApply(t, s, put(fmt.Sprintf("key-%04d", i), strings.Repeat("v", 200)))
-	}
-	mustApply(t, s, put("big", strings.Repeat("b", 20000))) // overflow pages
-	s.Close()
+	path := storeFile(t, 200, put("big", strings.Repeat("b", 20000))) // with overflow pages
 	orig, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -20,15 +20,9 @@ import (
 // Restore and Defragment wait for the copy to finish before releasing the
 // file it reads.
 func (s *Store) Snapshot(w io.Writer) (appliedIndex uint64, n int64, err error) {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return 0, 0, ErrClosed
-	}
-	tx, err := s.db.Begin(false)
-	s.mu.RUnlock()
+	tx, err := s.readTx("snapshot")
 	if err != nil {
-		return 0, 0, fmt.Errorf("mvcc: snapshot: %w", err)
+		return 0, 0, err
 	}
 	defer tx.Rollback()
 	appliedIndex, err = metaUint64(tx.Bucket(metaBucket), metaAppliedKey)
@@ -166,15 +160,9 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // applied index, like etcd's backend hash. Members that applied the same
 // entries have the same hash.
 func (s *Store) Hash() (uint32, error) {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return 0, ErrClosed
-	}
-	tx, err := s.db.Begin(false)
-	s.mu.RUnlock()
+	tx, err := s.readTx("hash")
 	if err != nil {
-		return 0, fmt.Errorf("mvcc: hash: %w", err)
+		return 0, err
 	}
 	defer tx.Rollback()
 	h := crc32.New(crcTable)

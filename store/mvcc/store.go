@@ -500,18 +500,27 @@ func (s *Store) Status() (Status, error) {
 // (free pages included, so it shrinks only by Defragment). It is what
 // Status reports as DBSize and etcdctl endpoint status as DB SIZE.
 func (s *Store) Size() (int64, error) {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return 0, ErrClosed
-	}
-	tx, err := s.db.Begin(false)
-	s.mu.RUnlock()
+	tx, err := s.readTx("size")
 	if err != nil {
-		return 0, fmt.Errorf("mvcc: size: %w", err)
+		return 0, err
 	}
 	defer tx.Rollback()
 	return tx.Size(), nil
+}
+
+// readTx begins a read transaction on the current database file (Restore
+// and Defragment replace it) for the operation named what.
+func (s *Store) readTx(what string) (*bolt.Tx, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("mvcc: %s: %w", what, err)
+	}
+	return tx, nil
 }
 
 // Close cancels every watcher and closes the database. Calls after the first

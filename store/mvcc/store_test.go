@@ -161,19 +161,27 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesCorruptFiles(t *testing.T) {
-	build := func(t *testing.T) string {
-		path := filepath.Join(t.TempDir(), "db")
-		s, err := Open(path, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range 500 {
-			mustApply(t, s, put(fmt.Sprintf("key-%04d", i), strings.Repeat("v", 200)))
-		}
-		s.Close()
-		return path
+// storeFile makes a closed store with n puts of 200 bytes, then the
+// requests given, and returns its file.
+func storeFile(t *testing.T, n int, then ...*pb.InternalRaftRequest) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	for i := range n {
+		mustApply(t, s, put(fmt.Sprintf("key-%04d", i), strings.Repeat("v", 200)))
+	}
+	for _, r := range then {
+		mustApply(t, s, r)
+	}
+	s.Close()
+	return path
+}
+
+func TestOpenRefusesCorruptFiles(t *testing.T) {
+	build := func(t *testing.T) string { return storeFile(t, 500) }
 	tests := []struct {
 		name   string
 		damage func(t *testing.T, path string)
