@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,6 +20,9 @@ var capabilityNames = map[string]uint{
 	"CAP_MAC_ADMIN": 33, "CAP_SYSLOG": 34, "CAP_WAKE_ALARM": 35, "CAP_BLOCK_SUSPEND": 36,
 	"CAP_AUDIT_READ": 37, "CAP_PERFMON": 38, "CAP_BPF": 39, "CAP_CHECKPOINT_RESTORE": 40,
 }
+
+// capSysAdmin is CAP_SYS_ADMIN's number.
+const capSysAdmin = 21
 
 func capabilityByName(name string) (uint, bool) {
 	c, ok := capabilityNames[strings.ToUpper(name)]
@@ -36,6 +40,24 @@ func capSetOf(names []string) capSet {
 		}
 	}
 	return s
+}
+
+// unraisableAmbient names the spec's ambient capabilities that the kernel
+// will not raise because they are not both permitted and inheritable
+// (`runc spec` and `crun spec` write such sets). They are left out with a
+// warning, as runc and crun do.
+func unraisableAmbient(c *specs.LinuxCapabilities) []string {
+	if c == nil {
+		return nil
+	}
+	ok := capSetOf(c.Permitted) & capSetOf(c.Inheritable)
+	var out []string
+	for _, name := range c.Ambient {
+		if n, known := capabilityByName(name); known && ok&(1<<n) == 0 {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // lastCap reads the highest capability the running kernel knows.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -134,8 +135,10 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err != nil {
 		return err
 	}
+	r.warnAmbient(id, b.spec.Process)
 	step("spec loaded")
-	cg, err := cgroups.New(cgroups.Config{Path: cgroupPath(b.spec, id), Resources: withDefaultDevices(b.spec.Linux.Resources)})
+	limits, devices := splitDevices(withDefaultDevices(b.spec.Linux.Resources))
+	cg, err := cgroups.New(cgroups.Config{Path: cgroupPath(b.spec, id), Resources: limits})
 	if err != nil {
 		return err
 	}
@@ -143,7 +146,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err != nil {
 		return err
 	}
-	c := &creation{r: r, id: id, dir: dir, b: b, cg: cg, pidFile: opts.PidFile}
+	c := &creation{r: r, id: id, dir: dir, b: b, cg: cg, devices: devices, pidFile: opts.PidFile}
 	defer func() {
 		if err != nil {
 			c.undo()
@@ -162,6 +165,13 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	step("cgroup created")
 
 	plan := planNamespaces(b.spec)
+	var hostRootfsMount uint64
+	if plan.hostMount {
+		if hostRootfsMount, err = mountIDOf(b.rootfs); err != nil {
+			return fmt.Errorf("create %s: %w", id, err)
+		}
+		c.onUndo(func() { _ = unmountAbove(b.rootfs, hostRootfsMount) })
+	}
 	ln, err := listenStart(dir)
 	if err != nil {
 		return err
@@ -188,6 +198,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	cfg := b.initConfig(id, plan, cg)
 	cfg.NoPivot, cfg.PreserveFDs = opts.NoPivot, opts.PreserveFDs
 	cfg.StartFD, cfg.ConsoleFD = h.startFD, h.consoleFD
+	c.hostRootfsMount = hostRootfsMount
 	if err := c.finish(ctx, cfg, nil); err != nil {
 		return err
 	}
@@ -230,10 +241,19 @@ func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
 	return &bundleSpec{bundle: bundle, rootfs: rootfs, spec: spec, ispec: ispec, filter: filter}, nil
 }
 
+// warnAmbient logs the ambient capabilities the process will not get
+// because they are not also permitted and inheritable.
+func (r *Runtime) warnAmbient(id string, p *specs.Process) {
+	if lost := unraisableAmbient(p.Capabilities); len(lost) > 0 {
+		r.log.Warn("ambient capabilities not raised: an ambient capability must also be permitted and inheritable",
+			"id", id, "capabilities", strings.Join(lost, ","))
+	}
+}
+
 func (b *bundleSpec) initConfig(id string, plan nsPlan, cg cgroups.Manager) *initConfig {
 	return &initConfig{Mode: "create", ID: id, Bundle: b.bundle, Rootfs: b.rootfs, Spec: b.ispec, Seccomp: b.filter,
 		JoinNS: plan.join, NewCgroupNS: plan.newCgroup, NewTimeNS: plan.newTime, NewNetNS: plan.newNet,
-		CgroupMounts: cgroupMounts(cg)}
+		HostMountNS: plan.hostMount, CgroupMounts: cgroupMounts(cg)}
 }
 
 // nsPlan is how the init gets its namespaces.
@@ -242,10 +262,11 @@ type nsPlan struct {
 	joinPid                    string  // pid namespace joined by the forking thread
 	join                       []specs.LinuxNamespace
 	newCgroup, newTime, newNet bool
+	hostMount                  bool // no mount namespace: share the runtime's
 }
 
 func planNamespaces(s *specs.Spec) nsPlan {
-	var p nsPlan
+	p := nsPlan{hostMount: !hasNamespace(s.Linux, specs.MountNamespace)}
 	for _, ns := range s.Linux.Namespaces {
 		switch {
 		case ns.Path != "" && ns.Type == specs.PIDNamespace:
@@ -281,7 +302,12 @@ func (r *Runtime) makeStateDir(id string) (string, error) {
 // listenStart binds the start socket: the init blocks in accept() on it
 // until Start connects.
 func listenStart(dir string) (*os.File, error) {
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, startSocket), Net: "unix"})
+	path, done, err := socketPath(dir, startSocket)
+	if err != nil {
+		return nil, fmt.Errorf("create start socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	done()
 	if err != nil {
 		return nil, fmt.Errorf("create start socket: %w", err)
 	}
@@ -418,9 +444,13 @@ type creation struct {
 	id, dir string
 	b       *bundleSpec
 	cg      cgroups.Manager
-	init    *initHandle
-	pidFile string
-	undos   []func()
+	devices *specs.LinuxResources // device rules, applied once the init is ready
+	// hostRootfsMount is the mount on rootfs below the container's when
+	// it shares the host's mount namespace (0 otherwise).
+	hostRootfsMount uint64
+	init            *initHandle
+	pidFile         string
+	undos           []func()
 }
 
 func (c *creation) onUndo(f func()) { c.undos = append(c.undos, f) }
@@ -463,15 +493,20 @@ func (c *creation) finish(ctx context.Context, cfg *initConfig, stdio []*os.File
 		return fmt.Errorf("send config to init of %s: %w", c.id, err)
 	}
 	if err := readReady(ctx, c.init.sock, c.init.ch.done); err != nil {
-		return fmt.Errorf("create %s: %w", c.id, err)
+		return fmt.Errorf("create %s: %w", c.id, c.oomDuringSetup(err))
 	}
 	c.init.sock.Close()
+	if c.devices != nil {
+		if err := c.cg.Update(c.devices); err != nil {
+			return fmt.Errorf("create %s: apply device rules: %w", c.id, err)
+		}
+	}
 	startTime, err := processStartTime(pid)
 	if err != nil {
 		return fmt.Errorf("create %s: init exited early: %w", c.id, err)
 	}
 	st := &savedState{ID: c.id, Pid: pid, PidStart: startTime, Bundle: c.b.bundle, Rootfs: c.b.rootfs,
-		Created: time.Now().UTC(), Annotations: spec.Annotations, Cgroup: cgroupState{Paths: c.cg.Paths()}, Spec: spec}
+		Created: time.Now().UTC(), Annotations: spec.Annotations, Cgroup: c.cg.Saved(), HostRootfsMount: c.hostRootfsMount, Spec: spec}
 	if err := writeState(c.dir, st); err != nil {
 		return err
 	}
@@ -485,6 +520,27 @@ func (c *creation) finish(ctx context.Context, cfg *initConfig, stdio []*os.File
 	c.r.mu.Unlock()
 	c.r.log.Debug("container created", "id", c.id, "pid", pid)
 	return nil
+}
+
+// setupMemoryMiB is about what the init stage needs before the user's
+// program runs: measured with nexus-init on kernel 6.18 (v1 memory
+// controller), a 1 MiB limit gets it OOM-killed, 1.5 MiB does not.
+const setupMemoryMiB = 2
+
+// oomDuringSetup explains an init that died before it was ready because the
+// kernel's OOM killer took it: the container's memory limit does not leave
+// room even for the runtime's setup, and the bare "connection reset" from
+// the sync socket would not say so.
+func (c *creation) oomDuringSetup(err error) error {
+	if n, cerr := c.cg.OOMKillCount(); cerr != nil || n == 0 {
+		return err
+	}
+	limit := "the memory limit"
+	if m := c.b.spec.Linux.Resources; m != nil && m.Memory != nil && m.Memory.Limit != nil {
+		limit = fmt.Sprintf("linux.resources.memory.limit (%d bytes)", *m.Memory.Limit)
+	}
+	return fmt.Errorf("the container was killed for lack of memory during setup, before its process started: %s is too low; "+
+		"the runtime's setup alone needs about %d MiB (%w)", limit, setupMemoryMiB, err)
 }
 
 // sendFiles passes descriptors over a unix socket (SCM_RIGHTS).
@@ -590,6 +646,20 @@ func cgroupPath(s *specs.Spec, id string) string {
 		return s.Linux.CgroupsPath
 	}
 	return id
+}
+
+// splitDevices separates the device rules from the other limits. The rules
+// are applied once the init is ready: it makes the container's device nodes,
+// and mknod needs the "m" access that a deny-all rule takes away. runc
+// applies them at the same point. Until then the init runs nothing but the
+// runtime's setup.
+func splitDevices(r *specs.LinuxResources) (limits, devices *specs.LinuxResources) {
+	if r == nil || len(r.Devices) == 0 {
+		return r, nil
+	}
+	l := *r
+	l.Devices = nil
+	return &l, &specs.LinuxResources{Devices: r.Devices}
 }
 
 // withDefaultDevices adds, after the spec's device rules, the rules that let

@@ -60,6 +60,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	if err := validateProcess(proc, "process"); err != nil {
 		return nil, err
 	}
+	r.warnAmbient(id, proc)
 	spec := *st.Spec
 	spec.Process = proc
 	ispec, filter, err := initSpec(&spec, r.filters.compile)
@@ -68,6 +69,9 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	}
 	cfg := &initConfig{Mode: "exec", ID: id, Bundle: st.Bundle, Rootfs: st.Rootfs, Spec: ispec, Seccomp: filter, PreserveFDs: opts.PreserveFDs}
 	var joinPid string
+	if !hasNamespace(st.Spec.Linux, specs.MountNamespace) {
+		cfg.Chroot = "/proc/" + strconv.Itoa(st.Pid) + "/root"
+	}
 	for _, ns := range st.Spec.Linux.Namespaces {
 		path := "/proc/" + strconv.Itoa(st.Pid) + "/ns/" + nsProcName[ns.Type]
 		switch ns.Type {
@@ -83,7 +87,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 			cfg.JoinNS = append(cfg.JoinNS, specs.LinuxNamespace{Type: ns.Type, Path: path})
 		}
 	}
-	cg, err := cgroups.Load(st.Cgroup.Paths)
+	cg, err := cgroups.Load(st.Cgroup)
 	if err != nil {
 		return nil, fmt.Errorf("exec into %s: %w", id, err)
 	}

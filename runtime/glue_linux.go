@@ -13,12 +13,6 @@ import (
 	"nexus.dev/nexus/runtime/seccomp"
 )
 
-// cgroupState is what the state file keeps of a container's cgroups so that
-// another process can find and remove them.
-type cgroupState struct {
-	Paths map[string]string `json:"paths"`
-}
-
 func validateSeccomp(s *specs.LinuxSeccomp) error {
 	if err := seccomp.Validate(s); err != nil {
 		return specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))

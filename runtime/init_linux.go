@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -29,21 +30,27 @@ const (
 // initConfig is everything the init stage needs, sent by the parent as one
 // JSON message so that the init does no parsing of its own.
 type initConfig struct {
-	Mode         string                 `json:"mode"` // "create" or "exec"
-	ID           string                 `json:"id"`
-	Bundle       string                 `json:"bundle"`
-	Rootfs       string                 `json:"rootfs"`
-	Spec         *specs.Spec            `json:"spec"`
-	JoinNS       []specs.LinuxNamespace `json:"joinNS,omitempty"`
-	NewCgroupNS  bool                   `json:"newCgroupNS,omitempty"`
-	NewTimeNS    bool                   `json:"newTimeNS,omitempty"`
-	NewNetNS     bool                   `json:"newNetNS,omitempty"`
-	CgroupMounts []cgroupMount          `json:"cgroupMounts,omitempty"`
-	NoPivot      bool                   `json:"noPivot,omitempty"`
-	PreserveFDs  int                    `json:"preserveFDs,omitempty"`
-	ConsoleFD    int                    `json:"consoleFD,omitempty"`
-	StartFD      int                    `json:"startFD,omitempty"`
-	State        specs.State            `json:"state"`
+	Mode        string                 `json:"mode"` // "create" or "exec"
+	ID          string                 `json:"id"`
+	Bundle      string                 `json:"bundle"`
+	Rootfs      string                 `json:"rootfs"`
+	Spec        *specs.Spec            `json:"spec"`
+	JoinNS      []specs.LinuxNamespace `json:"joinNS,omitempty"`
+	NewCgroupNS bool                   `json:"newCgroupNS,omitempty"`
+	NewTimeNS   bool                   `json:"newTimeNS,omitempty"`
+	NewNetNS    bool                   `json:"newNetNS,omitempty"`
+	// HostMountNS: the spec lists no mount namespace, so the container
+	// shares the runtime's (see hostmount_linux.go).
+	HostMountNS bool `json:"hostMountNS,omitempty"`
+	// Chroot is, for exec into such a container, the container's root
+	// (/proc/<init>/root), which joining namespaces does not enter.
+	Chroot       string        `json:"chroot,omitempty"`
+	CgroupMounts []cgroupMount `json:"cgroupMounts,omitempty"`
+	NoPivot      bool          `json:"noPivot,omitempty"`
+	PreserveFDs  int           `json:"preserveFDs,omitempty"`
+	ConsoleFD    int           `json:"consoleFD,omitempty"`
+	StartFD      int           `json:"startFD,omitempty"`
+	State        specs.State   `json:"state"`
 	// Seccomp is the compiled linux.seccomp (which is removed from Spec):
 	// compiling once in the parent spares the init the work.
 	Seccomp *seccomp.Filter `json:"seccomp,omitempty"`
@@ -164,6 +171,11 @@ func runInit(cfg *initConfig, rep *reporter) error {
 	if err := joinNamespaces(cfg.JoinNS); err != nil {
 		return err
 	}
+	if cfg.Chroot != "" {
+		if err := chrootTo(cfg.Chroot); err != nil {
+			return err
+		}
+	}
 	if cfg.NewCgroupNS {
 		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 			return fmt.Errorf("create cgroup namespace: %w", err)
@@ -221,16 +233,15 @@ func runInit(cfg *initConfig, rep *reporter) error {
 	}
 	unix.Umask(umask)
 
+	// The user's seccomp profile is loaded last, together with execve
+	// (seccomp.LoadAndExec), so that nothing the runtime or the Go scheduler
+	// does depends on syscalls the profile may deny (an old profile without
+	// close_range, one that denies prctl, capset or futex). Without no_new_privs loading a filter needs CAP_SYS_ADMIN, so the
+	// process keeps it in its effective and permitted sets until then:
+	// execve computes the program's sets from the bounding, inheritable and
+	// ambient sets alone, so the extra capability never reaches it.
 	filter := cfg.Seccomp
-	if filter != nil && !proc.NoNewPrivileges {
-		// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which
-		// the process is about to lose: install it now.
-		if err := seccomp.Load(filter); err != nil {
-			return err
-		}
-		filter = nil
-	}
-	if err := switchUser(proc); err != nil {
+	if err := switchUser(proc, filter != nil && !proc.NoNewPrivileges); err != nil {
 		return err
 	}
 	if proc.NoNewPrivileges {
@@ -251,8 +262,11 @@ func runInit(cfg *initConfig, rep *reporter) error {
 	}
 	// Nothing of the runtime may leak into the container: every descriptor
 	// above the preserved ones closes on exec.
-	if err := unix.CloseRange(uint(3+cfg.PreserveFDs), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+	if err := closeOnExecFrom(3 + cfg.PreserveFDs); err != nil {
 		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
+	}
+	if err := setNofile(proc.Rlimits); err != nil {
+		return err
 	}
 	if cfg.Mode == "create" {
 		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
@@ -271,12 +285,58 @@ func runInit(cfg *initConfig, rep *reporter) error {
 		}
 	}
 	if filter != nil {
-		if err := seccomp.Load(filter); err != nil {
-			return err
-		}
+		return seccomp.LoadAndExec(filter, path, proc.Args, proc.Env)
 	}
 	err = unix.Exec(path, proc.Args, proc.Env)
 	return fmt.Errorf("exec %s: %w", path, err)
+}
+
+// closeOnExecFrom marks every descriptor from lowest up close-on-exec:
+// close_range(CLOSE_RANGE_CLOEXEC) where the kernel has it (5.11), else one
+// fcntl per descriptor listed in /proc/self/fd.
+func closeOnExecFrom(lowest int) error {
+	err := unix.CloseRange(uint(lowest), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil || !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	dir, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		fd, err := strconv.Atoi(name)
+		if err != nil || fd < lowest || fd == int(dir.Fd()) {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && !errors.Is(err, unix.EBADF) {
+			return err
+		}
+	}
+	return nil
+}
+
+// setNofile sets the spec's RLIMIT_NOFILE in this process once more, after
+// the parent's prlimit: Go raises the soft limit when a process starts and
+// puts back the starting value at exec, and the start may come after the
+// parent's prlimit, in which case that value is the spec's soft limit raised.
+// A limit set through syscall.Setrlimit tells Go to leave it alone. Without
+// one in the spec Go puts back the limit the init was started with, which
+// is the runtime's own (with one prlimit64 after the seccomp profile is
+// loaded; a profile denying it leaves the raised soft limit).
+func setNofile(limits []specs.POSIXRlimit) error {
+	for _, l := range limits {
+		if l.Type == "RLIMIT_NOFILE" {
+			if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: l.Soft, Max: l.Hard}); err != nil {
+				return fmt.Errorf("process.rlimits: RLIMIT_NOFILE: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func buildRootfs(cfg *initConfig) error {
@@ -407,8 +467,10 @@ func setupSysctls(sysctls map[string]string) error {
 }
 
 // switchUser drops the bounding set, changes groups and ids keeping the
-// capabilities the spec asks for, then sets them exactly.
-func switchUser(p *specs.Process) error {
+// capabilities the spec asks for, then sets them exactly. With keepAdmin the
+// effective and permitted sets also keep CAP_SYS_ADMIN, which loading a
+// seccomp filter without no_new_privs needs (see runInit).
+func switchUser(p *specs.Process, keepAdmin bool) error {
 	var caps capabilities
 	if c := p.Capabilities; c != nil {
 		caps = capabilities{Bounding: capSetOf(c.Bounding), Effective: capSetOf(c.Effective),
@@ -416,6 +478,14 @@ func switchUser(p *specs.Process) error {
 	}
 	if err := caps.dropBounding(); err != nil {
 		return fmt.Errorf("process.capabilities.bounding: %w", err)
+	}
+	// The kernel raises an ambient capability only if it is permitted and
+	// inheritable; the others are left out, as runc and crun do (Create
+	// logs them).
+	caps.Ambient &= caps.Permitted & caps.Inheritable
+	if keepAdmin {
+		caps.Effective |= 1 << capSysAdmin
+		caps.Permitted |= 1 << capSysAdmin
 	}
 	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("keep capabilities across setuid: %w", err)
@@ -506,8 +576,13 @@ func waitForStart(fd int) (*os.File, error) {
 // startContainer is used by Start: connect to the init's socket, ask it to
 // exec, and report whatever error it sends back. EOF without a message means
 // the exec succeeded (the connection closed on exec).
-func startContainer(sockPath string) error {
-	c, err := net.Dial("unix", sockPath)
+func startContainer(dir string) error {
+	path, done, err := socketPath(dir, startSocket)
+	if err != nil {
+		return fmt.Errorf("connect to the container's init: %w", err)
+	}
+	c, err := net.Dial("unix", path)
+	done()
 	if err != nil {
 		return fmt.Errorf("connect to the container's init: %w", err)
 	}

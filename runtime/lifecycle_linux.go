@@ -48,7 +48,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("container %s is %s: only a created container can be started", id, s)
 	}
 	sock := filepath.Join(dir, startSocket)
-	startErr := startContainer(sock)
+	startErr := startContainer(dir)
 	// Without the socket the container counts as started (see status).
 	if err := os.Remove(sock); err != nil {
 		return fmt.Errorf("start %s: %w", id, err)
@@ -109,7 +109,7 @@ func (r *Runtime) Kill(id string, sig syscall.Signal, all bool) error {
 		return fmt.Errorf("container %s is stopped: nothing to signal", id)
 	}
 	if all {
-		cg, err := cgroups.Load(st.Cgroup.Paths)
+		cg, err := cgroups.Load(st.Cgroup)
 		if err != nil {
 			return fmt.Errorf("signal %s: %w", id, err)
 		}
@@ -162,7 +162,7 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if status == specs.StateRunning && !force {
 		return fmt.Errorf("container %s is running: stop it first (`nexus runtime kill %s`) or use --force", id, id)
 	}
-	cg, cgErr := cgroups.Load(st.Cgroup.Paths)
+	cg, cgErr := cgroups.Load(st.Cgroup)
 	if status != specs.StateStopped {
 		if cgErr == nil {
 			_ = cg.KillAll(unix.SIGKILL)
@@ -181,6 +181,11 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if cgErr == nil {
 		if err := cg.Destroy(); err != nil {
 			return fmt.Errorf("delete %s: remove cgroup: %w", id, err)
+		}
+	}
+	if st.HostRootfsMount != 0 {
+		if err := unmountAbove(st.Rootfs, st.HostRootfsMount); err != nil {
+			return fmt.Errorf("delete %s: %w", id, err)
 		}
 	}
 	r.reap(id)
@@ -288,7 +293,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (ExitStatus, error) {
 			}
 		}
 	}
-	if cg, err := cgroups.Load(st.Cgroup.Paths); err == nil {
+	if cg, err := cgroups.Load(st.Cgroup); err == nil {
 		if n, err := cg.OOMKillCount(); err == nil && n > 0 {
 			es.OOMKilled = true
 		}
@@ -309,7 +314,7 @@ func (r *Runtime) Stats(id string) (*cgroups.Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg, err := cgroups.Load(st.Cgroup.Paths)
+	cg, err := cgroups.Load(st.Cgroup)
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", id, err)
 	}
@@ -323,7 +328,7 @@ func (r *Runtime) Update(id string, res *specs.LinuxResources) error {
 		return err
 	}
 	defer release()
-	cg, err := cgroups.Load(st.Cgroup.Paths)
+	cg, err := cgroups.Load(st.Cgroup)
 	if err != nil {
 		return fmt.Errorf("update %s: %w", id, err)
 	}
@@ -340,7 +345,7 @@ func (r *Runtime) Processes(id string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg, err := cgroups.Load(st.Cgroup.Paths)
+	cg, err := cgroups.Load(st.Cgroup)
 	if err != nil {
 		return nil, fmt.Errorf("processes of %s: %w", id, err)
 	}

@@ -27,11 +27,20 @@ func (r *rootfsSetup) prepare() error {
 	if p, ok := propagationOptions[r.spec().Linux.RootfsPropagation]; ok && p&(unix.MS_SHARED) == 0 {
 		flags = p
 	}
-	if err := unix.Mount("", "/", "", flags, ""); err != nil {
-		return fmt.Errorf("make / %s in the container's mount namespace: %w", r.spec().Linux.RootfsPropagation, err)
+	if !r.cfg.HostMountNS {
+		if err := unix.Mount("", "/", "", flags, ""); err != nil {
+			return fmt.Errorf("make / %s in the container's mount namespace: %w", r.spec().Linux.RootfsPropagation, err)
+		}
 	}
 	if err := unix.Mount(r.cfg.Rootfs, r.cfg.Rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind rootfs %s onto itself: %w", r.cfg.Rootfs, err)
+	}
+	if r.cfg.HostMountNS {
+		// In the host's namespace only the container's own bind changes
+		// propagation, so its mounts stay out of the host's peer groups.
+		if err := unix.Mount("", r.cfg.Rootfs, "", flags, ""); err != nil {
+			return fmt.Errorf("make rootfs %s %s: %w", r.cfg.Rootfs, r.spec().Linux.RootfsPropagation, err)
+		}
 	}
 	fd, err := unix.Open(r.cfg.Rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -366,6 +375,10 @@ func (r *rootfsSetup) createDevSymlinks() error {
 // (or when asked) the rootfs is moved over / and chrooted into, which is
 // weaker (a process with CAP_SYS_CHROOT could escape), hence not the default.
 func (r *rootfsSetup) pivot() error {
+	if r.cfg.HostMountNS {
+		// pivot_root or a move over / would change the host's root.
+		return chrootTo(r.cfg.Rootfs)
+	}
 	if r.cfg.NoPivot {
 		return moveRoot(r.cfg.Rootfs)
 	}
@@ -405,6 +418,17 @@ func moveRoot(rootfs string) error {
 	}
 	if err := unix.Chroot("."); err != nil {
 		return fmt.Errorf("chroot: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// chrootTo makes dir the process's root and cwd.
+func chrootTo(dir string) error {
+	if err := unix.Chdir(dir); err != nil {
+		return fmt.Errorf("chdir to the container's root %s: %w", dir, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot into the container's root: %w", err)
 	}
 	return unix.Chdir("/")
 }

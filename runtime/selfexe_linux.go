@@ -63,13 +63,20 @@ func sealedCopy() (*os.File, error) {
 	return f, nil
 }
 
+// initProgramMode lets every user read and execute the init program: an
+// init forked into a new user namespace runs as a mapped uid, to which the
+// host's root owner is a stranger. Nobody can write it (it is executed
+// through a read-only mount, see sealedSelf), and only root can reach it by
+// path (its directory is 0700).
+const initProgramMode = 0o555
+
 // initProgram writes the embedded nexus-init program (once per build) into
 // the state root, which only root can reach, and returns its path. It is
 // executed like the binary itself, through a read-only detached mount.
 func initProgram(stateRoot string) (string, error) {
 	dir := filepath.Join(stateRoot, ".init")
 	path := filepath.Join(dir, "nexus-init-"+initbin.Hash[:min(16, len(initbin.Hash))])
-	if fi, err := os.Stat(path); err == nil && fi.Size() == int64(len(initbin.Binary)) {
+	if fi, err := os.Stat(path); err == nil && fi.Size() == int64(len(initbin.Binary)) && fi.Mode().Perm() == initProgramMode {
 		return path, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -84,7 +91,7 @@ func initProgram(stateRoot string) (string, error) {
 		tmp.Close()
 		return "", fmt.Errorf("write the init program: %w", err)
 	}
-	if err := tmp.Chmod(0o500); err != nil {
+	if err := tmp.Chmod(initProgramMode); err != nil {
 		tmp.Close()
 		return "", fmt.Errorf("write the init program: %w", err)
 	}

@@ -304,9 +304,6 @@ func validateLinux(s *specs.Spec, l *specs.Linux, checkSeccomp bool) error {
 			}
 		}
 	}
-	if !has[specs.MountNamespace] {
-		return specErr("linux.namespaces", "no mount namespace: a container needs its own (add {\"type\": \"mount\"})")
-	}
 	if (len(l.UIDMappings) > 0 || len(l.GIDMappings) > 0) && !has[specs.UserNamespace] {
 		return specErr("linux.uidMappings", "set without a user namespace: add {\"type\": \"user\"} or drop the mappings")
 	}
@@ -318,11 +315,13 @@ func validateLinux(s *specs.Spec, l *specs.Linux, checkSeccomp bool) error {
 			return specErr(fmt.Sprintf("linux.idMappings[%d].size", i), "must be at least 1")
 		}
 	}
-	if s.Hostname != "" && !newNamespace(l, specs.UTSNamespace) {
-		return specErr("hostname", "set without a new uts namespace: add {\"type\": \"uts\"}")
+	// In a uts namespace joined by path the names are set there, as the
+	// spec asks; without one they would be the host's.
+	if s.Hostname != "" && !hasNamespace(l, specs.UTSNamespace) {
+		return specErr("hostname", "set without a uts namespace, so it would rename the host: add {\"type\": \"uts\"}")
 	}
-	if s.Domainname != "" && !newNamespace(l, specs.UTSNamespace) {
-		return specErr("domainname", "set without a new uts namespace: add {\"type\": \"uts\"}")
+	if s.Domainname != "" && !hasNamespace(l, specs.UTSNamespace) {
+		return specErr("domainname", "set without a uts namespace, so it would rename the host: add {\"type\": \"uts\"}")
 	}
 	for key := range l.Sysctl {
 		if err := validateSysctl(l, key); err != nil {

@@ -12,6 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/runtime/cgroups"
 )
 
 // DefaultRoot is where container state lives unless --root says otherwise.
@@ -24,17 +26,22 @@ const (
 	lockFile    = "lock"
 )
 
+// MaxIDLength is the longest container ID: an ID is the name of the
+// container's state directory and of its cgroup directory, and a file name
+// holds at most 255 bytes (NAME_MAX). runc's limit is the same in effect.
+const MaxIDLength = 255
+
 // ValidateID checks a container ID: it becomes a directory name and part of
 // cgroup paths, so it may not contain slashes or start with a dot.
 func ValidateID(id string) error {
 	if !validIDString(id) {
-		return fmt.Errorf("container id %q is invalid: use 1-1024 characters from A-Z a-z 0-9 _ . + -, starting with a letter or digit", id)
+		return fmt.Errorf("container id %q is invalid: use 1-%d characters from A-Z a-z 0-9 _ . + -, starting with a letter or digit", id, MaxIDLength)
 	}
 	return nil
 }
 
 func validIDString(id string) bool {
-	if len(id) == 0 || len(id) > 1024 {
+	if len(id) == 0 || len(id) > MaxIDLength {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
@@ -45,6 +52,26 @@ func validIDString(id string) bool {
 		}
 	}
 	return true
+}
+
+// maxSocketPath is the longest path a unix socket address holds: sun_path
+// has 108 bytes, the last for the NUL.
+const maxSocketPath = 107
+
+// socketPath returns a path to dir/name short enough for a unix socket
+// address: the path itself, or, under a long state root or container ID,
+// the same file reached through /proc/self/fd and a handle on dir. Call
+// done once the socket is bound or connected.
+func socketPath(dir, name string) (path string, done func(), err error) {
+	path = filepath.Join(dir, name)
+	if len(path) <= maxSocketPath {
+		return path, func() {}, nil
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	return "/proc/self/fd/" + strconv.Itoa(fd) + "/" + name, func() { unix.Close(fd) }, nil
 }
 
 // Status is a container's lifecycle state as the OCI runtime spec names it.
@@ -60,8 +87,12 @@ type savedState struct {
 	Rootfs      string            `json:"rootfs"`
 	Created     time.Time         `json:"created"`
 	Annotations map[string]string `json:"annotations,omitempty"`
-	Cgroup      cgroupState       `json:"cgroup"`
-	Spec        *specs.Spec       `json:"spec"`
+	Cgroup      cgroups.Saved     `json:"cgroup"`
+	// HostRootfsMount is set when the container shares the host's mount
+	// namespace: the id of the mount that was on top of Rootfs before the
+	// container's, down to which Delete detaches (see hostmount_linux.go).
+	HostRootfsMount uint64      `json:"hostRootfsMount,omitempty"`
+	Spec            *specs.Spec `json:"spec"`
 }
 
 // containerDir returns the state directory of id under root.

@@ -178,12 +178,14 @@ func (r *Runtime) CreateWarm(ctx context.Context, opts CreateOptions) (id string
 	r.mu.Unlock()
 
 	id = slot.id
+	r.warnAmbient(id, b.spec.Process)
 	dir := containerDir(r.root, id)
 	if err := os.Rename(slot.dir, dir); err != nil {
 		slot.destroy()
 		return "", fmt.Errorf("claim warm slot %s: %w", id, err)
 	}
-	c := &creation{r: r, id: id, dir: dir, b: b, cg: slot.cg, init: slot.init, pidFile: opts.PidFile}
+	limits, devices := splitDevices(withDefaultDevices(b.spec.Linux.Resources))
+	c := &creation{r: r, id: id, dir: dir, b: b, cg: slot.cg, devices: devices, init: slot.init, pidFile: opts.PidFile}
 	c.onUndo(func() { _ = slot.cg.Destroy() })
 	defer func() {
 		if err != nil {
@@ -195,8 +197,8 @@ func (r *Runtime) CreateWarm(ctx context.Context, opts CreateOptions) (id string
 		return "", err
 	}
 	defer release()
-	if res := withDefaultDevices(b.spec.Linux.Resources); res != nil {
-		if err := slot.cg.Update(res); err != nil {
+	if limits != nil {
+		if err := slot.cg.Update(limits); err != nil {
 			return "", fmt.Errorf("apply limits to %s: %w", id, err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 func i64(v int64) *int64   { return &v }
 func u64(v uint64) *uint64 { return &v }
 func u16(v uint16) *uint16 { return &v }
+func u32(v uint32) *uint32 { return &v }
 func dev(allow bool, typ string, major, minor int64, access string) specs.LinuxDeviceCgroup {
 	d := specs.LinuxDeviceCgroup{Allow: allow, Type: typ, Access: access}
 	if major != -1 {
@@ -85,6 +86,8 @@ func TestValidateErrorsNameTheField(t *testing.T) {
 		{"unified slash", specs.LinuxResources{Unified: map[string]string{"memory.max/x": "1"}}, "unified"},
 		{"unified procs", specs.LinuxResources{Unified: map[string]string{"cgroup.procs": "1"}}, "runtime owns it"},
 		{"unified no dot", specs.LinuxResources{Unified: map[string]string{"memory": "1"}}, "unified"},
+		{"interface name", specs.LinuxResources{Network: &specs.LinuxNetwork{Priorities: []specs.LinuxInterfacePriority{{Name: "eth0 1\nlo", Priority: 1}}}},
+			"network.priorities[0].name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := validate(&tc.r)
@@ -154,6 +157,24 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+func TestPlanNetwork(t *testing.T) {
+	p := placement{v1: map[string]bool{"net_cls": true, "net_prio": true}}
+	r := &specs.LinuxResources{Network: &specs.LinuxNetwork{ClassID: u32(0x100001),
+		Priorities: []specs.LinuxInterfacePriority{{Name: "lo", Priority: 5}, {Name: "eth0", Priority: 9}}}}
+	ws, _, err := plan(r, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range ws {
+		got = append(got, w.ctrl+" "+w.file+"="+w.value)
+	}
+	want := []string{"net_cls net_cls.classid=1048577", "net_prio net_prio.ifpriomap=lo 5", "net_prio net_prio.ifpriomap=eth0 9"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func TestPlanRefusesWhatTheHostCannotDo(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -165,6 +186,10 @@ func TestPlanRefusesWhatTheHostCannotDo(t *testing.T) {
 		{"unified controller missing", specs.LinuxResources{Unified: map[string]string{"memory.high": "1"}}, hybrid, "memory controller is not available"},
 		{"rt on v2", specs.LinuxResources{CPU: &specs.LinuxCPU{RealtimeRuntime: i64(1000)}}, v2Place, "cgroup v2"},
 		{"no pids controller", specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(10)}}, placement{v1: map[string]bool{"memory": true}}, "pids controller"},
+		{"net_cls not mounted", specs.LinuxResources{Network: &specs.LinuxNetwork{ClassID: u32(0x100001)}}, hybrid,
+			"network.classID: the net_cls controller is not mounted: it exists only in cgroup v1"},
+		{"net_prio not mounted", specs.LinuxResources{Network: &specs.LinuxNetwork{Priorities: []specs.LinuxInterfacePriority{{Name: "lo", Priority: 1}}}}, v2Place,
+			"network.priorities: the net_prio controller is not mounted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := plan(&tc.r, tc.p)

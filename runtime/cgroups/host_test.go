@@ -326,15 +326,16 @@ func TestHostLoadAndDestroy(t *testing.T) {
 		t.Fatal("hybrid host but no cgroup2 directory")
 	}
 	startIn(t, m, "exec sleep 30")
-	saved, err := json.Marshal(m.Paths())
+	saved, err := json.Marshal(m.Saved())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var paths map[string]string
-	if err := json.Unmarshal(saved, &paths); err != nil {
+	var s Saved
+	if err := json.Unmarshal(saved, &s); err != nil {
 		t.Fatal(err)
 	}
-	loaded, err := Load(paths)
+	paths := s.Paths
+	loaded, err := Load(s)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,8 +52,10 @@ type Manager interface {
 	// idempotent.
 	Destroy() error
 	// Paths maps each controller (and "unified" for the cgroup2
-	// directory) to its directory; Load takes it back.
+	// directory) to its directory.
 	Paths() map[string]string
+	// Saved is what Load needs to rebuild the manager in another process.
+	Saved() Saved
 	// V2Path is the cgroup2 directory, "" on v1-only hosts. Attach cgroup
 	// eBPF programs here.
 	V2Path() string
@@ -74,13 +77,31 @@ type Stats struct {
 	}
 }
 
+// Saved is a manager as a container's state file keeps it.
+type Saved struct {
+	// Paths are the manager's Paths.
+	Paths map[string]string `json:"paths"`
+	// Parents are directories above the cgroup, relative to each hierarchy
+	// root and deepest first, that the runtime made for it and that
+	// Destroy removes once they are empty.
+	Parents []string `json:"parents,omitempty"`
+}
+
 type manager struct {
 	v1    map[string]string // controller -> dir
 	mount map[string]string // dir -> its hierarchy mount point
 	dirs  []string          // distinct v1 dirs, in mount order
 	v2    string
 	v2mnt string
-	place placement
+	// parents are Saved.Parents: for a relative path every directory
+	// between DefaultParent and the cgroup (all of them the runtime's), for
+	// an absolute one those that Create made.
+	parents []string
+	// rel is the cgroup's path below each hierarchy root; absolute says
+	// whether linux.cgroupsPath was absolute (only set by New).
+	rel      string
+	absolute bool
+	place    placement
 	// writes and rules are what Create applies, planned by New.
 	writes []write
 	rules  *deviceRules
@@ -118,6 +139,12 @@ func newManager(cfg Config, l *layout) (*manager, error) {
 	if l.v2 != "" {
 		m.v2, m.v2mnt = filepath.Join(l.v2, rel), l.v2
 	}
+	m.rel, m.absolute = rel, strings.HasPrefix(cfg.Path, "/")
+	if !m.absolute {
+		for p := filepath.Dir(rel); p != DefaultParent && p != "."; p = filepath.Dir(p) {
+			m.parents = append(m.parents, p)
+		}
+	}
 	m.writes, m.rules, err = plan(cfg.Resources, m.place)
 	if err != nil {
 		return nil, err
@@ -125,14 +152,24 @@ func newManager(cfg Config, l *layout) (*manager, error) {
 	return m, nil
 }
 
-// Load rebuilds a Manager from Paths saved by an earlier process, checking
+// Load rebuilds a Manager from what an earlier process saved, checking
 // that every path is a cgroup below the matching hierarchy's root.
-func Load(paths map[string]string) (Manager, error) {
+func Load(s Saved) (Manager, error) {
 	l, err := hostLayout()
 	if err != nil {
 		return nil, err
 	}
-	return loadManager(paths, l)
+	m, err := loadManager(s.Paths, l)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range s.Parents {
+		if p == "" || filepath.IsAbs(p) || filepath.Clean(p) != p || p == "." || strings.HasPrefix(p, "../") || p == ".." {
+			return nil, fmt.Errorf("cgroups: saved parent %q is not a path inside a hierarchy", p)
+		}
+	}
+	m.parents = s.Parents
+	return m, nil
 }
 
 func loadManager(paths map[string]string, l *layout) (*manager, error) {
@@ -190,13 +227,48 @@ func (m *manager) Paths() map[string]string {
 	return p
 }
 
+func (m *manager) Saved() Saved { return Saved{Paths: m.Paths(), Parents: m.parents} }
+
 func (m *manager) V2Path() string { return m.v2 }
+
+// roots are the mount points of every hierarchy the manager uses.
+func (m *manager) roots() []string {
+	var out []string
+	for _, dir := range m.dirs {
+		out = append(out, m.mount[dir])
+	}
+	if m.v2 != "" {
+		out = append(out, m.v2mnt)
+	}
+	return out
+}
+
+// noteParents records, for an absolute path, the directories above the
+// cgroup (in the hierarchy mounted at root) that mkdir made.
+func (m *manager) noteParents(root string, made []string) {
+	if !m.absolute {
+		return
+	}
+	for _, dir := range made {
+		rel, ok := strings.CutPrefix(dir, root+"/")
+		if !ok || rel == m.rel || slices.Contains(m.parents, rel) {
+			continue
+		}
+		m.parents = append(m.parents, rel)
+	}
+	// Deepest first, so that Destroy empties a parent before removing it.
+	sort.SliceStable(m.parents, func(i, j int) bool {
+		return strings.Count(m.parents[i], "/") > strings.Count(m.parents[j], "/")
+	})
+}
 
 func (m *manager) Create() error {
 	for _, dir := range m.dirs {
-		if err := mkdir(dir); err != nil {
+		made, err := mkdir(dir)
+		if err != nil {
 			return err
 		}
+		m.noteParents(m.mount[dir], made)
 		if m.v1["cpuset"] == dir {
 			if err := inheritCpuset(dir, m.mount[dir]); err != nil {
 				return err
@@ -207,9 +279,11 @@ func (m *manager) Create() error {
 		if err := m.enableV2(m.writes); err != nil {
 			return err
 		}
-		if err := mkdir(m.v2); err != nil {
+		made, err := mkdir(m.v2)
+		if err != nil {
 			return err
 		}
+		m.noteParents(m.v2mnt, made)
 	}
 	return m.apply(m.writes, m.rules)
 }
@@ -260,9 +334,11 @@ func (m *manager) enableV2(ws []write) error {
 	for _, c := range append([]string{""}, strings.Split(strings.Trim(rel, "/"), "/")...) {
 		if c != "" {
 			dir = filepath.Join(dir, c)
-			if err := mkdir(dir); err != nil {
+			made, err := mkdir(dir)
+			if err != nil {
 				return err
 			}
+			m.noteParents(m.v2mnt, made)
 		}
 		if err := writeFile(dir, "cgroup.subtree_control", val); err != nil {
 			return fmt.Errorf("cgroups: enable controllers %q in %s: %w", val, dir, err)
@@ -552,6 +628,7 @@ func (m *manager) Destroy() error {
 			}
 		}
 		if busy == nil {
+			m.removeParents()
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -562,6 +639,18 @@ func (m *manager) Destroy() error {
 			_ = m.KillAll(unix.SIGKILL)
 		}
 		time.Sleep(delay)
+	}
+}
+
+// removeParents removes the parents the runtime made for this cgroup, in
+// every hierarchy, as long as they are empty: one that holds another
+// container's cgroup stays (rmdir fails with EBUSY) for that container's
+// Destroy to remove.
+func (m *manager) removeParents() {
+	for _, p := range m.parents {
+		for _, root := range m.roots() {
+			_ = unix.Rmdir(filepath.Join(root, p))
+		}
 	}
 }
 
@@ -587,18 +676,28 @@ func removeTree(dir string) error {
 	return nil
 }
 
-// mkdir creates dir, and its parents when missing. An existing dir is fine.
-func mkdir(dir string) error {
+// mkdir creates dir, and its parents when missing, and returns every
+// directory it made, outermost first. An existing dir is fine.
+func mkdir(dir string) ([]string, error) {
 	err := unix.Mkdir(dir, 0o755)
-	if errors.Is(err, unix.ENOENT) {
-		if err = os.MkdirAll(filepath.Dir(dir), 0o755); err == nil {
-			err = unix.Mkdir(dir, 0o755)
-		}
+	switch {
+	case err == nil:
+		return []string{dir}, nil
+	case errors.Is(err, unix.EEXIST):
+		return nil, nil
+	case !errors.Is(err, unix.ENOENT) || filepath.Dir(dir) == dir:
+		return nil, fmt.Errorf("cgroups: create %s: %w", dir, err)
 	}
-	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("cgroups: create %s: %w", dir, err)
+	made, err := mkdir(filepath.Dir(dir))
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if err := unix.Mkdir(dir, 0o755); err == nil {
+		made = append(made, dir)
+	} else if !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("cgroups: create %s: %w", dir, err)
+	}
+	return made, nil
 }
 
 // inheritCpuset copies cpuset.cpus and cpuset.mems down from the nearest

@@ -148,6 +148,15 @@ func validate(r *specs.LinuxResources) error {
 			}
 		}
 	}
+	if n := r.Network; n != nil {
+		for i, p := range n.Priorities {
+			// The kernel parses "<ifname> <prio>"; an interface name has at
+			// most 15 bytes and no white space or slash.
+			if p.Name == "" || len(p.Name) > 15 || strings.ContainsAny(p.Name, " \t\n/\x00") {
+				return fieldErr(fmt.Sprintf("network.priorities[%d].name", i), "%q is not a network interface name", p.Name)
+			}
+		}
+	}
 	for i, h := range r.HugepageLimits {
 		if !pageSizeRe.MatchString(h.Pagesize) {
 			return fieldErr(fmt.Sprintf("hugepageLimits[%d].pageSize", i), "%q is not a page size like \"2MB\" or \"1GB\"", h.Pagesize)
@@ -363,6 +372,27 @@ func plan(r *specs.LinuxResources, p placement) ([]write, *deviceRules, error) {
 			file = "hugetlb." + h.Pagesize + ".max"
 		}
 		ws = append(ws, write{ctrl: ctrl, file: file, value: strconv.FormatUint(h.Limit, 10)})
+	}
+
+	if n := r.Network; n != nil {
+		// net_cls and net_prio exist only as cgroup v1 controllers: cgroup v2
+		// has no equivalent (eBPF programs classify traffic instead).
+		noV1 := func(field, ctrl string) error {
+			return fieldErr(field, "the %s controller is not mounted: it exists only in cgroup v1, so mount it "+
+				"(mount -t cgroup -o net_cls,net_prio cgroup /sys/fs/cgroup/net_cls,net_prio) or remove linux.resources.network", ctrl)
+		}
+		if n.ClassID != nil {
+			if !p.v1["net_cls"] {
+				return nil, nil, noV1("network.classID", "net_cls")
+			}
+			ws = append(ws, write{ctrl: "net_cls", file: "net_cls.classid", value: strconv.FormatUint(uint64(*n.ClassID), 10)})
+		}
+		for _, pr := range n.Priorities {
+			if !p.v1["net_prio"] {
+				return nil, nil, noV1("network.priorities", "net_prio")
+			}
+			ws = append(ws, write{ctrl: "net_prio", file: "net_prio.ifpriomap", value: pr.Name + " " + strconv.FormatUint(uint64(pr.Priority), 10)})
+		}
 	}
 
 	var dev *deviceRules

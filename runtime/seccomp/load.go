@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,17 +23,30 @@ import (
 // other thread, so synchronising the Go runtime's other threads would add a
 // failure mode (TSYNC fails if a thread has diverged) and buy nothing.
 //
-// Load does not allocate unless it fails.
+// Load does not allocate unless it fails, and makes no syscall but the one
+// that installs the filter, so the caller can execve right after it.
 func Load(f *Filter) error {
 	if f == nil || len(f.prog) == 0 {
 		return errors.New("seccomp: load: empty filter")
 	}
-	// WAIT_KILLABLE_RECV only applies to a notify listener, and the kernel
-	// rejects it without SECCOMP_FILTER_FLAG_NEW_LISTENER.
-	flags := f.flags &^ unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+	flags := f.loadFlags()
 	prog := unix.SockFprog{Len: uint16(len(f.prog)), Filter: &f.prog[0]}
-	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, uintptr(flags), uintptr(unsafe.Pointer(&prog)))
+	// A raw syscall: on the way out of a plain one the Go scheduler may wake
+	// another thread with futex, which the profile just loaded may deny
+	// (the runtime then crashes with "futexwakeup ... returned -1").
+	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&prog)))
 	runtime.KeepAlive(f)
+	return loadError(flags, errno)
+}
+
+// loadFlags are the filter's flags as SECCOMP_SET_MODE_FILTER takes them:
+// WAIT_KILLABLE_RECV only applies to a notify listener, and the kernel
+// rejects it without SECCOMP_FILTER_FLAG_NEW_LISTENER.
+func (f *Filter) loadFlags() uintptr {
+	return uintptr(f.flags &^ unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+}
+
+func loadError(flags uintptr, errno syscall.Errno) error {
 	switch errno {
 	case 0:
 		return nil
@@ -42,4 +56,54 @@ func Load(f *Filter) error {
 		return fmt.Errorf("seccomp: load filter with flags %#x: %w (this kernel may not support one of the profile's flags or actions)", flags, errno)
 	}
 	return fmt.Errorf("seccomp: load filter: %w", errno)
+}
+
+// LoadAndExec installs f on the calling thread and executes path, with
+// nothing in between: no allocation, no syscall, no function prologue where
+// the Go scheduler could preempt the goroutine (a preempted goroutine hands
+// its processor to another thread with futex, which the profile may deny,
+// and the Go runtime crashes). It returns only if either step fails; the
+// error then says which.
+//
+// Unlike syscall.Exec it does not put back the RLIMIT_NOFILE soft limit
+// the process started with (Go raises it at start): a caller that cares
+// sets the limit with syscall.Setrlimit first.
+func LoadAndExec(f *Filter, path string, argv, envv []string) error {
+	if f == nil || len(f.prog) == 0 {
+		return errors.New("seccomp: load: empty filter")
+	}
+	pathp, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	argvp, err := syscall.SlicePtrFromStrings(argv)
+	if err != nil {
+		return err
+	}
+	envvp, err := syscall.SlicePtrFromStrings(envv)
+	if err != nil {
+		return err
+	}
+	flags := f.loadFlags()
+	prog := unix.SockFprog{Len: uint16(len(f.prog)), Filter: &f.prog[0]}
+	loadErrno, execErrno := loadExec(&prog, flags, pathp, &argvp[0], &envvp[0])
+	runtime.KeepAlive(f)
+	runtime.KeepAlive(argvp)
+	runtime.KeepAlive(envvp)
+	if loadErrno != 0 {
+		return loadError(flags, loadErrno)
+	}
+	return fmt.Errorf("exec %s after loading the seccomp profile: %w", path, execErrno)
+}
+
+// loadExec is the part of LoadAndExec that runs with the filter loaded.
+//
+//go:nosplit
+func loadExec(prog *unix.SockFprog, flags uintptr, path *byte, argv, envv **byte) (load, exec syscall.Errno) {
+	_, _, load = syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(prog)))
+	if load != 0 {
+		return load, 0
+	}
+	_, _, exec = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(argv)), uintptr(unsafe.Pointer(envv)))
+	return 0, exec
 }
