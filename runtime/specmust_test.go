@@ -1,0 +1,360 @@
+package runtime_test
+
+// Tests for what the OCI runtime spec requires of a runtime and third-party
+// bundles rely on (issue #12): each case failed on the runtime before the
+// fix it names.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"nexus.dev/nexus/internal/testutil"
+	"nexus.dev/nexus/runtime"
+)
+
+// createErr runs Create on a bundle that should be refused and returns the
+// error, checking that nothing was left behind.
+func (h *harness) createErr(edit func(s *specs.Spec, rootfs string)) error {
+	h.t.Helper()
+	id := h.id()
+	err := h.rt.Create(context.Background(), id, runtime.CreateOptions{Bundle: h.bundle(edit)})
+	if err == nil {
+		_ = h.rt.Delete(context.Background(), id, true)
+		h.t.Fatal("create succeeded, want an error")
+	}
+	assertNothingLeft(h.t, h.rt, id)
+	return err
+}
+
+// An ambient capability that is not also permitted and inheritable cannot
+// be raised; `runc spec` and `crun spec` write such sets, and runc and crun
+// leave those capabilities out rather than refuse the bundle.
+func TestAmbientCapabilitiesTheKernelWillNotRaiseAreLeftOut(t *testing.T) {
+	h := newHarness(t)
+	r := h.run(func(s *specs.Spec, _ string) {
+		caps := []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps,
+			Inheritable: []string{"CAP_KILL"}, Ambient: caps}
+		s.Process.User = specs.User{UID: 1000, GID: 1000}
+		s.Process.Args = []string{"grep", "^Cap", "/proc/self/status"}
+	})
+	// Only KILL (bit 5) is both permitted and inheritable: it stays ambient,
+	// and as ambient it is what a non-root process keeps across exec.
+	for k, v := range map[string]string{"CapAmb": "0000000000000020", "CapEff": "0000000000000020", "CapBnd": "0000000020000420"} {
+		if !strings.Contains(r.out, k+":\t"+v) {
+			t.Errorf("%s: want %s in\n%s", k, v, r.out)
+		}
+	}
+}
+
+// shellSyscalls is about what busybox sh needs to run a few commands: a
+// deny-by-default profile allowing only these has no close_range, capset,
+// prctl, setresuid, accept4 or futex, which the runtime's own steps use.
+var shellSyscalls = []string{
+	"execve", "brk", "arch_prctl", "set_tid_address", "set_robust_list", "rseq", "mmap", "munmap", "mprotect",
+	"read", "write", "writev", "readv", "close", "exit_group", "exit", "rt_sigaction", "rt_sigprocmask",
+	"rt_sigreturn", "getpid", "getppid", "getuid", "geteuid", "getgid", "getegid", "gettid", "ioctl", "fcntl",
+	"open", "openat", "newfstatat", "fstat", "stat", "lstat", "statx", "lseek", "getcwd", "wait4", "clone",
+	"clone3", "fork", "vfork", "dup", "dup2", "dup3", "pipe", "pipe2", "uname", "getrlimit", "setpgid",
+	"getpgid", "getpgrp", "readlink", "readlinkat", "access", "faccessat", "faccessat2", "getdents64", "chdir",
+	"kill", "umask", "poll", "ppoll", "nanosleep", "clock_nanosleep", "clock_gettime", "gettimeofday",
+}
+
+func TestDenyByDefaultSeccompProfileThatAllowsOnlyAShell(t *testing.T) {
+	for _, nnp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noNewPrivileges=%v", nnp), func(t *testing.T) {
+			h := newHarness(t)
+			eperm := uint(1)
+			id, out := h.create(h.bundle(func(s *specs.Spec, _ string) {
+				s.Process.NoNewPrivileges = nnp
+				s.Linux.Seccomp = &specs.LinuxSeccomp{
+					DefaultAction: specs.ActErrno, DefaultErrnoRet: &eperm,
+					Architectures: []specs.Arch{specs.ArchX86_64},
+					Syscalls:      []specs.LinuxSyscall{{Names: shellSyscalls, Action: specs.ActAllow}},
+				}
+				s.Process.Args = []string{"sh", "-c", "echo started; mkdir /tmp/denied 2>&1; sleep 100"}
+			}))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			must(t, h.rt.Start(ctx, id))
+			var data []byte
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(string(data), "Operation not permitted"); {
+				if time.Now().After(deadline) {
+					st, _ := h.rt.State(id)
+					t.Fatalf("the container wrote %q (state %s)", data, st.Status)
+				}
+				time.Sleep(10 * time.Millisecond)
+				data, _ = os.ReadFile(out.Name())
+			}
+			if !strings.Contains(string(data), "started") {
+				t.Fatalf("output %q", data)
+			}
+			// exec goes through the same init stage and loads the profile too.
+			pout, err := os.CreateTemp(t.TempDir(), "exec")
+			must(t, err)
+			p, err := h.rt.Exec(ctx, id, &specs.Process{Args: []string{"sh", "-c", "echo exec-ran; mkdir /tmp/denied2 2>&1"}, Cwd: "/",
+				Env: []string{"PATH=/bin:/usr/bin"}, NoNewPrivileges: nnp}, runtime.ExecOptions{Stdout: pout, Stderr: pout})
+			must(t, err)
+			if _, err := p.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+			data, _ = os.ReadFile(pout.Name())
+			if !strings.Contains(string(data), "exec-ran") || !strings.Contains(string(data), "Operation not permitted") {
+				t.Fatalf("exec output %q", data)
+			}
+		})
+	}
+}
+
+// linux.devices nodes are made before the device rules apply: with a
+// deny-all rule the node exists and opening it is refused by the cgroup.
+func TestDeviceNodesUnderDenyAllDeviceRules(t *testing.T) {
+	h := newHarness(t)
+	mode := os.FileMode(0o666)
+	r := h.run(func(s *specs.Spec, _ string) {
+		// 10:200 is /dev/net/tun: opening it needs no capability.
+		s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/test1", Type: "c", Major: 10, Minor: 200, FileMode: &mode}}
+		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
+		s.Process.Args = []string{"sh", "-c", "ls -l /dev/test1; cat /dev/test1 2>&1; cat /dev/null && echo null:ok"}
+	})
+	for _, want := range []string{"crw-rw-rw-", "10, 200", "Operation not permitted", "null:ok"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.out)
+		}
+	}
+}
+
+// Without a mount namespace the container shares the runtime's (the spec
+// says an unlisted namespace is inherited); its mounts go away with it.
+func TestContainerWithoutMountNamespaceSharesTheHostsAndLeavesNoMounts(t *testing.T) {
+	h := newHarness(t)
+	hostMnt, err := os.Readlink("/proc/self/ns/mnt")
+	must(t, err)
+	bundle := h.bundle(func(s *specs.Spec, _ string) {
+		var nss []specs.LinuxNamespace
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type != specs.MountNamespace {
+				nss = append(nss, ns)
+			}
+		}
+		s.Linux.Namespaces = nss
+		s.Process.Args = []string{"sh", "-c", "readlink /proc/self/ns/mnt; ls /proc/1/cmdline && sleep 100"}
+	})
+	rootfs := filepath.Join(bundle, "rootfs")
+	id, out := h.create(bundle)
+	if !mountedUnder(t, rootfs) {
+		t.Fatal("the container's mounts are not in the host's mount namespace")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Start(ctx, id))
+	waitFor(t, "the container's output", func() bool {
+		data, _ := os.ReadFile(out.Name())
+		return strings.Contains(string(data), "/proc/1/cmdline")
+	})
+	data, _ := os.ReadFile(out.Name())
+	if !strings.Contains(string(data), hostMnt) {
+		t.Fatalf("container's mount namespace: %q, want the host's %s", data, hostMnt)
+	}
+	// exec enters the container's root, not the host's.
+	pout, err := os.CreateTemp(t.TempDir(), "exec")
+	must(t, err)
+	p, err := h.rt.Exec(ctx, id, &specs.Process{Args: []string{"sh", "-c", "cat /etc/hostname; readlink /proc/self/ns/mnt"}, Cwd: "/",
+		Env: []string{"PATH=/bin:/usr/bin"}}, runtime.ExecOptions{Stdout: pout, Stderr: pout})
+	must(t, err)
+	if _, err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(pout.Name())
+	if got := strings.Fields(string(data)); len(got) != 2 || got[0] != "busybox" || got[1] != hostMnt {
+		t.Fatalf("exec saw %q, want the rootfs's /etc/hostname (busybox) and %s", data, hostMnt)
+	}
+	must(t, h.rt.Delete(ctx, id, true))
+	if mountedUnder(t, rootfs) {
+		t.Fatal("delete left the container's mounts on the host")
+	}
+}
+
+// A create that fails after the init built the root file system in the
+// host's mount namespace takes the mounts down with it.
+func TestFailedCreateWithoutMountNamespaceLeavesNoMounts(t *testing.T) {
+	h := newHarness(t)
+	var rootfs string
+	err := h.createErr(func(s *specs.Spec, r string) {
+		rootfs = r
+		var nss []specs.LinuxNamespace
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type != specs.MountNamespace {
+				nss = append(nss, ns)
+			}
+		}
+		s.Linux.Namespaces = nss
+		s.Process.Args = []string{"/no/such/program"}
+	})
+	if !strings.Contains(err.Error(), "/no/such/program") {
+		t.Fatalf("error %v", err)
+	}
+	if mountedUnder(t, rootfs) {
+		t.Fatal("the failed create left mounts on the host")
+	}
+}
+
+// mountedUnder reports whether this mount namespace has a mount at or
+// below dir.
+func mountedUnder(t *testing.T, dir string) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	must(t, err)
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostname and domainname in a uts namespace joined by path are set there.
+func TestHostnameInAJoinedUTSNamespace(t *testing.T) {
+	h := newHarness(t)
+	unshare := testutil.RequireProgram(t, "unshare", "util-linux")
+	holder := exec.Command(unshare, "--uts", "sleep", "100")
+	must(t, holder.Start())
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	nsPath := fmt.Sprintf("/proc/%d/ns/uts", holder.Process.Pid)
+	hostBefore, err := os.Hostname()
+	must(t, err)
+	r := h.run(func(s *specs.Spec, _ string) {
+		for i, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.UTSNamespace {
+				s.Linux.Namespaces[i].Path = nsPath
+			}
+		}
+		s.Hostname, s.Domainname = "joined-host", "joined-domain"
+		s.Process.Args = []string{"sh", "-c", "hostname; cat /proc/sys/kernel/domainname"}
+	})
+	if got := strings.Fields(r.out); len(got) != 2 || got[0] != "joined-host" || got[1] != "joined-domain" {
+		t.Fatalf("container saw %q", r.out)
+	}
+	nsenter := testutil.RequireProgram(t, "nsenter", "util-linux")
+	out, err := exec.Command(nsenter, "--uts="+nsPath, "hostname").Output()
+	must(t, err)
+	if strings.TrimSpace(string(out)) != "joined-host" {
+		t.Fatalf("the joined namespace's hostname is %q", out)
+	}
+	if hostAfter, _ := os.Hostname(); hostAfter != hostBefore {
+		t.Fatalf("the host was renamed from %q to %q", hostBefore, hostAfter)
+	}
+}
+
+// Directories made above a container's cgroup go away with it.
+func TestCgroupParentsTheRuntimeMadeAreRemoved(t *testing.T) {
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
+	tests := []struct {
+		name, path string
+		top        string // the topmost directory the runtime makes, relative to a hierarchy root
+	}{
+		{"relative", fmt.Sprintf("t%d-rel/middle/box", os.Getpid()), fmt.Sprintf("nexus/t%d-rel", os.Getpid())},
+		{"absolute", fmt.Sprintf("/t%d-abs/middle/box", os.Getpid()), fmt.Sprintf("t%d-abs", os.Getpid())},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			t.Cleanup(func() {
+				for _, hier := range hierarchies {
+					_ = os.Remove(filepath.Join(hier, tt.top, "middle", "box"))
+					_ = os.Remove(filepath.Join(hier, tt.top, "middle"))
+					_ = os.Remove(filepath.Join(hier, tt.top))
+				}
+			})
+			r := h.run(func(s *specs.Spec, _ string) { s.Linux.CgroupsPath = tt.path })
+			if len(r.paths) == 0 {
+				t.Fatal("no cgroup paths recorded")
+			}
+			for _, hier := range hierarchies {
+				if _, err := os.Stat(filepath.Join(hier, tt.top)); err == nil {
+					t.Errorf("%s remains after delete", filepath.Join(hier, tt.top))
+				}
+			}
+		})
+	}
+}
+
+// A parent that existed before the container is not the runtime's to remove.
+func TestCgroupParentThatExistedIsKept(t *testing.T) {
+	h := newHarness(t)
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
+	parent := fmt.Sprintf("t%d-own", os.Getpid())
+	var made []string
+	for _, hier := range hierarchies {
+		if err := os.Mkdir(filepath.Join(hier, parent), 0o755); err == nil {
+			made = append(made, filepath.Join(hier, parent))
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range made {
+			_ = os.Remove(d)
+		}
+	})
+	h.run(func(s *specs.Spec, _ string) { s.Linux.CgroupsPath = "/" + parent + "/box" })
+	for _, d := range made {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s, which existed before the container, was removed", d)
+		}
+	}
+}
+
+// IDs up to the file name limit work, whatever the socket path limit; the
+// limit is stated when an ID is too long.
+func TestLongContainerIDs(t *testing.T) {
+	h := newHarness(t)
+	bundle := h.bundle(shell("echo ran"))
+	for _, n := range []int{83, 200, runtime.MaxIDLength} {
+		id := fmt.Sprintf("t%d-%s", os.Getpid(), strings.Repeat("x", n))[:n]
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := os.CreateTemp(t.TempDir(), "out")
+		must(t, err)
+		if err := h.rt.Create(ctx, id, runtime.CreateOptions{Bundle: bundle, Stdout: out, Stderr: out}); err != nil {
+			cancel()
+			t.Fatalf("id of %d characters: %v", n, err)
+		}
+		must(t, h.rt.Start(ctx, id))
+		if _, err := h.rt.Wait(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		must(t, h.rt.Delete(ctx, id, false))
+		cancel()
+		if data, _ := os.ReadFile(out.Name()); !strings.Contains(string(data), "ran") {
+			t.Fatalf("id of %d characters: output %q", n, data)
+		}
+	}
+	err := h.rt.Create(context.Background(), strings.Repeat("y", runtime.MaxIDLength+1), runtime.CreateOptions{Bundle: bundle})
+	if err == nil || !strings.Contains(err.Error(), "1-255 characters") || strings.Contains(err.Error(), "cgroupsPath") {
+		t.Fatalf("id of 256 characters: %v", err)
+	}
+}
+
+// A memory limit below what the runtime's own setup needs is reported as
+// such, not as a broken socket.
+func TestMemoryLimitTooLowForSetupIsExplained(t *testing.T) {
+	for _, limit := range []int64{1, 4096} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			h := newHarness(t)
+			err := h.createErr(func(s *specs.Spec, _ string) {
+				s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &limit}
+			})
+			for _, want := range []string{"killed for lack of memory during setup", fmt.Sprintf("memory.limit (%d bytes) is too low", limit)} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+		})
+	}
+}
