@@ -474,7 +474,7 @@ func (c *creation) finish(ctx context.Context, cfg *initConfig, stdio []*os.File
 	cfg.State = state
 	cfg.State.Status = specs.StateCreated
 	if len(spec.Process.Rlimits) > 0 {
-		if err := setRlimits(pid, spec.Process.Rlimits); err != nil {
+		if err := raiseHardLimits(pid, spec.Process.Rlimits); err != nil {
 			return err
 		}
 	}

@@ -119,7 +119,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 		return fail(err)
 	}
 	if len(proc.Rlimits) > 0 {
-		if err := setRlimits(pid, proc.Rlimits); err != nil {
+		if err := raiseHardLimits(pid, proc.Rlimits); err != nil {
 			return fail(err)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -265,9 +264,6 @@ func runInit(cfg *initConfig, rep *reporter) error {
 	if err := closeOnExecFrom(3 + cfg.PreserveFDs); err != nil {
 		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
 	}
-	if err := setNofile(proc.Rlimits); err != nil {
-		return err
-	}
 	if cfg.Mode == "create" {
 		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
 			return err
@@ -283,6 +279,9 @@ func runInit(cfg *initConfig, rep *reporter) error {
 		if err := runHooks("startContainer", hookList(s.Hooks, "startContainer"), cfg.State); err != nil {
 			return err
 		}
+	}
+	if err := setRlimits(proc.Rlimits); err != nil {
+		return err
 	}
 	if filter != nil {
 		return seccomp.LoadAndExec(filter, path, proc.Args, proc.Env)
@@ -315,25 +314,6 @@ func closeOnExecFrom(lowest int) error {
 		}
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && !errors.Is(err, unix.EBADF) {
 			return err
-		}
-	}
-	return nil
-}
-
-// setNofile sets the spec's RLIMIT_NOFILE in this process once more, after
-// the parent's prlimit: Go raises the soft limit when a process starts and
-// puts back the starting value at exec, and the start may come after the
-// parent's prlimit, in which case that value is the spec's soft limit raised.
-// A limit set through syscall.Setrlimit tells Go to leave it alone. Without
-// one in the spec Go puts back the limit the init was started with, which
-// is the runtime's own (with one prlimit64 after the seccomp profile is
-// loaded; a profile denying it leaves the raised soft limit).
-func setNofile(limits []specs.POSIXRlimit) error {
-	for _, l := range limits {
-		if l.Type == "RLIMIT_NOFILE" {
-			if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: l.Soft, Max: l.Hard}); err != nil {
-				return fmt.Errorf("process.rlimits: RLIMIT_NOFILE: %w", err)
-			}
 		}
 	}
 	return nil

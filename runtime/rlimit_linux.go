@@ -16,18 +16,42 @@ var rlimitByName = map[string]int{
 	"RLIMIT_STACK": unix.RLIMIT_STACK,
 }
 
-// setRlimits applies the spec's limits to pid (0 = the caller). Raising a hard
-// limit needs CAP_SYS_RESOURCE and may still be refused (some hosts cap it
-// even for root); the error says which limit and what the host allows.
-func setRlimits(pid int, limits []specs.POSIXRlimit) error {
+// The container's limits take effect in two steps. The parent raises hard
+// limits where the spec's are higher (that needs CAP_SYS_RESOURCE, which the
+// init gives up with the rest of its capabilities), and the init sets every
+// limit exactly right before execve, which only ever lowers one. Set any
+// earlier, the limits would constrain the runtime's own setup: a Go init
+// under the RLIMIT_AS of the conformance suite (1 GiB) dies allocating its
+// heap ("runtime: cannot allocate memory").
+
+// raiseHardLimits raises pid's hard limits to the spec's where they are
+// lower. Some hosts cap them even for root; the error then says which limit
+// and what the host allows.
+func raiseHardLimits(pid int, limits []specs.POSIXRlimit) error {
 	for _, r := range limits {
 		res := rlimitByName[r.Type]
-		want := unix.Rlimit{Cur: r.Soft, Max: r.Hard}
-		if err := unix.Prlimit(pid, res, &want, nil); err != nil {
-			var have unix.Rlimit
-			_ = unix.Prlimit(pid, res, nil, &have)
+		var have unix.Rlimit
+		if err := unix.Prlimit(pid, res, nil, &have); err != nil {
+			return fmt.Errorf("process.rlimits: read %s: %w", r.Type, err)
+		}
+		if r.Hard <= have.Max {
+			continue
+		}
+		if err := unix.Prlimit(pid, res, &unix.Rlimit{Cur: have.Cur, Max: r.Hard}, nil); err != nil {
 			return fmt.Errorf("process.rlimits: set %s to soft %d, hard %d: %w (this host allows at most hard %d: lower the limit in the spec)",
 				r.Type, r.Soft, r.Hard, err, have.Max)
+		}
+	}
+	return nil
+}
+
+// setRlimits sets this process's limits to the spec's. It sets
+// RLIMIT_NOFILE through the call that also tells Go not to put back, at
+// exec, the soft limit the process started with.
+func setRlimits(limits []specs.POSIXRlimit) error {
+	for _, r := range limits {
+		if err := unix.Setrlimit(rlimitByName[r.Type], &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
+			return fmt.Errorf("process.rlimits: set %s to soft %d, hard %d: %w", r.Type, r.Soft, r.Hard, err)
 		}
 	}
 	return nil

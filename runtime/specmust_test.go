@@ -358,3 +358,24 @@ func TestMemoryLimitTooLowForSetupIsExplained(t *testing.T) {
 		})
 	}
 }
+
+// Limits apply to the container's program, not to the runtime's setup
+// before it: a Go init under a 1 GiB RLIMIT_AS (the conformance suite's)
+// could not allocate its heap.
+func TestRlimitsApplyToTheProgramOnly(t *testing.T) {
+	h := newHarness(t)
+	const gib = 1 << 30
+	r := h.run(func(s *specs.Spec, _ string) {
+		// The conformance suite's process_rlimits set.
+		s.Process.Rlimits = []specs.POSIXRlimit{
+			{Type: "RLIMIT_AS", Soft: 1 * gib, Hard: 2 * gib}, {Type: "RLIMIT_CORE", Soft: 3 * gib, Hard: 4 * gib},
+			{Type: "RLIMIT_DATA", Soft: 5 * gib, Hard: 6 * gib}, {Type: "RLIMIT_FSIZE", Soft: 7 * gib, Hard: 8 * gib},
+			{Type: "RLIMIT_STACK", Soft: 9 * gib, Hard: 10 * gib}, {Type: "RLIMIT_CPU", Soft: 60, Hard: 120},
+			{Type: "RLIMIT_NOFILE", Soft: 3000, Hard: 4000},
+		}
+		s.Process.Args = []string{"sh", "-c", "echo as=$(ulimit -Sv)/$(ulimit -Hv) nofile=$(ulimit -Sn)/$(ulimit -Hn) cpu=$(ulimit -St)/$(ulimit -Ht)"}
+	})
+	if got, want := strings.TrimSpace(r.out), "as=1048576/2097152 nofile=3000/4000 cpu=60/120"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
