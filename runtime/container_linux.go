@@ -111,6 +111,11 @@ type CreateOptions struct {
 	Bundle        string
 	PidFile       string
 	ConsoleSocket string // path of a unix socket that receives the pty master
+	// Console, when process.terminal is set and ConsoleSocket is empty,
+	// receives the pty master before Create returns, so that the caller is
+	// the terminal's other end (runc run does this in the foreground; see
+	// RelayConsole). Without either such a spec is refused.
+	Console func(master *os.File)
 	// Stdio of the container's process. Nil means the runtime's own (the
 	// OCI command line passes its stdio through). Use files, not pipes with
 	// goroutines behind them, if the container must outlive this process.
@@ -177,11 +182,18 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		return err
 	}
 	defer ln.Close()
-	var console *os.File
-	if opts.ConsoleSocket != "" {
+	var console, consoleHere *os.File
+	switch {
+	case opts.ConsoleSocket != "":
 		if console, err = dialConsole(opts.ConsoleSocket); err != nil {
 			return err
 		}
+		defer console.Close()
+	case opts.Console != nil && b.spec.Process.Terminal:
+		if consoleHere, console, err = socketPair(); err != nil {
+			return err
+		}
+		defer consoleHere.Close()
 		defer console.Close()
 	}
 	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
@@ -203,6 +215,14 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		return err
 	}
 	step("init ready")
+	if consoleHere != nil {
+		// The init sent the master before it reported ready.
+		master, err := receiveConsole(consoleHere)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", id, err)
+		}
+		opts.Console(master)
+	}
 	return nil
 }
 

@@ -379,3 +379,42 @@ func TestRlimitsApplyToTheProgramOnly(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+// A spec asking for a terminal runs without --console-socket when the
+// caller takes the terminal itself, as `runc run` does in the foreground.
+func TestTerminalRelayedWithoutAConsoleSocket(t *testing.T) {
+	h := newHarness(t)
+	bundle := h.bundle(func(s *specs.Spec, _ string) {
+		s.Process.Terminal = true
+		s.Process.Args = []string{"sh"}
+	})
+	in, feed, err := os.Pipe()
+	must(t, err)
+	defer in.Close()
+	defer feed.Close()
+	out, err := os.CreateTemp(t.TempDir(), "screen")
+	must(t, err)
+	var stop func()
+	id := h.id()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, h.rt.Create(ctx, id, runtime.CreateOptions{Bundle: bundle,
+		Console: func(master *os.File) { stop = runtime.RelayConsole(master, in, out) }}))
+	t.Cleanup(func() { _ = h.rt.Delete(context.Background(), id, true) })
+	if stop == nil {
+		t.Fatal("Create did not pass the terminal")
+	}
+	_, err = feed.Write([]byte("tty; echo relay-$((2+3)); exit 4\n"))
+	must(t, err)
+	must(t, h.rt.Start(ctx, id))
+	status, err := h.rt.Wait(ctx, id)
+	must(t, err)
+	stop()
+	screen, _ := os.ReadFile(out.Name())
+	if status.Code != 4 || !strings.Contains(string(screen), "relay-5") || !strings.Contains(string(screen), "/dev/pts/0") {
+		t.Fatalf("exit %+v, screen %q", status, screen)
+	}
+	if err := h.rt.Create(ctx, h.id(), runtime.CreateOptions{Bundle: bundle}); err == nil || !strings.Contains(err.Error(), "--console-socket") {
+		t.Fatalf("without Console or a console socket: %v", err)
+	}
+}
