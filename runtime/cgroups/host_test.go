@@ -416,3 +416,24 @@ func benchCreate(b *testing.B, createOnly bool) {
 		}
 	}
 }
+
+// cgroup v1 refuses a memory limit below what the cgroup already uses; the
+// error says so (a warm container's limits are applied to a cgroup its init
+// already lives in).
+func TestHostMemoryLimitBelowUsageIsExplained(t *testing.T) {
+	l := hostLayoutT(t)
+	m := createT(t, l, nil)
+	if m.v1["memory"] == "" {
+		t.Skip("the memory controller is not a v1 hierarchy here: cgroup2 OOM-kills instead of refusing")
+	}
+	p := startIn(t, m, `exec awk 'BEGIN { s = "x"; for (i = 0; i < 23; i++) s = s s; print "filled"; fflush(); system("sleep 30") }'`)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Stdout(), "filled"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the process did not fill its memory: %q", p.Stderr())
+		}
+	}
+	err := m.Update(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(4096)}})
+	if err == nil || !strings.Contains(err.Error(), "already uses more memory than that") {
+		t.Fatalf("Update to 4096 bytes: %v", err)
+	}
+}

@@ -384,6 +384,10 @@ func (m *manager) writeOne(w write) error {
 			return nil
 		}
 	}
+	if err != nil && errors.Is(err, unix.EBUSY) && strings.HasPrefix(w.file, "memory.") && strings.HasSuffix(w.file, "limit_in_bytes") {
+		// cgroup v1 refuses a limit below what the cgroup already uses.
+		return fmt.Errorf("cgroups: set %s to %q in %s: the cgroup already uses more memory than that (%w): raise the limit", w.file, w.value, dir, err)
+	}
 	if err != nil {
 		return fmt.Errorf("cgroups: set %s to %q in %s: %w", w.file, w.value, dir, err)
 	}
