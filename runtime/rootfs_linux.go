@@ -20,11 +20,17 @@ type rootfsSetup struct {
 
 func (r *rootfsSetup) spec() *specs.Spec { return r.cfg.Spec }
 
+// afterPivot are the rootfsPropagation modes applied to the container's /
+// only once it is the root: until then / stays a slave, since shared would
+// propagate the container's mounts to the host and unbindable would refuse
+// the bind of the rootfs onto itself.
+const afterPivot = unix.MS_SHARED | unix.MS_UNBINDABLE
+
 // prepare makes the host's mounts invisible to propagation and turns the
 // rootfs into a mount point of its own, as pivot_root requires.
 func (r *rootfsSetup) prepare() error {
 	flags := uintptr(unix.MS_SLAVE | unix.MS_REC)
-	if p, ok := propagationOptions[r.spec().Linux.RootfsPropagation]; ok && p&(unix.MS_SHARED) == 0 {
+	if p, ok := propagationOptions[r.spec().Linux.RootfsPropagation]; ok && p&afterPivot == 0 {
 		flags = p
 	}
 	if !r.cfg.HostMountNS {
@@ -451,7 +457,7 @@ func finishRootfs(s *specs.Spec) error {
 			return fmt.Errorf("root.readonly: %w", err)
 		}
 	}
-	if p, ok := propagationOptions[s.Linux.RootfsPropagation]; ok && p&unix.MS_SHARED != 0 {
+	if p, ok := propagationOptions[s.Linux.RootfsPropagation]; ok && p&afterPivot != 0 {
 		if err := unix.Mount("", "/", "", p, ""); err != nil {
 			return fmt.Errorf("linux.rootfsPropagation: %w", err)
 		}

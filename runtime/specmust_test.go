@@ -418,3 +418,21 @@ func TestTerminalRelayedWithoutAConsoleSocket(t *testing.T) {
 		t.Fatalf("without Console or a console socket: %v", err)
 	}
 }
+
+// rootfsPropagation "unbindable" makes the container's / unbindable; it
+// used to be applied to / before the rootfs was bound onto itself, which an
+// unbindable parent refuses.
+func TestUnbindableRootfsPropagation(t *testing.T) {
+	for _, mode := range []string{"unbindable", "runbindable"} {
+		t.Run(mode, func(t *testing.T) {
+			h := newHarness(t)
+			r := h.run(func(s *specs.Spec, _ string) {
+				s.Linux.RootfsPropagation = mode
+				s.Process.Args = []string{"awk", `$5 == "/"`, "/proc/self/mountinfo"}
+			})
+			if !strings.Contains(r.out, "unbindable") {
+				t.Fatalf("/ in the container: %q", r.out)
+			}
+		})
+	}
+}
