@@ -157,6 +157,26 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+func TestPlanKernelMemory(t *testing.T) {
+	//lint:ignore SA1019 deprecated in the spec, still applied on cgroup v1
+	r := &specs.LinuxResources{Memory: &specs.LinuxMemory{Kernel: i64(50 << 20), KernelTCP: i64(40 << 20)}}
+	ws, _, err := plan(r, v1Place)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range ws {
+		got = append(got, w.ctrl+" "+w.file+"="+w.value)
+	}
+	want := []string{"memory memory.kmem.limit_in_bytes=52428800", "memory memory.kmem.tcp.limit_in_bytes=41943040"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if _, _, err := plan(r, v2Place); err == nil || !strings.Contains(err.Error(), "exist only in cgroup v1") {
+		t.Errorf("on cgroup v2: %v", err)
+	}
+}
+
 func TestPlanNetwork(t *testing.T) {
 	p := placement{v1: map[string]bool{"net_cls": true, "net_prio": true}}
 	r := &specs.LinuxResources{Network: &specs.LinuxNetwork{ClassID: u32(0x100001),

@@ -215,7 +215,13 @@ func plan(r *specs.LinuxResources, p placement) ([]write, *deviceRules, error) {
 		return fieldErr(field, "the %s controller is not available to this cgroup (not mounted, or not enabled in cgroup2)", ctrl)
 	}
 
-	if m := r.Memory; m != nil && (set(m.Limit) || set(m.Reservation) || set(m.Swap) || m.Swappiness != nil || m.DisableOOMKiller != nil) {
+	var kernel *int64
+	if r.Memory != nil {
+		//lint:ignore SA1019 deprecated in the spec, applied where cgroup v1 still has it
+		kernel = r.Memory.Kernel
+	}
+	if m := r.Memory; m != nil && (set(m.Limit) || set(m.Reservation) || set(m.Swap) || m.Swappiness != nil || m.DisableOOMKiller != nil ||
+		set(kernel) || set(m.KernelTCP)) {
 		ctrl, ok := p.where("memory", "memory")
 		if !ok {
 			return nil, nil, missing("memory", "memory")
@@ -257,7 +263,18 @@ func plan(r *specs.LinuxResources, p placement) ([]write, *deviceRules, error) {
 				}
 				ws = append(ws, write{ctrl: ctrl, file: "memory.oom_control", value: v})
 			}
+			// Recent kernels accept this file and ignore what is written
+			// (6.18 here); older ones apply it.
+			if set(kernel) {
+				ws = append(ws, write{ctrl: ctrl, file: "memory.kmem.limit_in_bytes", value: strconv.FormatInt(*kernel, 10), optional: true})
+			}
+			if set(m.KernelTCP) {
+				ws = append(ws, write{ctrl: ctrl, file: "memory.kmem.tcp.limit_in_bytes", value: strconv.FormatInt(*m.KernelTCP, 10)})
+			}
 		} else {
+			if set(kernel) || set(m.KernelTCP) {
+				return nil, nil, fieldErr("memory.kernelTCP", "kernel and kernel TCP memory limits exist only in cgroup v1 (cgroup v2 counts that memory in memory.max): remove linux.resources.memory.kernel and kernelTCP")
+			}
 			if set(m.Limit) {
 				ws = append(ws, write{ctrl: ctrl, file: "memory.max", value: limitString(*m.Limit)})
 			}
