@@ -189,7 +189,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 			return err
 		}
 		defer console.Close()
-	case opts.Console != nil && b.spec.Process.Terminal:
+	case opts.Console != nil && b.spec.Process != nil && b.spec.Process.Terminal:
 		if consoleHere, console, err = socketPair(); err != nil {
 			return err
 		}
@@ -244,9 +244,6 @@ func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	if spec.Process == nil {
-		return nil, specErr("process", "missing: a container needs a process to run")
-	}
 	ispec, filter, err := initSpec(spec, r.filters.compile)
 	if err != nil {
 		return nil, err
@@ -264,6 +261,9 @@ func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
 // warnAmbient logs the ambient capabilities the process will not get
 // because they are not also permitted and inheritable.
 func (r *Runtime) warnAmbient(id string, p *specs.Process) {
+	if p == nil {
+		return
+	}
 	if lost := unraisableAmbient(p.Capabilities); len(lost) > 0 {
 		r.log.Warn("ambient capabilities not raised: an ambient capability must also be permitted and inheritable",
 			"id", id, "capabilities", strings.Join(lost, ","))
@@ -493,7 +493,7 @@ func (c *creation) finish(ctx context.Context, cfg *initConfig, stdio []*os.File
 	state := specs.State{Version: specs.Version, ID: c.id, Status: specs.StateCreating, Pid: pid, Bundle: c.b.bundle, Annotations: spec.Annotations}
 	cfg.State = state
 	cfg.State.Status = specs.StateCreated
-	if len(spec.Process.Rlimits) > 0 {
+	if spec.Process != nil && len(spec.Process.Rlimits) > 0 {
 		if err := raiseHardLimits(pid, spec.Process.Rlimits); err != nil {
 			return err
 		}

@@ -216,6 +216,9 @@ func runInit(cfg *initConfig, rep *reporter) error {
 	if _, err := unix.Setsid(); err != nil {
 		return fmt.Errorf("setsid: %w", err)
 	}
+	if proc == nil {
+		return waitWithoutProcess(cfg, rep)
+	}
 	if proc.Terminal {
 		if err := setupConsole(cfg); err != nil {
 			return err
@@ -290,6 +293,23 @@ func runInit(cfg *initConfig, rep *reporter) error {
 	return fmt.Errorf("exec %s: %w", path, err)
 }
 
+// waitWithoutProcess is the init of a spec without a process, which the
+// runtime spec allows: the container is created, and start is what fails.
+func waitWithoutProcess(cfg *initConfig, rep *reporter) error {
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
+		return err
+	}
+	if err := send(rep.w, "ready"); err != nil {
+		return err
+	}
+	conn, err := waitForStart(cfg.StartFD)
+	if err != nil {
+		return err
+	}
+	rep.w = conn
+	return errors.New("config.json: process: not set, so there is nothing to start: add a process to the bundle's config.json and create the container again")
+}
+
 // closeOnExecFrom marks every descriptor from lowest up close-on-exec:
 // close_range(CLOSE_RANGE_CLOEXEC) where the kernel has it (5.11), else one
 // fcntl per descriptor listed in /proc/self/fd.
@@ -335,11 +355,15 @@ func buildRootfs(cfg *initConfig) error {
 		return err
 	}
 	// The process's cwd must exist; create it the way the image would.
-	if rel, err := resolveInRoot(cfg.Rootfs, cfg.Spec.Process.Cwd); err != nil {
-		return fmt.Errorf("process.cwd: %w", err)
-	} else if d, err := mkdirAllInRoot(r.rootFd, rel, 0o755); err != nil {
-		return fmt.Errorf("process.cwd %s: %w", cfg.Spec.Process.Cwd, err)
-	} else {
+	if p := cfg.Spec.Process; p != nil {
+		rel, err := resolveInRoot(cfg.Rootfs, p.Cwd)
+		if err != nil {
+			return fmt.Errorf("process.cwd: %w", err)
+		}
+		d, err := mkdirAllInRoot(r.rootFd, rel, 0o755)
+		if err != nil {
+			return fmt.Errorf("process.cwd %s: %w", p.Cwd, err)
+		}
 		d.Close()
 	}
 	if err := runHooks("createContainer", hookList(cfg.Spec.Hooks, "createContainer"), cfg.State); err != nil {

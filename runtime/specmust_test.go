@@ -436,3 +436,22 @@ func TestUnbindableRootfsPropagation(t *testing.T) {
 		})
 	}
 }
+
+// A spec without a process creates a container; start is what fails (the
+// runtime spec: start MUST generate an error if process was not set).
+func TestCreateWithoutProcessFailsAtStart(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(func(s *specs.Spec, _ string) { s.Process = nil }))
+	st, err := h.rt.State(id)
+	must(t, err)
+	if st.Status != specs.StateCreated {
+		t.Fatalf("state %s, want created", st.Status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.rt.Start(ctx, id); err == nil || !strings.Contains(err.Error(), "process: not set") {
+		t.Fatalf("start: %v", err)
+	}
+	must(t, h.rt.Delete(ctx, id, true))
+	assertNothingLeft(t, h.rt, id)
+}

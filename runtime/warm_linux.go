@@ -165,7 +165,7 @@ func (r *Runtime) CreateWarm(ctx context.Context, opts CreateOptions) (id string
 	}
 	plan := planNamespaces(b.spec)
 	if plan.cloneFlags != warmFlags || plan.joinPid != "" || len(plan.join) > 0 ||
-		b.spec.Linux.CgroupsPath != "" || opts.ConsoleSocket != "" || opts.PreserveFDs > 0 || b.spec.Process.Terminal {
+		b.spec.Linux.CgroupsPath != "" || opts.ConsoleSocket != "" || opts.PreserveFDs > 0 || b.spec.Process == nil || b.spec.Process.Terminal {
 		return "", ErrNoWarmSlot
 	}
 	r.mu.Lock()
