@@ -56,10 +56,15 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if startErr != nil {
 		return fmt.Errorf("start %s: %w", id, startErr)
 	}
-	state := st.ociState(dir)
-	if err := runHooks("poststart", hookList(st.Spec.Hooks, "poststart"), state); err != nil {
-		// The runtime spec makes poststart failures warnings.
-		r.log.Warn("poststart hook failed", "id", id, "err", err)
+	if hooks := hookList(st.Spec.Hooks, "poststart"); len(hooks) > 0 {
+		// The program has been started, which is what poststart hooks are
+		// told, even when it has already exited again.
+		state := specs.State{Version: specs.Version, ID: st.ID, Status: specs.StateRunning, Pid: st.Pid,
+			Bundle: st.Bundle, Annotations: st.Annotations}
+		if err := runHooks("poststart", hooks, state); err != nil {
+			// The runtime spec makes poststart failures warnings.
+			r.log.Warn("poststart hook failed", "id", id, "err", err)
+		}
 	}
 	return nil
 }

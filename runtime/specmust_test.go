@@ -6,6 +6,7 @@ package runtime_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -454,4 +455,22 @@ func TestCreateWithoutProcessFailsAtStart(t *testing.T) {
 	}
 	must(t, h.rt.Delete(ctx, id, true))
 	assertNothingLeft(t, h.rt, id)
+}
+
+// poststart hooks are told the container runs, with its pid, even when the
+// program has already exited by the time they start.
+func TestPoststartHookSeesARunningContainer(t *testing.T) {
+	h := newHarness(t)
+	saved := filepath.Join(t.TempDir(), "state.json")
+	h.run(func(s *specs.Spec, _ string) {
+		s.Hooks = &specs.Hooks{Poststart: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + saved}}}}
+		s.Process.Args = []string{"true"}
+	})
+	data, err := os.ReadFile(saved)
+	must(t, err)
+	var st specs.State
+	must(t, json.Unmarshal(data, &st))
+	if st.Status != specs.StateRunning || st.Pid <= 0 {
+		t.Fatalf("poststart hook got %s", data)
+	}
 }
