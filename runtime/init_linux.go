@@ -268,17 +268,9 @@ func runInit(cfg *initConfig, rep *reporter) error {
 		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
 	}
 	if cfg.Mode == "create" {
-		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
+		if err := readyThenWaitForStart(cfg, rep); err != nil {
 			return err
 		}
-		if err := send(rep.w, "ready"); err != nil {
-			return err
-		}
-		conn, err := waitForStart(cfg.StartFD)
-		if err != nil {
-			return err
-		}
-		rep.w = conn
 		if err := runHooks("startContainer", hookList(s.Hooks, "startContainer"), cfg.State); err != nil {
 			return err
 		}
@@ -293,9 +285,10 @@ func runInit(cfg *initConfig, rep *reporter) error {
 	return fmt.Errorf("exec %s: %w", path, err)
 }
 
-// waitWithoutProcess is the init of a spec without a process, which the
-// runtime spec allows: the container is created, and start is what fails.
-func waitWithoutProcess(cfg *initConfig, rep *reporter) error {
+// readyThenWaitForStart ends create: the init stops dying with its parent
+// (which exits now), reports ready and waits for start, to which it then
+// reports.
+func readyThenWaitForStart(cfg *initConfig, rep *reporter) error {
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
 		return err
 	}
@@ -307,6 +300,15 @@ func waitWithoutProcess(cfg *initConfig, rep *reporter) error {
 		return err
 	}
 	rep.w = conn
+	return nil
+}
+
+// waitWithoutProcess is the init of a spec without a process, which the
+// runtime spec allows: the container is created, and start is what fails.
+func waitWithoutProcess(cfg *initConfig, rep *reporter) error {
+	if err := readyThenWaitForStart(cfg, rep); err != nil {
+		return err
+	}
 	return errors.New("config.json: process: not set, so there is nothing to start: add a process to the bundle's config.json and create the container again")
 }
 

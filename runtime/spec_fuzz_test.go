@@ -18,6 +18,8 @@ func FuzzValidateSpec(f *testing.F) {
 	f.Add([]byte(`{"ociVersion":"1.0.2","mounts":[{"destination":"/../x","type":"bind","source":"/"}]}`))
 	f.Add([]byte(`{"ociVersion":"1.0.2","linux":{"sysctl":{"kernel.shmmax":"1"},"namespaces":[{"type":"ipc","path":"/proc/1/ns/ipc"}]}}`))
 	f.Add([]byte(`{"process":{"rlimits":[{"type":"RLIMIT_NOFILE","soft":2,"hard":1}]}}`))
+	f.Add([]byte(`{"ociVersion":"1.0.2","root":{"path":"rootfs"},"hostname":"h","linux":{"namespaces":[{"type":"uts","path":"/proc/1/ns/uts"}]}}`))
+	f.Add([]byte(`{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{"resources":{"network":{"classID":1048577,"priorities":[{"name":"lo","priority":5}]},"memory":{"kernelTCP":1024}}}}`))
 	f.Add([]byte(`[`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// A slow input crashes the worker, so the fuzzer saves it.

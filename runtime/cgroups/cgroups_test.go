@@ -157,6 +157,15 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// planLines shows writes as "ctrl file=value", in order.
+func planLines(ws []write) []string {
+	var out []string
+	for _, w := range ws {
+		out = append(out, w.ctrl+" "+w.file+"="+w.value)
+	}
+	return out
+}
+
 func TestPlanKernelMemory(t *testing.T) {
 	//lint:ignore SA1019 deprecated in the spec, still applied on cgroup v1
 	r := &specs.LinuxResources{Memory: &specs.LinuxMemory{Kernel: i64(50 << 20), KernelTCP: i64(40 << 20)}}
@@ -164,10 +173,7 @@ func TestPlanKernelMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, w := range ws {
-		got = append(got, w.ctrl+" "+w.file+"="+w.value)
-	}
+	got := planLines(ws)
 	want := []string{"memory memory.kmem.limit_in_bytes=52428800", "memory memory.kmem.tcp.limit_in_bytes=41943040"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -185,10 +191,7 @@ func TestPlanNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, w := range ws {
-		got = append(got, w.ctrl+" "+w.file+"="+w.value)
-	}
+	got := planLines(ws)
 	want := []string{"net_cls net_cls.classid=1048577", "net_prio net_prio.ifpriomap=lo 5", "net_prio net_prio.ifpriomap=eth0 9"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
