@@ -11,7 +11,7 @@ TOOLS       := $(CURDIR)/bin/tools
 RACE_PKGS   ?= ./...
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build deps test lint bench generate soak clean help
+.PHONY: all build deps test lint bench generate soak conformance clean help
 
 all: build
 
@@ -48,6 +48,9 @@ generate: ## regenerate generated sources (today: the seccomp syscall table from
 
 soak: deps build ## every test at soak size (NEXUS_SOAK=1: e.g. 50,000 ops per fault scenario, 20 raft failovers)
 	NEXUS_BIN=$(CURDIR)/$(BIN) NEXUS_SOAK=1 $(GO) test -count=1 -timeout 2h ./...
+
+conformance: build ## the OCI runtime spec's conformance suite (opencontainers/runtime-tools) against nexus, runc and crun (root; see docs/conformance.md)
+	bench/conformance
 
 clean:
 	rm -rf bin
