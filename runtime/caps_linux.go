@@ -42,6 +42,46 @@ func capSetOf(names []string) capSet {
 	return s
 }
 
+// grantable is what this process can give a container: its permitted set,
+// which for root is its bounding set. A machine or a sandbox may run the
+// runtime without some capability (this project's CI machine lacks
+// CAP_SYS_RESOURCE), and a kernel may not know the newest ones.
+func grantable() (capSet, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, fmt.Errorf("read own capabilities: %w", err)
+	}
+	return capSet(data[0].Permitted) | capSet(data[1].Permitted)<<32, nil
+}
+
+// ungrantable names the capabilities in any of c's sets that are not in have.
+func ungrantable(c *specs.LinuxCapabilities, have capSet) []string {
+	want := capSetOf(c.Bounding) | capSetOf(c.Effective) | capSetOf(c.Inheritable) | capSetOf(c.Permitted) | capSetOf(c.Ambient)
+	var out []string
+	for i := uint(0); i < 64; i++ {
+		if want&^have&(1<<i) != 0 {
+			out = append(out, capabilityName(i))
+		}
+	}
+	return out
+}
+
+func capabilityName(n uint) string {
+	for name, c := range capabilityNames {
+		if c == n {
+			return name
+		}
+	}
+	return fmt.Sprintf("capability %d", n)
+}
+
+// within leaves out of every set what have does not hold.
+func (c capabilities) within(have capSet) capabilities {
+	return capabilities{Bounding: c.Bounding & have, Effective: c.Effective & have, Inheritable: c.Inheritable & have,
+		Permitted: c.Permitted & have, Ambient: c.Ambient & have}
+}
+
 // unraisableAmbient names the spec's ambient capabilities that the kernel
 // will not raise because they are not both permitted and inheritable
 // (`runc spec` and `crun spec` write such sets). They are left out with a

@@ -140,7 +140,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err != nil {
 		return err
 	}
-	r.warnAmbient(id, b.spec.Process)
+	r.warnCapabilities(id, b.spec.Process)
 	step("spec loaded")
 	limits, devices := splitDevices(withDefaultDevices(b.spec.Linux.Resources))
 	cg, err := cgroups.New(cgroups.Config{Path: cgroupPath(b.spec, id), Resources: limits})
@@ -258,11 +258,19 @@ func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
 	return &bundleSpec{bundle: bundle, rootfs: rootfs, spec: spec, ispec: ispec, filter: filter}, nil
 }
 
-// warnAmbient logs the ambient capabilities the process will not get
-// because they are not also permitted and inheritable.
-func (r *Runtime) warnAmbient(id string, p *specs.Process) {
-	if p == nil {
+// warnCapabilities logs the capabilities the process will not get: those
+// the runtime does not hold itself, and ambient ones that are not also
+// permitted and inheritable. The runtime spec asks for a warning, not a
+// failure, for capabilities that cannot be granted.
+func (r *Runtime) warnCapabilities(id string, p *specs.Process) {
+	if p == nil || p.Capabilities == nil {
 		return
+	}
+	if have, err := grantable(); err == nil {
+		if lost := ungrantable(p.Capabilities, have); len(lost) > 0 {
+			r.log.Warn("capabilities not granted: the runtime does not hold them itself",
+				"id", id, "capabilities", strings.Join(lost, ","))
+		}
 	}
 	if lost := unraisableAmbient(p.Capabilities); len(lost) > 0 {
 		r.log.Warn("ambient capabilities not raised: an ambient capability must also be permitted and inheritable",
@@ -490,9 +498,10 @@ func (c *creation) undo() {
 // and records the container.
 func (c *creation) finish(ctx context.Context, cfg *initConfig, stdio []*os.File) error {
 	spec, pid := c.b.spec, c.init.pid()
-	state := specs.State{Version: specs.Version, ID: c.id, Status: specs.StateCreating, Pid: pid, Bundle: c.b.bundle, Annotations: spec.Annotations}
+	// Hooks run after the runtime environment exists (step 2 of the
+	// runtime spec's lifecycle), which the spec calls created.
+	state := specs.State{Version: specs.Version, ID: c.id, Status: specs.StateCreated, Pid: pid, Bundle: c.b.bundle, Annotations: spec.Annotations}
 	cfg.State = state
-	cfg.State.Status = specs.StateCreated
 	if spec.Process != nil && len(spec.Process.Rlimits) > 0 {
 		if err := raiseHardLimits(pid, spec.Process.Rlimits); err != nil {
 			return err

@@ -60,7 +60,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	if err := validateProcess(proc, "process"); err != nil {
 		return nil, err
 	}
-	r.warnAmbient(id, proc)
+	r.warnCapabilities(id, proc)
 	spec := *st.Spec
 	spec.Process = proc
 	ispec, filter, err := initSpec(&spec, r.filters.compile)

@@ -482,6 +482,12 @@ func switchUser(p *specs.Process, keepAdmin bool) error {
 		caps = capabilities{Bounding: capSetOf(c.Bounding), Effective: capSetOf(c.Effective),
 			Inheritable: capSetOf(c.Inheritable), Permitted: capSetOf(c.Permitted), Ambient: capSetOf(c.Ambient)}
 	}
+	// What the runtime does not hold cannot be granted; Create warned.
+	have, err := grantable()
+	if err != nil {
+		return err
+	}
+	caps = caps.within(have)
 	if err := caps.dropBounding(); err != nil {
 		return fmt.Errorf("process.capabilities.bounding: %w", err)
 	}

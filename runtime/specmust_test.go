@@ -474,3 +474,60 @@ func TestPoststartHookSeesARunningContainer(t *testing.T) {
 		t.Fatalf("poststart hook got %s", data)
 	}
 }
+
+// Capabilities the runtime does not hold itself cannot be granted; the
+// runtime spec asks for a warning, not a failure (this project's CI machine
+// runs without CAP_SYS_RESOURCE, so "all capabilities" was refused).
+func TestAllCapabilitiesGetWhatTheRuntimeHolds(t *testing.T) {
+	h := newHarness(t)
+	status, err := os.ReadFile("/proc/self/status")
+	must(t, err)
+	var own string
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapPrm:\t"); ok {
+			own = v
+		}
+	}
+	var all []string
+	for i := 0; i <= 40; i++ {
+		all = append(all, capName(i))
+	}
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all, Inheritable: all, Ambient: all}
+		s.Process.Args = []string{"grep", "^CapBnd", "/proc/self/status"}
+	})
+	if got := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(r.out), "CapBnd:")); got != own {
+		t.Fatalf("container's bounding set %q, want the runtime's own %q", got, own)
+	}
+}
+
+var capNames = []string{"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+	"LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE",
+	"SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+	"SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+	"WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"}
+
+func capName(i int) string { return "CAP_" + capNames[i] }
+
+// Hooks that run during create see the state the runtime spec calls
+// created: the runtime environment exists (step 2 of the lifecycle).
+func TestCreateHooksSeeACreatedContainer(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	save := func(name string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + filepath.Join(dir, name)}}
+	}
+	h.run(func(s *specs.Spec, _ string) {
+		//lint:ignore SA1019 the deprecated hook must still run
+		s.Hooks = &specs.Hooks{Prestart: []specs.Hook{save("prestart")}, CreateRuntime: []specs.Hook{save("createRuntime")}}
+	})
+	for _, name := range []string{"prestart", "createRuntime"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		must(t, err)
+		var st specs.State
+		must(t, json.Unmarshal(data, &st))
+		if st.Status != specs.StateCreated || st.Pid <= 0 {
+			t.Errorf("%s hook got %s", name, data)
+		}
+	}
+}

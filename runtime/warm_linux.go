@@ -178,7 +178,7 @@ func (r *Runtime) CreateWarm(ctx context.Context, opts CreateOptions) (id string
 	r.mu.Unlock()
 
 	id = slot.id
-	r.warnAmbient(id, b.spec.Process)
+	r.warnCapabilities(id, b.spec.Process)
 	dir := containerDir(r.root, id)
 	if err := os.Rename(slot.dir, dir); err != nil {
 		slot.destroy()
