@@ -26,15 +26,11 @@ import (
 	"nexus.dev/nexus/runtime"
 )
 
-// nexusBin is the binary make test built.
+// nexusBin is the binary make test built, for tests that also need root.
 func nexusBin(t *testing.T) string {
 	t.Helper()
 	testutil.RequireRoot(t)
-	bin := os.Getenv("NEXUS_BIN")
-	if bin == "" {
-		t.Skip("needs NEXUS_BIN, the nexus binary built with the init program embedded (make test sets it)")
-	}
-	return bin
+	return testutil.NexusBin(t)
 }
 
 // runCLI runs `nexus runtime --root root args...` and returns its combined
