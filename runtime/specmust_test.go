@@ -531,3 +531,45 @@ func TestCreateHooksSeeACreatedContainer(t *testing.T) {
 		}
 	}
 }
+
+// A warm slot runs the same init stage: what a runc/crun-style bundle and a
+// deny-by-default profile need holds there too, with device nodes under a
+// deny-all rule and limits applied to a cgroup the init already lives in.
+func TestWarmSlotHoldsTheSameFixes(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	t.Cleanup(func() { h.rt.Close() })
+	must(t, h.rt.Prewarm(ctx, 1))
+	eperm, mode := uint(1), os.FileMode(0o666)
+	bundle := h.bundle(func(s *specs.Spec, _ string) {
+		caps := []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SYS_RESOURCE"}
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps, Ambient: caps}
+		s.Process.NoNewPrivileges = false
+		s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, DefaultErrnoRet: &eperm,
+			Architectures: []specs.Arch{specs.ArchX86_64}, Syscalls: []specs.LinuxSyscall{{Names: shellSyscalls, Action: specs.ActAllow}}}
+		s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/test1", Type: "c", Major: 10, Minor: 200, FileMode: &mode}}
+		s.Process.Args = []string{"sh", "-c", "ls -l /dev/test1; mkdir /tmp/x 2>&1; echo done"}
+	})
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	must(t, err)
+	id, err := h.rt.CreateWarm(ctx, runtime.CreateOptions{Bundle: bundle, Stdout: out, Stderr: out})
+	must(t, err)
+	t.Cleanup(func() { _ = h.rt.Delete(context.Background(), id, true) })
+	// The deny-all rule is on once create returns (on a v1 devices
+	// hierarchy, as here; cgroup v2 has a program instead of a list).
+	for _, dir := range cgroupDirs(t, h.rt, id) {
+		if list, err := os.ReadFile(filepath.Join(dir, "devices.list")); err == nil && (strings.Contains(string(list), "a *:* rwm") || !strings.Contains(string(list), "c 1:3 rwm")) {
+			t.Fatalf("the device rules were not applied: %s", list)
+		}
+	}
+	must(t, h.rt.Start(ctx, id))
+	status, err := h.rt.Wait(ctx, id)
+	must(t, err)
+	data, _ := os.ReadFile(out.Name())
+	for _, want := range []string{"10, 200", "Operation not permitted", "done"} {
+		if status.Code != 0 || !strings.Contains(string(data), want) {
+			t.Fatalf("warm container: %+v, output lacks %q:\n%s", status, want, data)
+		}
+	}
+}
