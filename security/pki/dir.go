@@ -326,7 +326,7 @@ func (d Dir) IssueTo(outDir, certName, keyName string, id identity.ID, ttl time.
 	if err != nil {
 		return nil, err
 	}
-	if err := d.writeChain(filepath.Join(outDir, certName), filepath.Join(outDir, keyName), chain, key); err != nil {
+	if err := writeChain(filepath.Join(outDir, certName), filepath.Join(outDir, keyName), chain, key); err != nil {
 		return nil, err
 	}
 	return chain, nil
@@ -402,7 +402,7 @@ func checkFileNames(dir string, names ...string) error {
 // writeChain writes a key and the chain issued to it. If the chain cannot
 // be written, the key file is put back as it was, so the pair on disk never
 // mixes an old certificate with a new key.
-func (d Dir) writeChain(certPath, keyPath string, chain []*x509.Certificate, key *ecdsa.PrivateKey) error {
+func writeChain(certPath, keyPath string, chain []*x509.Certificate, key *ecdsa.PrivateKey) error {
 	old, readErr := fsutil.ReadFileLimit(keyPath, maxKeyFileSize)
 	if err := WriteKeyFile(keyPath, key, nil); err != nil {
 		return err
@@ -449,7 +449,7 @@ func (d Dir) RenewNode(ctx context.Context, ttl time.Duration) ([]*x509.Certific
 		},
 		Renewed: func(chain []*x509.Certificate, key *ecdsa.PrivateKey) error {
 			out = chain
-			return d.writeChain(d.file(NodeCertFile), d.file(NodeKeyFile), chain, key)
+			return writeChain(d.file(NodeCertFile), d.file(NodeKeyFile), chain, key)
 		},
 	})
 	if err != nil {
