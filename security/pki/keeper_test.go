@@ -65,7 +65,9 @@ func (f *keeperFixture) keeper(t *testing.T, withCA bool) *Keeper {
 	t.Helper()
 	cfg := KeeperConfig{Credentials: f.creds, CertFile: f.cert, KeyFile: f.key, BundleFile: f.bundle, RevocationsFile: f.revocations, Clock: f.clock}
 	if withCA {
-		cfg.Issue = func(_ context.Context, csr []byte) ([]*x509.Certificate, error) { return f.ca.issuer.Sign(csr, f.id, 0) }
+		cfg.Issue = func(_ context.Context, csr []byte) ([]*x509.Certificate, error) {
+			return f.ca.issuer.Sign(csr, f.id, 0)
+		}
 	}
 	k, err := NewKeeper(cfg)
 	if err != nil {
