@@ -94,6 +94,12 @@ func (s *Server) Serve(ctx context.Context, ls *Listeners, cfg ServeConfig) erro
 	if h3 != nil {
 		go func() { errc <- h3.Serve(ls.UDP) }()
 	}
+	// quic-go does not close a socket it was given: the caller's to close.
+	defer func() {
+		if ls.UDP != nil {
+			ls.UDP.Close()
+		}
+	}()
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

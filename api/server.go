@@ -114,6 +114,17 @@ func New(cfg Config) (*Server, error) {
 	return s, s.bootstrap(context.Background(), cfg.BootstrapAdmin)
 }
 
+// Ready reports whether the server answers API requests (its RBAC view is
+// loaded).
+func (s *Server) Ready() bool {
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
+
 // Store is the server's object store (for controllers in the same process).
 func (s *Server) Store() *storage.Store { return s.store }
 

@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -21,13 +18,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/pki"
+	"nexus.dev/nexus/store/embed"
 	"nexus.dev/nexus/store/raftnode"
 	"nexus.dev/nexus/store/server"
-	"nexus.dev/nexus/transport"
 )
 
 type storeOptions struct {
@@ -228,24 +224,17 @@ func loadPeerCredentials(g *globalOptions, o *storeOptions) (*pki.Credentials, e
 // readPeerFiles reads and parses a member's certificate chain, key and trust
 // bundle; errors name the file.
 func readPeerFiles(certFile, keyFile, caFile string) ([]*x509.Certificate, *ecdsa.PrivateKey, *pki.Bundle, error) {
-	data, err := os.ReadFile(certFile)
+	chain, err := pki.ReadCertificatesFile(certFile)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("peer certificate: %w", err)
-	}
-	chain, err := pki.ParseCertificates(data)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("peer certificate %s: %w", certFile, err)
 	}
 	key, err := pki.ReadKeyFile(keyFile, nil)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("peer key %s: %w", keyFile, err)
 	}
-	if data, err = os.ReadFile(caFile); err != nil {
-		return nil, nil, nil, fmt.Errorf("peer trust bundle: %w", err)
-	}
-	bundle, err := pki.ParseBundle(data)
+	bundle, err := pki.ReadBundleFile(caFile)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("peer trust bundle %s: %w", caFile, err)
+		return nil, nil, nil, fmt.Errorf("peer trust bundle: %w", err)
 	}
 	return chain, key, bundle, nil
 }
@@ -302,64 +291,36 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	case id.Kind != identity.KindServer:
 		return fmt.Errorf("the peer certificate %s is for %s, not a server: issue one with `nexus cert issue --server %s`", certFile, id, o.name)
 	}
-	keeper := newPeerCredsKeeper(creds, certFile, keyFile, caFile, g.dataDir, log)
+	keeper, err := peerKeeper(g, creds, certFile, keyFile, caFile, log)
+	if err != nil {
+		return err
+	}
 	kctx, stopKeeper := context.WithCancel(ctx)
 	defer stopKeeper()
-	go keeper.run(kctx, 30*time.Second)
+	go keeper.Run(kctx)
 	advertise := o.advertiseClientURLs
 	if len(advertise) == 0 {
 		advertise = o.listenClientURLs
 	}
 	// Bind every HTTP port before the store starts: a bad URL or a port in
 	// use then fails the command with nothing started.
-	clientLs, err := listenHTTP("--listen-client-urls", o.listenClientURLs, grpcTLS)
+	clientLs, err := embed.ListenClientURLs(o.listenClientURLs, grpcTLS)
 	if err != nil {
-		return err
+		return fmt.Errorf("--listen-client-urls %w", err)
 	}
-	metricsLs, err := listenHTTP("--listen-metrics-urls", o.listenMetricsURLs, httpTLS)
+	metricsLs, err := embed.ListenClientURLs(o.listenMetricsURLs, httpTLS)
 	if err != nil {
-		closeAll(clientLs)
-		return err
+		embed.CloseAll(clientLs)
+		return fmt.Errorf("--listen-metrics-urls %w", err)
 	}
-	// A dead peer must be noticed in a few seconds; raft's heartbeats keep
-	// live connections busy.
-	tune := transport.Tuning{KeepAlivePeriod: time.Second, IdleTimeout: 5 * time.Second}
-	dialer, err := transport.NewDialer(transport.DialerConfig{Credentials: creds, Tuning: tune, Logger: log})
-	if err != nil {
-		closeAll(clientLs)
-		closeAll(metricsLs)
-		return err
-	}
-	defer dialer.Close()
-	defer closeAll(metricsLs) // the servers close them too; a second Close is harmless
-	defer closeAll(clientLs)
-	srv, err := server.Start(ctx, server.Config{Name: o.name, DataDir: filepath.Join(g.dataDir, "store"), Cluster: id.Cluster,
-		Peers: peers, Join: join, Dialer: dialer, ClientURLs: advertise, TickInterval: o.tick, SnapshotEvery: o.snapshotCount,
+	m, err := embed.Start(ctx, embed.Config{Name: o.name, DataDir: filepath.Join(g.dataDir, "store"), Credentials: creds,
+		ListenPeer: listenPeer, Peers: peers, Join: join, ClientListeners: clientLs, ClientURLs: advertise,
+		MetricsListeners: metricsLs, EnablePprof: o.enablePprof, TickInterval: o.tick, SnapshotEvery: o.snapshotCount,
 		QuotaBytes: o.quotaBytes, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer srv.Stop()
-	pl, err := transport.Listen(transport.ListenerConfig{Addr: listenPeer, Credentials: creds, Tuning: tune, Logger: log,
-		Services:  map[string]transport.Service{raftnode.ALPN: srv.RaftService()},
-		Authorize: func(peer identity.ID, _ string) error { return raftnode.AuthorizePeer(id.Cluster)(peer) }})
-	if err != nil {
-		return fmt.Errorf("listen for peers on %s: %w", listenPeer, err)
-	}
-	defer pl.Close()
-	go pl.Serve(context.Background())
-
-	g2 := grpc.NewServer(grpc.MaxRecvMsgSize(4 << 20))
-	srv.Register(g2)
-	defer g2.Stop()
-	for _, l := range clientLs {
-		go g2.Serve(l)
-	}
-	for _, l := range metricsLs {
-		hs := &http.Server{Handler: metricsHandler(srv, o.enablePprof), ReadHeaderTimeout: 10 * time.Second}
-		defer hs.Close()
-		go hs.Serve(l)
-	}
+	defer m.Stop()
 	log.Info("store member ready to serve client requests", "clients", strings.Join(advertise, ","), "peers", listenPeer, "cluster", id.Cluster)
 
 	sig := make(chan os.Signal, 1)
@@ -369,19 +330,11 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
 	case <-ctx.Done():
-	case <-srv.Done():
+	case <-m.Done():
 		// Answer what is in flight first (the removal this member was
 		// asked to make of itself, say), for a moment at most.
-		stopped := make(chan struct{})
-		go func() {
-			g2.GracefulStop()
-			close(stopped)
-		}()
-		select {
-		case <-stopped:
-		case <-time.After(2 * time.Second):
-		}
-		err := srv.Err()
+		m.Stop()
+		err := m.Err()
 		if errors.Is(err, raftnode.ErrRemoved) {
 			return fmt.Errorf("store member %s was removed from the cluster and stopped; to add it again, remove its store data %s, run etcdctl member add, and start it with --initial-cluster-state existing", o.name, filepath.Join(g.dataDir, "store"))
 		}
@@ -392,63 +345,26 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	return nil
 }
 
-// listenHTTP opens a TCP listener for each http://host:port URL given to
-// flag, TLS with tlsCfg for each https:// one, or none and an error naming
-// the bad one.
-func listenHTTP(flag string, urls []string, tlsCfg *tls.Config) ([]net.Listener, error) {
-	var ls []net.Listener
-	for _, u := range urls {
-		pu, err := url.Parse(u)
-		switch {
-		case err != nil || pu.Host == "":
-			err = fmt.Errorf("%s %q is not a URL like http://host:port", flag, u)
-		case pu.Scheme == "https" && tlsCfg == nil:
-			err = fmt.Errorf("%s %q: https needs --cert-file and --key-file (the member's certificate for clients)", flag, u)
-		case pu.Scheme != "http" && pu.Scheme != "https":
-			err = fmt.Errorf("%s %q: use http:// or https://", flag, u)
+// peerKeeper keeps the member's certificate current: renewed at half-life
+// from the local CA when the data dir holds it and the files are its
+// node.crt/node.key; otherwise reloaded within 30 s of a change (a
+// certificate issued on the CA machine and copied over).
+func peerKeeper(g *globalOptions, creds *pki.Credentials, certFile, keyFile, caFile string, log *slog.Logger) (*pki.Keeper, error) {
+	d := pkiDir(g)
+	cfg := pki.KeeperConfig{Credentials: creds, CertFile: certFile, KeyFile: keyFile, BundleFile: caFile, Logger: log,
+		Warning: "issue a new one on the CA machine (nexus cert issue --server NAME --out DIR) and copy it over these files; the member picks it up without a restart"}
+	if certFile == filepath.Join(d.Path, pki.NodeCertFile) && keyFile == filepath.Join(d.Path, pki.NodeKeyFile) {
+		if _, err := os.Stat(filepath.Join(d.Path, pki.IntermediateKeyFile)); err == nil {
+			id := creds.Identity()
+			cfg.Issue = func(_ context.Context, csr []byte) ([]*x509.Certificate, error) {
+				issuer, err := d.Issuer(pki.DefaultLeafTTL)
+				if err != nil {
+					return nil, err
+				}
+				return issuer.Sign(csr, id, pki.DefaultLeafTTL)
+			}
+			cfg.RevocationsFile = filepath.Join(d.Path, pki.RevocationsFile)
 		}
-		if err != nil {
-			closeAll(ls)
-			return nil, err
-		}
-		l, err := net.Listen("tcp", pu.Host)
-		if err != nil {
-			closeAll(ls)
-			return nil, fmt.Errorf("%s: listen on %s: %w", flag, pu.Host, err)
-		}
-		if pu.Scheme == "https" {
-			l = tls.NewListener(l, tlsCfg)
-		}
-		ls = append(ls, l)
 	}
-	return ls, nil
-}
-
-func closeAll(ls []net.Listener) {
-	for _, l := range ls {
-		l.Close()
-	}
-}
-
-// metricsHandler serves /health as etcd does ({"health":"true"} while this
-// member knows a leader) and, if asked, the Go profiles.
-func metricsHandler(srv *server.Server, pprofOn bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if srv.Node().Leader() == 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, `{"health":"false","reason":"no raft leader"}`)
-			return
-		}
-		fmt.Fprintln(w, `{"health":"true","reason":""}`)
-	})
-	if pprofOn {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return mux
+	return pki.NewKeeper(cfg)
 }

@@ -5,9 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
-	"sync"
-	"time"
+
+	"nexus.dev/nexus/internal/fsutil"
+	"nexus.dev/nexus/security/pki"
 )
 
 // clientTLS is the TLS of the store's client (and metrics) URLs, with
@@ -37,19 +37,19 @@ func (c clientTLS) config(protos ...string) (*tls.Config, error) {
 	case c.certFile == "" || c.keyFile == "":
 		return nil, errors.New("serving https needs both --cert-file and --key-file")
 	}
-	kp := &keyPairFiles{certFile: c.certFile, keyFile: c.keyFile}
-	if _, err := kp.get(); err != nil {
-		return nil, err
+	kp := &pki.KeyPairFiles{CertFile: c.certFile, KeyFile: c.keyFile}
+	if _, err := kp.Get(); err != nil {
+		return nil, fmt.Errorf("--cert-file/--key-file: %w", err)
 	}
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: protos,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return kp.get()
+			return kp.Get()
 		},
 	}
 	if c.caFile != "" {
-		pem, err := os.ReadFile(c.caFile)
+		pem, err := fsutil.ReadFileLimit(c.caFile, pki.MaxCertificateFileSize)
 		if err != nil {
 			return nil, fmt.Errorf("--trusted-ca-file: %w", err)
 		}
@@ -64,36 +64,4 @@ func (c clientTLS) config(protos ...string) (*tls.Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// keyPairFiles loads a certificate and key, again whenever either file
-// changes (fileStamp, as the peer certificate keeper watches its files).
-type keyPairFiles struct {
-	certFile, keyFile string
-
-	mu     sync.Mutex
-	cert   *tls.Certificate
-	stamps [2]fileStamp
-}
-
-func (k *keyPairFiles) get() (*tls.Certificate, error) {
-	st := [2]fileStamp{stampOf(k.certFile), stampOf(k.keyFile)}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.cert != nil && st == k.stamps {
-		return k.cert, nil
-	}
-	cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
-	if err != nil {
-		if k.cert != nil {
-			// A renewal caught half written: keep serving the old pair.
-			return k.cert, nil
-		}
-		return nil, fmt.Errorf("--cert-file %s / --key-file %s: %w", k.certFile, k.keyFile, err)
-	}
-	if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil && time.Now().After(leaf.NotAfter) {
-		return nil, fmt.Errorf("--cert-file %s expired at %s: renew it", k.certFile, leaf.NotAfter.Format(time.RFC3339))
-	}
-	k.cert, k.stamps = &cert, st
-	return k.cert, nil
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"nexus.dev/nexus/security/pki"
+
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -209,8 +211,8 @@ func TestClientCertReloadsWhenItsFilesChange(t *testing.T) {
 		return string(leaf.RawSubjectPublicKeyInfo)
 	}
 	install(a)
-	kp := &keyPairFiles{certFile: crt, keyFile: key}
-	first, err := kp.get()
+	kp := &pki.KeyPairFiles{CertFile: crt, KeyFile: key}
+	first, err := kp.Get()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +221,7 @@ func TestClientCertReloadsWhenItsFilesChange(t *testing.T) {
 	// even on a file system with coarse timestamps.
 	future := time.Now().Add(time.Minute)
 	os.Chtimes(crt, future, future)
-	second, err := kp.get()
+	second, err := kp.Get()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +231,7 @@ func TestClientCertReloadsWhenItsFilesChange(t *testing.T) {
 	if err := os.WriteFile(key, []byte("half written"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	third, err := kp.get()
+	third, err := kp.Get()
 	if err != nil || publicKey(third) != publicKey(second) {
 		t.Fatalf("a broken renewal replaced the pair in use: %v", err)
 	}

@@ -232,3 +232,7 @@ func (k *Keeper) reload() error {
 	k.schedule()
 	return nil
 }
+
+// Renews reports whether the keeper renews the certificate itself (the CA
+// is local) rather than waiting for new files.
+func (k *Keeper) Renews() bool { return k.cfg.Issue != nil }

@@ -1,0 +1,365 @@
+// Package server assembles a Nexus control-plane server: the cluster's CA
+// (made on the first start), a member of the embedded store (or a client of
+// an external etcd), the API with its audit log and secrets key, and the
+// certificates kept current while it runs. `nexus server`, `nexus up` and
+// tests all start one with Start, as etcd's embed.StartEtcd does for etcd.
+//
+// Layout of the data directory:
+//
+//	pki/            the CA, this server's certificate (node.crt) and the
+//	                API's serving certificate (api.crt)
+//	store/          the embedded store member's data
+//	store.sock      the store's client socket for this server (0600)
+//	secrets.key     the key that seals Secrets at rest
+//	audit/          the hash-chained audit log
+//	admin.conf      the first user's client configuration (0600)
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"nexus.dev/nexus/api"
+	"nexus.dev/nexus/security/audit"
+	"nexus.dev/nexus/security/identity"
+	"nexus.dev/nexus/security/pki"
+	"nexus.dev/nexus/store/embed"
+)
+
+// Config is what a server needs. Only DataDir is required.
+type Config struct {
+	DataDir string
+	// Name is this server's name (default: the host name). Cluster names a
+	// new cluster's CA (default "nexus").
+	Name, Cluster string
+	// APIAddr is where the API listens, TCP and UDP (default ":7443").
+	APIAddr string
+	// Advertise are extra host names and addresses clients use to reach
+	// the API; the serving certificate covers them, and the admin config
+	// uses the first.
+	Advertise []string
+	// StoreEndpoints are the client URLs of an external etcd; empty runs a
+	// member of the embedded store.
+	StoreEndpoints []string
+	// StorePeerAddr is the embedded member's peer address (QUIC; default
+	// "[::1]:7380", loopback: a single member).
+	StorePeerAddr string
+	// StoreClientURLs also serve the embedded store to etcd clients (e.g.
+	// http://127.0.0.1:2379); by default only this server's socket does.
+	StoreClientURLs []string
+	// AdminUser is bound to cluster-admin on a new cluster and gets
+	// admin.conf (default "admin").
+	AdminUser string
+	// AuditPolicy is the audit policy file ("" for the default policy).
+	AuditPolicy string
+	Logger      *slog.Logger
+}
+
+// DefaultAPIPort is where the API listens unless told otherwise.
+const DefaultAPIPort = 7443
+
+// Server is a running control-plane server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	api     *api.Server
+	client  *clientv3.Client
+	member  *embed.Member
+	audit   *audit.Log
+	creds   *pki.Credentials
+	apiAddr string
+	// adminConfig is the admin client configuration written at start.
+	adminConfig string
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	done        chan struct{}
+	errOnce     sync.Once
+	err         error
+	stopOnce    sync.Once
+}
+
+func (c *Config) defaults() error {
+	if c.DataDir == "" {
+		return errors.New("server: no data directory")
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("server: no --name and no host name: %w", err)
+		}
+		c.Name = h
+	}
+	if err := identity.Server(cmpOr(c.Cluster, "nexus"), c.Name).Validate(); err != nil {
+		return fmt.Errorf("server name %q: %w (set --name)", c.Name, err)
+	}
+	if c.Cluster == "" {
+		c.Cluster = "nexus"
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = ":" + strconv.Itoa(DefaultAPIPort)
+	}
+	if c.StorePeerAddr == "" {
+		c.StorePeerAddr = "[::1]:7380"
+	}
+	if c.AdminUser == "" {
+		c.AdminUser = "admin"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Start brings a server up and returns once its API is serving. Everything
+// that can fail fails here: a busy port, bad certificates, a store that
+// does not answer. Stop (or ctx ending) shuts it down.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	log := cfg.Logger.With("server", cfg.Name)
+	rctx, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, log: log, cancel: cancel, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	d := pki.Dir{Path: filepath.Join(cfg.DataDir, "pki")}
+	var keeper, servingKeeper *pki.Keeper
+	if s.creds, keeper, err = serverCredentials(d, cfg.Cluster, cfg.Name, log); err != nil {
+		return nil, err
+	}
+	serving, servingKeeper, err := servingCredentials(d, s.creds.Identity(), cfg.Advertise, log)
+	if err != nil {
+		return nil, err
+	}
+	s.goRun(func() { keeper.Run(rctx) })
+	s.goRun(func() { servingKeeper.Run(rctx) })
+
+	// Bind the API's ports before anything else runs: a port in use fails
+	// the start with nothing half up.
+	serveCfg := api.ServeConfig{Addr: cfg.APIAddr, GetCertificate: getCertificate(serving)}
+	ls, err := api.Listen(serveCfg)
+	if err != nil {
+		return nil, err
+	}
+	s.apiAddr = ls.TCP.Addr().String()
+	closeListeners := func() {
+		ls.TCP.Close()
+		if ls.UDP != nil {
+			ls.UDP.Close()
+		}
+	}
+
+	if err := s.startStore(ctx, rctx); err != nil {
+		closeListeners()
+		return nil, err
+	}
+	keys, err := api.LoadSecretKeys(filepath.Join(cfg.DataDir, "secrets.key"), true, log)
+	if err != nil {
+		closeListeners()
+		return nil, err
+	}
+	s.goRun(func() { keys.Run(rctx) })
+	policy := audit.DefaultPolicy()
+	if cfg.AuditPolicy != "" {
+		data, err := os.ReadFile(cfg.AuditPolicy)
+		if err == nil {
+			policy, err = audit.ParsePolicy(data)
+		}
+		if err != nil {
+			closeListeners()
+			return nil, fmt.Errorf("audit policy %s: %w", cfg.AuditPolicy, err)
+		}
+	}
+	if s.audit, err = audit.Open(audit.Config{Dir: filepath.Join(cfg.DataDir, "audit"), Policy: policy}); err != nil {
+		closeListeners()
+		return nil, err
+	}
+	if s.api, err = api.New(api.Config{Client: s.client, Credentials: s.creds, Audit: s.audit,
+		Transformers: keys.Transformers(), BootstrapAdmin: cfg.AdminUser, Logger: log}); err != nil {
+		closeListeners()
+		return nil, err
+	}
+	s.goRun(func() {
+		if err := s.api.Run(rctx); err != nil {
+			s.fail(err)
+		}
+	})
+	s.goRun(func() {
+		if err := s.api.Serve(rctx, ls, serveCfg); err != nil {
+			s.fail(err)
+		}
+	})
+	if err := s.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	log.Info("API serving", "addr", s.apiAddr, "http3", true, "cluster", cfg.Cluster)
+	return s, nil
+}
+
+func (s *Server) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// fail records the first error that stops the server and stops it.
+func (s *Server) fail(err error) {
+	s.errOnce.Do(func() {
+		s.err = err
+		s.log.Error("server stopping", "err", err)
+	})
+	go s.Stop()
+}
+
+// startStore runs the embedded store member, or connects to an external
+// etcd, and makes the client the API uses.
+func (s *Server) startStore(ctx, rctx context.Context) error {
+	endpoints := s.cfg.StoreEndpoints
+	if len(endpoints) == 0 {
+		sock := filepath.Join(s.cfg.DataDir, "store.sock")
+		_ = os.Remove(sock) // a socket left by a process that died
+		sl, err := net.Listen("unix", sock)
+		if err != nil {
+			return fmt.Errorf("store socket %s: %w", sock, err)
+		}
+		if err := os.Chmod(sock, 0o600); err != nil {
+			sl.Close()
+			return err
+		}
+		extra, err := embed.ListenClientURLs(s.cfg.StoreClientURLs, nil)
+		if err != nil {
+			sl.Close()
+			return err
+		}
+		peer := s.cfg.StorePeerAddr
+		s.member, err = embed.Start(ctx, embed.Config{
+			Name: s.cfg.Name, DataDir: filepath.Join(s.cfg.DataDir, "store"), Credentials: s.creds,
+			ListenPeer: peer, ClientListeners: append([]net.Listener{sl}, extra...),
+			ClientURLs: append([]string{"unix://" + sock}, s.cfg.StoreClientURLs...), Logger: s.log,
+		})
+		if err != nil {
+			sl.Close()
+			embed.CloseAll(extra)
+			return err
+		}
+		s.goRun(func() {
+			select {
+			case <-s.member.Done():
+				if err := s.member.Err(); err != nil {
+					s.fail(fmt.Errorf("store member: %w", err))
+				}
+			case <-rctx.Done():
+			}
+		})
+		endpoints = []string{"unix://" + sock}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: embed.QuietClientLogger()})
+	if err != nil {
+		return fmt.Errorf("store client %v: %w", endpoints, err)
+	}
+	s.client = cli
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := cli.Get(cctx, "/nexus/ping")
+		if err == nil {
+			return nil
+		}
+		if cctx.Err() != nil {
+			return fmt.Errorf("the store at %v does not answer: %w", endpoints, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitReady waits until the API answers /readyz.
+func (s *Server) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for !s.api.Ready() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the API did not become ready: %w", ctx.Err())
+		case <-s.done:
+			return s.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Name is the server's name.
+func (s *Server) Name() string { return s.cfg.Name }
+
+// AdminConfig is the path of the first user's client configuration, when
+// this server wrote one.
+func (s *Server) AdminConfig() string { return s.adminConfig }
+
+// APIAddr is the address the API listens on (host:port).
+func (s *Server) APIAddr() string { return s.apiAddr }
+
+// API is the API server (for controllers in the same process).
+func (s *Server) API() *api.Server { return s.api }
+
+// Client is the store client the server uses.
+func (s *Server) Client() *clientv3.Client { return s.client }
+
+// Credentials are this server's own credentials.
+func (s *Server) Credentials() *pki.Credentials { return s.creds }
+
+// Done is closed once the server has stopped.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is why the server stopped on its own (nil after Stop).
+func (s *Server) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// Stop shuts the server down and waits until it has.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		if s.client != nil {
+			s.client.Close()
+		}
+		if s.member != nil {
+			s.member.Stop()
+		}
+		if s.audit != nil {
+			s.audit.Close()
+		}
+		close(s.done)
+	})
+	<-s.done
+}

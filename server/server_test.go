@@ -1,0 +1,190 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+
+	"nexus.dev/nexus/api/apitest"
+	"nexus.dev/nexus/internal/testutil"
+	"nexus.dev/nexus/security/identity"
+	"nexus.dev/nexus/security/pki"
+)
+
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "[::1]:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testConfig(t *testing.T, dir string) Config {
+	return Config{DataDir: dir, Name: "s1", Cluster: "test", APIAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")),
+		StorePeerAddr: fmt.Sprintf("[::1]:%d", freePort(t, "udp"))}
+}
+
+// userClient issues a user certificate from the server's CA (as `nexus
+// user add` does) and returns an HTTP client that trusts the cluster's root
+// only, checking the server's host name as any HTTPS client does.
+func userClient(t *testing.T, dataDir, user string, h3 bool) *http.Client {
+	t.Helper()
+	d := pki.Dir{Path: filepath.Join(dataDir, "pki")}
+	issuer, err := d.Issuer(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := d.RootCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := pki.GenerateKey()
+	id := identity.User("test", user)
+	csr, _ := pki.CreateCSR(key, id)
+	chain, err := issuer.SignLeaf(csr, id, pki.LeafOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{PrivateKey: key}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	conf := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	if h3 {
+		tr := &http3.Transport{TLSClientConfig: conf}
+		t.Cleanup(func() { tr.Close() })
+		return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	}
+	tr := &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+func get(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServerFromAnEmptyDataDir: a server started on an empty data dir makes
+// its CA, store, secrets key and audit log, serves the API over HTTP/2 and
+// HTTP/3 with a certificate for the address dialled, binds the admin user to
+// cluster-admin, and a restart reuses all of it.
+func TestServerFromAnEmptyDataDir(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	s, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "https://" + s.APIAddr()
+	for _, h3 := range []bool{false, true} {
+		code, body := get(t, userClient(t, dir, "admin", h3), url+"/v1/namespaces")
+		if code != 200 || !strings.Contains(body, `"name":"default"`) {
+			t.Fatalf("h3=%v admin lists namespaces: %d %s", h3, code, body)
+		}
+	}
+	if code, _ := get(t, userClient(t, dir, "mallory", false), url+"/v1/namespaces"); code != 403 {
+		t.Fatalf("a user with no binding: %d", code)
+	}
+	root1, _ := pki.Dir{Path: filepath.Join(dir, "pki")}.RootCert()
+	// Create something, stop, start again: same CA, same objects.
+	req, _ := http.NewRequest("POST", url+"/v1/namespaces", strings.NewReader(`{"kind":"Namespace","metadata":{"name":"team"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := userClient(t, dir, "admin", false).Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("create namespace: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	s.Stop()
+	s, err = Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	root2, _ := pki.Dir{Path: filepath.Join(dir, "pki")}.RootCert()
+	if !root1.Equal(root2) {
+		t.Fatal("a restart made a new CA")
+	}
+	code, body := get(t, userClient(t, dir, "admin", false), url+"/v1/namespaces/team")
+	if code != 200 {
+		t.Fatalf("after a restart: %d %s", code, body)
+	}
+}
+
+func TestServerWithAnExternalEtcd(t *testing.T) {
+	testutil.RequireRoot(t)
+	e := apitest.Etcd(t)
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	cfg.StoreEndpoints = e.Endpoints
+	s, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	code, body := get(t, userClient(t, dir, "admin", false), "https://"+s.APIAddr()+"/v1/namespaces/default")
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	// The objects are in etcd, under the documented keys.
+	r, err := e.Client(t).Get(context.Background(), "/nexus/v1/namespaces/default")
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("etcd holds no default namespace: %v", err)
+	}
+	var ns map[string]any
+	if err := json.Unmarshal(r.Kvs[0].Value, &ns); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServerStartFailsCleanly: a busy API port fails the start, naming it,
+// with nothing left running (the store member is not started).
+func TestServerStartFailsCleanly(t *testing.T) {
+	testutil.RequireRoot(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := testConfig(t, t.TempDir())
+	cfg.APIAddr = busy.Addr().String()
+	if _, err := Start(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), busy.Addr().String()) {
+		t.Fatalf("start on a busy port: %v", err)
+	}
+	// The store's peer port is free again: nothing of the first try runs.
+	c, err := net.ListenPacket("udp", cfg.StorePeerAddr)
+	if err != nil {
+		t.Fatalf("the store member of a failed start still holds %s: %v", cfg.StorePeerAddr, err)
+	}
+	c.Close()
+}
