@@ -304,6 +304,13 @@ func runStore(ctx context.Context, g *globalOptions, o *storeOptions) error {
 	}
 	// Bind every HTTP port before the store starts: a bad URL or a port in
 	// use then fails the command with nothing started.
+	for flag, urls := range map[string][]string{"--listen-client-urls": o.listenClientURLs, "--listen-metrics-urls": o.listenMetricsURLs} {
+		for _, u := range urls {
+			if strings.HasPrefix(u, "https://") && grpcTLS == nil {
+				return fmt.Errorf("%s %q: https needs --cert-file and --key-file (the member's certificate for clients)", flag, u)
+			}
+		}
+	}
 	clientLs, err := embed.ListenClientURLs(o.listenClientURLs, grpcTLS)
 	if err != nil {
 		return fmt.Errorf("--listen-client-urls %w", err)
