@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"nexus.dev/nexus/api/storage"
 	"nexus.dev/nexus/security/secretbox"
 )
@@ -117,3 +119,58 @@ func (k *SecretKeys) reload(force bool) bool {
 	k.log.Info("loaded the secrets key file", "file", k.path, "primary", ring.Primary(), "keys", len(ring.KeyIDs()))
 	return true
 }
+
+// ResealResult says what ResealSecrets did.
+type ResealResult struct {
+	Resealed, Current int
+}
+
+// ResealSecrets seals every stored Secret that is not sealed with the
+// primary key again with it (after a rotation), each with a compare-and-
+// swap on its revision so a concurrent write is never overwritten.
+func ResealSecrets(ctx context.Context, cli *clientv3.Client, k *SecretKeys) (ResealResult, error) {
+	var res ResealResult
+	prefix := storage.DefaultPrefix + "secrets/"
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return res, fmt.Errorf("list secrets: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		cur, rev := kv.Value, kv.ModRevision
+		for attempt := 0; ; attempt++ {
+			if !k.NeedsReseal(cur) {
+				res.Current++
+				break
+			}
+			plain, err := k.Open(key, cur)
+			if err != nil {
+				return res, fmt.Errorf("open %s: %w", key, err)
+			}
+			sealed, err := k.Seal(key, plain)
+			if err != nil {
+				return res, err
+			}
+			txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+				Then(clientv3.OpPut(key, string(sealed))).Else(clientv3.OpGet(key)).Commit()
+			if err != nil {
+				return res, fmt.Errorf("reseal %s: %w", key, err)
+			}
+			if txn.Succeeded {
+				res.Resealed++
+				break
+			}
+			// Written meanwhile (by a server still sealing with the old key,
+			// say): take the new value and look again.
+			got := txn.Responses[0].GetResponseRange().Kvs
+			if len(got) == 0 || attempt > 16 {
+				break // deleted meanwhile, or hopelessly contended
+			}
+			cur, rev = got[0].Value, got[0].ModRevision
+		}
+	}
+	return res, nil
+}
+
+// Path is the key file's path.
+func (k *SecretKeys) Path() string { return k.path }

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"nexus.dev/nexus/api/servertest"
 	"nexus.dev/nexus/security/audit"
 	"nexus.dev/nexus/security/pki"
+	"nexus.dev/nexus/security/secretbox"
 )
 
 func waitFor(t *testing.T, what string, f func() bool) {
@@ -290,5 +292,44 @@ func TestSecretsAreSealedInTheStore(t *testing.T) {
 	}
 	if r := admin.do("GET", "/v1/namespaces/default/secrets/copy", "", nil); r.code != 500 && r.code != 422 {
 		t.Fatalf("a moved sealed value opened: %d %s", r.code, r.body)
+	}
+}
+
+// TestSecretsKeyRotation: after a rotation every stored secret is sealed
+// again with the new key, and the running server, which still holds the old
+// keyring, reads them (it reloads the key file when it meets the new key).
+func TestSecretsKeyRotation(t *testing.T) {
+	b := apitest.NexusStore(t)
+	c := servertest.StartServer(t, b, servertest.ServerOptions{})
+	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
+	for i := range 3 {
+		admin.must(201, "POST", "/v1/namespaces/default/secrets", "application/json", fmt.Sprintf(`{"kind":"Secret","metadata":{"name":"s%d"},"stringData":{"v":"value-%d"}}`, i, i))
+	}
+	cli := b.Client(t)
+	before, _ := cli.Get(context.Background(), "/nexus/v1/secrets/default/s0")
+	ring, err := secretbox.Rotate(c.SecretsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := api.LoadSecretKeys(c.SecretsKey, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := api.ResealSecrets(context.Background(), cli, keys)
+	if err != nil || res.Resealed != 3 {
+		t.Fatalf("reseal: %+v %v", res, err)
+	}
+	after, _ := cli.Get(context.Background(), "/nexus/v1/secrets/default/s0")
+	if !strings.HasPrefix(string(after.Kvs[0].Value), "nxs1:"+ring.Primary()+":") || string(after.Kvs[0].Value) == string(before.Kvs[0].Value) {
+		t.Fatalf("not resealed with the new key %s: %.40s", ring.Primary(), after.Kvs[0].Value)
+	}
+	for i := range 3 {
+		r := admin.must(200, "GET", fmt.Sprintf("/v1/namespaces/default/secrets/s%d", i), "", nil)
+		if !strings.Contains(string(r.body), base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("value-%d", i)))) {
+			t.Fatalf("s%d after rotation: %s", i, r.body)
+		}
+	}
+	if res, err := api.ResealSecrets(context.Background(), cli, keys); err != nil || res.Resealed != 0 || res.Current != 3 {
+		t.Fatalf("a second reseal: %+v %v", res, err)
 	}
 }

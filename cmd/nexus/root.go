@@ -53,7 +53,7 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newHelloCommand())
 	root.AddCommand(newImageCommand(opts))
 	root.AddCommand(newDemoCommand(opts))
-	root.AddCommand(newServerCommand(opts))
+	root.AddCommand(newServerCommand(opts), newSecretsCommand(opts))
 	root.AddCommand(newAuditCommand(opts))
 	return root
 }
