@@ -1,0 +1,58 @@
+package initbin
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestWriteFile(t *testing.T) {
+	saved := Binary
+	t.Cleanup(func() { Binary = saved })
+
+	Binary = nil
+	if err := WriteFile(filepath.Join(t.TempDir(), "p"), 0o755); !errors.Is(err, ErrNotEmbedded) {
+		t.Fatalf("WriteFile without a program: %v, want ErrNotEmbedded", err)
+	}
+
+	Binary = []byte("\x7fELF program")
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "nexus-runtime")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	// Written fresh, and over a symlink (the old bin/nexus-runtime layout):
+	// the link is replaced, the file it pointed to is not touched.
+	for _, path := range []string{filepath.Join(dir, "fresh"), link} {
+		if err := WriteFile(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(path)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o755 {
+			t.Fatalf("%s: %v %v, want a regular file with mode 0755", path, fi.Mode(), err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != string(Binary) {
+			t.Fatalf("%s holds %q", path, got)
+		}
+	}
+	if got, _ := os.ReadFile(target); string(got) != "keep" {
+		t.Fatalf("the symlink's old target was changed: %q", got)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Fatalf("temporary file left behind: %s", e.Name())
+		}
+	}
+
+	missing := filepath.Join(dir, "no", "such", "dir", "p")
+	if err := WriteFile(missing, 0o755); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("WriteFile into a missing directory: %v, want an error naming %s", err, missing)
+	}
+}
