@@ -70,9 +70,9 @@ func sealedCopy() (*os.File, error) {
 // path (its directory is 0700).
 const initProgramMode = 0o555
 
-// initProgram writes the embedded nexus-init program (once per build) into
-// the state root, which only root can reach, and returns its path. It is
-// executed like the binary itself, through a read-only detached mount.
+// initProgram writes the embedded nexus-runtime program (once per build)
+// into the state root, which only root can reach, and returns its path. It
+// is executed like the binary itself, through a read-only detached mount.
 func initProgram(stateRoot string) (string, error) {
 	dir := filepath.Join(stateRoot, ".init")
 	path := filepath.Join(dir, "nexus-init-"+initbin.Hash[:min(16, len(initbin.Hash))])
@@ -82,23 +82,7 @@ func initProgram(stateRoot string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("write the init program: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".nexus-init-*")
-	if err != nil {
-		return "", fmt.Errorf("write the init program: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(initbin.Binary); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("write the init program: %w", err)
-	}
-	if err := tmp.Chmod(initProgramMode); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("write the init program: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("write the init program: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := initbin.WriteFile(path, initProgramMode); err != nil {
 		return "", fmt.Errorf("write the init program: %w", err)
 	}
 	return path, nil
