@@ -18,11 +18,12 @@ all: build
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-build: ## static binary in bin/nexus (plus the nexus-runtime link), with the container init stage embedded
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o runtime/initbin/nexus-init.bin ./cmd/nexus-init
-	sha256sum runtime/initbin/nexus-init.bin | cut -c1-64 | tr -d '\n' > runtime/initbin/nexus-init.sha256
+build: ## static bin/nexus, and bin/nexus-runtime: the lean OCI runtime program, also embedded in nexus as the container init stage
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o runtime/initbin/nexus-runtime.bin ./cmd/nexus-runtime
+	sha256sum runtime/initbin/nexus-runtime.bin | cut -c1-64 | tr -d '\n' > runtime/initbin/nexus-runtime.sha256
 	CGO_ENABLED=0 $(GO) build -trimpath -tags embedinit -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nexus
-	ln -sf nexus bin/nexus-runtime
+	rm -f bin/nexus-runtime
+	cp runtime/initbin/nexus-runtime.bin bin/nexus-runtime
 
 deps: ## install the Debian packages the tests need, when missing (as root; scripts/deps)
 	@scripts/deps

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 
+	"nexus.dev/nexus/cmd/internal/ocicli"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/sandbox"
 )
@@ -29,14 +30,15 @@ func main() {
 		sandbox.ShimMain() // never returns
 	}
 	root := newRootCommand()
-	// Called as nexus-runtime (a symlink), the binary is an OCI runtime
-	// command line, which is how podman and containerd call a runtime.
+	// Called as nexus-runtime (a symlink to nexus, as make build used to
+	// create), the binary is the OCI runtime command line. It works, but pays
+	// for initialising the whole binary; the lean program that make build
+	// now writes to bin/nexus-runtime does not.
 	if filepath.Base(os.Args[0]) == "nexus-runtime" {
-		root = newRuntimeCommand(&globalOptions{}, true)
-		root.Use = "nexus-runtime"
+		root = ocicli.New(ocicli.Config{Name: "nexus-runtime"})
 	}
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
-		os.Exit(exitCode(err))
+		os.Exit(ocicli.ExitCode(err))
 	}
 }

@@ -49,7 +49,7 @@ with mutual TLS between every pair of machines.`,
 	pf.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 
-	root.AddCommand(newVersionCommand(), newRuntimeCommand(opts, false), newCertCommand(opts), newTokenCommand(opts), newStoreCommand(opts))
+	root.AddCommand(newVersionCommand(), newRuntimeCommand(opts), newCertCommand(opts), newTokenCommand(opts), newStoreCommand(opts))
 	root.AddCommand(newHelloCommand())
 	root.AddCommand(newImageCommand(opts))
 	root.AddCommand(newDemoCommand(opts))

@@ -4,13 +4,13 @@ package initbin
 
 import _ "embed"
 
-// Binary is the nexus-init executable.
+// Binary is the nexus-runtime executable.
 //
-//go:embed nexus-init.bin
+//go:embed nexus-runtime.bin
 var Binary []byte
 
-// Hash is the hex SHA-256 of Binary, computed at build time (hashing 8 MB
+// Hash is the hex SHA-256 of Binary, computed at build time (hashing 11 MB
 // on every container start would cost milliseconds).
 //
-//go:embed nexus-init.sha256
+//go:embed nexus-runtime.sha256
 var Hash string

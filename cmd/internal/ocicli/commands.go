@@ -1,11 +1,10 @@
-package main
+package ocicli
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -18,88 +17,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"nexus.dev/nexus/internal/logging"
 	"nexus.dev/nexus/runtime"
 )
-
-// exitError makes the process exit with a given status, e.g. a container's.
-type exitError struct{ code int }
-
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
-
-func exitCode(err error) int {
-	var ee exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return 1
-}
-
-type runtimeOptions struct {
-	*globalOptions
-	root          string
-	logFile       string
-	debug         bool
-	systemdCgroup bool
-	rt            *runtime.Runtime
-}
-
-// newRuntimeCommand builds the OCI runtime command line. standalone is true
-// when the binary runs as nexus-runtime and this is the root command, which
-// then also owns the log flags.
-func newRuntimeCommand(g *globalOptions, standalone bool) *cobra.Command {
-	o := &runtimeOptions{globalOptions: g}
-	cmd := &cobra.Command{
-		Use:   "runtime",
-		Short: "OCI container runtime (create, start, state, kill, delete, run, exec, ps, features)",
-		Long: `An OCI runtime-spec container runtime. It follows the OCI runtime command line,
-so tools that drive runc or crun can drive it: point them at the nexus-runtime
-link (make build creates bin/nexus-runtime), e.g. podman --runtime bin/nexus-runtime.
-
-Lifecycle: create sets up the container from a bundle and leaves it waiting;
-start runs its process; state reports it; kill signals it; delete removes it.
-run does create + start + wait + delete in one step.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			var w io.Writer = os.Stderr
-			if o.logFile != "" {
-				f, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-				if err != nil {
-					return fmt.Errorf("open --log %s: %w", o.logFile, err)
-				}
-				w = f
-			}
-			level := o.logLevel
-			if o.debug {
-				level = "debug"
-			}
-			logger, err := logging.New(w, logging.Config{Level: level, Format: o.logFormat})
-			if err != nil {
-				return err
-			}
-			slog.SetDefault(logger)
-			if o.systemdCgroup {
-				return errors.New("--systemd-cgroup is not supported: use the cgroupfs manager (podman: --cgroup-manager=cgroupfs)")
-			}
-			o.rt = runtime.New(runtime.Config{Root: o.root, Logger: logger})
-			return nil
-		},
-	}
-	pf := cmd.PersistentFlags()
-	pf.StringVar(&o.root, "root", runtime.DefaultRoot, "directory for container state (on tmpfs)")
-	pf.StringVar(&o.logFile, "log", "", "write log records to this file instead of stderr")
-	pf.BoolVar(&o.debug, "debug", false, "log debug records")
-	pf.BoolVar(&o.systemdCgroup, "systemd-cgroup", false, "place containers with systemd (not supported; accepted so callers get a clear error)")
-	pf.Bool("rootless", false, "accepted for compatibility; rootless mode is detected")
-	if standalone {
-		pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-		pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	}
-	cmd.AddCommand(rtCreate(o), rtStart(o), rtState(o), rtKill(o), rtDelete(o), rtRun(o), rtExec(o),
-		rtPs(o), rtList(o), rtFeatures(o), rtSpec(o), rtStats(o))
-	return cmd
-}
 
 func rtCreate(o *runtimeOptions) *cobra.Command {
 	var co runtime.CreateOptions
@@ -238,7 +157,7 @@ func rtRun(o *runtimeOptions) *cobra.Command {
 				slog.Warn("container ran out of memory", "id", id, "status", status.String())
 			}
 			if status.Code != 0 {
-				return exitError{status.Code}
+				return ExitError{status.Code}
 			}
 			return nil
 		},
@@ -335,7 +254,7 @@ func rtExec(o *runtimeOptions) *cobra.Command {
 				return err
 			}
 			if status.Code != 0 {
-				return exitError{status.Code}
+				return ExitError{status.Code}
 			}
 			return nil
 		},

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runProgram runs a binary under test and returns its combined output.
+func runProgram(t *testing.T, env []string, bin string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// inittraceLine matches a GODEBUG=inittrace=1 line:
+// init crypto/tls @1.2 ms, 0.041 ms clock, 4096 bytes, 12 allocs
+var inittraceLine = regexp.MustCompile(`^init (\S+) @`)
+
+// leanOutsideStd are the packages outside the standard library that
+// nexus-runtime may link: the OCI command line, the runtime and what the
+// runtime needs. Anything else (the store, gRPC, protobuf, QUIC, the PKI)
+// is initialised on every container operation for nothing.
+var leanOutsideStd = []string{
+	"main",
+	"nexus.dev/nexus/cmd/internal/ocicli",
+	"nexus.dev/nexus/internal/buildinfo",
+	"nexus.dev/nexus/internal/logging",
+	"nexus.dev/nexus/internal/mountinfo",
+	"nexus.dev/nexus/runtime",
+	"nexus.dev/nexus/runtime/cgroups",
+	"nexus.dev/nexus/runtime/exitrec",
+	"nexus.dev/nexus/runtime/initbin",
+	"nexus.dev/nexus/runtime/seccomp",
+	"github.com/spf13/cobra",
+	"github.com/spf13/pflag",
+	"github.com/opencontainers/runtime-spec/specs-go",
+	"github.com/opencontainers/runtime-spec/specs-go/features",
+	"golang.org/x/sys/unix",
+	"github.com/cilium/ebpf/...", // cgroup v2 device filter, exit recorder
+}
+
+// leanStdDenied are standard library packages nexus-runtime has no use
+// for and that cost initialisation or size: TLS, X.509 and HTTP come with
+// the control plane, never with the runtime.
+var leanStdDenied = []string{"crypto/tls", "crypto/x509", "net/http", "net/rpc", "html/template", "expvar", "database/sql"}
+
+func allowedInLean(pkg string) bool {
+	if first, _, _ := strings.Cut(pkg, "/"); !strings.Contains(first, ".") && first != "main" {
+		for _, d := range leanStdDenied {
+			if pkg == d || strings.HasPrefix(pkg, d+"/") {
+				return false
+			}
+		}
+		return true
+	}
+	for _, a := range leanOutsideStd {
+		root, tree := strings.CutSuffix(a, "/...")
+		if pkg == root || tree && strings.HasPrefix(pkg, root+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRuntimeProgramIsLean keeps the nexus-runtime program lean: it must
+// not initialise packages it does not use, whatever nexus links. This is
+// structural; the time it takes is measured by bench/runtime-start.
+func TestRuntimeProgramIsLean(t *testing.T) {
+	lean := runtimeProgram(t)
+	out, err := runProgram(t, []string{"GODEBUG=inittrace=1"}, lean, "features")
+	if err != nil {
+		t.Fatalf("nexus-runtime features: %v\n%s", err, out)
+	}
+	var pkgs, bad []string
+	for _, line := range strings.Split(out, "\n") {
+		if m := inittraceLine.FindStringSubmatch(line); m != nil {
+			pkgs = append(pkgs, m[1])
+			if !allowedInLean(m[1]) {
+				bad = append(bad, m[1])
+			}
+		}
+	}
+	if len(pkgs) == 0 {
+		t.Fatalf("no inittrace lines in the output of GODEBUG=inittrace=1 nexus-runtime features:\n%s", out)
+	}
+	if len(bad) > 0 {
+		t.Fatalf("nexus-runtime initialises %d packages outside the runtime's: %v\n"+
+			"(find who imports them with go list -deps -f '{{.ImportPath}}: {{.Imports}}' ./cmd/nexus-runtime;"+
+			" keep them out of runtime/... and cmd/internal/ocicli)", len(bad), bad)
+	}
+	t.Logf("nexus-runtime initialises %d packages", len(pkgs))
+
+	// The same check must catch nexus itself, or it checks nothing.
+	full, err := runProgram(t, []string{"GODEBUG=inittrace=1"}, nexusBinary(t), "--version")
+	if err != nil {
+		t.Fatalf("nexus --version: %v\n%s", err, full)
+	}
+	caught := false
+	for _, line := range strings.Split(full, "\n") {
+		if m := inittraceLine.FindStringSubmatch(line); m != nil && !allowedInLean(m[1]) {
+			caught = true
+			break
+		}
+	}
+	if !caught {
+		t.Fatal("the allow-list admits every package nexus initialises: it no longer tells a lean program from nexus")
+	}
+}
+
+// A user with only the nexus binary gets the lean program from it.
+func TestRuntimeExtract(t *testing.T) {
+	nexus := nexusBinary(t)
+	if os.Getenv("NEXUS_BIN") == "" {
+		t.Skip("needs a nexus built by make build (it embeds nexus-runtime); make test sets NEXUS_BIN")
+	}
+	dir := t.TempDir()
+	out, err := runProgram(t, nil, nexus, "runtime", "extract", dir)
+	path := filepath.Join(dir, "nexus-runtime")
+	if err != nil || !strings.Contains(out, "wrote "+path) {
+		t.Fatalf("extract into a directory: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(runtimeProgram(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the extracted program differs from the nexus-runtime make build wrote")
+	}
+	if out, err := runProgram(t, nil, path, "--version"); err != nil || !strings.Contains(out, "nexus-runtime version") {
+		t.Fatalf("extracted nexus-runtime --version: %v\n%s", err, out)
+	}
+	if out, err := runProgram(t, nil, nexus, "runtime", "extract", path); err != nil || !strings.Contains(out, "already") {
+		t.Fatalf("extract over the same program: %v\n%s", err, out)
+	}
+
+	other := filepath.Join(dir, "other")
+	if err := os.WriteFile(other, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runProgram(t, nil, nexus, "runtime", "extract", other); err == nil || !strings.Contains(out, "--force") {
+		t.Fatalf("extract over another file should refuse and name --force: %v\n%s", err, out)
+	}
+	if data, _ := os.ReadFile(other); string(data) != "#!/bin/sh\n" {
+		t.Fatal("a refused extract changed the file")
+	}
+	if out, err := runProgram(t, nil, nexus, "runtime", "extract", "--force", other); err != nil {
+		t.Fatalf("extract --force: %v\n%s", err, out)
+	}
+	if data, _ := os.ReadFile(other); !bytes.Equal(data, want) {
+		t.Fatal("extract --force did not replace the file")
+	}
+}
