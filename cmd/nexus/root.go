@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"nexus.dev/nexus/cmd/internal/ocicli"
+	"nexus.dev/nexus/internal/buildinfo"
 	"nexus.dev/nexus/internal/logging"
 )
 
@@ -44,6 +46,8 @@ with mutual TLS between every pair of machines.`,
 			return nil
 		},
 	}
+	info := buildinfo.Read()
+	ocicli.SetVersion(root, info.Version, info.String())
 	pf := root.PersistentFlags()
 	pf.StringVar(&opts.dataDir, "data-dir", defaultDataDir, "directory for Nexus state (store, certificates, images); must not be empty")
 	pf.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // runProgram runs a binary under test and returns its combined output.
@@ -21,6 +23,37 @@ func runProgram(t *testing.T, env []string, bin string, args ...string) (string,
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// OCI tools call `<runtime> --version` (podman info, containerd), and runc
+// and crun answer it; so must both entries.
+func TestVersionFlag(t *testing.T) {
+	nexus, lean, link := nexusBinary(t), runtimeProgram(t), runtimeLink(t)
+	tests := []struct {
+		name string
+		bin  string
+		flag string
+		want []string
+	}{
+		{"nexus --version", nexus, "--version", []string{"nexus ", "commit: ", "go: go"}},
+		{"nexus -v", nexus, "-v", []string{"nexus ", "commit: ", "go: go"}},
+		{"nexus-runtime --version", lean, "--version", []string{"nexus-runtime version ", "commit: ", "spec: " + specs.Version, "go: go"}},
+		{"nexus-runtime -v", lean, "-v", []string{"nexus-runtime version ", "spec: " + specs.Version}},
+		{"nexus-runtime link to nexus --version", link, "--version", []string{"nexus-runtime version ", "spec: " + specs.Version}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := runProgram(t, nil, tt.bin, tt.flag)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", tt.name, err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("%s printed %q, lacks %q", tt.name, out, w)
+				}
+			}
+		})
+	}
 }
 
 // inittraceLine matches a GODEBUG=inittrace=1 line:

@@ -19,9 +19,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 
+	"nexus.dev/nexus/internal/buildinfo"
 	"nexus.dev/nexus/internal/logging"
 	"nexus.dev/nexus/runtime"
 )
@@ -47,8 +50,8 @@ type Config struct {
 	// "runtime" under nexus.
 	Name string
 	// LogLevel and LogFormat are the parent command's log flags. When nil
-	// the command is a program's root command and owns --log-level and
-	// --log-format itself.
+	// the command is a program's root command and owns --log-level,
+	// --log-format and --version itself.
 	LogLevel, LogFormat *string
 	// Note is appended to the long help.
 	Note string
@@ -118,10 +121,21 @@ container by its ID, a name you choose at create (or run) time.` + cfg.Note,
 	if standalone {
 		pf.StringVar(o.logFormat, "log-format", "text", "log format: text or json")
 		pf.StringVar(o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+		info := buildinfo.Read()
+		SetVersion(cmd, info.Version, fmt.Sprintf("%s version %s\ncommit: %s\nspec: %s\ngo: %s\n",
+			cfg.Name, info.Version, info.Commit, specs.Version, info.GoVersion))
 	}
 	cmd.AddCommand(rtCreate(o), rtStart(o), rtState(o), rtKill(o), rtDelete(o), rtRun(o), rtExec(o),
 		rtPs(o), rtList(o), rtFeatures(o), rtSpec(o), rtStats(o))
 	return cmd
+}
+
+// SetVersion makes `cmd --version` (and -v) print text, as runc and crun
+// do: OCI tools call `<runtime> --version`.
+func SetVersion(cmd *cobra.Command, version, text string) {
+	cmd.Version = version
+	// cobra prints a template; quoting text makes it one literal.
+	cmd.SetVersionTemplate("{{print " + strconv.Quote(text) + "}}")
 }
 
 // printJSON writes v as indented JSON, as runc prints state.
