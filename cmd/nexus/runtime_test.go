@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,6 +149,63 @@ func TestRuntimeProgramIsLean(t *testing.T) {
 	}
 	if !caught {
 		t.Fatal("the allow-list admits every package nexus initialises: it no longer tells a lean program from nexus")
+	}
+}
+
+// runtime spec says what it wrote and what to do next (runc prints
+// nothing, which leaves a new user guessing).
+func TestRuntimeSpecSaysWhatItWrote(t *testing.T) {
+	tests := []struct {
+		name string
+		argv []string
+		next string
+	}{
+		{"nexus-runtime spec", []string{runtimeProgram(t)}, "nexus-runtime run --bundle"},
+		{"nexus runtime spec", []string{nexusBinary(t), "runtime"}, "nexus runtime run --bundle"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bundle := t.TempDir()
+			out, err := runProgram(t, nil, tt.argv[0], append(tt.argv[1:], "spec", "--bundle", bundle)...)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", tt.name, err, out)
+			}
+			config := filepath.Join(bundle, "config.json")
+			for _, w := range []string{"wrote " + config, filepath.Join(bundle, "rootfs"), "process.args", tt.next} {
+				if !strings.Contains(out, w) {
+					t.Errorf("%s printed %q, lacks %q", tt.name, out, w)
+				}
+			}
+			data, err := os.ReadFile(config)
+			var s specs.Spec
+			if err != nil || json.Unmarshal(data, &s) != nil || s.Process == nil {
+				t.Fatalf("config.json is not a spec with a process: %v\n%s", err, data)
+			}
+			out, err = runProgram(t, nil, tt.argv[0], append(tt.argv[1:], "spec", "--bundle", bundle)...)
+			if err == nil || !strings.Contains(out, "already exists") {
+				t.Fatalf("a second spec should refuse to overwrite config.json: %v\n%s", err, out)
+			}
+			if again, _ := os.ReadFile(config); !bytes.Equal(again, data) {
+				t.Fatal("the refused spec changed config.json")
+			}
+		})
+	}
+}
+
+// run --help must say that ID is a name the user picks, and show how.
+func TestRuntimeRunHelp(t *testing.T) {
+	out, err := runProgram(t, nil, runtimeProgram(t), "run", "--help")
+	if err != nil {
+		t.Fatalf("run --help: %v\n%s", err, out)
+	}
+	for _, w := range []string{"ID is a name you choose", "Examples:", "nexus-runtime spec --bundle mybundle", "nexus-runtime run --bundle mybundle web1"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("run --help lacks %q:\n%s", w, out)
+		}
+	}
+	out, err = runProgram(t, nil, nexusBinary(t), "runtime", "--help")
+	if err != nil || !strings.Contains(out, "nexus-runtime") || !strings.Contains(out, "extract") {
+		t.Errorf("nexus runtime --help should point OCI tools at nexus-runtime and extract: %v\n%s", err, out)
 	}
 }
 

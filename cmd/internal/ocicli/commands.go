@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,7 +26,11 @@ func rtCreate(o *runtimeOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create [flags] ID",
 		Short: "Create a container from a bundle; its process waits for start",
-		Args:  cobra.ExactArgs(1),
+		Long: `Create a container from a bundle (config.json and the root filesystem) and
+leave its process waiting for start. ID is a name you choose for the container
+(1-1024 characters from A-Z a-z 0-9 _ . + -, starting with a letter or digit);
+start, state, kill, exec and delete refer to the container by it.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.rt.Create(cmd.Context(), args[0], co)
 		},
@@ -130,7 +135,26 @@ func rtRun(o *runtimeOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] ID",
 		Short: "Create and start a container, wait for it and remove it (exits with its status)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Create a container from a bundle, start it, wait for its process and remove it.
+The command exits with the process's exit status.
+
+ID is a name you choose for the container (1-1024 characters from A-Z a-z 0-9
+_ . + -, starting with a letter or digit), unique among the containers under
+--root. Other commands (state, kill, exec, delete) refer to the container by it.
+
+The bundle is a directory holding config.json (spec writes a default one) and
+the root filesystem that config.json's root.path names (rootfs by default).`,
+		Example: `  # a bundle: a default config.json and a busybox root filesystem
+  mkdir -p mybundle/rootfs
+  podman export $(podman create busybox) | tar -C mybundle/rootfs -x
+  nexus-runtime spec --bundle mybundle
+  # run it as the container "web1"; the process is config.json's process.args
+  nexus-runtime run --bundle mybundle web1
+  # or in the background, then stop and remove it
+  nexus-runtime run --detach --bundle mybundle web1
+  nexus-runtime kill web1 TERM
+  nexus-runtime delete web1`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			id := args[0]
@@ -380,7 +404,12 @@ func rtSpec(o *runtimeOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return os.WriteFile(path, append(data, '\n'), 0o644)
+			if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: put the root filesystem in %s, set process.args to the program to run, then: %s run --bundle %s ID\n",
+				path, filepath.Join(bundle, "rootfs"), cmd.Parent().CommandPath(), bundle)
+			return err
 		},
 	}
 	cmd.Flags().StringVarP(&bundle, "bundle", "b", ".", "bundle directory")
