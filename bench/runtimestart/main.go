@@ -1,12 +1,15 @@
 // Command runtimestart is the timing driver of bench/runtime-start: it runs
-// one bundle through `nexus runtime run`, `crun run` and `runc run`,
-// interleaved, and prints the wall-clock distribution of each and the
-// ratios. Every run is a fresh container id and is timed from fork to
-// reaping the runtime process, so the harness cost is the same for all three.
+// one bundle through `nexus-runtime run` (the lean program OCI tools call),
+// `crun run` and `runc run`, interleaved, and prints the wall-clock
+// distribution of each and the ratios. Every run is a fresh container id and
+// is timed from fork to reaping the runtime process, so the harness cost is
+// the same for all. With -nexus-full it also times `nexus runtime run`
+// through the whole nexus binary.
 //
-// It also reports the package-initialisation time of the nexus binary
+// It also reports the package-initialisation time of nexus-runtime
 // (GODEBUG=inittrace=1), which every container start pays twice: once for
-// `nexus runtime run` and once for the re-executed init stage.
+// `nexus-runtime run` and once for the init stage (the same program), and,
+// for comparison, that of the whole nexus binary.
 //
 // The bench/runtime-start script prepares the bundle, the state directories
 // and the host; run that rather than this program directly.
@@ -16,7 +19,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -53,11 +55,12 @@ func main() {
 		bundle    = flag.String("bundle", "", "OCI bundle directory shared by all runtimes")
 		stateDir  = flag.String("state", "", "directory that holds one --root per runtime")
 		prefix    = flag.String("prefix", fmt.Sprintf("nxb-%d", os.Getpid()), "container id prefix")
-		nexusBin  = flag.String("nexus", "bin/nexus", "nexus binary")
+		nexusBin  = flag.String("nexus", "bin/nexus-runtime", "the nexus-runtime program")
+		fullBin   = flag.String("nexus-full", "", "also time `nexus runtime run` through this nexus binary")
 		crunBin   = flag.String("crun", "crun", "crun binary")
 		runcBin   = flag.String("runc", "runc", "runc binary")
 		timeout   = flag.Duration("timeout", 30*time.Second, "limit for one run")
-		initRuns  = flag.Int("inittrace-runs", 20, "runs of `nexus version` with GODEBUG=inittrace=1")
+		initRuns  = flag.Int("inittrace-runs", 20, "runs of `nexus-runtime --version` (and `nexus --version`) with GODEBUG=inittrace=1")
 		initTopN  = flag.Int("inittrace-top", 5, "packages to list by init time")
 		skipStart = flag.Bool("inittrace-only", false, "only measure package initialisation")
 		rawFile   = flag.String("raw", "", "also write every timed run (runtime, round, ms) to this file")
@@ -73,9 +76,12 @@ func main() {
 			os.Exit(2)
 		}
 		rts := []*runtimeCmd{
-			{name: "nexus", argv: []string{*nexusBin, "runtime"}},
+			{name: "nexus", argv: []string{*nexusBin}},
 			{name: "crun", argv: []string{*crunBin}},
 			{name: "runc", argv: []string{*runcBin}},
+		}
+		if *fullBin != "" {
+			rts = append(rts, &runtimeCmd{name: "nexus-full", argv: []string{*fullBin, "runtime"}})
 		}
 		for _, r := range rts {
 			r.root = *stateDir + "/" + r.name
@@ -94,8 +100,13 @@ func main() {
 		}
 	}
 	if *initRuns > 0 {
-		if err := initBench(ctx, *nexusBin, *initRuns, *initTopN); err != nil {
+		if err := initBench(ctx, *nexusBin, "nexus-runtime package initialisation (paid by `nexus-runtime run` and again by the init stage, the same program)", *initRuns, *initTopN); err != nil {
 			fail("%v", err)
+		}
+		if *fullBin != "" {
+			if err := initBench(ctx, *fullBin, "nexus package initialisation (paid by `nexus runtime run`; for comparison)", *initRuns, *initTopN); err != nil {
+				fail("%v", err)
+			}
 		}
 	}
 }
@@ -201,18 +212,21 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(
 
 func printStart(rts []*runtimeCmd, iters, warmup int) {
 	fmt.Printf("\nwall-clock of `X run` of /bin/true, %d runs each, interleaved (after %d warm-up runs each), in ms:\n", iters, warmup)
-	fmt.Printf("%-8s %9s %9s %9s %9s %9s\n", "runtime", "median", "p90", "mean", "min", "max")
+	fmt.Printf("%-10s %9s %9s %9s %9s %9s\n", "runtime", "median", "p90", "mean", "min", "max")
 	st := map[string]stats{}
 	for _, r := range rts {
 		s := summarise(r.times)
 		st[r.name] = s
-		fmt.Printf("%-8s %9s %9s %9s %9s %9s\n", r.name, ms(s.median), ms(s.p90), ms(s.mean), ms(s.min), ms(s.max))
+		fmt.Printf("%-10s %9s %9s %9s %9s %9s\n", r.name, ms(s.median), ms(s.p90), ms(s.mean), ms(s.min), ms(s.max))
 	}
 	ratio := func(a, b time.Duration) string { return fmt.Sprintf("%.2f", float64(a)/float64(b)) }
 	n, c, u := st["nexus"], st["crun"], st["runc"]
 	fmt.Printf("\nratios      median  p90   mean\n")
 	fmt.Printf("nexus/crun  %-6s  %-5s %s\n", ratio(n.median, c.median), ratio(n.p90, c.p90), ratio(n.mean, c.mean))
 	fmt.Printf("nexus/runc  %-6s  %-5s %s\n", ratio(n.median, u.median), ratio(n.p90, u.p90), ratio(n.mean, u.mean))
+	if f, ok := st["nexus-full"]; ok {
+		fmt.Printf("nexus-full/crun  %-6s  %-5s %s   (`nexus runtime run` through the whole nexus binary)\n", ratio(f.median, c.median), ratio(f.p90, c.p90), ratio(f.mean, c.mean))
+	}
 	for _, r := range rts {
 		if r.noisy > 0 {
 			fmt.Printf("\nnote: %s wrote to stderr in %d of %d successful runs; first:\n%s", r.name, r.noisy, len(r.times), indent(r.sample))
@@ -256,31 +270,31 @@ func parseInittrace(out []byte) ([]pkgInit, float64) {
 	return ps, total
 }
 
-// initBench runs `nexus version` with inittrace several times and reports
+// initBench runs `bin --version` with inittrace several times and reports
 // the median total and, from the run with the median total, the packages
 // that take longest.
-func initBench(ctx context.Context, nexusBin string, runs, top int) error {
+func initBench(ctx context.Context, bin, title string, runs, top int) error {
 	type run struct {
 		pkgs  []pkgInit
 		total float64
 	}
 	var rs []run
 	for i := 0; i < runs; i++ {
-		cmd := exec.CommandContext(ctx, nexusBin, "version")
+		cmd := exec.CommandContext(ctx, bin, "--version")
 		cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("GODEBUG=inittrace=1 %s version: %w\n%s", nexusBin, err, out)
+			return fmt.Errorf("GODEBUG=inittrace=1 %s --version: %w\n%s", bin, err, out)
 		}
 		pkgs, total := parseInittrace(out)
 		if len(pkgs) == 0 {
-			return errors.New("no inittrace lines in `nexus version` output")
+			return fmt.Errorf("no inittrace lines in the output of %s --version", bin)
 		}
 		rs = append(rs, run{pkgs, total})
 	}
 	sort.Slice(rs, func(i, j int) bool { return rs[i].total < rs[j].total })
 	med := rs[len(rs)/2]
-	fmt.Printf("\nnexus package initialisation (GODEBUG=inittrace=1 %s version; paid by `nexus runtime run` and again by the re-executed init stage):\n", nexusBin)
+	fmt.Printf("\n%s (GODEBUG=inittrace=1 %s --version):\n", title, bin)
 	fmt.Printf("  total init clock: median %.2f ms over %d runs (min %.2f, max %.2f), %d packages\n",
 		med.total, len(rs), rs[0].total, rs[len(rs)-1].total, len(med.pkgs))
 	sort.Slice(med.pkgs, func(i, j int) bool { return med.pkgs[i].ms > med.pkgs[j].ms })
