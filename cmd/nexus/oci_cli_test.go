@@ -19,10 +19,38 @@ import (
 	"nexus.dev/nexus/runtime"
 )
 
+// builtProgram is a program built once per test process into a
+// temporary directory, for runs without make build.
+type builtProgram struct {
+	pkg, name string
+	once      sync.Once
+	path, out string
+	err       error
+}
+
+func (b *builtProgram) get(t *testing.T) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", b.name+"-bin")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, b.name)
+		build := exec.Command("go", "build", "-o", b.path, b.pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build makes it
+		out, err := build.CombinedOutput()
+		b.err, b.out = err, string(out)
+	})
+	if b.err != nil {
+		t.Fatalf("build %s: %v\n%s", b.name, b.err, b.out)
+	}
+	return b.path
+}
+
 var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
+	builtNexus   = &builtProgram{pkg: ".", name: "nexus"}
+	builtRuntime = &builtProgram{pkg: "../nexus-runtime", name: "nexus-runtime"}
 )
 
 // nexusBinary returns the nexus binary under test: $NEXUS_BIN (make test
@@ -32,33 +60,8 @@ func nexusBinary(t *testing.T) string {
 	if p := os.Getenv("NEXUS_BIN"); p != "" {
 		return p
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nexus-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "nexus")
-		build := exec.Command("go", "build", "-o", builtBin, ".")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build makes it
-		out, err := build.CombinedOutput()
-		if err != nil {
-			buildErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build nexus: %v", buildErr)
-	}
-	return builtBin
+	return builtNexus.get(t)
 }
-
-var (
-	leanOnce  sync.Once
-	leanBin   string
-	leanErr   error
-	leanBuilt string
-)
 
 // runtimeProgram returns the lean nexus-runtime program under test: the one
 // make build writes beside $NEXUS_BIN, or one built into a temporary
@@ -72,25 +75,7 @@ func runtimeProgram(t *testing.T) string {
 		}
 		return lean
 	}
-	leanOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nexus-runtime-bin")
-		if err != nil {
-			leanErr = err
-			return
-		}
-		leanBin = filepath.Join(dir, "nexus-runtime")
-		build := exec.Command("go", "build", "-o", leanBin, "../nexus-runtime")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err := build.CombinedOutput()
-		if err != nil {
-			leanErr = err
-			leanBuilt = string(out)
-		}
-	})
-	if leanErr != nil {
-		t.Fatalf("build nexus-runtime: %v\n%s", leanErr, leanBuilt)
-	}
-	return leanBin
+	return builtRuntime.get(t)
 }
 
 // runtimeLink returns a nexus-runtime symlink to the nexus binary: the
