@@ -13,6 +13,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"nexus.dev/nexus/internal/testutil"
 )
 
 // runProgram runs a binary under test and returns its combined output.
@@ -213,7 +215,7 @@ func TestRuntimeRunHelp(t *testing.T) {
 func TestRuntimeExtract(t *testing.T) {
 	nexus := nexusBinary(t)
 	if os.Getenv("NEXUS_BIN") == "" {
-		t.Skip("needs a nexus built by make build (it embeds nexus-runtime); make test sets NEXUS_BIN")
+		testutil.Missing(t, "needs a nexus built by make build (it embeds nexus-runtime): make test sets NEXUS_BIN")
 	}
 	dir := t.TempDir()
 	out, err := runProgram(t, nil, nexus, "runtime", "extract", dir)
