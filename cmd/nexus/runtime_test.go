@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +63,13 @@ func TestVersionFlag(t *testing.T) {
 
 // inittraceLine matches a GODEBUG=inittrace=1 line:
 // init crypto/tls @1.2 ms, 0.041 ms clock, 4096 bytes, 12 allocs
-var inittraceLine = regexp.MustCompile(`^init (\S+) @`)
+var inittraceLine = regexp.MustCompile(`^init (\S+) @[0-9.]+ ms, [0-9.]+ ms clock, ([0-9]+) bytes, ([0-9]+) allocs`)
+
+// ownInitAllocs is the most allocations a package of this module may make
+// while it is initialised in nexus-runtime: work such as compiling regular
+// expressions belongs in the first call that needs it, since every OCI call
+// and every container's init stage pays for package initialisation.
+const ownInitAllocs = 32
 
 // leanOutsideStd are the packages outside the standard library that
 // nexus-runtime may link: the OCI command line, the runtime and what the
@@ -118,14 +126,21 @@ func TestRuntimeProgramIsLean(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nexus-runtime features: %v\n%s", err, out)
 	}
-	var pkgs, bad []string
+	var pkgs, bad, busy []string
 	for _, line := range strings.Split(out, "\n") {
 		if m := inittraceLine.FindStringSubmatch(line); m != nil {
 			pkgs = append(pkgs, m[1])
 			if !allowedInLean(m[1]) {
 				bad = append(bad, m[1])
 			}
+			if allocs, _ := strconv.Atoi(m[3]); strings.HasPrefix(m[1], "nexus.dev/nexus/") && allocs > ownInitAllocs {
+				busy = append(busy, fmt.Sprintf("%s (%s allocations, %s bytes)", m[1], m[3], m[2]))
+			}
 		}
+	}
+	if len(busy) > 0 {
+		t.Errorf("packages of this module do work at initialisation (more than %d allocations), which every OCI call pays: %v\n"+
+			"(compute it on first use, e.g. with sync.OnceValue)", ownInitAllocs, busy)
 	}
 	if len(pkgs) == 0 {
 		t.Fatalf("no inittrace lines in the output of GODEBUG=inittrace=1 nexus-runtime features:\n%s", out)
