@@ -28,7 +28,7 @@ type builtProgram struct {
 	err       error
 }
 
-func (b *builtProgram) get(t *testing.T) string {
+func (b *builtProgram) get(t testing.TB) string {
 	t.Helper()
 	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", b.name+"-bin")
@@ -55,7 +55,7 @@ var (
 
 // nexusBinary returns the nexus binary under test: $NEXUS_BIN (make test
 // sets it), or one built into a temporary directory.
-func nexusBinary(t *testing.T) string {
+func nexusBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("NEXUS_BIN"); p != "" {
 		return p
@@ -66,7 +66,7 @@ func nexusBinary(t *testing.T) string {
 // runtimeProgram returns the lean nexus-runtime program under test: the one
 // make build writes beside $NEXUS_BIN, or one built into a temporary
 // directory.
-func runtimeProgram(t *testing.T) string {
+func runtimeProgram(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("NEXUS_BIN"); p != "" {
 		lean := filepath.Join(filepath.Dir(p), "nexus-runtime")

@@ -273,3 +273,21 @@ func TestRuntimeExtract(t *testing.T) {
 		t.Fatal("extract --force did not replace the file")
 	}
 }
+
+// BenchmarkProgramStart measures what every OCI call pays before the
+// command runs: exec, Go runtime start and package initialisation, through
+// the lean nexus-runtime and through nexus (`--version` does nothing else).
+func BenchmarkProgramStart(b *testing.B) {
+	for _, bin := range []struct{ name, path string }{
+		{"nexus-runtime", runtimeProgram(b)},
+		{"nexus", nexusBinary(b)},
+	} {
+		b.Run(bin.name, func(b *testing.B) {
+			for b.Loop() {
+				if out, err := exec.Command(bin.path, "--version").CombinedOutput(); err != nil {
+					b.Fatalf("%s --version: %v\n%s", bin.path, err, out)
+				}
+			}
+		})
+	}
+}
