@@ -230,7 +230,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 type bundleSpec struct {
 	bundle, rootfs string
 	spec           *specs.Spec
-	ispec          *specs.Spec // what the init receives: spec without the seccomp profile
+	ispec          *initSpec // what the init receives (specForInit)
 	filter         *seccomp.Filter
 }
 
@@ -244,7 +244,7 @@ func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	ispec, filter, err := initSpec(spec, r.filters.compile)
+	ispec, filter, err := specForInit(spec, r.filters.compile)
 	if err != nil {
 		return nil, err
 	}

@@ -63,7 +63,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	r.warnCapabilities(id, proc)
 	spec := *st.Spec
 	spec.Process = proc
-	ispec, filter, err := initSpec(&spec, r.filters.compile)
+	ispec, filter, err := specForInit(&spec, r.filters.compile)
 	if err != nil {
 		return nil, err
 	}

@@ -31,22 +31,50 @@ func validateResources(l *specs.Linux) error {
 	return nil
 }
 
-// initSpec returns the compiled seccomp filter of s and a shallow copy of s
-// without the profile, which is what the init stage receives. compile is
-// seccomp.Compile or a cache in front of it.
-func initSpec(s *specs.Spec, compile func(*specs.LinuxSeccomp) (*seccomp.Filter, error)) (*specs.Spec, *seccomp.Filter, error) {
-	if s.Linux.Seccomp == nil {
-		return s, nil, nil
+// initSpec is the part of a spec the init stage acts on, which is all it
+// receives. The init decodes it with encoding/json, whose first decode of a
+// type builds the codecs of every type reachable from it (most of the
+// decode's cost: 4.0 ms median for a whole specs.Spec against 0.05 ms for the
+// same document decoded again, 2.4 ms for this part; 41 fresh processes
+// each on the bench machine). specs.Spec reaches 63 struct types, among them
+// the resources, the seccomp profile and the other platforms' sections.
+type initSpec struct {
+	Process    *specs.Process `json:"process,omitempty"`
+	Root       *specs.Root    `json:"root,omitempty"`
+	Hostname   string         `json:"hostname,omitempty"`
+	Domainname string         `json:"domainname,omitempty"`
+	Mounts     []specs.Mount  `json:"mounts,omitempty"`
+	Hooks      *specs.Hooks   `json:"hooks,omitempty"`
+	Linux      *initLinux     `json:"linux,omitempty"`
+}
+
+// initLinux is the part of linux the init stage acts on.
+type initLinux struct {
+	Namespaces        []specs.LinuxNamespace           `json:"namespaces,omitempty"`
+	Devices           []specs.LinuxDevice              `json:"devices,omitempty"`
+	Sysctl            map[string]string                `json:"sysctl,omitempty"`
+	TimeOffsets       map[string]specs.LinuxTimeOffset `json:"timeOffsets,omitempty"`
+	Personality       *specs.LinuxPersonality          `json:"personality,omitempty"`
+	MaskedPaths       []string                         `json:"maskedPaths,omitempty"`
+	ReadonlyPaths     []string                         `json:"readonlyPaths,omitempty"`
+	RootfsPropagation string                           `json:"rootfsPropagation,omitempty"`
+}
+
+// specForInit returns what the init stage receives of s: the part it acts
+// on and the compiled seccomp filter. compile is seccomp.Compile or a cache
+// in front of it.
+func specForInit(s *specs.Spec, compile func(*specs.LinuxSeccomp) (*seccomp.Filter, error)) (*initSpec, *seccomp.Filter, error) {
+	var f *seccomp.Filter
+	if s.Linux.Seccomp != nil {
+		var err error
+		if f, err = compile(s.Linux.Seccomp); err != nil {
+			return nil, nil, specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
+		}
 	}
-	f, err := compile(s.Linux.Seccomp)
-	if err != nil {
-		return nil, nil, specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
-	}
-	c := *s
-	l := *s.Linux
-	l.Seccomp = nil
-	c.Linux = &l
-	return &c, f, nil
+	l := s.Linux
+	return &initSpec{Process: s.Process, Root: s.Root, Hostname: s.Hostname, Domainname: s.Domainname, Mounts: s.Mounts, Hooks: s.Hooks,
+		Linux: &initLinux{Namespaces: l.Namespaces, Devices: l.Devices, Sysctl: l.Sysctl, TimeOffsets: l.TimeOffsets, Personality: l.Personality,
+			MaskedPaths: l.MaskedPaths, ReadonlyPaths: l.ReadonlyPaths, RootfsPropagation: l.RootfsPropagation}}, f, nil
 }
 
 // cgroupMounts describes, for the container's /sys/fs/cgroup, each hierarchy

@@ -33,7 +33,7 @@ type initConfig struct {
 	ID          string                 `json:"id"`
 	Bundle      string                 `json:"bundle"`
 	Rootfs      string                 `json:"rootfs"`
-	Spec        *specs.Spec            `json:"spec"`
+	Spec        *initSpec              `json:"spec"`
 	JoinNS      []specs.LinuxNamespace `json:"joinNS,omitempty"`
 	NewCgroupNS bool                   `json:"newCgroupNS,omitempty"`
 	NewTimeNS   bool                   `json:"newTimeNS,omitempty"`
@@ -110,7 +110,7 @@ func InitMain() {
 // which would otherwise cost the container's start most of a millisecond.
 func warmDecoder() {
 	spec := DefaultSpec()
-	ispec, filter, err := initSpec(spec, seccomp.Compile)
+	ispec, filter, err := specForInit(spec, seccomp.Compile)
 	if err != nil {
 		return
 	}

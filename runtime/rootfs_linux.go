@@ -18,7 +18,7 @@ type rootfsSetup struct {
 	rootFd int // O_PATH handle on the rootfs; every lookup is relative to it
 }
 
-func (r *rootfsSetup) spec() *specs.Spec { return r.cfg.Spec }
+func (r *rootfsSetup) spec() *initSpec { return r.cfg.Spec }
 
 // afterPivot are the rootfsPropagation modes applied to the container's /
 // only once it is the root: until then / stays a slave, since shared would
@@ -282,7 +282,7 @@ var defaultDevices = []specs.LinuxDevice{
 // createDevices makes the default and the spec's device nodes. In a user
 // namespace mknod is not allowed, so the host's node is bind-mounted instead.
 func (r *rootfsSetup) createDevices() error {
-	inUserNS := hasNamespace(r.spec().Linux, specs.UserNamespace)
+	inUserNS := hasNamespace(&specs.Linux{Namespaces: r.spec().Linux.Namespaces}, specs.UserNamespace)
 	devs := append(append([]specs.LinuxDevice{}, defaultDevices...), r.spec().Linux.Devices...)
 	old := unix.Umask(0)
 	defer unix.Umask(old)
@@ -441,7 +441,7 @@ func chrootTo(dir string) error {
 
 // finish runs after pivot: masks, read-only paths, read-only root and the
 // final propagation of /.
-func finishRootfs(s *specs.Spec) error {
+func finishRootfs(s *initSpec) error {
 	for _, p := range s.Linux.MaskedPaths {
 		if err := maskPath(p); err != nil {
 			return fmt.Errorf("linux.maskedPaths %s: %w", p, err)
