@@ -504,7 +504,7 @@ func (c *creation) finish(ctx context.Context, cfg *initConfig, stdio []*os.File
 	cfg.State = state
 	if spec.Process != nil && len(spec.Process.Rlimits) > 0 {
 		if err := raiseHardLimits(pid, spec.Process.Rlimits); err != nil {
-			return err
+			return c.oomDuringSetup(err)
 		}
 	}
 	if err := runHooks("prestart", hookList(spec.Hooks, "prestart"), state); err != nil {
@@ -515,11 +515,14 @@ func (c *creation) finish(ctx context.Context, cfg *initConfig, stdio []*os.File
 	}
 	if stdio != nil {
 		if err := sendFiles(c.init.sock, stdio); err != nil {
-			return fmt.Errorf("send stdio to init of %s: %w", c.id, err)
+			return fmt.Errorf("send stdio to init of %s: %w", c.id, c.oomDuringSetup(err))
 		}
 	}
 	if err := json.NewEncoder(c.init.sock).Encode(cfg); err != nil {
-		return fmt.Errorf("send config to init of %s: %w", c.id, err)
+		// The init may already be dead: killed for lack of memory while its
+		// Go runtime started (TestMemoryLimitTooLowForSetupIsExplained got
+		// this bare broken pipe in 1 of 6 runs).
+		return fmt.Errorf("send config to init of %s: %w", c.id, c.oomDuringSetup(err))
 	}
 	if err := readReady(ctx, c.init.sock, c.init.ch.done); err != nil {
 		return fmt.Errorf("create %s: %w", c.id, c.oomDuringSetup(err))
