@@ -5,8 +5,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 )
 
 func i64(v int64) *int64   { return &v }
@@ -298,23 +297,27 @@ func TestDeviceRules(t *testing.T) {
 				}
 			}
 			// The program has one allow/deny exit per exception plus the
-			// default, and every jump lands on a rule or the default.
+			// default, every jump lands forward on the start of a block (right
+			// after an exit), and it decides every check as the policy does.
 			prog := rules.program()
-			exits, labels := 0, map[string]bool{}
-			for _, ins := range prog {
-				if ins.OpCode.JumpOp() == asm.Exit {
+			exits := 0
+			for i, ins := range prog {
+				if ins.code == unix.BPF_JMP|unix.BPF_EXIT {
 					exits++
 				}
-				if s := ins.Symbol(); s != "" {
-					labels[s] = true
+				if isBPFJump(ins) {
+					to := i + 1 + int(ins.off)
+					if ins.off < 0 || to >= len(prog) || prog[to-1].code != unix.BPF_JMP|unix.BPF_EXIT {
+						t.Errorf("instruction %d jumps to %d, not to the start of a block", i, to)
+					}
 				}
 			}
 			if exits != len(rules.exceptions)+1 {
 				t.Errorf("program has %d exits, want %d", exits, len(rules.exceptions)+1)
 			}
-			for _, ins := range prog {
-				if ref := ins.Reference(); ref != "" && !labels[ref] {
-					t.Errorf("jump to undefined label %q", ref)
+			for _, c := range tc.checks {
+				if got := runDeviceProgram(t, prog, c.typ, c.major, c.minor, c.access); got != c.allowed {
+					t.Errorf("program(type %d, %d:%d, access %d) = %v, want %v", c.typ, c.major, c.minor, c.access, got, c.allowed)
 				}
 			}
 		})
@@ -370,4 +373,45 @@ func TestLoadRejectsForeignPaths(t *testing.T) {
 	if m.V2Path() != "/sys/fs/cgroup/unified/nexus/a" || m.Paths()["memory"] != "/sys/fs/cgroup/memory/nexus/a" {
 		t.Errorf("loaded paths = %v", m.Paths())
 	}
+}
+
+// runDeviceProgram executes a device program as the kernel would, for the
+// instructions program emits, and reports whether it allows the access.
+func runDeviceProgram(t *testing.T, prog []bpfInsn, typ int, major, minor int64, access int) bool {
+	t.Helper()
+	ctx := [3]uint32{uint32(access)<<16 | uint32(typ), uint32(major), uint32(minor)}
+	var reg [11]uint64
+	for pc := 0; pc < len(prog); pc++ {
+		in := prog[pc]
+		dst, src := in.regs&0x0f, in.regs>>4
+		switch in.code {
+		case unix.BPF_LDX | unix.BPF_MEM | unix.BPF_W:
+			if src != bpfR1 || in.off%4 != 0 || in.off < 0 || in.off > 8 {
+				t.Fatalf("instruction %d loads outside the context", pc)
+			}
+			reg[dst] = uint64(ctx[in.off/4])
+		case unix.BPF_ALU | unix.BPF_MOV | unix.BPF_X:
+			reg[dst] = uint64(uint32(reg[src]))
+		case unix.BPF_ALU | unix.BPF_AND | unix.BPF_K:
+			reg[dst] = uint64(uint32(reg[dst]) & uint32(in.imm))
+		case unix.BPF_ALU | unix.BPF_RSH | unix.BPF_K:
+			reg[dst] = uint64(uint32(reg[dst]) >> uint32(in.imm))
+		case unix.BPF_ALU64 | unix.BPF_MOV | unix.BPF_K:
+			reg[dst] = uint64(int64(in.imm))
+		case unix.BPF_JMP | unix.BPF_JNE | unix.BPF_K:
+			if reg[dst] != uint64(int64(in.imm)) {
+				pc += int(in.off)
+			}
+		case unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K:
+			if reg[dst] == uint64(int64(in.imm)) {
+				pc += int(in.off)
+			}
+		case unix.BPF_JMP | unix.BPF_EXIT:
+			return reg[bpfR0] == 1
+		default:
+			t.Fatalf("instruction %d: unexpected opcode %#x", pc, in.code)
+		}
+	}
+	t.Fatal("program ran off its end")
+	return false
 }

@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Access bits, as the kernel's BPF_DEVCG_ACC_* constants.
@@ -166,60 +165,57 @@ func (d *deviceRules) v1Lines() [][2]string {
 // program builds the BPF_PROG_TYPE_CGROUP_DEVICE program for the policy.
 // The context is struct bpf_cgroup_dev_ctx { u32 access_type; u32 major;
 // u32 minor; } with access_type = access<<16 | type. It returns 1 to allow.
-func (d *deviceRules) program() asm.Instructions {
-	insns := asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
-		asm.Mov.Reg32(asm.R3, asm.R2),
-		asm.And.Imm32(asm.R3, 0xffff), // type
-		asm.Mov.Reg32(asm.R4, asm.R2),
-		asm.RSh.Imm32(asm.R4, 16),                // access
-		asm.LoadMem(asm.R5, asm.R1, 4, asm.Word), // major
-		asm.LoadMem(asm.R6, asm.R1, 8, asm.Word), // minor
+// Each exception is a block that falls through to its exit when it matches
+// and otherwise jumps to the next block; the last block jumps to the
+// default.
+func (d *deviceRules) program() []bpfInsn {
+	p := []bpfInsn{
+		bpfLoadWord(bpfR2, bpfR1, 0),
+		bpfMovReg32(bpfR3, bpfR2),
+		bpfAndImm32(bpfR3, 0xffff), // type
+		bpfMovReg32(bpfR4, bpfR2),
+		bpfRshImm32(bpfR4, 16),       // access
+		bpfLoadWord(bpfR5, bpfR1, 4), // major
+		bpfLoadWord(bpfR6, bpfR1, 8), // minor
 	}
 	result, fallback := int32(1), int32(0)
 	if d.defaultAllow {
 		result, fallback = 0, 1
 	}
-	for i, e := range d.exceptions {
-		next := "rule" + strconv.Itoa(i+1)
-		if i == len(d.exceptions)-1 {
-			next = "default"
+	var toNext []int // jumps to the block after the current one
+	bind := func() {
+		for _, j := range toNext {
+			p[j].off = int16(len(p) - j - 1)
 		}
-		var block asm.Instructions
+		toNext = toNext[:0]
+	}
+	jumpToNext := func(in bpfInsn) {
+		toNext = append(toNext, len(p))
+		p = append(p, in)
+	}
+	for _, e := range d.exceptions {
+		bind()
 		if e.typ != devAll {
-			block = append(block, asm.JNE.Imm(asm.R3, int32(e.typ), next))
+			jumpToNext(bpfJump(unix.BPF_JNE, bpfR3, int32(e.typ)))
 		}
 		if e.major != -1 {
-			block = append(block, asm.JNE.Imm(asm.R5, int32(e.major), next))
+			jumpToNext(bpfJump(unix.BPF_JNE, bpfR5, int32(e.major)))
 		}
 		if e.minor != -1 {
-			block = append(block, asm.JNE.Imm(asm.R6, int32(e.minor), next))
+			jumpToNext(bpfJump(unix.BPF_JNE, bpfR6, int32(e.minor)))
 		}
-		block = append(block, asm.Mov.Reg32(asm.R7, asm.R4))
+		p = append(p, bpfMovReg32(bpfR7, bpfR4))
 		if d.defaultAllow {
 			// Deny when any requested access is listed.
-			block = append(block, asm.And.Imm32(asm.R7, int32(e.access)), asm.JEq.Imm(asm.R7, 0, next))
+			p = append(p, bpfAndImm32(bpfR7, int32(e.access)))
+			jumpToNext(bpfJump(unix.BPF_JEQ, bpfR7, 0))
 		} else {
 			// Allow only when every requested access is listed.
-			block = append(block, asm.And.Imm32(asm.R7, int32(accAll&^e.access)), asm.JNE.Imm(asm.R7, 0, next))
+			p = append(p, bpfAndImm32(bpfR7, int32(accAll&^e.access)))
+			jumpToNext(bpfJump(unix.BPF_JNE, bpfR7, 0))
 		}
-		block = append(block, asm.Mov.Imm(asm.R0, result), asm.Return())
-		block[0] = block[0].WithSymbol("rule" + strconv.Itoa(i))
-		insns = append(insns, block...)
+		p = append(p, bpfMovImm(bpfR0, result), bpfExit())
 	}
-	insns = append(insns, asm.Mov.Imm(asm.R0, fallback).WithSymbol("default"), asm.Return())
-	return insns
-}
-
-func (d *deviceRules) load() (*ebpf.Program, error) {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "nexus_devices",
-		Type:         ebpf.CGroupDevice,
-		License:      "Apache-2.0",
-		Instructions: d.program(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cgroups: load device eBPF program: %w", err)
-	}
-	return prog, nil
+	bind()
+	return append(p, bpfMovImm(bpfR0, fallback), bpfExit())
 }

@@ -437,3 +437,13 @@ func TestHostMemoryLimitBelowUsageIsExplained(t *testing.T) {
 		t.Fatalf("Update to 4096 bytes: %v", err)
 	}
 }
+
+// A program the kernel refuses is reported with the verifier's reason.
+func TestHostLoadDeviceProgramReportsTheVerifier(t *testing.T) {
+	testutil.RequireRoot(t)
+	// Exits without setting R0, which the verifier rejects.
+	_, err := loadDeviceProgram([]bpfInsn{bpfExit()})
+	if err == nil || !strings.Contains(err.Error(), "verifier: ") || !strings.Contains(err.Error(), "R0") {
+		t.Fatalf("loading a program that leaves R0 unset: %v, want the verifier's complaint about R0", err)
+	}
+}

@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -398,34 +396,32 @@ func (m *manager) writeOne(w write) error {
 // BPF_PROG_ATTACH, which outlives this process, then detaches the programs
 // it replaces.
 func attachDevices(dir string, rules *deviceRules) error {
-	prog, err := rules.load()
+	prog, err := loadDeviceProgram(rules.program())
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
+	defer unix.Close(prog)
 	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("cgroups: open %s for the device program: %w", dir, err)
 	}
 	defer unix.Close(fd)
-	old, err := link.QueryPrograms(link.QueryOptions{Target: fd, Attach: ebpf.AttachCGroupDevice})
+	old, err := deviceProgramIDs(fd)
 	if err != nil {
 		return fmt.Errorf("cgroups: query device programs on %s: %w", dir, err)
 	}
-	if err := link.RawAttachProgram(link.RawAttachProgramOptions{
-		Target: fd, Program: prog, Attach: ebpf.AttachCGroupDevice, Flags: unix.BPF_F_ALLOW_MULTI,
-	}); err != nil {
+	if err := attachProgram(fd, prog, unix.BPF_F_ALLOW_MULTI); err != nil {
 		return fmt.Errorf("cgroups: attach device program to %s: %w", dir, err)
 	}
-	for _, p := range old.Programs {
-		op, err := ebpf.NewProgramFromID(p.ID)
+	for _, id := range old {
+		op, err := progFDByID(id)
 		if err != nil {
-			return fmt.Errorf("cgroups: open replaced device program %d: %w", p.ID, err)
+			return fmt.Errorf("cgroups: open replaced device program %d: %w", id, err)
 		}
-		err = link.RawDetachProgram(link.RawDetachProgramOptions{Target: fd, Program: op, Attach: ebpf.AttachCGroupDevice})
-		op.Close()
+		err = detachProgram(fd, op)
+		unix.Close(op)
 		if err != nil {
-			return fmt.Errorf("cgroups: detach replaced device program %d from %s: %w", p.ID, dir, err)
+			return fmt.Errorf("cgroups: detach replaced device program %d from %s: %w", id, dir, err)
 		}
 	}
 	return nil
