@@ -22,7 +22,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/runtime/cgroups"
-	"nexus.dev/nexus/runtime/exitrec"
 	"nexus.dev/nexus/runtime/seccomp"
 )
 
@@ -32,14 +31,25 @@ type Config struct {
 	Root string
 	// Logger receives debug records of each step; nil discards them.
 	Logger *slog.Logger
-	// RecordExits keeps every container's exit status in the kernel (see
-	// package exitrec), so that Wait reports it even in a process that did
-	// not create the container. The agent sets it; it costs one eBPF load
-	// per boot.
-	RecordExits bool
-	// ExitRecorderDir is where the recorder is pinned (exitrec.DefaultDir
-	// when empty).
-	ExitRecorderDir string
+	// Exits, when set, keeps every container's exit status in the kernel,
+	// so that Wait reports it even in a process that did not create the
+	// container. The agent sets it to an exitrec.Recorder (one eBPF load
+	// per boot) and closes that after the Runtime. The runtime does not
+	// import package exitrec itself: its eBPF library would add 39 packages
+	// to the initialisation of every nexus-runtime process (see
+	// runtime/cgroups/bpf.go).
+	Exits ExitRecorder
+}
+
+// ExitRecorder keeps the exit status of watched processes after whoever
+// reaps them (package exitrec implements it).
+type ExitRecorder interface {
+	// Watch starts recording pid's exit; call it before pid can exit.
+	Watch(pid int) error
+	// Lookup returns pid's recorded wait status, if it exited while watched.
+	Lookup(pid int) (unix.WaitStatus, bool, error)
+	// Forget drops what is kept for pid.
+	Forget(pid int)
 }
 
 // Runtime creates and manages containers whose state lives under Root. It
@@ -55,10 +65,7 @@ type Runtime struct {
 	warm    []*warmSlot // see Prewarm
 	filters filterCache
 
-	recordExits bool
-	recDir      string
-	recOnce     sync.Once
-	rec         *exitrec.Recorder
+	exits ExitRecorder
 }
 
 // child is a container init this process forked: the kernel gives its exit
@@ -83,25 +90,12 @@ func New(cfg Config) *Runtime {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{root: root, log: log, children: map[string]*child{}, recordExits: cfg.RecordExits, recDir: cfg.ExitRecorderDir}
+	return &Runtime{root: root, log: log, children: map[string]*child{}, exits: cfg.Exits}
 }
 
-// recorder returns the exit recorder, or nil when it is off or cannot load
-// (then Wait reports statuses only for containers this process started).
-func (r *Runtime) recorder() *exitrec.Recorder {
-	if !r.recordExits {
-		return nil
-	}
-	r.recOnce.Do(func() {
-		rec, err := exitrec.Open(r.recDir)
-		if err != nil {
-			r.log.Warn("exit statuses of containers started by other processes will be unknown", "err", err)
-			return
-		}
-		r.rec = rec
-	})
-	return r.rec
-}
+// recorder returns the exit recorder, or nil when there is none (then
+// Wait reports statuses only for containers this process started).
+func (r *Runtime) recorder() ExitRecorder { return r.exits }
 
 // Root returns the state directory.
 func (r *Runtime) Root() string { return r.root }

@@ -23,6 +23,7 @@ import (
 	"nexus.dev/nexus/internal/testrootfs"
 	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/exitrec"
 )
 
 func init() {
@@ -50,7 +51,12 @@ func startAndLeave(arg string) {
 	if err := json.Unmarshal([]byte(arg), &a); err != nil {
 		panic(err)
 	}
-	rt := runtime.New(runtime.Config{Root: a.Root, RecordExits: true, ExitRecorderDir: a.RecDir})
+	rec, err := exitrec.Open(a.RecDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	rt := runtime.New(runtime.Config{Root: a.Root, Exits: rec})
 	ctx := context.Background()
 	if err := rt.Create(ctx, a.ID, runtime.CreateOptions{Bundle: a.Bundle}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -732,7 +738,12 @@ func TestExitStatusSurvivesARestartedAgent(t *testing.T) {
 	}
 
 	must(t, os.WriteFile(filepath.Join(sig, "go"), nil, 0o644))
-	restarted := runtime.New(runtime.Config{Root: h.rt.Root(), RecordExits: true, ExitRecorderDir: recDir})
+	rec, err := exitrec.Open(recDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	restarted := runtime.New(runtime.Config{Root: h.rt.Root(), Exits: rec})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	status, err := restarted.Wait(ctx, id)

@@ -223,8 +223,5 @@ func (r *Runtime) Close() error {
 	for _, s := range slots {
 		s.destroy()
 	}
-	if r.rec != nil {
-		r.rec.Close()
-	}
 	return nil
 }
