@@ -73,8 +73,9 @@ const ownInitAllocs = 32
 
 // leanOutsideStd are the packages outside the standard library that
 // nexus-runtime may link: the OCI command line, the runtime and what the
-// runtime needs. Anything else (the store, gRPC, protobuf, QUIC, the PKI)
-// is initialised on every container operation for nothing.
+// runtime needs. Anything else (the store, gRPC, protobuf, QUIC, the PKI,
+// cilium/ebpf and the 39 packages it brings, which only the exit recorder
+// needs) is initialised on every container operation for nothing.
 var leanOutsideStd = []string{
 	"main",
 	"nexus.dev/nexus/cmd/internal/ocicli",
@@ -83,7 +84,6 @@ var leanOutsideStd = []string{
 	"nexus.dev/nexus/internal/mountinfo",
 	"nexus.dev/nexus/runtime",
 	"nexus.dev/nexus/runtime/cgroups",
-	"nexus.dev/nexus/runtime/exitrec",
 	"nexus.dev/nexus/runtime/initbin",
 	"nexus.dev/nexus/runtime/seccomp",
 	"github.com/spf13/cobra",
@@ -91,13 +91,14 @@ var leanOutsideStd = []string{
 	"github.com/opencontainers/runtime-spec/specs-go",
 	"github.com/opencontainers/runtime-spec/specs-go/features",
 	"golang.org/x/sys/unix",
-	"github.com/cilium/ebpf/...", // cgroup v2 device filter, exit recorder
 }
 
 // leanStdDenied are standard library packages nexus-runtime has no use
 // for and that cost initialisation or size: TLS, X.509 and HTTP come with
-// the control plane, never with the runtime.
-var leanStdDenied = []string{"crypto/tls", "crypto/x509", "net/http", "net/rpc", "html/template", "expvar", "database/sql"}
+// the control plane, never with the runtime; ELF, DWARF, Go source and
+// compression parsing came with cilium/ebpf.
+var leanStdDenied = []string{"crypto/tls", "crypto/x509", "net/http", "net/rpc", "html/template", "expvar", "database/sql",
+	"debug", "go", "compress", "encoding/xml", "internal/zstd"}
 
 func allowedInLean(pkg string) bool {
 	if first, _, _ := strings.Cut(pkg, "/"); !strings.Contains(first, ".") && first != "main" {
