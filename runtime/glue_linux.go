@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -109,10 +108,12 @@ func cgroupMounts(m cgroups.Manager) []cgroupMount {
 
 // filterCache keeps compiled seccomp profiles: most containers on a node
 // share a handful of profiles, and compiling one costs a quarter of a
-// millisecond.
+// millisecond. The key is the profile's JSON itself (a few KiB), which no
+// two different profiles share, where a hash would need crypto/sha256 and
+// its packages in every nexus-runtime process.
 type filterCache struct {
 	mu sync.Mutex
-	m  map[[32]byte]*seccomp.Filter
+	m  map[string]*seccomp.Filter
 }
 
 // maxCachedFilters bounds the cache; it is emptied when full.
@@ -123,7 +124,7 @@ func (c *filterCache) compile(p *specs.LinuxSeccomp) (*seccomp.Filter, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := sha256.Sum256(data)
+	key := string(data)
 	c.mu.Lock()
 	f := c.m[key]
 	c.mu.Unlock()
@@ -135,7 +136,7 @@ func (c *filterCache) compile(p *specs.LinuxSeccomp) (*seccomp.Filter, error) {
 	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedFilters {
-		c.m = map[[32]byte]*seccomp.Filter{}
+		c.m = map[string]*seccomp.Filter{}
 	}
 	c.m[key] = f
 	c.mu.Unlock()

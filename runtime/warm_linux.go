@@ -2,11 +2,10 @@ package runtime
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -64,11 +63,10 @@ func (r *Runtime) Prewarm(ctx context.Context, n int) error {
 }
 
 func (r *Runtime) newWarmSlot() (_ *warmSlot, err error) {
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, err
-	}
-	id := "w" + hex.EncodeToString(b[:])
+	// 48 random bits keep ids apart; math/rand/v2's generator is seeded
+	// from the kernel per process. crypto/rand would link 15 more packages
+	// (math/big, the FIPS DRBG, AES-GCM) into every nexus-runtime process.
+	id := fmt.Sprintf("w%012x", rand.Uint64()>>16)
 	dir := filepath.Join(r.root, warmDir, id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
