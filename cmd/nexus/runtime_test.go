@@ -96,9 +96,11 @@ var leanOutsideStd = []string{
 // leanStdDenied are standard library packages nexus-runtime has no use
 // for and that cost initialisation or size: TLS, X.509 and HTTP come with
 // the control plane, never with the runtime; ELF, DWARF, Go source and
-// compression parsing came with cilium/ebpf.
+// compression parsing came with cilium/ebpf; the runtime hashes and draws
+// nothing that needs cryptography (crypto/rand alone brought math/big, a
+// DRBG and AES-GCM).
 var leanStdDenied = []string{"crypto/tls", "crypto/x509", "net/http", "net/rpc", "html/template", "expvar", "database/sql",
-	"debug", "go", "compress", "encoding/xml", "internal/zstd"}
+	"debug", "go", "compress", "encoding/xml", "internal/zstd", "crypto", "math/big"}
 
 func allowedInLean(pkg string) bool {
 	if first, _, _ := strings.Cut(pkg, "/"); !strings.Contains(first, ".") && first != "main" {
