@@ -30,6 +30,13 @@ func main() {
 	if runtime.IsInit() {
 		runtime.InitMain() // never returns
 	}
+	// One P is enough for the command line, which does one thing at a time,
+	// and spares the Go runtime's sysmon thread from waking every 20 µs
+	// while a goroutine waits in a system call (9 % of the process's CPU
+	// time in perf): a whole `run` took 46.0 against 47.6 ms with this, and
+	// 49.1 ms with neither this nor the init's (medians of 40 interleaved
+	// runs).
+	goruntime.GOMAXPROCS(1)
 	if err := ocicli.New(ocicli.Config{Name: "nexus-runtime"}).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(ocicli.ExitCode(err))
