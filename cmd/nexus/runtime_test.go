@@ -11,12 +11,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"nexus.dev/nexus/internal/testrootfs"
 	"nexus.dev/nexus/internal/testutil"
+	"nexus.dev/nexus/runtime"
 )
 
 // runProgram runs a binary under test and returns its combined output.
@@ -293,4 +296,100 @@ func BenchmarkProgramStart(b *testing.B) {
 			}
 		})
 	}
+}
+
+// startRun starts `nexus-runtime run` of bundle as container id under root,
+// with its output in a file, and returns the command and a function that
+// waits for it and returns its exit status and output.
+func startRun(t *testing.T, root, bundle, id string) (*exec.Cmd, func() (int, string)) {
+	t.Helper()
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	cmd := exec.Command(runtimeProgram(t), "--root", root, "run", "--bundle", bundle, id)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = exec.Command(runtimeProgram(t), "--root", root, "delete", "--force", id).Run()
+	})
+	return cmd, func() (int, string) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("nexus-runtime run did not exit within 30 s")
+		}
+		data, _ := os.ReadFile(out.Name())
+		return cmd.ProcessState.ExitCode(), string(data)
+	}
+}
+
+// waitForFile waits until path exists.
+func waitForFile(t *testing.T, path string) {
+	t.Helper()
+	for i := 0; i < 1500; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s did not appear within 30 s", path)
+}
+
+// `run` passes a signal to the container's process once it runs, and a
+// terminating signal before that stops the create and removes what it made
+// (the command used to die halfway and leave the state behind).
+func TestRuntimeRunRelaysSignals(t *testing.T) {
+	testutil.RequireRoot(t)
+	sig := t.TempDir()
+
+	t.Run("to the running container", func(t *testing.T) {
+		s := runtime.DefaultSpec()
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sig", Type: "bind", Source: sig, Options: []string{"rbind"}})
+		s.Process.Args = []string{"sh", "-c", `trap "exit 3" TERM; touch /sig/running; while :; do sleep 0.05; done`}
+		root := t.TempDir()
+		cmd, wait := startRun(t, root, testrootfs.Bundle(t, s, nil), "relay-run")
+		waitForFile(t, filepath.Join(sig, "running"))
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code, out := wait(); code != 3 {
+			t.Fatalf("run exited %d after SIGTERM, want 3 (the container's trap): %s", code, out)
+		}
+	})
+
+	t.Run("before the container starts", func(t *testing.T) {
+		hook := filepath.Join(t.TempDir(), "slow-create-runtime")
+		marker := filepath.Join(sig, "in-create-runtime")
+		script := "#!/bin/sh\ntouch " + marker + "\nsleep 3\n"
+		if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		s := runtime.DefaultSpec()
+		s.Process.Args = []string{"true"}
+		s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: hook}}}
+		root := t.TempDir()
+		cmd, wait := startRun(t, root, testrootfs.Bundle(t, s, nil), "relay-create")
+		waitForFile(t, marker)
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		code, out := wait()
+		if code == 0 || !strings.Contains(out, "stopped by interrupt before the container started") {
+			t.Fatalf("run after SIGINT during create: exit %d, output %q; want an error naming the signal", code, out)
+		}
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") {
+				t.Fatalf("the interrupted create left %s behind in its state root", e.Name())
+			}
+		}
+	})
 }
