@@ -90,7 +90,8 @@ func New(cfg Config) *Runtime {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{root: root, log: log, children: map[string]*child{}, exits: cfg.Exits}
+	return &Runtime{root: root, log: log, children: map[string]*child{}, exits: cfg.Exits,
+		filters: filterCache{dir: filepath.Join(root, seccompCacheDir)}}
 }
 
 // recorder returns the exit recorder, or nil when there is none (then

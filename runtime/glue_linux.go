@@ -1,13 +1,19 @@
 package runtime
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/runtime/cgroups"
 	"nexus.dev/nexus/runtime/seccomp"
 )
@@ -107,17 +113,34 @@ func cgroupMounts(m cgroups.Manager) []cgroupMount {
 }
 
 // filterCache keeps compiled seccomp profiles: most containers on a node
-// share a handful of profiles, and compiling one costs a quarter of a
-// millisecond. The key is the profile's JSON itself (a few KiB), which no
-// two different profiles share, where a hash would need crypto/sha256 and
-// its packages in every nexus-runtime process.
+// share a handful of profiles. It keeps them in memory for a long-lived
+// Runtime (the agent), and as files under dir for the OCI command line,
+// where every call is a new process: the first compile of the default
+// profile in a process took 1.9 ms there (it allocates 330 KB, and fresh
+// memory costs page faults), reading it back from the file 0.6 ms (medians
+// of 40 interleaved runs on the bench machine).
+//
+// The key is the profile's JSON itself, which no two different profiles
+// share (a hash would need crypto/sha256 and its packages in every
+// nexus-runtime process). A file is named by the FNV-1a hash of that JSON
+// and holds the compiled program, a newline and the JSON, which must match
+// exactly: a collision or a torn file means a compile, never the wrong
+// program. The files live in the state root, which only root can write.
 type filterCache struct {
-	mu sync.Mutex
-	m  map[string]*seccomp.Filter
+	dir string // "" keeps them in memory only
+	mu  sync.Mutex
+	m   map[string]*seccomp.Filter
 }
 
-// maxCachedFilters bounds the cache; it is emptied when full.
+// seccompCacheDir holds the filterCache's files under the state root.
+const seccompCacheDir = ".seccomp"
+
+// maxCachedFilters bounds the cache in memory (it is emptied when full) and
+// on disk (no file is added past it).
 const maxCachedFilters = 32
+
+// maxFilterFile bounds what is read back: a profile as JSON and its program.
+const maxFilterFile = 4 << 20
 
 func (c *filterCache) compile(p *specs.LinuxSeccomp) (*seccomp.Filter, error) {
 	data, err := json.Marshal(p)
@@ -131,8 +154,11 @@ func (c *filterCache) compile(p *specs.LinuxSeccomp) (*seccomp.Filter, error) {
 	if f != nil {
 		return f, nil
 	}
-	if f, err = seccomp.Compile(p); err != nil {
-		return nil, err
+	if f = c.load(data); f == nil {
+		if f, err = seccomp.Compile(p); err != nil {
+			return nil, err
+		}
+		c.save(data, f)
 	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedFilters {
@@ -141,4 +167,56 @@ func (c *filterCache) compile(p *specs.LinuxSeccomp) (*seccomp.Filter, error) {
 	c.m[key] = f
 	c.mu.Unlock()
 	return f, nil
+}
+
+func (c *filterCache) file(profile []byte) string {
+	h := fnv.New64a()
+	h.Write(profile)
+	return filepath.Join(c.dir, fmt.Sprintf("%016x", h.Sum64()))
+}
+
+// load returns the program saved for profile, or nil.
+func (c *filterCache) load(profile []byte) *seccomp.Filter {
+	if c.dir == "" {
+		return nil
+	}
+	data, err := fsutil.ReadFileLimit(c.file(profile), maxFilterFile)
+	if err != nil {
+		return nil
+	}
+	prog, saved, ok := bytes.Cut(data, []byte{'\n'})
+	if !ok || !bytes.Equal(saved, profile) {
+		return nil
+	}
+	var f seccomp.Filter
+	if err := json.Unmarshal(prog, &f); err != nil {
+		return nil
+	}
+	return &f
+}
+
+// save keeps f for profile, as best it can: the cache only saves time.
+func (c *filterCache) save(profile []byte, f *seccomp.Filter) {
+	if c.dir == "" {
+		return
+	}
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return
+	}
+	if entries, err := os.ReadDir(c.dir); err != nil || len(entries) >= maxCachedFilters {
+		return
+	}
+	prog, err := json.Marshal(f)
+	if err != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(c.dir, ".new-*")
+	if err != nil {
+		return
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(append(append(prog, '\n'), profile...))
+	if cerr := tmp.Close(); err == nil && cerr == nil {
+		_ = os.Rename(tmp.Name(), c.file(profile))
+	}
 }
