@@ -92,14 +92,18 @@ type savedState struct {
 	// namespace: the id of the mount that was on top of Rootfs before the
 	// container's, down to which Delete detaches (see hostmount_linux.go).
 	HostRootfsMount uint64      `json:"hostRootfsMount,omitempty"`
-	Spec            *specs.Spec `json:"spec"`
+	Spec            *specs.Spec `json:"-"`
+	// SavedSpec is Spec as it is written and read (see linuxSpec).
+	SavedSpec *linuxSpec `json:"spec"`
 }
 
 // containerDir returns the state directory of id under root.
 func containerDir(root, id string) string { return filepath.Join(root, id) }
 
 func writeState(dir string, st *savedState) error {
-	data, err := json.Marshal(st)
+	saved := *st
+	saved.SavedSpec = linuxSpecOf(st.Spec)
+	data, err := json.Marshal(&saved)
 	if err != nil {
 		return err
 	}
@@ -131,6 +135,7 @@ func readState(root, id string) (*savedState, error) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("state of %s is corrupt (%v): remove it with `nexus runtime delete --force %s`", id, err, id)
 	}
+	st.Spec, st.SavedSpec = st.SavedSpec.spec(), nil
 	return &st, nil
 }
 
