@@ -1,0 +1,372 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"nexus.dev/nexus/internal/buildinfo"
+)
+
+// Settings are what a Client needs: from a config context (Resolve), or
+// given directly by a program that holds its own credentials (the agent).
+type Settings struct {
+	// Server is https://host:port.
+	Server string
+	// RootCAs are the only roots the server's certificate may chain to:
+	// the cluster's CA.
+	RootCAs *x509.CertPool
+	// Certificate is the client certificate, or GetClientCertificate
+	// returns the current one (credentials that are renewed while the
+	// client runs); nil for none (a token, or health checks only).
+	Certificate          *tls.Certificate
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	// Token is a service account token, sent as a bearer token.
+	Token string
+	// HTTP3 speaks HTTP/3 over QUIC instead of HTTP/2 over TCP.
+	HTTP3 bool
+	// Timeout bounds one request that is not a watch (default 30 s).
+	Timeout time.Duration
+	// UserAgent defaults to nexus/<version>.
+	UserAgent string
+	// Logger receives a debug record per request (default: none).
+	Logger *slog.Logger
+	// WrapTransport, when set, wraps the HTTP transport: for tracing,
+	// metrics, or a test that acts between a request and its answer.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
+}
+
+// DefaultTimeout bounds one request (watches excepted) when Settings has
+// no Timeout: long enough for a loaded server's slowest list page, short
+// enough that a stuck server does not hang a command.
+const DefaultTimeout = 30 * time.Second
+
+const (
+	dialTimeout = 10 * time.Second
+	// An idle connection is probed after pingAfter without a frame and
+	// dropped when the probe is not answered within pingTimeout, so a
+	// watch on a connection that died silently (a peer that vanished, a
+	// NAT that forgot it) is resumed within a minute, not never.
+	pingAfter   = 30 * time.Second
+	pingTimeout = 15 * time.Second
+	// maxResponseBody bounds one answer: an object is at most the server's
+	// 3 MiB body limit; a list page is at most listPageSize of them.
+	maxResponseBody = 256 << 20
+	// listPageSize is the page size List asks for when the caller gives
+	// none, so a big collection comes in bounded pieces.
+	listPageSize = 500
+	// maxRetries is how often a request refused with 429, or a read that
+	// lost its connection, is tried again.
+	maxRetries = 3
+	// maxRetryAfter caps how long one Retry-After is honoured.
+	maxRetryAfter = 10 * time.Second
+)
+
+// Client talks to one API server. It is safe for concurrent use.
+type Client struct {
+	base      *url.URL
+	server    string
+	proto     string
+	hc        *http.Client
+	token     string
+	userAgent string
+	timeout   time.Duration
+	log       *slog.Logger
+	closeIdle func()
+	closeAll  func() error
+
+	mu    sync.Mutex
+	conns map[io.Closer]struct{}
+}
+
+// New makes a client. It does not connect: the first request does.
+func New(s Settings) (*Client, error) {
+	u, err := url.Parse(s.Server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("API server %q: must be an https:// URL with a host, e.g. https://10.0.0.1:7443", s.Server)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	if s.RootCAs == nil {
+		return nil, fmt.Errorf("API server %s: no CA to verify it with (the cluster's CA certificate)", s.Server)
+	}
+	c := &Client{base: u, server: s.Server, token: s.Token, userAgent: s.UserAgent, timeout: s.Timeout,
+		log: s.Logger, conns: map[io.Closer]struct{}{}}
+	if c.userAgent == "" {
+		c.userAgent = "nexus/" + buildinfo.Version
+	}
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	conf := &tls.Config{RootCAs: s.RootCAs, MinVersion: tls.VersionTLS13, GetClientCertificate: s.GetClientCertificate}
+	if s.Certificate != nil && s.GetClientCertificate == nil {
+		conf.Certificates = []tls.Certificate{*s.Certificate}
+	}
+	if s.HTTP3 {
+		c.proto = "HTTP/3"
+		tr := &http3.Transport{
+			TLSClientConfig: conf,
+			QUICConfig:      &quic.Config{KeepAlivePeriod: pingAfter, MaxIdleTimeout: pingAfter + pingTimeout, HandshakeIdleTimeout: dialTimeout},
+			Dial:            c.dialQUIC,
+		}
+		c.hc = &http.Client{Transport: tr}
+		c.closeIdle, c.closeAll = tr.CloseIdleConnections, tr.Close
+	} else {
+		c.proto = "HTTP/2"
+		tr := &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         c.dialTCP,
+			TLSClientConfig:     conf,
+			ForceAttemptHTTP2:   true,
+			TLSHandshakeTimeout: dialTimeout,
+			IdleConnTimeout:     90 * time.Second,
+			HTTP2:               &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
+		}
+		// Only HTTP/2: the API's server speaks it, and a fallback to
+		// HTTP/1.1 would take one connection per watch.
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetHTTP2(true)
+		c.hc = &http.Client{Transport: tr}
+		c.closeIdle, c.closeAll = tr.CloseIdleConnections, func() error { tr.CloseIdleConnections(); return nil }
+	}
+	if s.WrapTransport != nil {
+		c.hc.Transport = s.WrapTransport(c.hc.Transport)
+	}
+	return c, nil
+}
+
+// Server is the server's URL.
+func (c *Client) Server() string { return c.server }
+
+// Proto is "HTTP/2" or "HTTP/3".
+func (c *Client) Proto() string { return c.proto }
+
+// Close ends every connection; the client must not be used afterwards.
+func (c *Client) Close() error {
+	c.CloseConnections()
+	return c.closeAll()
+}
+
+// CloseConnections ends every open connection to the server, including
+// those carrying watches, which resume on new ones. A program whose
+// client certificate was renewed calls it so that the server sees the new
+// one: a connection keeps the certificate it was opened with.
+func (c *Client) CloseConnections() {
+	c.mu.Lock()
+	conns := make([]io.Closer, 0, len(c.conns))
+	for conn := range c.conns {
+		conns = append(conns, conn)
+	}
+	c.mu.Unlock()
+	for _, conn := range conns {
+		_ = conn.Close()
+	}
+	c.closeIdle()
+}
+
+func (c *Client) track(conn io.Closer) {
+	c.mu.Lock()
+	c.conns[conn] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *Client) untrack(conn io.Closer) {
+	c.mu.Lock()
+	delete(c.conns, conn)
+	c.mu.Unlock()
+}
+
+func (c *Client) dialTCP(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: pingAfter}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: conn, c: c}
+	c.track(tc)
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	c    *Client
+	once sync.Once
+}
+
+func (t *trackedConn) Close() error {
+	t.once.Do(func() { t.c.untrack(t) })
+	return t.Conn.Close()
+}
+
+type quicCloser struct{ conn *quic.Conn }
+
+func (q quicCloser) Close() error { return q.conn.CloseWithError(0, "closed by the client") }
+
+func (c *Client) dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+	conn, err := quic.DialAddrEarly(ctx, addr, tlsConf, qc)
+	if err != nil {
+		return nil, err
+	}
+	qcl := quicCloser{conn}
+	c.track(qcl)
+	go func() {
+		<-conn.Context().Done()
+		c.untrack(qcl)
+	}()
+	return conn, nil
+}
+
+// request is one API call.
+type request struct {
+	method string
+	path   string
+	query  url.Values
+	body   []byte
+	ctype  string
+	// stream leaves the answer's body open and unbounded in time (watch).
+	stream bool
+}
+
+// do sends r and returns the answer of a 2xx status; any other status is
+// an *APIError, no answer a *ConnectionError. The caller closes the body.
+func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
+	u := *c.base
+	u.Path += r.path
+	u.RawQuery = r.query.Encode()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		resp, err := c.send(ctx, r, u.String())
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		wait, retry := c.retryable(r, err, attempt)
+		if !retry {
+			return nil, lastErr
+		}
+		c.log.Debug("retrying API request", "method", r.method, "url", u.String(), "after", wait, "error", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, lastErr
+		case <-t.C:
+		}
+	}
+}
+
+// retryable says whether a failed request may be sent again, and after
+// how long: a 429 (refused before it was processed) after its Retry-After,
+// and a read that lost its connection (nothing changed on the server).
+func (c *Client) retryable(r request, err error, attempt int) (time.Duration, bool) {
+	if attempt >= maxRetries {
+		return 0, false
+	}
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests {
+		return min(max(ae.RetryAfter, 100*time.Millisecond), maxRetryAfter), true
+	}
+	var ce *ConnectionError
+	if errors.As(err, &ce) && r.method == http.MethodGet && !r.stream && !ce.UntrustedServer() {
+		return time.Duration(attempt+1) * 200 * time.Millisecond, true
+	}
+	return 0, false
+}
+
+func (c *Client) send(ctx context.Context, r request, u string) (*http.Response, error) {
+	parent := ctx
+	var cancel context.CancelFunc = func() {}
+	if !r.stream {
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+	}
+	var body io.Reader
+	if r.body != nil {
+		body = bytes.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+	}
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set("Accept", "application/json")
+	if r.ctype != "" {
+		req.Header.Set("Content-Type", r.ctype)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		cancel()
+		if err := parent.Err(); err != nil {
+			return nil, err
+		}
+		c.log.Debug("API request failed", "method", r.method, "url", u, "proto", c.proto, "error", err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %s", c.timeout)
+		}
+		return nil, &ConnectionError{Server: c.server, Proto: c.proto, Err: unwrapURLError(err)}
+	}
+	c.log.Debug("API request", "method", r.method, "url", u, "status", resp.StatusCode, "proto", resp.Proto, "duration", time.Since(start))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+		return resp, nil
+	}
+	defer cancel()
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	return nil, newAPIError(r.method, r.path, resp.StatusCode, resp.Header, data)
+}
+
+// unwrapURLError drops the *url.Error around a transport error: its text
+// repeats the method and URL, which ConnectionError says better.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// cancelBody ends a request's context when its body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// readBody reads a whole answer, bounded.
+func (c *Client) readBody(resp *http.Response, r request) ([]byte, error) {
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	if err != nil {
+		return nil, &ConnectionError{Server: c.server, Proto: c.proto, Err: fmt.Errorf("read the answer to %s %s: %w", r.method, r.path, err)}
+	}
+	if len(data) > maxResponseBody {
+		return nil, fmt.Errorf("%s %s: the answer is larger than %d MiB", r.method, r.path, maxResponseBody>>20)
+	}
+	return data, nil
+}

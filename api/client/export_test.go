@@ -1,0 +1,4 @@
+package client
+
+// NewAPIErrorForTest exposes newAPIError to the external tests.
+var NewAPIErrorForTest = newAPIError
