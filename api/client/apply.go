@@ -44,6 +44,12 @@ func (c *Client) Apply(ctx context.Context, o types.Object) (ApplyResult, error)
 		return ApplyResult{}, err
 	}
 	m := desired.GetObjectMeta()
+	if types.ValidateName(m.Name) != "" {
+		// A name that cannot be in a URL cannot be read either: let the
+		// server refuse the create, naming metadata.name.
+		created, err := c.Create(ctx, desired)
+		return ApplyResult{Action: Created, Object: created}, err
+	}
 	var lastErr error
 	for attempt := 0; attempt < applyAttempts; attempt++ {
 		if attempt > 0 {

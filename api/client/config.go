@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -593,4 +594,18 @@ func (c *Config) Marshal(asJSON bool) ([]byte, error) {
 		return append(js, '\n'), err
 	}
 	return yaml.Marshal(c)
+}
+
+// Minify drops every context but the current one, and the clusters and
+// users it does not use.
+func (c *Config) Minify() error {
+	x, err := c.Context(c.CurrentContext)
+	if err != nil {
+		return err
+	}
+	ctx := *x
+	c.Contexts = []Context{ctx}
+	c.Clusters = slices.DeleteFunc(c.Clusters, func(cl Cluster) bool { return cl.Name != ctx.Cluster })
+	c.Users = slices.DeleteFunc(c.Users, func(u User) bool { return u.Name != ctx.User })
+	return nil
 }

@@ -15,6 +15,9 @@ type FollowOptions struct {
 	// SkipInitial leaves out the objects that exist at the start: only
 	// changes are delivered.
 	SkipInitial bool
+	// Initial, when set, receives the objects that exist at the start in
+	// one call (a table prints them aligned) instead of as Added events.
+	Initial func(objs []types.Object) error
 	// OnResume: see WatchOptions.
 	OnResume func(err error)
 }
@@ -39,6 +42,12 @@ func (c *Client) Follow(ctx context.Context, r *types.Resource, ns string, opts 
 			return err
 		}
 		now := make(map[key]types.Object, len(objs))
+		batch := first && (opts.SkipInitial || opts.Initial != nil)
+		if first && opts.Initial != nil && !opts.SkipInitial {
+			if err := opts.Initial(objs); err != nil {
+				return err
+			}
+		}
 		for _, o := range objs {
 			k := keyOf(o)
 			now[k] = o
@@ -52,7 +61,7 @@ func (c *Client) Follow(ctx context.Context, r *types.Resource, ns string, opts 
 			default:
 				continue
 			}
-			if first && opts.SkipInitial {
+			if batch {
 				continue
 			}
 			if err := handle(ev); err != nil {

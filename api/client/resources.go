@@ -50,26 +50,6 @@ func path(r *types.Resource, ns, name string) (string, error) {
 	return p, nil
 }
 
-// objectPath is the path of an object, from its own metadata.
-func objectPath(o types.Object) (*types.Resource, string, error) {
-	r := types.ResourceOf(o)
-	if r == nil {
-		return nil, "", fmt.Errorf("%T is not an API object", o)
-	}
-	m := o.GetObjectMeta()
-	if m.Name == "" {
-		return nil, "", fmt.Errorf("%s: metadata.name is not set", r.Singular)
-	}
-	if r.Namespaced && m.Namespace == "" {
-		return nil, "", fmt.Errorf("%s %q: metadata.namespace is not set", r.Singular, m.Name)
-	}
-	if !r.Namespaced && m.Namespace != "" {
-		return nil, "", fmt.Errorf("%s %q: metadata.namespace must be empty: %s are not namespaced", r.Singular, m.Name, r.Plural)
-	}
-	p, err := path(r, m.Namespace, m.Name)
-	return r, p, err
-}
-
 // decodeObject reads an object of r from the server. Unknown fields are
 // allowed here (unlike in what users send): a newer server may add some.
 func decodeObject(r *types.Resource, data []byte) (types.Object, error) {
@@ -93,17 +73,34 @@ func (c *Client) object(ctx context.Context, r *types.Resource, req request) (ty
 	return decodeObject(r, data)
 }
 
-func (c *Client) send1(ctx context.Context, method string, o types.Object, sub string, withName bool) (types.Object, error) {
-	r, p, err := objectPath(o)
+// send1 sends an object to its collection (create) or to itself: the
+// path comes from the object's metadata. A create leaves checking the
+// name to the server, whose refusal names the field.
+func (c *Client) send1(ctx context.Context, method string, o types.Object, sub string, toObject bool) (types.Object, error) {
+	r := types.ResourceOf(o)
+	if r == nil {
+		return nil, fmt.Errorf("%T is not an API object", o)
+	}
+	m := o.GetObjectMeta()
+	switch {
+	case r.Namespaced && m.Namespace == "":
+		return nil, fmt.Errorf("%s %q: metadata.namespace is not set", r.Singular, m.Name)
+	case !r.Namespaced && m.Namespace != "":
+		return nil, fmt.Errorf("%s %q: metadata.namespace must be empty: %s are not namespaced", r.Singular, m.Name, r.Plural)
+	case toObject && m.Name == "":
+		return nil, fmt.Errorf("%s: metadata.name is not set", r.Singular)
+	}
+	name := ""
+	if toObject {
+		name = m.Name
+	}
+	p, err := path(r, m.Namespace, name)
 	if err != nil {
 		return nil, err
 	}
-	if !withName {
-		p, _ = path(r, o.GetObjectMeta().Namespace, "")
-	}
 	body, err := json.Marshal(o)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s %q: %w", r.Singular, o.GetObjectMeta().Name, err)
+		return nil, fmt.Errorf("encode %s %q: %w", r.Singular, m.Name, err)
 	}
 	return c.object(ctx, r, request{method: method, path: p + sub, body: body, ctype: "application/json"})
 }

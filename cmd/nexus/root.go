@@ -59,5 +59,6 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newDemoCommand(opts))
 	root.AddCommand(newServerCommand(opts), newSecretsCommand(opts))
 	root.AddCommand(newAuditCommand(opts))
+	root.AddCommand(newApplyCommand(), newGetCommand(), newDescribeCommand(), newDeleteCommand(), newEditCommand(), newCreateCommand(), newConfigCommand())
 	return root
 }

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/client/manifest"
+	"nexus.dev/nexus/api/client/printers"
+)
+
+func newDeleteCommand() *cobra.Command {
+	var (
+		files          []string
+		recursive      bool
+		resVersion     string
+		ignoreNotFound bool
+		co             *clientOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "delete KIND NAME... | -f FILE|DIR|-",
+		Short: "Delete objects by name, or those described in files",
+		Long: `Delete the named objects of a kind, or the objects the files describe (as
+nexus apply reads them). --resource-version deletes an object only if it is
+still at that version, so a change made by someone else is not lost unseen.
+Deleting a namespace deletes everything in it.`,
+		Example: `  nexus delete workload web
+  nexus delete wl web api -n shop
+  nexus delete -f web.yaml
+  nexus delete wl web --resource-version 1234`,
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+			return co.completeKindsAndNames(cmd, args, prefix)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(files) > 0 && len(args) > 0:
+				return errors.New("give objects by KIND NAME or with -f, not both")
+			case len(files) == 0 && len(args) < 2:
+				return errors.New("name the objects to delete: nexus delete KIND NAME..., or nexus delete -f FILE")
+			case resVersion != "" && (len(files) > 0 || len(args) != 2):
+				return errors.New("--resource-version applies to one object: nexus delete KIND NAME --resource-version RV")
+			}
+			s, err := co.connect()
+			if err != nil {
+				return err
+			}
+			defer s.c.Close()
+			ctx := cmd.Context()
+			if len(files) > 0 {
+				docs, err := manifest.Read(files, recursive, cmd.InOrStdin())
+				if err != nil {
+					return err
+				}
+				failed := manifest.Delete(ctx, s.c, docs, manifest.Namespace{Default: s.namespace, Explicit: s.explicitNS}, func(o manifest.Outcome) {
+					switch {
+					case o.Err != nil && ignoreNotFound && client.IsNotFound(o.Err):
+					case o.Err != nil:
+						fmt.Fprintf(cmd.ErrOrStderr(), "Error: %s: %v\n", describeDoc(o.Doc), s.explain(o.Err))
+					default:
+						fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", printers.Ref(o.Doc.Object))
+					}
+				})
+				var real []manifest.Outcome
+				for _, f := range failed {
+					if !(ignoreNotFound && client.IsNotFound(f.Err)) {
+						real = append(real, f)
+					}
+				}
+				return docsFailed("deleted", len(docs), real)
+			}
+			rs, err := resources(args[0])
+			if err != nil {
+				return err
+			}
+			if len(rs) != 1 {
+				return fmt.Errorf("delete one kind at a time, not %s", args[0])
+			}
+			var failed int
+			for _, n := range args[1:] {
+				o, err := s.c.Delete(ctx, rs[0], s.namespace, n, client.DeleteOptions{ResourceVersion: resVersion})
+				switch {
+				case err != nil && ignoreNotFound && client.IsNotFound(err):
+				case err != nil && len(args) == 2:
+					return s.explain(err)
+				case err != nil:
+					failed++
+					fmt.Fprintln(cmd.ErrOrStderr(), "Error:", s.explain(err))
+				default:
+					fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", printers.Ref(o))
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d %s were not deleted", failed, len(args)-1, rs[0].Plural)
+			}
+			return nil
+		},
+	}
+	co = bindClientFlags(cmd)
+	f := cmd.Flags()
+	f.StringArrayVarP(&files, "filename", "f", nil, "file, directory or - with the objects to delete; may be repeated")
+	f.BoolVarP(&recursive, "recursive", "R", false, "also read the subdirectories of directories given with -f")
+	f.StringVar(&resVersion, "resource-version", "", "delete only if the object is still at this resourceVersion")
+	f.BoolVar(&ignoreNotFound, "ignore-not-found", false, "an object that does not exist is not an error")
+	return cmd
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/client/printers"
+	"nexus.dev/nexus/api/types"
+)
+
+func newGetCommand() *cobra.Command {
+	var (
+		output, labels, fields string
+		all, watch, watchOnly  bool
+		noHeaders, watchEvents bool
+		co                     *clientOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "get KIND[,KIND...] [NAME...]",
+		Short: "List objects, or show some by name; -w follows changes",
+		Long: `List the objects of one or more kinds in the namespace (-n, default: the
+context's), or in every namespace (-A), or show the named ones. Tables show a
+few columns per kind; -o wide adds more, -o json|yaml show whole objects and
+-o name only kind/name. -w prints the list and then every change as it
+happens, resuming by itself when the connection drops, until Ctrl-C.
+
+Kinds (plural, singular and short names all work):
+` + kindsHelp(),
+		Example: `  nexus get workloads
+  nexus get wl web -o yaml
+  nexus get inst -l app=web -o wide
+  nexus get instances --field-selector spec.nodeName=n1 -A
+  nexus get wl,svc -n shop
+  nexus get wl -w`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("name the kind of objects to get, e.g. nexus get workloads (kinds: %s)", kindList())
+			}
+			return nil
+		},
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+			return co.completeKindsAndNames(cmd, args, prefix)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := printers.ParseFormat(output)
+			if err != nil {
+				return fmt.Errorf("-o: %w", err)
+			}
+			rs, err := resources(args[0])
+			if err != nil {
+				return err
+			}
+			names := args[1:]
+			switch {
+			case len(names) > 0 && len(rs) > 1:
+				return fmt.Errorf("names can be given with one kind only, not %s", args[0])
+			case len(names) > 0 && labels != "":
+				return errors.New("give names or a label selector (-l), not both")
+			case len(names) > 0 && all:
+				return errors.New("objects are named within one namespace: use -n NAMESPACE instead of -A")
+			case (watch || watchOnly) && len(rs) > 1:
+				return fmt.Errorf("-w follows one kind at a time, not %s", args[0])
+			case (watch || watchOnly) && len(names) > 1:
+				return errors.New("-w follows all objects of a kind (narrowed with -l) or one by name, not several")
+			}
+			s, err := co.connect()
+			if err != nil {
+				return err
+			}
+			defer s.c.Close()
+			p := printers.New(cmd.OutOrStdout(), printers.Options{Format: format, AllNamespaces: all, NoHeaders: noHeaders, WatchEvents: watchEvents})
+			if watch || watchOnly {
+				return s.explain(follow(cmd.Context(), s, rs[0], all, names, labels, fields, watchOnly, p))
+			}
+			if len(names) > 0 {
+				return getNamed(cmd, s, rs[0], names, p)
+			}
+			var objs []types.Object
+			for _, r := range rs {
+				items, _, err := s.c.List(cmd.Context(), r, s.nsFor(r, all), client.ListOptions{LabelSelector: labels, FieldSelector: fields})
+				if err != nil {
+					return s.explain(err)
+				}
+				objs = append(objs, items...)
+			}
+			if len(objs) == 0 && (format == printers.Table || format == printers.Wide) {
+				where := "in namespace " + s.namespace
+				if all || !rs[0].Namespaced {
+					where = "in the cluster"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "No %s found %s.\n", args[0], where)
+				return nil
+			}
+			return p.Print(objs, false)
+		},
+	}
+	co = bindClientFlags(cmd)
+	f := cmd.Flags()
+	f.StringVarP(&output, "output", "o", "table", "output format: table, wide, json, yaml or name")
+	f.StringVarP(&labels, "selector", "l", "", "label selector, e.g. app=web,tier in (fe,be),!canary")
+	f.StringVar(&fields, "field-selector", "", "field selector, e.g. spec.nodeName=n1 or status.phase!=Running")
+	f.BoolVarP(&all, "all-namespaces", "A", false, "list objects of every namespace")
+	f.BoolVarP(&watch, "watch", "w", false, "after the list, print every change until Ctrl-C")
+	f.BoolVar(&watchOnly, "watch-only", false, "print only changes, not the list first")
+	f.BoolVar(&watchEvents, "output-watch-events", false, "show each change's type (ADDED, MODIFIED, DELETED)")
+	f.BoolVar(&noHeaders, "no-headers", false, "leave out table headers")
+	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats)
+	return cmd
+}
+
+// getNamed shows the named objects; the ones that cannot be read are
+// reported and the rest still shown.
+func getNamed(cmd *cobra.Command, s *session, r *types.Resource, names []string, p *printers.Printer) error {
+	var objs []types.Object
+	var failed int
+	for _, n := range names {
+		o, err := s.c.Get(cmd.Context(), r, s.namespace, n)
+		if err != nil {
+			if len(names) == 1 {
+				return s.explain(err)
+			}
+			failed++
+			fmt.Fprintln(cmd.ErrOrStderr(), "Error:", s.explain(err))
+			continue
+		}
+		objs = append(objs, o)
+	}
+	if err := p.Print(objs, len(names) == 1); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d %s could not be read", failed, len(names), r.Plural)
+	}
+	return nil
+}
+
+// follow prints the objects and then every change, until interrupted.
+func follow(ctx context.Context, s *session, r *types.Resource, all bool, names []string, labels, fields string, watchOnly bool, p *printers.Printer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(names) == 1 {
+		sel := "metadata.name=" + names[0]
+		if fields != "" {
+			sel += "," + fields
+		}
+		fields = sel
+	}
+	opts := client.FollowOptions{LabelSelector: labels, FieldSelector: fields, SkipInitial: watchOnly,
+		Initial: func(objs []types.Object) error { return p.Print(objs, false) }}
+	return s.c.Follow(ctx, r, s.nsFor(r, all), opts, p.PrintEvent)
+}
