@@ -15,7 +15,7 @@ func newApplyCommand() *cobra.Command {
 	var (
 		files     []string
 		recursive bool
-		co        *clientOptions
+		co        = &clientOptions{}
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
@@ -61,7 +61,7 @@ then exits with status 1.`,
 			return docsFailed("applied", len(docs), failed)
 		},
 	}
-	co = bindClientFlags(cmd)
+	co.bind(cmd)
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (standard input) with the objects; may be repeated")
 	cmd.Flags().BoolVarP(&recursive, "recursive", "R", false, "also read the subdirectories of directories given with -f")
 	return cmd

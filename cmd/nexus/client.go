@@ -36,10 +36,10 @@ type session struct {
 	explicitNS bool
 }
 
-// bindClientFlags adds --config, --context, -n/--namespace and --http3 to
-// cmd and its subcommands.
-func bindClientFlags(cmd *cobra.Command) *clientOptions {
-	o := &clientOptions{cmd: cmd}
+// bind adds --config, --context, -n/--namespace and --http3 to cmd and
+// its subcommands.
+func (o *clientOptions) bind(cmd *cobra.Command) {
+	o.cmd = cmd
 	f := cmd.PersistentFlags()
 	f.StringVar(&o.config, "config", "", "client config file (default $"+client.ConfigEnv+", else ~/.nexus/config)")
 	f.StringVar(&o.context, "context", "", "context of the config to use (default: its currentContext)")
@@ -60,7 +60,6 @@ func bindClientFlags(cmd *cobra.Command) *clientOptions {
 		ns, _ := types.LookupResource("namespaces")
 		return o.completeNames(ns, prefix, nil), cobra.ShellCompDirectiveNoFileComp
 	})
-	return o
 }
 
 // configSource says where the config path came from, for messages.
@@ -200,6 +199,28 @@ func resources(arg string) ([]*types.Resource, error) {
 		}
 	}
 	return out, nil
+}
+
+// kindArg requires a KIND argument; usage says how the command is used.
+func kindArg(usage string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return fmt.Errorf("name the kind of objects, e.g. %s (kinds: %s)", usage, kindList())
+		}
+		return nil
+	}
+}
+
+// oneResource reads a KIND argument that must name one kind.
+func oneResource(arg, verb string) (*types.Resource, error) {
+	rs, err := resources(arg)
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) != 1 {
+		return nil, fmt.Errorf("%s one kind at a time, not %s", verb, arg)
+	}
+	return rs[0], nil
 }
 
 // kindList names every resource with its short names, for messages.

@@ -469,7 +469,7 @@ spec: {template: {image: a}}
 	e.fails([]string{`workload name "Web_1": must be lower-case letters`}, "get", "wl", "Web_1")
 	e.fails([]string{`--namespace "Shop": must be lower-case`}, "get", "wl", "-n", "Shop")
 	e.fails([]string{`unknown output format "xml"`}, "get", "wl", "-o", "xml")
-	e.fails([]string{"name the kind of objects to get"}, "get")
+	e.fails([]string{"name the kind of objects, e.g. nexus get workloads (kinds: namespaces (ns)"}, "get")
 	e.fails([]string{"namespace nope does not exist: create it first (nexus create namespace nope)"}, "apply", "-f", bad, "-n", "nope")
 	e.file("prod.yaml", "kind: Workload\nmetadata: {name: w, namespace: prod}\nspec: {template: {image: a}}\n")
 	e.fails([]string{`workload/w names namespace "prod", but namespace "dev" was asked for`}, "apply", "-f", "prod.yaml", "-n", "dev")

@@ -17,7 +17,8 @@ The file (--config, else $NEXUS_CONFIG, else ~/.nexus/config) lists clusters
 token) and contexts pairing one of each with a default namespace. nexus server
 writes an admin config to <data-dir>/admin.conf.`,
 	}
-	co := bindClientFlags(cmd)
+	co := &clientOptions{}
+	co.bind(cmd)
 	for _, name := range []string{"context", "namespace", "http3"} {
 		_ = cmd.PersistentFlags().MarkHidden(name)
 	}

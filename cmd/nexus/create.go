@@ -14,7 +14,7 @@ func newCreateCommand() *cobra.Command {
 		Use:   "create",
 		Short: "Create an object from the command line (nexus apply takes files)",
 	}
-	var co *clientOptions
+	co := &clientOptions{}
 	ns := &cobra.Command{
 		Use:     "namespace NAME",
 		Aliases: []string{"ns"},
@@ -45,7 +45,7 @@ func newCreateCommand() *cobra.Command {
 			return nil
 		},
 	}
-	co = bindClientFlags(ns)
+	co.bind(ns)
 	cmd.AddCommand(ns)
 	return cmd
 }

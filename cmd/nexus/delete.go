@@ -17,7 +17,7 @@ func newDeleteCommand() *cobra.Command {
 		recursive      bool
 		resVersion     string
 		ignoreNotFound bool
-		co             *clientOptions
+		co             = &clientOptions{}
 	)
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME... | -f FILE|DIR|-",
@@ -30,9 +30,7 @@ Deleting a namespace deletes everything in it.`,
   nexus delete wl web api -n shop
   nexus delete -f web.yaml
   nexus delete wl web --resource-version 1234`,
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
-			return co.completeKindsAndNames(cmd, args, prefix)
-		},
+		ValidArgsFunction: co.completeKindsAndNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case len(files) > 0 && len(args) > 0:
@@ -70,16 +68,13 @@ Deleting a namespace deletes everything in it.`,
 				}
 				return docsFailed("deleted", len(docs), real)
 			}
-			rs, err := resources(args[0])
+			r, err := oneResource(args[0], "delete")
 			if err != nil {
 				return err
 			}
-			if len(rs) != 1 {
-				return fmt.Errorf("delete one kind at a time, not %s", args[0])
-			}
 			var failed int
 			for _, n := range args[1:] {
-				o, err := s.c.Delete(ctx, rs[0], s.namespace, n, client.DeleteOptions{ResourceVersion: resVersion})
+				o, err := s.c.Delete(ctx, r, s.namespace, n, client.DeleteOptions{ResourceVersion: resVersion})
 				switch {
 				case err != nil && ignoreNotFound && client.IsNotFound(err):
 				case err != nil && len(args) == 2:
@@ -92,12 +87,12 @@ Deleting a namespace deletes everything in it.`,
 				}
 			}
 			if failed > 0 {
-				return fmt.Errorf("%d of %d %s were not deleted", failed, len(args)-1, rs[0].Plural)
+				return fmt.Errorf("%d of %d %s were not deleted", failed, len(args)-1, r.Plural)
 			}
 			return nil
 		},
 	}
-	co = bindClientFlags(cmd)
+	co.bind(cmd)
 	f := cmd.Flags()
 	f.StringArrayVarP(&files, "filename", "f", nil, "file, directory or - with the objects to delete; may be repeated")
 	f.BoolVarP(&recursive, "recursive", "R", false, "also read the subdirectories of directories given with -f")

@@ -14,7 +14,7 @@ import (
 func newDescribeCommand() *cobra.Command {
 	var (
 		labels string
-		co     *clientOptions
+		co     = &clientOptions{}
 	)
 	cmd := &cobra.Command{
 		Use:   "describe KIND [NAME...]",
@@ -26,24 +26,13 @@ instances on a node). Without names, every object of the kind (narrowed with
 		Example: `  nexus describe workload web
   nexus describe node n1
   nexus describe inst -l app=web`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return fmt.Errorf("name the kind (and the objects) to describe, e.g. nexus describe workload web (kinds: %s)", kindList())
-			}
-			return nil
-		},
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
-			return co.completeKindsAndNames(cmd, args, prefix)
-		},
+		Args:              kindArg("nexus describe workload web"),
+		ValidArgsFunction: co.completeKindsAndNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rs, err := resources(args[0])
+			r, err := oneResource(args[0], "describe")
 			if err != nil {
 				return err
 			}
-			if len(rs) != 1 {
-				return fmt.Errorf("describe one kind at a time, not %s", args[0])
-			}
-			r := rs[0]
 			s, err := co.connect()
 			if err != nil {
 				return err
@@ -83,7 +72,7 @@ instances on a node). Without names, every object of the kind (narrowed with
 			return nil
 		},
 	}
-	co = bindClientFlags(cmd)
+	co.bind(cmd)
 	cmd.Flags().StringVarP(&labels, "selector", "l", "", "describe the objects matching this label selector")
 	return cmd
 }

@@ -20,7 +20,7 @@ func editorCommand() string {
 }
 
 func newEditCommand() *cobra.Command {
-	var co *clientOptions
+	co := &clientOptions{}
 	cmd := &cobra.Command{
 		Use:   "edit KIND NAME",
 		Short: "Change an object in your editor",
@@ -46,12 +46,9 @@ unchanged, or empty, cancels the edit.`,
 			return co.completeKindsAndNames(cmd, args, prefix)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rs, err := resources(args[0])
+			r, err := oneResource(args[0], "edit")
 			if err != nil {
 				return err
-			}
-			if len(rs) != 1 {
-				return fmt.Errorf("edit one kind at a time, not %s", args[0])
 			}
 			s, err := co.connect()
 			if err != nil {
@@ -59,12 +56,12 @@ unchanged, or empty, cancels the edit.`,
 			}
 			defer s.c.Close()
 			_, err = edit.Run(cmd.Context(), edit.Options{
-				Client: s.c, Resource: rs[0], Namespace: s.namespace, Name: args[1], Out: cmd.OutOrStdout(),
+				Client: s.c, Resource: r, Namespace: s.namespace, Name: args[1], Out: cmd.OutOrStdout(),
 				Editor: edit.ShellEditor(editorCommand(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()),
 			})
 			return s.explain(err)
 		},
 	}
-	co = bindClientFlags(cmd)
+	co.bind(cmd)
 	return cmd
 }

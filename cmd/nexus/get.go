@@ -20,7 +20,7 @@ func newGetCommand() *cobra.Command {
 		output, labels, fields string
 		all, watch, watchOnly  bool
 		noHeaders, watchEvents bool
-		co                     *clientOptions
+		co                     = &clientOptions{}
 	)
 	cmd := &cobra.Command{
 		Use:   "get KIND[,KIND...] [NAME...]",
@@ -39,15 +39,8 @@ Kinds (plural, singular and short names all work):
   nexus get instances --field-selector spec.nodeName=n1 -A
   nexus get wl,svc -n shop
   nexus get wl -w`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return fmt.Errorf("name the kind of objects to get, e.g. nexus get workloads (kinds: %s)", kindList())
-			}
-			return nil
-		},
-		ValidArgsFunction: func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
-			return co.completeKindsAndNames(cmd, args, prefix)
-		},
+		Args:              kindArg("nexus get workloads"),
+		ValidArgsFunction: co.completeKindsAndNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			format, err := printers.ParseFormat(output)
 			if err != nil {
@@ -101,7 +94,7 @@ Kinds (plural, singular and short names all work):
 			return p.Print(objs, false)
 		},
 	}
-	co = bindClientFlags(cmd)
+	co.bind(cmd)
 	f := cmd.Flags()
 	f.StringVarP(&output, "output", "o", "table", "output format: table, wide, json, yaml or name")
 	f.StringVarP(&labels, "selector", "l", "", "label selector, e.g. app=web,tier in (fe,be),!canary")
