@@ -69,8 +69,7 @@ const (
 	// listPageSize is the page size List asks for when the caller gives
 	// none, so a big collection comes in bounded pieces.
 	listPageSize = 500
-	// maxRetries is how often a request refused with 429, or a read that
-	// lost its connection, is tried again.
+	// maxRetries is how often a request refused with 429 is tried again.
 	maxRetries = 3
 	// maxRetryAfter caps how long one Retry-After is honoured.
 	maxRetryAfter = 10 * time.Second
@@ -282,9 +281,12 @@ func (c *Client) retryable(r request, err error, attempt int) (time.Duration, bo
 	if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests {
 		return min(max(ae.RetryAfter, 100*time.Millisecond), maxRetryAfter), true
 	}
+	// One more try of a read whose connection broke (a server restarting,
+	// CloseConnections); not of one that got no answer in time, which would
+	// only double the wait for a server that is not there.
 	var ce *ConnectionError
-	if errors.As(err, &ce) && r.method == http.MethodGet && !r.stream && !ce.UntrustedServer() {
-		return time.Duration(attempt+1) * 200 * time.Millisecond, true
+	if errors.As(err, &ce) && attempt == 0 && r.method == http.MethodGet && !r.stream && !ce.UntrustedServer() && !errors.Is(ce, errNoAnswer) {
+		return 200 * time.Millisecond, true
 	}
 	return 0, false
 }
@@ -321,7 +323,7 @@ func (c *Client) send(ctx context.Context, r request, u string) (*http.Response,
 		}
 		c.log.Debug("API request failed", "method", r.method, "url", u, "proto", c.proto, "error", err)
 		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("no answer within %s", c.timeout)
+			err = fmt.Errorf("%w within %s", errNoAnswer, c.timeout)
 		}
 		return nil, &ConnectionError{Server: c.server, Proto: c.proto, Err: unwrapURLError(err)}
 	}
@@ -335,6 +337,9 @@ func (c *Client) send(ctx context.Context, r request, u string) (*http.Response,
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	return nil, newAPIError(r.method, r.path, resp.StatusCode, resp.Header, data)
 }
+
+// errNoAnswer is a request that got no answer within its timeout.
+var errNoAnswer = errors.New("no answer")
 
 // unwrapURLError drops the *url.Error around a transport error: its text
 // repeats the method and URL, which ConnectionError says better.
