@@ -120,6 +120,13 @@ func TestCRUD(t *testing.T) {
 			rec := &logRecorder{protos: map[string]int{}}
 			s := settings(t, c, p.h3, "admin")
 			s.Logger = slog.New(rec)
+			var agents sync.Map
+			s.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+				return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+					agents.Store(r.Header.Get("User-Agent"), true)
+					return rt.RoundTrip(r)
+				})
+			}
 			cl := newClient(t, s)
 			wl := res(t, "wl")
 			ns := strings.ToLower(p.name)
@@ -182,6 +189,12 @@ func TestCRUD(t *testing.T) {
 			if got := rec.answeredWith(); !slices.Equal(got, []string{want}) {
 				t.Fatalf("answers came over %v, want only %s", got, want)
 			}
+			agents.Range(func(k, _ any) bool {
+				if !strings.HasPrefix(k.(string), "nexus/") {
+					t.Errorf("User-Agent %q", k)
+				}
+				return true
+			})
 		})
 	}
 }
@@ -340,6 +353,10 @@ func TestConnectionErrorsNameTheServer(t *testing.T) {
 		}
 	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // conflictOnce makes the first PUT of an object race with a change made
 // by someone else just before it reaches the server.

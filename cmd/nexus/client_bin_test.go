@@ -329,7 +329,7 @@ func TestClientWatchSeesApply(t *testing.T) {
 				}
 			}
 			expect(`^EVENT +NAME +KIND +READY`)
-			expect(`^ +web +service +0/2 +0 +nexus.local/hello `)
+			expect(`^ADDED +web +service +0/2 +0 +nexus.local/hello `)
 			e.ok("apply", "-f", e.file(ns+"-v2.yaml", strings.Replace(webManifest, "image: nexus.local/hello", "image: nexus.local/hello:2", 1)), "-n", ns)
 			expect(`^MODIFIED +web +service +0/2 +0 +nexus.local/hello:2 `)
 			e.ok("delete", "wl", "web", "-n", ns)

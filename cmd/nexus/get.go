@@ -146,6 +146,6 @@ func follow(ctx context.Context, s *session, r *types.Resource, all bool, names 
 		fields = sel
 	}
 	opts := client.FollowOptions{LabelSelector: labels, FieldSelector: fields, SkipInitial: watchOnly,
-		Initial: func(objs []types.Object) error { return p.Print(objs, false) }}
+		Initial: p.PrintInitial}
 	return s.c.Follow(ctx, r, s.nsFor(r, all), opts, p.PrintEvent)
 }

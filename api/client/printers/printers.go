@@ -122,13 +122,28 @@ func (p *Printer) Print(objs []types.Object, single bool) error {
 		}
 		t := p.table(k)
 		for _, o := range byKind[k] {
-			t.add(p.row(t, "", o))
+			t.add(p.row(t, string(client.Added), o))
 		}
 		if err := t.flush(p.w, p.o.NoHeaders); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// PrintInitial writes the objects a watch starts with: a table in one
+// piece (aligned, ADDED in the EVENT column), other formats as one ADDED
+// event each, as the changes that follow are written.
+func (p *Printer) PrintInitial(objs []types.Object) error {
+	if p.o.Format != Table && p.o.Format != Wide {
+		for _, o := range objs {
+			if err := p.PrintEvent(client.Event{Type: client.Added, Object: o}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return p.Print(objs, false)
 }
 
 // PrintEvent writes one event of a watch.

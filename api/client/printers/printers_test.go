@@ -198,6 +198,25 @@ func TestWatchOutput(t *testing.T) {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 	b.Reset()
+	p = New(&b, Options{WatchEvents: true, Now: func() time.Time { return now }})
+	p.PrintInitial([]types.Object{objs["wl"], objs["job"]})
+	if want := "" +
+		"EVENT   NAME    KIND      READY   UP-TO-DATE   IMAGE               AGE\n" +
+		"ADDED   web     service   2/3     3            nexus.local/hello   90s\n" +
+		"ADDED   batch   job       4/5     0            batch               5m3s\n"; b.String() != want {
+		t.Fatalf("initial table:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	p = New(&b, Options{Format: JSON})
+	p.PrintInitial([]types.Object{objs["wl"], objs["job"]})
+	dec := json.NewDecoder(&b)
+	for _, name := range []string{"web", "batch"} {
+		var w types.Workload
+		if err := dec.Decode(&w); err != nil || w.Name != name {
+			t.Fatalf("initial JSON: want one document per object, %s next: %v", name, err)
+		}
+	}
+	b.Reset()
 	p = New(&b, Options{Format: YAML})
 	p.PrintEvent(client.Event{Type: client.Added, Object: objs["wl"]})
 	p.PrintEvent(client.Event{Type: client.Modified, Object: objs["wl"]})
