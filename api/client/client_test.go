@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/servertest"
 	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/security/authz"
 	"nexus.dev/nexus/security/pki"
 )
 
@@ -434,5 +436,56 @@ func TestApply(t *testing.T) {
 	}
 	if st, err := cl.Get(ctx, wl, "default", "web"); err != nil || !bytes.Contains([]byte(st.(*types.Workload).Spec.Template.Image), []byte("hello:2")) {
 		t.Fatalf("a refused apply changed the object: %v", err)
+	}
+}
+
+// TestBearerToken: a client with a service account token and no
+// certificate acts as that account.
+func TestBearerToken(t *testing.T) {
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
+	ctx := context.Background()
+	admin := newClient(t, settings(t, c, false, "admin"))
+	sa := &types.ServiceAccount{TypeMeta: types.TypeMeta{Kind: "ServiceAccount"}}
+	sa.Name, sa.Namespace = "ci", "default"
+	mustCreate(t, admin, sa)
+	rb := &types.RoleBinding{TypeMeta: types.TypeMeta{Kind: "RoleBinding"},
+		Subjects: []authz.Subject{{Kind: authz.SubjectServiceAccount, Namespace: "default", Name: "ci"}},
+		RoleRef:  authz.RoleRef{Kind: authz.KindClusterRole, Name: "view"}}
+	rb.Name, rb.Namespace = "ci-view", "default"
+	mustCreate(t, admin, rb)
+	mustCreate(t, admin, workload("default", "web", "a", nil))
+	resp, err := c.HTTPClient(t, c.User(t, "admin"), false).Post(c.URL()+"/v1/namespaces/default/serviceaccounts/ci/token", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if tok.Token == "" {
+		t.Fatalf("no token: %d", resp.StatusCode)
+	}
+	for _, p := range protos {
+		s := settings(t, c, p.h3, "admin")
+		s.Certificate, s.Token = nil, tok.Token
+		cl := newClient(t, s)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			// The binding reaches the server's RBAC view through a watch.
+			_, err := cl.Get(ctx, res(t, "wl"), "default", "web")
+			if err == nil {
+				break
+			}
+			if !client.IsForbidden(err) || time.Now().After(deadline) {
+				t.Fatalf("%s: get with the token: %v", p.name, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if _, err := cl.Create(ctx, workload("default", "other", "a", nil)); !client.IsForbidden(err) {
+			t.Fatalf("%s: the view role created a workload: %v", p.name, err)
+		}
+		s.Token = tok.Token + "x"
+		if _, err := newClient(t, s).Get(ctx, res(t, "wl"), "default", "web"); !client.IsUnauthorized(err) {
+			t.Fatalf("%s: a wrong token: %v", p.name, err)
+		}
 	}
 }

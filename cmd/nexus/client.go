@@ -135,8 +135,12 @@ func (s *session) explain(err error) error {
 		if ce.UntrustedServer() {
 			return fmt.Errorf("%w\nCheck that context %q in %s has the cluster's CA certificate and this server's address", err, s.resolved.Context.Name, s.path)
 		}
-		return fmt.Errorf("%w\nIs the Nexus server running there? Check the context (now %q: --context, `nexus config get-contexts`) and the config file (now %s: --config, $%s)",
-			err, s.resolved.Context.Name, s.path, client.ConfigEnv)
+		h3 := ""
+		if ce.Proto == "HTTP/3" {
+			h3 = "; HTTP/3 needs UDP to reach the server: try without --http3 (or http3: false in the cluster's entry)"
+		}
+		return fmt.Errorf("%w\nIs the Nexus server running there? Check the context (now %q: --context, `nexus config get-contexts`) and the config file (now %s: --config, $%s)%s",
+			err, s.resolved.Context.Name, s.path, client.ConfigEnv, h3)
 	}
 	var ae *client.APIError
 	if !errors.As(err, &ae) {
