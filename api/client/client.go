@@ -121,8 +121,11 @@ func New(s Settings) (*Client, error) {
 		c.proto = "HTTP/3"
 		tr := &http3.Transport{
 			TLSClientConfig: conf,
-			QUICConfig:      &quic.Config{KeepAlivePeriod: pingAfter, MaxIdleTimeout: pingAfter + pingTimeout, HandshakeIdleTimeout: dialTimeout},
-			Dial:            c.dialQUIC,
+			// A handshake gets at most half a request's time, so that a
+			// server that does not answer is reported as such (QUIC hears
+			// no refusal from a closed port) before the request times out.
+			QUICConfig: &quic.Config{KeepAlivePeriod: pingAfter, MaxIdleTimeout: pingAfter + pingTimeout, HandshakeIdleTimeout: min(dialTimeout, c.timeout/2)},
+			Dial:       c.dialQUIC,
 		}
 		c.hc = &http.Client{Transport: tr}
 		c.closeIdle, c.closeAll = tr.CloseIdleConnections, tr.Close
@@ -285,7 +288,9 @@ func (c *Client) retryable(r request, err error, attempt int) (time.Duration, bo
 	// CloseConnections); not of one that got no answer in time, which would
 	// only double the wait for a server that is not there.
 	var ce *ConnectionError
-	if errors.As(err, &ce) && attempt == 0 && r.method == http.MethodGet && !r.stream && !ce.UntrustedServer() && !errors.Is(ce, errNoAnswer) {
+	var ne net.Error
+	timedOut := errors.Is(err, errNoAnswer) || (errors.As(err, &ne) && ne.Timeout())
+	if errors.As(err, &ce) && attempt == 0 && r.method == http.MethodGet && !r.stream && !ce.UntrustedServer() && !timedOut {
 		return 200 * time.Millisecond, true
 	}
 	return 0, false
