@@ -148,7 +148,7 @@ func (e *ConfigError) Error() string {
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 // ConfigPath is the config file to use: flag when set, else $NEXUS_CONFIG,
-// else ~/.nexus/config.
+// else DefaultConfigPath.
 func ConfigPath(flag string) (string, error) {
 	if flag != "" {
 		return flag, nil
@@ -156,9 +156,18 @@ func ConfigPath(flag string) (string, error) {
 	if p := os.Getenv(ConfigEnv); p != "" {
 		return p, nil
 	}
+	p, err := DefaultConfigPath()
+	if err != nil {
+		return "", fmt.Errorf("no client config path: $%s is not set and %w", ConfigEnv, err)
+	}
+	return p, nil
+}
+
+// DefaultConfigPath is ~/.nexus/config.
+func DefaultConfigPath() (string, error) {
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "", fmt.Errorf("no client config path: $%s is not set and the home directory is unknown: %w", ConfigEnv, err)
+		return "", fmt.Errorf("the home directory is unknown: %w", err)
 	}
 	return filepath.Join(home, ".nexus", "config"), nil
 }
@@ -231,6 +240,17 @@ func (c *Config) holdsSecrets() bool {
 // Write saves the config at path with mode 0600, atomically (a reader sees
 // the old or the new file), creating its directory (0700) if needed.
 func (c *Config) Write(path string) error {
+	return c.write(path, false)
+}
+
+// WriteNew saves the config at path as Write does, but only if no file is
+// there: otherwise it leaves that file alone and returns an error wrapping
+// fs.ErrExist. (`nexus server` writes ~/.nexus/config this way.)
+func (c *Config) WriteNew(path string) error {
+	return c.write(path, true)
+}
+
+func (c *Config) write(path string, exclusive bool) error {
 	if errs := c.validate(); len(errs) > 0 {
 		return &ConfigError{Path: path, Fields: errs, Err: errs}
 	}
@@ -241,11 +261,45 @@ func (c *Config) Write(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return &ConfigError{Path: path, Err: err}
 	}
-	if err := pki.WriteFileAtomic(path, data, 0o600); err != nil {
+	if exclusive {
+		err = createNew(path, data)
+	} else {
+		err = pki.WriteFileAtomic(path, data, 0o600)
+	}
+	if err != nil {
 		return &ConfigError{Path: path, Err: err}
 	}
 	c.path = path
 	return nil
+}
+
+// createNew writes a complete temporary file and links it at path, which
+// fails if path exists: the file appears whole or not at all, and a file
+// someone else made meanwhile is never replaced.
+func createNew(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(f.Name(), path)
+	}
+	if err == nil {
+		_ = fsutil.SyncDir(filepath.Dir(path)) // the link is made; a failed sync only weakens crash safety
+	}
+	return err
 }
 
 type fieldErrors struct{ types.FieldErrors }

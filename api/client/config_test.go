@@ -3,6 +3,7 @@ package client_test
 import (
 	"encoding/base64"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -297,5 +298,37 @@ func TestRedactedConfigHoldsNoSecrets(t *testing.T) {
 	// The original is untouched.
 	if raw, _ := cfg.Marshal(false); !strings.Contains(string(raw), base64.StdEncoding.EncodeToString(cr.key)) {
 		t.Fatal("Redacted changed the config")
+	}
+}
+
+// WriteNew writes a config only where there is none (nexus server's
+// ~/.nexus/config): an existing one is left as it is.
+func TestConfigWriteNew(t *testing.T) {
+	cr := newCreds(t)
+	cfg, _ := client.NewConfig(cr.entry())
+	path := filepath.Join(t.TempDir(), ".nexus", "config")
+	if err := cfg.WriteNew(path); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("written: %v %v", err, st.Mode())
+	}
+	if _, err := client.LoadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, []byte("mine"), 0o600)
+	if err := cfg.WriteNew(path); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("over an existing file: %v", err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != "mine" {
+		t.Fatal("an existing config was replaced")
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Fatalf("left behind: %v", entries)
+	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	if p, err := client.DefaultConfigPath(); err != nil || p != filepath.Join(home, ".nexus", "config") {
+		t.Fatalf("default path: %q %v", p, err)
 	}
 }

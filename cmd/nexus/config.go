@@ -16,6 +16,9 @@ The file (--config, else $NEXUS_CONFIG, else ~/.nexus/config) lists clusters
 (server URL, CA certificate, http3), users (client certificate and key, or a
 token) and contexts pairing one of each with a default namespace. nexus server
 writes an admin config to <data-dir>/admin.conf.`,
+		Example: `  nexus config get-contexts
+  nexus config use-context prod
+  nexus --config /var/lib/nexus/admin.conf config view`,
 	}
 	co := &clientOptions{}
 	co.bind(cmd)
@@ -62,9 +65,10 @@ writes an admin config to <data-dir>/admin.conf.`,
 	view.Flags().StringVarP(&output, "output", "o", "yaml", "output format: yaml or json")
 
 	getContexts := &cobra.Command{
-		Use:   "get-contexts",
-		Short: "List the contexts; * marks the current one",
-		Args:  cobra.NoArgs,
+		Use:     "get-contexts",
+		Short:   "List the contexts; * marks the current one",
+		Example: `  nexus config get-contexts`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, _, err := co.loadConfig()
 			if err != nil {
@@ -119,9 +123,10 @@ writes an admin config to <data-dir>/admin.conf.`,
 		},
 	}
 	currentContext := &cobra.Command{
-		Use:   "current-context",
-		Short: "Print the current context",
-		Args:  cobra.NoArgs,
+		Use:     "current-context",
+		Short:   "Print the current context",
+		Example: `  nexus config current-context`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, path, err := co.loadConfig()
 			if err != nil {

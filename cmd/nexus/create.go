@@ -11,8 +11,9 @@ import (
 
 func newCreateCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "create",
-		Short: "Create an object from the command line (nexus apply takes files)",
+		Use:     "create",
+		Short:   "Create an object from the command line (nexus apply takes files)",
+		Example: `  nexus create namespace shop`,
 	}
 	co := &clientOptions{}
 	ns := &cobra.Command{
