@@ -55,28 +55,28 @@ func TestWatchResumesAfterLostConnections(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer w.Stop()
-			const n = 40
+			// Batches of creates; each batch starts, and while its changes
+			// are on their way the connections are killed.
+			const batches, size, n = 8, 5, 40
 			want := make(chan string, n)
 			var wg sync.WaitGroup
-			wg.Go(func() {
-				for i := range n {
-					o := mustCreate(t, writer, workload(ns, fmt.Sprintf("w%02d", i), "a", nil))
-					want <- o.GetObjectMeta().ResourceVersion
-					if i%3 == 0 {
-						time.Sleep(5 * time.Millisecond)
-					}
-				}
-			})
 			var got []string
-			for len(got) < n {
-				ev := next(t, w)
-				if ev.Type != client.Added {
-					t.Fatalf("event %s, want ADDED", ev.Type)
+			for b := range batches {
+				wg.Go(func() {
+					for i := range size {
+						o := mustCreate(t, writer, workload(ns, fmt.Sprintf("w%d-%d", b, i), "a", nil))
+						want <- o.GetObjectMeta().ResourceVersion
+					}
+				})
+				watcher.CloseConnections()
+				for range size {
+					ev := next(t, w)
+					if ev.Type != client.Added {
+						t.Fatalf("event %s, want ADDED", ev.Type)
+					}
+					got = append(got, ev.Object.GetObjectMeta().ResourceVersion)
 				}
-				got = append(got, ev.Object.GetObjectMeta().ResourceVersion)
-				if len(got)%5 == 0 {
-					watcher.CloseConnections() // mid-stream: more changes are on their way
-				}
+				wg.Wait()
 			}
 			wg.Wait()
 			close(want)
@@ -87,14 +87,14 @@ func TestWatchResumesAfterLostConnections(t *testing.T) {
 			if !slices.Equal(got, wantRVs) {
 				t.Fatalf("events lost or repeated:\ngot  %v\nwant %v", got, wantRVs)
 			}
-			// Events already received before a kill are still read, so
-			// two kills can fall into one resume; but there must be some.
+			// Events that arrived before a kill are still read, so two
+			// kills can fall into one resume; but there must be some.
 			if resumes.Load() < 2 {
 				t.Fatalf("the watch resumed %d times: the connections were not killed", resumes.Load())
 			}
 			// Nothing more comes: no event was repeated after the last one.
-			writer.Patch(ctx, wl, ns, "w00", []byte(`{"spec":{"replicas":2}}`))
-			if ev := next(t, w); ev.Type != client.Modified || ev.Object.GetObjectMeta().Name != "w00" {
+			writer.Patch(ctx, wl, ns, "w0-0", []byte(`{"spec":{"replicas":2}}`))
+			if ev := next(t, w); ev.Type != client.Modified || ev.Object.GetObjectMeta().Name != "w0-0" {
 				t.Fatalf("after the last create: %s %s", ev.Type, ev.Object.GetObjectMeta().Name)
 			}
 		})
