@@ -1,11 +1,13 @@
 package api
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	"nexus.dev/nexus/security/audit"
 	"nexus.dev/nexus/security/authz"
@@ -51,6 +53,11 @@ func (s *Server) authenticate(r *request) *Problem {
 		return deny("no client certificate and no bearer token: the API has no anonymous access (use a config from `nexus user add`, or a service account token)")
 	}
 	chain := r.http.TLS.PeerCertificates
+	if p, reason, ok := s.cachedPeer(r, chain); ok {
+		r.principal = p
+		r.decision.Authn = &audit.Check{Allowed: true, Reason: reason}
+		return nil
+	}
 	id, err := s.creds.VerifyPeer(chain)
 	if err != nil {
 		return deny("client certificate %s: %v", pki.SerialString(chain[0]), err)
@@ -60,8 +67,53 @@ func (s *Server) authenticate(r *request) *Problem {
 		return deny("client certificate %s: %v", pki.SerialString(chain[0]), err)
 	}
 	r.principal = p
-	r.decision.Authn = &audit.Check{Allowed: true, Reason: fmt.Sprintf("certificate %s for %s chains to the trust bundle, is valid and not revoked", pki.SerialString(chain[0]), id)}
+	reason := fmt.Sprintf("certificate %s for %s chains to the trust bundle, is valid and not revoked", pki.SerialString(chain[0]), id)
+	r.decision.Authn = &audit.Check{Allowed: true, Reason: reason}
+	s.remember(r, chain, p, reason)
 	return nil
+}
+
+// connAuth remembers a connection's verified client certificate. The chain
+// check (a few hundred microseconds of signature verification) is made again
+// only when the trust bundle or the revocation list changes (new pointers),
+// so a revocation still takes effect on the next request of a connection
+// that is open; validity is compared with the clock on every request.
+type connAuth struct {
+	mu        sync.Mutex
+	leaf      *x509.Certificate
+	bundle    *pki.Bundle
+	revoked   *pki.RevocationList
+	principal Principal
+	reason    string
+}
+
+type connAuthKey struct{}
+
+func withConnAuth(ctx context.Context) context.Context {
+	return context.WithValue(ctx, connAuthKey{}, &connAuth{})
+}
+
+func (s *Server) cachedPeer(r *request, chain []*x509.Certificate) (Principal, string, bool) {
+	c, _ := r.http.Context().Value(connAuthKey{}).(*connAuth)
+	if c == nil {
+		return Principal{}, "", false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leaf != chain[0] || c.bundle != s.creds.Bundle() || c.revoked != s.creds.Revocations() || !s.now().Before(c.leaf.NotAfter) {
+		return Principal{}, "", false
+	}
+	return c.principal, c.reason, true
+}
+
+func (s *Server) remember(r *request, chain []*x509.Certificate, p Principal, reason string) {
+	c, _ := r.http.Context().Value(connAuthKey{}).(*connAuth)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leaf, c.bundle, c.revoked, c.principal, c.reason = chain[0], s.creds.Bundle(), s.creds.Revocations(), p, reason
 }
 
 // principalOf maps a certificate identity to a principal. Users' groups are
@@ -70,7 +122,7 @@ func principalOf(id identity.ID, leaf *x509.Certificate) (Principal, error) {
 	p := Principal{ID: id.String()}
 	switch id.Kind {
 	case identity.KindUser:
-		p.Kind, p.Name, p.Groups = authz.PrincipalUser, id.Name, pki.Groups(leaf)
+		p.Kind, p.Name, p.Groups = authz.PrincipalUser, id.Name, pki.Groups(leaf, id.Cluster)
 	case identity.KindNode:
 		p.Kind, p.Name = authz.PrincipalNode, id.Name
 	case identity.KindServer:

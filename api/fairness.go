@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"nexus.dev/nexus/security/authz"
 )
 
 // fairness keeps one noisy identity from starving the others: a token
@@ -35,6 +37,11 @@ const idleAfter = 10 * time.Minute
 // admit takes a slot for the request's identity, or refuses with 429. The
 // returned function gives the slot back.
 func (f *fairness) admit(r *request) (func(), *Problem) {
+	// Servers are the control plane itself (their controllers and
+	// scheduler act for everyone): never limited.
+	if r.principal.Kind == authz.PrincipalServer {
+		return func() {}, nil
+	}
 	key := r.principal.ID
 	now := time.Now()
 	f.mu.Lock()

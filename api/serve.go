@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
 
@@ -73,7 +74,8 @@ func (s *Server) Serve(ctx context.Context, ls *Listeners, cfg ServeConfig) erro
 	handler := s.Handler()
 	var h3 *http3.Server
 	if ls.UDP != nil {
-		h3 = &http3.Server{Handler: handler, TLSConfig: http3.ConfigureTLSConfig(tlsConf.Clone())}
+		h3 = &http3.Server{Handler: handler, TLSConfig: http3.ConfigureTLSConfig(tlsConf.Clone()),
+			ConnContext: func(ctx context.Context, _ *quic.Conn) context.Context { return withConnAuth(ctx) }}
 		inner := handler
 		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ProtoMajor < 3 {
@@ -84,6 +86,7 @@ func (s *Server) Serve(ctx context.Context, ls *Listeners, cfg ServeConfig) erro
 	}
 	hs := &http.Server{
 		Handler:           handler,
+		ConnContext:       func(ctx context.Context, _ net.Conn) context.Context { return withConnAuth(ctx) },
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,

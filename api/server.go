@@ -330,5 +330,7 @@ func (s *Server) audited(r *request, status int, response []byte) error {
 	rec := r.auditRecord(status)
 	rec.Response = response
 	// A client that went away does not cancel the record of what it did.
-	return s.audit.Write(context.WithoutCancel(r.http.Context()), rec)
+	// Changes, denials and failures are on disk before this returns; an
+	// allowed read's record goes out with the next flush (Enqueue).
+	return s.audit.Enqueue(context.WithoutCancel(r.http.Context()), rec)
 }

@@ -73,7 +73,9 @@ type Log struct {
 	// writer alone touches the file state below until it clears it.
 	flushing bool
 	broken   error // set by a failed sync or Close: every Write fails
-	lastErr  error // the last failed flush, cleared by the next success
+	// flushArmed is set while a delayed flush for Enqueue is scheduled.
+	flushArmed bool
+	lastErr    error // the last failed flush, cleared by the next success
 
 	durableSeq  uint64 // the last record known to be on disk
 	durableHash string
@@ -258,6 +260,27 @@ func readEnds(path string) (fileEnds, error) {
 // request (503). Once queued, a record is not abandoned when ctx ends: the
 // caller waits for its sync, which only the disk can delay.
 func (l *Log) Write(ctx context.Context, r Record) error {
+	return l.write(ctx, r, true)
+}
+
+// FlushDelay is how long a record queued by Enqueue waits for a flush that
+// some Write starts anyway before one is started for it.
+const FlushDelay = 20 * time.Millisecond
+
+// Enqueue records r like Write but returns once it is in the chain, before
+// it is on disk: it goes out with the next flush, at most FlushDelay later.
+// It is for reads that were allowed, which need a record but need not hold
+// their response for a sync of their own (a crash may lose the last few
+// milliseconds of them, never a change, a denial or a failure, which go
+// through Write). Records that must be kept are written as by Write.
+func (l *Log) Enqueue(ctx context.Context, r Record) error {
+	if r.mustKeep() {
+		return l.write(ctx, r, true)
+	}
+	return l.write(ctx, r, false)
+}
+
+func (l *Log) write(ctx context.Context, r Record, wait bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -287,6 +310,13 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	l.seq, l.head = r.Seq, h
 	p := &pending{seq: r.Seq, hash: h, line: append(line, '\n')}
 	l.pending = append(l.pending, p)
+	if !wait {
+		if !l.flushArmed {
+			l.flushArmed = true
+			time.AfterFunc(FlushDelay, l.delayedFlush)
+		}
+		return nil
+	}
 	for !p.done {
 		if l.flushing {
 			l.flushed.Wait()
@@ -295,6 +325,20 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 		}
 	}
 	return p.err
+}
+
+// delayedFlush writes what Enqueue queued, unless a Write did already.
+func (l *Log) delayedFlush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.flushArmed = false
+	for len(l.pending) > 0 && l.broken == nil {
+		if l.flushing {
+			l.flushed.Wait()
+			continue
+		}
+		l.flush()
+	}
 }
 
 // prepare sets what Write fills and cuts r down to its level.
@@ -508,8 +552,13 @@ func (l *Log) Syncs() uint64 { return l.syncs.Load() }
 // fail with ErrClosed.
 func (l *Log) Close() error {
 	l.mu.Lock()
-	for l.flushing {
-		l.flushed.Wait()
+	// Records Enqueue queued go to disk first.
+	for l.flushing || (len(l.pending) > 0 && l.broken == nil) {
+		if l.flushing {
+			l.flushed.Wait()
+			continue
+		}
+		l.flush()
 	}
 	if l.broken == nil {
 		l.broken = ErrClosed

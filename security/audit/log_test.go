@@ -423,3 +423,53 @@ func TestCloseWhileWriting(t *testing.T) {
 		t.Fatalf("after close: %v, %d records, %d acknowledged", rep.Problem, rep.Records, acked)
 	}
 }
+
+// TestEnqueueWritesWithoutWaiting: an allowed read is recorded in the chain
+// at once and on disk within FlushDelay (or at Close), while a change, a
+// denial or a failure enqueued goes through Write and is on disk on return.
+func TestEnqueueWritesWithoutWaiting(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	read := Record{User: User{Name: "alice"}, Verb: "get", Resource: "workloads", Name: "web", Code: 200}
+	syncs := l.Syncs()
+	for range 10 {
+		if err := l.Enqueue(ctx, read); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for seq, _ := l.Head(); seq != 10; seq, _ = l.Head() {
+		if time.Now().After(deadline) {
+			t.Fatalf("enqueued records not on disk after 5 s (durable head %d)", seq)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if l.Syncs()-syncs > 2 {
+		t.Errorf("10 enqueued records took %d syncs", l.Syncs()-syncs)
+	}
+	// A denial enqueued is synced before Enqueue returns.
+	denied := read
+	denied.Code, denied.Decision = 403, Decision{Authz: &Check{Allowed: false, Reason: "no"}}
+	before := l.Syncs()
+	if err := l.Enqueue(ctx, denied); err != nil {
+		t.Fatal(err)
+	}
+	if l.Syncs() == before {
+		t.Fatal("a denial was not synced before Enqueue returned")
+	}
+	// Enqueued reads still in memory at Close are written.
+	for range 3 {
+		_ = l.Enqueue(ctx, read)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(filepath.Join(dir, CurrentFile))
+	if err != nil || rep.Records != 14 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}

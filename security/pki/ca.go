@@ -225,12 +225,17 @@ func (i *Issuer) SignLeaf(csrPEM []byte, id identity.ID, opts LeafOptions) ([]*x
 }
 
 // Groups returns the groups of a user's certificate: its subject
-// organizations after the first, which names the cluster.
-func Groups(leaf *x509.Certificate) []string {
-	if len(leaf.Subject.Organization) <= 1 {
-		return nil
+// organizations except the one naming the cluster. (DER sorts the values of
+// a SET, so their order in the certificate is not the order they were
+// given in; a group named like the cluster cannot be expressed.)
+func Groups(leaf *x509.Certificate, cluster string) []string {
+	var groups []string
+	for _, o := range leaf.Subject.Organization {
+		if o != cluster {
+			groups = append(groups, o)
+		}
 	}
-	return leaf.Subject.Organization[1:]
+	return groups
 }
 
 // sign fills in a random 128-bit serial and signs tmpl.

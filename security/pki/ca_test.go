@@ -218,3 +218,30 @@ func TestSerialRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestUserGroups: a user's groups come back whatever their number, length
+// and order (DER sorts them), without the cluster's name.
+func TestUserGroups(t *testing.T) {
+	ca := newTestCA(t, "apitest", nil)
+	for _, groups := range [][]string{nil, {"bench"}, {"ops", "a-very-long-group-name", "dev"}} {
+		key, _ := GenerateKey()
+		id := identity.User("apitest", "u")
+		csr, _ := CreateCSR(key, id)
+		chain, err := ca.issuer.SignLeaf(csr, id, LeafOptions{Groups: groups})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := Groups(chain[0], "apitest")
+		slices.Sort(got)
+		want := slices.Clone(groups)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("groups %v came back as %v", groups, got)
+		}
+	}
+	key, _ := GenerateKey()
+	csr, _ := CreateCSR(key, identity.Node("apitest", "n1"))
+	if _, err := ca.issuer.SignLeaf(csr, identity.Node("apitest", "n1"), LeafOptions{Groups: []string{"x"}}); err == nil {
+		t.Error("a node certificate got groups")
+	}
+}
