@@ -71,11 +71,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 }
 
 func (s *Server) get(w http.ResponseWriter, r *request) error {
-	o, err := s.store.Get(r.http.Context(), r.res, r.namespace, r.name)
+	_, js, err := s.current(r.http.Context(), r.res, r.namespace, r.name)
 	if err != nil {
 		return err
 	}
-	return s.respond(w, r, http.StatusOK, o)
+	return s.finish(w, r, http.StatusOK, js)
 }
 
 // respond writes an object and keeps it for the audit record.
@@ -116,6 +116,9 @@ func (s *Server) list(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
+	if opts.Limit == 0 && opts.Continue == "" {
+		return s.listCached(w, r, opts)
+	}
 	l, err := s.store.List(r.http.Context(), r.res, r.namespace, opts)
 	if err != nil {
 		return err
@@ -130,6 +133,29 @@ func (s *Server) list(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
+	return s.finish(w, r, http.StatusOK, body)
+}
+
+// listCached answers a whole list from the watch cache (pages with limit
+// and continue are read from the store, at one revision).
+func (s *Server) listCached(w http.ResponseWriter, r *request, opts storage.ListOptions) error {
+	items, at, err := s.caches[r.res.Plural].List(r.http.Context(), r.namespace, opts)
+	if err != nil {
+		return err
+	}
+	n := 128
+	for _, it := range items {
+		n += len(it) + 1
+	}
+	body := make([]byte, 0, n)
+	body = fmt.Appendf(body, `{"apiVersion":%q,"kind":%q,"metadata":{"resourceVersion":"%d"},"items":[`, types.APIVersion, r.res.Kind+"List", at)
+	for i, it := range items {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, it...)
+	}
+	body = append(body, "]}"...)
 	return s.finish(w, r, http.StatusOK, body)
 }
 
@@ -155,6 +181,9 @@ func (s *Server) watch(w http.ResponseWriter, r *request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.http.Context(), timeout)
 	defer cancel()
+	if done, err := s.watchCached(ctx, w, flusher, r, opts); done {
+		return err
+	}
 	watcher, err := s.store.Watch(ctx, r.res, r.namespace, storage.WatchOptions{
 		ResourceVersion: r.query.Get("resourceVersion"), Labels: opts.Labels, Fields: opts.Fields,
 		BookmarkInterval: s.bookmarkInterval,
@@ -208,6 +237,90 @@ func (s *Server) watch(w http.ResponseWriter, r *request) error {
 		flusher.Flush()
 	}
 	return errResponseStarted
+}
+
+// watchCached serves a watch from the watch cache. It returns false when
+// the cache cannot (a revision older than its history), and the store
+// serves it.
+func (s *Server) watchCached(ctx context.Context, w http.ResponseWriter, flusher http.Flusher, r *request, opts storage.ListOptions) (bool, error) {
+	var from int64
+	if rv := r.query.Get("resourceVersion"); rv != "" {
+		v, err := strconv.ParseInt(rv, 10, 64)
+		if err != nil || v < 0 {
+			return true, badRequest("resourceVersion %q is not a revision: pass one from an object or list", rv)
+		}
+		from = v
+	}
+	c := s.caches[r.res.Plural]
+	cw, err := c.Watch(ctx, from, r.namespace, opts)
+	if errors.Is(err, storage.ErrTooOld) {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	s.metrics.watches.WithLabelValues(r.res.Plural).Inc()
+	defer s.metrics.watches.WithLabelValues(r.res.Plural).Dec()
+	s.audited(r, http.StatusOK, nil)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	for _, line := range cw.Replay() {
+		if _, err := w.Write(line); err != nil {
+			return true, errResponseStarted
+		}
+	}
+	flusher.Flush()
+	bookmark := time.NewTicker(s.bookmarkInterval)
+	defer bookmark.Stop()
+	lines := cw.Lines()
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				if err := cw.Err(); err != nil && ctx.Err() == nil {
+					// The client resumes from the last resourceVersion it saw.
+					p := problem(http.StatusGone, "Expired", "%s: watch again from the last resourceVersion you received", err)
+					_ = json.NewEncoder(w).Encode(WatchEvent{Type: "ERROR", Object: p})
+					flusher.Flush()
+				}
+				return true, errResponseStarted
+			}
+			if _, err := w.Write(line); err != nil {
+				return true, errResponseStarted
+			}
+			// Write what else is queued before one flush.
+			for more := true; more; {
+				select {
+				case line, ok := <-lines:
+					if !ok {
+						more = false // the next select reports the end
+						continue
+					}
+					if _, err := w.Write(line); err != nil {
+						return true, errResponseStarted
+					}
+				default:
+					more = false
+				}
+			}
+			flusher.Flush()
+		case <-bookmark.C:
+			// The revision first, then the check that nothing is queued:
+			// every event up to it has been written.
+			rev := c.Revision()
+			if len(lines) == 0 {
+				b := r.res.New()
+				b.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+				if err := json.NewEncoder(w).Encode(WatchEvent{Type: string(storage.Bookmark), Object: b}); err != nil {
+					return true, errResponseStarted
+				}
+				flusher.Flush()
+			}
+		case <-ctx.Done():
+			return true, errResponseStarted
+		}
+	}
 }
 
 // errResponseStarted tells the dispatcher the handler already answered.
@@ -331,7 +444,7 @@ func (s *Server) namespaceExists(r *request) error {
 	if !r.res.Namespaced {
 		return nil
 	}
-	o, err := s.store.Get(r.http.Context(), s.nsRes, "", r.namespace)
+	o, _, err := s.current(r.http.Context(), s.nsRes, "", r.namespace)
 	if storage.IsNotFound(err) {
 		return problem(http.StatusNotFound, "NotFound", "namespace %s does not exist: create it first (nexus create namespace %s)", r.namespace, r.namespace)
 	}

@@ -182,7 +182,7 @@ type nodeGraph struct {
 var instancesRes, _ = types.LookupResource("instances")
 
 func (g nodeGraph) InstanceNode(ns, name string) string {
-	o, err := g.s.store.Get(g.ctx, instancesRes, ns, name)
+	o, _, err := g.s.current(g.ctx, instancesRes, ns, name)
 	if err != nil {
 		return ""
 	}

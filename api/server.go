@@ -76,6 +76,7 @@ type Server struct {
 	fair             *fairness
 	metrics          *metrics
 	tokens           *tokenStore
+	caches           map[string]*storage.Cache // by plural
 	ready            chan struct{}
 	readyOnce        sync.Once
 }
@@ -111,6 +112,10 @@ func New(cfg Config) (*Server, error) {
 	s.fair = newFairness(s.limits)
 	s.tokens = &tokenStore{cli: cfg.Client, prefix: storage.DefaultPrefix + "_tokens/", now: s.now}
 	s.rbac = newRBACCache(s.store, s.log)
+	s.caches = map[string]*storage.Cache{}
+	for _, r := range types.AllResources() {
+		s.caches[r.Plural] = storage.NewCache(s.store, r, s.log)
+	}
 	return s, s.bootstrap(context.Background(), cfg.BootstrapAdmin)
 }
 
@@ -128,9 +133,20 @@ func (s *Server) Ready() bool {
 // Store is the server's object store (for controllers in the same process).
 func (s *Server) Store() *storage.Store { return s.store }
 
-// Run keeps the RBAC view current until ctx ends.
+// Run keeps the RBAC view and the watch caches current until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, c := range s.caches {
+		wg.Go(func() { c.Run(ctx) })
+	}
 	return s.rbac.run(ctx, func() { s.readyOnce.Do(func() { close(s.ready) }) })
+}
+
+// current returns an object as current as a read from the store, from the
+// watch cache.
+func (s *Server) current(ctx context.Context, r *types.Resource, ns, name string) (types.Object, []byte, error) {
+	return s.caches[r.Plural].Get(ctx, ns, name)
 }
 
 // bootstrap creates the default namespace and the first user's

@@ -198,7 +198,7 @@ const watchersPerUser = 100
 
 // loadPKI issues n user certificates from the server's CA (the admin, one
 // per client, one per watchersPerUser watchers) and reads its serving
-// certificate for the bare handler. All are in group "bench", bound to
+// certificate for the bare handler. All are in group "loadgen", bound to
 // cluster-admin.
 func (b *bench) loadPKI(n int) error {
 	d := pki.Dir{Path: filepath.Join(b.dir, "pki")}
@@ -220,7 +220,7 @@ func (b *bench) loadPKI(n int) error {
 		key, _ := pki.GenerateKey()
 		id := identity.User("bench", name)
 		csr, _ := pki.CreateCSR(key, id)
-		chain, err := b.issuer.SignLeaf(csr, id, pki.LeafOptions{Groups: []string{"bench"}})
+		chain, err := b.issuer.SignLeaf(csr, id, pki.LeafOptions{Groups: []string{"loadgen"}})
 		if err != nil {
 			return err
 		}
@@ -232,7 +232,7 @@ func (b *bench) loadPKI(n int) error {
 	}
 	admin := b.client(b.userCerts[0], 1)
 	for {
-		err := b.do(admin, "POST", "/v1/clusterrolebindings", `{"kind":"ClusterRoleBinding","metadata":{"name":"bench"},"subjects":[{"kind":"Group","name":"bench"}],"roleRef":{"kind":"ClusterRole","name":"cluster-admin"}}`, 201)
+		err := b.do(admin, "POST", "/v1/clusterrolebindings", `{"kind":"ClusterRoleBinding","metadata":{"name":"bench"},"subjects":[{"kind":"Group","name":"loadgen"}],"roleRef":{"kind":"ClusterRole","name":"cluster-admin"}}`, 201)
 		if err == nil || strings.Contains(err.Error(), "409") {
 			return nil
 		}
