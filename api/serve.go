@@ -75,7 +75,12 @@ func (s *Server) Serve(ctx context.Context, ls *Listeners, cfg ServeConfig) erro
 	var h3 *http3.Server
 	if ls.UDP != nil {
 		h3 = &http3.Server{Handler: handler, TLSConfig: http3.ConfigureTLSConfig(tlsConf.Clone()),
-			ConnContext: func(ctx context.Context, _ *quic.Conn) context.Context { return withConnAuth(ctx) }}
+			ConnContext: func(cctx context.Context, _ *quic.Conn) context.Context {
+				// Requests end with the server: open watches too.
+				cctx, cancel := context.WithCancel(cctx)
+				context.AfterFunc(ctx, cancel)
+				return withConnAuth(cctx)
+			}}
 		inner := handler
 		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ProtoMajor < 3 {
@@ -85,7 +90,10 @@ func (s *Server) Serve(ctx context.Context, ls *Listeners, cfg ServeConfig) erro
 		})
 	}
 	hs := &http.Server{
-		Handler:           handler,
+		Handler: handler,
+		// Requests end with the server: open watches do not hold up a
+		// shutdown (or the port a restart needs).
+		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnContext:       func(ctx context.Context, _ net.Conn) context.Context { return withConnAuth(ctx) },
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,

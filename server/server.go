@@ -17,6 +17,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,9 @@ type Config struct {
 	AdminUser string
 	// AuditPolicy is the audit policy file ("" for the default policy).
 	AuditPolicy string
+	// WriteUserConfig also writes the admin's configuration to
+	// ~/.nexus/config when that file does not exist.
+	WriteUserConfig bool
 	Logger      *slog.Logger
 }
 
@@ -214,6 +218,18 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	})
 	if err := s.waitReady(ctx); err != nil {
 		return nil, err
+	}
+	var cert *x509.Certificate
+	if s.adminConfig, cert, err = s.writeAdminConfig(); err != nil {
+		return nil, err
+	}
+	if cert != nil {
+		rec := audit.Record{Event: audit.EventCertificateIssued, User: audit.User{Name: cfg.Name, Kind: "server", ID: s.creds.Identity().String()},
+			Message: "client certificate for the first user, in " + s.adminConfig,
+			Annotations: map[string]string{"serial": pki.SerialString(cert), "identity": cert.URIs[0].String(), "expires": cert.NotAfter.UTC().Format(time.RFC3339)}}
+		if err := s.audit.Write(ctx, rec); err != nil {
+			return nil, fmt.Errorf("audit the admin certificate: %w", err)
+		}
 	}
 	log.Info("API serving", "addr", s.apiAddr, "http3", true, "cluster", cfg.Cluster)
 	return s, nil

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +18,8 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"nexus.dev/nexus/api/apitest"
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/pki"
@@ -83,6 +86,15 @@ func userClient(t *testing.T, dataDir, user string, h3 bool) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func get(t *testing.T, c *http.Client, url string) (int, string) {
 	t.Helper()
 	resp, err := c.Get(url)
@@ -116,6 +128,27 @@ func TestServerFromAnEmptyDataDir(t *testing.T) {
 	if code, _ := get(t, userClient(t, dir, "mallory", false), url+"/v1/namespaces"); code != 403 {
 		t.Fatalf("a user with no binding: %d", code)
 	}
+	// admin.conf: 0600, and it works as it is.
+	adminConf := filepath.Join(dir, AdminConfigFile)
+	if st, err := os.Stat(adminConf); err != nil || st.Mode().Perm() != 0o600 || s.AdminConfig() != adminConf {
+		t.Fatalf("admin.conf: %v %v", st, err)
+	}
+	cc, err := client.LoadConfig(adminConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolved, err := cc.Resolve("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(resolved.Settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsRes, _ := types.LookupResource("namespaces")
+	if items, _, err := cl.List(context.Background(), nsRes, "", client.ListOptions{}); err != nil || len(items) == 0 {
+		t.Fatalf("list namespaces with admin.conf: %d, %v", len(items), err)
+	}
 	root1, _ := pki.Dir{Path: filepath.Join(dir, "pki")}.RootCert()
 	// Create something, stop, start again: same CA, same objects.
 	req, _ := http.NewRequest("POST", url+"/v1/namespaces", strings.NewReader(`{"kind":"Namespace","metadata":{"name":"team"}}`))
@@ -125,6 +158,7 @@ func TestServerFromAnEmptyDataDir(t *testing.T) {
 		t.Fatalf("create namespace: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	confBefore := mustRead(t, adminConf)
 	s.Stop()
 	s, err = Start(context.Background(), cfg)
 	if err != nil {
@@ -134,6 +168,9 @@ func TestServerFromAnEmptyDataDir(t *testing.T) {
 	root2, _ := pki.Dir{Path: filepath.Join(dir, "pki")}.RootCert()
 	if !root1.Equal(root2) {
 		t.Fatal("a restart made a new CA")
+	}
+	if string(mustRead(t, adminConf)) != string(confBefore) {
+		t.Fatal("a restart issued a new admin.conf while the old one was good for months")
 	}
 	code, body := get(t, userClient(t, dir, "admin", false), url+"/v1/namespaces/team")
 	if code != 200 {

@@ -57,7 +57,7 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newHelloCommand())
 	root.AddCommand(newImageCommand(opts))
 	root.AddCommand(newDemoCommand(opts))
-	root.AddCommand(newServerCommand(opts), newSecretsCommand(opts))
+	root.AddCommand(newServerCommand(opts), newSecretsCommand(opts), newUserCommand(opts))
 	root.AddCommand(newAuditCommand(opts))
 	root.AddCommand(newApplyCommand(), newGetCommand(), newDescribeCommand(), newDeleteCommand(), newEditCommand(), newCreateCommand(), newConfigCommand())
 	return root

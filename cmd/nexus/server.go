@@ -47,6 +47,7 @@ Then, as the admin:
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.DataDir = g.dataDir
 			cfg.Logger = slog.Default()
+			cfg.WriteUserConfig = true
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return runServer(ctx, cfg, cmd)
