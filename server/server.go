@@ -66,7 +66,7 @@ type Config struct {
 	// WriteUserConfig also writes the admin's configuration to
 	// ~/.nexus/config when that file does not exist.
 	WriteUserConfig bool
-	Logger      *slog.Logger
+	Logger          *slog.Logger
 }
 
 // DefaultAPIPort is where the API listens unless told otherwise.
@@ -225,7 +225,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cert != nil {
 		rec := audit.Record{Event: audit.EventCertificateIssued, User: audit.User{Name: cfg.Name, Kind: "server", ID: s.creds.Identity().String()},
-			Message: "client certificate for the first user, in " + s.adminConfig,
+			Message:     "client certificate for the first user, in " + s.adminConfig,
 			Annotations: map[string]string{"serial": pki.SerialString(cert), "identity": cert.URIs[0].String(), "expires": cert.NotAfter.UTC().Format(time.RFC3339)}}
 		if err := s.audit.Write(ctx, rec); err != nil {
 			return nil, fmt.Errorf("audit the admin certificate: %w", err)

@@ -407,7 +407,9 @@ func (b *bench) fanout(admin *pooled, w, u int) ([3]float64, error) {
 	if err != nil {
 		return [3]float64{}, err
 	}
-	var meta struct{ Metadata struct{ ResourceVersion string } }
+	var meta struct {
+		Metadata struct{ ResourceVersion string }
+	}
 	_ = json.Unmarshal(body, &meta)
 	var ready sync.WaitGroup
 	var failed atomic.Int64
