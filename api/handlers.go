@@ -117,7 +117,9 @@ func (s *Server) list(w http.ResponseWriter, r *request) error {
 		return err
 	}
 	if opts.Limit == 0 && opts.Continue == "" {
-		return s.listCached(w, r, opts)
+		if err := s.listCached(w, r, opts); !errors.Is(err, storage.ErrNotCurrent) {
+			return err
+		}
 	}
 	l, err := s.store.List(r.http.Context(), r.res, r.namespace, opts)
 	if err != nil {

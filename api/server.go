@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,9 +113,15 @@ func New(cfg Config) (*Server, error) {
 	s.fair = newFairness(s.limits)
 	s.tokens = &tokenStore{cli: cfg.Client, prefix: storage.DefaultPrefix + "_tokens/", now: s.now}
 	s.rbac = newRBACCache(s.store, s.log)
+	pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	progress := storage.ProgressIsOrdered(pctx, cfg.Client)
+	cancel()
+	if !progress {
+		s.log.Warn("the store's progress notifications may overtake events (etcd before 3.4.31/3.5.13): gets and lists read the store instead of the watch cache")
+	}
 	s.caches = map[string]*storage.Cache{}
 	for _, r := range types.AllResources() {
-		s.caches[r.Plural] = storage.NewCache(s.store, r, s.log)
+		s.caches[r.Plural] = storage.NewCache(s.store, r, progress, s.log)
 	}
 	return s, s.bootstrap(context.Background(), cfg.BootstrapAdmin)
 }
@@ -146,7 +153,15 @@ func (s *Server) Run(ctx context.Context) error {
 // current returns an object as current as a read from the store, from the
 // watch cache.
 func (s *Server) current(ctx context.Context, r *types.Resource, ns, name string) (types.Object, []byte, error) {
-	return s.caches[r.Plural].Get(ctx, ns, name)
+	o, js, err := s.caches[r.Plural].Get(ctx, ns, name)
+	if !errors.Is(err, storage.ErrNotCurrent) {
+		return o, js, err
+	}
+	if o, err = s.store.Get(ctx, r, ns, name); err != nil {
+		return nil, nil, err
+	}
+	js, err = json.Marshal(o)
+	return o, js, err
 }
 
 // bootstrap creates the default namespace and the first user's

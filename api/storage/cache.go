@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -47,8 +49,16 @@ type Cache struct {
 	since    int64
 	watchers map[*cacheWatcher]struct{}
 	probes   prober
-	ready    bool
-	stopped  bool
+	// progress says the store's progress notifications come behind the
+	// events they cover (Nexus's store; etcd from 3.4.31 and 3.5.13:
+	// earlier ones could send one ahead of events still on their way).
+	// Without it, reads that must be current go to the store.
+	progress bool
+	// lastProgress is when a progress notification was last asked for
+	// (unix nanoseconds): concurrent Syncs share the requests.
+	lastProgress atomic.Int64
+	ready        bool
+	stopped      bool
 }
 
 type cached struct {
@@ -74,11 +84,14 @@ const (
 )
 
 // NewCache returns a cache of r; Run fills it and keeps it current.
-func NewCache(s *Store, r *types.Resource, log *slog.Logger) *Cache {
+// progress says whether the store's progress notifications can be trusted
+// (ProgressIsOrdered); without them Get and List fail with ErrNotCurrent
+// and the caller reads the store.
+func NewCache(s *Store, r *types.Resource, progress bool, log *slog.Logger) *Cache {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Cache{store: s, r: r, log: log, objects: map[string]*cached{}, watchers: map[*cacheWatcher]struct{}{}}
+	c := &Cache{store: s, r: r, log: log, progress: progress, objects: map[string]*cached{}, watchers: map[*cacheWatcher]struct{}{}}
 	c.changed = sync.NewCond(c.mu.RLocker())
 	c.probes.probe = c.probeStore
 	return c
@@ -145,6 +158,16 @@ func (c *Cache) follow(ctx context.Context) error {
 		}
 		if resp.CompactRevision != 0 {
 			return errors.New("the watch was compacted")
+		}
+		if resp.IsProgressNotify() {
+			// Everything up to this revision has been delivered.
+			c.mu.Lock()
+			if resp.Header.Revision > c.rev {
+				c.rev = resp.Header.Revision
+			}
+			c.mu.Unlock()
+			c.changed.Broadcast()
+			continue
 		}
 		for _, ev := range resp.Events {
 			if err := c.apply(ev); err != nil {
@@ -256,36 +279,16 @@ func eventLine(typ EventType, obj []byte) []byte {
 	return append(line, '}', '\n')
 }
 
-// WaitFor waits until the cache reflects revision rev (or later). A
-// revision the cache has not reached through its own resource's changes is
-// checked against the store (Sync).
+// WaitFor waits until the cache reflects revision rev (or later): a
+// revision from an object or list of this API, which the store has reached.
 func (c *Cache) WaitFor(ctx context.Context, rev int64) error {
-	if c.Revision() < rev {
-		if err := c.Sync(ctx); err != nil {
-			return err
-		}
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.ready && c.rev >= rev {
+	if c.Revision() >= rev {
 		return nil
 	}
-	stop := context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		c.mu.Unlock()
-		c.changed.Broadcast()
-	})
-	defer stop()
-	for !(c.ready && c.rev >= rev) {
-		if c.stopped {
-			return errors.New("the watch cache stopped")
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c.changed.Wait()
+	if err := c.Sync(ctx); err != nil {
+		return err
 	}
-	return nil
+	return c.waitRev(ctx, rev)
 }
 
 // Get returns an object and its JSON, as current as a read from the store.
@@ -426,6 +429,10 @@ func (w *cacheWatcher) end(err error) {
 	close(w.done)
 }
 
+// ErrNotCurrent means the cache cannot prove it is current (the store's
+// progress notifications cannot be trusted): read the store.
+var ErrNotCurrent = errors.New("the watch cache cannot prove it is current")
+
 // ErrTooOld means a watch asked for a revision older than the cache's
 // history: the caller watches the store instead.
 var ErrTooOld = errors.New("revision older than the watch cache's history")
@@ -434,7 +441,9 @@ var ErrTooOld = errors.New("revision older than the watch cache's history")
 // current objects as Added, then the changes), in ns (all when empty), that
 // match opts, until ctx ends.
 func (c *Cache) Watch(ctx context.Context, from int64, ns string, opts ListOptions) (CacheWatch, error) {
-	if err := c.WaitFor(ctx, from); err != nil {
+	if err := c.WaitFor(ctx, from); errors.Is(err, ErrNotCurrent) {
+		return nil, ErrTooOld // beyond what the cache has seen: the store serves it
+	} else if err != nil {
 		return nil, err
 	}
 	// A revision the store has compacted away is Gone, as from the store,
@@ -494,11 +503,9 @@ func (c *Cache) Revision() int64 {
 	return c.rev
 }
 
-// probeResult is what one probe of the store found about a resource: the
-// store's revision, the newest mod revision under the resource's prefix and
-// how many keys it holds.
+// probeResult is what one probe of the store found: its revision.
 type probeResult struct {
-	rev, maxMod, count int64
+	rev int64
 }
 
 // prober coalesces probes: concurrent callers share one, and a caller waits
@@ -555,51 +562,64 @@ func (p *prober) loop() {
 	}
 }
 
-// probeStore reads, in one linearizable transaction, how many keys the
-// resource has and the newest mod revision among them.
+// probeStore reads the store's current revision with a linearizable read
+// of one key that never exists (constant cost, whatever the resource holds).
 func (c *Cache) probeStore(ctx context.Context) (probeResult, error) {
-	prefix := c.store.listPrefix(c.r, "")
-	resp, err := c.store.cli.Txn(ctx).Then(
-		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
-		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1),
-			clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend)),
-	).Commit()
+	resp, err := c.store.cli.Get(ctx, DefaultPrefix+"_revision", clientv3.WithCountOnly())
 	if err != nil {
 		return probeResult{}, err
 	}
-	res := probeResult{rev: resp.Header.Revision, count: resp.Responses[0].GetResponseRange().Count}
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		res.maxMod = kvs[0].ModRevision
-	}
-	return res, nil
+	return probeResult{rev: resp.Header.Revision}, nil
 }
 
 // Sync brings the cache to a state at least as current as a read from the
-// store made now: it probes the store (shared with concurrent callers) and
-// waits for the cache to catch up. The cache's watch sees only this
-// resource's changes, so when the store's revision moved on through other
-// resources, the probe shows whether anything of this one changed since
-// the cache's revision: if its newest key is not newer and it holds as many
-// keys, nothing did (a put would be newer, a delete would lower the
-// count), and the cache is current at the probe's revision.
+// store made now: it reads the store's revision (one read shared with
+// concurrent callers), then waits until the cache's watch has delivered
+// everything up to it. The watch sees only this resource's changes, so when
+// the store's revision moved on through other keys, the cache asks the
+// store for a progress notification, which arrives behind every event up to
+// the revision it names (etcd's RequestProgress; Nexus's store does the
+// same).
 func (c *Cache) Sync(ctx context.Context) error {
+	if !c.progress {
+		return ErrNotCurrent
+	}
 	p, err := c.probes.current(ctx)
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	if c.ready && c.rev < p.rev && c.rev >= p.maxMod && int64(len(c.objects)) == p.count {
-		c.rev = p.rev
-		c.mu.Unlock()
-		c.changed.Broadcast()
+	if c.Revision() >= p.rev {
 		return nil
 	}
-	c.mu.Unlock()
-	return c.waitCovering(ctx, p)
+	done := make(chan struct{})
+	defer close(done)
+	go c.requestProgress(ctx, done)
+	return c.waitRev(ctx, p.rev)
 }
 
-// waitCovering waits until the cache reflects every change the probe saw.
-func (c *Cache) waitCovering(ctx context.Context, p probeResult) error {
+// requestProgress asks for progress notifications until done: every few
+// milliseconds, as a request finds nothing when the watch is still
+// catching up, or (with etcd) another member answered the read.
+func (c *Cache) requestProgress(ctx context.Context, done <-chan struct{}) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if now := time.Now(); c.lastProgress.Load() < now.Add(-2*time.Millisecond).UnixNano() {
+			c.lastProgress.Store(now.UnixNano())
+			_ = c.store.cli.RequestProgress(clientv3.WithRequireLeader(ctx))
+		}
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// waitRev waits until the cache reflects revision rev.
+func (c *Cache) waitRev(ctx context.Context, rev int64) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	stop := context.AfterFunc(ctx, func() {
@@ -608,7 +628,7 @@ func (c *Cache) waitCovering(ctx context.Context, p probeResult) error {
 		c.changed.Broadcast()
 	})
 	defer stop()
-	for !(c.ready && (c.rev >= p.rev || (c.rev >= p.maxMod && int64(len(c.objects)) == p.count))) {
+	for !(c.ready && c.rev >= rev) {
 		if c.stopped {
 			return errors.New("the watch cache stopped")
 		}
@@ -618,4 +638,32 @@ func (c *Cache) waitCovering(ctx context.Context, p probeResult) error {
 		c.changed.Wait()
 	}
 	return nil
+}
+
+// ProgressIsOrdered reports whether every endpoint's progress notifications
+// come behind the events they cover: Nexus's store (its storage version
+// says so) and etcd 3.4.31+, 3.5.13+ and 3.6+, where etcd fixed
+// notifications sent ahead of events (etcd-io/etcd#15220).
+func ProgressIsOrdered(ctx context.Context, cli *clientv3.Client) bool {
+	for _, ep := range cli.Endpoints() {
+		st, err := cli.Status(ctx, ep)
+		if err != nil {
+			return false
+		}
+		if strings.HasPrefix(st.StorageVersion, "nexus-") {
+			continue
+		}
+		var major, minor, patch int
+		if _, err := fmt.Sscanf(st.Version, "%d.%d.%d", &major, &minor, &patch); err != nil {
+			return false
+		}
+		switch {
+		case major > 3 || (major == 3 && minor >= 6):
+		case major == 3 && minor == 5 && patch >= 13:
+		case major == 3 && minor == 4 && patch >= 31:
+		default:
+			return false
+		}
+	}
+	return true
 }

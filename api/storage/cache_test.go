@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -16,7 +17,7 @@ import (
 
 func startCache(t *testing.T, s *Store, r *types.Resource) *Cache {
 	t.Helper()
-	c := NewCache(s, r, nil)
+	c := NewCache(s, r, ProgressIsOrdered(context.Background(), s.cli), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -32,6 +33,14 @@ func TestCacheReadsAreCurrent(t *testing.T) {
 		ctx := ctxT(t)
 		wl, ns := res(t, "workloads"), res(t, "namespaces")
 		c := startCache(t, s, wl)
+		if !c.progress {
+			// etcd 3.4.23 (Debian's) can send progress ahead of events: the
+			// cache must refuse to answer, and the API reads the store.
+			if _, _, err := c.Get(ctx, "default", "w0"); !errors.Is(err, ErrNotCurrent) {
+				t.Fatalf("a cache that cannot prove it is current answered: %v", err)
+			}
+			return
+		}
 		for i := range 30 {
 			w := workload(fmt.Sprintf("w%d", i%5), int32(i+1))
 			if i < 5 {
@@ -91,8 +100,11 @@ func TestCacheWatchReplaysAndEndsSlowWatchers(t *testing.T) {
 			want = append(want, o.GetObjectMeta().ResourceVersion)
 		}
 		lastWant, _ := strconv.ParseInt(want[len(want)-1], 10, 64)
-		if err := c.WaitFor(ctx, lastWant); err != nil {
-			t.Fatal(err)
+		for c.Revision() < lastWant { // the events arrive through the watch
+			if ctx.Err() != nil {
+				t.Fatal("the cache never saw the writes")
+			}
+			time.Sleep(time.Millisecond)
 		}
 		w, err := c.Watch(ctx, from, "default", ListOptions{})
 		if err != nil {

@@ -397,20 +397,25 @@ func (b *bench) fanout(admin *pooled, w, u int) ([3]float64, error) {
 	const perConn = 100
 	type watcher struct{ got chan time.Time }
 	ws := make([]*watcher, w)
+	// The watchers' identities are the last certificates issued.
+	first := len(b.userCerts) - (w+watchersPerUser-1)/watchersPerUser
 	var clients []*pooled
 	for i := range (w + perConn - 1) / perConn {
-		clients = append(clients, b.client(b.userCerts[1+len(b.userCerts)-1-(w+watchersPerUser-1)/watchersPerUser+i*perConn/watchersPerUser], 1))
+		clients = append(clients, b.client(b.userCerts[first+i*perConn/watchersPerUser], 1))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	body, err := b.fetch(admin, "/v1/namespaces/bench/workloads/web")
+	// Watch from a list's revision, as a client that lists, then watches.
+	body, err := b.fetch(admin, "/v1/namespaces/bench/workloads?fieldSelector=metadata.name%3Dweb")
 	if err != nil {
 		return [3]float64{}, err
 	}
 	var meta struct {
 		Metadata struct{ ResourceVersion string }
 	}
-	_ = json.Unmarshal(body, &meta)
+	if err := json.Unmarshal(body, &meta); err != nil || meta.Metadata.ResourceVersion == "" {
+		return [3]float64{}, fmt.Errorf("list before watching: %v: %.300s", err, body)
+	}
 	var ready sync.WaitGroup
 	var failed atomic.Int64
 	for i := range w {
@@ -421,7 +426,13 @@ func (b *bench) fanout(admin *pooled, w, u int) ([3]float64, error) {
 			resp, err := clients[i/perConn].get().Do(req)
 			ready.Done()
 			if err != nil || resp.StatusCode != 200 {
-				failed.Add(1)
+				if failed.Add(1) == 1 {
+					if err == nil {
+						b, _ := io.ReadAll(resp.Body)
+						err = fmt.Errorf("%d: %s", resp.StatusCode, b)
+					}
+					fmt.Fprintf(os.Stderr, "  first watch failure: %v\n", err)
+				}
 				return
 			}
 			defer resp.Body.Close()

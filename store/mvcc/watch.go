@@ -154,6 +154,26 @@ func (w *Watcher) Progress() (rev int64, ok bool) {
 	return w.s.notifiedRev, true
 }
 
+// RequestProgress queues, behind every event already queued, a batch with
+// no events at the revision up to which the watcher has been offered every
+// event: a progress notification, delivered in order with the events, so a
+// client that sees it knows it has seen everything up to that revision (as
+// etcd's RequestProgress). It reports false when it cannot now: the watcher
+// is still replaying history, has stopped, or its buffer is full.
+func (w *Watcher) RequestProgress() bool {
+	w.s.watchMu.Lock()
+	defer w.s.watchMu.Unlock()
+	if w.canceled || w.replaying {
+		return false
+	}
+	select {
+	case w.ch <- WatchResponse{Revision: w.s.notifiedRev}:
+		return true
+	default:
+		return false
+	}
+}
+
 func (s *Store) cancelLocked(w *Watcher, reason error) {
 	if w.canceled {
 		return

@@ -29,6 +29,7 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[etcdserverpb.WatchRe
 		mu      sync.Mutex
 		nextID  int64
 		cancels = map[int64]context.CancelFunc{}
+		running = map[int64]*mvcc.Watcher{}
 		wg      sync.WaitGroup
 	)
 	// Stop every watcher of the stream, then wait for their pumps.
@@ -85,25 +86,48 @@ func (w *watchServer) Watch(stream grpc.BidiStreamingServer[etcdserverpb.WatchRe
 			if send(&etcdserverpb.WatchResponse{Header: w.s.header(), WatchId: id, Created: true}) != nil {
 				return nil
 			}
+			mu.Lock()
+			running[id] = watcher
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				w.pump(wctx, id, watcher, cr.Fragment, send)
+				mu.Lock()
+				if running[id] == watcher {
+					delete(running, id)
+				}
+				mu.Unlock()
 			}()
 		case req.GetCancelRequest() != nil:
 			id := req.GetCancelRequest().WatchId
 			mu.Lock()
 			c := cancels[id]
 			delete(cancels, id)
+			delete(running, id)
 			mu.Unlock()
 			if c != nil {
 				c()
 			}
 		case req.GetProgressRequest() != nil:
-			// A progress notification tells every watcher of the stream how
-			// far the store is; etcd marks it with watch ID -1.
-			if send(&etcdserverpb.WatchResponse{Header: w.s.header(), WatchId: -1}) != nil {
-				return nil
+			// Each watcher gets a notification queued behind its events (a
+			// response with no events at the revision it has seen all of),
+			// so a client never sees progress past an event still on its
+			// way. With no watcher, the stream's answer is the current
+			// revision, marked with watch ID -1 as etcd does.
+			mu.Lock()
+			ws := make([]*mvcc.Watcher, 0, len(running))
+			for _, wt := range running {
+				ws = append(ws, wt)
+			}
+			mu.Unlock()
+			if len(ws) == 0 {
+				if send(&etcdserverpb.WatchResponse{Header: w.s.header(), WatchId: -1}) != nil {
+					return nil
+				}
+			}
+			for _, wt := range ws {
+				wt.RequestProgress()
 			}
 		}
 	}
