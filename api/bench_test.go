@@ -68,3 +68,31 @@ func BenchmarkGet(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCreate: authenticated creates of small workloads over HTTP/2
+// with mutual TLS, from parallel clients each with its own identity.
+func BenchmarkCreate(b *testing.B) {
+	c := servertest.StartServer(b, apitest.NexusStore(b), servertest.ServerOptions{Limits: api.Limits{RequestsPerSecond: 1e9, Burst: 1e9, MaxInFlight: 1e6, MaxBodyBytes: 1 << 20, MaxWatches: 10}})
+	var n atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		id := n.Add(1)
+		hc := c.HTTPClient(b, c.User(b, "admin"), false)
+		for i := 0; pb.Next(); i++ {
+			body := fmt.Sprintf(`{"kind":"Workload","metadata":{"name":"web-%d-%d","labels":{"app":"web"}},"spec":{"replicas":3,"template":{"image":"nexus.local/hello","ports":[{"name":"http","port":8080}]}}}`, id, i)
+			req, _ := http.NewRequest("POST", c.URL()+"/v1/namespaces/default/workloads", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 201 {
+				b.Errorf("create: %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}

@@ -446,6 +446,13 @@ func (s *Server) namespaceExists(r *request) error {
 	if !r.res.Namespaced {
 		return nil
 	}
+	// A namespace the cache holds (active) existed a moment ago, which is
+	// what this check can promise anyway: a namespace deleted meanwhile is
+	// emptied after this create, as in Kubernetes. Only a miss (a namespace
+	// made a moment ago, say) costs a current read.
+	if o, ok := s.caches[s.nsRes.Plural].Peek("", r.namespace); ok && o.(*types.Namespace).Status.Phase != "Terminating" {
+		return nil
+	}
 	o, _, err := s.current(r.http.Context(), s.nsRes, "", r.namespace)
 	if storage.IsNotFound(err) {
 		return problem(http.StatusNotFound, "NotFound", "namespace %s does not exist: create it first (nexus create namespace %s)", r.namespace, r.namespace)

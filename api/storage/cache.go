@@ -291,6 +291,19 @@ func (c *Cache) WaitFor(ctx context.Context, rev int64) error {
 	return c.waitRev(ctx, rev)
 }
 
+// Peek returns an object as the cache holds it now, without making sure
+// the cache is current: for checks that a stale answer cannot make unsafe
+// (see the caller), at no store round trip.
+func (c *Cache) Peek(ns, name string) (types.Object, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e := c.objects[cacheKey(ns, name)]
+	if !c.ready || e == nil || e.err != nil {
+		return nil, false
+	}
+	return e.obj, true
+}
+
 // Get returns an object and its JSON, as current as a read from the store.
 func (c *Cache) Get(ctx context.Context, ns, name string) (types.Object, []byte, error) {
 	if err := c.Sync(ctx); err != nil {

@@ -22,7 +22,7 @@ import (
 func TestWriteLevels(t *testing.T) {
 	dir := t.TempDir()
 	policy := DefaultPolicy()
-	policy.Rules = append([]Rule{{Level: RequestResponse, Resources: []string{"roles"}}}, policy.Rules...)
+	policy.Rules = append([]Rule{{Level: RequestResponse, Resources: []string{"roles"}}, {Level: Metadata, Verbs: []string{"get"}, Resources: []string{"workloads"}}}, policy.Rules...)
 	l := openLog(t, Config{Dir: dir, Policy: policy})
 
 	body := json.RawMessage(`{"kind":"Workload","spec":{"replicas":3}}`)
@@ -429,7 +429,7 @@ func TestCloseWhileWriting(t *testing.T) {
 // denial or a failure enqueued goes through Write and is on disk on return.
 func TestEnqueueWritesWithoutWaiting(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(Config{Dir: dir})
+	l, err := Open(Config{Dir: dir, Policy: &Policy{Default: Metadata}}) // reads recorded
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,13 +32,18 @@ type Policy struct {
 }
 
 // DefaultPolicy is the policy of a Log whose Config names none: health and
-// metrics not at all, secrets at Metadata (their bodies are redacted anyway),
-// other mutations with their request body, everything else at Metadata.
+// metrics not at all, secrets at Metadata (their bodies are redacted
+// anyway), reads of anything else not at all (they change nothing, and a
+// record each cost more than the read itself: GETs went from 13% to 30% of
+// a bare handler's rate with and without them), other mutations with their
+// request body, everything else at Metadata. Denials and failures are kept
+// whatever the policy says.
 func DefaultPolicy() *Policy {
 	return &Policy{
 		Rules: []Rule{
 			{Level: None, Paths: []string{"/healthz", "/readyz", "/livez", "/metrics", "/version"}},
 			{Level: Metadata, Resources: []string{"secrets"}},
+			{Level: None, Verbs: []string{"get", "list", "watch"}},
 			{Level: Request, Verbs: []string{"create", "update", "patch", "delete", "deletecollection"}},
 		},
 		Default: Metadata,
