@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -177,22 +176,4 @@ func TestBadInputGetsProblemsNamingTheField(t *testing.T) {
 	if n := bytes.Count(l.body, []byte(`"kind":"Workload"`)); n != 1 {
 		t.Fatalf("%d workloads stored, want 1: %s", n, l.body)
 	}
-}
-
-// watchLines reads a watch stream's events.
-func watchLines(t *testing.T, body io.Reader, n int) []api.WatchEvent {
-	t.Helper()
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var evs []api.WatchEvent
-	for len(evs) < n && sc.Scan() {
-		var ev api.WatchEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("watch line %q: %v", sc.Text(), err)
-		}
-		if ev.Type != "BOOKMARK" {
-			evs = append(evs, ev)
-		}
-	}
-	return evs
 }

@@ -636,9 +636,11 @@ func (c *Cache) waitRev(ctx context.Context, rev int64) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	stop := context.AfterFunc(ctx, func() {
+		// Broadcast under the lock: a waiter is either before its
+		// check of ctx.Err or parked in Wait, never in between.
 		c.mu.Lock()
-		c.mu.Unlock()
 		c.changed.Broadcast()
+		c.mu.Unlock()
 	})
 	defer stop()
 	for !(c.ready && c.rev >= rev) {

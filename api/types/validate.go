@@ -31,10 +31,9 @@ const (
 )
 
 var (
-	envName    = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
-	portName   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	secretKey  = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
-	validKinds = []WorkloadKind{KindService, KindJob, KindDaemon}
+	envName   = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
+	portName  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	secretKey = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
 )
 
 func (o *Namespace) validate(*Resource) FieldErrors {

@@ -15,14 +15,13 @@ import (
 // keeperFixture is a certificate in files and the credentials loaded from
 // them, as a server process has.
 type keeperFixture struct {
-	ca                 *testCA
-	clock              *fakeClock
-	creds              *Credentials
-	cert, key, bundle  string
-	revocations        string
-	id                 identity.ID
-	dir                string
-	revocationsVersion *RevocationList
+	ca                *testCA
+	clock             *fakeClock
+	creds             *Credentials
+	cert, key, bundle string
+	revocations       string
+	id                identity.ID
+	dir               string
 }
 
 func newKeeperFixture(t *testing.T) *keeperFixture {
