@@ -201,7 +201,7 @@ func TestPodmanDrivesNexusRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := testrootfs.Build(rootfs); err != nil {
-		t.Skip(err)
+		testutil.Missing(t, "%v", err)
 	}
 	// podman refuses a runroot longer than 50 characters: t.TempDir is longer.
 	store, err := os.MkdirTemp("", "pm")

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"nexus.dev/nexus/internal/testutil"
 )
 
 // busyboxCandidates are where Debian's busybox-static puts the binary.
@@ -90,7 +92,7 @@ func Build(dir string) error {
 func New(t testing.TB) string {
 	t.Helper()
 	if _, err := FindBusybox(); err != nil {
-		t.Skip(err.Error())
+		testutil.Missing(t, "%v", err)
 	}
 	dir := t.TempDir()
 	// t.TempDir is 0700; containers running as another user need to traverse it.
@@ -142,7 +144,7 @@ func Bundle(t testing.TB, spec any, edit func(rootfs string)) string {
 	}
 	if err := Build(rootfs); err != nil {
 		if errors.Is(err, ErrNoBusybox) {
-			t.Skip(err)
+			testutil.Missing(t, "%v", err)
 		}
 		t.Fatal(err)
 	}

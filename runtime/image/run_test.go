@@ -26,11 +26,7 @@ import (
 // through `nexus runtime` need it.
 func nexusBin(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("NEXUS_BIN")
-	if bin == "" {
-		t.Skip("needs NEXUS_BIN, the nexus binary to run containers with (make test sets it)")
-	}
-	return bin
+	return testutil.NexusBin(t)
 }
 
 // runBundle runs a prepared bundle to completion with `nexus runtime run`

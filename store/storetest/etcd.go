@@ -13,6 +13,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"nexus.dev/nexus/internal/testutil"
 )
 
 // EtcdCluster is a real etcd cluster (Debian's etcd-server) on loopback,
@@ -41,12 +43,12 @@ func FreePort() (int, error) {
 
 // StartEtcd starts an n-member etcd cluster under dir, each member with
 // the extra flags given, and waits until it serves. It skips the test when
-// etcd is not installed.
+// etcd is not installed (fails it under CI=true).
 func StartEtcd(t testing.TB, dir string, n int, flags ...string) *EtcdCluster {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
-		t.Skip("needs etcd: apt-get install -y etcd-server (.ci/run installs it)")
+		testutil.Missing(t, "needs etcd: apt-get install -y etcd-server (make deps installs it)")
 	}
 	c := &EtcdCluster{Bin: bin, Dir: dir, args: flags}
 	var initial []string

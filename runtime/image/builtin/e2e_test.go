@@ -30,10 +30,7 @@ import (
 // HTTP, and stopped with SIGTERM, after which it exits 0 and is gone.
 func TestBuiltinImageRunsAndAnswers(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := os.Getenv("NEXUS_BIN")
-	if bin == "" {
-		t.Skip("needs NEXUS_BIN, the path of a static `make build` binary (make test and CI set it)")
-	}
+	bin := testutil.NexusBin(t)
 	img, err := Image(bin)
 	if err != nil {
 		t.Fatal(err)

@@ -212,7 +212,7 @@ func TestResolveUserNeverReadsHostFiles(t *testing.T) {
 		root := t.TempDir()
 		os.MkdirAll(filepath.Join(root, "etc"), 0o755)
 		if err := unix.Mkfifo(filepath.Join(root, "etc/passwd"), 0o644); err != nil {
-			t.Skip(err)
+			t.Fatalf("make a fifo: %v", err)
 		}
 		if _, err := ResolveUser(root, "app"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 			t.Fatalf("fifo passwd: %v", err)

@@ -35,6 +35,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"nexus.dev/nexus/internal/testrootfs"
+	"nexus.dev/nexus/internal/testutil"
 )
 
 // RegistryOptions configures NewRegistry.
@@ -343,7 +344,7 @@ func BusyboxLayer(t testing.TB) v1.Layer {
 	t.Helper()
 	bb, err := testrootfs.FindBusybox()
 	if err != nil {
-		t.Skip(err)
+		testutil.Missing(t, "%v", err)
 	}
 	data, err := os.ReadFile(bb)
 	if err != nil {

@@ -173,7 +173,7 @@ func TestApplyTimesAndSize(t *testing.T) {
 func TestApplyXattrs(t *testing.T) {
 	dir := t.TempDir()
 	if err := unix.Setxattr(dir, "user.probe", []byte("1"), 0); err == unix.ENOTSUP || err == unix.EOPNOTSUPP {
-		t.Skipf("the filesystem of %s does not support user.* xattrs (tmpfs before Linux 6.6?): %v", dir, err)
+		testutil.Missing(t, "the filesystem of %s does not support user.* xattrs (tmpfs before Linux 6.6?): %v", dir, err)
 	}
 	unix.Removexattr(dir, "user.probe")
 	ents := []tarEntry{

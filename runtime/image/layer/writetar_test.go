@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/internal/testutil"
 )
 
 func TestWriteTarRoundTrip(t *testing.T) {
@@ -89,13 +91,11 @@ func TestWriteTarRoundTrip(t *testing.T) {
 }
 
 func TestWriteTarSkipsOverlayXattrs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("trusted.* xattrs need root")
-	}
+	testutil.RequireRoot(t) // trusted.* xattrs need root
 	src := t.TempDir()
 	os.Mkdir(filepath.Join(src, "d"), 0o755)
 	if err := unix.Setxattr(filepath.Join(src, "d"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
-		t.Skipf("cannot set trusted.overlay.opaque here: %v", err)
+		testutil.Missing(t, "cannot set trusted.overlay.opaque here: %v", err)
 	}
 	var buf bytes.Buffer
 	if err := WriteTar(context.Background(), &buf, src); err != nil {

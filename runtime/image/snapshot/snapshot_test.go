@@ -25,7 +25,7 @@ func requireOverlay(t *testing.T) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	if err := OverlaySupported(); err != nil {
-		t.Skipf("overlayfs cannot be mounted here: %v", err)
+		testutil.Missing(t, "overlayfs cannot be mounted here: %v", err)
 	}
 }
 
