@@ -59,6 +59,31 @@ func FuzzLabelSelector(f *testing.F) {
 	})
 }
 
+// FuzzFieldSelector: a field selector that parses prints to a string that
+// parses to the same selector, and checking it against a resource's
+// selectable fields never panics.
+func FuzzFieldSelector(f *testing.F) {
+	for _, s := range []string{"metadata.name=web", "spec.node!=n1,status.phase==Running", "metadata.namespace=a,metadata.name!=b", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sel, err := ParseFieldSelector(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseFieldSelector(sel.String())
+		if err != nil {
+			t.Fatalf("%q printed as %q, which does not parse: %v", s, sel.String(), err)
+		}
+		if again.String() != sel.String() {
+			t.Fatalf("%q -> %q -> %q", s, sel.String(), again.String())
+		}
+		for _, r := range AllResources() {
+			_ = CheckFieldSelector(r, sel)
+		}
+	})
+}
+
 // FuzzQuantities: parsed amounts print to strings that parse back to them.
 func FuzzQuantities(f *testing.F) {
 	for _, s := range []string{"500m", "2", "0.25", "256Mi", "1.5Gi", "1G", "1024"} {

@@ -62,7 +62,7 @@ Then, as the admin:
 	f.StringVar(&cfg.StorePeerAddr, "store-peer-addr", "[::1]:7380", "the embedded store member's peer address (QUIC)")
 	f.StringSliceVar(&cfg.StoreClientURLs, "store-client-urls", nil, "also serve the embedded store to etcd clients on these URLs (e.g. http://127.0.0.1:2379)")
 	f.StringVar(&cfg.AdminUser, "admin-user", "admin", "the first user, bound to cluster-admin on a new cluster")
-	f.StringVar(&cfg.AuditPolicy, "audit-policy", "", "audit policy file (JSON or YAML; default: metadata for everything, request bodies for changes)")
+	f.StringVar(&cfg.AuditPolicy, "audit-policy", "", "audit policy file (JSON or YAML; default: changes with their request bodies, reads of secrets, every denial and authentication failure; other reads not recorded)")
 	return cmd
 }
 
