@@ -10,6 +10,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/internal/fsutil"
 )
 
 // SpecError is a problem with one field of a runtime spec. Field is the JSON
@@ -35,8 +37,14 @@ func LoadSpec(bundle string) (*specs.Spec, error) {
 	return loadSpec(bundle, true)
 }
 
+// MaxSpecSize is the most the runtime reads of a config.json or of a
+// process file for exec: a hardened config with a full seccomp profile is
+// about 30 KiB, and a file without end (/dev/zero, a FIFO) must not take
+// the machine's memory.
+const MaxSpecSize = 4 << 20
+
 func loadSpec(bundle string, checkSeccomp bool) (*specs.Spec, error) {
-	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	data, err := fsutil.ReadFileLimit(filepath.Join(bundle, "config.json"), MaxSpecSize)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("bundle %s has no config.json: create one (e.g. with `nexus runtime spec`) or pass the right --bundle", bundle)

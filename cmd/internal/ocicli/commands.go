@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/runtime"
 )
 
@@ -147,6 +148,11 @@ ID is a name you choose for the container, unique among the containers under
 --root: ` + idRules + `.
 Other commands (state, kill, exec, delete) refer to the container by it.
 
+When config.json sets process.terminal (as runc spec and crun spec do), the
+container gets a pseudo-terminal whose other end is this command: its stdin
+goes to the container, the container's output comes out of its stdout. With
+--console-socket the terminal goes to that socket instead.
+
 Signals sent to this command go to the container's process once it runs;
 an INT, TERM, HUP or QUIT that comes before stops the create and removes
 what it made.
@@ -169,9 +175,16 @@ the root filesystem that config.json's root.path names (rootfs by default).`,
 			defer cancel()
 			id := args[0]
 			var relay *signalRelay
+			// In the foreground without --console-socket this command is
+			// the other end of a process.terminal's pty, as for runc and
+			// crun: bundles from `runc spec` and `crun spec` set terminal.
+			stopConsole := func() {}
 			if !detach {
 				relay = catchSignals(cancel)
 				defer relay.stop()
+				if co.ConsoleSocket == "" {
+					co.Console = func(master *os.File) { stopConsole = runtime.RelayConsole(master, os.Stdin, os.Stdout) }
+				}
 			}
 			if err := o.rt.Create(ctx, id, co); err != nil {
 				return relay.explain(id, err)
@@ -182,6 +195,7 @@ the root filesystem that config.json's root.path names (rootfs by default).`,
 			}
 			if err != nil {
 				_ = o.rt.Delete(context.Background(), id, true)
+				stopConsole()
 				return relay.explain(id, err)
 			}
 			if detach {
@@ -189,6 +203,7 @@ the root filesystem that config.json's root.path names (rootfs by default).`,
 			}
 			relay.forwardTo(func(s syscall.Signal) { _ = o.rt.Kill(id, s, false) })
 			status, err := o.rt.Wait(context.Background(), id)
+			stopConsole()
 			if derr := o.rt.Delete(context.Background(), id, true); derr != nil && err == nil {
 				err = derr
 			}
@@ -304,7 +319,7 @@ func rtExec(o *runtimeOptions) *cobra.Command {
 			id := args[0]
 			var proc *specs.Process
 			if processFile != "" {
-				data, err := os.ReadFile(processFile)
+				data, err := fsutil.ReadFileLimit(processFile, runtime.MaxSpecSize)
 				if err != nil {
 					return fmt.Errorf("read --process: %w", err)
 				}
