@@ -18,10 +18,11 @@ all: build
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-build: ## static bin/nexus, and bin/nexus-runtime: the lean OCI runtime program, also embedded in nexus as the container init stage
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o runtime/initbin/nexus-runtime.bin ./cmd/nexus-runtime
-	sha256sum runtime/initbin/nexus-runtime.bin | cut -c1-64 | tr -d '\n' > runtime/initbin/nexus-runtime.sha256
-	CGO_ENABLED=0 $(GO) build -trimpath -tags embedinit -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nexus
+build: ## static bin/nexus and bin/nexus-runtime (the lean OCI runtime program, also embedded in nexus), each carrying the nexus-init program (the container init stage)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o runtime/initbin/nexus-init.bin ./cmd/nexus-init
+	sha256sum runtime/initbin/nexus-init.bin | cut -c1-64 | tr -d '\n' > runtime/initbin/nexus-init.sha256
+	CGO_ENABLED=0 $(GO) build -trimpath -tags embedinit -ldflags '$(LDFLAGS)' -o runtime/initbin/nexus-runtime.bin ./cmd/nexus-runtime
+	CGO_ENABLED=0 $(GO) build -trimpath -tags embedinit,embedruntime -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nexus
 	rm -f bin/nexus-runtime
 	cp runtime/initbin/nexus-runtime.bin bin/nexus-runtime
 

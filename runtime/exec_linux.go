@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"nexus.dev/nexus/runtime/cgroups"
+	"nexus.dev/nexus/runtime/initstage"
 )
 
 // ExecOptions are the choices of Exec.
@@ -67,7 +68,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	if err != nil {
 		return nil, err
 	}
-	cfg := &initConfig{Mode: "exec", ID: id, Bundle: st.Bundle, Rootfs: st.Rootfs, Spec: ispec, Seccomp: filter, PreserveFDs: opts.PreserveFDs}
+	cfg := &initstage.Config{Mode: "exec", ID: id, Bundle: st.Bundle, Rootfs: st.Rootfs, Spec: ispec, Seccomp: filter, PreserveFDs: opts.PreserveFDs}
 	var joinPid string
 	if !hasNamespace(st.Spec.Linux, specs.MountNamespace) {
 		cfg.Chroot = "/proc/" + strconv.Itoa(st.Pid) + "/root"
@@ -123,11 +124,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 			return fail(err)
 		}
 	}
-	if err := json.NewEncoder(parentSock).Encode(cfg); err != nil {
+	if _, err := parentSock.Write(initstage.Encode(cfg)); err != nil {
 		return fail(err)
 	}
 	// On success the init execs and its end of the socket closes: EOF.
-	var msg initMessage
+	var msg initstage.Message
 	if err := json.NewDecoder(parentSock).Decode(&msg); err == nil && msg.Type == "error" {
 		ch.keep.Store(false)
 		<-ch.done

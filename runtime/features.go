@@ -5,30 +5,23 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
+
+	"nexus.dev/nexus/runtime/initstage"
 )
 
 // Features reports what this runtime implements, in the OCI features
 // format, so callers can check before they ask.
 func Features() *features.Features {
 	t := true
-	var nsTypes, caps, mountOpts []string
-	for ns := range namespaceFlags {
+	var nsTypes []string
+	for ns := range initstage.NamespaceFlags {
 		nsTypes = append(nsTypes, string(ns))
 	}
-	for c := range capabilityNames {
-		caps = append(caps, c)
-	}
-	for o := range mountFlagOptions {
-		mountOpts = append(mountOpts, o)
-	}
-	for o := range propagationOptions {
-		mountOpts = append(mountOpts, o)
-	}
-	mountOpts = append(mountOpts, "bind", "rbind")
+	caps, mountOpts := initstage.CapabilityNames(), initstage.MountOptionNames()
 	for _, l := range [][]string{nsTypes, caps, mountOpts} {
 		sort.Strings(l)
 	}
-	hooks := append([]string(nil), hookKinds...)
+	hooks := append([]string(nil), initstage.HookKinds...)
 	return &features.Features{
 		OCIVersionMin: "1.0.0",
 		OCIVersionMax: specs.Version,

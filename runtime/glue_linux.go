@@ -15,6 +15,7 @@ import (
 
 	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/runtime/cgroups"
+	"nexus.dev/nexus/runtime/initstage"
 	"nexus.dev/nexus/runtime/seccomp"
 )
 
@@ -36,49 +37,21 @@ func validateResources(l *specs.Linux) error {
 	return nil
 }
 
-// initSpec is the part of a spec the init stage acts on, which is all it
-// receives. The init decodes it with encoding/json, whose first decode of a
-// type builds the codecs of every type reachable from it (most of the
-// decode's cost: 4.0 ms median for a whole specs.Spec against 0.05 ms for the
-// same document decoded again, 2.4 ms for this part; 41 fresh processes
-// each on the bench machine). specs.Spec reaches 63 struct types, among them
-// the resources, the seccomp profile and the other platforms' sections.
-type initSpec struct {
-	Process    *specs.Process `json:"process,omitempty"`
-	Root       *specs.Root    `json:"root,omitempty"`
-	Hostname   string         `json:"hostname,omitempty"`
-	Domainname string         `json:"domainname,omitempty"`
-	Mounts     []specs.Mount  `json:"mounts,omitempty"`
-	Hooks      *specs.Hooks   `json:"hooks,omitempty"`
-	Linux      *initLinux     `json:"linux,omitempty"`
-}
-
-// initLinux is the part of linux the init stage acts on.
-type initLinux struct {
-	Namespaces        []specs.LinuxNamespace           `json:"namespaces,omitempty"`
-	Devices           []specs.LinuxDevice              `json:"devices,omitempty"`
-	Sysctl            map[string]string                `json:"sysctl,omitempty"`
-	TimeOffsets       map[string]specs.LinuxTimeOffset `json:"timeOffsets,omitempty"`
-	Personality       *specs.LinuxPersonality          `json:"personality,omitempty"`
-	MaskedPaths       []string                         `json:"maskedPaths,omitempty"`
-	ReadonlyPaths     []string                         `json:"readonlyPaths,omitempty"`
-	RootfsPropagation string                           `json:"rootfsPropagation,omitempty"`
-}
-
 // specForInit returns what the init stage receives of s: the part it acts
 // on and the compiled seccomp filter. compile is seccomp.Compile or a cache
 // in front of it.
-func specForInit(s *specs.Spec, compile func(*specs.LinuxSeccomp) (*seccomp.Filter, error)) (*initSpec, *seccomp.Filter, error) {
-	var f *seccomp.Filter
+func specForInit(s *specs.Spec, compile func(*specs.LinuxSeccomp) (*seccomp.Filter, error)) (*initstage.Spec, *initstage.Filter, error) {
+	var f *initstage.Filter
 	if s.Linux.Seccomp != nil {
-		var err error
-		if f, err = compile(s.Linux.Seccomp); err != nil {
+		c, err := compile(s.Linux.Seccomp)
+		if err != nil {
 			return nil, nil, specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
 		}
+		f = c.Program()
 	}
 	l := s.Linux
-	return &initSpec{Process: s.Process, Root: s.Root, Hostname: s.Hostname, Domainname: s.Domainname, Mounts: s.Mounts, Hooks: s.Hooks,
-		Linux: &initLinux{Namespaces: l.Namespaces, Devices: l.Devices, Sysctl: l.Sysctl, TimeOffsets: l.TimeOffsets, Personality: l.Personality,
+	return &initstage.Spec{Process: s.Process, Root: s.Root, Hostname: s.Hostname, Domainname: s.Domainname, Mounts: s.Mounts, Hooks: s.Hooks,
+		Linux: &initstage.Linux{Namespaces: l.Namespaces, Devices: l.Devices, Sysctl: l.Sysctl, TimeOffsets: l.TimeOffsets, Personality: l.Personality,
 			MaskedPaths: l.MaskedPaths, ReadonlyPaths: l.ReadonlyPaths, RootfsPropagation: l.RootfsPropagation}}, f, nil
 }
 
@@ -86,7 +59,7 @@ func specForInit(s *specs.Spec, compile func(*specs.LinuxSeccomp) (*seccomp.Filt
 // the container's cgroup lives in: v1 controllers are grouped by directory
 // (a hierarchy such as cpu,cpuacct mounts once), and the v2 part is
 // "unified" on hybrid hosts or the whole mount on v2 hosts.
-func cgroupMounts(m cgroups.Manager) []cgroupMount {
+func cgroupMounts(m cgroups.Manager) []initstage.CgroupMount {
 	paths := m.Paths()
 	byDir := map[string][]string{}
 	for ctrl, dir := range paths {
@@ -95,11 +68,11 @@ func cgroupMounts(m cgroups.Manager) []cgroupMount {
 		}
 		byDir[dir] = append(byDir[dir], ctrl)
 	}
-	var out []cgroupMount
+	var out []initstage.CgroupMount
 	for dir, ctrls := range byDir {
 		sort.Strings(ctrls)
 		opts := strings.Join(ctrls, ",")
-		out = append(out, cgroupMount{Name: strings.TrimPrefix(opts, "name="), FSType: "cgroup", Options: opts, HostPath: dir})
+		out = append(out, initstage.CgroupMount{Name: strings.TrimPrefix(opts, "name="), FSType: "cgroup", Options: opts, HostPath: dir})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	if v2 := m.V2Path(); v2 != "" {
@@ -107,7 +80,7 @@ func cgroupMounts(m cgroups.Manager) []cgroupMount {
 		if len(out) == 0 {
 			name = ""
 		}
-		out = append(out, cgroupMount{Name: name, FSType: "cgroup2", HostPath: v2})
+		out = append(out, initstage.CgroupMount{Name: name, FSType: "cgroup2", HostPath: v2})
 	}
 	return out
 }
@@ -219,4 +192,36 @@ func (c *filterCache) save(profile []byte, f *seccomp.Filter) {
 	if cerr := tmp.Close(); err == nil && cerr == nil {
 		_ = os.Rename(tmp.Name(), c.file(profile))
 	}
+}
+
+// IsInit reports whether this process was started as a container init
+// stage. A binary's main calls it before anything else (and InitMain if
+// so): a build without the embedded init program executes itself as the
+// init stage.
+func IsInit() bool { return initstage.IsInit() }
+
+// InitMain is the init stage (initstage.Main). It never returns.
+func InitMain() { initstage.Main() }
+
+// EscapeError reports a path inside a container that reaches outside the
+// root filesystem through a symlink.
+type EscapeError = initstage.EscapeError
+
+// runHooks runs hooks with the container's state on stdin (see
+// initstage.RunHooks).
+func runHooks(kind string, hooks []specs.Hook, state specs.State) error {
+	if len(hooks) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	return initstage.RunHooks(kind, hooks, data)
+}
+
+// hasInitHooks reports whether the init stage runs hooks (and so needs
+// the container's state).
+func hasInitHooks(h *specs.Hooks) bool {
+	return len(initstage.HookList(h, "createContainer")) > 0 || len(initstage.HookList(h, "startContainer")) > 0
 }

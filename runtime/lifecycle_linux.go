@@ -2,8 +2,11 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/runtime/cgroups"
+	"nexus.dev/nexus/runtime/initstage"
 )
 
 // open reads a container's state and locks it; call release when done.
@@ -56,7 +60,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if startErr != nil {
 		return fmt.Errorf("start %s: %w", id, startErr)
 	}
-	if hooks := hookList(st.Spec.Hooks, "poststart"); len(hooks) > 0 {
+	if hooks := initstage.HookList(st.Spec.Hooks, "poststart"); len(hooks) > 0 {
 		// The program has been started, which is what poststart hooks are
 		// told, even when it has already exited again.
 		state := specs.State{Version: specs.Version, ID: st.ID, Status: specs.StateRunning, Pid: st.Pid,
@@ -202,7 +206,7 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("delete %s: remove state: %w", id, err)
 	}
-	if err := runHooks("poststop", hookList(st.Spec.Hooks, "poststop"), state); err != nil {
+	if err := runHooks("poststop", initstage.HookList(st.Spec.Hooks, "poststop"), state); err != nil {
 		r.log.Warn("poststop hook failed", "id", id, "err", err)
 	}
 	return nil
@@ -355,4 +359,34 @@ func (r *Runtime) Processes(id string) ([]int, error) {
 		return nil, fmt.Errorf("processes of %s: %w", id, err)
 	}
 	return cg.Processes()
+}
+
+// startContainer is used by Start: connect to the init's socket, ask it to
+// exec, and report whatever error it sends back. EOF without a message means
+// the exec succeeded (the connection closed on exec).
+func startContainer(dir string) error {
+	path, done, err := socketPath(dir, startSocket)
+	if err != nil {
+		return fmt.Errorf("connect to the container's init: %w", err)
+	}
+	c, err := net.Dial("unix", path)
+	done()
+	if err != nil {
+		return fmt.Errorf("connect to the container's init: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte{'s'}); err != nil {
+		return fmt.Errorf("signal the container's init: %w", err)
+	}
+	var msg initstage.Message
+	if err := json.NewDecoder(c).Decode(&msg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return fmt.Errorf("read start result: %w", err)
+	}
+	if msg.Type == initstage.MsgError {
+		return errors.New(msg.Error)
+	}
+	return nil
 }

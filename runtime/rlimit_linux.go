@@ -5,16 +5,9 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-)
 
-var rlimitByName = map[string]int{
-	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_CPU": unix.RLIMIT_CPU,
-	"RLIMIT_DATA": unix.RLIMIT_DATA, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_LOCKS": unix.RLIMIT_LOCKS,
-	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_MSGQUEUE": unix.RLIMIT_MSGQUEUE, "RLIMIT_NICE": unix.RLIMIT_NICE,
-	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
-	"RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
-	"RLIMIT_STACK": unix.RLIMIT_STACK,
-}
+	"nexus.dev/nexus/runtime/initstage"
+)
 
 // The container's limits take effect in two steps. The parent raises hard
 // limits where the spec's are higher (that needs CAP_SYS_RESOURCE, which the
@@ -29,7 +22,7 @@ var rlimitByName = map[string]int{
 // and what the host allows.
 func raiseHardLimits(pid int, limits []specs.POSIXRlimit) error {
 	for _, r := range limits {
-		res := rlimitByName[r.Type]
+		res := initstage.RlimitByName[r.Type]
 		var have unix.Rlimit
 		if err := unix.Prlimit(pid, res, nil, &have); err != nil {
 			return fmt.Errorf("process.rlimits: read %s: %w", r.Type, err)
@@ -40,18 +33,6 @@ func raiseHardLimits(pid int, limits []specs.POSIXRlimit) error {
 		if err := unix.Prlimit(pid, res, &unix.Rlimit{Cur: have.Cur, Max: r.Hard}, nil); err != nil {
 			return fmt.Errorf("process.rlimits: set %s to soft %d, hard %d: %w (this host allows at most hard %d: lower the limit in the spec)",
 				r.Type, r.Soft, r.Hard, err, have.Max)
-		}
-	}
-	return nil
-}
-
-// setRlimits sets this process's limits to the spec's. It sets
-// RLIMIT_NOFILE through the call that also tells Go not to put back, at
-// exec, the soft limit the process started with.
-func setRlimits(limits []specs.POSIXRlimit) error {
-	for _, r := range limits {
-		if err := unix.Setrlimit(rlimitByName[r.Type], &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
-			return fmt.Errorf("process.rlimits: set %s to soft %d, hard %d: %w", r.Type, r.Soft, r.Hard, err)
 		}
 	}
 	return nil

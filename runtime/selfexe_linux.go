@@ -22,7 +22,7 @@ import (
 // old kernel) the binary is copied into a sealed memfd instead.
 func sealedSelf(stateRoot string) (*os.File, error) {
 	path := "/proc/self/exe"
-	if len(initbin.Binary) > 0 {
+	if len(initbin.Init) > 0 {
 		p, err := initProgram(stateRoot)
 		if err != nil {
 			return nil, err
@@ -70,19 +70,19 @@ func sealedCopy() (*os.File, error) {
 // path (its directory is 0700).
 const initProgramMode = 0o555
 
-// initProgram writes the embedded nexus-runtime program (once per build)
+// initProgram writes the embedded nexus-init program (once per build)
 // into the state root, which only root can reach, and returns its path. It
 // is executed like the binary itself, through a read-only detached mount.
 func initProgram(stateRoot string) (string, error) {
 	dir := filepath.Join(stateRoot, ".init")
-	path := filepath.Join(dir, "nexus-init-"+initbin.Hash[:min(16, len(initbin.Hash))])
-	if fi, err := os.Stat(path); err == nil && fi.Size() == int64(len(initbin.Binary)) && fi.Mode().Perm() == initProgramMode {
+	path := filepath.Join(dir, "nexus-init-"+initbin.InitHash[:min(16, len(initbin.InitHash))])
+	if fi, err := os.Stat(path); err == nil && fi.Size() == int64(len(initbin.Init)) && fi.Mode().Perm() == initProgramMode {
 		return path, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("write the init program: %w", err)
 	}
-	if err := initbin.WriteFile(path, initProgramMode); err != nil {
+	if err := initbin.WriteFile(path, initbin.Init, initProgramMode); err != nil {
 		return "", fmt.Errorf("write the init program: %w", err)
 	}
 	return path, nil

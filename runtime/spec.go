@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/internal/fsutil"
+	"nexus.dev/nexus/runtime/initstage"
 )
 
 // SpecError is a problem with one field of a runtime spec. Field is the JSON
@@ -114,17 +115,6 @@ func ParseSpec(data []byte) (*specs.Spec, error) {
 	return spec.spec(), nil
 }
 
-var namespaceFlags = map[specs.LinuxNamespaceType]uintptr{
-	specs.PIDNamespace:     unix.CLONE_NEWPID,
-	specs.NetworkNamespace: unix.CLONE_NEWNET,
-	specs.MountNamespace:   unix.CLONE_NEWNS,
-	specs.IPCNamespace:     unix.CLONE_NEWIPC,
-	specs.UTSNamespace:     unix.CLONE_NEWUTS,
-	specs.UserNamespace:    unix.CLONE_NEWUSER,
-	specs.CgroupNamespace:  unix.CLONE_NEWCGROUP,
-	specs.TimeNamespace:    unix.CLONE_NEWTIME,
-}
-
 // ValidateSpec checks every field the runtime acts on and returns the first
 // problem as a *SpecError. bundle is used to resolve a relative root.path;
 // when it is empty the file system is not consulted.
@@ -208,7 +198,7 @@ func validateProcess(p *specs.Process, field string) error {
 	seen := map[string]bool{}
 	for i, r := range p.Rlimits {
 		f := fmt.Sprintf("%s.rlimits[%d]", field, i)
-		if _, ok := rlimitByName[r.Type]; !ok {
+		if _, ok := initstage.RlimitByName[r.Type]; !ok {
 			return specErr(f+".type", "unknown rlimit %q (use e.g. RLIMIT_NOFILE, RLIMIT_NPROC)", r.Type)
 		}
 		if seen[r.Type] {
@@ -226,7 +216,7 @@ func validateProcess(p *specs.Process, field string) error {
 		}{{"bounding", c.Bounding}, {"effective", c.Effective}, {"inheritable", c.Inheritable}, {"permitted", c.Permitted}, {"ambient", c.Ambient}}
 		for _, set := range sets {
 			for i, name := range set.caps {
-				if _, ok := capabilityByName(name); !ok {
+				if _, ok := initstage.CapabilityByName(name); !ok {
 					return specErr(fmt.Sprintf("%s.capabilities.%s[%d]", field, set.name, i), "unknown capability %q (names look like CAP_NET_BIND_SERVICE)", name)
 				}
 			}
@@ -273,25 +263,7 @@ func validateMount(m specs.Mount, field string) error {
 }
 
 // escapesRoot reports whether a lexical path climbs above its root.
-func escapesRoot(p string) bool { return climbsAbove(0, p) }
-
-// climbsAbove reports whether walking p lexically from depth levels below
-// the root goes above the root at any point.
-func climbsAbove(depth int, p string) bool {
-	for _, c := range strings.Split(p, "/") {
-		switch c {
-		case "", ".":
-		case "..":
-			depth--
-			if depth < 0 {
-				return true
-			}
-		default:
-			depth++
-		}
-	}
-	return false
-}
+func escapesRoot(p string) bool { return initstage.ClimbsAbove(0, p) }
 
 func hasOption(opts []string, o string) bool {
 	for _, x := range opts {
@@ -306,8 +278,8 @@ func validateHooks(h *specs.Hooks) error {
 	if h == nil {
 		return nil
 	}
-	for _, kind := range hookKinds {
-		for i, hk := range hookList(h, kind) {
+	for _, kind := range initstage.HookKinds {
+		for i, hk := range initstage.HookList(h, kind) {
 			f := fmt.Sprintf("hooks.%s[%d]", kind, i)
 			if !filepath.IsAbs(hk.Path) {
 				return specErr(f+".path", "%q must be an absolute path", hk.Path)
@@ -324,7 +296,7 @@ func validateLinux(s *specs.Spec, l *specs.Linux, checkSeccomp bool) error {
 	has := map[specs.LinuxNamespaceType]bool{}
 	for i, ns := range l.Namespaces {
 		f := fmt.Sprintf("linux.namespaces[%d]", i)
-		if _, ok := namespaceFlags[ns.Type]; !ok {
+		if _, ok := initstage.NamespaceFlags[ns.Type]; !ok {
 			return specErr(f+".type", "unknown namespace type %q (use pid, network, mount, ipc, uts, user, cgroup or time)", ns.Type)
 		}
 		if has[ns.Type] {
@@ -412,7 +384,7 @@ func validateLinux(s *specs.Spec, l *specs.Linux, checkSeccomp bool) error {
 		}
 	}
 	if p := l.Personality; p != nil {
-		if _, ok := personalityDomains[p.Domain]; !ok {
+		if _, ok := initstage.PersonalityDomains[p.Domain]; !ok {
 			return specErr("linux.personality.domain", "%q is not supported (use LINUX or LINUX32)", p.Domain)
 		}
 		if len(p.Flags) > 0 {
@@ -433,9 +405,6 @@ func validateLinux(s *specs.Spec, l *specs.Linux, checkSeccomp bool) error {
 	}
 	return validateResources(l)
 }
-
-// personalityDomains maps the spec's domains to personality(2) values.
-var personalityDomains = map[specs.LinuxPersonalityDomain]uint{specs.PerLinux: 0x0000, specs.PerLinux32: 0x0008}
 
 // lsmEnabled reports whether a security module's status file exists and
 // does not say "N" (AppArmor's off; SELinux's enforce file holds 0 or 1).

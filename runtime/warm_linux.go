@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/runtime/cgroups"
+	"nexus.dev/nexus/runtime/initstage"
 )
 
 // The warm path. Most of a cold Create is spent before the init has its
@@ -116,7 +117,7 @@ func readMessage(sock *os.File, typ string) error {
 			return err
 		}
 		if b[0] == '\n' {
-			var m initMessage
+			var m initstage.Message
 			if err := json.Unmarshal(line, &m); err != nil {
 				return err
 			}

@@ -88,6 +88,7 @@ var leanOutsideStd = []string{
 	"nexus.dev/nexus/runtime",
 	"nexus.dev/nexus/runtime/cgroups",
 	"nexus.dev/nexus/runtime/initbin",
+	"nexus.dev/nexus/runtime/initstage",
 	"nexus.dev/nexus/runtime/seccomp",
 	"github.com/spf13/cobra",
 	"github.com/spf13/pflag",

@@ -42,7 +42,7 @@ runtime command line without the rest of nexus, for OCI tools such as podman
   podman --runtime /usr/local/bin/nexus-runtime --cgroup-manager cgroupfs run --rm busybox true`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(initbin.Binary) == 0 {
+			if len(initbin.Runtime) == 0 {
 				return errors.New("this nexus binary carries no nexus-runtime program (it was built with go build, not make build): build it with make build, or go build ./cmd/nexus-runtime")
 			}
 			path, err := extractPath(args)
@@ -50,7 +50,7 @@ runtime command line without the rest of nexus, for OCI tools such as podman
 				return err
 			}
 			if old, err := os.ReadFile(path); err == nil {
-				if bytes.Equal(old, initbin.Binary) {
+				if bytes.Equal(old, initbin.Runtime) {
 					_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s is already this nexus-runtime\n", path)
 					return err
 				}
@@ -60,7 +60,7 @@ runtime command line without the rest of nexus, for OCI tools such as podman
 			} else if !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("read %s: %w", path, err)
 			}
-			if err := initbin.WriteFile(path, 0o755); err != nil {
+			if err := initbin.WriteFile(path, initbin.Runtime, 0o755); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", path)

@@ -2,9 +2,9 @@
 
 package initbin
 
-// Binary and Hash are empty: this build re-executes itself as the init
+// Init and InitHash are empty: this build executes itself as the init
 // stage.
 var (
-	Binary []byte
-	Hash   string
+	Init     []byte
+	InitHash string
 )

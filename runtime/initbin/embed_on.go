@@ -4,13 +4,13 @@ package initbin
 
 import _ "embed"
 
-// Binary is the nexus-runtime executable.
+// Init is the nexus-init program (cmd/nexus-init).
 //
-//go:embed nexus-runtime.bin
-var Binary []byte
+//go:embed nexus-init.bin
+var Init []byte
 
-// Hash is the hex SHA-256 of Binary, computed at build time (hashing 11 MB
-// on every container start would cost milliseconds).
+// InitHash is the hex SHA-256 of Init, computed at build time (hashing the
+// program on every container start would cost milliseconds).
 //
-//go:embed nexus-runtime.sha256
-var Hash string
+//go:embed nexus-init.sha256
+var InitHash string

@@ -1,10 +1,11 @@
-// Package initbin carries the lean nexus-runtime program
-// (cmd/nexus-runtime: the OCI command line and the container init stage,
-// only the runtime's packages) inside the nexus binary when it is built
-// with the embedinit tag (make build does). The runtime executes it,
-// instead of re-executing the whole nexus binary, as a container's init
-// stage, and `nexus runtime extract` writes it out for OCI tools. Without
-// the tag Binary is empty and the runtime re-executes itself.
+// Package initbin carries programs inside the binaries make build makes.
+// With the embedinit tag (nexus-runtime and nexus) it carries Init, the
+// nexus-init program (cmd/nexus-init: the container init stage alone),
+// which the runtime executes as every container's init stage; without it
+// the runtime executes its own binary as the init stage. With the
+// embedruntime tag (nexus) it carries Runtime, the lean nexus-runtime
+// program (cmd/nexus-runtime: the OCI command line), which
+// `nexus runtime extract` writes out for OCI tools.
 package initbin
 
 import (
@@ -14,15 +15,16 @@ import (
 	"path/filepath"
 )
 
-// ErrNotEmbedded is returned by WriteFile in a build without the program.
-var ErrNotEmbedded = errors.New("initbin: no nexus-runtime program embedded (build with make build)")
+// ErrNotEmbedded is returned by WriteFile for a program this build does
+// not carry.
+var ErrNotEmbedded = errors.New("initbin: program not embedded in this build (build with make build)")
 
-// WriteFile writes Binary to path with mode perm, atomically: into a
+// WriteFile writes program (Init or Runtime) to path with mode perm, atomically: into a
 // temporary file in the same directory, renamed into place, so that no
 // process ever executes a half-written program. An existing file or
 // symlink at path is replaced.
-func WriteFile(path string, perm os.FileMode) error {
-	if len(Binary) == 0 {
+func WriteFile(path string, program []byte, perm os.FileMode) error {
+	if len(program) == 0 {
 		return ErrNotEmbedded
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
@@ -30,7 +32,7 @@ func WriteFile(path string, perm os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(Binary)
+	_, err = tmp.Write(program)
 	if err == nil {
 		err = tmp.Chmod(perm)
 	}

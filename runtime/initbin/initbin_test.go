@@ -9,15 +9,11 @@ import (
 )
 
 func TestWriteFile(t *testing.T) {
-	saved := Binary
-	t.Cleanup(func() { Binary = saved })
-
-	Binary = nil
-	if err := WriteFile(filepath.Join(t.TempDir(), "p"), 0o755); !errors.Is(err, ErrNotEmbedded) {
+	if err := WriteFile(filepath.Join(t.TempDir(), "p"), nil, 0o755); !errors.Is(err, ErrNotEmbedded) {
 		t.Fatalf("WriteFile without a program: %v, want ErrNotEmbedded", err)
 	}
 
-	Binary = []byte("\x7fELF program")
+	program := []byte("\x7fELF program")
 	dir := t.TempDir()
 	target := filepath.Join(dir, "target")
 	if err := os.WriteFile(target, []byte("keep"), 0o644); err != nil {
@@ -30,14 +26,14 @@ func TestWriteFile(t *testing.T) {
 	// Written fresh, and over a symlink (the old bin/nexus-runtime layout):
 	// the link is replaced, the file it pointed to is not touched.
 	for _, path := range []string{filepath.Join(dir, "fresh"), link} {
-		if err := WriteFile(path, 0o755); err != nil {
+		if err := WriteFile(path, program, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		fi, err := os.Lstat(path)
 		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o755 {
 			t.Fatalf("%s: %v %v, want a regular file with mode 0755", path, fi.Mode(), err)
 		}
-		if got, _ := os.ReadFile(path); string(got) != string(Binary) {
+		if got, _ := os.ReadFile(path); string(got) != string(program) {
 			t.Fatalf("%s holds %q", path, got)
 		}
 	}
@@ -52,7 +48,7 @@ func TestWriteFile(t *testing.T) {
 	}
 
 	missing := filepath.Join(dir, "no", "such", "dir", "p")
-	if err := WriteFile(missing, 0o755); err == nil || !strings.Contains(err.Error(), missing) {
+	if err := WriteFile(missing, program, 0o755); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("WriteFile into a missing directory: %v, want an error naming %s", err, missing)
 	}
 }

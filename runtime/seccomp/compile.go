@@ -8,6 +8,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/runtime/initstage"
 )
 
 // Filter is a compiled seccomp profile: a classic BPF program over struct
@@ -22,6 +24,10 @@ func (f *Filter) Instructions() []unix.SockFilter { return slices.Clone(f.prog) 
 
 // Flags returns the SECCOMP_FILTER_FLAG_* bits the profile asked for.
 func (f *Filter) Flags() uint { return f.flags }
+
+// Program returns the program and its flags as the init stage loads them
+// (initstage.Load, initstage.LoadAndExec).
+func (f *Filter) Program() *initstage.Filter { return &initstage.Filter{Prog: f.prog, Flags: f.flags} }
 
 // Offsets into struct seccomp_data. Every supported architecture is little
 // endian, so the low half of a 64-bit argument comes first.

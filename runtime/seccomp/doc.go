@@ -1,5 +1,7 @@
 // Package seccomp turns the seccomp section of an OCI runtime spec
-// (specs.LinuxSeccomp) into a classic-BPF seccomp filter and installs it.
+// (specs.LinuxSeccomp) into a classic-BPF seccomp filter; the container's
+// init stage installs it (initstage.Load, initstage.LoadAndExec), so that
+// the init program links none of the compiler.
 //
 // Nexus is built with CGO_ENABLED=0, so libseccomp is not available; this
 // package is a pure-Go replacement for the part of it a container runtime
@@ -10,7 +12,7 @@
 //   - Compile produces a Filter: the BPF program plus the seccomp(2) flags.
 //     It has no side effects and is tested by running the program in a BPF
 //     emulator against crafted seccomp_data.
-//   - Load installs a Filter on the calling thread; it is the only I/O.
+//   - Filter.Program is what initstage.Load installs on the calling thread.
 //   - DefaultProfile is an allow-list in the spirit of Docker's default.
 //
 // Semantics, chosen to match libseccomp and runc where they define them:
@@ -49,5 +51,5 @@
 //   - Flags SECCOMP_FILTER_FLAG_LOG and SECCOMP_FILTER_FLAG_SPEC_ALLOW are
 //     passed to seccomp(2). SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV is accepted
 //     but only meaningful with a notify listener; the kernel rejects it
-//     without one, so Load leaves it out.
+//     without one, so initstage.Load leaves it out.
 package seccomp

@@ -12,6 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/runtime/initstage"
 )
 
 // childEnv selects a scenario when the test binary is re-executed as the
@@ -100,9 +102,10 @@ var childScenarios = map[string]struct {
 				return err
 			}
 			var loadErr error
+			p := f.Program()
 			// Filters stack, so loading the same one repeatedly is harmless.
 			n := testing.AllocsPerRun(10, func() {
-				if err := Load(f); err != nil {
+				if err := initstage.Load(p); err != nil {
 					loadErr = err
 				}
 			})
@@ -145,7 +148,7 @@ func child(mode string) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("set no_new_privs: %w", err)
 	}
-	if err := Load(f); err != nil {
+	if err := initstage.Load(f.Program()); err != nil {
 		return err
 	}
 	return sc.act()
@@ -187,7 +190,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestLoadEmpty(t *testing.T) {
-	if err := Load(&Filter{}); err == nil {
+	if err := initstage.Load((&Filter{}).Program()); err == nil {
 		t.Fatal("Load of an empty filter succeeded")
 	}
 }

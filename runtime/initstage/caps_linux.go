@@ -1,4 +1,4 @@
-package runtime
+package initstage
 
 import (
 	"fmt"
@@ -24,39 +24,40 @@ var capabilityNames = map[string]uint{
 // capSysAdmin is CAP_SYS_ADMIN's number.
 const capSysAdmin = 21
 
-func capabilityByName(name string) (uint, bool) {
+// CapabilityByName returns the number of a CAP_* name (any case).
+func CapabilityByName(name string) (uint, bool) {
 	c, ok := capabilityNames[strings.ToUpper(name)]
 	return c, ok
 }
 
-// capSet is a 64-bit capability mask.
-type capSet uint64
+// CapSet is a 64-bit capability mask.
+type CapSet uint64
 
-func capSetOf(names []string) capSet {
-	var s capSet
+func capSetOf(names []string) CapSet {
+	var s CapSet
 	for _, n := range names {
-		if c, ok := capabilityByName(n); ok {
+		if c, ok := CapabilityByName(n); ok {
 			s |= 1 << c
 		}
 	}
 	return s
 }
 
-// grantable is what this process can give a container: its permitted set,
+// Grantable is what this process can give a container: its permitted set,
 // which for root is its bounding set. A machine or a sandbox may run the
 // runtime without some capability (this project's CI machine lacks
 // CAP_SYS_RESOURCE), and a kernel may not know the newest ones.
-func grantable() (capSet, error) {
+func Grantable() (CapSet, error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return 0, fmt.Errorf("read own capabilities: %w", err)
 	}
-	return capSet(data[0].Permitted) | capSet(data[1].Permitted)<<32, nil
+	return CapSet(data[0].Permitted) | CapSet(data[1].Permitted)<<32, nil
 }
 
-// ungrantable names the capabilities in any of c's sets that are not in have.
-func ungrantable(c *specs.LinuxCapabilities, have capSet) []string {
+// Ungrantable names the capabilities in any of c's sets that are not in have.
+func Ungrantable(c *specs.LinuxCapabilities, have CapSet) []string {
 	want := capSetOf(c.Bounding) | capSetOf(c.Effective) | capSetOf(c.Inheritable) | capSetOf(c.Permitted) | capSetOf(c.Ambient)
 	var out []string
 	for i := uint(0); i < 64; i++ {
@@ -77,23 +78,23 @@ func capabilityName(n uint) string {
 }
 
 // within leaves out of every set what have does not hold.
-func (c capabilities) within(have capSet) capabilities {
+func (c capabilities) within(have CapSet) capabilities {
 	return capabilities{Bounding: c.Bounding & have, Effective: c.Effective & have, Inheritable: c.Inheritable & have,
 		Permitted: c.Permitted & have, Ambient: c.Ambient & have}
 }
 
-// unraisableAmbient names the spec's ambient capabilities that the kernel
+// UnraisableAmbient names the spec's ambient capabilities that the kernel
 // will not raise because they are not both permitted and inheritable
 // (`runc spec` and `crun spec` write such sets). They are left out with a
 // warning, as runc and crun do.
-func unraisableAmbient(c *specs.LinuxCapabilities) []string {
+func UnraisableAmbient(c *specs.LinuxCapabilities) []string {
 	if c == nil {
 		return nil
 	}
 	ok := capSetOf(c.Permitted) & capSetOf(c.Inheritable)
 	var out []string
 	for _, name := range c.Ambient {
-		if n, known := capabilityByName(name); known && ok&(1<<n) == 0 {
+		if n, known := CapabilityByName(name); known && ok&(1<<n) == 0 {
 			out = append(out, name)
 		}
 	}
@@ -124,7 +125,7 @@ func lastCap() uint {
 
 // capabilities is the full set a process ends up with.
 type capabilities struct {
-	Bounding, Effective, Inheritable, Permitted, Ambient capSet
+	Bounding, Effective, Inheritable, Permitted, Ambient CapSet
 }
 
 // dropBounding removes every capability outside the bounding set. It needs
@@ -165,4 +166,13 @@ func (c capabilities) apply() error {
 		}
 	}
 	return nil
+}
+
+// CapabilityNames lists every capability name the runtime knows.
+func CapabilityNames() []string {
+	names := make([]string, 0, len(capabilityNames))
+	for n := range capabilityNames {
+		names = append(names, n)
+	}
+	return names
 }

@@ -1,4 +1,4 @@
-package runtime
+package initstage
 
 import (
 	"fmt"
@@ -73,7 +73,7 @@ func resolveInRoot(rootfs, path string) (string, error) {
 			resolved = nil
 		}
 		// Check the link on its own: does it climb above the root?
-		if climbsAbove(len(resolved), target) {
+		if ClimbsAbove(len(resolved), target) {
 			return "", &EscapeError{Path: path, Link: cur, Target: target}
 		}
 		pending = append(strings.Split(target, "/"), pending...)
@@ -153,3 +153,21 @@ func createFileInRoot(rootFd int, rel string) (*os.File, error) {
 
 // procFdPath is how mount(2) is pointed at an already resolved handle.
 func procFdPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }
+
+// ClimbsAbove reports whether walking p lexically from depth levels below
+// the root goes above the root at any point.
+func ClimbsAbove(depth int, p string) bool {
+	for _, c := range strings.Split(p, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			depth--
+			if depth < 0 {
+				return true
+			}
+		default:
+			depth++
+		}
+	}
+	return false
+}

@@ -1,9 +1,8 @@
-package runtime
+package initstage
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -12,11 +11,11 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// hookKinds are the lifecycle points, in the order they happen.
-var hookKinds = []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
+// HookKinds are the lifecycle points, in the order they happen.
+var HookKinds = []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
 
-// hookList returns the hooks of one lifecycle point.
-func hookList(h *specs.Hooks, kind string) []specs.Hook {
+// HookList returns the hooks of one lifecycle point.
+func HookList(h *specs.Hooks, kind string) []specs.Hook {
 	if h == nil {
 		return nil
 	}
@@ -38,18 +37,11 @@ func hookList(h *specs.Hooks, kind string) []specs.Hook {
 	return nil
 }
 
-// runHooks runs hooks in order with the container state on stdin, as the
-// runtime spec requires, and stops at the first failure.
-func runHooks(kind string, hooks []specs.Hook, state specs.State) error {
-	if len(hooks) == 0 {
-		return nil
-	}
-	stateJSON, err := json.Marshal(state)
-	if err != nil {
-		return err
-	}
+// RunHooks runs hooks in order with the container state (JSON) on stdin,
+// as the runtime spec requires, and stops at the first failure.
+func RunHooks(kind string, hooks []specs.Hook, state []byte) error {
 	for i, h := range hooks {
-		if err := runHook(h, stateJSON); err != nil {
+		if err := runHook(h, state); err != nil {
 			return fmt.Errorf("hooks.%s[%d] (%s): %w", kind, i, h.Path, err)
 		}
 	}

@@ -1,11 +1,10 @@
-package runtime
+package initstage
 
 import (
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,114 +12,83 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"nexus.dev/nexus/runtime/seccomp"
 )
 
-// initEnv carries the number of the sync socket to the init stage; its
-// presence is what makes the binary act as an init (see IsInit). initWarmEnv
-// marks an init forked ahead of its container (see Prewarm): it first
-// receives its stdio over the sync socket.
+// EnvFD carries the number of the sync socket to the init stage; its
+// presence is what makes a program act as an init (see IsInit). EnvWarm
+// marks an init forked ahead of its container (see runtime.Prewarm): it
+// first receives its stdio over the sync socket.
 const (
-	initEnv     = "_NEXUS_INIT_FD"
-	initWarmEnv = "_NEXUS_INIT_WARM"
+	EnvFD   = "_NEXUS_INIT_FD"
+	EnvWarm = "_NEXUS_INIT_WARM"
 )
 
-// initConfig is everything the init stage needs, sent by the parent as one
-// JSON message so that the init does no parsing of its own.
-type initConfig struct {
-	Mode        string                 `json:"mode"` // "create" or "exec"
-	ID          string                 `json:"id"`
-	Bundle      string                 `json:"bundle"`
-	Rootfs      string                 `json:"rootfs"`
-	Spec        *initSpec              `json:"spec"`
-	JoinNS      []specs.LinuxNamespace `json:"joinNS,omitempty"`
-	NewCgroupNS bool                   `json:"newCgroupNS,omitempty"`
-	NewTimeNS   bool                   `json:"newTimeNS,omitempty"`
-	NewNetNS    bool                   `json:"newNetNS,omitempty"`
-	// HostMountNS: the spec lists no mount namespace, so the container
-	// shares the runtime's (see hostmount_linux.go).
-	HostMountNS bool `json:"hostMountNS,omitempty"`
-	// Chroot is, for exec into such a container, the container's root
-	// (/proc/<init>/root), which joining namespaces does not enter.
-	Chroot       string        `json:"chroot,omitempty"`
-	CgroupMounts []cgroupMount `json:"cgroupMounts,omitempty"`
-	NoPivot      bool          `json:"noPivot,omitempty"`
-	PreserveFDs  int           `json:"preserveFDs,omitempty"`
-	ConsoleFD    int           `json:"consoleFD,omitempty"`
-	StartFD      int           `json:"startFD,omitempty"`
-	State        specs.State   `json:"state"`
-	// Seccomp is the compiled linux.seccomp (which is removed from Spec):
-	// compiling once in the parent spares the init the work.
-	Seccomp *seccomp.Filter `json:"seccomp,omitempty"`
-}
+// Message types the init sends its parent: MsgReady when the container is
+// created, MsgIdle when a warm init waits for its container, MsgError with
+// the reason it failed.
+const (
+	MsgReady = "ready"
+	MsgIdle  = "idle"
+	MsgError = "error"
+)
 
-// cgroupMount describes one cgroup hierarchy for the container's /sys/fs/cgroup.
-type cgroupMount struct {
-	Name     string `json:"name"`     // directory under the mount ("" for a pure v2 host)
-	FSType   string `json:"fstype"`   // cgroup or cgroup2
-	Options  string `json:"options"`  // v1 subsystems, e.g. "cpu,cpuacct"
-	HostPath string `json:"hostPath"` // the container's cgroup directory in this hierarchy
-}
-
-// initMessage is what the init stage reports to its parent.
-type initMessage struct {
-	Type  string `json:"type"` // "ready" or "error"
+// Message is what the init stage reports to its parent: one JSON object
+// per line (written by hand: see writeMessage).
+type Message struct {
+	Type  string `json:"type"`
 	Error string `json:"error,omitempty"`
 }
 
 // IsInit reports whether this process was started as a container init
-// stage. The binary's main calls it before anything else.
-func IsInit() bool { return os.Getenv(initEnv) != "" }
+// stage. A program that can be one calls it before anything else.
+func IsInit() bool { return os.Getenv(EnvFD) != "" }
 
-// InitMain is the init stage. It never returns: it execs the container's
+// Main is the init stage. It never returns: it execs the container's
 // process or exits with status 1 after reporting the error to the parent.
 // The caller must have locked the main goroutine to the main OS thread
 // (runtime.LockOSThread in an init function) since namespaces and
 // credentials are per thread until execve.
-func InitMain() {
-	fd, err := strconv.Atoi(os.Getenv(initEnv))
+func Main() {
+	fd, err := strconv.Atoi(os.Getenv(EnvFD))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "nexus init: bad", initEnv)
+		os.Stderr.WriteString("nexus init: bad " + EnvFD + "\n")
 		os.Exit(1)
 	}
-	os.Unsetenv(initEnv)
+	os.Unsetenv(EnvFD)
 	sync := os.NewFile(uintptr(fd), "sync")
-	if os.Getenv(initWarmEnv) != "" {
-		os.Unsetenv(initWarmEnv)
-		warmDecoder()
-		if err := send(sync, "idle"); err != nil {
+	if os.Getenv(EnvWarm) != "" {
+		os.Unsetenv(EnvWarm)
+		if err := send(sync, MsgIdle); err != nil {
 			os.Exit(1)
 		}
 		if err := receiveStdio(fd); err != nil {
 			fail(sync, err)
 		}
 	}
-	var cfg initConfig
-	if err := json.NewDecoder(sync).Decode(&cfg); err != nil {
+	cfg, err := readConfig(sync)
+	if err != nil {
 		fail(sync, fmt.Errorf("read init config: %w", err))
 	}
 	rep := &reporter{w: sync}
-	err = runInit(&cfg, rep)
+	err = runInit(cfg, rep)
 	fail(rep.w, err)
 }
 
-// warmDecoder decodes a typical config once while a warm init waits: the
-// first decode of these types in a process builds encoding/json's codecs,
-// which would otherwise cost the container's start most of a millisecond.
-func warmDecoder() {
-	spec := DefaultSpec()
-	ispec, filter, err := specForInit(spec, seccomp.Compile)
-	if err != nil {
-		return
+// readConfig reads one message written by Encode.
+func readConfig(r io.Reader) (*Config, error) {
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, err
 	}
-	data, err := json.Marshal(initConfig{Spec: ispec, Seccomp: filter, CgroupMounts: []cgroupMount{{}},
-		JoinNS: []specs.LinuxNamespace{{}}})
-	if err != nil {
-		return
+	size := binary.LittleEndian.Uint32(n[:])
+	if size > MaxConfigSize {
+		return nil, fmt.Errorf("init config of %d bytes is larger than %d", size, MaxConfigSize)
 	}
-	var cfg initConfig
-	_ = json.Unmarshal(data, &cfg)
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	return Decode(b)
 }
 
 // receiveStdio takes the container's stdin, stdout and stderr from the
@@ -156,15 +124,43 @@ func fail(sync io.Writer, err error) {
 	if err == nil {
 		err = errors.New("init returned without exec")
 	}
-	_ = json.NewEncoder(sync).Encode(initMessage{Type: "error", Error: err.Error()})
+	_ = writeMessage(sync, Message{Type: MsgError, Error: err.Error()})
 	os.Exit(1)
 }
 
-func send(sync io.Writer, typ string) error {
-	return json.NewEncoder(sync).Encode(initMessage{Type: typ})
+func send(sync io.Writer, typ string) error { return writeMessage(sync, Message{Type: typ}) }
+
+// writeMessage writes m as one line of JSON, as encoding/json would,
+// without linking it into the init.
+func writeMessage(w io.Writer, m Message) error {
+	b := append([]byte(`{"type":`), quoteJSON(m.Type)...)
+	if m.Error != "" {
+		b = append(append(b, `,"error":`...), quoteJSON(m.Error)...)
+	}
+	_, err := w.Write(append(b, "}\n"...))
+	return err
 }
 
-func runInit(cfg *initConfig, rep *reporter) error {
+// quoteJSON returns s as a JSON string. Bytes that are not UTF-8 pass
+// through; a JSON decoder reads each as U+FFFD.
+func quoteJSON(s string) []byte {
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+func runInit(cfg *Config, rep *reporter) error {
 	s := cfg.Spec
 	proc := s.Process
 	if err := joinNamespaces(cfg.JoinNS); err != nil {
@@ -209,7 +205,7 @@ func runInit(cfg *initConfig, rep *reporter) error {
 		}
 	}
 	if p := s.Linux.Personality; p != nil {
-		if _, _, errno := unix.Syscall(unix.SYS_PERSONALITY, uintptr(personalityDomains[p.Domain]), 0, 0); errno != 0 {
+		if _, _, errno := unix.Syscall(unix.SYS_PERSONALITY, uintptr(PersonalityDomains[p.Domain]), 0, 0); errno != 0 {
 			return fmt.Errorf("linux.personality %s: %w", p.Domain, errno)
 		}
 	}
@@ -236,7 +232,7 @@ func runInit(cfg *initConfig, rep *reporter) error {
 	unix.Umask(umask)
 
 	// The user's seccomp profile is loaded last, together with execve
-	// (seccomp.LoadAndExec), so that nothing the runtime or the Go scheduler
+	// (LoadAndExec), so that nothing the runtime or the Go scheduler
 	// does depends on syscalls the profile may deny (an old profile without
 	// close_range, one that denies prctl, capset or futex). Without no_new_privs loading a filter needs CAP_SYS_ADMIN, so the
 	// process keeps it in its effective and permitted sets until then:
@@ -271,7 +267,7 @@ func runInit(cfg *initConfig, rep *reporter) error {
 		if err := readyThenWaitForStart(cfg, rep); err != nil {
 			return err
 		}
-		if err := runHooks("startContainer", hookList(s.Hooks, "startContainer"), cfg.State); err != nil {
+		if err := RunHooks("startContainer", HookList(s.Hooks, "startContainer"), cfg.State); err != nil {
 			return err
 		}
 	}
@@ -279,7 +275,7 @@ func runInit(cfg *initConfig, rep *reporter) error {
 		return err
 	}
 	if filter != nil {
-		return seccomp.LoadAndExec(filter, path, proc.Args, proc.Env)
+		return LoadAndExec(filter, path, proc.Args, proc.Env)
 	}
 	err = unix.Exec(path, proc.Args, proc.Env)
 	return fmt.Errorf("exec %s: %w", path, err)
@@ -288,11 +284,11 @@ func runInit(cfg *initConfig, rep *reporter) error {
 // readyThenWaitForStart ends create: the init stops dying with its parent
 // (which exits now), reports ready and waits for start, to which it then
 // reports.
-func readyThenWaitForStart(cfg *initConfig, rep *reporter) error {
+func readyThenWaitForStart(cfg *Config, rep *reporter) error {
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
 		return err
 	}
-	if err := send(rep.w, "ready"); err != nil {
+	if err := send(rep.w, MsgReady); err != nil {
 		return err
 	}
 	conn, err := waitForStart(cfg.StartFD)
@@ -305,7 +301,7 @@ func readyThenWaitForStart(cfg *initConfig, rep *reporter) error {
 
 // waitWithoutProcess is the init of a spec without a process, which the
 // runtime spec allows: the container is created, and start is what fails.
-func waitWithoutProcess(cfg *initConfig, rep *reporter) error {
+func waitWithoutProcess(cfg *Config, rep *reporter) error {
 	if err := readyThenWaitForStart(cfg, rep); err != nil {
 		return err
 	}
@@ -341,7 +337,7 @@ func closeOnExecFrom(lowest int) error {
 	return nil
 }
 
-func buildRootfs(cfg *initConfig) error {
+func buildRootfs(cfg *Config) error {
 	r := &rootfsSetup{cfg: cfg}
 	defer r.close()
 	if err := r.prepare(); err != nil {
@@ -368,7 +364,7 @@ func buildRootfs(cfg *initConfig) error {
 		}
 		d.Close()
 	}
-	if err := runHooks("createContainer", hookList(cfg.Spec.Hooks, "createContainer"), cfg.State); err != nil {
+	if err := RunHooks("createContainer", HookList(cfg.Spec.Hooks, "createContainer"), cfg.State); err != nil {
 		return err
 	}
 	if err := r.pivot(); err != nil {
@@ -403,7 +399,7 @@ func joinNamespaces(nss []specs.LinuxNamespace) error {
 		if o.kind == specs.MountNamespace {
 			continue
 		}
-		if err := unix.Setns(o.fd, int(namespaceFlags[o.kind])); err != nil {
+		if err := unix.Setns(o.fd, int(NamespaceFlags[o.kind])); err != nil {
 			return fmt.Errorf("join %s namespace: %w", o.kind, err)
 		}
 	}
@@ -483,7 +479,7 @@ func switchUser(p *specs.Process, keepAdmin bool) error {
 			Inheritable: capSetOf(c.Inheritable), Permitted: capSetOf(c.Permitted), Ambient: capSetOf(c.Ambient)}
 	}
 	// What the runtime does not hold cannot be granted; Create warned.
-	have, err := grantable()
+	have, err := Grantable()
 	if err != nil {
 		return err
 	}
@@ -583,34 +579,4 @@ func waitForStart(fd int) (*os.File, error) {
 		}
 		return f, nil
 	}
-}
-
-// startContainer is used by Start: connect to the init's socket, ask it to
-// exec, and report whatever error it sends back. EOF without a message means
-// the exec succeeded (the connection closed on exec).
-func startContainer(dir string) error {
-	path, done, err := socketPath(dir, startSocket)
-	if err != nil {
-		return fmt.Errorf("connect to the container's init: %w", err)
-	}
-	c, err := net.Dial("unix", path)
-	done()
-	if err != nil {
-		return fmt.Errorf("connect to the container's init: %w", err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte{'s'}); err != nil {
-		return fmt.Errorf("signal the container's init: %w", err)
-	}
-	var msg initMessage
-	if err := json.NewDecoder(c).Decode(&msg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return fmt.Errorf("read start result: %w", err)
-	}
-	if msg.Type == "error" {
-		return errors.New(msg.Error)
-	}
-	return nil
 }

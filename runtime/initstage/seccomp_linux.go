@@ -1,4 +1,4 @@
-package seccomp
+package initstage
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Load installs f on the calling thread with seccomp(SECCOMP_SET_MODE_FILTER).
+// Load installs the seccomp program f on the calling thread with seccomp(SECCOMP_SET_MODE_FILTER).
 //
 // The caller must either have set no_new_privs (prctl PR_SET_NO_NEW_PRIVS)
 // or hold CAP_SYS_ADMIN; the kernel refuses the filter with EACCES otherwise.
@@ -26,11 +26,11 @@ import (
 // Load does not allocate unless it fails, and makes no syscall but the one
 // that installs the filter, so the caller can execve right after it.
 func Load(f *Filter) error {
-	if f == nil || len(f.prog) == 0 {
+	if f == nil || len(f.Prog) == 0 {
 		return errors.New("seccomp: load: empty filter")
 	}
 	flags := f.loadFlags()
-	prog := unix.SockFprog{Len: uint16(len(f.prog)), Filter: &f.prog[0]}
+	prog := unix.SockFprog{Len: uint16(len(f.Prog)), Filter: &f.Prog[0]}
 	// A raw syscall: on the way out of a plain one the Go scheduler may wake
 	// another thread with futex, which the profile just loaded may deny
 	// (the runtime then crashes with "futexwakeup ... returned -1").
@@ -43,7 +43,7 @@ func Load(f *Filter) error {
 // WAIT_KILLABLE_RECV only applies to a notify listener, and the kernel
 // rejects it without SECCOMP_FILTER_FLAG_NEW_LISTENER.
 func (f *Filter) loadFlags() uintptr {
-	return uintptr(f.flags &^ unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+	return uintptr(f.Flags &^ unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
 }
 
 func loadError(flags uintptr, errno syscall.Errno) error {
@@ -69,7 +69,7 @@ func loadError(flags uintptr, errno syscall.Errno) error {
 // the process started with (Go raises it at start): a caller that cares
 // sets the limit with syscall.Setrlimit first.
 func LoadAndExec(f *Filter, path string, argv, envv []string) error {
-	if f == nil || len(f.prog) == 0 {
+	if f == nil || len(f.Prog) == 0 {
 		return errors.New("seccomp: load: empty filter")
 	}
 	pathp, err := syscall.BytePtrFromString(path)
@@ -85,7 +85,7 @@ func LoadAndExec(f *Filter, path string, argv, envv []string) error {
 		return err
 	}
 	flags := f.loadFlags()
-	prog := unix.SockFprog{Len: uint16(len(f.prog)), Filter: &f.prog[0]}
+	prog := unix.SockFprog{Len: uint16(len(f.Prog)), Filter: &f.Prog[0]}
 	loadErrno, execErrno := loadExec(&prog, flags, pathp, &argvp[0], &envvp[0])
 	runtime.KeepAlive(f)
 	runtime.KeepAlive(argvp)

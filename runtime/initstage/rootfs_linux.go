@@ -1,4 +1,4 @@
-package runtime
+package initstage
 
 import (
 	"errors"
@@ -14,11 +14,11 @@ import (
 // rootfsSetup builds the container's view of the file system inside its own
 // mount namespace. It runs in the init stage, before pivot_root.
 type rootfsSetup struct {
-	cfg    *initConfig
+	cfg    *Config
 	rootFd int // O_PATH handle on the rootfs; every lookup is relative to it
 }
 
-func (r *rootfsSetup) spec() *initSpec { return r.cfg.Spec }
+func (r *rootfsSetup) spec() *Spec { return r.cfg.Spec }
 
 // afterPivot are the rootfsPropagation modes applied to the container's /
 // only once it is the root: until then / stays a slave, since shared would
@@ -241,7 +241,7 @@ func (r *rootfsSetup) mountCgroup(m specs.Mount, rel string, opts mountOptions) 
 	return remountBind(procFdPath(mnt), unix.MS_RDONLY, 0)
 }
 
-func (r *rootfsSetup) mountOneCgroup(h cgroupMount, target, rel string, flags uintptr) error {
+func (r *rootfsSetup) mountOneCgroup(h CgroupMount, target, rel string, flags uintptr) error {
 	flags |= unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 	if r.cfg.NewCgroupNS && h.FSType == "cgroup2" {
 		if err := unix.Mount("cgroup2", target, "cgroup2", flags, ""); err != nil {
@@ -269,8 +269,8 @@ func (r *rootfsSetup) mountOneCgroup(h cgroupMount, target, rel string, flags ui
 	return remountBind(procFdPath(mnt), flags, 0)
 }
 
-// defaultDevices are created in every container, as runc and Docker do.
-var defaultDevices = []specs.LinuxDevice{
+// DefaultDevices are created in every container, as runc and Docker do.
+var DefaultDevices = []specs.LinuxDevice{
 	{Path: "/dev/null", Type: "c", Major: 1, Minor: 3},
 	{Path: "/dev/zero", Type: "c", Major: 1, Minor: 5},
 	{Path: "/dev/full", Type: "c", Major: 1, Minor: 7},
@@ -282,8 +282,8 @@ var defaultDevices = []specs.LinuxDevice{
 // createDevices makes the default and the spec's device nodes. In a user
 // namespace mknod is not allowed, so the host's node is bind-mounted instead.
 func (r *rootfsSetup) createDevices() error {
-	inUserNS := hasNamespace(&specs.Linux{Namespaces: r.spec().Linux.Namespaces}, specs.UserNamespace)
-	devs := append(append([]specs.LinuxDevice{}, defaultDevices...), r.spec().Linux.Devices...)
+	inUserNS := hasNamespace(r.spec().Linux.Namespaces, specs.UserNamespace)
+	devs := append(append([]specs.LinuxDevice{}, DefaultDevices...), r.spec().Linux.Devices...)
 	old := unix.Umask(0)
 	defer unix.Umask(old)
 	for _, d := range devs {
@@ -441,7 +441,7 @@ func chrootTo(dir string) error {
 
 // finish runs after pivot: masks, read-only paths, read-only root and the
 // final propagation of /.
-func finishRootfs(s *initSpec) error {
+func finishRootfs(s *Spec) error {
 	for _, p := range s.Linux.MaskedPaths {
 		if err := maskPath(p); err != nil {
 			return fmt.Errorf("linux.maskedPaths %s: %w", p, err)

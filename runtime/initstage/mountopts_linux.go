@@ -1,4 +1,4 @@
-package runtime
+package initstage
 
 import (
 	"strings"
@@ -98,4 +98,17 @@ func lockedFlags(path string) uintptr {
 		}
 	}
 	return f
+}
+
+// MountOptionNames lists the mount options the runtime acts on: flags,
+// propagation modes, bind and rbind.
+func MountOptionNames() []string {
+	names := []string{"bind", "rbind"}
+	for o := range mountFlagOptions {
+		names = append(names, o)
+	}
+	for o := range propagationOptions {
+		names = append(names, o)
+	}
+	return names
 }
