@@ -10,21 +10,24 @@ package main
 
 import (
 	"os"
-	goruntime "runtime"
 
 	"nexus.dev/nexus/runtime/initstage"
 )
 
+// The init stage changes namespaces and credentials of the calling thread
+// and then execs from it, so it must stay on one thread. It runs during
+// package initialisation, where the Go runtime already keeps the main
+// goroutine on the main thread: runtime.LockOSThread would also start the
+// runtime's template thread, another clone for this process and another
+// thread for execve to tear down (the program ran 0.4-0.8 ms longer with
+// it, GODEBUG=inittrace=1).
 func init() {
-	// The init stage changes namespaces and credentials of the calling
-	// thread and then execs from it: pin main to the main thread.
-	goruntime.LockOSThread()
+	if initstage.IsInit() {
+		initstage.Main() // never returns
+	}
 }
 
 func main() {
-	if !initstage.IsInit() {
-		os.Stderr.WriteString("nexus-init is the container init stage of nexus and nexus-runtime, which start it; it takes no commands\n")
-		os.Exit(2)
-	}
-	initstage.Main() // never returns
+	os.Stderr.WriteString("nexus-init is the container init stage of nexus and nexus-runtime, which start it; it takes no commands\n")
+	os.Exit(2)
 }
