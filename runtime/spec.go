@@ -101,6 +101,10 @@ func linuxSpecOf(s *specs.Spec) *linuxSpec {
 // than Linux are not read.
 func ParseSpec(data []byte) (*specs.Spec, error) {
 	var spec linuxSpec
+	if decodeSpecFast(data, &spec) {
+		return spec.spec(), nil
+	}
+	spec = linuxSpec{}
 	if err := json.Unmarshal(data, &spec); err != nil {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
