@@ -225,6 +225,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 type bundleSpec struct {
 	bundle, rootfs string
 	spec           *specs.Spec
+	raw            []byte          // config.json as read, which decodes to spec
 	ispec          *initstage.Spec // what the init receives (specForInit)
 	filter         *initstage.Filter
 }
@@ -235,7 +236,7 @@ func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
 		return nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
 	// The seccomp profile is validated by compiling it, below.
-	spec, err := loadSpec(bundle, false)
+	spec, raw, err := loadSpec(bundle, false)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +251,7 @@ func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
 	if rootfs, err = filepath.EvalSymlinks(rootfs); err != nil {
 		return nil, fmt.Errorf("root.path: %w", err)
 	}
-	return &bundleSpec{bundle: bundle, rootfs: rootfs, spec: spec, ispec: ispec, filter: filter}, nil
+	return &bundleSpec{bundle: bundle, rootfs: rootfs, spec: spec, raw: raw, ispec: ispec, filter: filter}, nil
 }
 
 // warnCapabilities logs the capabilities the process will not get: those
@@ -546,7 +547,7 @@ func (c *creation) finish(ctx context.Context, cfg *initstage.Config, stdio []*o
 		return fmt.Errorf("create %s: init exited early: %w", c.id, err)
 	}
 	st := &savedState{ID: c.id, Pid: pid, PidStart: startTime, Bundle: c.b.bundle, Rootfs: c.b.rootfs,
-		Created: time.Now().UTC(), Annotations: spec.Annotations, Cgroup: c.cg.Saved(), HostRootfsMount: c.hostRootfsMount, Spec: spec}
+		Created: time.Now().UTC(), Annotations: spec.Annotations, Cgroup: c.cg.Saved(), HostRootfsMount: c.hostRootfsMount, Spec: spec, rawSpec: c.b.raw}
 	if err := writeState(c.dir, st); err != nil {
 		return err
 	}

@@ -35,7 +35,8 @@ func specErr(field, format string, args ...any) error {
 
 // LoadSpec reads and validates bundle/config.json.
 func LoadSpec(bundle string) (*specs.Spec, error) {
-	return loadSpec(bundle, true)
+	spec, _, err := loadSpec(bundle, true)
+	return spec, err
 }
 
 // MaxSpecSize is the most the runtime reads of a config.json or of a
@@ -44,22 +45,23 @@ func LoadSpec(bundle string) (*specs.Spec, error) {
 // the machine's memory.
 const MaxSpecSize = 4 << 20
 
-func loadSpec(bundle string, checkSeccomp bool) (*specs.Spec, error) {
+// loadSpec also returns the document as read, which state.json keeps.
+func loadSpec(bundle string, checkSeccomp bool) (*specs.Spec, []byte, error) {
 	data, err := fsutil.ReadFileLimit(filepath.Join(bundle, "config.json"), MaxSpecSize)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("bundle %s has no config.json: create one (e.g. with `nexus runtime spec`) or pass the right --bundle", bundle)
+			return nil, nil, fmt.Errorf("bundle %s has no config.json: create one (e.g. with `nexus runtime spec`) or pass the right --bundle", bundle)
 		}
-		return nil, fmt.Errorf("read bundle config: %w", err)
+		return nil, nil, fmt.Errorf("read bundle config: %w", err)
 	}
 	spec, err := ParseSpec(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := validateSpec(spec, bundle, checkSeccomp); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return spec, nil
+	return spec, data, nil
 }
 
 // linuxSpec is specs.Spec without the sections for other platforms
@@ -101,7 +103,7 @@ func linuxSpecOf(s *specs.Spec) *linuxSpec {
 // than Linux are not read.
 func ParseSpec(data []byte) (*specs.Spec, error) {
 	var spec linuxSpec
-	if decodeSpecFast(data, &spec) {
+	if decodeFast(data, &spec) {
 		return spec.spec(), nil
 	}
 	spec = linuxSpec{}

@@ -22,19 +22,19 @@ func BenchmarkLoadSpec(b *testing.B) {
 	}
 	b.Run("without-seccomp", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			if _, err := loadSpec(dir, false); err != nil {
+			if _, _, err := loadSpec(dir, false); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("with-seccomp", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			if _, err := loadSpec(dir, true); err != nil {
+			if _, _, err := loadSpec(dir, true); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
-	spec, _ := loadSpec(dir, false)
+	spec, _, _ := loadSpec(dir, false)
 	b.Run("specForInit", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			if _, _, err := specForInit(spec, seccomp.Compile); err != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -48,7 +50,7 @@ func FuzzValidateSpec(f *testing.F) {
 		}
 		// What the fast decoder takes, json.Unmarshal decodes the same.
 		var fast, slow linuxSpec
-		if decodeSpecFast(data, &fast) {
+		if decodeFast(data, &fast) {
 			if jerr := json.Unmarshal(data, &slow); jerr != nil || !reflect.DeepEqual(fast, slow) {
 				t.Fatalf("the fast decoder took a document json.Unmarshal decodes differently (%v):\n%+v\n%+v", jerr, fast, slow)
 			}
@@ -98,7 +100,7 @@ func TestLinuxSpecCarriesEveryLinuxField(t *testing.T) {
 	}
 }
 
-// The configs real tools write take the fast decoder (decodeSpecFast): a
+// The configs real tools write take the fast decoder (decodeFast): a
 // fallback to json.Unmarshal would be correct, but costs every start the
 // time the fast decoder exists to save.
 func TestTypicalConfigsTakeTheFastDecoder(t *testing.T) {
@@ -119,7 +121,7 @@ func TestTypicalConfigsTakeTheFastDecoder(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var fast, slow linuxSpec
-			if !decodeSpecFast(tt.data, &fast) {
+			if !decodeFast(tt.data, &fast) {
 				t.Fatal("the fast decoder left this document to json.Unmarshal")
 			}
 			if err := json.Unmarshal(tt.data, &slow); err != nil || !reflect.DeepEqual(fast, slow) {
@@ -162,3 +164,65 @@ const runcSpecConfig = `{
 		"readonlyPaths": ["/proc/bus", "/proc/sys"]
 	}
 }`
+
+// FuzzReadState: what the fast decoder takes of a state.json, json.Unmarshal
+// decodes the same.
+func FuzzReadState(f *testing.F) {
+	st := &savedState{ID: "c1", Pid: 42, PidStart: 7, Bundle: "/b", Rootfs: "/b/rootfs", Created: time.Date(2026, 12, 2, 20, 0, 0, 5, time.UTC),
+		Annotations: map[string]string{"a": "b"}, Spec: DefaultSpec()}
+	st.Cgroup.Paths = map[string]string{"memory": "/sys/fs/cgroup/memory/c1"}
+	dir := f.TempDir()
+	if err := writeState(dir, st); err != nil {
+		f.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	f.Add([]byte(`{"id":"c1","created":null,"spec":null}`))
+	f.Add([]byte(`{"id":"c1","created":"2026-13-01T00:00:00Z"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fast, slow savedState
+		if decodeFast(data, &fast) {
+			if err := json.Unmarshal(data, &slow); err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("the fast decoder took a state json.Unmarshal decodes differently (%v):\n%+v\n%+v", err, fast, slow)
+			}
+		}
+	})
+}
+
+// A state.json written from config.json as read decodes to the spec the
+// container was created with, through the fast decoder.
+func TestStateKeepsTheSpecAsRead(t *testing.T) {
+	spec := DefaultSpec()
+	spec.Process.Args = []string{"sh", "-c", "a && b"}
+	raw, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	dir := containerDir(root, "c1")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st := &savedState{ID: "c1", Pid: 1, Created: time.Now().UTC(), Spec: spec, rawSpec: raw}
+	if err := writeState(dir, st); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fast savedState
+	if !decodeFast(data, &fast) {
+		t.Fatalf("the fast decoder left state.json to json.Unmarshal: %s", data)
+	}
+	got, err := readState(root, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Spec, spec) || got.ID != "c1" || !got.Created.Equal(st.Created) {
+		t.Fatalf("read back %+v, want the spec written", got)
+	}
+}

@@ -95,6 +95,16 @@ type savedState struct {
 	Spec            *specs.Spec `json:"-"`
 	// SavedSpec is Spec as it is written and read (see linuxSpec).
 	SavedSpec *linuxSpec `json:"spec"`
+	// rawSpec, when set, is the config.json Spec was decoded from, which
+	// writeState saves as it is: encoding the spec again would build
+	// encoding/json's encoders for its 39 struct types, in every create.
+	rawSpec []byte
+}
+
+// savedStateRaw is savedState written with the spec as a document.
+type savedStateRaw struct {
+	*savedState
+	SavedSpec json.RawMessage `json:"spec"`
 }
 
 // containerDir returns the state directory of id under root.
@@ -102,8 +112,14 @@ func containerDir(root, id string) string { return filepath.Join(root, id) }
 
 func writeState(dir string, st *savedState) error {
 	saved := *st
-	saved.SavedSpec = linuxSpecOf(st.Spec)
-	data, err := json.Marshal(&saved)
+	var data []byte
+	var err error
+	if st.rawSpec != nil {
+		data, err = json.Marshal(savedStateRaw{savedState: &saved, SavedSpec: st.rawSpec})
+	} else {
+		saved.SavedSpec = linuxSpecOf(st.Spec)
+		data, err = json.Marshal(&saved)
+	}
 	if err != nil {
 		return err
 	}
@@ -132,8 +148,11 @@ func readState(root, id string) (*savedState, error) {
 		return nil, fmt.Errorf("read state of %s: %w", id, err)
 	}
 	var st savedState
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("state of %s is corrupt (%v): remove it with `nexus runtime delete --force %s`", id, err, id)
+	if !decodeFast(data, &st) {
+		st = savedState{}
+		if err := json.Unmarshal(data, &st); err != nil {
+			return nil, fmt.Errorf("state of %s is corrupt (%v): remove it with `nexus runtime delete --force %s`", id, err, id)
+		}
 	}
 	st.Spec, st.SavedSpec = st.SavedSpec.spec(), nil
 	return &st, nil
