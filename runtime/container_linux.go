@@ -131,7 +131,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	}
 	t0 := time.Now()
 	step := func(name string) { r.log.Debug("create step", "id", id, "step", name, "at", time.Since(t0)) }
-	b, err := r.loadBundle(opts.Bundle)
+	b, err := r.loadBundle(opts.Bundle, false)
 	if err != nil {
 		return err
 	}
@@ -157,12 +157,6 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		return err
 	}
 	defer release()
-
-	if err := cg.Create(); err != nil {
-		return fmt.Errorf("create cgroup for %s: %w", id, err)
-	}
-	c.onUndo(func() { _ = cg.Destroy() })
-	step("cgroup created")
 
 	plan := planNamespaces(b.spec)
 	var hostRootfsMount uint64
@@ -191,6 +185,9 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		defer consoleHere.Close()
 		defer console.Close()
 	}
+	// The init is forked first: its program starts (exec, Go runtime) while
+	// this process compiles the seccomp profile and creates the cgroup. It
+	// waits for its config, which comes after it has joined the cgroup.
 	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
 	h, err := r.forkInit(id, stdio, opts.PreserveFDs, ln, console, plan, b.spec, false)
 	if err != nil {
@@ -198,6 +195,14 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	}
 	c.init = h
 	step("init forked")
+	if err := b.prepareInit(r); err != nil {
+		return err
+	}
+	if err := cg.Create(); err != nil {
+		return fmt.Errorf("create cgroup for %s: %w", id, err)
+	}
+	c.onUndo(func() { _ = cg.Destroy() })
+	step("cgroup created")
 	if err := cg.Add(h.pid()); err != nil {
 		return fmt.Errorf("join %s to its cgroup: %w", id, err)
 	}
@@ -230,17 +235,15 @@ type bundleSpec struct {
 	filter         *initstage.Filter
 }
 
-func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
+// loadBundle reads and validates a bundle; with forInit it also prepares
+// what the init receives (see prepareInit).
+func (r *Runtime) loadBundle(path string, forInit bool) (*bundleSpec, error) {
 	bundle, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
-	// The seccomp profile is validated by compiling it, below.
+	// The seccomp profile is validated by compiling it (prepareInit).
 	spec, raw, err := loadSpec(bundle, false)
-	if err != nil {
-		return nil, err
-	}
-	ispec, filter, err := specForInit(spec, r.filters.compile)
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +254,24 @@ func (r *Runtime) loadBundle(path string) (*bundleSpec, error) {
 	if rootfs, err = filepath.EvalSymlinks(rootfs); err != nil {
 		return nil, fmt.Errorf("root.path: %w", err)
 	}
-	return &bundleSpec{bundle: bundle, rootfs: rootfs, spec: spec, raw: raw, ispec: ispec, filter: filter}, nil
+	b := &bundleSpec{bundle: bundle, rootfs: rootfs, spec: spec, raw: raw}
+	if forInit {
+		if err := b.prepareInit(r); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// prepareInit compiles the seccomp profile (validating it) and sets what
+// the init receives.
+func (b *bundleSpec) prepareInit(r *Runtime) error {
+	ispec, filter, err := specForInit(b.spec, r.filters.compile)
+	if err != nil {
+		return err
+	}
+	b.ispec, b.filter = ispec, filter
+	return nil
 }
 
 // warnCapabilities logs the capabilities the process will not get: those

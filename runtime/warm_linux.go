@@ -157,7 +157,7 @@ var ErrNoWarmSlot = errors.New("no warm slot fits")
 func (r *Runtime) CreateWarm(ctx context.Context, opts CreateOptions) (id string, err error) {
 	t0 := time.Now()
 	step := func(name string) { r.log.Debug("warm create step", "id", id, "step", name, "at", time.Since(t0)) }
-	b, err := r.loadBundle(opts.Bundle)
+	b, err := r.loadBundle(opts.Bundle, true)
 	step("spec loaded")
 	if err != nil {
 		return "", err
