@@ -7,8 +7,8 @@
 // through the whole nexus binary.
 //
 // It also reports the package-initialisation time of nexus-runtime
-// (GODEBUG=inittrace=1), which every container start pays twice: once for
-// `nexus-runtime run` and once for the init stage (the same program), and,
+// (GODEBUG=inittrace=1), which `nexus-runtime run` pays (the init stage is
+// the smaller nexus-init program, embedded in it), and,
 // for comparison, that of the whole nexus binary.
 //
 // The bench/runtime-start script prepares the bundle, the state directories
@@ -100,7 +100,7 @@ func main() {
 		}
 	}
 	if *initRuns > 0 {
-		if err := initBench(ctx, *nexusBin, "nexus-runtime package initialisation (paid by `nexus-runtime run` and again by the init stage, the same program)", *initRuns, *initTopN); err != nil {
+		if err := initBench(ctx, *nexusBin, "nexus-runtime package initialisation (paid by `nexus-runtime run`; the init stage is the smaller nexus-init program)", *initRuns, *initTopN); err != nil {
 			fail("%v", err)
 		}
 		if *fullBin != "" {
