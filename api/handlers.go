@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,6 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"nexus.dev/nexus/api/mergepatch"
@@ -345,7 +345,7 @@ func (s *Server) readBodyOnce(r *request) ([]byte, error) {
 	if int64(len(b)) > s.limits.MaxBodyBytes {
 		return nil, problem(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "the request body is larger than %d bytes", s.limits.MaxBodyBytes)
 	}
-	if len(strings.TrimSpace(string(b))) == 0 {
+	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, badRequest("the request body is empty: send the %s as JSON or YAML", r.res.Kind)
 	}
 	return b, nil
@@ -376,13 +376,15 @@ func (s *Server) decodeBody(r *request) (types.Object, error) {
 	if err := checkContentType(r); err != nil {
 		return nil, err
 	}
-	b, err := s.readBody(r)
-	if err != nil {
-		return nil, err
-	}
-	o, err := types.Decode(b, r.res)
-	if err != nil {
-		return nil, err
+	o := r.decoded
+	if o == nil {
+		b, err := s.readBody(r)
+		if err != nil {
+			return nil, err
+		}
+		if o, err = types.Decode(b, r.res); err != nil {
+			return nil, err
+		}
 	}
 	return o, s.prepare(r, o)
 }

@@ -164,6 +164,12 @@ func (s *Server) peekName(r *request) string {
 	if err != nil {
 		return ""
 	}
+	if o, err := types.Decode(js, r.res); err == nil {
+		r.decoded = o
+		return o.GetObjectMeta().Name
+	}
+	// Not an object the handler will take (it says why after the checks),
+	// but its name, if it has one, is what the caller asked to create.
 	var m struct {
 		Metadata struct {
 			Name string `json:"name"`

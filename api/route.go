@@ -30,7 +30,10 @@ type request struct {
 	decision  audit.Decision
 	body      []byte // the request body, once read
 	bodyErr   error  // why the body cannot be used, once read
-	code      int    // the status a successful handler answered with
+	// decoded is the body decoded as the resource (a create's, read by the
+	// checks for its name), so the handler does not decode it again.
+	decoded types.Object
+	code    int // the status a successful handler answered with
 }
 
 // describe names the request's object for messages: "workloads/web in

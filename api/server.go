@@ -330,9 +330,14 @@ func (s *Server) finish(w http.ResponseWriter, r *request, status int, body []by
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	// Two writes into the response's buffer, not one of a copy: body may be
+	// the watch cache's bytes, shared by every reader of the object.
+	_, _ = w.Write(body)
+	_, _ = w.Write(newline)
 	return nil
 }
+
+var newline = []byte{'\n'}
 
 // auditRecord is the audit record of the request as it stands.
 func (r *request) auditRecord(status int) audit.Record {

@@ -177,3 +177,36 @@ func TestBadInputGetsProblemsNamingTheField(t *testing.T) {
 		t.Fatalf("%d workloads stored, want 1: %s", n, l.body)
 	}
 }
+
+// TestConcurrentGetsOfOneObject: many readers of one object get the same
+// bytes at once (served from the watch cache, which every reader shares);
+// with -race this also checks that no response writes into them.
+func TestConcurrentGetsOfOneObject(t *testing.T) {
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
+	cl := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}
+	want := cl.must(201, "POST", "/v1/namespaces/default/workloads", "application/yaml", webYAML).body
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for range 20 {
+				resp, err := cl.hc.Get(c.URL() + "/v1/namespaces/default/workloads/web")
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !bytes.Equal(got, want) {
+					errs <- fmt.Errorf("GET: %d %s, want the created object %s", resp.StatusCode, got, want)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

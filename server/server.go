@@ -9,7 +9,9 @@
 //	pki/            the CA, this server's certificate (node.crt) and the
 //	                API's serving certificate (api.crt)
 //	store/          the embedded store member's data
-//	store.sock      the store's client socket for this server (0600)
+//	store.sock      the store's client socket (0600) for other clients on
+//	                this host (nexus secrets, etcdctl); the API itself calls
+//	                the member in its own process
 //	secrets.key     the key that seals Secrets at rest
 //	audit/          the hash-chained audit log
 //	admin.conf      the first user's client configuration (0600)
@@ -292,13 +294,18 @@ func (s *Server) startStore(ctx, rctx context.Context) error {
 			case <-rctx.Done():
 			}
 		})
+		// The API calls its member in this process (store/v3client): the
+		// socket is for other clients (nexus secrets, etcdctl).
 		endpoints = []string{"unix://" + sock}
+		s.client = s.member.Client(rctx)
+	} else {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: embed.QuietClientLogger()})
+		if err != nil {
+			return fmt.Errorf("store client %v: %w", endpoints, err)
+		}
+		s.client = cli
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: embed.QuietClientLogger()})
-	if err != nil {
-		return fmt.Errorf("store client %v: %w", endpoints, err)
-	}
-	s.client = cli
+	cli := s.client
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {

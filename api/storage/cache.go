@@ -660,7 +660,13 @@ func (c *Cache) waitRev(ctx context.Context, rev int64) error {
 // says so) and etcd 3.4.31+, 3.5.13+ and 3.6+, where etcd fixed
 // notifications sent ahead of events (etcd-io/etcd#15220).
 func ProgressIsOrdered(ctx context.Context, cli *clientv3.Client) bool {
-	for _, ep := range cli.Endpoints() {
+	eps := cli.Endpoints()
+	if len(eps) == 0 {
+		// A client of a member in this process (store/v3client) has no
+		// endpoints: its Status answers for that member.
+		eps = []string{""}
+	}
+	for _, ep := range eps {
 		st, err := cli.Status(ctx, ep)
 		if err != nil {
 			return false

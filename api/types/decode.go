@@ -36,6 +36,15 @@ func Decode(data []byte, r *Resource) (Object, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o, ok := decodeFast(js, r); ok {
+		return o, nil
+	}
+	return decodeSlow(js, r)
+}
+
+// decodeSlow reads js as an object of r, saying what is wrong if it is not
+// one.
+func decodeSlow(js []byte, r *Resource) (Object, error) {
 	tm, err := peekType(js)
 	if err != nil {
 		return nil, err
@@ -344,4 +353,122 @@ func buildJSONFields(t reflect.Type) map[string]reflect.Type {
 		fields[name] = f.Type
 	}
 	return fields
+}
+
+// decodeFast decodes a document that needs no message in one pass: it
+// succeeds only when the document is an object of r with no unknown field,
+// no value of a wrong type, no key that matches a field only by case
+// (encoding/json would take it; the strict decoder does not) and the
+// apiVersion and kind of r, when given. Anything else goes the slow way
+// (decodeStrict), which says what is wrong. The strict decoder reads a
+// document three times (type, a generic tree for the field check, the
+// object): 10 % of the API server's CPU per create.
+func decodeFast(js []byte, r *Resource) (Object, bool) {
+	o := r.New()
+	if !plainKeys(js, keyNamesOf(reflect.TypeOf(o))) {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if dec.Decode(o) != nil {
+		return nil, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, false // more after the object: Unmarshal refuses it
+	}
+	tm := o.GetTypeMeta()
+	if (tm.APIVersion != "" && tm.APIVersion != APIVersion) || (tm.Kind != "" && tm.Kind != r.Kind) {
+		return nil, false
+	}
+	*tm = TypeMeta{APIVersion: APIVersion, Kind: r.Kind}
+	return o, true
+}
+
+// keyNames are the JSON field names of a type and every type inside it,
+// exact and in ASCII lower case; ambiguous holds the lower-case names two
+// fields spell differently (a key may match one only by case).
+type keyNames struct {
+	exact     map[string]bool
+	lower     map[string]string // lower case -> the exact name
+	ambiguous map[string]bool
+}
+
+var keyNameCache sync.Map // reflect.Type -> *keyNames
+
+func keyNamesOf(t reflect.Type) *keyNames {
+	if k, ok := keyNameCache.Load(t); ok {
+		return k.(*keyNames)
+	}
+	k := &keyNames{exact: map[string]bool{}, lower: map[string]string{}, ambiguous: map[string]bool{}}
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		switch t.Kind() {
+		case reflect.Struct:
+			for name, ft := range jsonFields(t) {
+				k.exact[name] = true
+				l := strings.ToLower(name)
+				if prev, ok := k.lower[l]; ok && prev != name {
+					k.ambiguous[l] = true
+				}
+				k.lower[l] = name
+				walk(ft)
+			}
+		case reflect.Map, reflect.Slice, reflect.Array:
+			walk(t.Elem())
+		}
+	}
+	walk(t)
+	keyNameCache.Store(t, k)
+	return k
+}
+
+// plainKeys reports whether every object key in js (valid JSON or not:
+// the decoder judges that) is either a field name of the type or matches
+// none by case: a key that differs from a field name only in case (or
+// holds escapes or non-ASCII letters, which case folding may map onto one)
+// needs the strict decoder. Map keys (labels, say) that match no field
+// name are plain.
+func plainKeys(js []byte, names *keyNames) bool {
+	for i := 0; i < len(js); i++ {
+		if js[i] != '"' {
+			continue
+		}
+		start, plain := i+1, true
+		for i++; i < len(js) && js[i] != '"'; i++ {
+			switch c := js[i]; {
+			case c == '\\':
+				plain = false
+				i++
+			case c >= 0x80:
+				plain = false
+			}
+		}
+		if i >= len(js) {
+			return true // unterminated: the decoder refuses it
+		}
+		j := i + 1
+		for j < len(js) && (js[j] == ' ' || js[j] == '\t' || js[j] == '\n' || js[j] == '\r') {
+			j++
+		}
+		if j >= len(js) || js[j] != ':' {
+			continue // a value, not a key
+		}
+		key := string(js[start:i])
+		if !plain {
+			return false
+		}
+		l := strings.ToLower(key)
+		if _, field := names.lower[l]; field && (!names.exact[key] || names.ambiguous[l]) {
+			return false
+		}
+	}
+	return true
 }

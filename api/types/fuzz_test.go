@@ -40,6 +40,37 @@ func FuzzDecode(f *testing.F) {
 
 // FuzzLabelSelector: a selector that parses prints to a string that parses
 // to a selector with the same meaning.
+// FuzzDecodeFast: the one-pass decoder accepts only what the strict one
+// accepts, and gives the same object.
+func FuzzDecodeFast(f *testing.F) {
+	for _, seed := range decodeFastSeeds {
+		f.Add(seed.doc, seed.plural)
+	}
+	f.Fuzz(func(t *testing.T, doc []byte, plural string) {
+		r, ok := LookupResource(plural)
+		if !ok {
+			return
+		}
+		js, err := ToJSON(doc)
+		if err != nil {
+			return
+		}
+		fast, ok := decodeFast(js, r)
+		if !ok {
+			return
+		}
+		slow, err := decodeSlow(js, r)
+		if err != nil {
+			t.Fatalf("the fast decoder accepted what the strict one refuses (%v):\n%s", err, js)
+		}
+		a, _ := json.Marshal(fast)
+		b, _ := json.Marshal(slow)
+		if string(a) != string(b) {
+			t.Fatalf("the decoders disagree on\n%s\nfast:   %s\nstrict: %s", js, a, b)
+		}
+	})
+}
+
 func FuzzLabelSelector(f *testing.F) {
 	for _, s := range []string{"app=web", "a in (x,y),!b", "tier notin (db), env", "k!=v", "x==y"} {
 		f.Add(s)

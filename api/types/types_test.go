@@ -299,3 +299,52 @@ func TestSchedulerInstance(t *testing.T) {
 		t.Fatalf("converted: %+v", si)
 	}
 }
+
+// decodeFastSeeds are documents on both sides of what the one-pass decoder
+// takes.
+var decodeFastSeeds = []struct {
+	doc    []byte
+	plural string
+}{
+	{[]byte(`{"kind":"Workload","metadata":{"name":"web","labels":{"app":"web","Name":"x"}},"spec":{"replicas":3,"template":{"image":"nexus.local/hello","ports":[{"name":"http","port":8080}]}}}`), "workloads"},
+	{[]byte(`{"kind":"Workload","metadata":{"name":"web"},"Spec":{"replicas":3}}`), "workloads"},
+	{[]byte(`{"kind":"Workload","metadata":{"name":"web"},"spec":{"replicas":"3"}}`), "workloads"},
+	{[]byte(`{"kind":"Workload","metadata":{"name":"web"},"spec":{"replicas":3}} {}`), "workloads"},
+	{[]byte(`{"kind":"Service","metadata":{"name":"web"},"spe\u0063":{}}`), "workloads"},
+	{[]byte(`{"kind":"Secret","metadata":{"name":"s"},"stringData":{"k":"v"}}`), "secrets"},
+	{[]byte(`{"kind":"Node","metadata":{"name":"n1"},"status":{"capacity":{"cpu":"2","memory":"1Gi"}}}`), "nodes"},
+}
+
+// TestDecodeFastAgreesWithStrict: documents the strict decoder refuses
+// (a field matched only by case, an escaped key, a wrong type, trailing
+// data, a wrong kind) are refused with the strict decoder's message, and
+// plain ones decode alike.
+func TestDecodeFastAgreesWithStrict(t *testing.T) {
+	for _, c := range []struct {
+		doc     string
+		plural  string
+		wantErr string
+	}{
+		{`{"kind":"Workload","metadata":{"name":"web","labels":{"app":"web","Name":"x"}},"spec":{"replicas":3,"template":{"image":"i"}}}`, "workloads", ""},
+		{`{"kind":"Workload","metadata":{"name":"web"},"Spec":{"replicas":3}}`, "workloads", "Spec: unknown field"},
+		{`{"kind":"Workload","metadata":{"NAME":"web"}}`, "workloads", "metadata.NAME: unknown field"},
+		{`{"kind":"Workload","metadata":{"name":"web"},"spe\u0063":{"Replicas":3}}`, "workloads", "spec.Replicas: unknown field"},
+		{`{"kind":"Workload","metadata":{"name":"web"},"spec":{"replicas":"3"}}`, "workloads", "spec.replicas"},
+		{`{"kind":"Service","metadata":{"name":"web"}}`, "workloads", `kind "Service" does not match`},
+		{`{"apiVersion":"v2","kind":"Workload","metadata":{"name":"web"}}`, "workloads", `apiVersion "v2" is not served`},
+	} {
+		r, _ := LookupResource(c.plural)
+		o, err := Decode([]byte(c.doc), r)
+		if c.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.doc, err)
+			} else if m := o.GetObjectMeta(); m.Name != "web" || m.Labels["Name"] != "x" {
+				t.Errorf("%s: decoded %+v", c.doc, m)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+			t.Errorf("%s: error %v, want one containing %q", c.doc, err, c.wantErr)
+		}
+	}
+}

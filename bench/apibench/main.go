@@ -3,7 +3,8 @@
 //
 //   - authenticated GET of one object (requests/s, p50, p99) against a bare
 //     net/http handler serving the same bytes over the same TLS (mutual, the
-//     server's own certificate), in this process;
+//     server's own certificate), in this process, to the same clients (one
+//     identity and connection each);
 //   - create throughput (objects/s) against raw etcd-client puts of the same
 //     bytes to the same store;
 //   - the time for one update to reach W watchers (p50, p99, max);
@@ -46,7 +47,7 @@ func main() {
 		nexusBin = flag.String("nexus", "bin/nexus", "nexus binary")
 		duration = flag.Duration("duration", 5*time.Second, "length of each throughput phase")
 		clients  = flag.Int("clients", 32, "concurrent clients of the GET and create phases")
-		conns    = flag.Int("conns", 4, "HTTP/2 connections the clients share")
+		conns    = flag.Int("conns", 4, "HTTP/2 connections of the admin's client (each load client has its own)")
 		watchers = flag.Int("watchers", 10000, "watchers of the fan-out phase")
 		updates  = flag.Int("updates", 5, "updates timed in the fan-out phase")
 		rounds   = flag.Int("rounds", 3, "rounds of the GET and create phases (nexus and its peer take turns)")
@@ -113,9 +114,14 @@ func run(bin string, d time.Duration, clients, conns, watchers, updates, rounds 
 	admin := b.client(b.userCerts[0], conns)
 	// One identity per client, as many clients are: the API limits each
 	// identity's rate (200/s), which one identity would hit at once.
-	var each []*pooled
+	// The bare handler gets the same clients: a connection each, so the two
+	// differ only in the server (over 4 shared connections, HTTP/2 would
+	// batch many clients' frames into each read and write: about half the
+	// CPU per request, for the bare handler alone).
+	var each, bareEach []*pooled
 	for c := range clients {
 		each = append(each, b.client(b.userCerts[1+c], 1))
+		bareEach = append(bareEach, b.client(b.userCerts[1+c], 1))
 	}
 	if err := b.do(admin, "POST", "/v1/namespaces", `{"kind":"Namespace","metadata":{"name":"bench"}}`, 201); err != nil {
 		return err
@@ -142,15 +148,14 @@ func run(bin string, d time.Duration, clients, conns, watchers, updates, rounds 
 	defer cli.Close()
 	for r := range rounds {
 		fmt.Printf("round %d\n", r+1)
-		bareCli := b.client(b.userCerts[0], conns)
-		apiGet = append(apiGet, load(d, clients, func(c, _ int) error { return b.do(each[c], "GET", "/v1/namespaces/bench/workloads/web", "", 200) }))
-		bareGet = append(bareGet, load(d, clients, func(int, int) error { return getURL(bareCli, bareURL) }))
+		apiGet = append(apiGet, load(d, clients, b.proc.Process.Pid, func(c, _ int) error { return b.do(each[c], "GET", "/v1/namespaces/bench/workloads/web", "", 200) }))
+		bareGet = append(bareGet, load(d, clients, b.proc.Process.Pid, func(c, _ int) error { return getURL(bareEach[c], bareURL) }))
 		fmt.Printf("  GET     api %s | bare %s\n", apiGet[r], bareGet[r])
-		apiCreate = append(apiCreate, load(d, clients, func(c, i int) error {
+		apiCreate = append(apiCreate, load(d, clients, b.proc.Process.Pid, func(c, i int) error {
 			name := fmt.Sprintf("r%d-c%d-%d", r, c, i)
 			return b.do(each[c], "POST", "/v1/namespaces/bench/workloads", strings.Replace(obj, `"name":"web"`, `"name":"`+name+`"`, 1), 201)
 		}))
-		rawPut = append(rawPut, load(d, clients, func(c, i int) error {
+		rawPut = append(rawPut, load(d, clients, b.proc.Process.Pid, func(c, i int) error {
 			_, err := cli.Put(context.Background(), fmt.Sprintf("/bench/raw/r%d-c%d-%d", r, c, i), string(body))
 			return err
 		}))
@@ -161,8 +166,12 @@ func run(bin string, d time.Duration, clients, conns, watchers, updates, rounds 
 	fmt.Printf("\nmedians over %d rounds (%d clients, %s each):\n", rounds, clients, d)
 	fmt.Printf("  GET one object: api %.0f/s (p50 %.2f ms, p99 %.2f ms), bare handler %.0f/s (p50 %.2f ms, p99 %.2f ms): %.0f%% (target >= 50%%)\n",
 		g, median(apiGet, p50), median(apiGet, p99), bg, median(bareGet, p50), median(bareGet, p99), 100*g/bg)
+	fmt.Printf("    CPU per GET (clients + server): api %.0f µs, bare %.0f µs: the API's rate would be %.0f%% of the bare handler's if CPU alone decided\n",
+		median(apiGet, cpu), median(bareGet, cpu), 100*median(bareGet, cpu)/median(apiGet, cpu))
 	fmt.Printf("  create: api %.0f objects/s (p50 %.2f ms, p99 %.2f ms), raw store put %.0f/s (p50 %.2f ms, p99 %.2f ms): %.0f%% (target >= 70%%)\n",
 		c, median(apiCreate, p50), median(apiCreate, p99), rp, median(rawPut, p50), median(rawPut, p99), 100*c/rp)
+	fmt.Printf("    CPU per write (clients + server + store): api %.0f µs, raw put %.0f µs: %.0f%% if CPU alone decided\n",
+		median(apiCreate, cpu), median(rawPut, cpu), 100*median(rawPut, cpu)/median(apiCreate, cpu))
 
 	fan, err := b.fanout(admin, watchers, updates)
 	if err != nil {
@@ -325,19 +334,45 @@ func (b *bench) bareServer(body []byte) (*http.Server, string, error) {
 
 type result struct {
 	rate, p50, p99 float64 // per second; ms
-	errors         int
+	// cpu is the CPU time per operation (µs) of this process (the clients,
+	// and the bare handler) and the nexus server together: on a machine
+	// where clients, server and store share the cores, what decides the
+	// rate, and what other load on the machine does not change.
+	cpu    float64
+	errors int
 }
 
 func (r result) String() string {
-	s := fmt.Sprintf("%7.0f/s p50 %5.2f ms p99 %6.2f ms", r.rate, r.p50, r.p99)
+	s := fmt.Sprintf("%7.0f/s p50 %5.2f ms p99 %6.2f ms cpu %5.0f µs/op", r.rate, r.p50, r.p99, r.cpu)
 	if r.errors > 0 {
 		s += fmt.Sprintf(" (%d errors)", r.errors)
 	}
 	return s
 }
 
-// load runs f from n goroutines for d and reports the rate and latency.
-func load(d time.Duration, n int, f func(client, i int) error) result {
+// cpuSeconds is the CPU time (user and system) process pid has used.
+func cpuSeconds(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: utime and stime are the 12th and 13th, in clock ticks
+	// (USER_HZ, 100 on Linux).
+	rest := data[bytes.LastIndexByte(data, ')')+2:]
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100
+}
+
+// load runs f from n goroutines for d and reports the rate, latency and
+// CPU per operation of this process and process server together.
+func load(d time.Duration, n int, server int, f func(client, i int) error) result {
+	cpu0 := cpuSeconds(os.Getpid()) + cpuSeconds(server)
 	var mu sync.Mutex
 	var lats []time.Duration
 	var errs atomic.Int64
@@ -364,6 +399,7 @@ func load(d time.Duration, n int, f func(client, i int) error) result {
 	}
 	wg.Wait()
 	el := time.Since(start)
+	cpu := cpuSeconds(os.Getpid()) + cpuSeconds(server) - cpu0
 	if e := firstErr.Load(); e != nil {
 		fmt.Fprintf(os.Stderr, "  first error: %v\n", e)
 	}
@@ -374,10 +410,15 @@ func load(d time.Duration, n int, f func(client, i int) error) result {
 		}
 		return float64(lats[int(p*float64(len(lats)-1))].Microseconds()) / 1000
 	}
-	return result{rate: float64(len(lats)) / el.Seconds(), p50: pct(0.5), p99: pct(0.99), errors: int(errs.Load())}
+	var perOp float64
+	if len(lats) > 0 {
+		perOp = cpu / float64(len(lats)) * 1e6
+	}
+	return result{rate: float64(len(lats)) / el.Seconds(), p50: pct(0.5), p99: pct(0.99), cpu: perOp, errors: int(errs.Load())}
 }
 
 func p50(r result) float64 { return r.p50 }
+func cpu(r result) float64 { return r.cpu }
 func p99(r result) float64 { return r.p99 }
 
 func median(rs []result, f func(result) float64) float64 {

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
@@ -25,6 +26,7 @@ import (
 	"nexus.dev/nexus/security/pki"
 	"nexus.dev/nexus/store/raftnode"
 	"nexus.dev/nexus/store/server"
+	"nexus.dev/nexus/store/v3client"
 	"nexus.dev/nexus/transport"
 )
 
@@ -123,6 +125,13 @@ func Start(ctx context.Context, cfg Config) (_ *Member, err error) {
 		go hs.Serve(l)
 	}
 	return m, nil
+}
+
+// Client is an etcd client of this member in the same process
+// (store/v3client): the etcd client API without a socket, gRPC or
+// protobuf encoding. It works until ctx ends or it is closed.
+func (m *Member) Client(ctx context.Context) *clientv3.Client {
+	return v3client.New(ctx, m.srv.Services())
 }
 
 // Server is the member's etcd API server.

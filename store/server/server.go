@@ -151,13 +151,30 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 // it as raftnode.ALPN on the member's listener.
 func (s *Server) RaftService() transport.Service { return s.node.Service() }
 
+// Services are the member's etcd v3 API services: what Register serves
+// over gRPC, and what store/v3client calls in the same process.
+type Services struct {
+	KV          etcdserverpb.KVServer
+	Watch       etcdserverpb.WatchServer
+	Lease       etcdserverpb.LeaseServer
+	Cluster     etcdserverpb.ClusterServer
+	Maintenance etcdserverpb.MaintenanceServer
+}
+
+// Services returns the member's etcd v3 API services.
+func (s *Server) Services() Services {
+	return Services{KV: &kvServer{s: s}, Watch: &watchServer{s: s}, Lease: &leaseServer{s: s},
+		Cluster: &clusterServer{s: s}, Maintenance: &maintenanceServer{s: s}}
+}
+
 // Register adds the etcd v3 API services to a gRPC server.
 func (s *Server) Register(g *grpc.Server) {
-	etcdserverpb.RegisterKVServer(g, &kvServer{s: s})
-	etcdserverpb.RegisterWatchServer(g, &watchServer{s: s})
-	etcdserverpb.RegisterLeaseServer(g, &leaseServer{s: s})
-	etcdserverpb.RegisterClusterServer(g, &clusterServer{s: s})
-	etcdserverpb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
+	sv := s.Services()
+	etcdserverpb.RegisterKVServer(g, sv.KV)
+	etcdserverpb.RegisterWatchServer(g, sv.Watch)
+	etcdserverpb.RegisterLeaseServer(g, sv.Lease)
+	etcdserverpb.RegisterClusterServer(g, sv.Cluster)
+	etcdserverpb.RegisterMaintenanceServer(g, sv.Maintenance)
 }
 
 // Done is closed when the raft member stops, by Stop or on its own (Err
