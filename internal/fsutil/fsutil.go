@@ -48,6 +48,33 @@ func WriteFileSync(path string, data []byte, mode os.FileMode) error {
 	return f.Close()
 }
 
+// WriteFileAtomic replaces path with data (mode for a new file) so that a
+// reader, or the machine after a crash, sees either the old content or the
+// new, never a mix: it writes and fsyncs a temporary file beside path,
+// renames it over path and fsyncs the directory.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	name := tmp.Name()
+	tmp.Close()
+	if err := WriteFileSync(name, data, mode); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Chmod(name, mode); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(name, path); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return SyncDir(dir)
+}
+
 // ErrTooLarge means a file holds more than its reader accepts.
 var ErrTooLarge = errors.New("file is too large")
 
