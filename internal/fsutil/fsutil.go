@@ -53,26 +53,44 @@ func WriteFileSync(path string, data []byte, mode os.FileMode) error {
 // new, never a mix: it writes and fsyncs a temporary file beside path,
 // renames it over path and fsyncs the directory.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	return replaceFile(path, data, mode, true)
+}
+
+// ReplaceFile replaces path with data by a rename, like WriteFileAtomic but
+// without the fsyncs: a process that dies leaves the old content or the
+// new, while a machine crash may leave either torn. It is for state that
+// does not outlive the machine's boot (see proc.BootID).
+func ReplaceFile(path string, data []byte, mode os.FileMode) error {
+	return replaceFile(path, data, mode, false)
+}
+
+func replaceFile(path string, data []byte, mode os.FileMode, sync bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	name := tmp.Name()
-	tmp.Close()
-	if err := WriteFileSync(name, data, mode); err != nil {
-		os.Remove(name)
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if err == nil && sync {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := os.Chmod(name, mode); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
+	if sync {
+		return SyncDir(dir)
 	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return SyncDir(dir)
+	return nil
 }
 
 // ErrTooLarge means a file holds more than its reader accepts.

@@ -43,10 +43,16 @@ func TestWriteFileSync(t *testing.T) {
 }
 
 func TestWriteFileAtomic(t *testing.T) {
+	for _, f := range []func(string, []byte, os.FileMode) error{WriteFileAtomic, ReplaceFile} {
+		testReplace(t, f)
+	}
+}
+
+func testReplace(t *testing.T, replace func(string, []byte, os.FileMode) error) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.json")
 	for _, data := range []string{"first, longer", "second"} {
-		if err := WriteFileAtomic(path, []byte(data), 0o600); err != nil {
+		if err := replace(path, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(path)
@@ -61,7 +67,7 @@ func TestWriteFileAtomic(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("directory holds %d entries after the writes, want only the file (no temporary left)", len(entries))
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, "no", "f"), nil, 0o600); err == nil {
+	if err := replace(filepath.Join(dir, "no", "f"), nil, 0o600); err == nil {
 		t.Fatal("a write into a missing directory succeeded")
 	}
 }
