@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -115,8 +116,8 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Bridge == "" {
 		cfg.Bridge = DefaultBridge
 	}
-	if len(cfg.Bridge) > unix.IFNAMSIZ-1 {
-		return nil, fmt.Errorf("networking config: bridge name %q is longer than %d bytes", cfg.Bridge, unix.IFNAMSIZ-1)
+	if len(cfg.Bridge) > unix.IFNAMSIZ-1 || cfg.Bridge == "." || cfg.Bridge == ".." || strings.ContainsAny(cfg.Bridge, "/: \t\n") {
+		return nil, fmt.Errorf("networking config: bridge name %q: want at most %d bytes without '/', ':' or spaces, such as %s", cfg.Bridge, unix.IFNAMSIZ-1, DefaultBridge)
 	}
 	if cfg.MTU != 0 && (cfg.MTU < 1280 || cfg.MTU > 65535) {
 		return nil, fmt.Errorf("networking config: MTU %d: want 1280 (IPv6's minimum) to 65535, or 0 to use the uplink's", cfg.MTU)

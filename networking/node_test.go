@@ -497,3 +497,55 @@ func TestAttachRejectsBadInput(t *testing.T) {
 		t.Fatalf("rejected attaches left state: %v", r.n.Attachments())
 	}
 }
+
+// TestConcurrentAttachAndDetach attaches and detaches containers from
+// several goroutines at once, as an agent starting many instances does.
+func TestConcurrentAttachAndDetach(t *testing.T) {
+	r := newRig(t)
+	const n = 8
+	paths := make([]string, n)
+	for i := range n {
+		paths[i] = r.container(fmt.Sprintf("c%d", i))
+	}
+	got := make([]Attachment, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			got[i], errs[i] = r.n.Attach(context.Background(), ContainerRef{
+				ID: fmt.Sprintf("c%d", i), NetNSPath: paths[i], Ports: []Port{{Port: 8080, HostPort: 20000 + i}},
+			})
+		})
+	}
+	wg.Wait()
+	seen := map[netip.Addr]int{}
+	for i, a := range got {
+		if errs[i] != nil {
+			t.Fatalf("Attach c%d: %v", i, errs[i])
+		}
+		if j, dup := seen[a.IPv4]; dup {
+			t.Fatalf("c%d and c%d both got %s", j, i, a.IPv4)
+		}
+		seen[a.IPv4] = i
+		r.wantHello(r.outside.NetNS, "tcp", ap(r.node.IPv6, 20000+i), fmt.Sprintf("c%d", i), r.outside.IPv6)
+	}
+	// A restarted node reads back every assignment.
+	if back := r.open().Attachments(); len(back) != n || back["c3"].IPv4 != got[3].IPv4 {
+		t.Fatalf("state after the attaches: %v", back)
+	}
+	for i := range n {
+		wg.Go(func() { errs[i] = r.n.Detach(context.Background(), fmt.Sprintf("c%d", i)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Detach c%d: %v", i, err)
+		}
+		if r.linkExists(got[i].HostVeth) {
+			t.Fatalf("veth of c%d outlived Detach", i)
+		}
+	}
+	if left := r.n.Attachments(); len(left) != 0 || strings.Contains(r.nft(), "dnat ip to") || strings.Contains(r.nft(), "dnat ip6 to") {
+		t.Fatalf("after detaching all: state %v, rules:\n%s", left, r.nft())
+	}
+}

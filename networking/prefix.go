@@ -32,16 +32,18 @@ const (
 	maxNodeIPv4Bits    = 28 // 13 containers; a /29 or smaller is not worth a node
 )
 
-// ClusterPrefixes are the address ranges all nodes' prefixes come from.
+// ClusterPrefixes are the address ranges all nodes' prefixes come from. In
+// a configuration (ParseClusterPrefixes) a zero field means "the cluster's,
+// or the default"; the cluster's own (IPAM.Cluster) have every field set.
 type ClusterPrefixes struct {
 	// IPv6 is the cluster's IPv6 prefix, normally a unique local /48
 	// (RFC 4193) generated on first use; each node gets a /64 of it.
 	IPv6 netip.Prefix `json:"ipv6"`
-	// IPv4 is the cluster's IPv4 prefix (DefaultIPv4Cluster unless
-	// configured); each node gets a /NodeIPv4Bits of it.
+	// IPv4 is the cluster's IPv4 prefix (DefaultIPv4Cluster by default);
+	// each node gets a /NodeIPv4Bits of it.
 	IPv4 netip.Prefix `json:"ipv4"`
 	// NodeIPv4Bits is the prefix length of each node's IPv4 prefix
-	// (DefaultNodeIPv4Bits when zero).
+	// (DefaultNodeIPv4Bits by default).
 	NodeIPv4Bits int `json:"nodeIPv4Bits"`
 }
 
@@ -230,7 +232,7 @@ func (p NodePrefixes) addrs(i int) (v6, v4 netip.Addr) {
 	return netip.AddrFrom16(b6), netip.AddrFrom4(b4)
 }
 
-// hostIndex returns the host index of a in p's IPv4 prefix, and whether a
+// hostIndex4 returns the host index of a in p's IPv4 prefix, and whether a
 // is a container address of it (not the network, gateway or broadcast).
 func (p NodePrefixes) hostIndex4(a netip.Addr) (int, bool) {
 	if !p.IPv4.Contains(a) {

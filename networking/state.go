@@ -31,7 +31,9 @@ const stateVersion = 1
 // maxIDLength matches the runtime's longest container ID.
 const maxIDLength = 255
 
-// Protocol is the transport protocol of a published port.
+// Protocol is the transport protocol of a published port. Its values are
+// those of the API's Port.Protocol, so the agent converts by a cast; the
+// package does not import the API's types, which it has no other use for.
 type Protocol string
 
 const (

@@ -164,3 +164,34 @@ func mustPrefix(t *testing.T, s string) netip.Prefix {
 	}
 	return p
 }
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	good := Config{Prefixes: testNode, Cluster: testCluster, DataDir: t.TempDir()}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"node IPv4 /30", func(c *Config) { c.Prefixes.IPv4 = mustPrefix(t, "10.71.3.0/30") }, "node IPv4 prefix 10.71.3.0/30"},
+		{"node IPv6 /56", func(c *Config) { c.Prefixes.IPv6 = mustPrefix(t, "fd00:6e78:7400::/56") }, "want a /64"},
+		{"node outside the cluster", func(c *Config) { c.Prefixes = NodePrefixes{IPv6: testNode.IPv6, IPv4: mustPrefix(t, "10.72.3.0/24")} }, "not inside the cluster's"},
+		{"cluster incomplete", func(c *Config) { c.Cluster.IPv6 = netip.Prefix{} }, "lack a field"},
+		{"no data dir", func(c *Config) { c.DataDir = "" }, "DataDir is empty"},
+		{"bridge name with a slash", func(c *Config) { c.Bridge = "a/b" }, "bridge name \"a/b\""},
+		{"bridge name too long", func(c *Config) { c.Bridge = "a-very-long-bridge" }, "at most 15 bytes"},
+		{"MTU too small", func(c *Config) { c.MTU = 576 }, "MTU 576"},
+		{"missing namespace", func(c *Config) { c.NetNSPath = "/run/netns/no-such-namespace" }, "no-such-namespace"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.edit(&cfg)
+			n, err := New(cfg)
+			if err == nil {
+				n.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
