@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -76,8 +78,7 @@ func (r *rig) open() *Node {
 }
 
 // container makes a namespace standing in for a container's and serves
-// TCP (an echo of "hello from <name>, you are <remote address>") on port
-// 8080 and a UDP echo on port 9090 in it.
+// HTTP on port 8080 and UDP on port 9090 in it (see serve).
 func (r *rig) container(name string) string {
 	r.t.Helper()
 	path := r.net.Namespace(name)
@@ -85,8 +86,8 @@ func (r *rig) container(name string) string {
 	return path
 }
 
-// serve starts, in the namespace at path, a TCP server on port that
-// answers every connection with "hello from <name>, you are <remote>\n"
+// serve starts, in the namespace at path, an HTTP server on port that
+// answers every request with "hello from <name>, you are <client address>"
 // and a UDP server on port+1010 that answers datagrams the same way.
 func serve(t *testing.T, path, name string, port int) {
 	t.Helper()
@@ -103,22 +104,17 @@ func serve(t *testing.T, path, name string, port int) {
 	if err != nil {
 		t.Fatalf("serve in %s: %v", name, err)
 	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		from, _ := netip.ParseAddrPort(req.RemoteAddr)
+		fmt.Fprintf(w, "hello from %s, you are %s\n", name, from.Addr().Unmap())
+	})}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
-		ln.Close()
+		srv.Close()
 		pc.Close()
 		wg.Wait()
 	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "hello from %s, you are %s\n", name, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
-			c.Close()
-		}
-	})
+	wg.Go(func() { _ = srv.Serve(ln) })
 	wg.Go(func() {
 		buf := make([]byte, 64)
 		for {
@@ -138,28 +134,40 @@ type writerTo struct {
 
 func (w writerTo) Write(b []byte) (int, error) { return w.pc.WriteTo(b, w.addr) }
 
-// hello connects from inside the namespace at path to addr over network
-// ("tcp" or "udp") and returns the server's line.
+// hello sends, from inside the namespace at path, an HTTP request ("tcp")
+// or a datagram ("udp") to addr and returns the server's line.
 func hello(path, network string, addr netip.AddrPort) (string, error) {
 	return helloWithin(path, network, addr, dialTimeout)
 }
 
 func helloWithin(path, network string, addr netip.AddrPort, timeout time.Duration) (string, error) {
-	var c net.Conn
-	err := testnet.DoIn(path, func() error {
-		var err error
-		c, err = (&net.Dialer{Timeout: timeout}).Dial(network, addr.String())
-		return err
-	})
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := testnet.DoIn(path, func() error {
+			var err error
+			c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	if network == "tcp" {
+		client := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+		resp, err := client.Get("http://" + addr.String() + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(body)), err
+	}
+	c, err := dial(context.Background(), network, addr.String())
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(timeout))
-	if network == "udp" {
-		if _, err := c.Write([]byte("hi")); err != nil {
-			return "", err
-		}
+	if _, err := c.Write([]byte("hi")); err != nil {
+		return "", err
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(line), err
@@ -227,6 +235,9 @@ func TestContainersReachEachOtherTheNodeAndOutside(t *testing.T) {
 	g6, g4 := r.cfg.Prefixes.gateways()
 	if a1.IPv4 == a2.IPv4 || a1.IPv6 == a2.IPv6 || !r.cfg.Prefixes.IPv4.Contains(a1.IPv4) || !r.cfg.Prefixes.IPv6.Contains(a1.IPv6) {
 		t.Fatalf("addresses %v and %v: want distinct ones inside %s and %s", a1.Addresses(), a2.Addresses(), r.cfg.Prefixes.IPv6, r.cfg.Prefixes.IPv4)
+	}
+	if got := a1.Addresses(); len(got) != 2 || got[0] != a1.IPv6.String() || got[1] != a1.IPv4.String() {
+		t.Fatalf("Addresses() = %v, want the IPv6 then the IPv4 address", got)
 	}
 	if a1.Gateway4 != g4 || a1.Gateway6 != g6 {
 		t.Fatalf("gateways %s %s, want %s %s", a1.Gateway4, a1.Gateway6, g4, g6)
