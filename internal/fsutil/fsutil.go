@@ -48,6 +48,51 @@ func WriteFileSync(path string, data []byte, mode os.FileMode) error {
 	return f.Close()
 }
 
+// WriteFileAtomic replaces path with data (mode for a new file) so that a
+// reader, or the machine after a crash, sees either the old content or the
+// new, never a mix: it writes and fsyncs a temporary file beside path,
+// renames it over path and fsyncs the directory.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	return replaceFile(path, data, mode, true)
+}
+
+// ReplaceFile replaces path with data by a rename, like WriteFileAtomic but
+// without the fsyncs: a process that dies leaves the old content or the
+// new, while a machine crash may leave either torn. It is for state that
+// does not outlive the machine's boot (see proc.BootID).
+func ReplaceFile(path string, data []byte, mode os.FileMode) error {
+	return replaceFile(path, data, mode, false)
+}
+
+func replaceFile(path string, data []byte, mode os.FileMode, sync bool) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if err == nil && sync {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if sync {
+		return SyncDir(dir)
+	}
+	return nil
+}
+
 // ErrTooLarge means a file holds more than its reader accepts.
 var ErrTooLarge = errors.New("file is too large")
 

@@ -42,6 +42,36 @@ func TestWriteFileSync(t *testing.T) {
 	}
 }
 
+func TestWriteFileAtomic(t *testing.T) {
+	for _, f := range []func(string, []byte, os.FileMode) error{WriteFileAtomic, ReplaceFile} {
+		testReplace(t, f)
+	}
+}
+
+func testReplace(t *testing.T, replace func(string, []byte, os.FileMode) error) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	for _, data := range []string{"first, longer", "second"} {
+		if err := replace(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != data {
+			t.Fatalf("read back %q, %v; want %q", got, err, data)
+		}
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("directory holds %d entries after the writes, want only the file (no temporary left)", len(entries))
+	}
+	if err := replace(filepath.Join(dir, "no", "f"), nil, 0o600); err == nil {
+		t.Fatal("a write into a missing directory succeeded")
+	}
+}
+
 func TestReadFileLimit(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name string, n int) string {

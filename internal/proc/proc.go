@@ -85,3 +85,15 @@ func RootedAt(dir string) (int, error) {
 	}
 	return 0, nil
 }
+
+// BootID identifies this boot of the machine (the kernel's random boot_id),
+// so that state that does not outlive a reboot (unsynced files, network
+// namespaces and links) can be told from this boot's. It is "unknown" when
+// /proc does not say.
+func BootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}

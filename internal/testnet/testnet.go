@@ -210,6 +210,23 @@ func (n *Network) addHost(i int) (*Host, error) {
 	return h, nil
 }
 
+// Namespace creates a bare network namespace, with only loopback (down),
+// that belongs to the network: it is removed, and what runs in it killed,
+// when the network closes. It is for tests that build links of their own,
+// such as the container side of a container's network. role ends its name,
+// e.g. "c0"; it must be unique in the network. It returns the namespace's
+// path; DoIn runs code inside it. Call it from the test goroutine.
+func (n *Network) Namespace(role string) string {
+	n.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	name := nsPrefix + n.id + "-" + role
+	if err := n.addNS(name); err != nil {
+		n.t.Fatalf("testnet: %v", err)
+	}
+	return filepath.Join(netnsDir, name)
+}
+
 func (n *Network) addNS(name string) error {
 	if err := runIP("netns", "add", name); err != nil {
 		return err
@@ -373,6 +390,12 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 // dialled in Do leaves from h. Goroutines f starts run outside the namespace.
 func (h *Host) Do(f func() error) error {
 	return doInNetNS(h.NetNS, f)
+}
+
+// DoIn runs f as Host.Do does, inside the network namespace at path (one
+// that Network.Namespace made, say).
+func DoIn(path string, f func() error) error {
+	return doInNetNS(path, f)
 }
 
 func (h *Host) String() string { return h.Name }

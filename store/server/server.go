@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"nexus.dev/nexus/internal/fsutil"
+	"nexus.dev/nexus/internal/proc"
 	"nexus.dev/nexus/store/mvcc"
 	"nexus.dev/nexus/store/raftnode"
 	"nexus.dev/nexus/transport"
@@ -202,19 +203,10 @@ func (s *Server) Stop() {
 // that were never fsynced, and since which boot.
 const unsyncedSuffix = ".unsynced"
 
-// bootID identifies this boot of the machine.
-func bootID() string {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // markUnsynced records, durably, that the database is about to take
 // commits without fsync during this boot.
 func markUnsynced(dbPath string) error {
-	return fsutil.WriteFileSync(dbPath+unsyncedSuffix, []byte(bootID()+"\n"), 0o600)
+	return fsutil.WriteFileSync(dbPath+unsyncedSuffix, []byte(proc.BootID()+"\n"), 0o600)
 }
 
 // discardUnsyncedDB handles a database left by a member that did not stop
@@ -230,7 +222,7 @@ func discardUnsyncedDB(dbPath string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if strings.TrimSpace(string(marker)) == bootID() {
+	if strings.TrimSpace(string(marker)) == proc.BootID() {
 		return nil // the process died, the machine did not: nothing was lost
 	}
 	if _, err := os.Stat(dbPath); os.IsNotExist(err) {
