@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"nexus.dev/nexus/api/client"
@@ -123,14 +124,19 @@ func (c *Controllers) bind(ctx context.Context, i *types.Instance, d *scheduler.
 	c.log.Debug("bound instance", "instance", keyOf(i), "node", d.NodeID)
 	bound := got.(*types.Instance)
 	for attempt := 0; attempt < 3; attempt++ {
-		if bound.Status.Phase != types.PhasePending {
+		st := *bound
+		st.Status.Conditions = append([]types.Condition(nil), bound.Status.Conditions...)
+		changed := types.SetCondition(&st.Status.Conditions, types.Condition{Type: conditionScheduled, Status: types.ConditionTrue, Reason: reasonScheduled,
+			Message: "bound to " + d.NodeID, LastTransitionTime: time.Now().UTC().Truncate(time.Second)})
+		if st.Status.Phase == types.PhasePending {
+			st.Status.Phase, changed = types.PhaseScheduled, true
+		}
+		if strings.HasPrefix(st.Status.Message, unschedulablePrefix) {
+			st.Status.Message, changed = "", true
+		}
+		if !changed {
 			return nil
 		}
-		st := *bound
-		st.Status.Phase, st.Status.Message = types.PhaseScheduled, ""
-		st.Status.Conditions = append([]types.Condition(nil), bound.Status.Conditions...)
-		types.SetCondition(&st.Status.Conditions, types.Condition{Type: conditionScheduled, Status: types.ConditionTrue, Reason: reasonScheduled,
-			Message: "bound to " + d.NodeID, LastTransitionTime: time.Now().UTC().Truncate(time.Second)})
 		got, err := c.c.UpdateStatus(ctx, &st)
 		if err == nil {
 			c.instances.observe(got, false)
@@ -139,6 +145,7 @@ func (c *Controllers) bind(ctx context.Context, i *types.Instance, d *scheduler.
 		if !client.IsConflict(err) {
 			return fmt.Errorf("mark %s scheduled: %w", keyOf(i), err)
 		}
+		// The agent reported meanwhile: keep what it wrote.
 		o, err := c.c.Get(ctx, c.instRes, i.Namespace, i.Name)
 		if err != nil {
 			return fmt.Errorf("mark %s scheduled: %w", keyOf(i), err)

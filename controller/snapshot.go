@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"fmt"
 	"slices"
 
 	"nexus.dev/nexus/api/types"
@@ -73,5 +72,7 @@ func instanceID(i *types.Instance) string { return i.Namespace + "/" + i.Name }
 // unschedulableMessage is the instance status message for a placement
 // that failed.
 func unschedulableMessage(reason string) string {
-	return fmt.Sprintf("cannot be scheduled: %s", reason)
+	return unschedulablePrefix + reason
 }
+
+const unschedulablePrefix = "cannot be scheduled: "
