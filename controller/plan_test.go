@@ -232,7 +232,9 @@ func TestControllerDecideDaemon(t *testing.T) {
 	nodes := []*types.Node{
 		node("a", edge, nil),
 		node("b", edge, func(n *types.Node) { n.Spec.Taints = []scheduler.Taint{{Key: "gpu", Effect: scheduler.NoSchedule}} }),
-		node("c", edge, func(n *types.Node) { n.Spec.Taints = []scheduler.Taint{{Key: "slow", Effect: scheduler.PreferNoSchedule}} }),
+		node("c", edge, func(n *types.Node) {
+			n.Spec.Taints = []scheduler.Taint{{Key: "slow", Effect: scheduler.PreferNoSchedule}}
+		}),
 		node("d", edge, func(n *types.Node) { n.Spec.Unschedulable = true }),
 		node("e", map[string]string{"role": "core"}, nil),
 	}
