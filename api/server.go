@@ -330,7 +330,10 @@ func (s *Server) finish(w http.ResponseWriter, r *request, status int, body []by
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	// body may be the watch cache's encoding, shared by every request for
+	// the object: the full slice expression makes append copy it instead
+	// of writing the newline into spare capacity other requests read.
+	_, _ = w.Write(append(body[:len(body):len(body)], '\n'))
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -52,7 +53,7 @@ func recordRevision(hist []types.TemplateRevision, hash string, t types.Instance
 	entry := types.TemplateRevision{Revision: next, Hash: hash, ChangeCause: cause, CreatedAt: now.UTC().Truncate(time.Second), Template: t}
 	for _, h := range hist {
 		if h.Hash == hash {
-			entry.ChangeCause, entry.CreatedAt = cmpOr(cause, h.ChangeCause), h.CreatedAt
+			entry.ChangeCause, entry.CreatedAt = cmp.Or(cause, h.ChangeCause), h.CreatedAt
 			continue
 		}
 		out = append(out, h)
@@ -62,13 +63,6 @@ func recordRevision(hist []types.TemplateRevision, hash string, t types.Instance
 		out = slices.Clone(out[len(out)-limit:])
 	}
 	return out
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // FindRevision returns the history entry with number rev, or, with rev 0,
