@@ -2,74 +2,28 @@ package controller_test
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
-	"nexus.dev/nexus/server"
+	"nexus.dev/nexus/controller/controllertest"
 )
 
-// env is a whole control-plane server in the test's process (CA, embedded
-// store member, API, and unless asked otherwise its controllers) and an
-// admin client of it.
+// env is a whole server in the test's process and its admin client.
 type env struct {
-	t   *testing.T
-	s   *server.Server
-	c   *client.Client
-	dir string
+	t *testing.T
+	s *controllertest.Server
+	c *client.Client
 }
 
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "[::1]:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return controllertest.Quiet() }
 
 func startEnv(t *testing.T, noControllers bool) *env {
 	t.Helper()
-	dir := t.TempDir()
-	s, err := server.Start(context.Background(), server.Config{DataDir: dir, Name: "s1", Cluster: "test",
-		APIAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")), StorePeerAddr: fmt.Sprintf("[::1]:%d", freePort(t, "udp")),
-		NoControllers: noControllers, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	cfg, err := client.LoadConfig(filepath.Join(dir, server.AdminConfigFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := cfg.Resolve("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(r.Settings)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &env{t: t, s: s, c: c, dir: dir}
+	s := controllertest.Start(t, controllertest.Options{NoControllers: noControllers})
+	return &env{t: t, s: s, c: s.Client}
 }
 
 func res(name string) *types.Resource {
@@ -86,27 +40,9 @@ var (
 	nodes     = res("nodes")
 )
 
-// node registers a ready node with cpu millicores and memory, as its
-// agent would.
 func (e *env) node(name string, cpu types.MilliCPU, labels map[string]string, mutate func(*types.Node)) {
 	e.t.Helper()
-	n := &types.Node{TypeMeta: types.TypeMeta{APIVersion: "v1", Kind: "Node"}}
-	n.Name, n.Labels = name, labels
-	if mutate != nil {
-		mutate(n)
-	}
-	o, err := e.c.Create(context.Background(), n)
-	if err != nil {
-		e.t.Fatalf("create node %s: %v", name, err)
-	}
-	n = o.(*types.Node)
-	n.Status.Capacity = types.ResourceList{CPU: cpu, Memory: 8 << 30}
-	n.Status.Allocatable = n.Status.Capacity
-	n.Status.Tiers = []types.Isolation{types.IsolationContainer}
-	n.Status.Conditions = []types.Condition{{Type: "Ready", Status: types.ConditionTrue, LastTransitionTime: time.Now()}}
-	if _, err := e.c.UpdateStatus(context.Background(), n); err != nil {
-		e.t.Fatalf("node %s status: %v", name, err)
-	}
+	e.s.AddNode(e.t, name, cpu, labels, mutate)
 }
 
 func service(name string, replicas int32) *types.Workload {
@@ -204,96 +140,6 @@ func live(insts []*types.Instance) (n, ready int) {
 	return n, ready
 }
 
-// agent stands in for the node agents: it follows instances and reports
-// the status an agent would as it runs each one bound to a node. behave
-// says what the "container" does: the status to report next for an
-// instance (nil: nothing to report), and after how long.
-type agent struct {
-	e      *env
-	behave func(i *types.Instance) (*types.InstanceStatus, time.Duration)
-	mu     sync.Mutex
-	busy   map[string]bool
-}
+func running(delay time.Duration) controllertest.Behaviour { return controllertest.Running(delay) }
 
-// running is the usual behaviour: a bound instance starts and is ready
-// after delay.
-func running(delay time.Duration) func(i *types.Instance) (*types.InstanceStatus, time.Duration) {
-	return func(i *types.Instance) (*types.InstanceStatus, time.Duration) {
-		if i.Spec.NodeName == "" || i.Status.Phase == types.PhaseRunning || i.Status.Phase == types.PhaseFailed {
-			return nil, 0
-		}
-		st := i.Status
-		st.Phase, st.Ready, st.StartedAt = types.PhaseRunning, true, time.Now().UTC()
-		st.Addresses = []string{"fd00::1", "10.0.0.1"}
-		return &st, delay
-	}
-}
-
-func (e *env) startAgent(behave func(i *types.Instance) (*types.InstanceStatus, time.Duration)) *agent {
-	a := &agent{e: e, behave: behave, busy: map[string]bool{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	e.t.Cleanup(func() { cancel(); <-done })
-	go func() {
-		defer close(done)
-		_ = e.c.Follow(ctx, instances, "", client.FollowOptions{}, func(ev client.Event) error {
-			if ev.Type != client.Deleted {
-				a.handle(ctx, ev.Object.(*types.Instance))
-			}
-			return nil
-		})
-	}()
-	return a
-}
-
-func (a *agent) handle(ctx context.Context, i *types.Instance) {
-	st, delay := a.behave(i)
-	if st == nil {
-		return
-	}
-	key := i.Namespace + "/" + i.Name
-	a.mu.Lock()
-	if a.busy[key] {
-		a.mu.Unlock()
-		return
-	}
-	a.busy[key] = true
-	a.mu.Unlock()
-	go func() {
-		defer func() {
-			a.mu.Lock()
-			delete(a.busy, key)
-			a.mu.Unlock()
-		}()
-		for conflicts := 0; conflicts < 5; {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			o, err := a.e.c.Get(ctx, instances, i.Namespace, i.Name)
-			if err != nil {
-				return
-			}
-			cur := o.(*types.Instance)
-			next, _ := a.behave(cur)
-			if next == nil {
-				return
-			}
-			cur.Status = *next
-			got, err := a.e.c.UpdateStatus(ctx, cur)
-			switch {
-			case client.IsConflict(err):
-				conflicts++
-				delay = 0
-				continue
-			case err != nil:
-				return
-			}
-			// The next step, if the behaviour has one, after its delay.
-			if next, delay = a.behave(got.(*types.Instance)); next == nil {
-				return
-			}
-		}
-	}()
-}
+func (e *env) startAgent(b controllertest.Behaviour) { controllertest.StartAgent(e.t, e.c, b) }
