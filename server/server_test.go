@@ -225,3 +225,73 @@ func TestServerStartFailsCleanly(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestServerRunsControllers: a server runs the workload controller and
+// the scheduler as its own identity, so their writes pass through the API
+// and are audited as the server's; Config.NoControllers leaves them out.
+func TestServerRunsControllers(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, off := range []bool{false, true} {
+		dir := t.TempDir()
+		cfg := testConfig(t, dir)
+		cfg.NoControllers = off
+		s, err := Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (s.Controllers() == nil) != off {
+			t.Fatalf("NoControllers=%v: controllers %v", off, s.Controllers())
+		}
+		admin := userClient(t, dir, "admin", false)
+		url := "https://" + s.APIAddr()
+		post := func(path, body string) {
+			req, _ := http.NewRequest("POST", url+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := admin.Do(req)
+			if err != nil || resp.StatusCode != 201 {
+				t.Fatalf("POST %s: %v %v", path, resp, err)
+			}
+			resp.Body.Close()
+		}
+		post("/v1/namespaces/default/workloads", `{"kind":"Workload","metadata":{"name":"web","namespace":"default"},"spec":{"replicas":2,"template":{"image":"nexus.local/hello"}}}`)
+		if off {
+			// Nothing to wait for: with no controllers nothing would ever come.
+			code, body := get(t, admin, url+"/v1/namespaces/default/instances")
+			if code != 200 || strings.Contains(body, `"workload":"web"`) {
+				t.Fatalf("without controllers: %d %s", code, body)
+			}
+			s.Stop()
+			continue
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, body := get(t, admin, url+"/v1/namespaces/default/instances")
+			if strings.Count(body, `"workload":"web"`) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no instances made by the server's controllers: %s", body)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		s.Stop()
+		// The audit log records the creations as the server's.
+		logs, _ := filepath.Glob(filepath.Join(dir, "audit", "*"))
+		var all string
+		for _, l := range logs {
+			all += string(mustRead(t, l))
+		}
+		n := 0
+		for _, line := range strings.Split(all, "\n") {
+			if strings.Contains(line, `"verb":"create"`) && strings.Contains(line, `"resource":"instances"`) {
+				if !strings.Contains(line, `"kind":"server"`) || !strings.Contains(line, `"name":"s1"`) {
+					t.Fatalf("an instance created by someone else than the server: %s", line)
+				}
+				n++
+			}
+		}
+		if n != 2 {
+			t.Fatalf("%d audited instance creations, want 2", n)
+		}
+	}
+}
