@@ -140,15 +140,14 @@ func TestControllerRolloutNeverBelowMinimum(t *testing.T) {
 						}
 					}
 					cur = slices.DeleteFunc(cur, func(i *types.Instance) bool { return slices.Contains(p.delete, i) })
-					n, r := countLive(cur)
-					if r < replicas-unavail {
+					if _, r := countLive(cur); r < replicas-unavail {
 						t.Fatalf("round %d: %d ready, fewer than %d", round, r, replicas-unavail)
 					}
 					for range p.create {
 						cur = append(cur, inst(fmt.Sprintf("new%d:v2:starting", made)))
 						made++
 					}
-					if n, _ = countLive(cur); n > replicas+surge {
+					if n, _ := countLive(cur); n > replicas+surge {
 						t.Fatalf("round %d: %d instances, more than %d", round, n, replicas+surge)
 					}
 					// One new instance becomes ready per round.

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"slices"
 
 	"nexus.dev/nexus/api/types"
@@ -25,15 +26,7 @@ func pending(i *types.Instance) bool {
 func snapshot(nodes []*types.Node, insts []*types.Instance) scheduler.Snapshot {
 	var snap scheduler.Snapshot
 	index := make(map[string]int, len(nodes))
-	slices.SortFunc(nodes, func(a, b *types.Node) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(nodes, func(a, b *types.Node) int { return cmp.Compare(a.Name, b.Name) })
 	for _, n := range nodes {
 		index[n.Name] = len(snap.Nodes)
 		snap.Nodes = append(snap.Nodes, types.SchedulerNode(n))

@@ -25,27 +25,9 @@ import (
 	"nexus.dev/nexus/security/pki"
 )
 
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "[::1]:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func testConfig(t *testing.T, dir string) Config {
-	return Config{DataDir: dir, Name: "s1", Cluster: "test", APIAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")),
-		StorePeerAddr: fmt.Sprintf("[::1]:%d", freePort(t, "udp"))}
+	return Config{DataDir: dir, Name: "s1", Cluster: "test", APIAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
+		StorePeerAddr: fmt.Sprintf("[::1]:%d", testutil.FreePort(t, "udp"))}
 }
 
 // userClient issues a user certificate from the server's CA (as `nexus

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/server"
 )
 
@@ -37,24 +37,6 @@ type Options struct {
 	NoControllers bool
 }
 
-func freePort(t testing.TB, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "[::1]:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Quiet is a logger that drops everything.
 func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -64,7 +46,7 @@ func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	dir := t.TempDir()
 	s, err := server.Start(context.Background(), server.Config{DataDir: dir, Name: "s1", Cluster: "test",
-		APIAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")), StorePeerAddr: fmt.Sprintf("[::1]:%d", freePort(t, "udp")),
+		APIAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")), StorePeerAddr: fmt.Sprintf("[::1]:%d", testutil.FreePort(t, "udp")),
 		NoControllers: opts.NoControllers, Logger: Quiet()})
 	if err != nil {
 		t.Fatal(err)
