@@ -119,7 +119,8 @@ func firstNonNil(a, b types.Object) types.Object {
 }
 
 // Run runs the controllers until ctx ends. It returns once every goroutine
-// it started has stopped.
+// it started has stopped. It runs once: a server that becomes leader again
+// makes new Controllers.
 func (c *Controllers) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
