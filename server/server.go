@@ -19,6 +19,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -33,6 +34,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"nexus.dev/nexus/api"
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/controller"
+	"nexus.dev/nexus/internal/buildinfo"
 	"nexus.dev/nexus/security/audit"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/pki"
@@ -68,7 +72,11 @@ type Config struct {
 	// WriteUserConfig also writes the admin's configuration to
 	// ~/.nexus/config when that file does not exist.
 	WriteUserConfig bool
-	Logger          *slog.Logger
+	// NoControllers leaves the workload controller and the scheduler out
+	// (tests that drive instances themselves; a server that is not the
+	// cluster's leader, once there are several).
+	NoControllers bool
+	Logger        *slog.Logger
 }
 
 // DefaultAPIPort is where the API listens unless told otherwise.
@@ -86,6 +94,9 @@ type Server struct {
 	apiAddr string
 	// adminConfig is the admin client configuration written at start.
 	adminConfig string
+	// controllers run the workload controller and the scheduler (nil with
+	// Config.NoControllers).
+	controllers *controller.Controllers
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	done        chan struct{}
@@ -234,7 +245,54 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}
 	log.Info("API serving", "addr", s.apiAddr, "http3", true, "cluster", cfg.Cluster)
+	if !cfg.NoControllers {
+		if err := s.startControllers(rctx); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// startControllers runs the workload controller and the scheduler against
+// this server's API, as the server's own identity (cluster-admin), so
+// what they write is validated and audited as anyone's writes are.
+func (s *Server) startControllers(ctx context.Context) error {
+	pool := x509.NewCertPool()
+	for _, r := range s.creds.Bundle().Roots() {
+		pool.AddCert(r)
+	}
+	cl, err := client.New(client.Settings{Server: loopbackURL(s.apiAddr), RootCAs: pool,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return s.creds.GetCertificate() },
+		UserAgent:            "nexus-controllers/" + buildinfo.Version, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("controllers' API client: %w", err)
+	}
+	ctrl, err := controller.New(controller.Config{Client: cl, Logger: s.log.With("component", "controllers")})
+	if err != nil {
+		cl.Close()
+		return err
+	}
+	s.controllers = ctrl
+	s.goRun(func() {
+		defer cl.Close()
+		if err := ctrl.Run(ctx); err != nil {
+			s.fail(fmt.Errorf("controllers: %w", err))
+		}
+	})
+	return nil
+}
+
+// loopbackURL is the API's URL from inside this process: its own address,
+// or loopback when it listens on every address.
+func loopbackURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "https://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, port)
 }
 
 func (s *Server) goRun(f func()) {
@@ -348,6 +406,10 @@ func (s *Server) APIAddr() string { return s.apiAddr }
 
 // API is the API server (for controllers in the same process).
 func (s *Server) API() *api.Server { return s.api }
+
+// Controllers are the workload controller and scheduler this server runs
+// (nil with Config.NoControllers).
+func (s *Server) Controllers() *controller.Controllers { return s.controllers }
 
 // Client is the store client the server uses.
 func (s *Server) Client() *clientv3.Client { return s.client }

@@ -25,27 +25,9 @@ import (
 	"nexus.dev/nexus/security/pki"
 )
 
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "[::1]:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func testConfig(t *testing.T, dir string) Config {
-	return Config{DataDir: dir, Name: "s1", Cluster: "test", APIAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")),
-		StorePeerAddr: fmt.Sprintf("[::1]:%d", freePort(t, "udp"))}
+	return Config{DataDir: dir, Name: "s1", Cluster: "test", APIAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
+		StorePeerAddr: fmt.Sprintf("[::1]:%d", testutil.FreePort(t, "udp"))}
 }
 
 // userClient issues a user certificate from the server's CA (as `nexus
@@ -224,4 +206,74 @@ func TestServerStartFailsCleanly(t *testing.T) {
 		t.Fatalf("the store member of a failed start still holds %s: %v", cfg.StorePeerAddr, err)
 	}
 	c.Close()
+}
+
+// TestServerRunsControllers: a server runs the workload controller and
+// the scheduler as its own identity, so their writes pass through the API
+// and are audited as the server's; Config.NoControllers leaves them out.
+func TestServerRunsControllers(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, off := range []bool{false, true} {
+		dir := t.TempDir()
+		cfg := testConfig(t, dir)
+		cfg.NoControllers = off
+		s, err := Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (s.Controllers() == nil) != off {
+			t.Fatalf("NoControllers=%v: controllers %v", off, s.Controllers())
+		}
+		admin := userClient(t, dir, "admin", false)
+		url := "https://" + s.APIAddr()
+		post := func(path, body string) {
+			req, _ := http.NewRequest("POST", url+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := admin.Do(req)
+			if err != nil || resp.StatusCode != 201 {
+				t.Fatalf("POST %s: %v %v", path, resp, err)
+			}
+			resp.Body.Close()
+		}
+		post("/v1/namespaces/default/workloads", `{"kind":"Workload","metadata":{"name":"web","namespace":"default"},"spec":{"replicas":2,"template":{"image":"nexus.local/hello"}}}`)
+		if off {
+			// Nothing to wait for: with no controllers nothing would ever come.
+			code, body := get(t, admin, url+"/v1/namespaces/default/instances")
+			if code != 200 || strings.Contains(body, `"workload":"web"`) {
+				t.Fatalf("without controllers: %d %s", code, body)
+			}
+			s.Stop()
+			continue
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, body := get(t, admin, url+"/v1/namespaces/default/instances")
+			if strings.Count(body, `"workload":"web"`) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no instances made by the server's controllers: %s", body)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		s.Stop()
+		// The audit log records the creations as the server's.
+		logs, _ := filepath.Glob(filepath.Join(dir, "audit", "*"))
+		var all string
+		for _, l := range logs {
+			all += string(mustRead(t, l))
+		}
+		n := 0
+		for _, line := range strings.Split(all, "\n") {
+			if strings.Contains(line, `"verb":"create"`) && strings.Contains(line, `"resource":"instances"`) {
+				if !strings.Contains(line, `"kind":"server"`) || !strings.Contains(line, `"name":"s1"`) {
+					t.Fatalf("an instance created by someone else than the server: %s", line)
+				}
+				n++
+			}
+		}
+		if n != 2 {
+			t.Fatalf("%d audited instance creations, want 2", n)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package types
 
 import (
 	"fmt"
+	"slices"
 
 	"nexus.dev/nexus/scheduler"
 )
@@ -54,4 +55,46 @@ func SchedulerInstance(inst *Instance) (scheduler.Instance, error) {
 		si.Spread = &s
 	}
 	return si, nil
+}
+
+// Node labels that give the scheduler a node's zone and rack (the
+// topologies "zone" and "rack" of spread and anti-affinity).
+const (
+	LabelZone = "topology.nexus.dev/zone"
+	LabelRack = "topology.nexus.dev/rack"
+	// TaintUnschedulable is the taint a cordoned node (spec.unschedulable)
+	// carries for the scheduler, as Kubernetes does: an instance that
+	// tolerates it may still go there.
+	TaintUnschedulable = "node.nexus.dev/unschedulable"
+)
+
+// SchedulerNode converts a node to what the scheduler places on: Ready
+// when its Ready condition is True, capacity its allocatable (its capacity
+// when the agent reports no allocatable), a cordoned node tainted
+// NoSchedule. Allocated and Generation are the caller's: they come from
+// the instances bound to it.
+func SchedulerNode(n *Node) scheduler.Node {
+	capacity := n.Status.Allocatable
+	if capacity == (ResourceList{}) {
+		capacity = n.Status.Capacity
+	}
+	sn := scheduler.Node{
+		ID:       n.Name,
+		Capacity: scheduler.Resources{MilliCPU: int64(capacity.CPU), MemoryBytes: int64(capacity.Memory)},
+		Labels:   n.Labels,
+		Taints:   n.Spec.Taints,
+		Zone:     n.Labels[LabelZone],
+		Rack:     n.Labels[LabelRack],
+		Images:   n.Status.Images,
+	}
+	if c := FindCondition(n.Status.Conditions, "Ready"); c != nil && c.Status == ConditionTrue {
+		sn.Ready = true
+	}
+	if n.Spec.Unschedulable {
+		sn.Taints = append(slices.Clone(sn.Taints), scheduler.Taint{Key: TaintUnschedulable, Effect: scheduler.NoSchedule})
+	}
+	for _, t := range n.Status.Tiers {
+		sn.Tiers = append(sn.Tiers, string(t))
+	}
+	return sn
 }

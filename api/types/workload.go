@@ -216,10 +216,31 @@ type WorkloadStatus struct {
 	// Succeeded and Failed count finished instances of a job.
 	Succeeded int32 `json:"succeeded,omitempty"`
 	Failed    int32 `json:"failed,omitempty"`
+	// DesiredReplicas is how many instances the workload should have now:
+	// replicas for a service, the eligible nodes for a daemon, the
+	// instances a job runs at once.
+	DesiredReplicas int32 `json:"desiredReplicas,omitempty"`
 	// Revision is the hash of the current template.
 	Revision       string      `json:"revision,omitempty"`
 	Conditions     []Condition `json:"conditions,omitempty"`
 	CompletionTime time.Time   `json:"completionTime,omitzero"`
+	// History holds the last templates rolled out, oldest first, each with
+	// its revision number; the current template is the last one. `nexus
+	// rollout undo` copies one back into spec.template.
+	History []TemplateRevision `json:"history,omitempty"`
+}
+
+// TemplateRevision is one template a workload has rolled out. Returning to
+// an earlier template (an undo) gives it the next number, as Kubernetes
+// does, so numbers only grow.
+type TemplateRevision struct {
+	Revision int64  `json:"revision"`
+	Hash     string `json:"hash"`
+	// ChangeCause is the workload's nexus.dev/change-cause annotation when
+	// the template was first rolled out.
+	ChangeCause string           `json:"changeCause,omitempty"`
+	CreatedAt   time.Time        `json:"createdAt,omitzero"`
+	Template    InstanceTemplate `json:"template"`
 }
 
 // Instance is one scheduled copy of a workload's template.

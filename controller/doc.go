@@ -1,0 +1,31 @@
+// Package controller holds the control plane's reconcile loops: the
+// workload controller (a service keeps its replicas, a job runs to its
+// completions, a daemon runs on every eligible node; rolling updates,
+// rollout history, garbage collection of orphaned instances) and the
+// scheduler's wiring (pending instances placed by the pure scheduler
+// package and bound with a compare-and-swap).
+//
+// Controllers reach state only through the API with api/client, as the
+// server's own identity, so validation, RBAC and audit apply to them as to
+// anyone. Each kind they read is mirrored into a local cache by a list and
+// a watch (client.Follow, which resumes across dropped connections and
+// lists again after a 410); changes put keys on work queues; a worker
+// reconciles one key at a time from the cache, level-triggered (it looks at
+// the whole state, not at the event), so a missed or repeated event costs
+// nothing, and every key is requeued on a periodic resync.
+//
+// The decisions themselves are pure functions (plan.go: instances and a
+// workload in, creations, deletions and a status out; snapshot.go: nodes
+// and instances in, a scheduler snapshot out), tested by tables; the I/O
+// is in workload.go and schedule.go.
+//
+// What a controller writes goes into its cache at once, ordered by
+// resourceVersion against the watch's events (a deleted object leaves a
+// tombstone so that an older event cannot bring it back), so the next
+// reconcile sees its own writes without waiting for the watch and never
+// creates an instance twice.
+//
+// Controllers.Run runs everything until its context ends. Only one copy
+// should run in a cluster: when there are several servers, the caller runs
+// it under leader election.
+package controller
