@@ -42,12 +42,6 @@ type fastDecoder struct {
 	pos  int
 }
 
-// fastField is a struct field as json.Unmarshal sees it.
-type fastField struct {
-	index int
-	name  string
-}
-
 // fastStruct is what decodeFast knows of a struct type: its fields by
 // exact JSON name, and their names in order (to spot a key that differs
 // from one only in case). ok is false for a type it leaves to
