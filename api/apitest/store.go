@@ -6,7 +6,6 @@ package apitest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,8 +59,8 @@ func NexusStore(t testing.TB) Backend {
 	if out, err := exec.Command(bin, "--data-dir", dir, "cert", "init", "--cluster", "apitest", "--name", "default").CombinedOutput(); err != nil {
 		t.Fatalf("nexus cert init: %v: %s", err, out)
 	}
-	client := fmt.Sprintf("http://127.0.0.1:%d", freePort(t, "tcp"))
-	peer := fmt.Sprintf("quic://[::1]:%d", freePort(t, "udp"))
+	client := fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t, "tcp"))
+	peer := fmt.Sprintf("quic://[::1]:%d", testutil.FreePort(t, "udp"))
 	log, err := os.Create(filepath.Join(dir, "store.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -94,22 +93,4 @@ func NexusStore(t testing.TB) Backend {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func freePort(t testing.TB, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "[::1]:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -25,8 +25,8 @@ func TestServerEndToEnd(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := nexusBinary(t)
 	dir := t.TempDir()
-	api := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
-	peer := fmt.Sprintf("[::1]:%d", freeLoopbackPort(t, "udp"))
+	api := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
+	peer := fmt.Sprintf("[::1]:%d", testutil.FreePort(t, "udp"))
 	home := t.TempDir() // where ~/.nexus/config goes
 	srv := exec.Command(bin, "--data-dir", dir, "server", "--name", "s1", "--cluster", "e2e", "--api-addr", api, "--store-peer-addr", peer)
 	srv.Env = append(os.Environ(), "HOME="+home)

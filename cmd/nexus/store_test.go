@@ -23,24 +23,6 @@ import (
 	"nexus.dev/nexus/store/storetest"
 )
 
-func freeLoopbackPort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "[::1]:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // storeMemberArgs makes a CA with `nexus cert init` (as member m0's) and
 // server certificates for the other members with `nexus cert issue`, as
 // `nexus store --help` describes, and returns each member's command line.
@@ -99,8 +81,8 @@ func startStoreProcs(t *testing.T) ([]string, []*storeProc) {
 	base := t.TempDir()
 	var peers, clients []string
 	for range 3 {
-		peers = append(peers, fmt.Sprintf("[::1]:%d", freeLoopbackPort(t, "udp")))
-		clients = append(clients, fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp")))
+		peers = append(peers, fmt.Sprintf("[::1]:%d", testutil.FreePort(t, "udp")))
+		clients = append(clients, fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t, "tcp")))
 	}
 	var procs []*storeProc
 	for i, args := range storeMemberArgs(t, bin, base, peers, clients) {
@@ -412,10 +394,10 @@ func TestStoreMetricsURL(t *testing.T) {
 		if out, err := exec.Command(bin, "--data-dir", dir, "cert", "init", "--cluster", "metrics", "--name", "m0").CombinedOutput(); err != nil {
 			t.Fatalf("cert init: %v: %s", err, out)
 		}
-		metrics := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
+		metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
 		args := []string{"--data-dir", dir, "--log-level", "warn", "store", "--name", "m0",
-			"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp")),
-			"--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", freeLoopbackPort(t, "udp")),
+			"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t, "tcp")),
+			"--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", testutil.FreePort(t, "udp")),
 			"--listen-metrics-urls", "http://" + metrics}
 		if pprofOn {
 			args = append(args, "--enable-pprof")
@@ -566,9 +548,9 @@ func TestEtcdctlAnswersLikeEtcd(t *testing.T) {
 	etcd := storetest.StartEtcd(t, t.TempDir(), 1, "--quota-backend-bytes="+quota, "--backend-batch-limit=1")
 
 	bin := nexusBinary(t)
-	client := fmt.Sprintf("http://127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
+	client := fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t, "tcp"))
 	cmd := exec.Command(bin, "--data-dir", t.TempDir(), "--log-level", "warn", "store", "--quota-backend-bytes", quota,
-		"--listen-client-urls", client, "--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", freeLoopbackPort(t, "udp")))
+		"--listen-client-urls", client, "--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", testutil.FreePort(t, "udp")))
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

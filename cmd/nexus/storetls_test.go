@@ -86,11 +86,11 @@ func TestStoreServesClientsOverTLS(t *testing.T) {
 	if o, err := exec.Command(bin, "--data-dir", dir, "cert", "init", "--cluster", "tls", "--name", "m0").CombinedOutput(); err != nil {
 		t.Fatalf("cert init: %v: %s", err, o)
 	}
-	client := fmt.Sprintf("https://127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
-	metrics := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t, "tcp"))
+	client := fmt.Sprintf("https://127.0.0.1:%d", testutil.FreePort(t, "tcp"))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
 	cmd := exec.Command(bin, "--data-dir", dir, "--log-level", "warn", "store", "--name", "m0",
 		"--listen-client-urls", client, "--listen-metrics-urls", "https://"+metrics,
-		"--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", freeLoopbackPort(t, "udp")),
+		"--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", testutil.FreePort(t, "udp")),
 		"--cert-file", filepath.Join(pki, "server.crt"), "--key-file", filepath.Join(pki, "server.key"),
 		"--trusted-ca-file", filepath.Join(pki, "ca.crt"), "--client-cert-auth")
 	var out strings.Builder
@@ -171,7 +171,7 @@ func TestStoreTLSFlagErrors(t *testing.T) {
 			t.Fatalf("cert init: %v: %s", err, o)
 		}
 		args := append([]string{"--data-dir", dir, "store", "--name", "m0",
-			"--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", freeLoopbackPort(t, "udp"))}, tc.args...)
+			"--listen-peer-urls", fmt.Sprintf("quic://[::1]:%d", testutil.FreePort(t, "udp"))}, tc.args...)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		o, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 		cancel()
