@@ -505,7 +505,9 @@ func TestControllerCollectsOrphans(t *testing.T) {
 	if _, err := e.c.Delete(context.Background(), workloads, "default", "web", client.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e.eventually("orphans deleted", 10*time.Second, func() (bool, string) {
+	// 30 s: under a loaded -race run one reconcile that failed and backed off
+	// took more than 10 s (seen once in make test); the resync (30 s) bounds it.
+	e.eventually("orphans deleted", 30*time.Second, func() (bool, string) {
 		objs, _, err := e.c.List(context.Background(), instances, "default", client.ListOptions{})
 		if err != nil {
 			return false, err.Error()
