@@ -1,0 +1,248 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/image"
+)
+
+// Network connects containers to the node's network (package networking
+// implements it).
+type Network interface {
+	// Attach connects the container id, whose network namespace is the
+	// file netns, publishes its host ports and returns its addresses.
+	Attach(ctx context.Context, id, netns string, ports []types.Port) ([]string, error)
+	// Detach undoes Attach; detaching what is not attached is no error.
+	Detach(ctx context.Context, id string) error
+}
+
+// Config configures an Agent. NodeName, Dir, Client, Runtime and Images
+// are required.
+type Config struct {
+	// NodeName is the Node this agent is; Client must act as it.
+	NodeName string
+	// Dir holds the agent's files: instances/<uid>/ with the container's
+	// log.
+	Dir     string
+	Client  *client.Client
+	Runtime *runtime.Runtime
+	Images  *image.Store
+	// Network, when set, attaches every container; without it a container
+	// has a network namespace of its own with only loopback.
+	Network Network
+	// BuiltinExe is the nexus binary the built-in image is made from
+	// (default: this process's executable).
+	BuiltinExe string
+	// Labels are the Node's labels when the agent creates it.
+	Labels map[string]string
+	// HeartbeatInterval between Node status updates (default 10 s).
+	HeartbeatInterval time.Duration
+	// MaxLogBytes is the size at which a container's log is rotated
+	// (default 10 MiB); one rotated file is kept.
+	MaxLogBytes int64
+	// Pull is passed to image pulls (registry credentials, transport).
+	Pull image.PullOptions
+	Logger *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultMaxLogBytes       = 10 << 20
+	// containerPrefix starts the ID of every container the agent makes.
+	containerPrefix = "nx-"
+	// Annotations the agent puts in each container's spec, so that a
+	// restarted agent knows which Instance a container is.
+	annotationInstance = "nexus.dev/instance" // namespace/name
+	annotationUID      = "nexus.dev/uid"
+)
+
+// Agent runs the Instances bound to one node.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	sups  map[string]*supervisor // by instance UID
+	wg    sync.WaitGroup
+	start time.Time
+}
+
+// New checks cfg and returns an Agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.NodeName == "":
+		return nil, errors.New("agent: no node name")
+	case cfg.Dir == "":
+		return nil, errors.New("agent: no directory for its files")
+	case cfg.Client == nil || cfg.Runtime == nil || cfg.Images == nil:
+		return nil, errors.New("agent: needs an API client, a runtime and an image store")
+	}
+	if why := types.ValidateName(cfg.NodeName); why != "" {
+		return nil, fmt.Errorf("agent: node name %q %s", cfg.NodeName, why)
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.MaxLogBytes <= 0 {
+		cfg.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if cfg.BuiltinExe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("agent: find this program for the built-in image: %w", err)
+		}
+		cfg.BuiltinExe = exe
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, "instances"), 0o700); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), sups: map[string]*supervisor{}}, nil
+}
+
+// Run registers the node, adopts the containers a previous agent left,
+// and runs the node's Instances until ctx ends. Containers keep running
+// when it returns: only an Instance's deletion stops its container.
+func (a *Agent) Run(ctx context.Context) error {
+	a.start = time.Now()
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); a.heartbeat(ctx) }()
+	defer func() {
+		<-hbDone
+		a.wg.Wait()
+	}()
+	left, err := a.leftContainers()
+	if err != nil {
+		return err
+	}
+	instances, _ := types.LookupResource("instances")
+	err = a.cfg.Client.Follow(ctx, instances, "", client.FollowOptions{
+		FieldSelector: "spec.nodeName=" + a.cfg.NodeName,
+		Initial: func(objs []types.Object) error {
+			for _, o := range objs {
+				a.observe(ctx, o.(*types.Instance), left)
+			}
+			// Containers whose Instance is gone, or bound elsewhere now.
+			for uid, id := range left {
+				if a.supervisor(uid) == nil {
+					a.log.Info("removing a container whose instance is gone", "container", id)
+					a.removeOrphan(context.WithoutCancel(ctx), id)
+				}
+			}
+			return nil
+		},
+		OnResume: func(err error) { a.log.Info("instance watch resumed", "after", err) },
+	}, func(ev client.Event) error {
+		inst, ok := ev.Object.(*types.Instance)
+		if !ok {
+			return nil
+		}
+		if ev.Type == client.Deleted {
+			a.forget(inst.UID)
+			return nil
+		}
+		a.observe(ctx, inst, nil)
+		return nil
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) supervisor(uid string) *supervisor {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sups[uid]
+}
+
+// observe hands an Instance's latest version to its supervisor, starting
+// one (adopting a container left by an earlier agent when there is one).
+func (a *Agent) observe(ctx context.Context, inst *types.Instance, left map[string]string) {
+	if inst.Spec.NodeName != a.cfg.NodeName {
+		a.forget(inst.UID)
+		return
+	}
+	a.mu.Lock()
+	s := a.sups[inst.UID]
+	if s == nil {
+		_, adopt := left[inst.UID]
+		s = newSupervisor(a, inst, adopt)
+		a.sups[inst.UID] = s
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			s.run(ctx)
+			a.mu.Lock()
+			if a.sups[inst.UID] == s {
+				delete(a.sups, inst.UID)
+			}
+			a.mu.Unlock()
+		}()
+	}
+	a.mu.Unlock()
+	s.update(inst)
+}
+
+// forget stops and removes the container of an Instance that was deleted
+// or bound elsewhere.
+func (a *Agent) forget(uid string) {
+	if s := a.supervisor(uid); s != nil {
+		s.remove()
+	}
+}
+
+// leftContainers returns the containers of this agent that exist now, by
+// Instance UID.
+func (a *Agent) leftContainers() (map[string]string, error) {
+	states, err := a.cfg.Runtime.List()
+	if err != nil {
+		return nil, fmt.Errorf("agent: list the runtime's containers: %w", err)
+	}
+	left := map[string]string{}
+	for _, st := range states {
+		if !strings.HasPrefix(st.ID, containerPrefix) {
+			continue
+		}
+		uid := st.Annotations[annotationUID]
+		if uid == "" {
+			uid = strings.TrimPrefix(st.ID, containerPrefix)
+		}
+		left[uid] = st.ID
+	}
+	return left, nil
+}
+
+// removeOrphan stops and removes a container no Instance wants.
+func (a *Agent) removeOrphan(ctx context.Context, id string) {
+	uid := strings.TrimPrefix(id, containerPrefix)
+	c := &container{a: a, id: id, dir: a.instanceDir(uid)}
+	if err := c.stop(ctx, 10*time.Second); err != nil {
+		a.log.Warn("stop an orphaned container", "container", id, "err", err)
+	}
+	if err := c.remove(ctx); err != nil {
+		a.log.Warn("remove an orphaned container", "container", id, "err", err)
+	}
+	_ = os.RemoveAll(c.dir)
+}
+
+func (a *Agent) instanceDir(uid string) string {
+	return filepath.Join(a.cfg.Dir, "instances", uid)
+}

@@ -1,0 +1,421 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/runtime"
+)
+
+// Back-off between restarts of a container that keeps exiting: it starts
+// at backoffInitial and doubles up to backoffMax; a run of backoffReset
+// or longer starts it over.
+const (
+	backoffInitial = time.Second
+	backoffMax     = 5 * time.Minute
+	backoffReset   = 10 * time.Minute
+	// statusRetryMax caps the wait between attempts to publish a status
+	// while the API is unavailable.
+	statusRetryMax = 30 * time.Second
+)
+
+// supervisor runs one Instance's container through its lifecycle and
+// publishes what happens in the Instance's status.
+type supervisor struct {
+	a     *Agent
+	c     *container
+	adopt bool
+
+	mu     sync.Mutex
+	inst   *types.Instance     // the latest version seen
+	status types.InstanceStatus // what the status should say
+	dirty  chan struct{}        // status changed (capacity 1)
+
+	removeOnce sync.Once
+	removed    chan struct{} // closed when the Instance is gone from this node
+	done       chan struct{} // closed when run returns
+}
+
+func newSupervisor(a *Agent, inst *types.Instance, adopt bool) *supervisor {
+	return &supervisor{
+		a:       a,
+		c:       &container{a: a, id: containerPrefix + inst.UID, dir: a.instanceDir(inst.UID)},
+		adopt:   adopt,
+		inst:    inst,
+		status:  inst.Status,
+		dirty:   make(chan struct{}, 1),
+		removed: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+}
+
+func (s *supervisor) update(inst *types.Instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inst = inst
+}
+
+func (s *supervisor) instance() *types.Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inst
+}
+
+// remove stops the container and removes it, with the Instance's grace
+// period; run returns when that is done.
+func (s *supervisor) remove() {
+	s.removeOnce.Do(func() { close(s.removed) })
+}
+
+// setStatus changes the status to publish.
+func (s *supervisor) setStatus(f func(st *types.InstanceStatus)) {
+	s.mu.Lock()
+	f(&s.status)
+	s.status.ObservedGeneration = s.inst.Generation
+	s.mu.Unlock()
+	select {
+	case s.dirty <- struct{}{}:
+	default:
+	}
+}
+
+func (s *supervisor) phase(p types.InstancePhase, msg string) {
+	s.setStatus(func(st *types.InstanceStatus) {
+		st.Phase, st.Message, st.Progress = p, msg, ""
+		if p != types.PhaseRunning {
+			st.Ready = false
+		}
+	})
+}
+
+func (s *supervisor) log() *slog.Logger {
+	inst := s.instance()
+	return s.a.log.With("instance", inst.Namespace+"/"+inst.Name, "container", s.c.id)
+}
+
+// run is the supervisor's life: until the Instance is removed (then the
+// container is stopped and removed) or ctx ends (then the container is
+// left running for the next agent to adopt).
+func (s *supervisor) run(ctx context.Context) {
+	defer close(s.done)
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.removed:
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	pubDone := make(chan struct{})
+	go func() { defer close(pubDone); s.publish(lctx) }()
+	s.live(lctx)
+	cancel()
+	<-pubDone
+	select {
+	case <-s.removed:
+	default:
+		return // the agent stops; the container stays
+	}
+	inst := s.instance()
+	grace := 30 * time.Second
+	if g := inst.Spec.Template.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	bg := context.WithoutCancel(ctx)
+	if err := s.c.stop(bg, grace); err != nil {
+		s.log().Warn("stop the container", "err", err)
+	}
+	if err := s.c.remove(bg); err != nil {
+		s.log().Warn("remove the container", "err", err)
+	}
+	if err := os.RemoveAll(s.c.dir); err != nil {
+		s.log().Warn("remove the instance's files", "err", err)
+	}
+	s.log().Info("instance removed")
+}
+
+// live prepares, starts and restarts the container until ctx ends.
+func (s *supervisor) live(ctx context.Context) {
+	rt := s.a.cfg.Runtime
+	delay := backoffInitial
+	var pid int
+	if s.adopt {
+		st, err := rt.State(s.c.id)
+		if err == nil {
+			s.c.bundle = st.Bundle
+			if st.Status == specs.StateRunning {
+				pid = st.Pid
+				s.log().Info("adopted a running container", "pid", pid)
+			}
+		} else {
+			s.adopt = false
+		}
+	}
+	if !s.adopt {
+		for {
+			s.phase(types.PhasePreparing, "")
+			err := s.c.prepare(ctx, s.instance(), func(p string) {
+				s.setStatus(func(st *types.InstanceStatus) { st.Progress = p })
+			})
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.log().Warn("prepare", "err", err)
+			s.phase(types.PhasePreparing, fmt.Sprintf("%v (trying again in %v)", err, delay))
+			if !sleep(ctx, delay) {
+				return
+			}
+			delay = min(delay*2, backoffMax)
+		}
+		delay = backoffInitial
+	}
+	for {
+		if pid == 0 {
+			var err error
+			if pid, err = s.start(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log().Warn("start", "err", err)
+				s.setStatus(func(st *types.InstanceStatus) {
+					st.Phase, st.Ready = types.PhaseStarting, false
+					st.Message = fmt.Sprintf("%v (trying again in %v)", err, delay)
+				})
+				_ = s.c.deleteContainer(context.WithoutCancel(ctx))
+				if !sleep(ctx, delay) {
+					return
+				}
+				delay = min(delay*2, backoffMax)
+				continue
+			}
+		}
+		started := time.Now()
+		es, reason, err := s.watch(ctx, pid)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.log().Warn("wait for the container", "err", err)
+		}
+		ran := time.Since(started)
+		exit := exitInfo(es, reason)
+		inst := s.instance()
+		restart := restartWanted(inst.Spec.Template.RestartPolicy, es, reason)
+		s.log().Info("container exited", "status", es.String(), "reason", exit.Reason, "restart", restart)
+		if !restart {
+			_ = s.c.deleteContainer(context.WithoutCancel(ctx))
+			p := types.PhaseSucceeded
+			if es.Code != 0 || reason != "" {
+				p = types.PhaseFailed
+			}
+			s.setStatus(func(st *types.InstanceStatus) {
+				st.Phase, st.Ready, st.LastExit = p, false, exit
+				st.Message = describeExit(exit)
+			})
+			<-ctx.Done()
+			return
+		}
+		if ran >= backoffReset {
+			delay = backoffInitial
+		}
+		s.setStatus(func(st *types.InstanceStatus) {
+			st.Phase, st.Ready, st.LastExit = types.PhaseStarting, false, exit
+			st.Restarts++
+			st.Message = fmt.Sprintf("%s; restarting in %v", describeExit(exit), delay)
+		})
+		_ = s.c.deleteContainer(context.WithoutCancel(ctx))
+		if !sleep(ctx, delay) {
+			return
+		}
+		delay = min(delay*2, backoffMax)
+		pid = 0
+	}
+}
+
+// start creates the container, attaches it to the network and starts it.
+func (s *supervisor) start(ctx context.Context) (int, error) {
+	s.phase(types.PhaseStarting, "")
+	pid, err := s.c.create(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var addrs []string
+	if n := s.a.cfg.Network; n != nil {
+		inst := s.instance()
+		addrs, err = n.Attach(ctx, s.c.id, "/proc/"+strconv.Itoa(pid)+"/ns/net", inst.Spec.Template.Ports)
+		if err != nil {
+			return 0, stepError("NetworkFailed", err)
+		}
+	}
+	if err := s.a.cfg.Runtime.Start(ctx, s.c.id); err != nil {
+		return 0, stepError("StartFailed", err)
+	}
+	s.setStatus(func(st *types.InstanceStatus) {
+		st.Phase, st.Message, st.Progress = types.PhaseRunning, "", ""
+		st.StartedAt = time.Now().UTC().Truncate(time.Second)
+		st.Addresses = addrs
+	})
+	return pid, nil
+}
+
+// watch waits for the container to exit while its probes run. A failed
+// liveness probe stops it (reason "LivenessFailed").
+func (s *supervisor) watch(ctx context.Context, pid int) (runtime.ExitStatus, string, error) {
+	type result struct {
+		es  runtime.ExitStatus
+		err error
+	}
+	exited := make(chan result, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		es, err := s.a.cfg.Runtime.Wait(wctx, s.c.id)
+		exited <- result{es, err}
+	}()
+	inst := s.instance()
+	t := &inst.Spec.Template
+	pr := &prober{a: s.a, id: s.c.id, pid: pid}
+	if t.Readiness != nil {
+		go pr.run(wctx, t.Readiness, func(ok bool) {
+			s.setStatus(func(st *types.InstanceStatus) {
+				if st.Phase == types.PhaseRunning {
+					st.Ready = ok
+				}
+			})
+		})
+	} else {
+		s.setStatus(func(st *types.InstanceStatus) { st.Ready = st.Phase == types.PhaseRunning })
+	}
+	livenessFailed := make(chan struct{})
+	if t.Liveness != nil {
+		var once sync.Once
+		go pr.run(wctx, t.Liveness, func(ok bool) {
+			if !ok {
+				once.Do(func() { close(livenessFailed) })
+			}
+		})
+	}
+	select {
+	case r := <-exited:
+		return r.es, "", r.err
+	case <-livenessFailed:
+		s.log().Info("liveness probe failed: stopping the container")
+		grace := 30 * time.Second
+		if g := t.TerminationGracePeriodSeconds; g != nil {
+			grace = time.Duration(*g) * time.Second
+		}
+		if err := s.c.stop(ctx, grace); err != nil && ctx.Err() == nil {
+			s.log().Warn("stop after a failed liveness probe", "err", err)
+		}
+		r := <-exited
+		return r.es, "LivenessFailed", r.err
+	case <-ctx.Done():
+		return runtime.ExitStatus{}, "", ctx.Err()
+	}
+}
+
+// publish writes the status whenever it changed, retrying while the API
+// is unavailable, until ctx ends.
+func (s *supervisor) publish(ctx context.Context) {
+	delay := 500 * time.Millisecond
+	for {
+		select {
+		case <-s.dirty:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			s.mu.Lock()
+			obj := *s.inst
+			obj.Status = s.status
+			s.mu.Unlock()
+			// The agent owns a bound Instance's status: written whatever
+			// the stored version.
+			obj.ResourceVersion = ""
+			_, err := s.a.cfg.Client.UpdateStatus(ctx, &obj)
+			if err == nil {
+				delay = 500 * time.Millisecond
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.log().Warn("publish the instance's status", "err", err, "retry in", delay)
+			if !sleep(ctx, delay) {
+				return
+			}
+			delay = min(delay*2, statusRetryMax)
+		}
+	}
+}
+
+// restartWanted applies the restart policy to how the container ended.
+func restartWanted(p types.RestartPolicy, es runtime.ExitStatus, reason string) bool {
+	switch p {
+	case types.RestartNever:
+		return false
+	case types.RestartOnFailure:
+		return es.Code != 0 || reason != ""
+	default:
+		return true
+	}
+}
+
+func exitInfo(es runtime.ExitStatus, reason string) *types.ExitInfo {
+	e := &types.ExitInfo{Code: int32(es.Code), OOMKilled: es.OOMKilled, FinishedAt: time.Now().UTC().Truncate(time.Second)}
+	if es.Signal != 0 {
+		e.Signal = es.Signal.String()
+	}
+	switch {
+	case reason != "":
+		e.Reason = reason
+	case es.OOMKilled:
+		e.Reason = "OOMKilled"
+	case !es.Known:
+		e.Reason = "Unknown"
+	case es.Code == 0:
+		e.Reason = "Completed"
+	default:
+		e.Reason = "Error"
+	}
+	return e
+}
+
+func describeExit(e *types.ExitInfo) string {
+	switch e.Reason {
+	case "OOMKilled":
+		return fmt.Sprintf("killed for using more memory than its limit (exit code %d): raise resources.limits.memory", e.Code)
+	case "LivenessFailed":
+		return fmt.Sprintf("stopped after its liveness probe failed (exit code %d)", e.Code)
+	case "Unknown":
+		return "exited while the agent was away; its exit status was not recorded"
+	}
+	if e.Signal != "" {
+		return fmt.Sprintf("killed by %s (exit code %d)", e.Signal, e.Code)
+	}
+	return fmt.Sprintf("exited with code %d", e.Code)
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
