@@ -52,7 +52,7 @@ type Config struct {
 	// (default 10 MiB); one rotated file is kept.
 	MaxLogBytes int64
 	// Pull is passed to image pulls (registry credentials, transport).
-	Pull image.PullOptions
+	Pull   image.PullOptions
 	Logger *slog.Logger
 }
 

@@ -35,7 +35,7 @@ type supervisor struct {
 	adopt bool
 
 	mu     sync.Mutex
-	inst   *types.Instance     // the latest version seen
+	inst   *types.Instance      // the latest version seen
 	status types.InstanceStatus // what the status should say
 	dirty  chan struct{}        // status changed (capacity 1)
 

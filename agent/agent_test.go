@@ -1,0 +1,155 @@
+package agent_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"nexus.dev/nexus/agent"
+	"nexus.dev/nexus/api/apitest"
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/servertest"
+	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/internal/testutil"
+	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/image"
+	"nexus.dev/nexus/runtime/image/builtin"
+)
+
+func newClient(t *testing.T, c *servertest.Cluster, cert *tls.Certificate) *client.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(c.Root.Cert)
+	cli, err := client.New(client.Settings{Server: c.URL(), RootCAs: pool, Certificate: cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// waitInstance polls the instance until ok says it is as wanted.
+func waitInstance(t *testing.T, cli *client.Client, name string, what string, ok func(*types.Instance) bool) *types.Instance {
+	t.Helper()
+	instances, _ := types.LookupResource("instances")
+	deadline := time.Now().Add(60 * time.Second)
+	var last *types.Instance
+	for time.Now().Before(deadline) {
+		o, err := cli.Get(context.Background(), instances, "default", name)
+		if err == nil {
+			last = o.(*types.Instance)
+			if ok(last) {
+				return last
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if last != nil {
+		t.Fatalf("instance %s not %s within 60 s: status %+v", name, what, last.Status)
+	}
+	t.Fatalf("instance %s not %s within 60 s", name, what)
+	return nil
+}
+
+// TestAgentRunsAnInstance: an Instance bound to the agent's node runs the
+// built-in image as a container, turns ready by its HTTP readiness probe,
+// is restarted (restarts goes up) when its process is killed, and is
+// stopped and removed when the Instance is deleted.
+func TestAgentRunsAnInstance(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.NexusBin(t)
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
+	admin := newClient(t, c, c.User(t, "admin"))
+	node := newClient(t, c, c.Node(t, "n1"))
+
+	rt := runtime.New(runtime.Config{Root: filepath.Join(t.TempDir(), "run")})
+	imgs, err := image.Open(image.Config{Root: filepath.Join(t.TempDir(), "images")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Config{NodeName: "n1", Dir: t.TempDir(), Client: node, Runtime: rt, Images: imgs,
+		BuiltinExe: bin, HeartbeatInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		states, _ := rt.List()
+		for _, st := range states {
+			_ = rt.Delete(context.Background(), st.ID, true)
+			_ = imgs.Release(context.Background(), st.ID)
+		}
+	})
+
+	grace := int64(2)
+	inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "web-1", Namespace: "default"},
+		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
+			Image:                         builtin.Reference,
+			Args:                          []string{"--listen", "0.0.0.0", "--port", "8080"},
+			Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8080}, PeriodSeconds: 1},
+			TerminationGracePeriodSeconds: &grace,
+		}}}
+	inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
+	created, err := admin.Create(context.Background(), inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := created.GetObjectMeta().UID
+	id := "nx-" + uid
+
+	got := waitInstance(t, admin, "web-1", "running and ready", func(i *types.Instance) bool {
+		return i.Status.Phase == types.PhaseRunning && i.Status.Ready
+	})
+	if got.Status.Restarts != 0 {
+		t.Fatalf("restarts %d before any exit", got.Status.Restarts)
+	}
+
+	if err := rt.Kill(id, syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	got = waitInstance(t, admin, "web-1", "restarted and ready", func(i *types.Instance) bool {
+		return i.Status.Restarts >= 1 && i.Status.Phase == types.PhaseRunning && i.Status.Ready
+	})
+	if got.Status.LastExit == nil || got.Status.LastExit.Signal == "" {
+		t.Fatalf("last exit %+v: want the SIGKILL", got.Status.LastExit)
+	}
+
+	nodes, _ := types.LookupResource("nodes")
+	no, err := admin.Get(context.Background(), nodes, "", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := no.(*types.Node); n.Status.Capacity.CPU == 0 || n.Status.LastHeartbeat.IsZero() {
+		t.Fatalf("node status %+v: no capacity or heartbeat", n.Status)
+	}
+
+	instances, _ := types.LookupResource("instances")
+	if _, err := admin.Delete(context.Background(), instances, "default", "web-1", client.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		states, err := rt.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(states, func(s specs.State) bool { return s.ID == id }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s still exists 30 s after its instance was deleted", id)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
