@@ -13,24 +13,19 @@ import (
 	"nexus.dev/nexus/api/types"
 )
 
-// EventType is what happened to an object.
-type EventType string
-
-const (
-	Added    EventType = "ADDED"
-	Modified EventType = "MODIFIED"
-	Deleted  EventType = "DELETED"
-	// Bookmark carries no change: its object has only a resourceVersion,
-	// from which a watch can resume without replaying what came before.
-	Bookmark EventType = "BOOKMARK"
+// EventType, its values and Event are the API's watch vocabulary
+// (api/types), named here too so callers of this package need no other.
+type (
+	EventType = types.EventType
+	Event     = types.Event
 )
 
-// Event is one change. For Deleted the object is the last state it had,
-// with the resourceVersion of its deletion.
-type Event struct {
-	Type   EventType
-	Object types.Object
-}
+const (
+	Added    = types.Added
+	Modified = types.Modified
+	Deleted  = types.Deleted
+	Bookmark = types.Bookmark
+)
 
 // WatchOptions say where a watch starts and what it sees.
 type WatchOptions struct {
