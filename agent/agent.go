@@ -73,10 +73,12 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
-	mu    sync.Mutex
-	sups  map[string]*supervisor // by instance UID
-	wg    sync.WaitGroup
-	start time.Time
+	mu   sync.Mutex
+	sups map[string]*supervisor // by instance UID
+	wg   sync.WaitGroup
+
+	factsOnce sync.Once
+	facts     nodeFacts
 }
 
 // New checks cfg and returns an Agent; Run starts it.
@@ -118,7 +120,6 @@ func New(cfg Config) (*Agent, error) {
 // and runs the node's Instances until ctx ends. Containers keep running
 // when it returns: only an Instance's deletion stops its container.
 func (a *Agent) Run(ctx context.Context) error {
-	a.start = time.Now()
 	if err := a.register(ctx); err != nil {
 		return err
 	}

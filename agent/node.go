@@ -66,15 +66,12 @@ func (a *Agent) publishNode(ctx context.Context) error {
 	}
 	n := o.(*types.Node)
 	now := time.Now().UTC().Truncate(time.Second)
-	capacity := types.ResourceList{CPU: types.MilliCPU(goruntime.NumCPU() * 1000), Memory: types.Bytes(memTotal())}
-	n.Status.Capacity = capacity
-	n.Status.Allocatable = capacity
+	a.factsOnce.Do(a.readFacts)
+	n.Status.Capacity = a.facts.Capacity
+	n.Status.Allocatable = a.facts.Capacity
+	n.Status.Versions = a.facts.Versions
+	n.Status.Tiers = a.facts.Tiers
 	n.Status.Addresses = nodeAddresses()
-	n.Status.Versions = types.NodeVersions{Nexus: buildinfo.Version, Kernel: kernelRelease(), OS: osName()}
-	n.Status.Tiers = []types.Isolation{types.IsolationContainer}
-	if _, err := exec.LookPath("runsc"); err == nil {
-		n.Status.Tiers = append(n.Status.Tiers, types.IsolationSandbox)
-	}
 	n.Status.LastHeartbeat = now
 	ready := types.Condition{Type: "Ready", Status: types.ConditionTrue, Reason: "AgentReady", Message: "the agent is running"}
 	kept := n.Status.Conditions[:0]
@@ -94,6 +91,23 @@ func (a *Agent) publishNode(ctx context.Context) error {
 	n.ResourceVersion = ""
 	_, err = a.cfg.Client.UpdateStatus(ctx, n)
 	return err
+}
+
+// nodeFacts is what a heartbeat reports that does not change while the
+// agent runs: read once, not every heartbeat.
+type nodeFacts struct {
+	Capacity types.ResourceList
+	Versions types.NodeVersions
+	Tiers    []types.Isolation
+}
+
+func (a *Agent) readFacts() {
+	a.facts.Capacity = types.ResourceList{CPU: types.MilliCPU(goruntime.NumCPU() * 1000), Memory: types.Bytes(memTotal())}
+	a.facts.Versions = types.NodeVersions{Nexus: buildinfo.Version, Kernel: kernelRelease(), OS: osName()}
+	a.facts.Tiers = []types.Isolation{types.IsolationContainer}
+	if _, err := exec.LookPath("runsc"); err == nil {
+		a.facts.Tiers = append(a.facts.Tiers, types.IsolationSandbox)
+	}
 }
 
 func memTotal() int64 {
