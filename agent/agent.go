@@ -48,9 +48,6 @@ type Config struct {
 	Labels map[string]string
 	// HeartbeatInterval between Node status updates (default 10 s).
 	HeartbeatInterval time.Duration
-	// MaxLogBytes is the size at which a container's log is rotated
-	// (default 10 MiB); one rotated file is kept.
-	MaxLogBytes int64
 	// Pull is passed to image pulls (registry credentials, transport).
 	Pull   image.PullOptions
 	Logger *slog.Logger
@@ -59,7 +56,6 @@ type Config struct {
 // Defaults.
 const (
 	DefaultHeartbeatInterval = 10 * time.Second
-	DefaultMaxLogBytes       = 10 << 20
 	// containerPrefix starts the ID of every container the agent makes.
 	containerPrefix = "nx-"
 	// Annotations the agent puts in each container's spec, so that a
@@ -96,9 +92,6 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
-	}
-	if cfg.MaxLogBytes <= 0 {
-		cfg.MaxLogBytes = DefaultMaxLogBytes
 	}
 	if cfg.BuiltinExe == "" {
 		exe, err := os.Executable()
