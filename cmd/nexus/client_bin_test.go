@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -304,30 +303,7 @@ func TestClientWatchSeesApply(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			lines := make(chan string, 100)
-			go func() {
-				sc := bufio.NewScanner(stdout)
-				for sc.Scan() {
-					lines <- sc.Text()
-				}
-				close(lines)
-			}()
-			expect := func(re string) string {
-				t.Helper()
-				for {
-					select {
-					case l, ok := <-lines:
-						if !ok {
-							t.Fatalf("get -w ended before a line like %q\nstderr: %s", re, stderr.String())
-						}
-						if regexp.MustCompile(re).MatchString(l) {
-							return l
-						}
-					case <-ctx.Done():
-						t.Fatalf("no line like %q within a minute\nstderr: %s", re, stderr.String())
-					}
-				}
-			}
+			expect := lineExpecter(ctx, t, stdout, func() string { return "stderr: " + stderr.String() })
 			expect(`^EVENT +NAME +KIND +READY`)
 			expect(`^ADDED +web +service +0/2 +0 +nexus.local/hello `)
 			e.ok("apply", "-f", e.file(ns+"-v2.yaml", strings.Replace(webManifest, "image: nexus.local/hello", "image: nexus.local/hello:2", 1)), "-n", ns)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,30 +91,7 @@ func TestServerEndToEnd(t *testing.T) {
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(wout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	expect := func(re string) {
-		t.Helper()
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("get -w ended before %q", re)
-				}
-				if regexp.MustCompile(re).MatchString(l) {
-					return
-				}
-			case <-ctx.Done():
-				t.Fatalf("no line like %q", re)
-			}
-		}
-	}
+	expect := lineExpecter(ctx, t, wout, nil)
 	expect(`^ADDED +web `)
 	if err := os.WriteFile(manifest, []byte("kind: Workload\nmetadata: {name: web}\nspec:\n  replicas: 5\n  template: {image: nexus.local/hello}\n"), 0o644); err != nil {
 		t.Fatal(err)
