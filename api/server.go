@@ -80,7 +80,11 @@ type Server struct {
 	caches           map[string]*storage.Cache // by plural
 	ready            chan struct{}
 	readyOnce        sync.Once
+	nodes            Nodes
 }
+
+// Nodes are the node agents this server reaches for logs and exec.
+func (s *Server) Nodes() *Nodes { return &s.nodes }
 
 // New makes a server. Run must be called to start its background work
 // (the RBAC cache) before it answers requests other than health checks.

@@ -1,0 +1,64 @@
+package api
+
+import (
+	"context"
+	"io"
+	"sync"
+
+	"nexus.dev/nexus/api/types"
+)
+
+// NodeConn is how the API server reaches one node's agent, for what only
+// the agent has: an instance's container log and exec. The agent of
+// `nexus up` registers itself in the same process; agents on other
+// machines register over their session with a server.
+type NodeConn interface {
+	// Logs streams the log of inst's container as opts select. The
+	// stream ends at the log's end unless opts.Follow, then when ctx ends.
+	Logs(ctx context.Context, inst *types.Instance, opts types.LogOptions) (io.ReadCloser, error)
+	// Exec runs a process in inst's container with its stdio on s, and
+	// returns its exit code once it has exited and its output is written.
+	Exec(ctx context.Context, inst *types.Instance, opts types.ExecOptions, s ExecStreams) (int, error)
+}
+
+// ExecStreams carry an exec'd process's stdio. Stdin is nil unless
+// ExecOptions.Stdin; Stderr is nil with ExecOptions.TTY (the terminal
+// merges it into Stdout). Resize delivers terminal size changes (TTY
+// only; nil otherwise); its first value, if any, is the initial size.
+type ExecStreams struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Resize         <-chan types.TerminalSize
+}
+
+// Nodes are the node agents this server can reach, by node name.
+type Nodes struct {
+	mu    sync.Mutex
+	conns map[string]NodeConn
+}
+
+// Register makes c the way to node (replacing an earlier one) until the
+// returned function is called.
+func (n *Nodes) Register(node string, c NodeConn) (unregister func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.conns == nil {
+		n.conns = map[string]NodeConn{}
+	}
+	n.conns[node] = c
+	return func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.conns[node] == c {
+			delete(n.conns, node)
+		}
+	}
+}
+
+// Get returns the way to node, if its agent is connected.
+func (n *Nodes) Get(node string) (NodeConn, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c, ok := n.conns[node]
+	return c, ok
+}
