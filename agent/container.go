@@ -88,7 +88,7 @@ func (c *container) prepare(ctx context.Context, inst *types.Instance, progress 
 // made from this binary, others are pulled when missing.
 func (c *container) ensureImage(ctx context.Context, ref string, progress func(string)) error {
 	imgs := c.a.cfg.Images
-	if ref == builtin.Reference {
+	if isBuiltin(ref) {
 		_, err := imgs.EnsureBuiltin(ctx, c.a.cfg.BuiltinExe)
 		return err
 	}
@@ -293,6 +293,13 @@ func (c *container) remove(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// isBuiltin says whether ref names the built-in image, however written
+// (nexus.local/hello, nexus.local/hello:latest).
+func isBuiltin(ref string) bool {
+	r, err := image.ParseReference(ref)
+	return err == nil && image.CanonicalName(r) == builtin.Reference
 }
 
 func humanBytes(n int64) string {

@@ -148,16 +148,27 @@ func (s *supervisor) live(ctx context.Context) {
 	rt := s.a.cfg.Runtime
 	delay := backoffInitial
 	var pid int
+	// exitedWhileAway: an adopted container that ended while no agent
+	// ran; its exit is handled as any other before it starts again.
+	exitedWhileAway := false
 	if s.adopt {
 		st, err := rt.State(s.c.id)
-		if err == nil {
+		switch {
+		case err != nil:
+			s.adopt = false
+		case st.Status == specs.StateRunning:
 			s.c.bundle = st.Bundle
-			if st.Status == specs.StateRunning {
-				pid = st.Pid
+			pid = st.Pid
+			if err := s.adoptRunning(ctx, pid); err != nil {
+				s.log().Warn("adopt the running container: it is restarted", "err", err)
+				_ = s.c.stop(ctx, 10*time.Second)
+				pid, exitedWhileAway = 0, true
+			} else {
 				s.log().Info("adopted a running container", "pid", pid)
 			}
-		} else {
-			s.adopt = false
+		default:
+			s.c.bundle = st.Bundle
+			exitedWhileAway = st.Status == specs.StateStopped
 		}
 	}
 	if !s.adopt {
@@ -182,7 +193,7 @@ func (s *supervisor) live(ctx context.Context) {
 		delay = backoffInitial
 	}
 	for {
-		if pid == 0 {
+		if pid == 0 && !exitedWhileAway {
 			var err error
 			if pid, err = s.start(ctx); err != nil {
 				if ctx.Err() != nil {
@@ -202,7 +213,16 @@ func (s *supervisor) live(ctx context.Context) {
 			}
 		}
 		started := time.Now()
-		es, reason, err := s.watch(ctx, pid)
+		var es runtime.ExitStatus
+		var reason string
+		var err error
+		if exitedWhileAway {
+			exitedWhileAway = false
+			es, err = rt.Wait(ctx, s.c.id)
+			started = time.Time{} // how long it ran is not known: no backoff reset
+		} else {
+			es, reason, err = s.watch(ctx, pid)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -268,6 +288,30 @@ func (s *supervisor) start(ctx context.Context) (int, error) {
 		st.Addresses = addrs
 	})
 	return pid, nil
+}
+
+// adoptRunning takes over a container that runs since before this agent
+// started: its network attachment is checked and repaired (same
+// addresses), and the status says it runs.
+func (s *supervisor) adoptRunning(ctx context.Context, pid int) error {
+	var addrs []string
+	if n := s.a.cfg.Network; n != nil {
+		var err error
+		addrs, err = n.Attach(ctx, s.c.id, "/proc/"+strconv.Itoa(pid)+"/ns/net", s.instance().Spec.Template.Ports)
+		if err != nil {
+			return stepError("NetworkFailed", err)
+		}
+	}
+	s.setStatus(func(st *types.InstanceStatus) {
+		st.Phase, st.Progress = types.PhaseRunning, ""
+		if st.StartedAt.IsZero() {
+			st.StartedAt = time.Now().UTC().Truncate(time.Second)
+		}
+		if addrs != nil {
+			st.Addresses = addrs
+		}
+	})
+	return nil
 }
 
 // watch waits for the container to exit while its probes run. A failed

@@ -24,6 +24,10 @@ import (
 const (
 	ServingCertFile = "api.crt"
 	ServingKeyFile  = "api.key"
+	// AgentCertFile and AgentKeyFile are the node certificate of the
+	// agent `nexus up` runs beside the server.
+	AgentCertFile = "agent.crt"
+	AgentKeyFile  = "agent.key"
 )
 
 // servingNames are the DNS names and addresses the serving certificate
@@ -76,8 +80,14 @@ func covers(leaf *x509.Certificate, dns []string, ips []net.IP) bool {
 // and a Keeper that renews it at half-life.
 func servingCredentials(d pki.Dir, id identity.ID, advertise []string, log *slog.Logger) (*pki.Credentials, *pki.Keeper, error) {
 	dns, ips := servingNames(advertise)
-	certFile, keyFile := filepath.Join(d.Path, ServingCertFile), filepath.Join(d.Path, ServingKeyFile)
-	opts := pki.LeafOptions{DNSNames: dns, IPAddresses: ips}
+	return keptLeaf(d, ServingCertFile, ServingKeyFile, id, pki.LeafOptions{DNSNames: dns, IPAddresses: ips}, "the API serving certificate", log.With("cert", "api"))
+}
+
+// keptLeaf loads the certificate in certName/keyName of d when it is for
+// id, unexpired and has opts' names, or issues a new one from the local CA
+// otherwise, and returns its credentials with a keeper that renews it.
+func keptLeaf(d pki.Dir, certName, keyName string, id identity.ID, opts pki.LeafOptions, what string, log *slog.Logger) (*pki.Credentials, *pki.Keeper, error) {
+	certFile, keyFile := filepath.Join(d.Path, certName), filepath.Join(d.Path, keyName)
 	issue := func(_ context.Context, csr []byte) ([]*x509.Certificate, error) {
 		issuer, err := d.Issuer(0)
 		if err != nil {
@@ -90,7 +100,7 @@ func servingCredentials(d pki.Dir, id identity.ID, advertise []string, log *slog
 		return nil, nil, err
 	}
 	chain, key, err := loadPair(certFile, keyFile)
-	usable := err == nil && chain[0].NotAfter.After(time.Now()) && covers(chain[0], dns, ips)
+	usable := err == nil && chain[0].NotAfter.After(time.Now()) && covers(chain[0], opts.DNSNames, opts.IPAddresses)
 	if usable {
 		if leafID, err := pki.LeafIdentity(chain[0]); err != nil || leafID != id {
 			usable = false
@@ -105,7 +115,7 @@ func servingCredentials(d pki.Dir, id identity.ID, advertise []string, log *slog
 			return nil, nil, err
 		}
 		if chain, err = issue(context.Background(), csr); err != nil {
-			return nil, nil, fmt.Errorf("issue the API serving certificate: %w", err)
+			return nil, nil, fmt.Errorf("issue %s: %w", what, err)
 		}
 		if err := pki.WriteKeyFile(keyFile, key, nil); err != nil {
 			return nil, nil, err
@@ -113,14 +123,15 @@ func servingCredentials(d pki.Dir, id identity.ID, advertise []string, log *slog
 		if err := pki.WriteFileAtomic(certFile, pki.EncodeCertificates(chain...), 0o644); err != nil {
 			return nil, nil, err
 		}
-		log.Info("issued the API serving certificate", "dns", dns, "ips", ips, "expires", chain[0].NotAfter.UTC().Format(time.RFC3339))
+		log.Info("issued "+what, "identity", id.String(), "dns", opts.DNSNames, "ips", opts.IPAddresses, "expires", chain[0].NotAfter.UTC().Format(time.RFC3339))
 	}
 	creds, err := pki.NewCredentials(pki.CredentialsConfig{Chain: chain, Key: key, Bundle: bundle})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	k, err := pki.NewKeeper(pki.KeeperConfig{Credentials: creds, CertFile: certFile, KeyFile: keyFile,
-		BundleFile: filepath.Join(d.Path, pki.BundleFile), Issue: issue, Logger: log.With("cert", "api")})
+		BundleFile: filepath.Join(d.Path, pki.BundleFile), RevocationsFile: filepath.Join(d.Path, pki.RevocationsFile),
+		Issue: issue, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}

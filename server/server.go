@@ -98,6 +98,7 @@ type Server struct {
 	// Config.NoControllers).
 	controllers *controller.Controllers
 	cancel      context.CancelFunc
+	rctx        context.Context // ends at Stop
 	wg          sync.WaitGroup
 	done        chan struct{}
 	errOnce     sync.Once
@@ -156,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	log := cfg.Logger.With("server", cfg.Name)
 	rctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, cancel: cancel, done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, cancel: cancel, rctx: rctx, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -257,13 +258,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 // this server's API, as the server's own identity (cluster-admin), so
 // what they write is validated and audited as anyone's writes are.
 func (s *Server) startControllers(ctx context.Context) error {
-	pool := x509.NewCertPool()
-	for _, r := range s.creds.Bundle().Roots() {
-		pool.AddCert(r)
-	}
-	cl, err := client.New(client.Settings{Server: loopbackURL(s.apiAddr), RootCAs: pool,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return s.creds.GetCertificate() },
-		UserAgent:            "nexus-controllers/" + buildinfo.Version, Logger: s.log})
+	cl, err := s.LocalClient(s.creds, "nexus-controllers")
 	if err != nil {
 		return fmt.Errorf("controllers' API client: %w", err)
 	}
@@ -280,6 +275,38 @@ func (s *Server) startControllers(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// LocalClient is an API client of this server from inside its process
+// that presents creds' certificate (renewed as creds are), for the
+// controllers and the agent of `nexus up`. Close it when done.
+func (s *Server) LocalClient(creds *pki.Credentials, component string) (*client.Client, error) {
+	pool := x509.NewCertPool()
+	for _, r := range s.creds.Bundle().Roots() {
+		pool.AddCert(r)
+	}
+	return client.New(client.Settings{Server: loopbackURL(s.apiAddr), RootCAs: pool,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return creds.GetCertificate() },
+		UserAgent:            component + "/" + buildinfo.Version, Logger: s.log})
+}
+
+// NodeCredentials are the credentials of the agent of node on this
+// machine (`nexus up`): a node certificate issued by the local CA into
+// pki/agent.crt (and agent.key), reused across restarts while it is for
+// node and valid, and renewed at half-life while the server runs. The
+// agent acts as the node, with a node's permissions only.
+func (s *Server) NodeCredentials(node string) (*pki.Credentials, error) {
+	id := identity.Node(s.cfg.Cluster, node)
+	if err := id.Validate(); err != nil {
+		return nil, fmt.Errorf("node name %q: %w", node, err)
+	}
+	d := pki.Dir{Path: filepath.Join(s.cfg.DataDir, "pki")}
+	creds, k, err := keptLeaf(d, AgentCertFile, AgentKeyFile, id, pki.LeafOptions{}, "the agent's node certificate", s.log.With("cert", "agent"))
+	if err != nil {
+		return nil, err
+	}
+	s.goRun(func() { k.Run(s.rctx) })
+	return creds, nil
 }
 
 // loopbackURL is the API's URL from inside this process: its own address,

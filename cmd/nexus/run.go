@@ -59,14 +59,11 @@ the image's entrypoint.`,
 			w.Spec = types.WorkloadSpec{Kind: types.KindService, Replicas: &replicas,
 				Template: types.InstanceTemplate{Image: image, Command: args[1:], Labels: map[string]string{"app": args[0]}}}
 			if len(labels) > 0 {
-				w.Spec.Template.Labels = map[string]string{}
-			}
-			for _, l := range labels {
-				k, v, ok := strings.Cut(l, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("--label %q: must be KEY=VALUE, e.g. --label tier=frontend", l)
+				l, err := parseLabels(labels)
+				if err != nil {
+					return err
 				}
-				w.Spec.Template.Labels[k] = v
+				w.Spec.Template.Labels = l
 			}
 			for _, e := range env {
 				k, v, ok := strings.Cut(e, "=")
@@ -100,4 +97,20 @@ the image's entrypoint.`,
 	f.StringArrayVar(&env, "env", nil, "environment variable NAME=VALUE; may be repeated")
 	f.StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE of the instances (default app=NAME); may be repeated")
 	return cmd
+}
+
+// parseLabels parses --label KEY=VALUE flags (nil for none).
+func parseLabels(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, l := range flags {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: must be KEY=VALUE, e.g. --label tier=frontend", l)
+		}
+		m[k] = v
+	}
+	return m, nil
 }

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/runtime/image/builtin"
+	"nexus.dev/nexus/server"
+	"nexus.dev/nexus/up"
+)
+
+func newUpCommand(g *globalOptions) *cobra.Command {
+	var cfg up.Config
+	var labels []string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a whole orchestrator on this machine: server, store, controllers and the node agent",
+		Long: `Run Nexus on this machine in one process: a control-plane server (the API, a
+single-member replicated store, the cluster's CA, the controllers and the
+scheduler) and the node agent (the OCI runtime, the image store and the node's
+container networking), so that workloads can be run, scaled and rolled out at
+once. Needs root, like any container runtime.
+
+On its first start in an empty --data-dir it creates the cluster (see nexus
+server --help) and writes the admin's client configuration to
+<data-dir>/admin.conf (0600), and to ~/.nexus/config when that does not exist,
+so nexus commands work without flags. Later starts reuse everything: objects,
+certificates, images, and the containers that still run, which the agent
+adopts without restarting them (also after nexus up was killed).
+
+Containers get an IPv6 address from this node's /64 of the cluster's unique
+local /48 (generated on a new cluster, or --cluster-ipv6) and an IPv4 address
+from this node's /24 of 10.71.0.0/16 (--cluster-ipv4), on the bridge nexus0,
+with outbound NAT and the host ports they publish. The built-in image
+` + builtin.Reference + ` needs no registry.
+
+SIGINT or SIGTERM stops Nexus and leaves the containers running for the next
+start to adopt; delete workloads first to stop them.`,
+		Example: `  nexus up                                          # data in /var/lib/nexus, API on :7443
+  nexus --data-dir /tmp/nx up --api-addr 127.0.0.1:7443
+  nexus up --cluster-ipv4 10.200.0.0/16 --label zone=lab
+
+Then, in another terminal:
+
+  nexus run web --image ` + builtin.Reference + ` --replicas 3 --port 8080
+  nexus ps
+  nexus logs -f web-<id>`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Geteuid() != 0 {
+				return fmt.Errorf("nexus up runs containers and needs root: run it with sudo")
+			}
+			var err error
+			if cfg.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			cfg.Server.DataDir = g.dataDir
+			cfg.Server.WriteUserConfig = true
+			cfg.Logger = slog.Default()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return runUp(ctx, cfg, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	s := &cfg.Server
+	f.StringVar(&s.Name, "name", "", "this server's name, and the node's unless --node-name (default: the host name)")
+	f.StringVar(&s.Cluster, "cluster", "nexus", "the cluster's name, for a new cluster's CA")
+	f.StringVar(&s.APIAddr, "api-addr", fmt.Sprintf(":%d", server.DefaultAPIPort), "where the API listens (host:port, TCP for HTTPS and UDP for HTTP/3)")
+	f.StringSliceVar(&s.Advertise, "advertise", nil, "host names and addresses clients use to reach the API (in its certificate; the first goes into admin.conf)")
+	f.StringVar(&s.StorePeerAddr, "store-peer-addr", "[::1]:7380", "the embedded store member's peer address (QUIC)")
+	f.StringSliceVar(&s.StoreClientURLs, "store-client-urls", nil, "also serve the embedded store to etcd clients on these URLs (e.g. http://127.0.0.1:2379)")
+	f.StringVar(&s.AdminUser, "admin-user", "admin", "the first user, bound to cluster-admin on a new cluster")
+	f.StringVar(&s.AuditPolicy, "audit-policy", "", "audit policy file (see nexus server --help)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "this machine's node name (default: the server's name)")
+	f.StringArrayVar(&labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
+	f.StringVar(&cfg.ClusterIPv6, "cluster-ipv6", "", "the cluster's IPv6 container prefix, a /48 or shorter (default: a generated unique local /48; ignored when the cluster has one)")
+	f.StringVar(&cfg.ClusterIPv4, "cluster-ipv4", "", "the cluster's IPv4 container prefix (default "+networking.DefaultIPv4Cluster.String()+"; must match the cluster's once it has one)")
+	f.IntVar(&cfg.NodeIPv4Bits, "node-ipv4-bits", 0, fmt.Sprintf("prefix length of each node's IPv4 range (default %d: 253 containers per node)", networking.DefaultNodeIPv4Bits))
+	f.StringVar(&cfg.Bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
+	return cmd
+}
+
+func runUp(ctx context.Context, cfg up.Config, out io.Writer) error {
+	fmt.Fprintln(out, "starting nexus: store, API, controllers, then the node agent ...")
+	u, err := up.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	srv := u.Server()
+	fmt.Fprintf(out, "nexus up: node %s ready; API on https://%s (HTTP/2 and HTTP/3)\n", u.NodeName(), srv.APIAddr())
+	if !u.ExitsRecorded() {
+		fmt.Fprintln(out, "warning: no eBPF exit recorder (see the log): exit codes of containers that end while nexus is down are not known")
+	}
+	if p := srv.AdminConfig(); p != "" {
+		fmt.Fprintf(out, "admin client configuration: %s\n", p)
+		prefix := ""
+		if !isDefaultConfig(p) {
+			prefix = "NEXUS_CONFIG=" + p + " "
+		}
+		fmt.Fprintf(out, "next, in another terminal:\n  %snexus run web --image %s --replicas 3 --port 8080\n  %snexus ps\n  %snexus logs -f <instance>\n",
+			prefix, builtin.Reference, prefix, prefix)
+	}
+	select {
+	case <-ctx.Done():
+		slog.Info("stopping (containers keep running; the next nexus up adopts them)")
+		u.Stop()
+		return nil
+	case <-u.Done():
+		return u.Err()
+	}
+}
+
+// isDefaultConfig says whether plain nexus commands use the client
+// configuration in path: the default config file ($NEXUS_CONFIG, else
+// ~/.nexus/config) holds the same.
+func isDefaultConfig(path string) bool {
+	def, err := client.ConfigPath("")
+	if err != nil {
+		return false
+	}
+	a, err1 := os.ReadFile(path)
+	b, err2 := os.ReadFile(def)
+	return err1 == nil && err2 == nil && bytes.Equal(a, b)
+}

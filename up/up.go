@@ -1,0 +1,327 @@
+// Package up assembles `nexus up`: a control-plane server (its store, API,
+// controllers and scheduler; package server) and, in the same process, the
+// node agent with the OCI runtime, the image store, the exit recorder and
+// the node's container networking, so that one command gives a working
+// single-machine orchestrator. Tests start one with Start as the command
+// does.
+//
+// Layout of the data directory, beside the server's (see package server):
+//
+//	agent/      the agent's files: instances/<uid>/ (each container's log)
+//	            and the networking state (network.json)
+//	runtime/    the runtime's container state
+//	images/     the image store
+package up
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"nexus.dev/nexus/agent"
+	"nexus.dev/nexus/api"
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/exitrec"
+	"nexus.dev/nexus/runtime/image"
+	"nexus.dev/nexus/server"
+)
+
+// Config is what `nexus up` needs. Server.DataDir is required.
+type Config struct {
+	Server server.Config
+	// NodeName is this machine's Node (default: the server's name).
+	NodeName string
+	// Labels are the Node's labels when it is first registered.
+	Labels map[string]string
+	// ClusterIPv6 and ClusterIPv4 are the cluster's container prefixes
+	// ("" for a generated unique local /48 and networking.DefaultIPv4Cluster
+	// on a new cluster, or the cluster's own); NodeIPv4Bits sizes each
+	// node's IPv4 prefix (0 for networking.DefaultNodeIPv4Bits).
+	ClusterIPv6, ClusterIPv4 string
+	NodeIPv4Bits             int
+	// Bridge names the node's bridge (networking.DefaultBridge when empty).
+	Bridge string
+	// ExitRecorderDir is where the exit recorder is pinned in bpffs
+	// (exitrec.DefaultDir when empty).
+	ExitRecorderDir string
+	// HeartbeatInterval of the Node (agent.DefaultHeartbeatInterval when 0).
+	HeartbeatInterval time.Duration
+	// BuiltinExe is the program the built-in image is made from (default:
+	// this process's executable).
+	BuiltinExe string
+	Logger     *slog.Logger
+}
+
+// Node is a running `nexus up`: a server and an agent.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *server.Server
+	agent  *agent.Agent
+	net    *networking.Node
+	rt     *runtime.Runtime
+	rec    *exitrec.Recorder
+	client *client.Client
+	// exitsRecorded says whether exit statuses survive a restart.
+	exitsRecorded bool
+
+	cancel     context.CancelFunc
+	agentDone  chan struct{} // closed when the agent's Run returned
+	unregister func()        // takes the agent out of the API's nodes
+	done       chan struct{}
+	errOnce    sync.Once
+	err        error
+	stopOnce   sync.Once
+}
+
+// Start starts the server, then the agent of this machine's node, and
+// returns once the API answers and the agent runs.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Server.Logger = cfg.Logger
+	srv, err := server.Start(ctx, cfg.Server)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName = srv.Name()
+	}
+	u := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), srv: srv, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			u.Stop()
+		}
+	}()
+	if err := u.startAgent(ctx); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+func (u *Node) startAgent(ctx context.Context) error {
+	cfg := u.cfg
+	dataDir := cfg.Server.DataDir
+	agentDir := filepath.Join(dataDir, "agent")
+	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+		return fmt.Errorf("agent directory: %w", err)
+	}
+	creds, err := u.srv.NodeCredentials(cfg.NodeName)
+	if err != nil {
+		return fmt.Errorf("the agent's credentials: %w", err)
+	}
+	if u.client, err = u.srv.LocalClient(creds, "nexus-agent"); err != nil {
+		return fmt.Errorf("the agent's API client: %w", err)
+	}
+
+	// The exit recorder keeps a container's exit status while no agent
+	// runs (after a crash or during an upgrade). Without BPF the agent
+	// still works; it cannot tell how a container ended while it was away.
+	rtCfg := runtime.Config{Root: filepath.Join(dataDir, "runtime"), Logger: u.log.With("component", "runtime")}
+	if u.rec, err = exitrec.Open(cfg.ExitRecorderDir); err != nil {
+		u.log.Warn("no exit recorder: a container that exits while nexus is down is restarted with its exit status unknown", "err", err)
+	} else {
+		rtCfg.Exits = u.rec
+		u.exitsRecorded = true
+	}
+	u.rt = runtime.New(rtCfg)
+	imgs, err := image.Open(image.Config{Root: filepath.Join(dataDir, "images"), Logger: u.log.With("component", "images")})
+	if err != nil {
+		return err
+	}
+
+	if err := u.startNetwork(ctx, agentDir); err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Config{NodeName: cfg.NodeName, Dir: agentDir, Client: u.client, Runtime: u.rt, Images: imgs,
+		Network: nodeNetwork{u.net}, BuiltinExe: cfg.BuiltinExe, Labels: cfg.Labels,
+		HeartbeatInterval: cfg.HeartbeatInterval, Logger: cfg.Logger.With("component", "agent")})
+	if err != nil {
+		return err
+	}
+	u.agent = a
+	// The API reaches the agent in this process for logs and exec.
+	if conn, ok := any(a).(api.NodeConn); ok {
+		u.unregister = u.srv.API().Nodes().Register(cfg.NodeName, conn)
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	u.cancel = cancel
+	u.agentDone = make(chan struct{})
+	go func() {
+		defer close(u.agentDone)
+		err := a.Run(actx)
+		if err != nil && actx.Err() == nil {
+			u.fail(fmt.Errorf("agent: %w", err))
+		}
+	}()
+	go func() {
+		select {
+		case <-u.srv.Done():
+			if err := u.srv.Err(); err != nil {
+				u.fail(err)
+			}
+		case <-actx.Done():
+		}
+	}()
+	return nil
+}
+
+// startNetwork allocates this node's prefixes through the store, sets the
+// bridge and rules up, and repairs what a previous run left: containers
+// that still run keep their addresses, the others' are released.
+func (u *Node) startNetwork(ctx context.Context, agentDir string) error {
+	cfg := u.cfg
+	want, err := networking.ParseClusterPrefixes(cfg.ClusterIPv6, cfg.ClusterIPv4, cfg.NodeIPv4Bits)
+	if err != nil {
+		return err
+	}
+	ipam, err := networking.NewIPAM(u.srv.Client(), want)
+	if err != nil {
+		return err
+	}
+	cluster, err := ipam.Cluster(ctx)
+	if err != nil {
+		return err
+	}
+	prefixes, err := ipam.AllocateNode(ctx, cfg.NodeName)
+	if err != nil {
+		return err
+	}
+	u.net, err = networking.New(networking.Config{Prefixes: prefixes, Cluster: cluster, DataDir: agentDir,
+		Bridge: cfg.Bridge, Logger: u.log.With("component", "networking")})
+	if err != nil {
+		return err
+	}
+	keep, err := u.runningContainers()
+	if err != nil {
+		return err
+	}
+	if _, err := u.net.Repair(ctx, keep); err != nil {
+		// A container that cannot be repaired is restarted by its
+		// supervisor, which attaches it again; the rest is in order.
+		u.log.Warn("networking repair", "err", err)
+	}
+	u.log.Info("container networking", "bridge", cmpOr(cfg.Bridge, networking.DefaultBridge),
+		"ipv6", prefixes.IPv6.String(), "ipv4", prefixes.IPv4.String())
+	return nil
+}
+
+// runningContainers are the agent's containers whose process runs, with
+// the ports the networking state has for them.
+func (u *Node) runningContainers() ([]networking.ContainerRef, error) {
+	states, err := u.rt.List()
+	if err != nil {
+		return nil, fmt.Errorf("list the runtime's containers: %w", err)
+	}
+	attached := u.net.Attachments()
+	var keep []networking.ContainerRef
+	for _, st := range states {
+		if !strings.HasPrefix(st.ID, "nx-") || st.Status != specs.StateRunning || st.Pid <= 0 {
+			continue
+		}
+		keep = append(keep, networking.ContainerRef{ID: st.ID, NetNSPath: "/proc/" + strconv.Itoa(st.Pid) + "/ns/net",
+			Ports: attached[st.ID].Ports})
+	}
+	return keep, nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// nodeNetwork adapts a networking.Node to the agent.
+type nodeNetwork struct{ n *networking.Node }
+
+func (w nodeNetwork) Attach(ctx context.Context, id, netns string, ports []types.Port) ([]string, error) {
+	var pub []networking.Port
+	for _, p := range ports {
+		if p.HostPort == 0 {
+			continue
+		}
+		pub = append(pub, networking.Port{Port: int(p.Port), HostPort: int(p.HostPort), Protocol: networking.Protocol(p.Protocol)})
+	}
+	a, err := w.n.Attach(ctx, networking.ContainerRef{ID: id, NetNSPath: netns, Ports: pub})
+	if err != nil {
+		return nil, err
+	}
+	return a.Addresses(), nil
+}
+
+func (w nodeNetwork) Detach(ctx context.Context, id string) error { return w.n.Detach(ctx, id) }
+
+func (u *Node) fail(err error) {
+	u.errOnce.Do(func() {
+		u.err = err
+		u.log.Error("stopping", "err", err)
+	})
+	go u.Stop()
+}
+
+// Server is the control-plane server.
+func (u *Node) Server() *server.Server { return u.srv }
+
+// NodeName is this machine's node.
+func (u *Node) NodeName() string { return u.cfg.NodeName }
+
+// ExitsRecorded says whether the eBPF exit recorder runs, so a container
+// that exits while nexus is down has its exit status known.
+func (u *Node) ExitsRecorded() bool { return u.exitsRecorded }
+
+// Done is closed once the node has stopped.
+func (u *Node) Done() <-chan struct{} { return u.done }
+
+// Err is why the node stopped on its own (nil after Stop).
+func (u *Node) Err() error {
+	select {
+	case <-u.done:
+		return u.err
+	default:
+		return nil
+	}
+}
+
+// Stop stops the agent (its containers keep running, for the next start
+// to adopt) and the server, and waits until both have.
+func (u *Node) Stop() {
+	u.stopOnce.Do(func() {
+		if u.cancel != nil {
+			u.cancel()
+		}
+		if u.agentDone != nil {
+			<-u.agentDone
+		}
+		if u.unregister != nil {
+			u.unregister()
+		}
+		if u.client != nil {
+			u.client.Close()
+		}
+		if u.net != nil {
+			u.net.Close()
+		}
+		if u.rt != nil {
+			u.rt.Close()
+		}
+		u.srv.Stop()
+		if u.rec != nil {
+			u.rec.Close()
+		}
+		close(u.done)
+	})
+	<-u.done
+}
