@@ -8,13 +8,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	goruntime "runtime"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/internal/netnsutil"
 	"nexus.dev/nexus/runtime"
 )
 
@@ -105,7 +105,7 @@ func (pr *prober) check(ctx context.Context, p *types.Probe) error {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.HTTP.Port)))
 		hc := &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return dialInNetNS(ctx, netns, network, addr)
+				return netnsutil.Dial(ctx, netns, network, addr)
 			},
 			DisableKeepAlives: true,
 		}}
@@ -129,7 +129,7 @@ func (pr *prober) check(ctx context.Context, p *types.Probe) error {
 		}
 		return nil
 	case p.TCP != nil:
-		c, err := dialInNetNS(ctx, netns, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.TCP.Port))))
+		c, err := netnsutil.Dial(ctx, netns, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.TCP.Port))))
 		if err != nil {
 			return err
 		}
@@ -171,44 +171,4 @@ func (pr *prober) exec(ctx context.Context, cmd []string) error {
 		return fmt.Errorf("%v: %s", cmd, es)
 	}
 	return nil
-}
-
-// dialInNetNS connects to addr from inside the network namespace netns:
-// the socket is made by a thread that has entered it, and keeps it.
-func dialInNetNS(ctx context.Context, netns, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		goruntime.LockOSThread()
-		// The thread is unlocked only once it is back in its own
-		// namespace; otherwise it ends with this goroutine.
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(netns)
-		if err != nil {
-			ch <- result{nil, fmt.Errorf("the container's network namespace: %w", err)}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("enter the container's network namespace: %w", err)}
-			goruntime.UnlockOSThread()
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			goruntime.UnlockOSThread()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
 }
