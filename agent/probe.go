@@ -40,8 +40,8 @@ const (
 // run checks p every period until ctx ends and calls report whenever the
 // verdict changes (the first verdict included): true after
 // successThreshold passes in a row, false after failureThreshold
-// failures in a row.
-func (pr *prober) run(ctx context.Context, p *types.Probe, report func(ok bool)) {
+// failures in a row, with the last failure's error.
+func (pr *prober) run(ctx context.Context, p *types.Probe, report func(ok bool, err error)) {
 	period := secondsOr(p.PeriodSeconds, probePeriod)
 	timeout := secondsOr(p.TimeoutSeconds, probeTimeout)
 	failures := int(p.FailureThreshold)
@@ -76,11 +76,11 @@ func (pr *prober) run(ctx context.Context, p *types.Probe, report func(ok bool))
 		case passed >= successes && (verdict == nil || !*verdict):
 			v := true
 			verdict = &v
-			report(true)
+			report(true, nil)
 		case failed >= failures && (verdict == nil || *verdict):
 			v := false
 			verdict = &v
-			report(false)
+			report(false, err)
 		}
 		select {
 		case <-t.C:

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +90,58 @@ func (s *supervisor) setStatus(f func(st *types.InstanceStatus)) {
 	}
 }
 
+// event records what happened in the Instance's status (nexus describe
+// shows it): a repeat of one of the latest events counts it up and makes
+// it the latest instead of adding one,
+// and only the latest types.MaxInstanceEvents are kept.
+func (s *supervisor) event(typ, reason, msg string) {
+	if len(msg) > maxEventMessage {
+		msg = msg[:maxEventMessage-3] + "..."
+	}
+	now := time.Now().UTC()
+	s.setStatus(func(st *types.InstanceStatus) {
+		// A loop (started, exited, started, ...) counts up its events
+		// instead of filling the history with copies.
+		for i := len(st.Events) - 1; i >= max(0, len(st.Events)-eventLookBack); i-- {
+			if e := st.Events[i]; e.Type == typ && e.Reason == reason && e.Message == msg {
+				e.Count++
+				e.LastTime = now
+				st.Events = append(slices.Delete(st.Events, i, i+1), e)
+				return
+			}
+		}
+		st.Events = append(st.Events, types.InstanceEvent{Type: typ, Reason: reason, Message: msg, Count: 1, FirstTime: now, LastTime: now})
+		if extra := len(st.Events) - types.MaxInstanceEvents; extra > 0 {
+			st.Events = slices.Delete(st.Events, 0, extra)
+		}
+	})
+}
+
+// failedEvent records a failed step, with its reason (ImagePullFailed,
+// CreateFailed, ...); the message leaves out the next delay, so that
+// repeats count up in one event.
+func (s *supervisor) failedEvent(err error) {
+	reason := "Failed"
+	var se *StepError
+	if errors.As(err, &se) {
+		reason, err = se.Reason, se.Err
+	}
+	s.event(types.EventWarning, reason, fmt.Sprintf("%v (trying again, the delay doubling up to %v)", err, backoffMax))
+}
+
+// eventLookBack is how many of the latest events a new one may repeat.
+const eventLookBack = 4
+
+// maxEventMessage bounds an event's message below the API's limit.
+const maxEventMessage = 1024
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
 func (s *supervisor) phase(p types.InstancePhase, msg string) {
 	s.setStatus(func(st *types.InstanceStatus) {
 		st.Phase, st.Message, st.Progress = p, msg, ""
@@ -161,10 +216,12 @@ func (s *supervisor) live(ctx context.Context) {
 			pid = st.Pid
 			if err := s.adoptRunning(ctx, pid); err != nil {
 				s.log().Warn("adopt the running container: it is restarted", "err", err)
+				s.event(types.EventWarning, "AdoptFailed", fmt.Sprintf("the container running since before the agent started could not be taken over: %v; restarting it", err))
 				_ = s.c.stop(ctx, 10*time.Second)
 				pid, exitedWhileAway = 0, true
 			} else {
 				s.log().Info("adopted a running container", "pid", pid)
+				s.event(types.EventNormal, "Adopted", fmt.Sprintf("the agent started and took over the running container (pid %d)", pid))
 			}
 		default:
 			s.c.bundle = st.Bundle
@@ -172,19 +229,24 @@ func (s *supervisor) live(ctx context.Context) {
 		}
 	}
 	if !s.adopt {
+		retrying := ""
 		for {
-			s.phase(types.PhasePreparing, "")
+			// A retry keeps the last error in the message until it passes.
+			s.phase(types.PhasePreparing, retrying)
 			err := s.c.prepare(ctx, s.instance(), func(p string) {
 				s.setStatus(func(st *types.InstanceStatus) { st.Progress = p })
 			})
 			if err == nil {
+				s.event(types.EventNormal, "Prepared", "image "+s.instance().Spec.Template.Image+" ready and the root file system prepared")
 				break
 			}
 			if ctx.Err() != nil {
 				return
 			}
 			s.log().Warn("prepare", "err", err)
+			s.failedEvent(err)
 			s.phase(types.PhasePreparing, fmt.Sprintf("%v (trying again in %v)", err, delay))
+			retrying = fmt.Sprintf("%v (trying again now)", err)
 			if !sleep(ctx, delay) {
 				return
 			}
@@ -200,6 +262,7 @@ func (s *supervisor) live(ctx context.Context) {
 					return
 				}
 				s.log().Warn("start", "err", err)
+				s.failedEvent(err)
 				s.setStatus(func(st *types.InstanceStatus) {
 					st.Phase, st.Ready = types.PhaseStarting, false
 					st.Message = fmt.Sprintf("%v (trying again in %v)", err, delay)
@@ -235,6 +298,11 @@ func (s *supervisor) live(ctx context.Context) {
 		restart := restartWanted(inst.Spec.Template.RestartPolicy, es, reason)
 		s.log().Info("container exited", "status", es.String(), "reason", exit.Reason, "restart", restart)
 		if !restart {
+			if es.Code == 0 && reason == "" {
+				s.event(types.EventNormal, "Completed", describeExit(exit))
+			} else {
+				s.event(types.EventWarning, exit.Reason, describeExit(exit))
+			}
 			_ = s.c.deleteContainer(context.WithoutCancel(ctx))
 			p := types.PhaseSucceeded
 			if es.Code != 0 || reason != "" {
@@ -255,6 +323,8 @@ func (s *supervisor) live(ctx context.Context) {
 			st.Restarts++
 			st.Message = fmt.Sprintf("%s; restarting in %v", describeExit(exit), delay)
 		})
+		s.event(types.EventWarning, "BackOff", fmt.Sprintf("%s; restarting it after a delay that doubles up to %v (restart policy %s)",
+			describeExit(exit), backoffMax, cmpOr(string(inst.Spec.Template.RestartPolicy), string(types.RestartAlways))))
 		_ = s.c.deleteContainer(context.WithoutCancel(ctx))
 		if !sleep(ctx, delay) {
 			return
@@ -287,6 +357,11 @@ func (s *supervisor) start(ctx context.Context) (int, error) {
 		st.StartedAt = time.Now().UTC().Truncate(time.Second)
 		st.Addresses = addrs
 	})
+	msg := "container started"
+	if len(addrs) > 0 {
+		msg += " with addresses " + strings.Join(addrs, ", ")
+	}
+	s.event(types.EventNormal, "Started", msg)
 	return pid, nil
 }
 
@@ -332,12 +407,17 @@ func (s *supervisor) watch(ctx context.Context, pid int) (runtime.ExitStatus, st
 	t := &inst.Spec.Template
 	pr := &prober{a: s.a, id: s.c.id, pid: pid}
 	if t.Readiness != nil {
-		go pr.run(wctx, t.Readiness, func(ok bool) {
+		go pr.run(wctx, t.Readiness, func(ok bool, err error) {
 			s.setStatus(func(st *types.InstanceStatus) {
 				if st.Phase == types.PhaseRunning {
 					st.Ready = ok
 				}
 			})
+			if ok {
+				s.event(types.EventNormal, "Ready", "the readiness probe passes")
+			} else {
+				s.event(types.EventWarning, "NotReady", fmt.Sprintf("the readiness probe fails: %v", err))
+			}
 		})
 	} else {
 		s.setStatus(func(st *types.InstanceStatus) { st.Ready = st.Phase == types.PhaseRunning })
@@ -345,8 +425,9 @@ func (s *supervisor) watch(ctx context.Context, pid int) (runtime.ExitStatus, st
 	livenessFailed := make(chan struct{})
 	if t.Liveness != nil {
 		var once sync.Once
-		go pr.run(wctx, t.Liveness, func(ok bool) {
+		go pr.run(wctx, t.Liveness, func(ok bool, err error) {
 			if !ok {
+				s.event(types.EventWarning, "Unhealthy", fmt.Sprintf("the liveness probe fails: %v; stopping the container", err))
 				once.Do(func() { close(livenessFailed) })
 			}
 		})

@@ -161,6 +161,24 @@ func (o *Instance) validate(*Resource) FieldErrors {
 			errs.add(NewPath("status").Child("addresses").Index(i), "must be an IP address, not %q", a)
 		}
 	}
+	ep := NewPath("status").Child("events")
+	if len(o.Status.Events) > MaxInstanceEvents {
+		errs.add(ep, "has %d events: keep at most %d, the latest", len(o.Status.Events), MaxInstanceEvents)
+	}
+	for i, e := range o.Status.Events {
+		if e.Type != EventNormal && e.Type != EventWarning {
+			errs.add(ep.Index(i).Child("type"), "must be %s or %s, not %q", EventNormal, EventWarning, e.Type)
+		}
+		if e.Reason == "" || len(e.Reason) > 64 || strings.ContainsAny(e.Reason, " \t\n") {
+			errs.add(ep.Index(i).Child("reason"), "must be one word of at most 64 bytes, such as Started, not %q", e.Reason)
+		}
+		if len(e.Message) > maxEventMessage {
+			errs.add(ep.Index(i).Child("message"), "is %d bytes long: at most %d", len(e.Message), maxEventMessage)
+		}
+		if e.Count < 0 {
+			errs.add(ep.Index(i).Child("count"), "must not be negative")
+		}
+	}
 	return errs
 }
 

@@ -294,7 +294,37 @@ type InstanceStatus struct {
 	// Progress is a short human description of long work (image pull).
 	Progress   string      `json:"progress,omitempty"`
 	Conditions []Condition `json:"conditions,omitempty"`
+	// Events are what happened to the instance on its node, oldest first
+	// (at most MaxInstanceEvents; a repeat of the latest counts up).
+	Events []InstanceEvent `json:"events,omitempty"`
 }
+
+// InstanceEvent is one thing that happened to an instance, as its agent
+// saw it: nexus describe shows them.
+type InstanceEvent struct {
+	// Type is EventNormal or EventWarning.
+	Type string `json:"type"`
+	// Reason is one word a program can match (Pulled, Started, BackOff).
+	Reason  string `json:"reason"`
+	Message string `json:"message,omitempty"`
+	// Count is how many times it happened in a row, FirstTime when it
+	// first did and LastTime when it last did.
+	Count     int32     `json:"count,omitempty"`
+	FirstTime time.Time `json:"firstTime,omitzero"`
+	LastTime  time.Time `json:"lastTime"`
+}
+
+// Instance event types.
+const (
+	EventNormal  = "Normal"
+	EventWarning = "Warning"
+)
+
+// MaxInstanceEvents bounds an instance's event history.
+const MaxInstanceEvents = 30
+
+// maxEventMessage bounds one event's message, in bytes.
+const maxEventMessage = 2048
 
 // ExitInfo is how the last run of an instance's container ended.
 type ExitInfo struct {

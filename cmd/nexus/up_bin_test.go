@@ -304,7 +304,11 @@ func (h *upHarness) cleanup() {
 	for _, id := range h.containers() {
 		h.t.Logf("removing container %s left behind", id)
 		_ = exec.Command(h.bin, "runtime", "--root", root, "delete", "--force", id).Run()
-		_ = exec.Command(h.bin, "--data-dir", h.dataDir, "image", "release", id).Run()
+	}
+	prepared, _ := os.ReadDir(filepath.Join(h.dataDir, "images", "containers"))
+	for _, d := range prepared {
+		h.t.Logf("releasing root file system %s left behind", d.Name())
+		_ = exec.Command(h.bin, "--data-dir", h.dataDir, "image", "release", d.Name()).Run()
 	}
 	_ = exec.Command("ip", "netns", "del", h.ns).Run()
 }
@@ -437,6 +441,31 @@ spec:
 	}
 	if e := is[0].Status.LastExit; e == nil || e.Code != 1 {
 		t.Fatalf("crash loop last exit %+v: want code 1", e)
+	}
+
+	desc := h.ok("describe", "instance", is[0].Name)
+	if !regexp.MustCompile(`(?m)^Events:\n(?s:.*)^  Normal\s+Started\s+.*container started with addresses fd`).MatchString(desc) ||
+		!regexp.MustCompile(`(?m)^  Warning\s+BackOff\s+\S+ \(x\d+ over \S+\)\s+exited with code 1; restarting it`).MatchString(desc) {
+		t.Fatalf("describe of a crash-looping instance shows no event history:\n%s", desc)
+	}
+
+	// Mistakes say what happened in words a user can act on, and disturb
+	// nothing else.
+	h.ok("run", "nopull", "--image", "registry.invalid/nope:1")
+	h.ok("run", "nocmd", "--image", "nexus.local/hello", "--", "/nope")
+	h.waitInstances("nopull", "failing to pull", 30*time.Second, func(is []types.Instance) bool {
+		return len(is) == 1 && strings.HasPrefix(is[0].Status.Message, "ImagePullFailed: pull registry.invalid/nope:1:")
+	})
+	h.waitInstances("nocmd", "failing to create", 30*time.Second, func(is []types.Instance) bool {
+		return len(is) == 1 && strings.Contains(is[0].Status.Message, "CreateFailed") && strings.Contains(is[0].Status.Message, "/nope")
+	})
+	if desc := h.ok("describe", "instance", h.instances("nopull")[0].Name); !regexp.MustCompile(`Warning\s+ImagePullFailed\s+`).MatchString(desc) {
+		t.Fatalf("describe of an instance whose image cannot be pulled:\n%s", desc)
+	}
+	h.ok("delete", "workload", "nopull")
+	h.ok("delete", "workload", "nocmd")
+	if n := readyCount(h.instances("web")); n != 2 {
+		t.Fatalf("%d web instances ready after the mistakes, want 2", n)
 	}
 
 	// A job: 5 completions, 2 at a time.

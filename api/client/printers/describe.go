@@ -60,9 +60,10 @@ func Describe(w io.Writer, o types.Object, related []types.Object, now time.Time
 		return err
 	}
 	var conditions []types.Condition
+	var events []types.InstanceEvent
 	for _, s := range body {
 		if s.name == "status" {
-			conditions = s.conditions
+			conditions, events = s.conditions, s.events
 		}
 		if len(s.yaml) == 0 {
 			continue
@@ -81,6 +82,20 @@ func Describe(w io.Writer, o types.Object, related []types.Object, now time.Time
 				age = Age(c.LastTransitionTime, now)
 			}
 			t.add([]string{"  " + c.Type, string(c.Status), orNone(c.Reason), age, c.Message})
+		}
+		if err := t.flush(&b, false); err != nil {
+			return err
+		}
+	}
+	if len(events) > 0 {
+		b.WriteString("Events:\n")
+		t := &table{header: []string{"  TYPE", "REASON", "AGE", "MESSAGE"}}
+		for _, e := range events {
+			age := Age(e.LastTime, now)
+			if e.Count > 1 {
+				age += fmt.Sprintf(" (x%d over %s)", e.Count, Age(e.FirstTime, now))
+			}
+			t.add([]string{"  " + e.Type, e.Reason, age, e.Message})
 		}
 		if err := t.flush(&b, false); err != nil {
 			return err
@@ -109,6 +124,7 @@ type section struct {
 	name       string
 	yaml       []byte
 	conditions []types.Condition
+	events     []types.InstanceEvent
 }
 
 // sections are the object's top-level fields other than its type and
@@ -158,6 +174,10 @@ func sections(o types.Object) ([]section, error) {
 				if c, ok := st["conditions"]; ok {
 					_ = json.Unmarshal(c, &s.conditions)
 					delete(st, "conditions")
+				}
+				if e, ok := st["events"]; ok {
+					_ = json.Unmarshal(e, &s.events)
+					delete(st, "events")
 				}
 				if len(st) == 0 {
 					out = append(out, s)

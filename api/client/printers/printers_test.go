@@ -268,6 +268,33 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+// TestDescribeInstanceEvents: an instance's events are a table of their
+// own (a repeat shows its count and span), not YAML in the status.
+func TestDescribeInstanceEvents(t *testing.T) {
+	inst := objects()["inst"].(*types.Instance)
+	inst.Status.Events = []types.InstanceEvent{
+		{Type: types.EventNormal, Reason: "Started", Message: "container started (pid 42)", Count: 1, FirstTime: now.Add(-90 * time.Second), LastTime: now.Add(-90 * time.Second)},
+		{Type: types.EventWarning, Reason: "BackOff", Message: "exited with code 1; restarting it", Count: 4, FirstTime: now.Add(-60 * time.Second), LastTime: now.Add(-5 * time.Second)},
+	}
+	var b bytes.Buffer
+	if err := Describe(&b, inst, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"Events:\n  TYPE      REASON    AGE                MESSAGE\n",
+		"  Normal    Started   90s                container started (pid 42)\n",
+		"  Warning   BackOff   5s (x4 over 60s)   exited with code 1; restarting it\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "events:") {
+		t.Errorf("events shown in the status too:\n%s", out)
+	}
+}
+
 func TestHumanDuration(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		-5 * time.Second: "<invalid>", 0: "0s", 119 * time.Second: "119s", 3*time.Minute + 12*time.Second: "3m12s",
