@@ -23,7 +23,7 @@ import (
 
 	"nexus.dev/nexus/internal/testrootfs"
 	"nexus.dev/nexus/internal/testutil"
-	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // nexusBin is the binary make test built, for tests that also need root.
@@ -187,7 +187,7 @@ func TestRuncAndCrunSpecBundlesRunUnchanged(t *testing.T) {
 // the cached init program's root owner is a stranger.
 func TestUserNamespaceWithTheEmbeddedInitProgram(t *testing.T) {
 	bin := nexusBin(t)
-	s := runtime.DefaultSpec()
+	s := spec.Default()
 	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
 	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
@@ -229,7 +229,7 @@ func TestNetworkResourcesGoToNetClsAndNetPrio(t *testing.T) {
 		t.Fatal("this test expects a host without a net_cls mount, as this project's machines are")
 	}
 	classID := uint32(0x100001)
-	s := runtime.DefaultSpec()
+	s := spec.Default()
 	s.Linux.Resources.Network = &specs.LinuxNetwork{ClassID: &classID, Priorities: []specs.LinuxInterfacePriority{{Name: "lo", Priority: 5}}}
 	s.Process.Args = []string{"sleep", "100"}
 	bundle := testrootfs.Bundle(t, s, nil)

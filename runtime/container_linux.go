@@ -23,6 +23,7 @@ import (
 
 	"nexus.dev/nexus/runtime/cgroups"
 	"nexus.dev/nexus/runtime/initstage"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // Config configures a Runtime.
@@ -243,18 +244,18 @@ func (r *Runtime) loadBundle(path string, forInit bool) (*bundleSpec, error) {
 		return nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
 	// The seccomp profile is validated by compiling it (prepareInit).
-	spec, raw, err := loadSpec(bundle, false)
+	s, raw, err := spec.LoadExceptSeccomp(bundle)
 	if err != nil {
 		return nil, err
 	}
-	rootfs := spec.Root.Path
+	rootfs := s.Root.Path
 	if !filepath.IsAbs(rootfs) {
 		rootfs = filepath.Join(bundle, rootfs)
 	}
 	if rootfs, err = filepath.EvalSymlinks(rootfs); err != nil {
 		return nil, fmt.Errorf("root.path: %w", err)
 	}
-	b := &bundleSpec{bundle: bundle, rootfs: rootfs, spec: spec, raw: raw}
+	b := &bundleSpec{bundle: bundle, rootfs: rootfs, spec: s, raw: raw}
 	if forInit {
 		if err := b.prepareInit(r); err != nil {
 			return nil, err
@@ -310,7 +311,7 @@ type nsPlan struct {
 }
 
 func planNamespaces(s *specs.Spec) nsPlan {
-	p := nsPlan{hostMount: !hasNamespace(s.Linux, specs.MountNamespace)}
+	p := nsPlan{hostMount: !spec.HasNamespace(s.Linux, specs.MountNamespace)}
 	for _, ns := range s.Linux.Namespaces {
 		switch {
 		case ns.Path != "" && ns.Type == specs.PIDNamespace:

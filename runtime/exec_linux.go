@@ -13,6 +13,7 @@ import (
 
 	"nexus.dev/nexus/runtime/cgroups"
 	"nexus.dev/nexus/runtime/initstage"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // ExecOptions are the choices of Exec.
@@ -58,19 +59,19 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 	if s := st.status(dir); s != specs.StateRunning {
 		return nil, fmt.Errorf("container %s is %s: exec needs a running container", id, s)
 	}
-	if err := validateProcess(proc, "process"); err != nil {
+	if err := spec.ValidateProcess(proc); err != nil {
 		return nil, err
 	}
 	r.warnCapabilities(id, proc)
-	spec := *st.Spec
-	spec.Process = proc
-	ispec, filter, err := specForInit(&spec, r.filters.compile)
+	s := *st.Spec
+	s.Process = proc
+	ispec, filter, err := specForInit(&s, r.filters.compile)
 	if err != nil {
 		return nil, err
 	}
 	cfg := &initstage.Config{Mode: "exec", ID: id, Bundle: st.Bundle, Rootfs: st.Rootfs, Spec: ispec, Seccomp: filter, PreserveFDs: opts.PreserveFDs}
 	var joinPid string
-	if !hasNamespace(st.Spec.Linux, specs.MountNamespace) {
+	if !spec.HasNamespace(st.Spec.Linux, specs.MountNamespace) {
 		cfg.Chroot = "/proc/" + strconv.Itoa(st.Pid) + "/root"
 	}
 	for _, ns := range st.Spec.Linux.Namespaces {
@@ -101,7 +102,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 		defer console.Close()
 	}
 	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
-	h, err := r.forkInit(id, stdio, opts.PreserveFDs, nil, console, nsPlan{joinPid: joinPid}, &spec, false)
+	h, err := r.forkInit(id, stdio, opts.PreserveFDs, nil, console, nsPlan{joinPid: joinPid}, &s, false)
 	if err != nil {
 		return nil, fmt.Errorf("exec into %s: %w", id, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"nexus.dev/nexus/runtime/seccomp"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // A profile compiled by one process is read back by the next from the
@@ -15,7 +16,7 @@ import (
 // a file for another profile, or a damaged one, means a compile.
 func TestFilterCacheFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), seccompCacheDir)
-	profile := DefaultSpec().Linux.Seccomp
+	profile := spec.Default().Linux.Seccomp
 	want, err := seccomp.Compile(profile)
 	if err != nil {
 		t.Fatal(err)

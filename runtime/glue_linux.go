@@ -17,25 +17,8 @@ import (
 	"nexus.dev/nexus/runtime/cgroups"
 	"nexus.dev/nexus/runtime/initstage"
 	"nexus.dev/nexus/runtime/seccomp"
+	"nexus.dev/nexus/runtime/spec"
 )
-
-func validateSeccomp(s *specs.LinuxSeccomp) error {
-	if err := seccomp.Validate(s); err != nil {
-		return specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
-	}
-	return nil
-}
-
-func validateResources(l *specs.Linux) error {
-	path := l.CgroupsPath
-	if path == "" {
-		path = "id" // Create derives the path from the container id
-	}
-	if _, err := cgroups.New(cgroups.Config{Path: path, Resources: l.Resources}); err != nil {
-		return specErr("linux.resources", "%s", strings.TrimPrefix(err.Error(), "cgroups: "))
-	}
-	return nil
-}
 
 // specForInit returns what the init stage receives of s: the part it acts
 // on and the compiled seccomp filter. compile is seccomp.Compile or a cache
@@ -45,7 +28,7 @@ func specForInit(s *specs.Spec, compile func(*specs.LinuxSeccomp) (*seccomp.Filt
 	if s.Linux.Seccomp != nil {
 		c, err := compile(s.Linux.Seccomp)
 		if err != nil {
-			return nil, nil, specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
+			return nil, nil, &spec.Error{Field: "linux.seccomp", Problem: strings.TrimPrefix(err.Error(), "seccomp: ")}
 		}
 		f = c.Program()
 	}

@@ -24,6 +24,7 @@ import (
 	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/exitrec"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 func init() {
@@ -88,10 +89,10 @@ func (h *harness) id() string {
 	return fmt.Sprintf("t%d-%d", os.Getpid(), idSeq)
 }
 
-// bundle writes a busybox bundle whose spec is DefaultSpec changed by edit.
+// bundle writes a busybox bundle whose spec is spec.Default changed by edit.
 func (h *harness) bundle(edit func(s *specs.Spec, rootfs string)) string {
 	h.t.Helper()
-	s := runtime.DefaultSpec()
+	s := spec.Default()
 	s.Process.Args = []string{"true"}
 	return testrootfs.Bundle(h.t, s, func(rootfs string) {
 		if edit != nil {
@@ -1005,7 +1006,7 @@ func BenchmarkRun(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	s := runtime.DefaultSpec()
+	s := spec.Default()
 	s.Process.Args = []string{"/bin/true"}
 	dir := testrootfs.Bundle(b, s, nil)
 	null, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)

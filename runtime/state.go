@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/runtime/cgroups"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // DefaultRoot is where container state lives unless --root says otherwise.
@@ -93,8 +94,8 @@ type savedState struct {
 	// container's, down to which Delete detaches (see hostmount_linux.go).
 	HostRootfsMount uint64      `json:"hostRootfsMount,omitempty"`
 	Spec            *specs.Spec `json:"-"`
-	// SavedSpec is Spec as it is written and read (see linuxSpec).
-	SavedSpec *linuxSpec `json:"spec"`
+	// SavedSpec is Spec as it is written and read (see spec.Document).
+	SavedSpec *spec.Document `json:"spec"`
 	// rawSpec, when set, is the config.json Spec was decoded from, which
 	// writeState saves as it is: encoding the spec again would build
 	// encoding/json's encoders for its 39 struct types, in every create.
@@ -117,7 +118,7 @@ func writeState(dir string, st *savedState) error {
 	if st.rawSpec != nil {
 		data, err = json.Marshal(savedStateRaw{savedState: &saved, SavedSpec: st.rawSpec})
 	} else {
-		saved.SavedSpec = linuxSpecOf(st.Spec)
+		saved.SavedSpec = spec.DocumentOf(st.Spec)
 		data, err = json.Marshal(&saved)
 	}
 	if err != nil {
@@ -148,13 +149,13 @@ func readState(root, id string) (*savedState, error) {
 		return nil, fmt.Errorf("read state of %s: %w", id, err)
 	}
 	var st savedState
-	if !decodeFast(data, &st) {
+	if !spec.DecodeFast(data, &st) {
 		st = savedState{}
 		if err := json.Unmarshal(data, &st); err != nil {
 			return nil, fmt.Errorf("state of %s is corrupt (%v): remove it with `nexus runtime delete --force %s`", id, err, id)
 		}
 	}
-	st.Spec, st.SavedSpec = st.SavedSpec.spec(), nil
+	st.Spec, st.SavedSpec = st.SavedSpec.Spec(), nil
 	return &st, nil
 }
 

@@ -30,7 +30,7 @@ import (
 const warmDir = ".warm"
 
 // warmFlags is the namespace set a warm init is forked with: what
-// DefaultSpec (and Docker, Kubernetes) give every container. cgroup and time
+// spec.Default (and Docker, Kubernetes) give every container. cgroup and time
 // namespaces are unshared by the init later, so they may differ.
 const warmFlags = unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNS
 

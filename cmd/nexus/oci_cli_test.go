@@ -16,7 +16,7 @@ import (
 
 	"nexus.dev/nexus/internal/testrootfs"
 	"nexus.dev/nexus/internal/testutil"
-	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // builtProgram is a program built once per test process into a
@@ -91,7 +91,7 @@ func runtimeLink(t *testing.T) string {
 
 func writeBundle(t *testing.T, args ...string) string {
 	t.Helper()
-	s := runtime.DefaultSpec()
+	s := spec.Default()
 	s.Process.Args = args
 	return testrootfs.Bundle(t, s, nil)
 }

@@ -19,7 +19,7 @@ import (
 
 	"nexus.dev/nexus/internal/testrootfs"
 	"nexus.dev/nexus/internal/testutil"
-	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // runProgram runs a binary under test and returns its combined output.
@@ -90,6 +90,7 @@ var leanOutsideStd = []string{
 	"nexus.dev/nexus/runtime/initbin",
 	"nexus.dev/nexus/runtime/initstage",
 	"nexus.dev/nexus/runtime/seccomp",
+	"nexus.dev/nexus/runtime/spec",
 	"github.com/spf13/cobra",
 	"github.com/spf13/pflag",
 	"github.com/opencontainers/runtime-spec/specs-go",
@@ -352,7 +353,7 @@ func TestRuntimeRunRelaysSignals(t *testing.T) {
 	sig := t.TempDir()
 
 	t.Run("to the running container", func(t *testing.T) {
-		s := runtime.DefaultSpec()
+		s := spec.Default()
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sig", Type: "bind", Source: sig, Options: []string{"rbind"}})
 		s.Process.Args = []string{"sh", "-c", `trap "exit 3" TERM; touch /sig/running; while :; do sleep 0.05; done`}
 		root := t.TempDir()
@@ -373,7 +374,7 @@ func TestRuntimeRunRelaysSignals(t *testing.T) {
 		if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		s := runtime.DefaultSpec()
+		s := spec.Default()
 		s.Process.Args = []string{"true"}
 		s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: hook}}}
 		root := t.TempDir()

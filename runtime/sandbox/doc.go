@@ -32,7 +32,7 @@
 //
 // # Spec handling
 //
-// The user's bundle is handed to runsc unchanged: runtime.DefaultSpec()
+// The user's bundle is handed to runsc unchanged: spec.Default()
 // runs as is, so no adjusted copy is written. What this runsc does with it:
 // the seccomp profile is applied only with --oci-seccomp (see above); the
 // "cgroup" mount at /sys/fs/cgroup is skipped (an empty directory remains)

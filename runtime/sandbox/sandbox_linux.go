@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // DefaultRoot is where sandbox state lives when Config.Root is empty.
@@ -126,7 +127,7 @@ func (t *Tier) Create(ctx context.Context, id string, opts runtime.CreateOptions
 	if err != nil {
 		return fmt.Errorf("bundle %s: %w", opts.Bundle, err)
 	}
-	spec, err := runtime.LoadSpec(bundle)
+	s, err := spec.Load(bundle)
 	if err != nil {
 		return err
 	}
@@ -147,7 +148,7 @@ func (t *Tier) Create(ctx context.Context, id string, opts runtime.CreateOptions
 	defer func() {
 		if err != nil {
 			os.RemoveAll(dir)
-			removeCgroupLeftovers(spec, id)
+			removeCgroupLeftovers(s, id)
 		}
 	}()
 

@@ -19,6 +19,7 @@ import (
 	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/sandbox"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // TestMain lets the test binary act as the runsc shim: the tier
@@ -41,12 +42,12 @@ func newTier(t *testing.T) *sandbox.Tier {
 	return tier
 }
 
-// bundle writes a busybox bundle running args with runtime.DefaultSpec().
+// bundle writes a busybox bundle running args with spec.Default().
 func bundle(t *testing.T, args ...string) string {
 	t.Helper()
-	spec := runtime.DefaultSpec()
-	spec.Process.Args = args
-	return testrootfs.Bundle(t, spec, nil)
+	s := spec.Default()
+	s.Process.Args = args
+	return testrootfs.Bundle(t, s, nil)
 }
 
 // create creates a container whose stdout and stderr go to a file, and
@@ -186,13 +187,13 @@ func TestCreateFailureNamesContainerAndCleansUp(t *testing.T) {
 	defer cancel()
 	id := testID(t)
 	dir := bundle(t, "true")
-	spec, err := runtime.LoadSpec(dir)
+	s, err := spec.Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// runsc checks bind sources only when the sandbox sets up its mounts.
-	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: "/no/such/dir", Options: []string{"rbind"}})
-	b, _ := json.Marshal(spec)
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: "/no/such/dir", Options: []string{"rbind"}})
+	b, _ := json.Marshal(s)
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}

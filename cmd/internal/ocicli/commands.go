@@ -21,6 +21,7 @@ import (
 
 	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // idRules says what a container ID may be, as runtime.ValidateID checks it.
@@ -319,7 +320,7 @@ func rtExec(o *runtimeOptions) *cobra.Command {
 			id := args[0]
 			var proc *specs.Process
 			if processFile != "" {
-				data, err := fsutil.ReadFileLimit(processFile, runtime.MaxSpecSize)
+				data, err := fsutil.ReadFileLimit(processFile, spec.MaxSize)
 				if err != nil {
 					return fmt.Errorf("read --process: %w", err)
 				}
@@ -495,7 +496,7 @@ func rtSpec(o *runtimeOptions) *cobra.Command {
 			if _, err := os.Stat(path); err == nil {
 				return fmt.Errorf("%s already exists: remove it first", path)
 			}
-			data, err := json.MarshalIndent(runtime.DefaultSpec(), "", "  ")
+			data, err := json.MarshalIndent(spec.Default(), "", "  ")
 			if err != nil {
 				return err
 			}

@@ -4,7 +4,7 @@
 // image's own /etc/passwd and /etc/group), the root filesystem and the
 // image's exposed ports and stop signal as annotations. Everything else
 // (namespaces, capabilities, seccomp, masked paths, mounts) is
-// runtime.DefaultSpec, so a container from an image is as hardened as one
+// spec.Default, so a container from an image is as hardened as one
 // from `nexus runtime spec`.
 package bundle
 
@@ -18,7 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 // Annotations that carry image metadata the runtime spec has no field for.
@@ -58,7 +58,7 @@ type Config struct {
 }
 
 // Spec returns the runtime spec for cfg. The spec is validated with
-// runtime.ValidateSpec without a bundle directory, so it is checked except
+// spec.Validate without a bundle directory, so it is checked except
 // for the existence of root.path, which the runtime checks at create.
 func Spec(cfg Config) (*specs.Spec, error) {
 	if cfg.Rootfs == "" {
@@ -80,7 +80,7 @@ func Spec(cfg Config) (*specs.Spec, error) {
 		return nil, fmt.Errorf("image working directory %q is not an absolute path; fix the image (WORKDIR must start with /)", cwd)
 	}
 
-	s := runtime.DefaultSpec()
+	s := spec.Default()
 	s.Root.Path = cfg.Rootfs
 	if cfg.HostNetwork {
 		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
@@ -122,7 +122,7 @@ func Spec(cfg Config) (*specs.Spec, error) {
 	if cfg.Image.StopSignal != "" {
 		s.Annotations[AnnotationStopSignal] = cfg.Image.StopSignal
 	}
-	if err := runtime.ValidateSpec(s, ""); err != nil {
+	if err := spec.Validate(s, ""); err != nil {
 		return nil, fmt.Errorf("spec made from the image is not valid: %w", err)
 	}
 	return s, nil

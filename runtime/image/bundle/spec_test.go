@@ -10,8 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/spec"
 )
 
 const testPasswd = `# accounts
@@ -288,11 +287,11 @@ func TestSpecCarriesImageSettings(t *testing.T) {
 		t.Errorf("stop signal annotation %q", got)
 	}
 	// The hardening is the runtime's default, unchanged.
-	d := runtime.DefaultSpec()
+	d := spec.Default()
 	if !slices.Equal(s.Process.Capabilities.Bounding, d.Process.Capabilities.Bounding) || !s.Process.NoNewPrivileges ||
 		len(s.Linux.Namespaces) != len(d.Linux.Namespaces) || s.Linux.Seccomp == nil ||
 		!slices.Equal(s.Linux.MaskedPaths, d.Linux.MaskedPaths) || len(s.Mounts) != len(d.Mounts) {
-		t.Error("spec lost runtime.DefaultSpec's hardening")
+		t.Error("spec lost spec.Default's hardening")
 	}
 
 	for _, sig := range []string{"SIGTERM", "term", "Quit", "9"} {

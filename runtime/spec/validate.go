@@ -1,8 +1,6 @@
-package runtime
+package spec
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,126 +9,20 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"nexus.dev/nexus/internal/fsutil"
+	"nexus.dev/nexus/runtime/cgroups"
 	"nexus.dev/nexus/runtime/initstage"
+	"nexus.dev/nexus/runtime/seccomp"
 )
 
-// SpecError is a problem with one field of a runtime spec. Field is the JSON
-// path of the field, such as "linux.namespaces[2].type".
-type SpecError struct {
-	Field   string
-	Problem string
-}
-
-func (e *SpecError) Error() string {
-	if e.Field == "" {
-		return "config.json: " + e.Problem
-	}
-	return "config.json: " + e.Field + ": " + e.Problem
-}
-
-func specErr(field, format string, args ...any) error {
-	return &SpecError{Field: field, Problem: fmt.Sprintf(format, args...)}
-}
-
-// LoadSpec reads and validates bundle/config.json.
-func LoadSpec(bundle string) (*specs.Spec, error) {
-	spec, _, err := loadSpec(bundle, true)
-	return spec, err
-}
-
-// MaxSpecSize is the most the runtime reads of a config.json or of a
-// process file for exec: a hardened config with a full seccomp profile is
-// about 30 KiB, and a file without end (/dev/zero, a FIFO) must not take
-// the machine's memory.
-const MaxSpecSize = 4 << 20
-
-// loadSpec also returns the document as read, which state.json keeps.
-func loadSpec(bundle string, checkSeccomp bool) (*specs.Spec, []byte, error) {
-	data, err := fsutil.ReadFileLimit(filepath.Join(bundle, "config.json"), MaxSpecSize)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil, fmt.Errorf("bundle %s has no config.json: create one (e.g. with `nexus runtime spec`) or pass the right --bundle", bundle)
-		}
-		return nil, nil, fmt.Errorf("read bundle config: %w", err)
-	}
-	spec, err := ParseSpec(data)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := validateSpec(spec, bundle, checkSeccomp); err != nil {
-		return nil, nil, err
-	}
-	return spec, data, nil
-}
-
-// linuxSpec is specs.Spec without the sections for other platforms
-// (windows, solaris, vm, zos, freebsd), which a Linux runtime does not act
-// on. Specs are decoded, and saved in state.json, through it: encoding/json's
-// first use of a type in a process builds the codecs of every type it can
-// reach, and those sections are 24 of specs.Spec's 63 struct types. Every OCI
-// call is a new process; its first decode of a hardened config.json took
-// 2.7 instead of 3.4 ms (medians of 41 fresh processes on the bench machine).
-type linuxSpec struct {
-	Version     string            `json:"ociVersion"`
-	Process     *specs.Process    `json:"process,omitempty"`
-	Root        *specs.Root       `json:"root,omitempty"`
-	Hostname    string            `json:"hostname,omitempty"`
-	Domainname  string            `json:"domainname,omitempty"`
-	Mounts      []specs.Mount     `json:"mounts,omitempty"`
-	Hooks       *specs.Hooks      `json:"hooks,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Linux       *specs.Linux      `json:"linux,omitempty"`
-}
-
-func (l *linuxSpec) spec() *specs.Spec {
-	if l == nil {
-		return nil
-	}
-	return &specs.Spec{Version: l.Version, Process: l.Process, Root: l.Root, Hostname: l.Hostname, Domainname: l.Domainname,
-		Mounts: l.Mounts, Hooks: l.Hooks, Annotations: l.Annotations, Linux: l.Linux}
-}
-
-func linuxSpecOf(s *specs.Spec) *linuxSpec {
-	if s == nil {
-		return nil
-	}
-	return &linuxSpec{Version: s.Version, Process: s.Process, Root: s.Root, Hostname: s.Hostname, Domainname: s.Domainname,
-		Mounts: s.Mounts, Hooks: s.Hooks, Annotations: s.Annotations, Linux: s.Linux}
-}
-
-// ParseSpec decodes a config.json document. Sections for other platforms
-// than Linux are not read.
-func ParseSpec(data []byte) (*specs.Spec, error) {
-	var spec linuxSpec
-	if decodeFast(data, &spec) {
-		return spec.spec(), nil
-	}
-	spec = linuxSpec{}
-	if err := json.Unmarshal(data, &spec); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
-			return nil, specErr("", "not valid JSON at byte %d: %v", se.Offset, err)
-		case errors.As(err, &te):
-			return nil, specErr(te.Field, "wrong type: got JSON %s, want %s", te.Value, te.Type)
-		}
-		return nil, specErr("", "cannot decode: %v", err)
-	}
-	return spec.spec(), nil
-}
-
-// ValidateSpec checks every field the runtime acts on and returns the first
-// problem as a *SpecError. bundle is used to resolve a relative root.path;
+// Validate checks every field the runtime acts on and returns the first
+// problem as an *Error. bundle is used to resolve a relative root.path;
 // when it is empty the file system is not consulted.
-func ValidateSpec(s *specs.Spec, bundle string) error {
-	return validateSpec(s, bundle, true)
+func Validate(s *specs.Spec, bundle string) error {
+	return validate(s, bundle, true)
 }
 
-// validateSpec is ValidateSpec; Create passes seccomp=false because it
-// compiles the profile anyway (compiling is how a profile is validated).
-func validateSpec(s *specs.Spec, bundle string, checkSeccomp bool) error {
+// validate is Validate; LoadExceptSeccomp passes checkSeccomp=false.
+func validate(s *specs.Spec, bundle string, checkSeccomp bool) error {
 	if s == nil {
 		return specErr("", "empty spec")
 	}
@@ -157,7 +49,7 @@ func validateSpec(s *specs.Spec, bundle string, checkSeccomp bool) error {
 		}
 	}
 	if s.Process != nil {
-		if err := validateProcess(s.Process, "process"); err != nil {
+		if err := ValidateProcess(s.Process); err != nil {
 			return err
 		}
 	}
@@ -175,7 +67,10 @@ func validateSpec(s *specs.Spec, bundle string, checkSeccomp bool) error {
 	return validateLinux(s, s.Linux, checkSeccomp)
 }
 
-func validateProcess(p *specs.Process, field string) error {
+// ValidateProcess checks a spec's process, or the process that exec
+// starts in a running container; errors name fields under "process".
+func ValidateProcess(p *specs.Process) error {
+	const field = "process"
 	if len(p.Args) == 0 || p.Args[0] == "" {
 		return specErr(field+".args", "empty: name the program to run")
 	}
@@ -339,10 +234,10 @@ func validateLinux(s *specs.Spec, l *specs.Linux, checkSeccomp bool) error {
 	}
 	// In a uts namespace joined by path the names are set there, as the
 	// spec asks; without one they would be the host's.
-	if s.Hostname != "" && !hasNamespace(l, specs.UTSNamespace) {
+	if s.Hostname != "" && !HasNamespace(l, specs.UTSNamespace) {
 		return specErr("hostname", "set without a uts namespace, so it would rename the host: add {\"type\": \"uts\"}")
 	}
-	if s.Domainname != "" && !hasNamespace(l, specs.UTSNamespace) {
+	if s.Domainname != "" && !HasNamespace(l, specs.UTSNamespace) {
 		return specErr("domainname", "set without a uts namespace, so it would rename the host: add {\"type\": \"uts\"}")
 	}
 	for key := range l.Sysctl {
@@ -432,7 +327,9 @@ func newNamespace(l *specs.Linux, t specs.LinuxNamespaceType) bool {
 	return false
 }
 
-func hasNamespace(l *specs.Linux, t specs.LinuxNamespaceType) bool {
+// HasNamespace reports whether l lists a namespace of type t, new or
+// joined by path.
+func HasNamespace(l *specs.Linux, t specs.LinuxNamespaceType) bool {
 	for _, ns := range l.Namespaces {
 		if ns.Type == t {
 			return true
@@ -453,17 +350,35 @@ func validateSysctl(l *specs.Linux, key string) error {
 		"kernel.shmall": true, "kernel.shmmax": true, "kernel.shmmni": true, "kernel.shm_rmid_forced": true}
 	switch {
 	case ipc[name] || strings.HasPrefix(name, "fs.mqueue."):
-		if !hasNamespace(l, specs.IPCNamespace) {
+		if !HasNamespace(l, specs.IPCNamespace) {
 			return specErr(f, "needs an ipc namespace: add {\"type\": \"ipc\"}")
 		}
 	case strings.HasPrefix(name, "net."):
-		if !hasNamespace(l, specs.NetworkNamespace) {
+		if !HasNamespace(l, specs.NetworkNamespace) {
 			return specErr(f, "needs a network namespace: add {\"type\": \"network\"}")
 		}
 	case name == "kernel.hostname" || name == "kernel.domainname":
 		return specErr(f, "set it with the hostname/domainname fields instead")
 	default:
 		return specErr(f, "not a namespaced sysctl: setting it would change the host")
+	}
+	return nil
+}
+
+func validateSeccomp(s *specs.LinuxSeccomp) error {
+	if err := seccomp.Validate(s); err != nil {
+		return specErr("linux.seccomp", "%s", strings.TrimPrefix(err.Error(), "seccomp: "))
+	}
+	return nil
+}
+
+func validateResources(l *specs.Linux) error {
+	path := l.CgroupsPath
+	if path == "" {
+		path = "id" // Create derives the path from the container id
+	}
+	if _, err := cgroups.New(cgroups.Config{Path: path, Resources: l.Resources}); err != nil {
+		return specErr("linux.resources", "%s", strings.TrimPrefix(err.Error(), "cgroups: "))
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package runtime
+package spec
 
 import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -27,10 +27,10 @@ var DefaultReadonlyPaths = []string{
 	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 }
 
-// DefaultSpec is a hardened spec for a rootfs directory named "rootfs":
+// Default is a hardened spec for a rootfs directory named "rootfs":
 // every namespace but user and time, the default capabilities, seccomp
 // profile, masked and read-only paths, and no_new_privs.
-func DefaultSpec() *specs.Spec {
+func Default() *specs.Spec {
 	caps := append([]string(nil), DefaultCapabilities...)
 	return &specs.Spec{
 		Version:  specs.Version,

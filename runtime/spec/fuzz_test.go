@@ -1,11 +1,9 @@
-package runtime
+package spec
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,9 +14,9 @@ import (
 
 // FuzzValidateSpec feeds arbitrary config.json documents through parsing
 // and validation: they must never panic, and every rejection must be a
-// *SpecError naming what is wrong.
+// *Error naming what is wrong.
 func FuzzValidateSpec(f *testing.F) {
-	good, _ := json.Marshal(DefaultSpec())
+	good, _ := json.Marshal(Default())
 	f.Add(good)
 	f.Add([]byte(`{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/"},"linux":{"namespaces":[{"type":"mount"}]}}`))
 	f.Add([]byte(`{"ociVersion":"1.0.2","mounts":[{"destination":"/../x","type":"bind","source":"/"}]}`))
@@ -35,50 +33,50 @@ func FuzzValidateSpec(f *testing.F) {
 		// A slow input crashes the worker, so the fuzzer saves it.
 		watchdog := time.AfterFunc(2*time.Second, func() { panic(fmt.Sprintf("validation of %q took over 2s", data)) })
 		defer watchdog.Stop()
-		spec, err := ParseSpec(data)
-		// ParseSpec reads every section but other platforms' exactly as a
+		spec, err := Parse(data)
+		// Parse reads every section but other platforms' exactly as a
 		// decode into the whole specs.Spec does, and refuses what it
 		// refuses, whether or not its fast decoder took the document.
 		var full specs.Spec
 		if jerr := json.Unmarshal(data, &full); jerr == nil {
 			full.Windows, full.Solaris, full.VM, full.ZOS, full.FreeBSD = nil, nil, nil, nil, nil
 			if err != nil || !reflect.DeepEqual(*spec, full) {
-				t.Fatalf("ParseSpec (%v) differs from decoding into specs.Spec:\n%+v\n%+v", err, spec, full)
+				t.Fatalf("Parse (%v) differs from decoding into specs.Spec:\n%+v\n%+v", err, spec, full)
 			}
 		} else if err == nil {
-			t.Fatalf("ParseSpec accepted what json.Unmarshal refuses (%v): %+v", jerr, spec)
+			t.Fatalf("Parse accepted what json.Unmarshal refuses (%v): %+v", jerr, spec)
 		}
 		// What the fast decoder takes, json.Unmarshal decodes the same.
-		var fast, slow linuxSpec
-		if decodeFast(data, &fast) {
+		var fast, slow Document
+		if DecodeFast(data, &fast) {
 			if jerr := json.Unmarshal(data, &slow); jerr != nil || !reflect.DeepEqual(fast, slow) {
 				t.Fatalf("the fast decoder took a document json.Unmarshal decodes differently (%v):\n%+v\n%+v", jerr, fast, slow)
 			}
 		}
 		if err != nil {
-			var se *SpecError
+			var se *Error
 			if !errors.As(err, &se) {
-				t.Fatalf("parse error is not a *SpecError: %v", err)
+				t.Fatalf("parse error is not a *Error: %v", err)
 			}
 			return
 		}
-		if err := ValidateSpec(spec, ""); err != nil {
-			var se *SpecError
+		if err := Validate(spec, ""); err != nil {
+			var se *Error
 			if !errors.As(err, &se) || se.Problem == "" {
-				t.Fatalf("validation error is not a *SpecError with a problem: %#v", err)
+				t.Fatalf("validation error is not a *Error with a problem: %#v", err)
 			}
 		}
 	})
 }
 
-// otherPlatforms are the sections of specs.Spec that linuxSpec leaves out.
+// otherPlatforms are the sections of specs.Spec that Document leaves out.
 var otherPlatforms = map[string]bool{"windows": true, "solaris": true, "vm": true, "zos": true, "freebsd": true}
 
-// linuxSpec must carry every other field of specs.Spec, under the same JSON
+// Document must carry every other field of specs.Spec, under the same JSON
 // name and type, or specs would lose it on the way to state.json.
-func TestLinuxSpecCarriesEveryLinuxField(t *testing.T) {
+func TestDocumentCarriesEveryLinuxField(t *testing.T) {
 	ours := map[string]reflect.Type{}
-	lt := reflect.TypeOf(linuxSpec{})
+	lt := reflect.TypeOf(Document{})
 	for i := 0; i < lt.NumField(); i++ {
 		ours[strings.Split(lt.Field(i).Tag.Get("json"), ",")[0]] = lt.Field(i).Type
 	}
@@ -90,26 +88,26 @@ func TestLinuxSpecCarriesEveryLinuxField(t *testing.T) {
 			continue
 		}
 		if ours[name] != f.Type {
-			t.Errorf("specs.Spec.%s (json %q, %v) is not in linuxSpec with that type", f.Name, name, f.Type)
+			t.Errorf("specs.Spec.%s (json %q, %v) is not in Document with that type", f.Name, name, f.Type)
 		}
 	}
-	s := DefaultSpec()
+	s := Default()
 	s.Annotations = map[string]string{"a": "b"}
-	if got := linuxSpecOf(s).spec(); !reflect.DeepEqual(got, s) {
-		t.Errorf("a spec through linuxSpec comes back different:\n%+v\n%+v", got, s)
+	if got := DocumentOf(s).Spec(); !reflect.DeepEqual(got, s) {
+		t.Errorf("a spec through Document comes back different:\n%+v\n%+v", got, s)
 	}
 }
 
-// The configs real tools write take the fast decoder (decodeFast): a
+// The configs real tools write take the fast decoder (DecodeFast): a
 // fallback to json.Unmarshal would be correct, but costs every start the
 // time the fast decoder exists to save.
 func TestTypicalConfigsTakeTheFastDecoder(t *testing.T) {
-	hardened, _ := json.Marshal(DefaultSpec())
-	withSeccompArgs := DefaultSpec()
+	hardened, _ := json.Marshal(Default())
+	withSeccompArgs := Default()
 	withSeccompArgs.Process.Args = []string{"sh", "-c", "a && b < c > d"} // json.Marshal writes \u0026, \u003c, \u003e
 	withSeccompArgs.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: new(int64)}}
 	escaped, _ := json.Marshal(withSeccompArgs)
-	indented, _ := json.MarshalIndent(DefaultSpec(), "", "\t")
+	indented, _ := json.MarshalIndent(Default(), "", "\t")
 	for _, tt := range []struct {
 		name string
 		data []byte
@@ -120,8 +118,8 @@ func TestTypicalConfigsTakeTheFastDecoder(t *testing.T) {
 		{"runc spec", []byte(runcSpecConfig)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var fast, slow linuxSpec
-			if !decodeFast(tt.data, &fast) {
+			var fast, slow Document
+			if !DecodeFast(tt.data, &fast) {
 				t.Fatal("the fast decoder left this document to json.Unmarshal")
 			}
 			if err := json.Unmarshal(tt.data, &slow); err != nil || !reflect.DeepEqual(fast, slow) {
@@ -164,65 +162,3 @@ const runcSpecConfig = `{
 		"readonlyPaths": ["/proc/bus", "/proc/sys"]
 	}
 }`
-
-// FuzzReadState: what the fast decoder takes of a state.json, json.Unmarshal
-// decodes the same.
-func FuzzReadState(f *testing.F) {
-	st := &savedState{ID: "c1", Pid: 42, PidStart: 7, Bundle: "/b", Rootfs: "/b/rootfs", Created: time.Date(2026, 12, 2, 20, 0, 0, 5, time.UTC),
-		Annotations: map[string]string{"a": "b"}, Spec: DefaultSpec()}
-	st.Cgroup.Paths = map[string]string{"memory": "/sys/fs/cgroup/memory/c1"}
-	dir := f.TempDir()
-	if err := writeState(dir, st); err != nil {
-		f.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(data)
-	f.Add([]byte(`{"id":"c1","created":null,"spec":null}`))
-	f.Add([]byte(`{"id":"c1","created":"2026-13-01T00:00:00Z"}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var fast, slow savedState
-		if decodeFast(data, &fast) {
-			if err := json.Unmarshal(data, &slow); err != nil || !reflect.DeepEqual(fast, slow) {
-				t.Fatalf("the fast decoder took a state json.Unmarshal decodes differently (%v):\n%+v\n%+v", err, fast, slow)
-			}
-		}
-	})
-}
-
-// A state.json written from config.json as read decodes to the spec the
-// container was created with, through the fast decoder.
-func TestStateKeepsTheSpecAsRead(t *testing.T) {
-	spec := DefaultSpec()
-	spec.Process.Args = []string{"sh", "-c", "a && b"}
-	raw, err := json.MarshalIndent(spec, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	dir := containerDir(root, "c1")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	st := &savedState{ID: "c1", Pid: 1, Created: time.Now().UTC(), Spec: spec, rawSpec: raw}
-	if err := writeState(dir, st); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fast savedState
-	if !decodeFast(data, &fast) {
-		t.Fatalf("the fast decoder left state.json to json.Unmarshal: %s", data)
-	}
-	got, err := readState(root, "c1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got.Spec, spec) || got.ID != "c1" || !got.Created.Equal(st.Created) {
-		t.Fatalf("read back %+v, want the spec written", got)
-	}
-}

@@ -1,0 +1,74 @@
+package runtime
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"nexus.dev/nexus/runtime/spec"
+)
+
+// FuzzReadState: what the fast decoder takes of a state.json, json.Unmarshal
+// decodes the same.
+func FuzzReadState(f *testing.F) {
+	st := &savedState{ID: "c1", Pid: 42, PidStart: 7, Bundle: "/b", Rootfs: "/b/rootfs", Created: time.Date(2026, 12, 2, 20, 0, 0, 5, time.UTC),
+		Annotations: map[string]string{"a": "b"}, Spec: spec.Default()}
+	st.Cgroup.Paths = map[string]string{"memory": "/sys/fs/cgroup/memory/c1"}
+	dir := f.TempDir()
+	if err := writeState(dir, st); err != nil {
+		f.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	f.Add([]byte(`{"id":"c1","created":null,"spec":null}`))
+	f.Add([]byte(`{"id":"c1","created":"2026-13-01T00:00:00Z"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fast, slow savedState
+		if spec.DecodeFast(data, &fast) {
+			if err := json.Unmarshal(data, &slow); err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("the fast decoder took a state json.Unmarshal decodes differently (%v):\n%+v\n%+v", err, fast, slow)
+			}
+		}
+	})
+}
+
+// A state.json written from config.json as read decodes to the spec the
+// container was created with, through the fast decoder.
+func TestStateKeepsTheSpecAsRead(t *testing.T) {
+	want := spec.Default()
+	want.Process.Args = []string{"sh", "-c", "a && b"}
+	raw, err := json.MarshalIndent(want, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	dir := containerDir(root, "c1")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st := &savedState{ID: "c1", Pid: 1, Created: time.Now().UTC(), Spec: want, rawSpec: raw}
+	if err := writeState(dir, st); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fast savedState
+	if !spec.DecodeFast(data, &fast) {
+		t.Fatalf("the fast decoder left state.json to json.Unmarshal: %s", data)
+	}
+	got, err := readState(root, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Spec, want) || got.ID != "c1" || !got.Created.Equal(st.Created) {
+		t.Fatalf("read back %+v, want the spec written", got)
+	}
+}
