@@ -140,7 +140,7 @@ func imageCLIError(err error) error {
 	case errors.As(err, &running):
 		return fmt.Errorf("%w: stop it with `nexus runtime delete --force %s` (or with the runtime that runs it), then release it", err, running.ID)
 	case errors.As(err, &unreachable):
-		return fmt.Errorf("%w\nThis machine may have no network access. Without a registry: import the image from an archive with `nexus image import FILE` (e.g. made by `docker save`), or use the built-in image %s (`nexus image pull %s`, or `nexus demo` to run it)",
+		return fmt.Errorf("%w\nThis machine may have no network access. Without a registry: import the image from an archive with `nexus image import FILE` (e.g. made by `docker save`), or use the built-in image %s (`nexus image pull %s`, or run it with `nexus up` and `nexus run web --image nexus.local/hello`)",
 			err, builtin.Reference, builtin.Reference)
 	}
 	return err
@@ -528,7 +528,7 @@ container uses, and what interrupted pulls and imports left behind. Layers
 shared with images that remain are kept. It waits for pulls and imports in
 progress.
 
-Prepared containers whose preparing process is gone (a killed nexus demo, say)
+Prepared containers whose preparing process is gone (a killed agent, say)
 and on which no process runs are released first, so their layers can go too;
 a container still running keeps its layers until it is stopped.`,
 		Example: `  nexus image prune
@@ -563,11 +563,11 @@ func newImageReleaseCommand(o *imageOptions) *cobra.Command {
 		Long: `Release containers prepared from the store's images: unmount each one's root
 file system and delete its writable layer and bundle, so that nexus image rm
 and nexus image prune can remove the image. The process that prepared a
-container normally releases it; this is for one left behind (nexus demo killed,
+container normally releases it; this is for one left behind (an agent killed,
 say). A container still running is refused: stop it first with
 nexus runtime delete --force ID. nexus image inspect lists an image's prepared
 containers; nexus image prune releases those whose preparing process is gone.`,
-		Example: `  nexus image release nexus-demo-4242
+		Example: `  nexus image release nx-5f0c2a9e-7d1b-4c1e-9a55-0b6f3d2e8c41
   nexus runtime delete --force web-1 && nexus image release web-1`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

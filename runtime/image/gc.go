@@ -98,7 +98,7 @@ type PruneReport struct {
 // Prune deletes every blob and snapshot that no named image and no
 // prepared container uses, and whatever interrupted operations left. It
 // first releases the prepared containers whose preparing process is gone
-// and on which no process runs (a killed `nexus demo`, say). It
+// and on which no process runs (a killed agent, say). It
 // waits for running pulls and imports (it takes the store's lock
 // exclusively). If a named image's manifest or config cannot be read it
 // deletes nothing: a damaged image must be removed first.

@@ -192,7 +192,7 @@ func (s *Store) rootfsUser(id string) (int, error) {
 }
 
 // releaseAbandoned releases every prepared container whose owner has gone
-// and on whose root file system no process runs: what a killed `nexus demo`
+// and on whose root file system no process runs: what a killed agent
 // or agent left. It returns their IDs and adds the space their writable
 // layers took to *reclaimed. The caller holds the exclusive lock, so no
 // Prepare is under way.

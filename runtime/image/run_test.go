@@ -196,7 +196,7 @@ func TestBuiltinImageRuns(t *testing.T) {
 }
 
 // prepareAndExit prepares container id from ref in another process, which
-// then exits: a preparation whose owner is gone, as a killed `nexus demo`
+// then exits: a preparation whose owner is gone, as a killed agent
 // leaves one.
 func prepareAndExit(t *testing.T, s *image.Store, ref, id string) {
 	t.Helper()
