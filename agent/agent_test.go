@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -58,11 +60,11 @@ func waitInstance(t *testing.T, cli *client.Client, name string, what string, ok
 	return nil
 }
 
-// TestAgentRunsAnInstance: an Instance bound to the agent's node runs the
-// built-in image as a container, turns ready by its HTTP readiness probe,
-// is restarted (restarts goes up) when its process is killed, and is
-// stopped and removed when the Instance is deleted.
-func TestAgentRunsAnInstance(t *testing.T) {
+// startAgent runs an agent for node n1 against a whole API server with
+// a real runtime and image store, and returns an admin client and the
+// runtime. Its containers are removed at the end.
+func startAgent(t *testing.T) (*client.Client, *runtime.Runtime) {
+	t.Helper()
 	testutil.RequireRoot(t)
 	bin := testutil.NexusBin(t)
 	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
@@ -70,7 +72,8 @@ func TestAgentRunsAnInstance(t *testing.T) {
 	node := newClient(t, c, c.Node(t, "n1"))
 
 	rt := runtime.New(runtime.Config{Root: filepath.Join(t.TempDir(), "run")})
-	imgs, err := image.Open(image.Config{Root: filepath.Join(t.TempDir(), "images")})
+	imgRoot := filepath.Join(t.TempDir(), "images")
+	imgs, err := image.Open(image.Config{Root: imgRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,9 +91,22 @@ func TestAgentRunsAnInstance(t *testing.T) {
 		states, _ := rt.List()
 		for _, st := range states {
 			_ = rt.Delete(context.Background(), st.ID, true)
-			_ = imgs.Release(context.Background(), st.ID)
+		}
+		// Root file systems too, also of a container between restarts.
+		prepared, _ := os.ReadDir(filepath.Join(imgRoot, "containers"))
+		for _, d := range prepared {
+			_ = imgs.Release(context.Background(), d.Name())
 		}
 	})
+	return admin, rt
+}
+
+// TestAgentRunsAnInstance: an Instance bound to the agent's node runs the
+// built-in image as a container, turns ready by its HTTP readiness probe,
+// is restarted (restarts goes up) when its process is killed, and is
+// stopped and removed when the Instance is deleted.
+func TestAgentRunsAnInstance(t *testing.T) {
+	admin, rt := startAgent(t)
 
 	grace := int64(2)
 	inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "web-1", Namespace: "default"},
@@ -151,5 +167,66 @@ func TestAgentRunsAnInstance(t *testing.T) {
 			t.Fatalf("container %s still exists 30 s after its instance was deleted", id)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAgentSecretsAndLiveness: an environment variable from a Secret that
+// does not exist yet holds the instance in Preparing with a message that
+// says so; once the Secret exists the container gets its value (the hello
+// server listens on $PORT, and the readiness probe finds it there). A
+// liveness probe that fails stops the container, which is restarted with
+// the reason LivenessFailed and an Unhealthy event.
+func TestAgentSecretsAndLiveness(t *testing.T) {
+	admin, _ := startAgent(t)
+	ctx := context.Background()
+	grace := int64(1)
+	inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "sec-1", Namespace: "default"},
+		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
+			Image: builtin.Reference,
+			Env: []types.EnvVar{{Name: "PORT", ValueFrom: &types.EnvSource{
+				SecretKeyRef: &types.SecretKeySelector{Name: "web-port", Key: "port"}}}},
+			Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8181}, PeriodSeconds: 1},
+			TerminationGracePeriodSeconds: &grace,
+		}}}
+	inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
+	if _, err := admin.Create(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	waitInstance(t, admin, "sec-1", "waiting for its Secret", func(i *types.Instance) bool {
+		return i.Status.Phase == types.PhasePreparing && strings.Contains(i.Status.Message, "ConfigError: env PORT: secret default/web-port does not exist")
+	})
+	sec := &types.Secret{TypeMeta: types.TypeMeta{APIVersion: types.APIVersion, Kind: "Secret"},
+		ObjectMeta: types.ObjectMeta{Name: "web-port", Namespace: "default"}, Data: map[string][]byte{"port": []byte("8181")}}
+	if _, err := admin.Create(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	got := waitInstance(t, admin, "sec-1", "ready on the port from the Secret", func(i *types.Instance) bool {
+		return i.Status.Phase == types.PhaseRunning && i.Status.Ready
+	})
+	if !slices.ContainsFunc(got.Status.Events, func(e types.InstanceEvent) bool { return e.Reason == "ConfigError" && e.Type == types.EventWarning }) ||
+		!slices.ContainsFunc(got.Status.Events, func(e types.InstanceEvent) bool { return e.Reason == "Ready" }) {
+		t.Fatalf("events %+v: want the ConfigError and Ready", got.Status.Events)
+	}
+
+	live := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "live-1", Namespace: "default"},
+		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
+			Image:                         builtin.Reference,
+			Liveness:                      &types.Probe{TCP: &types.TCPProbe{Port: 9999}, PeriodSeconds: 1, FailureThreshold: 2},
+			TerminationGracePeriodSeconds: &grace,
+		}}}
+	live.TypeMeta = inst.TypeMeta
+	if _, err := admin.Create(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	got = waitInstance(t, admin, "live-1", "restarted after a failed liveness probe", func(i *types.Instance) bool {
+		return i.Status.Restarts >= 1 && i.Status.LastExit != nil
+	})
+	if got.Status.LastExit.Reason != "LivenessFailed" {
+		t.Fatalf("last exit %+v: want LivenessFailed", got.Status.LastExit)
+	}
+	if !slices.ContainsFunc(got.Status.Events, func(e types.InstanceEvent) bool {
+		return e.Reason == "Unhealthy" && strings.Contains(e.Message, "the liveness probe fails")
+	}) {
+		t.Fatalf("events %+v: no Unhealthy", got.Status.Events)
 	}
 }
