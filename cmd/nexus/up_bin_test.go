@@ -468,6 +468,38 @@ spec:
 		t.Fatalf("%d web instances ready after the mistakes, want 2", n)
 	}
 
+	// A published host port answers on the node's loopback and address;
+	// a second workload cannot have the same one, and is told why.
+	pub := filepath.Join(t.TempDir(), "pub.yaml")
+	writeFile(t, pub, `kind: Workload
+metadata: {name: pub}
+spec:
+  kind: service
+  replicas: 1
+  template:
+    image: nexus.local/hello
+    ports: [{port: 8080, hostPort: 18080}]
+`)
+	h.ok("apply", "-f", pub)
+	pubInst := h.waitInstances("pub", "running", 30*time.Second, func(is []types.Instance) bool { return readyCount(is) == 1 })[0]
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		body, err := h.get("http://127.0.0.1:18080/")
+		if err == nil && strings.HasPrefix(body, "hello from "+pubInst.Name) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host port 18080 on 127.0.0.1: %q %v", body, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	writeFile(t, pub, strings.Replace(mustReadString(t, pub), "name: pub", "name: pub2", 1))
+	h.ok("apply", "-f", pub)
+	h.waitInstances("pub2", "refused the taken host port", 30*time.Second, func(is []types.Instance) bool {
+		return len(is) == 1 && strings.Contains(is[0].Status.Message, "18080")
+	})
+	h.ok("delete", "workload/pub", "workload/pub2")
+
 	// A job: 5 completions, 2 at a time.
 	job := filepath.Join(t.TempDir(), "job.yaml")
 	writeFile(t, job, `kind: Workload
@@ -585,4 +617,13 @@ func writeFile(t *testing.T, path, data string) {
 	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func mustReadString(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
