@@ -66,8 +66,15 @@ func waitInstance(t *testing.T, cli *client.Client, name string, what string, ok
 func startAgent(t *testing.T) (*client.Client, *runtime.Runtime) {
 	t.Helper()
 	testutil.RequireRoot(t)
+	return startAgentOn(t, apitest.NexusStore(t))
+}
+
+// startAgentOn is startAgent with the API's objects in the store b.
+func startAgentOn(t *testing.T, b apitest.Backend) (*client.Client, *runtime.Runtime) {
+	t.Helper()
+	testutil.RequireRoot(t)
 	bin := testutil.NexusBin(t)
-	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
+	c := servertest.StartServer(t, b, servertest.ServerOptions{})
 	admin := newClient(t, c, c.User(t, "admin"))
 	node := newClient(t, c, c.Node(t, "n1"))
 
@@ -228,5 +235,74 @@ func TestAgentSecretsAndLiveness(t *testing.T) {
 		return e.Reason == "Unhealthy" && strings.Contains(e.Message, "the liveness probe fails")
 	}) {
 		t.Fatalf("events %+v: no Unhealthy", got.Status.Events)
+	}
+}
+
+// TestAgentOutlivesAStoreOutage: with the store stopped for a minute (its
+// process frozen, so every request hangs as on a lost network), the agent
+// keeps its container running and still restarts it when it dies; once the
+// store is back, the status catches up with what happened.
+func TestAgentOutlivesAStoreOutage(t *testing.T) {
+	testutil.RequireRoot(t)
+	store := apitest.NexusStore(t)
+	admin, rt := startAgentOn(t, store)
+	ctx := context.Background()
+	grace := int64(1)
+	inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "out-1", Namespace: "default"},
+		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
+			Image:                         builtin.Reference,
+			Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8080}, PeriodSeconds: 1},
+			TerminationGracePeriodSeconds: &grace,
+		}}}
+	inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
+	created, err := admin.Create(ctx, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "nx-" + created.GetObjectMeta().UID
+	waitInstance(t, admin, "out-1", "running and ready", func(i *types.Instance) bool {
+		return i.Status.Phase == types.PhaseRunning && i.Status.Ready
+	})
+
+	if err := store.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = store.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	defer resume()
+	outage := 60 * time.Second
+	t.Logf("store stopped for %v", outage)
+	time.Sleep(outage / 3)
+	st, err := rt.State(id)
+	if err != nil || st.Status != specs.StateRunning {
+		t.Fatalf("container during the outage: %+v %v", st, err)
+	}
+	if err := rt.Kill(id, syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	// Restarted by the agent alone (after a 1 s back-off).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st2, err := rt.State(id)
+		if err == nil && st2.Status == specs.StateRunning && st2.Pid != st.Pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container not restarted during the outage: %+v %v", st2, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(outage - outage/3 - time.Since(deadline.Add(-20*time.Second)))
+	resume()
+	got := waitInstance(t, admin, "out-1", "caught up after the outage", func(i *types.Instance) bool {
+		return i.Status.Restarts == 1 && i.Status.Phase == types.PhaseRunning && i.Status.Ready
+	})
+	if got.Status.LastExit == nil || got.Status.LastExit.Signal == "" {
+		t.Fatalf("last exit %+v: want the SIGKILL", got.Status.LastExit)
 	}
 }

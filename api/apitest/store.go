@@ -23,6 +23,9 @@ import (
 type Backend struct {
 	Name      string
 	Endpoints []string
+	// Process is the store's process when it is one (NexusStore), for
+	// tests that stop it (SIGSTOP) to play an outage.
+	Process *os.Process
 }
 
 // Client returns an etcd client of the backend, closed when the test ends.
@@ -77,7 +80,7 @@ func NexusStore(t testing.TB) Backend {
 		_ = cmd.Wait()
 		log.Close()
 	})
-	b := Backend{Name: "nexus", Endpoints: []string{client}}
+	b := Backend{Name: "nexus", Endpoints: []string{client}, Process: cmd.Process}
 	cli := b.Client(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
