@@ -60,6 +60,6 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newServerCommand(opts), newSecretsCommand(opts), newUserCommand(opts))
 	root.AddCommand(newAuditCommand(opts))
 	root.AddCommand(newApplyCommand(), newGetCommand(), newDescribeCommand(), newDeleteCommand(), newEditCommand(), newCreateCommand(), newConfigCommand())
-	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand())
+	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand(), newLogsCommand())
 	return root
 }
