@@ -33,7 +33,7 @@ type Config struct {
 	// NodeName is the Node this agent is; Client must act as it.
 	NodeName string
 	// Dir holds the agent's files: instances/<uid>/ with the container's
-	// log.
+	// output pipes and log (logs.go).
 	Dir     string
 	Client  *client.Client
 	Runtime *runtime.Runtime
@@ -48,6 +48,11 @@ type Config struct {
 	Labels map[string]string
 	// HeartbeatInterval between Node status updates (default 10 s).
 	HeartbeatInterval time.Duration
+	// MaxLogBytes is the size at which a container's log is rotated
+	// (default DefaultMaxLogBytes), and MaxLogFiles how many files of it
+	// are kept, the current one included (default DefaultMaxLogFiles).
+	MaxLogBytes int64
+	MaxLogFiles int
 	// Pull is passed to image pulls (registry credentials, transport).
 	Pull   image.PullOptions
 	Logger *slog.Logger
@@ -92,6 +97,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.MaxLogBytes <= 0 {
+		cfg.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if cfg.MaxLogFiles <= 0 {
+		cfg.MaxLogFiles = DefaultMaxLogFiles
 	}
 	if cfg.BuiltinExe == "" {
 		exe, err := os.Executable()

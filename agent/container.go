@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,17 +22,14 @@ import (
 )
 
 // container is the runtime side of one Instance: its bundle, its
-// container and its log file.
+// container and its log (logs.go).
 type container struct {
 	a      *Agent
 	id     string
 	dir    string // <agent dir>/instances/<uid>
 	bundle string
+	output atomic.Pointer[containerLog] // set by startLog
 }
-
-const logName = "container.log"
-
-func (c *container) logPath() string { return filepath.Join(c.dir, logName) }
 
 // StepError is a failed step of an Instance's lifecycle: Reason is the
 // word the Instance's status shows (ImagePullFailed, CreateFailed, …).
@@ -210,13 +208,14 @@ func (c *container) editSpec(inst *types.Instance) error {
 }
 
 // create makes the container (its init waits for start) with its output
-// appended to the log file, and returns the init's pid.
+// going to its log, and returns the init's pid.
 func (c *container) create(ctx context.Context) (int, error) {
-	logf, err := os.OpenFile(c.logPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	stdout, stderr, err := c.stdio()
 	if err != nil {
 		return 0, stepError("CreateFailed", err)
 	}
-	defer logf.Close()
+	defer stdout.Close()
+	defer stderr.Close()
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		return 0, stepError("CreateFailed", err)
@@ -227,7 +226,7 @@ func (c *container) create(ctx context.Context) (int, error) {
 	if err := rt.Delete(ctx, c.id, true); err != nil {
 		return 0, stepError("CreateFailed", err)
 	}
-	if err := rt.Create(ctx, c.id, runtime.CreateOptions{Bundle: c.bundle, Stdin: null, Stdout: logf, Stderr: logf}); err != nil {
+	if err := rt.Create(ctx, c.id, runtime.CreateOptions{Bundle: c.bundle, Stdin: null, Stdout: stdout, Stderr: stderr}); err != nil {
 		return 0, stepError("CreateFailed", err)
 	}
 	st, err := rt.State(c.id)

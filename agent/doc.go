@@ -9,8 +9,9 @@
 //	Prepare   resolve the image (the built-in one, one in the store, or a
 //	          pull, with progress in the status), the Secrets its
 //	          environment names, and a bundle (image.Store.Prepare)
-//	Start     create the container with its output going to a log file,
-//	          attach it to the node's network, start it
+//	Start     create the container with its output going to the
+//	          Instance's log pipes, attach it to the node's network, start
+//	          it
 //	Wait      until it exits, running readiness and liveness probes
 //	Shutdown  SIGTERM, then SIGKILL after the grace period
 //	Remove    delete the container, detach it, release the bundle
@@ -20,8 +21,9 @@
 // capped at 5 minutes, reset after 10 minutes of running). Every step is
 // reported in the Instance's status.
 //
-// Containers outlive the agent: their output goes to files, their exit
-// statuses are kept by the kernel (runtime.Config.Exits), and a restarted
-// agent adopts the containers whose Instance is still bound to it and
-// removes the others. Container IDs are "nx-" + the Instance's UID.
+// Containers outlive the agent: their output goes to named pipes that
+// wait for the next agent (logs.go), their exit statuses are kept by the
+// kernel (runtime.Config.Exits), and a restarted agent adopts the
+// containers whose Instance is still bound to it and removes the others.
+// Logs serves an Instance's log, as the API asks for it. Container IDs are "nx-" + the Instance's UID.
 package agent

@@ -161,6 +161,9 @@ func (s *supervisor) log() *slog.Logger {
 // left running for the next agent to adopt).
 func (s *supervisor) run(ctx context.Context) {
 	defer close(s.done)
+	if err := s.c.startLog(); err != nil {
+		s.log().Warn("collect the container's output (tried again at its start)", "err", err)
+	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -178,6 +181,7 @@ func (s *supervisor) run(ctx context.Context) {
 	select {
 	case <-s.removed:
 	default:
+		s.c.stopLog(false)
 		return // the agent stops; the container stays
 	}
 	inst := s.instance()
@@ -192,6 +196,7 @@ func (s *supervisor) run(ctx context.Context) {
 	if err := s.c.remove(bg); err != nil {
 		s.log().Warn("remove the container", "err", err)
 	}
+	s.c.stopLog(true)
 	if err := os.RemoveAll(s.c.dir); err != nil {
 		s.log().Warn("remove the instance's files", "err", err)
 	}

@@ -60,7 +60,7 @@ func (f *fairness) admit(r *request) (func(), *Problem) {
 		res.CancelAt(now)
 		return nil, tooMany(r, "%s sends more than %g requests per second", key, f.limits.RequestsPerSecond, wait)
 	}
-	if r.verb == "watch" {
+	if r.longLived() {
 		if l.watches >= f.limits.MaxWatches {
 			return nil, tooMany(r, "%s has %d watches open, the most one identity may have", key, float64(l.watches), time.Second)
 		}

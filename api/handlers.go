@@ -41,6 +41,9 @@ const (
 func (s *Server) serveResource(w http.ResponseWriter, r *request) error {
 	switch r.verb {
 	case "get":
+		if r.sub == "log" {
+			return s.logs(w, r)
+		}
 		return s.get(w, r)
 	case "list":
 		return s.list(w, r)

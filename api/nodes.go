@@ -14,7 +14,10 @@ import (
 // machines register over their session with a server.
 type NodeConn interface {
 	// Logs streams the log of inst's container as opts select. The
-	// stream ends at the log's end unless opts.Follow, then when ctx ends.
+	// stream ends at the log's end unless opts.Follow, then when ctx ends
+	// (or the instance leaves the node). An error wrapping
+	// fs.ErrNotExist means the node has no log for inst (the API answers
+	// 404); any other, that the node failed (502).
 	Logs(ctx context.Context, inst *types.Instance, opts types.LogOptions) (io.ReadCloser, error)
 	// Exec runs a process in inst's container with its stdio on s, and
 	// returns its exit code once it has exited and its output is written.

@@ -54,6 +54,16 @@ var openAPIDoc = sync.OnceValue(func() []byte {
 			}
 		}
 	}
+	var logQuery []any
+	for _, n := range logParams {
+		logQuery = append(logQuery, queryParam(n))
+	}
+	logOp := op("read an Instance's container log (follow=true streams it as it is written)", nil, logQuery)
+	logOp["responses"].(map[string]any)["200"] = map[string]any{"description": "the log, one line of output per line", "content": map[string]any{"text/plain": map[string]any{"schema": map[string]any{"type": "string"}}}}
+	paths["/v1/namespaces/{namespace}/instances/{name}/log"] = map[string]any{
+		"parameters": []any{pathParam("namespace"), pathParam("name")},
+		"get":        logOp,
+	}
 	g.schemas["Problem"] = g.schemaOf(reflect.TypeFor[Problem]())
 	doc := map[string]any{
 		"openapi": "3.0.3",

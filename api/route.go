@@ -17,12 +17,13 @@ import (
 //	/v1/namespaces/{ns}/{resource}                  namespaced collection
 //	/v1/namespaces/{ns}/{resource}/{name}[/status]  namespaced object
 //	/v1/namespaces/{ns}/serviceaccounts/{name}/token[/{id}]  service account tokens
+//	/v1/namespaces/{ns}/instances/{name}/log        an instance's container log
 type request struct {
 	http      *http.Request
 	query     url.Values
 	verb      string // get, list, watch, create, update, patch, delete
 	res       *types.Resource
-	sub       string // "status" or "token", or empty
+	sub       string // "status", "token" or "log", or empty
 	namespace string
 	name      string
 	subName   string // the token id of .../token/{id}
@@ -53,6 +54,16 @@ func (r *request) describe() string {
 		}
 	}
 	return s
+}
+
+// longLived reports whether the request may stay open for as long as
+// its client wants: a watch, or a followed log.
+func (r *request) longLived() bool {
+	if r.verb == "watch" {
+		return true
+	}
+	follow, _ := strconv.ParseBool(r.query.Get("follow"))
+	return r.sub == "log" && follow
 }
 
 // mutating reports whether the request changes state.
@@ -97,6 +108,7 @@ func parseRequest(hr *http.Request) (*request, *Problem) {
 		r.sub = rest[2]
 		switch {
 		case r.sub == "status" && res.HasStatus && len(rest) == 3:
+		case r.sub == "log" && res.Plural == "instances" && len(rest) == 3:
 		case r.sub == "token" && res.Plural == "serviceaccounts" && len(rest) <= 4:
 			if len(rest) == 4 {
 				r.subName = rest[3]
@@ -127,6 +139,12 @@ func verbOf(method string, r *request) (string, *Problem) {
 	one := r.name != ""
 	notAllowed := func(allowed string) *Problem {
 		return problem(http.StatusMethodNotAllowed, "MethodNotAllowed", "%s is not allowed on %s (allowed: %s)", method, r.http.URL.Path, allowed)
+	}
+	if r.sub == "log" {
+		if method == http.MethodGet {
+			return "get", nil
+		}
+		return "", notAllowed("GET")
 	}
 	if r.sub == "token" {
 		switch {

@@ -53,7 +53,8 @@ type Limits struct {
 	MaxInFlight int
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
-	// MaxWatches bounds one identity's open watches.
+	// MaxWatches bounds one identity's open watches (followed logs
+	// included).
 	MaxWatches int
 }
 

@@ -27,7 +27,8 @@ func newHelloCommand() *cobra.Command {
 		Long: `Run a small HTTP server, the entrypoint of the built-in image ` + builtin.Reference + `.
 "/" answers with the hostname, every interface address, the request number and the
 request as received (plain text, or JSON with "Accept: application/json");
-"/healthz" answers "ok". SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
+"/healthz" answers "ok". Each answer on "/" is logged on stdout (health checks are
+not); the server's own messages go to stderr. SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("port") {
@@ -51,7 +52,7 @@ request as received (plain text, or JSON with "Accept: application/json");
 				return fmt.Errorf("listen on %s port %d: %w (choose another with --listen/--port)", listen, port, err)
 			}
 			slog.Info("listening on " + ln.Addr().String())
-			err = hello.Serve(ctx, ln, hello.NewHandler(hello.Config{Message: message}))
+			err = hello.Serve(ctx, ln, hello.NewHandler(hello.Config{Message: message, AccessLog: os.Stdout}))
 			if err == nil {
 				slog.Info("stopped")
 			}

@@ -59,6 +59,6 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newUpCommand(opts), newServerCommand(opts), newSecretsCommand(opts), newUserCommand(opts))
 	root.AddCommand(newAuditCommand(opts))
 	root.AddCommand(newApplyCommand(), newGetCommand(), newDescribeCommand(), newDeleteCommand(), newEditCommand(), newCreateCommand(), newConfigCommand())
-	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand())
+	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand(), newLogsCommand())
 	return root
 }

@@ -33,6 +33,11 @@ type Config struct {
 	Message string
 	// Logger receives one debug line per request; nil means slog.Default().
 	Logger *slog.Logger
+	// AccessLog, when set, receives one line per report served ("request
+	// 3: GET / from 10.0.0.1:4711"), as web servers write access logs to
+	// stdout; health checks are left out, or every probe period would add
+	// a line.
+	AccessLog io.Writer
 	// Hostname and Addresses default to the machine's (os.Hostname and
 	// net.InterfaceAddrs); tests replace them.
 	Hostname  func() (string, error)
@@ -102,6 +107,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) serveReport(w http.ResponseWriter, r *http.Request) {
 	rep := h.report(r)
+	if h.cfg.AccessLog != nil {
+		fmt.Fprintf(h.cfg.AccessLog, "request %d: %s %s from %s\n", rep.Request, rep.Method, rep.Path, rep.RemoteAddr)
+	}
 	if wantsJSON(r.Header.Get("Accept")) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

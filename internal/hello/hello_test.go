@@ -107,6 +107,20 @@ func TestHealthz(t *testing.T) {
 	}
 }
 
+// TestAccessLog: every report served is one line of the access log (what
+// `nexus logs` shows of the built-in image); health checks are not.
+func TestAccessLog(t *testing.T) {
+	var access bytes.Buffer
+	h := NewHandler(Config{AccessLog: &access, Logger: slog.New(slog.DiscardHandler)})
+	get(t, h, "/a", "")
+	get(t, h, "/healthz", "")
+	get(t, h, "/b?c=d", "application/json")
+	want := "request 1: GET /a from 192.0.2.1:1234\nrequest 2: GET /b?c=d from 192.0.2.1:1234\n"
+	if access.String() != want {
+		t.Fatalf("access log:\n%s\nwant:\n%s", access.String(), want)
+	}
+}
+
 func TestConcurrentRequestsGetDistinctNumbers(t *testing.T) {
 	h := testHandler(t, io.Discard)
 	const n = 50
