@@ -257,6 +257,27 @@ func (h *upHarness) containerPid(inst types.Instance) int {
 	return st.Pid
 }
 
+// followLogs runs nexus logs -f INSTANCE, hands f a function that waits
+// for its next line like a pattern, and stops it.
+func (h *upHarness) followLogs(inst types.Instance, f func(expect func(string) string)) {
+	h.t.Helper()
+	cmd := exec.Command("nsenter", "--net="+h.nsPath, h.bin, "logs", "-f", "--tail", "0", inst.Name)
+	cmd.Env = append(os.Environ(), "HOME="+h.home, "NEXUS_CONFIG=")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	f(lineExpecter(ctx, h.t, out, func() string { return "nexus logs stderr: " + stderr.String() }))
+}
+
 // containers are the IDs of the containers in nexus up's runtime.
 func (h *upHarness) containers() []string {
 	out, err := exec.Command(h.bin, "runtime", "--root", filepath.Join(h.dataDir, "runtime"), "list", "-f", "json").Output()
@@ -360,6 +381,17 @@ func TestUpEndToEnd(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^web-[a-z0-9]{5}\s+web\s+node1\s+fd[0-9a-f:]+,10\.71\.\d+\.\d+\s+Running\s+yes\s+0\s+\d+s$`).MatchString(ps) {
 		t.Fatalf("ps:\n%s", ps)
 	}
+
+	// logs -f streams what the instance writes as it writes it.
+	h.followLogs(web[0], func(expect func(string) string) {
+		url := "http://" + net.JoinHostPort(web[0].Status.Addresses[1], "8080") + "/"
+		for n := 0; n < 2; n++ {
+			if _, err := h.get(url); err != nil {
+				t.Fatal(err)
+			}
+			expect(`^request \d+: GET / from 10\.71\.`)
+		}
+	})
 
 	// scale 5, then 2.
 	h.ok("scale", "web", "5")
