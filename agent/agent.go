@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/runtime"
@@ -48,6 +50,13 @@ type Config struct {
 	Labels map[string]string
 	// HeartbeatInterval between Node status updates (default 10 s).
 	HeartbeatInterval time.Duration
+	// StatsInterval between reads of the running containers' cgroup
+	// counters, for the Instances' status.resources and Metrics (default
+	// DefaultStatsInterval).
+	StatsInterval time.Duration
+	// Metrics, when set, gets the per-instance metrics (nexus_instance_*)
+	// while Run runs.
+	Metrics prometheus.Registerer
 	// Pull is passed to image pulls (registry credentials, transport).
 	Pull   image.PullOptions
 	Logger *slog.Logger
@@ -75,6 +84,8 @@ type Agent struct {
 
 	factsOnce sync.Once
 	facts     nodeFacts
+
+	stats *usageStats
 }
 
 // New checks cfg and returns an Agent; Run starts it.
@@ -93,6 +104,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
+	if cfg.StatsInterval <= 0 {
+		cfg.StatsInterval = DefaultStatsInterval
+	}
 	if cfg.BuiltinExe == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -106,7 +120,9 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "instances"), 0o700); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), sups: map[string]*supervisor{}}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), sups: map[string]*supervisor{}}
+	a.stats = newUsageStats(a, cfg.StatsInterval)
+	return a, nil
 }
 
 // Run registers the node, adopts the containers a previous agent left,
@@ -116,6 +132,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.register(ctx); err != nil {
 		return err
 	}
+	stopStats, err := a.stats.start(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopStats()
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); a.heartbeat(ctx) }()
 	defer func() {
