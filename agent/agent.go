@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/runtime"
@@ -53,6 +55,13 @@ type Config struct {
 	// are kept, the current one included (default DefaultMaxLogFiles).
 	MaxLogBytes int64
 	MaxLogFiles int
+	// StatsInterval between reads of the running containers' cgroup
+	// counters, for the Instances' status.resources and Metrics (default
+	// DefaultStatsInterval).
+	StatsInterval time.Duration
+	// Metrics, when set, gets the per-instance metrics (nexus_instance_*)
+	// while Run runs.
+	Metrics prometheus.Registerer
 	// Pull is passed to image pulls (registry credentials, transport).
 	Pull   image.PullOptions
 	Logger *slog.Logger
@@ -80,6 +89,8 @@ type Agent struct {
 
 	factsOnce sync.Once
 	facts     nodeFacts
+
+	stats *usageStats
 }
 
 // New checks cfg and returns an Agent; Run starts it.
@@ -104,6 +115,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxLogFiles <= 0 {
 		cfg.MaxLogFiles = DefaultMaxLogFiles
 	}
+	if cfg.StatsInterval <= 0 {
+		cfg.StatsInterval = DefaultStatsInterval
+	}
 	if cfg.BuiltinExe == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -117,7 +131,9 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "instances"), 0o700); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), sups: map[string]*supervisor{}}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), sups: map[string]*supervisor{}}
+	a.stats = newUsageStats(a, cfg.StatsInterval)
+	return a, nil
 }
 
 // Run registers the node, adopts the containers a previous agent left,
@@ -127,6 +143,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.register(ctx); err != nil {
 		return err
 	}
+	stopStats, err := a.stats.start(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopStats()
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); a.heartbeat(ctx) }()
 	defer func() {

@@ -299,6 +299,7 @@ func (s *supervisor) live(ctx context.Context) {
 		}
 		ran := time.Since(started)
 		exit := exitInfo(es, reason)
+		s.containerExited(es)
 		inst := s.instance()
 		restart := restartWanted(inst.Spec.Template.RestartPolicy, es, reason)
 		s.log().Info("container exited", "status", es.String(), "reason", exit.Reason, "restart", restart)
@@ -470,6 +471,8 @@ func (s *supervisor) publish(ctx context.Context) {
 			s.mu.Lock()
 			obj := *s.inst
 			obj.Status = s.status
+			// event edits the history in place: the copy sent must not share it.
+			obj.Status.Events = slices.Clone(s.status.Events)
 			s.mu.Unlock()
 			// The agent owns a bound Instance's status: written whatever
 			// the stored version.

@@ -147,7 +147,9 @@ func (u *Node) startAgent(ctx context.Context) error {
 	}
 	a, err := agent.New(agent.Config{NodeName: cfg.NodeName, Dir: agentDir, Client: u.client, Runtime: u.rt, Images: imgs,
 		Network: nodeNetwork{u.net}, BuiltinExe: cfg.BuiltinExe, Labels: cfg.Labels,
-		HeartbeatInterval: cfg.HeartbeatInterval, Logger: cfg.Logger.With("component", "agent")})
+		HeartbeatInterval: cfg.HeartbeatInterval, Logger: cfg.Logger.With("component", "agent"),
+		// The instances' metrics are served on the API's /metrics.
+		Metrics: u.srv.API().Registry()})
 	if err != nil {
 		return err
 	}

@@ -179,7 +179,29 @@ func (o *Instance) validate(*Resource) FieldErrors {
 			errs.add(ep.Index(i).Child("count"), "must not be negative")
 		}
 	}
+	if u := o.Status.Resources; u != nil {
+		validateUsage(u, NewPath("status").Child("resources"), &errs)
+	}
 	return errs
+}
+
+// validateUsage checks an instance's measured use: counts and amounts are
+// never negative, and a measurement has a time.
+func validateUsage(u *InstanceUsage, p Path, errs *FieldErrors) {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"cpuMillicores", u.CPUMillicores}, {"memoryBytes", u.MemoryBytes}, {"memoryLimitBytes", u.MemoryLimitBytes},
+		{"oomKills", u.OOMKills}, {"pids", u.Pids},
+	} {
+		if f.v < 0 {
+			errs.add(p.Child(f.name), "must not be negative, not %d", f.v)
+		}
+	}
+	if u.SampledAt.IsZero() {
+		errs.add(p.Child("sampledAt"), "must say when the numbers were measured")
+	}
 }
 
 func validateTemplate(t *InstanceTemplate, p Path, errs *FieldErrors) {

@@ -297,6 +297,34 @@ type InstanceStatus struct {
 	// Events are what happened to the instance on its node, oldest first
 	// (at most MaxInstanceEvents; a repeat of the latest counts up).
 	Events []InstanceEvent `json:"events,omitempty"`
+	// Resources is what the instance's container uses, from its cgroup;
+	// absent until the agent has measured it.
+	Resources *InstanceUsage `json:"resources,omitempty"`
+}
+
+// InstanceUsage is what an instance's container uses, as its agent
+// measured it from the container's cgroup. The agent rewrites it only when
+// a number changed noticeably (see docs/api.md), so an old SampledAt means
+// steady use, not a stale report; the Node's heartbeat says whether the
+// agent is alive.
+type InstanceUsage struct {
+	// CPUMillicores is the CPU used, in thousandths of a core, averaged
+	// over the agent's sampling interval.
+	CPUMillicores int64 `json:"cpuMillicores"`
+	// MemoryBytes is the working set: memory in use minus the page cache
+	// the kernel would reclaim first (what an OOM kill is decided on, as
+	// Kubernetes reports it).
+	MemoryBytes int64 `json:"memoryBytes"`
+	// MemoryLimitBytes is the container's memory limit, 0 without one.
+	MemoryLimitBytes int64 `json:"memoryLimitBytes,omitempty"`
+	// OOMKills counts the processes the kernel's OOM killer killed in the
+	// instance's containers since the instance was created, across
+	// restarts.
+	OOMKills int64 `json:"oomKills,omitempty"`
+	// Pids is how many processes and threads the container has.
+	Pids int64 `json:"pids,omitempty"`
+	// SampledAt is when these numbers were measured.
+	SampledAt time.Time `json:"sampledAt"`
 }
 
 // InstanceEvent is one thing that happened to an instance, as its agent

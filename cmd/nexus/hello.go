@@ -1,25 +1,30 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/hello"
 	"nexus.dev/nexus/runtime/image/builtin"
 )
 
 func newHelloCommand() *cobra.Command {
 	var (
-		port    int
-		listen  string
-		message string
+		port       int
+		listen     string
+		message    string
+		holdMemory string
+		burnCPU    string
 	)
 	cmd := &cobra.Command{
 		Use:   "hello",
@@ -30,7 +35,16 @@ request as received (plain text, or JSON with "Accept: application/json");
 "/healthz" answers "ok". Each answer on "/" is logged on stdout (health checks are
 not); the server's own messages go to stderr. SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
 		Args: cobra.NoArgs,
+		Example: `  nexus hello --port 8080
+  nexus hello --message "blue deployment"
+  # a known load, to watch with nexus top or to test limits and OOM kills:
+  nexus run load --image nexus.local/hello -- /nexus hello --hold-memory 64Mi --burn-cpu 250m`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			held, err := applyHelloLoad(cmd.Context(), holdMemory, burnCPU)
+			if err != nil {
+				return err
+			}
+			defer runtime.KeepAlive(held)
 			if !cmd.Flags().Changed("port") {
 				if env := os.Getenv("PORT"); env != "" {
 					p, err := strconv.Atoi(env)
@@ -63,5 +77,29 @@ not); the server's own messages go to stderr. SIGTERM or SIGINT stop it graceful
 	f.IntVar(&port, "port", builtin.Port, "TCP port to listen on (the PORT environment variable overrides the default)")
 	f.StringVar(&listen, "listen", "::", `address to listen on; "::" is every IPv6 and IPv4 address`)
 	f.StringVar(&message, "message", "", "a line to add to every answer")
+	f.StringVar(&holdMemory, "hold-memory", "", `allocate this much memory at start and hold it, e.g. "64Mi" (under a lower memory limit the container is OOM-killed)`)
+	f.StringVar(&burnCPU, "burn-cpu", "", `keep this much CPU busy while running, e.g. "250m" or "1.5"`)
 	return cmd
+}
+
+// applyHelloLoad starts the load --hold-memory and --burn-cpu ask for; the
+// memory returned must be kept alive while the server runs.
+func applyHelloLoad(ctx context.Context, memory, cpu string) ([]byte, error) {
+	var held []byte
+	if memory != "" {
+		n, err := types.ParseBytes(memory)
+		if err != nil {
+			return nil, fmt.Errorf("--hold-memory: %w", err)
+		}
+		slog.Info("holding memory", "bytes", int64(n))
+		held = hello.HoldMemory(int64(n))
+	}
+	if cpu != "" {
+		m, err := types.ParseCPU(cpu)
+		if err != nil {
+			return nil, fmt.Errorf("--burn-cpu: %w", err)
+		}
+		hello.BurnCPU(ctx, int64(m))
+	}
+	return held, nil
 }

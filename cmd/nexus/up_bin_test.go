@@ -481,6 +481,19 @@ spec:
 		t.Fatalf("describe of a crash-looping instance shows no event history:\n%s", desc)
 	}
 
+	// nexus top: the agent measured the web instances (running for tens
+	// of seconds by now) and put it in their status.
+	topRow := regexp.MustCompile(`(?m)^web-[a-z0-9]{5}\s+web\s+node1\s+\d+\s+[1-9]\d*Mi\s+<none>\s+0$`)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		top := h.ok("top", "--sort-by", "memory")
+		if len(topRow.FindAllString(top, -1)) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nexus top does not show the 2 web instances' use:\n%s", top)
+		}
+	}
+
 	// Mistakes say what happened in words a user can act on, and disturb
 	// nothing else.
 	h.ok("run", "nopull", "--image", "registry.invalid/nope:1")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/internal/testutil"
 )
@@ -167,6 +168,32 @@ func TestHostMemoryOOMKill(t *testing.T) {
 	}
 	if s.Memory.Limit != limit || s.Memory.OOMKills != n || s.Memory.MaxUsage == 0 || s.Memory.MaxUsage > limit {
 		t.Errorf("memory stats = %+v, want limit %d, max usage within it, %d OOM kills", s.Memory, limit, n)
+	}
+}
+
+// TestHostMemoryWorkingSet: a file written from inside the cgroup is
+// charged to it as page cache, on the inactive list the kernel reclaims
+// first, so the working set (usage minus inactive file) leaves it out.
+func TestHostMemoryWorkingSet(t *testing.T) {
+	l := hostLayoutT(t)
+	m := createT(t, l, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(256 << 20)}})
+	dir := t.TempDir()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err == nil && fs.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs, whose pages are shared memory, not page cache: set TMPDIR to a disk", dir)
+	}
+	file := filepath.Join(dir, "cache")
+	p := startIn(t, m, "head -c 32m /dev/zero >"+file)
+	if err := p.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("write 32 MiB: %v (stderr %q)", err, p.Stderr())
+	}
+	s, err := m.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Memory.Usage < 16<<20 || s.Memory.InactiveFile < 16<<20 || s.Memory.InactiveFile > s.Memory.Usage {
+		t.Errorf("after writing 32 MiB to a file: usage %d, inactive file %d; want both >= 16 MiB, inactive <= usage",
+			s.Memory.Usage, s.Memory.InactiveFile)
 	}
 }
 

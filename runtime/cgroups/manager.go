@@ -63,6 +63,10 @@ type Manager interface {
 type Stats struct {
 	Memory struct {
 		Usage, MaxUsage, Limit, SwapUsage, OOMKills uint64
+		// InactiveFile is page cache the kernel reclaims first: Usage
+		// minus it is the working set, as Kubernetes (cAdvisor) reports
+		// it and evicts by.
+		InactiveFile uint64
 	}
 	CPU struct {
 		UsageNanos, Periods, ThrottledPeriods, ThrottledNanos uint64

@@ -54,6 +54,13 @@ func (m *manager) Stats() (*Stats, error) {
 			get(&s.Memory.Limit, dir, "memory.max")
 			get(&s.Memory.SwapUsage, dir, "memory.swap.current")
 		}
+		// v1's memory.stat has the cgroup's own counters and total_*
+		// ones that include its descendants; v2's are always hierarchical.
+		key := "inactive_file"
+		if ctrl != unifiedKey {
+			key = "total_inactive_file"
+		}
+		kv(&s.Memory.InactiveFile, dir, "memory.stat", key, 1)
 	}
 	if n, err := m.OOMKillCount(); err == nil {
 		s.Memory.OOMKills = n

@@ -1,0 +1,60 @@
+package hello
+
+import (
+	"context"
+	"os"
+	"time"
+)
+
+// Load the server puts on its container when asked, so that demos and
+// tests of resource reporting, limits and OOM kills have a container whose
+// use is known (`nexus hello --hold-memory 64Mi --burn-cpu 250m`).
+
+// HoldMemory allocates n bytes and writes to every page of them, so that
+// they count as resident memory of the process (a fresh allocation is
+// mapped lazily and would not). The caller keeps the result alive for as
+// long as the memory should be held. Under a memory limit below n the
+// kernel's OOM killer ends the process here.
+func HoldMemory(n int64) []byte {
+	if n <= 0 {
+		return nil
+	}
+	b := make([]byte, n)
+	page := os.Getpagesize()
+	for i := 0; i < len(b); i += page {
+		b[i] = 1
+	}
+	return b
+}
+
+// burnWindow is the period in which BurnCPU keeps its share of CPU busy:
+// short enough that a sampler reading every few seconds sees a steady rate.
+const burnWindow = 100 * time.Millisecond
+
+// BurnCPU keeps millicores thousandths of a CPU busy until ctx ends: each
+// of ceil(millicores/1000) goroutines spins for its share of every
+// burnWindow and sleeps the rest. On a busy machine it gets less, never
+// more.
+func BurnCPU(ctx context.Context, millicores int64) {
+	if millicores <= 0 {
+		return
+	}
+	workers := (millicores + 999) / 1000
+	busy := time.Duration(millicores/workers) * burnWindow / 1000
+	for range workers {
+		go func() {
+			t := time.NewTicker(burnWindow)
+			defer t.Stop()
+			for {
+				start := time.Now()
+				for time.Since(start) < busy {
+				}
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+}
