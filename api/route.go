@@ -17,12 +17,13 @@ import (
 //	/v1/namespaces/{ns}/{resource}                  namespaced collection
 //	/v1/namespaces/{ns}/{resource}/{name}[/status]  namespaced object
 //	/v1/namespaces/{ns}/serviceaccounts/{name}/token[/{id}]  service account tokens
+//	/v1/namespaces/{ns}/instances/{name}/exec        run a process in an instance (POST)
 type request struct {
 	http      *http.Request
 	query     url.Values
 	verb      string // get, list, watch, create, update, patch, delete
 	res       *types.Resource
-	sub       string // "status" or "token", or empty
+	sub       string // "status", "token" or "exec", or empty
 	namespace string
 	name      string
 	subName   string // the token id of .../token/{id}
@@ -34,6 +35,8 @@ type request struct {
 	// checks for its name), so the handler does not decode it again.
 	decoded types.Object
 	code    int // the status a successful handler answered with
+	// annotations go into the audit record (an exec's command).
+	annotations map[string]string
 }
 
 // describe names the request's object for messages: "workloads/web in
@@ -97,6 +100,7 @@ func parseRequest(hr *http.Request) (*request, *Problem) {
 		r.sub = rest[2]
 		switch {
 		case r.sub == "status" && res.HasStatus && len(rest) == 3:
+		case r.sub == "exec" && res.Plural == "instances" && len(rest) == 3:
 		case r.sub == "token" && res.Plural == "serviceaccounts" && len(rest) <= 4:
 			if len(rest) == 4 {
 				r.subName = rest[3]
@@ -127,6 +131,12 @@ func verbOf(method string, r *request) (string, *Problem) {
 	one := r.name != ""
 	notAllowed := func(allowed string) *Problem {
 		return problem(http.StatusMethodNotAllowed, "MethodNotAllowed", "%s is not allowed on %s (allowed: %s)", method, r.http.URL.Path, allowed)
+	}
+	if r.sub == "exec" {
+		if method == http.MethodPost {
+			return "create", nil
+		}
+		return "", notAllowed("POST")
 	}
 	if r.sub == "token" {
 		switch {
