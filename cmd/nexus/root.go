@@ -61,5 +61,6 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newAuditCommand(opts))
 	root.AddCommand(newApplyCommand(), newGetCommand(), newDescribeCommand(), newDeleteCommand(), newEditCommand(), newCreateCommand(), newConfigCommand())
 	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand())
+	root.AddCommand(newExecCommand())
 	return root
 }
