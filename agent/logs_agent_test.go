@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"nexus.dev/nexus/agent"
-	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/api/apitest"
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/servertest"
@@ -31,14 +30,6 @@ import (
 	"nexus.dev/nexus/runtime/image/builtin"
 )
 
-// nodeConn is an Agent as the API server reaches it; exec is the subject
-// of other tests.
-type nodeConn struct{ *agent.Agent }
-
-func (nodeConn) Exec(context.Context, *types.Instance, types.ExecOptions, api.ExecStreams) (int, error) {
-	return 0, errors.New("exec is not part of the log tests")
-}
-
 // runAgent runs an agent for node n1 over dir until the returned stop is
 // called (or the test ends), registered with the API server as n1's.
 func runAgent(t *testing.T, c *servertest.Cluster, node *client.Client, rt *runtime.Runtime, imgs *image.Store, dir, bin string) (stop func()) {
@@ -48,7 +39,7 @@ func runAgent(t *testing.T, c *servertest.Cluster, node *client.Client, rt *runt
 	if err != nil {
 		t.Fatal(err)
 	}
-	unregister := c.Server.Nodes().Register("n1", nodeConn{a})
+	unregister := c.Server.Nodes().Register("n1", a)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

@@ -60,9 +60,10 @@ func (f *fairness) admit(r *request) (func(), *Problem) {
 		res.CancelAt(now)
 		return nil, tooMany(r, "%s sends more than %g requests per second", key, f.limits.RequestsPerSecond, wait)
 	}
+	// Long-lived requests (watches, followed logs, execs) have their own bound.
 	if r.longLived() {
 		if l.watches >= f.limits.MaxWatches {
-			return nil, tooMany(r, "%s has %d watches open, the most one identity may have", key, float64(l.watches), time.Second)
+			return nil, tooMany(r, "%s has %g watches and execs open, the most one identity may have", key, float64(l.watches), time.Second)
 		}
 		l.watches++
 		return func() { f.release(l, true) }, nil

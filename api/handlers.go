@@ -50,8 +50,11 @@ func (s *Server) serveResource(w http.ResponseWriter, r *request) error {
 	case "watch":
 		return s.watch(w, r)
 	case "create":
-		if r.sub == "token" {
+		switch r.sub {
+		case "token":
 			return s.createToken(w, r)
+		case "exec":
+			return s.exec(w, r)
 		}
 		return s.create(w, r)
 	case "update":

@@ -139,6 +139,13 @@ func TestAuthorizationMatrixMatchesTheDocs(t *testing.T) {
 				}
 			}
 		}
+		// instances/exec has one verb, create (POST .../exec).
+		want := allows(table["instances/exec"][s.role], "create", s.cluster)
+		code := cl.do("POST", "/v1/namespaces/team/instances/matrix-x/exec", types.ExecContentType, `{"command":["true"]}`+"\n").code
+		checked++
+		if got := code != 403; got != want {
+			t.Errorf("%s (%s, cluster-wide %v) create instances/exec: allowed %v (%d), the docs say %q", s.user, s.role, s.cluster, got, code, table["instances/exec"][s.role])
+		}
 	}
 	t.Logf("%d role × verb × resource cells checked through the API", checked)
 }

@@ -20,18 +20,12 @@ type NodeConn interface {
 	// 404); any other, that the node failed (502).
 	Logs(ctx context.Context, inst *types.Instance, opts types.LogOptions) (io.ReadCloser, error)
 	// Exec runs a process in inst's container with its stdio on s, and
-	// returns its exit code once it has exited and its output is written.
-	Exec(ctx context.Context, inst *types.Instance, opts types.ExecOptions, s ExecStreams) (int, error)
-}
-
-// ExecStreams carry an exec'd process's stdio. Stdin is nil unless
-// ExecOptions.Stdin; Stderr is nil with ExecOptions.TTY (the terminal
-// merges it into Stdout). Resize delivers terminal size changes (TTY
-// only; nil otherwise); its first value, if any, is the initial size.
-type ExecStreams struct {
-	Stdin          io.Reader
-	Stdout, Stderr io.Writer
-	Resize         <-chan types.TerminalSize
+	// returns its exit code once it has exited and its output is written;
+	// the process is killed when ctx ends. A process that could not be
+	// started gives an error and the code a shell would (127: command not
+	// found, 126: not runnable; see types.ExecResult), any other failure
+	// an error and -1.
+	Exec(ctx context.Context, inst *types.Instance, opts types.ExecOptions, s types.ExecStreams) (int, error)
 }
 
 // Nodes are the node agents this server can reach, by node name.

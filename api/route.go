@@ -18,12 +18,13 @@ import (
 //	/v1/namespaces/{ns}/{resource}/{name}[/status]  namespaced object
 //	/v1/namespaces/{ns}/serviceaccounts/{name}/token[/{id}]  service account tokens
 //	/v1/namespaces/{ns}/instances/{name}/log        an instance's container log
+//	/v1/namespaces/{ns}/instances/{name}/exec        run a process in an instance (POST)
 type request struct {
 	http      *http.Request
 	query     url.Values
 	verb      string // get, list, watch, create, update, patch, delete
 	res       *types.Resource
-	sub       string // "status", "token" or "log", or empty
+	sub       string // "status", "token", "log" or "exec", or empty
 	namespace string
 	name      string
 	subName   string // the token id of .../token/{id}
@@ -35,6 +36,8 @@ type request struct {
 	// checks for its name), so the handler does not decode it again.
 	decoded types.Object
 	code    int // the status a successful handler answered with
+	// annotations go into the audit record (an exec's command).
+	annotations map[string]string
 }
 
 // describe names the request's object for messages: "workloads/web in
@@ -57,9 +60,12 @@ func (r *request) describe() string {
 }
 
 // longLived reports whether the request may stay open for as long as
-// its client wants: a watch, or a followed log.
+// its client wants: a watch, a followed log or an exec.
 func (r *request) longLived() bool {
 	if r.verb == "watch" {
+		return true
+	}
+	if r.sub == "exec" {
 		return true
 	}
 	follow, _ := strconv.ParseBool(r.query.Get("follow"))
@@ -108,7 +114,7 @@ func parseRequest(hr *http.Request) (*request, *Problem) {
 		r.sub = rest[2]
 		switch {
 		case r.sub == "status" && res.HasStatus && len(rest) == 3:
-		case r.sub == "log" && res.Plural == "instances" && len(rest) == 3:
+		case (r.sub == "log" || r.sub == "exec") && res.Plural == "instances" && len(rest) == 3:
 		case r.sub == "token" && res.Plural == "serviceaccounts" && len(rest) <= 4:
 			if len(rest) == 4 {
 				r.subName = rest[3]
@@ -145,6 +151,12 @@ func verbOf(method string, r *request) (string, *Problem) {
 			return "get", nil
 		}
 		return "", notAllowed("GET")
+	}
+	if r.sub == "exec" {
+		if method == http.MethodPost {
+			return "create", nil
+		}
+		return "", notAllowed("POST")
 	}
 	if r.sub == "token" {
 		switch {

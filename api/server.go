@@ -53,8 +53,8 @@ type Limits struct {
 	MaxInFlight int
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
-	// MaxWatches bounds one identity's open watches (followed logs
-	// included).
+	// MaxWatches bounds one identity's open watches, followed logs and
+	// execs.
 	MaxWatches int
 }
 
@@ -354,6 +354,8 @@ func (r *request) auditRecord(status int) audit.Record {
 		Code:     status,
 		Decision: r.decision,
 		Request:  r.body,
+		// An exec's command, whatever the level (annotations are kept).
+		Annotations: r.annotations,
 	}
 	if r.res != nil {
 		rec.Resource, rec.Subresource, rec.Namespace, rec.Name = r.res.Plural, r.sub, r.namespace, r.name

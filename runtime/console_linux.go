@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"nexus.dev/nexus/internal/term"
 )
 
 // receiveConsole takes the pty master the init sent over sock.
@@ -26,6 +27,12 @@ func receiveConsole(sock *os.File) (*os.File, error) {
 	if err != nil || len(fds) != 1 {
 		return nil, errors.New("receive the terminal: want one descriptor")
 	}
+	// Non-blocking, so that the File uses the poller: Close then ends a
+	// Read that is waiting for output a background process may never write.
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		return nil, fmt.Errorf("receive the terminal: %w", err)
+	}
 	return os.NewFile(uintptr(fds[0]), "pty master"), nil
 }
 
@@ -38,32 +45,17 @@ func receiveConsole(sock *os.File) (*os.File, error) {
 // for the container's last output, then restores in.
 func RelayConsole(master, in, out *os.File) (stop func()) {
 	restore := func() {}
-	if st, err := unix.IoctlGetTermios(int(in.Fd()), unix.TCGETS); err == nil {
-		raw := *st
-		raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-		raw.Oflag &^= unix.OPOST
-		raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-		raw.Cflag &^= unix.CSIZE | unix.PARENB
-		raw.Cflag |= unix.CS8
-		raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
-		if unix.IoctlSetTermios(int(in.Fd()), unix.TCSETS, &raw) == nil {
-			restore = func() { _ = unix.IoctlSetTermios(int(in.Fd()), unix.TCSETS, st) }
+	if fd := int(in.Fd()); term.IsTerminal(fd) {
+		if undo, err := term.MakeRaw(fd); err == nil {
+			restore = undo
 		}
-		resize := func() {
-			if ws, err := unix.IoctlGetWinsize(int(in.Fd()), unix.TIOCGWINSZ); err == nil {
-				_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, ws)
-			}
+		resize := func(w, h uint16) { _ = term.SetSize(master, w, h) }
+		if w, h, err := term.Size(fd); err == nil {
+			resize(w, h)
 		}
-		resize()
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, unix.SIGWINCH)
-		go func() {
-			for range winch {
-				resize()
-			}
-		}()
+		stopSize := term.NotifySize(fd, resize)
 		prev := restore
-		restore = func() { signal.Stop(winch); close(winch); prev() }
+		restore = func() { stopSize(); prev() }
 	}
 	go func() { _, _ = io.Copy(master, in) }()
 	drained := make(chan struct{})

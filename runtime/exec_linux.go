@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/runtime/cgroups"
 	"nexus.dev/nexus/runtime/initstage"
@@ -21,8 +22,12 @@ type ExecOptions struct {
 	Stdin          *os.File
 	Stdout, Stderr *os.File
 	ConsoleSocket  string
-	PidFile        string
-	PreserveFDs    int
+	// Console, when proc.Terminal is set and ConsoleSocket is empty,
+	// receives the pty master before Exec returns, so that the caller is
+	// the terminal's other end (as CreateOptions.Console).
+	Console     func(master *os.File)
+	PidFile     string
+	PreserveFDs int
 	// Detach leaves the process to whoever inherits it once the caller
 	// exits, unreaped, as runc exec --detach does: conmon waits for it as
 	// a subreaper and reads its exit status. Without it a short process
@@ -94,11 +99,18 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 		return nil, fmt.Errorf("exec into %s: %w", id, err)
 	}
 
-	var console *os.File
-	if opts.ConsoleSocket != "" {
+	var console, consoleHere *os.File
+	switch {
+	case opts.ConsoleSocket != "":
 		if console, err = dialConsole(opts.ConsoleSocket); err != nil {
 			return nil, err
 		}
+		defer console.Close()
+	case opts.Console != nil && proc.Terminal:
+		if consoleHere, console, err = socketPair(); err != nil {
+			return nil, err
+		}
+		defer consoleHere.Close()
 		defer console.Close()
 	}
 	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
@@ -137,6 +149,15 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 		return nil, fmt.Errorf("exec into %s: %s", id, msg.Error)
 	} else if err != nil && !errors.Is(err, io.EOF) {
 		return fail(err)
+	}
+	if consoleHere != nil {
+		// The init sent the master before it exec'd the process.
+		master, err := receiveConsole(consoleHere)
+		if err != nil {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			return nil, fmt.Errorf("exec into %s: %w", id, err)
+		}
+		opts.Console(master)
 	}
 	if opts.PidFile != "" {
 		if err := writePidFile(opts.PidFile, pid); err != nil {

@@ -63,6 +63,8 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
+var _ api.NodeConn = (*agent.Agent)(nil)
+
 // Node is a running `nexus up`: a server and an agent.
 type Node struct {
 	cfg    Config
@@ -155,9 +157,7 @@ func (u *Node) startAgent(ctx context.Context) error {
 	}
 	u.agent = a
 	// The API reaches the agent in this process for logs and exec.
-	if conn, ok := any(a).(api.NodeConn); ok {
-		u.unregister = u.srv.API().Nodes().Register(cfg.NodeName, conn)
-	}
+	u.unregister = u.srv.API().Nodes().Register(cfg.NodeName, a)
 	actx, cancel := context.WithCancel(context.Background())
 	u.cancel = cancel
 	u.agentDone = make(chan struct{})

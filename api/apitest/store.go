@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -71,8 +70,7 @@ func NexusStore(t testing.TB) Backend {
 	cmd := exec.Command(bin, "--data-dir", dir, "--log-level", "warn", "store",
 		"--listen-client-urls", client, "--listen-peer-urls", peer, "--initial-cluster", "default="+peer)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := testutil.StartTied(cmd); err != nil {
 		t.Fatalf("start nexus store: %v", err)
 	}
 	t.Cleanup(func() {

@@ -240,7 +240,10 @@ type request struct {
 	path   string
 	query  url.Values
 	body   []byte
-	ctype  string
+	// bodyStream, instead of body, is a body sent while the answer is
+	// read (exec); such a request is never sent twice.
+	bodyStream io.Reader
+	ctype      string
 	// stream leaves the answer's body open and unbounded in time (watch).
 	stream bool
 }
@@ -277,7 +280,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 // how long: a 429 (refused before it was processed) after its Retry-After,
 // and a read that lost its connection (nothing changed on the server).
 func (c *Client) retryable(r request, err error, attempt int) (time.Duration, bool) {
-	if attempt >= maxRetries {
+	if attempt >= maxRetries || r.bodyStream != nil {
 		return 0, false
 	}
 	var ae *APIError
@@ -305,6 +308,9 @@ func (c *Client) send(ctx context.Context, r request, u string) (*http.Response,
 	var body io.Reader
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
+	}
+	if r.bodyStream != nil {
+		body = r.bodyStream
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
 	if err != nil {

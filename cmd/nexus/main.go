@@ -4,12 +4,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 
 	"nexus.dev/nexus/cmd/internal/ocicli"
+	"nexus.dev/nexus/internal/hello"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/sandbox"
 )
@@ -29,6 +31,10 @@ func main() {
 	if sandbox.IsShim() {
 		sandbox.ShimMain() // never returns
 	}
+	// The built-in image links its applets to this binary (builtin.Applets).
+	if filepath.Base(os.Args[0]) == "hostname" {
+		os.Exit(hello.Hostname(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	root := newRootCommand()
 	// Called as nexus-runtime (a symlink to nexus, as make build used to
 	// create), the binary is the OCI runtime command line. It works, but pays
@@ -38,7 +44,11 @@ func main() {
 		root = ocicli.New(ocicli.Config{Name: "nexus-runtime"})
 	}
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+		// A process's exit status (nexus exec, nexus runtime run) is passed
+		// on silently, as a shell's.
+		if !errors.As(err, new(ocicli.ExitError)) {
+			fmt.Fprintln(os.Stderr, "Error:", err)
+		}
 		os.Exit(ocicli.ExitCode(err))
 	}
 }

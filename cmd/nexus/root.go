@@ -61,5 +61,6 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newApplyCommand(), newGetCommand(), newDescribeCommand(), newDeleteCommand(), newEditCommand(), newCreateCommand(), newConfigCommand())
 	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand(), newLogsCommand())
 	root.AddCommand(newTopCommand())
+	root.AddCommand(newExecCommand())
 	return root
 }

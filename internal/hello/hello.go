@@ -250,3 +250,20 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	}
 	return err
 }
+
+// Hostname is the built-in image's `hostname` applet: like hostname(1)
+// without arguments it prints the host name (in a container, the
+// instance's name). It returns the exit code.
+func Hostname(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "hostname: this hostname only prints the host name; it takes no arguments")
+		return 2
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		fmt.Fprintln(stderr, "hostname:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, h)
+	return 0
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -200,5 +201,22 @@ func TestServeShutsDownWhenContextEnds(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Fatal("still accepting connections after shutdown")
+	}
+}
+
+// TestHostnameApplet: the built-in image's hostname prints the host name
+// and refuses arguments (it does not set the name).
+func TestHostnameApplet(t *testing.T) {
+	want, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := Hostname(nil, &out, &errOut); code != 0 || out.String() != want+"\n" {
+		t.Fatalf("hostname: code %d, %q (stderr %q); want %q", code, out.String(), errOut.String(), want)
+	}
+	out.Reset()
+	if code := Hostname([]string{"other"}, &out, &errOut); code != 2 || out.Len() != 0 || !strings.Contains(errOut.String(), "no arguments") {
+		t.Fatalf("hostname other: code %d, stdout %q, stderr %q", code, out.String(), errOut.String())
 	}
 }

@@ -1,8 +1,12 @@
 package testutil
 
 import (
+	"os/exec"
+	goruntime "runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // recorder stands in for a test: it records whether Missing skipped or failed.
@@ -42,5 +46,38 @@ func TestMissingFailsInCI(t *testing.T) {
 				t.Errorf("skip reason %q does not say how to install it", r.skipped)
 			}
 		})
+	}
+}
+
+// TestStartTiedOutlivesItsStartersThread: children started by StartTied
+// from goroutines that lock their thread and return (Go then ends the
+// thread) keep running, and are killed only when told. (A plain Pdeathsig
+// child does not die in every such case, only in some, as the agent's
+// exec tests showed; so this test checks the survival, not the hazard.)
+func TestStartTiedOutlivesItsStartersThread(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep program")
+	}
+	var children []*exec.Cmd
+	for range 3 {
+		c := exec.Command(sleep, "60")
+		done := make(chan error, 1)
+		go func() {
+			goruntime.LockOSThread()
+			done <- StartTied(c)
+		}()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		children = append(children, c)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, c := range children {
+		if err := c.Process.Signal(syscall.Signal(0)); err != nil {
+			t.Errorf("a tied child died with its starter's thread: %v", err)
+		}
+		c.Process.Kill()
+		c.Wait()
 	}
 }

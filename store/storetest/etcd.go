@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -97,8 +96,7 @@ func (c *EtcdCluster) Start(i int) error {
 		"--initial-cluster-token", "nexus-storetest")
 	cmd.Args = append(cmd.Args, c.args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := testutil.StartTied(cmd); err != nil {
 		log.Close()
 		return fmt.Errorf("start etcd %s: %w", c.Names[i], err)
 	}

@@ -39,6 +39,12 @@ const Port = 8080
 // ExePath is where the executable lies inside the image.
 const ExePath = "/nexus"
 
+// Applets are the commands the image has besides its server: links to
+// the executable, which acts as the one its name says (as busybox does),
+// so that `nexus exec INSTANCE -- hostname` has something to run in an
+// image without a shell.
+var Applets = []string{"hostname"}
+
 // epoch is every timestamp in the image: fixed, so the digest depends on
 // the executable only.
 var epoch = time.Unix(0, 0).UTC()
@@ -53,7 +59,7 @@ const (
 // `nexus` build) as a single-layer OCI image for runtime.GOOS/GOARCH:
 //
 //   - /nexus (0755, root), /etc/passwd and /etc/group with root and nobody,
-//     /tmp (1777);
+//     /tmp (1777), and a link to /nexus for each of the Applets;
 //   - entrypoint ["/nexus", "hello"], PATH=/ and PORT=8080, port 8080/tcp
 //     exposed, user 65534:65534 (nobody: the server needs no privilege for
 //     a port above 1024), working directory /, stop signal SIGTERM;
@@ -153,15 +159,19 @@ func checkStatic(name string, data []byte) error {
 func layerTar(exe []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	entries := []struct {
+	type entry struct {
 		hdr  tar.Header
 		data []byte
-	}{
+	}
+	entries := []entry{
 		{tar.Header{Typeflag: tar.TypeDir, Name: "etc/", Mode: 0o755}, nil},
 		{tar.Header{Typeflag: tar.TypeReg, Name: "etc/group", Mode: 0o644}, []byte(group)},
 		{tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644}, []byte(passwd)},
 		{tar.Header{Typeflag: tar.TypeReg, Name: ExePath[1:], Mode: 0o755}, exe},
 		{tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil},
+	}
+	for _, a := range Applets {
+		entries = append(entries, entry{tar.Header{Typeflag: tar.TypeSymlink, Name: a, Linkname: ExePath[1:], Mode: 0o777}, nil})
 	}
 	for _, e := range entries {
 		h := e.hdr

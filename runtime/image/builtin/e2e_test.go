@@ -181,10 +181,12 @@ func extractImage(t *testing.T, img v1.Image, dir string) {
 						err = cerr
 					}
 				}
+			case tar.TypeSymlink:
+				err = os.Symlink(h.Linkname, path)
 			default:
 				t.Fatalf("unexpected entry %s of type %c", h.Name, h.Typeflag)
 			}
-			if err == nil {
+			if err == nil && h.Typeflag != tar.TypeSymlink {
 				err = os.Chmod(path, mode.Perm()|mode&(os.ModeSticky|os.ModeSetuid|os.ModeSetgid))
 			}
 			if err == nil {

@@ -1,0 +1,285 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"nexus.dev/nexus/agent"
+	"nexus.dev/nexus/api/apitest"
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/servertest"
+	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/internal/testrootfs"
+	"nexus.dev/nexus/internal/testutil"
+	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/image"
+	"nexus.dev/nexus/runtime/image/builtin"
+)
+
+// execConn offers the agent's Exec as the API's connection to its node;
+// the agent's log is not what these tests are about.
+type execConn struct{ *agent.Agent }
+
+func (execConn) Logs(context.Context, *types.Instance, types.LogOptions) (io.ReadCloser, error) {
+	return nil, errors.New("logs are not served in this test")
+}
+
+const busyboxImage = "test.local/busybox:1"
+
+// execFixture is an API server and an agent (node n1) running two
+// instances: "box" (busybox, sleeping) and "web" (the built-in image).
+type execFixture struct {
+	admin *client.Client
+	a     *agent.Agent
+}
+
+func startExecFixture(t *testing.T) *execFixture {
+	t.Helper()
+	testutil.RequireRoot(t)
+	bin := testutil.NexusBin(t)
+	rootfs := t.TempDir()
+	if err := testrootfs.Build(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
+	admin := newClient(t, c, c.User(t, "admin"))
+	node := newClient(t, c, c.Node(t, "n1"))
+	rt := runtime.New(runtime.Config{Root: filepath.Join(t.TempDir(), "run")})
+	imgs, err := image.Open(image.Config{Root: filepath.Join(t.TempDir(), "images")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imgs.ImportPath(context.Background(), rootfs, image.ImportOptions{Name: busyboxImage}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Config{NodeName: "n1", Dir: t.TempDir(), Client: node, Runtime: rt, Images: imgs,
+		BuiltinExe: bin, HeartbeatInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Server.Nodes().Register("n1", execConn{a}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		states, _ := rt.List()
+		for _, st := range states {
+			_ = rt.Delete(context.Background(), st.ID, true)
+			_ = imgs.Release(context.Background(), st.ID)
+		}
+	})
+	grace := int64(1)
+	for name, tmpl := range map[string]types.InstanceTemplate{
+		"box": {Image: busyboxImage, Command: []string{"sleep", "1000000"}, TerminationGracePeriodSeconds: &grace},
+		"web": {Image: builtin.Reference, Args: []string{"--port", "8080"}, TerminationGracePeriodSeconds: &grace},
+	} {
+		inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: types.InstanceSpec{NodeName: "n1", Template: tmpl}}
+		inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
+		if _, err := admin.Create(context.Background(), inst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"box", "web"} {
+		waitInstance(t, admin, name, "running", func(i *types.Instance) bool { return i.Status.Phase == types.PhaseRunning })
+	}
+	return &execFixture{admin: admin, a: a}
+}
+
+// run execs opts in instance name through the API and returns stdout,
+// stderr and the exit code.
+func (f *execFixture) run(t *testing.T, name string, opts types.ExecOptions, stdin io.Reader) (string, string, int, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	opts.Stdin = stdin != nil
+	code, err := f.admin.Exec(ctx, "default", name, opts, types.ExecStreams{Stdin: stdin, Stdout: &stdout, Stderr: &stderr})
+	return stdout.String(), stderr.String(), code, err
+}
+
+// TestExecInAnInstance: a process exec'd in a running instance's container
+// through the API sees the container (its hostname, environment, working
+// directory), gets its input, keeps stdout and stderr apart, and its exit
+// code comes back; a command that does not exist gives 127 and says so.
+func TestExecInAnInstance(t *testing.T) {
+	f := startExecFixture(t)
+	cases := []struct {
+		name, instance        string
+		opts                  types.ExecOptions
+		stdin                 string
+		stdout, stderr, fails string
+		code                  int
+	}{
+		{name: "hostname", instance: "box", opts: types.ExecOptions{Command: []string{"hostname"}}, stdout: "box\n"},
+		{name: "hostname in the built-in image", instance: "web", opts: types.ExecOptions{Command: []string{"hostname"}}, stdout: "web\n"},
+		{name: "exit code and both outputs", instance: "box",
+			opts:   types.ExecOptions{Command: []string{"sh", "-c", "echo out; echo err >&2; exit 7"}},
+			stdout: "out\n", stderr: "err\n", code: 7},
+		{name: "stdin", instance: "box", opts: types.ExecOptions{Command: []string{"cat"}},
+			stdin: "hello\nworld\n", stdout: "hello\nworld\n"},
+		{name: "env and working directory", instance: "box",
+			opts:   types.ExecOptions{Command: []string{"sh", "-c", "echo $FOO; pwd"}, Env: []string{"FOO=bar"}, WorkingDir: "/tmp"},
+			stdout: "bar\n/tmp\n"},
+		{name: "killed by a signal", instance: "box", opts: types.ExecOptions{Command: []string{"sh", "-c", "kill -9 $$"}}, code: 137},
+		{name: "command not found", instance: "box", opts: types.ExecOptions{Command: []string{"no-such-command"}},
+			code: 127, fails: `"no-such-command" not found`},
+		{name: "not executable", instance: "box", opts: types.ExecOptions{Command: []string{"/etc/passwd"}},
+			code: 126, fails: "/etc/passwd"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdin io.Reader
+			if tc.stdin != "" {
+				stdin = strings.NewReader(tc.stdin)
+			}
+			stdout, stderr, code, err := f.run(t, tc.instance, tc.opts, stdin)
+			if tc.fails != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.fails) || code != tc.code {
+					t.Fatalf("exec %q: code %d, error %v; want code %d and an error with %q", tc.opts.Command, code, err, tc.code, tc.fails)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("exec %q: %v", tc.opts.Command, err)
+			}
+			if stdout != tc.stdout || stderr != tc.stderr || code != tc.code {
+				t.Fatalf("exec %q: stdout %q, stderr %q, code %d; want %q, %q, %d", tc.opts.Command, stdout, stderr, code, tc.stdout, tc.stderr, tc.code)
+			}
+		})
+	}
+}
+
+// TestExecWithATerminal: with tty the process has a terminal of the size
+// asked for, and a resize changes it while the process runs.
+func TestExecWithATerminal(t *testing.T) {
+	f := startExecFixture(t)
+	stdout, _, code, err := f.run(t, "box", types.ExecOptions{Command: []string{"sh", "-c", "tty; test -t 0 && echo stdin-is-a-tty; stty size"},
+		TTY: true, Size: &types.TerminalSize{Width: 100, Height: 30}}, nil)
+	if err != nil || code != 0 {
+		t.Fatalf("exec with a tty: code %d, %v", code, err)
+	}
+	for _, want := range []string{"/dev/pts/", "stdin-is-a-tty\r\n", "30 100\r\n"} {
+		if !strings.Contains(stdout, want) {
+			t.Fatalf("exec with a tty printed %q: want %q in it", stdout, want)
+		}
+	}
+
+	// The shell prints its size, waits for a line, prints it again.
+	inR, inW := io.Pipe()
+	out := &syncBuffer{}
+	resize := make(chan types.TerminalSize, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	result := make(chan error, 1)
+	go func() {
+		code, err := f.admin.Exec(ctx, "default", "box", types.ExecOptions{Command: []string{"sh", "-c", "stty size; read x; stty size"},
+			TTY: true, Stdin: true, Size: &types.TerminalSize{Width: 80, Height: 24}}, types.ExecStreams{Stdin: inR, Stdout: out, Resize: resize})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit code %d", code)
+		}
+		result <- err
+	}()
+	waitOutput(t, out, "24 80\r\n")
+	resize <- types.TerminalSize{Width: 132, Height: 50}
+	// The resize and the input take different ways to the terminal: give
+	// the resize a moment to arrive first.
+	time.Sleep(300 * time.Millisecond)
+	if _, err := inW.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-result; err != nil {
+		t.Fatalf("exec with a resize: %v (output %q)", err, out.String())
+	}
+	if !strings.Contains(out.String(), "50 132\r\n") {
+		t.Fatalf("after a resize to 132x50 the terminal printed %q", out.String())
+	}
+}
+
+// TestExecEndsWithItsCaller: a caller that goes away takes its process
+// with it, and an instance without a container is refused with a reason.
+func TestExecEndsWithItsCaller(t *testing.T) {
+	f := startExecFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() {
+		_, err := f.admin.Exec(ctx, "default", "box", types.ExecOptions{Command: []string{"sleep", "987654"}}, types.ExecStreams{Stdout: io.Discard})
+		result <- err
+	}()
+	waitProcess(t, "sleep\x00987654\x00", true)
+	cancel()
+	if err := <-result; !errors.Is(err, context.Canceled) {
+		t.Fatalf("exec after its context ended: %v", err)
+	}
+	waitProcess(t, "sleep\x00987654\x00", false)
+
+	ghost := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "ghost", Namespace: "default", UID: "no-such-uid"},
+		Spec: types.InstanceSpec{NodeName: "n1"}}
+	_, err := f.a.Exec(context.Background(), ghost, types.ExecOptions{Command: []string{"true"}}, types.ExecStreams{Stdout: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "default/ghost has no container on node n1") {
+		t.Fatalf("exec in an instance without a container: %v", err)
+	}
+}
+
+// waitProcess waits until a process with this command line exists (or,
+// with !present, until none does).
+func waitProcess(t *testing.T, cmdline string, present bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := false
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && string(b) == cmdline {
+				found = true
+				break
+			}
+		}
+		if found == present {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %q present=%v after 10 s, want %v", cmdline, found, present)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitOutput(t *testing.T, b *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(b.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("output %q: no %q within 30 s", b.String(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
