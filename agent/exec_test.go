@@ -25,14 +25,6 @@ import (
 	"nexus.dev/nexus/runtime/image/builtin"
 )
 
-// execConn offers the agent's Exec as the API's connection to its node;
-// the agent's log is not what these tests are about.
-type execConn struct{ *agent.Agent }
-
-func (execConn) Logs(context.Context, *types.Instance, types.LogOptions) (io.ReadCloser, error) {
-	return nil, errors.New("logs are not served in this test")
-}
-
 const busyboxImage = "test.local/busybox:1"
 
 // execFixture is an API server and an agent (node n1) running two
@@ -66,7 +58,7 @@ func startExecFixture(t *testing.T) *execFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Server.Nodes().Register("n1", execConn{a}))
+	t.Cleanup(c.Server.Nodes().Register("n1", a))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

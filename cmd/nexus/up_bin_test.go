@@ -384,14 +384,36 @@ func TestUpEndToEnd(t *testing.T) {
 
 	// logs -f streams what the instance writes as it writes it.
 	h.followLogs(web[0], func(expect func(string) string) {
-		url := "http://" + net.JoinHostPort(web[0].Status.Addresses[1], "8080") + "/"
-		for n := 0; n < 2; n++ {
-			if _, err := h.get(url); err != nil {
-				t.Fatal(err)
+		// Requests go on until two of them are seen in the stream (the
+		// first may come before the stream is open).
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			url := "http://" + net.JoinHostPort(web[0].Status.Addresses[1], "8080") + "/followed"
+			for {
+				_, _ = h.get(url)
+				select {
+				case <-stop:
+					return
+				case <-time.After(300 * time.Millisecond):
+				}
 			}
-			expect(`^request \d+: GET / from 10\.71\.`)
+		}()
+		first := expect(`^request \d+: GET /followed from 10\.71\.`)
+		if second := expect(`^request \d+: GET /followed from 10\.71\.`); second == first {
+			t.Fatalf("the same line twice: %q", first)
 		}
 	})
+
+	// exec runs a process in the instance's container.
+	if out := h.ok("exec", web[0].Name, "--", "hostname"); out != web[0].Name+"\n" {
+		t.Fatalf("exec hostname: %q, want %q", out, web[0].Name)
+	}
+	if _, err := h.nexus("exec", web[0].Name, "--", "/nope"); err == nil {
+		t.Fatal("exec of a missing command succeeded")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 127 {
+		t.Fatalf("exec of a missing command: %v, want exit status 127", err)
+	}
 
 	// scale 5, then 2.
 	h.ok("scale", "web", "5")
