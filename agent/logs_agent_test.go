@@ -249,8 +249,16 @@ func TestAgentLogs(t *testing.T) {
 			t.Fatal("a follower's stream did not end within 30 s of the instance's deletion")
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "instances", created.GetObjectMeta().UID)); !os.IsNotExist(err) {
-		t.Errorf("the instance's directory (its pipes and log) is left: %v", err)
+	// The directory goes right after the log is closed.
+	instDir := filepath.Join(dir, "instances", created.GetObjectMeta().UID)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, err := os.Stat(instDir)
+		if os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the instance's directory (its pipes and log) is left 10 s after its stream ended: %v", err)
+		}
 	}
 }
 
