@@ -152,6 +152,23 @@ func run(ctx context.Context, o options) (err error) {
 	if err := warmUp(ctx, o, up, pm); err != nil {
 		return err
 	}
+	// The idle containers come before the latency rounds, so that their
+	// growth is measured from a process that has run nothing but the
+	// warm-up (one that ran the rounds keeps heap it no longer uses,
+	// into which the idle containers' memory would partly fit unseen).
+	if o.idle > 0 {
+		// The process holding podman's mount namespace lives in the
+		// bench's network namespace too; it is no helper of nexus up.
+		var skip []int
+		if f := strings.Split(o.podmanMntNS, "/"); len(f) > 2 && f[1] == "proc" {
+			if pid, err := strconv.Atoi(f[2]); err == nil {
+				skip = append(skip, pid)
+			}
+		}
+		if err := idlePhase(ctx, o, up, skip); err != nil {
+			return err
+		}
+	}
 	var rounds []roundResult
 	for r := range o.rounds {
 		fmt.Printf("round %d of %d (load average %s)\n", r+1, o.rounds, loadAvg())
@@ -171,19 +188,6 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	summarize(os.Stdout, rounds, o)
 
-	if o.idle > 0 {
-		// The process holding podman's mount namespace lives in the
-		// bench's network namespace too; it is no helper of nexus up.
-		var skip []int
-		if f := strings.Split(o.podmanMntNS, "/"); len(f) > 2 && f[1] == "proc" {
-			if pid, err := strconv.Atoi(f[2]); err == nil {
-				skip = append(skip, pid)
-			}
-		}
-		if err := idlePhase(ctx, o, up, skip); err != nil {
-			return err
-		}
-	}
 	// A restart with nothing deployed: the store replays its log.
 	up.stop()
 	if up, err = startUp(ctx, o); err != nil {

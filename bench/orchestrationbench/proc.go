@@ -23,7 +23,7 @@ type memReading struct {
 func (m memReading) String() string {
 	s := fmt.Sprintf("RSS %.1f MiB (anonymous %.1f, file %.1f), %d threads", m.rssMiB, m.anonMiB, m.fileMiB, m.threads)
 	if m.goroutines > 0 {
-		s += fmt.Sprintf(", Go heap in use %.1f MiB, %d goroutines", m.heapMiB, m.goroutines)
+		s += fmt.Sprintf(", Go heap in use %.1f MiB (garbage not yet collected included), %d goroutines", m.heapMiB, m.goroutines)
 	}
 	return s
 }

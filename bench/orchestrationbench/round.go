@@ -213,7 +213,7 @@ func idlePhase(ctx context.Context, o options, up *nexusUp, skip []int) error {
 		return ctx.Err()
 	}
 	before := up.memory(ctx)
-	fmt.Printf("  before (the latency rounds' containers removed, %s later): %s\n", o.settle, before)
+	fmt.Printf("  before (%s after the warm-up's containers were removed): %s\n", o.settle, before)
 	replicas, grace := int32(o.idle), int64(5)
 	w := &types.Workload{
 		TypeMeta:   types.TypeMeta{APIVersion: types.APIVersion, Kind: "Workload"},
@@ -256,8 +256,8 @@ func idlePhase(ctx context.Context, o options, up *nexusUp, skip []int) error {
 	c := takeCensus(up.pid, up.containers(), skip...)
 	fmt.Printf("  after (%s later): %s\n", o.settle, after)
 	n := float64(o.idle)
-	fmt.Printf("  growth per container: RSS %.0f KiB (anonymous %.0f KiB, Go heap %.0f KiB), %.2f goroutines, %.3f threads (target RSS < 1024 KiB)\n",
-		(after.rssMiB-before.rssMiB)*1024/n, (after.anonMiB-before.anonMiB)*1024/n, (after.heapMiB-before.heapMiB)*1024/n,
+	fmt.Printf("  growth per container: RSS %.0f KiB (anonymous %.0f KiB), %.2f goroutines, %.2f threads (target RSS < 1024 KiB)\n",
+		(after.rssMiB-before.rssMiB)*1024/n, (after.anonMiB-before.anonMiB)*1024/n,
 		float64(after.goroutines-before.goroutines)/n, float64(after.threads-before.threads)/n)
 	fmt.Printf("  processes: %s\n", c)
 	if k := len(c.containers); k > 0 {
