@@ -358,9 +358,12 @@ func (s *supervisor) start(ctx context.Context) (int, error) {
 	if err := s.a.cfg.Runtime.Start(ctx, s.c.id); err != nil {
 		return 0, stepError("StartFailed", err)
 	}
+	// StartedAt keeps its full precision: it is the one record of when
+	// the process started, and bench/orchestration times starts by it.
+	started := time.Now().UTC()
 	s.setStatus(func(st *types.InstanceStatus) {
 		st.Phase, st.Message, st.Progress = types.PhaseRunning, "", ""
-		st.StartedAt = time.Now().UTC().Truncate(time.Second)
+		st.StartedAt = started
 		st.Addresses = addrs
 	})
 	msg := "container started"

@@ -287,8 +287,10 @@ type InstanceStatus struct {
 	Message            string        `json:"message,omitempty"`
 	Ready              bool          `json:"ready,omitempty"`
 	// Addresses are the instance's own addresses (IPv6 first).
-	Addresses []string  `json:"addresses,omitempty"`
-	Restarts  int32     `json:"restarts,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
+	Restarts  int32    `json:"restarts,omitempty"`
+	// StartedAt is when the agent's runtime started the process, at full
+	// precision (not truncated to seconds as other times are).
 	StartedAt time.Time `json:"startedAt,omitzero"`
 	LastExit  *ExitInfo `json:"lastExit,omitempty"`
 	// Progress is a short human description of long work (image pull).

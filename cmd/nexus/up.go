@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +27,7 @@ import (
 func newUpCommand(g *globalOptions) *cobra.Command {
 	var cfg up.Config
 	var labels []string
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole orchestrator on this machine: server, store, controllers and the node agent",
@@ -49,6 +55,7 @@ start to adopt; delete workloads first to stop them.`,
 		Example: `  nexus up                                          # data in /var/lib/nexus, API on :7443
   nexus --data-dir /tmp/nx up --api-addr 127.0.0.1:7443
   nexus up --cluster-ipv4 10.200.0.0/16 --label zone=lab
+  nexus up --pprof-addr 127.0.0.1:6060               # then: go tool pprof http://127.0.0.1:6060/debug/pprof/heap
 
 Then, in another terminal:
 
@@ -67,6 +74,14 @@ Then, in another terminal:
 			cfg.Server.DataDir = g.dataDir
 			cfg.Server.WriteUserConfig = true
 			cfg.Logger = slog.Default()
+			if pprofAddr != "" {
+				url, stopProfiles, err := serveProfiles(pprofAddr)
+				if err != nil {
+					return err
+				}
+				defer stopProfiles()
+				slog.Info("serving Go profiles", "url", url)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return runUp(ctx, cfg, cmd.OutOrStdout())
@@ -88,7 +103,34 @@ Then, in another terminal:
 	f.StringVar(&cfg.ClusterIPv4, "cluster-ipv4", "", "the cluster's IPv4 container prefix (default "+networking.DefaultIPv4Cluster.String()+"; must match the cluster's once it has one)")
 	f.IntVar(&cfg.NodeIPv4Bits, "node-ipv4-bits", 0, fmt.Sprintf("prefix length of each node's IPv4 range (default %d: 253 containers per node)", networking.DefaultNodeIPv4Bits))
 	f.StringVar(&cfg.Bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's runtime profiles (/debug/pprof/: CPU, heap, goroutines) on this loopback address, e.g. 127.0.0.1:6060, without authentication (off when empty)")
 	return cmd
+}
+
+// serveProfiles serves net/http/pprof's handlers on addr, which must be a
+// loopback address: anyone who reaches it can read them. It returns their
+// URL.
+func serveProfiles(addr string) (url string, stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--pprof-addr %q: %w (want host:port, e.g. 127.0.0.1:6060)", addr, err)
+	}
+	if ip, perr := netip.ParseAddr(host); host != "localhost" && (perr != nil || !ip.IsLoopback()) {
+		return "", nil, fmt.Errorf("--pprof-addr %s: must be a loopback address, e.g. 127.0.0.1:6060: the profiles are served without authentication", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--pprof-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/debug/pprof/", func() { _ = srv.Close() }, nil
 }
 
 func runUp(ctx context.Context, cfg up.Config, out io.Writer) error {

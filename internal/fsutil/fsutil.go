@@ -194,3 +194,23 @@ func MkdirAll(path string, perm os.FileMode) (undo func(), err error) {
 	}
 	return undo, nil
 }
+
+// Identity tells the versions of a file apart: it changes when the file is
+// replaced (another device or inode) or written, which changes at least
+// its change time (and no one can set that back, as one can the
+// modification time). A digest of a file's content may be kept for as
+// long as its identity stays the same.
+type Identity struct {
+	Dev, Ino     uint64
+	Size         int64
+	Mtime, Ctime unix.Timespec
+}
+
+// IdentityOf returns the identity of the open file f.
+func IdentityOf(f *os.File) (Identity, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return Identity{}, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
+	}
+	return Identity{Dev: uint64(st.Dev), Ino: st.Ino, Size: st.Size, Mtime: st.Mtim, Ctime: st.Ctim}, nil
+}

@@ -199,3 +199,61 @@ func TestMkdirAllUndo(t *testing.T) {
 		t.Fatalf("a failed MkdirAll left %s/n1 behind: %v", base, err)
 	}
 }
+
+// TestIdentityOf: a file keeps its identity until it is written (even a
+// write that keeps its size and modification time) or replaced.
+func TestIdentityOf(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	identity := func() Identity {
+		t.Helper()
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		id, err := IdentityOf(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	first := identity()
+	if again := identity(); again != first {
+		t.Fatalf("an unchanged file: %+v, then %+v", first, again)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("two"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	written := identity()
+	if written == first {
+		t.Fatalf("a file written in place (same size and modification time) kept its identity %+v", first)
+	}
+	next := path + ".new"
+	if err := os.WriteFile(next, []byte("two"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, path); err != nil {
+		t.Fatal(err)
+	}
+	if replaced := identity(); replaced == written || replaced.Ino == written.Ino {
+		t.Fatalf("a replaced file kept its identity %+v", written)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := IdentityOf(f); err == nil {
+		t.Fatal("IdentityOf a closed file: no error")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -192,6 +193,88 @@ func TestBuiltinImageRuns(t *testing.T) {
 	out, code := runBundle(t, bin, bundleDir, id)
 	if code != 0 || !strings.Contains(out, "nexus ") || !strings.Contains(out, "go: ") {
 		t.Fatalf("exit %d, output %q; want 0 and the version", code, out)
+	}
+}
+
+// TestBuiltinImageImportedOnce: containers of the built-in image started
+// at once on a new node share one import of it.
+func TestBuiltinImageImportedOnce(t *testing.T) {
+	bin := nexusBin(t)
+	s := openStore(t)
+	const n = 8
+	imgs := make([]image.Image, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { imgs[i], errs[i] = s.EnsureBuiltin(context.Background(), bin) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("EnsureBuiltin %d: %v", i, errs[i])
+		}
+		if imgs[i].Digest != imgs[0].Digest || !imgs[i].Stored.Equal(imgs[0].Stored) {
+			t.Fatalf("concurrent EnsureBuiltin calls imported more than once: %+v and %+v", imgs[0], imgs[i])
+		}
+	}
+}
+
+// TestBuiltinImageFollowsTheBinary: EnsureBuiltin remembers which binary
+// it last read, but a binary that was replaced or written in place (even
+// with its size and modification time kept) gives a new image.
+func TestBuiltinImageFollowsTheBinary(t *testing.T) {
+	src, err := os.ReadFile(nexusBin(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(t.TempDir(), "nexus")
+	if err := os.WriteFile(exe, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t)
+	ctx := context.Background()
+	ensure := func(what string) image.Image {
+		t.Helper()
+		img, err := s.EnsureBuiltin(ctx, exe)
+		if err != nil {
+			t.Fatalf("EnsureBuiltin %s: %v", what, err)
+		}
+		return img
+	}
+	first := ensure("first")
+	if again := ensure("again"); again.Digest != first.Digest {
+		t.Fatalf("the same binary gave %s, then %s", first.Digest, again.Digest)
+	}
+	// Bytes after the ELF's last section leave it a valid executable.
+	f, err := os.OpenFile(exe, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	grown := ensure("after a write")
+	if grown.Digest == first.Digest {
+		t.Fatalf("a changed binary kept image %s", first.Digest)
+	}
+	fi, err := os.Stat(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err = os.OpenFile(exe, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{2}, fi.Size()-1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.Chtimes(exe, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if same := ensure("after a write that kept size and time"); same.Digest == grown.Digest {
+		t.Fatalf("a binary written in place (same size, same modification time) kept image %s", grown.Digest)
 	}
 }
 

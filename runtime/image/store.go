@@ -47,6 +47,10 @@ type Store struct {
 	// for the next Prune to report.
 	leftoversMu sync.Mutex
 	leftovers   Leftovers
+
+	builtins   singleflight.Group // imports of the built-in image, by source
+	builtinMu  sync.Mutex
+	builtinSrc builtinSourceCache // see builtinSource
 }
 
 const (

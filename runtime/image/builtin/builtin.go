@@ -11,13 +11,13 @@ package builtin
 
 import (
 	"archive/tar"
-	"bytes"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	goruntime "runtime"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -25,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"nexus.dev/nexus/internal/fsutil"
 
 	"nexus.dev/nexus/internal/buildinfo"
 )
@@ -68,20 +70,28 @@ const (
 //
 // It refuses an exe that is not a static ELF executable for this machine:
 // a dynamically linked one would not start in an image with no libraries.
+//
+// The layer is streamed from exe each time it is read (its digests, then
+// its content), never held in memory: a 40 MB binary held twice (the file
+// and the layer) left `nexus up` 120 MB larger for good after its first
+// container of this image (bench/orchestration). Each read checks that exe
+// is still the file it was (device, inode, size, modification and change
+// times), so every read gives the same bytes.
 func Image(exe string) (v1.Image, error) {
-	data, err := os.ReadFile(exe)
+	f, err := os.Open(exe)
 	if err != nil {
 		return nil, fmt.Errorf("built-in image: read executable: %w", err)
 	}
-	if err := checkStatic(exe, data); err != nil {
+	defer f.Close()
+	id, err := fsutil.IdentityOf(f)
+	if err != nil {
+		return nil, fmt.Errorf("built-in image: read executable: %w", err)
+	}
+	if err := checkStatic(exe, f); err != nil {
 		return nil, fmt.Errorf("built-in image: %w", err)
 	}
-	layerTar, err := layerTar(data)
-	if err != nil {
-		return nil, fmt.Errorf("built-in image: write layer: %w", err)
-	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
+		return openLayer(exe, id)
 	}, tarball.WithMediaType(types.OCILayer))
 	if err != nil {
 		return nil, fmt.Errorf("built-in image: make layer: %w", err)
@@ -132,8 +142,8 @@ var elfMachines = map[string]elf.Machine{
 
 // checkStatic makes sure data is an ELF executable for this machine that
 // needs no dynamic loader (no PT_INTERP program header).
-func checkStatic(name string, data []byte) error {
-	f, err := elf.NewFile(bytes.NewReader(data))
+func checkStatic(name string, data io.ReaderAt) error {
+	f, err := elf.NewFile(data)
 	if err != nil {
 		var fe *elf.FormatError
 		if errors.As(err, &fe) {
@@ -155,39 +165,64 @@ func checkStatic(name string, data []byte) error {
 	return nil
 }
 
-// layerTar writes the image's only layer.
-func layerTar(exe []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+// openLayer streams the image's only layer, with the executable read from
+// exe, which must still be the file id describes.
+func openLayer(exe string, id fsutil.Identity) (io.ReadCloser, error) {
+	f, err := os.Open(exe)
+	if err != nil {
+		return nil, fmt.Errorf("built-in image: read executable: %w", err)
+	}
+	if now, err := fsutil.IdentityOf(f); err != nil || now != id {
+		f.Close()
+		return nil, fmt.Errorf("built-in image: %s changed while the image was made from it: try again", exe)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer f.Close()
+		err := writeLayer(pw, io.NewSectionReader(f, 0, id.Size), id.Size)
+		if err == nil {
+			if now, ierr := fsutil.IdentityOf(f); ierr != nil || now != id {
+				err = fmt.Errorf("built-in image: %s changed while the image was made from it: try again", exe)
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr, nil
+}
+
+// writeLayer writes the image's only layer to w, with size bytes of exe as
+// the executable.
+func writeLayer(w io.Writer, exe io.Reader, size int64) error {
+	tw := tar.NewWriter(w)
 	type entry struct {
 		hdr  tar.Header
-		data []byte
+		data io.Reader
+		size int64
 	}
 	entries := []entry{
-		{tar.Header{Typeflag: tar.TypeDir, Name: "etc/", Mode: 0o755}, nil},
-		{tar.Header{Typeflag: tar.TypeReg, Name: "etc/group", Mode: 0o644}, []byte(group)},
-		{tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644}, []byte(passwd)},
-		{tar.Header{Typeflag: tar.TypeReg, Name: ExePath[1:], Mode: 0o755}, exe},
-		{tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil},
+		{tar.Header{Typeflag: tar.TypeDir, Name: "etc/", Mode: 0o755}, nil, 0},
+		{tar.Header{Typeflag: tar.TypeReg, Name: "etc/group", Mode: 0o644}, strings.NewReader(group), int64(len(group))},
+		{tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644}, strings.NewReader(passwd), int64(len(passwd))},
+		{tar.Header{Typeflag: tar.TypeReg, Name: ExePath[1:], Mode: 0o755}, exe, size},
+		{tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil, 0},
 	}
 	for _, a := range Applets {
-		entries = append(entries, entry{tar.Header{Typeflag: tar.TypeSymlink, Name: a, Linkname: ExePath[1:], Mode: 0o777}, nil})
+		entries = append(entries, entry{tar.Header{Typeflag: tar.TypeSymlink, Name: a, Linkname: ExePath[1:], Mode: 0o777}, nil, 0})
 	}
 	for _, e := range entries {
 		h := e.hdr
-		h.Size = int64(len(e.data))
+		h.Size = e.size
 		h.ModTime = epoch
 		h.Uname, h.Gname = "root", "root"
 		h.Format = tar.FormatPAX
 		if err := tw.WriteHeader(&h); err != nil {
-			return nil, err
+			return err
 		}
-		if _, err := tw.Write(e.data); err != nil {
-			return nil, err
+		if e.data != nil {
+			if _, err := io.Copy(tw, e.data); err != nil {
+				return err
+			}
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return tw.Close()
 }
