@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,7 +60,8 @@ func startUp(ctx context.Context, o options) (*nexusUp, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(o.dir, "up.log"))
+	// Appended to: a restart keeps the earlier run's log.
+	logf, err := os.OpenFile(filepath.Join(o.dir, "up.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -225,6 +227,9 @@ func (u *nexusUp) startOne(ctx context.Context, name string, probePeriod int) (t
 	if got.ipv4 == "" {
 		return got, fmt.Errorf("instance %s runs without an IPv4 address (status addresses: %v)", name, got.addresses)
 	}
+	if took := got.started.Sub(t0); took > 500*time.Millisecond {
+		u.explain(ctx, name, took)
+	}
 	serving, err := waitServing(ctx, net.JoinHostPort(got.ipv4, strconv.Itoa(builtin.Port)), 30*time.Second)
 	if err != nil {
 		return got, fmt.Errorf("instance %s: %w", name, err)
@@ -234,6 +239,20 @@ func (u *nexusUp) startOne(ctx context.Context, name string, probePeriod int) (t
 		return got, fmt.Errorf("instance %s not ready: %w", name, err)
 	}
 	return got, nil
+}
+
+// explain says on standard error what the agent recorded about a slow
+// start (its events), so that an outlier in the results can be told.
+func (u *nexusUp) explain(ctx context.Context, name string, took time.Duration) {
+	o, err := u.c.Get(ctx, u.instRes, namespace, name)
+	if err != nil {
+		return
+	}
+	var evs []string
+	for _, e := range o.(*types.Instance).Status.Events {
+		evs = append(evs, fmt.Sprintf("%s %s %s %q", e.LastTime.Format("15:04:05.000"), e.Type, e.Reason, e.Message))
+	}
+	fmt.Fprintf(os.Stderr, "  note: instance %s ran %s after its create; its events: %s\n", name, took.Round(time.Millisecond), strings.Join(evs, "; "))
 }
 
 // removeAll deletes every Workload and Instance and waits until the node
@@ -321,7 +340,17 @@ func (u *nexusUp) memory(ctx context.Context) memReading {
 // over half a second it says why on standard error (the failed attempts),
 // so that a slow outlier in the results can be told from the bench's own.
 func waitServing(ctx context.Context, addr string, limit time.Duration) (time.Time, error) {
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	// What the connect of the current attempt did, for the note below
+	// (the transport dials on a goroutine of its own).
+	var dialed atomic.Pointer[string]
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		t := time.Now()
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		msg := fmt.Sprintf("connect %s: %v", time.Since(t).Round(time.Millisecond), err)
+		dialed.Store(&msg)
+		return c, err
+	}
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, DialContext: dial}}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	began := time.Now()
@@ -329,6 +358,8 @@ func waitServing(ctx context.Context, addr string, limit time.Duration) (time.Ti
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
 		t := time.Now()
+		none := "no connect"
+		dialed.Store(&none)
 		resp, err := hc.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
@@ -345,7 +376,7 @@ func waitServing(ctx context.Context, addr string, limit time.Duration) (time.Ti
 			}
 			err = errors.New(resp.Status)
 		}
-		failed = append(failed, fmt.Sprintf("+%s %v %s", t.Sub(began).Round(time.Millisecond), err, time.Since(t).Round(time.Millisecond)))
+		failed = append(failed, fmt.Sprintf("+%s %v %s (%s)", t.Sub(began).Round(time.Millisecond), err, time.Since(t).Round(time.Millisecond), *dialed.Load()))
 		if !sleep(ctx, time.Millisecond) {
 			return time.Time{}, fmt.Errorf("http://%s/ did not answer within %s: %s", addr, limit, failed[len(failed)-1])
 		}
