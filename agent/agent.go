@@ -11,10 +11,12 @@ import (
 	"sync"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/internal/netnsutil"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/image"
 )
@@ -27,6 +29,11 @@ type Network interface {
 	Attach(ctx context.Context, id, netns string, ports []types.Port) ([]string, error)
 	// Detach undoes Attach; detaching what is not attached is no error.
 	Detach(ctx context.Context, id string) error
+	// Repair is called once when the agent starts, before any Attach,
+	// with the containers that still run (by ID, with their network
+	// namespaces): they keep their addresses and have what is missing
+	// made again; whatever else a previous agent attached is released.
+	Repair(ctx context.Context, running map[string]string) error
 }
 
 // Config configures an Agent. NodeName, Dir, Client, Runtime and Images
@@ -154,9 +161,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-hbDone
 		a.wg.Wait()
 	}()
-	left, err := a.leftContainers()
+	left, running, err := a.leftContainers()
 	if err != nil {
 		return err
+	}
+	if n := a.cfg.Network; n != nil {
+		// A container that cannot be repaired is attached again by its
+		// supervisor (or restarted); the others are in order.
+		if err := n.Repair(ctx, running); err != nil {
+			a.log.Warn("repair the node's container networking", "err", err)
+		}
 	}
 	instances, _ := types.LookupResource("instances")
 	err = a.cfg.Client.Follow(ctx, instances, "", client.FollowOptions{
@@ -236,13 +250,13 @@ func (a *Agent) forget(uid string) {
 }
 
 // leftContainers returns the containers of this agent that exist now, by
-// Instance UID.
-func (a *Agent) leftContainers() (map[string]string, error) {
+// Instance UID, and the network namespaces of those that run, by ID.
+func (a *Agent) leftContainers() (left, running map[string]string, err error) {
 	states, err := a.cfg.Runtime.List()
 	if err != nil {
-		return nil, fmt.Errorf("agent: list the runtime's containers: %w", err)
+		return nil, nil, fmt.Errorf("agent: list the runtime's containers: %w", err)
 	}
-	left := map[string]string{}
+	left, running = map[string]string{}, map[string]string{}
 	for _, st := range states {
 		if !strings.HasPrefix(st.ID, containerPrefix) {
 			continue
@@ -252,8 +266,11 @@ func (a *Agent) leftContainers() (map[string]string, error) {
 			uid = strings.TrimPrefix(st.ID, containerPrefix)
 		}
 		left[uid] = st.ID
+		if st.Status == specs.StateRunning && st.Pid > 0 {
+			running[st.ID] = netnsutil.ProcPath(st.Pid)
+		}
 	}
-	return left, nil
+	return left, running, nil
 }
 
 // removeOrphan stops and removes a container no Instance wants.

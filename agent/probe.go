@@ -99,7 +99,7 @@ func secondsOr(s int32, d time.Duration) time.Duration {
 
 // check runs p once.
 func (pr *prober) check(ctx context.Context, p *types.Probe) error {
-	netns := "/proc/" + strconv.Itoa(pr.pid) + "/ns/net"
+	netns := netnsutil.ProcPath(pr.pid)
 	switch {
 	case p.HTTP != nil:
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.HTTP.Port)))

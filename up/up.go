@@ -14,17 +14,14 @@
 package up
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"nexus.dev/nexus/agent"
 	"nexus.dev/nexus/api"
@@ -70,13 +67,10 @@ type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *server.Server
-	agent  *agent.Agent
 	net    *networking.Node
 	rt     *runtime.Runtime
 	rec    *exitrec.Recorder
 	client *client.Client
-	// exitsRecorded says whether exit statuses survive a restart.
-	exitsRecorded bool
 
 	cancel     context.CancelFunc
 	agentDone  chan struct{} // closed when the agent's Run returned
@@ -136,7 +130,6 @@ func (u *Node) startAgent(ctx context.Context) error {
 		u.log.Warn("no exit recorder: a container that exits while nexus is down is restarted with its exit status unknown", "err", err)
 	} else {
 		rtCfg.Exits = u.rec
-		u.exitsRecorded = true
 	}
 	u.rt = runtime.New(rtCfg)
 	imgs, err := image.Open(image.Config{Root: filepath.Join(dataDir, "images"), Logger: u.log.With("component", "images")})
@@ -155,7 +148,6 @@ func (u *Node) startAgent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	u.agent = a
 	// The API reaches the agent in this process for logs and exec.
 	u.unregister = u.srv.API().Nodes().Register(cfg.NodeName, a)
 	actx, cancel := context.WithCancel(context.Background())
@@ -180,9 +172,9 @@ func (u *Node) startAgent(ctx context.Context) error {
 	return nil
 }
 
-// startNetwork allocates this node's prefixes through the store, sets the
-// bridge and rules up, and repairs what a previous run left: containers
-// that still run keep their addresses, the others' are released.
+// startNetwork allocates this node's prefixes through the store and opens
+// the node's networking; the agent repairs what a previous run left
+// (Network.Repair) before it attaches anything.
 func (u *Node) startNetwork(ctx context.Context, agentDir string) error {
 	cfg := u.cfg
 	want, err := networking.ParseClusterPrefixes(cfg.ClusterIPv6, cfg.ClusterIPv4, cfg.NodeIPv4Bits)
@@ -206,44 +198,9 @@ func (u *Node) startNetwork(ctx context.Context, agentDir string) error {
 	if err != nil {
 		return err
 	}
-	keep, err := u.runningContainers()
-	if err != nil {
-		return err
-	}
-	if _, err := u.net.Repair(ctx, keep); err != nil {
-		// A container that cannot be repaired is restarted by its
-		// supervisor, which attaches it again; the rest is in order.
-		u.log.Warn("networking repair", "err", err)
-	}
-	u.log.Info("container networking", "bridge", cmpOr(cfg.Bridge, networking.DefaultBridge),
+	u.log.Info("container networking", "bridge", cmp.Or(cfg.Bridge, networking.DefaultBridge),
 		"ipv6", prefixes.IPv6.String(), "ipv4", prefixes.IPv4.String())
 	return nil
-}
-
-// runningContainers are the agent's containers whose process runs, with
-// the ports the networking state has for them.
-func (u *Node) runningContainers() ([]networking.ContainerRef, error) {
-	states, err := u.rt.List()
-	if err != nil {
-		return nil, fmt.Errorf("list the runtime's containers: %w", err)
-	}
-	attached := u.net.Attachments()
-	var keep []networking.ContainerRef
-	for _, st := range states {
-		if !strings.HasPrefix(st.ID, "nx-") || st.Status != specs.StateRunning || st.Pid <= 0 {
-			continue
-		}
-		keep = append(keep, networking.ContainerRef{ID: st.ID, NetNSPath: "/proc/" + strconv.Itoa(st.Pid) + "/ns/net",
-			Ports: attached[st.ID].Ports})
-	}
-	return keep, nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // nodeNetwork adapts a networking.Node to the agent.
@@ -266,6 +223,17 @@ func (w nodeNetwork) Attach(ctx context.Context, id, netns string, ports []types
 
 func (w nodeNetwork) Detach(ctx context.Context, id string) error { return w.n.Detach(ctx, id) }
 
+// Repair keeps the running containers with the ports they published.
+func (w nodeNetwork) Repair(ctx context.Context, running map[string]string) error {
+	attached := w.n.Attachments()
+	keep := make([]networking.ContainerRef, 0, len(running))
+	for id, netns := range running {
+		keep = append(keep, networking.ContainerRef{ID: id, NetNSPath: netns, Ports: attached[id].Ports})
+	}
+	_, err := w.n.Repair(ctx, keep)
+	return err
+}
+
 func (u *Node) fail(err error) {
 	u.errOnce.Do(func() {
 		u.err = err
@@ -282,7 +250,7 @@ func (u *Node) NodeName() string { return u.cfg.NodeName }
 
 // ExitsRecorded says whether the eBPF exit recorder runs, so a container
 // that exits while nexus is down has its exit status known.
-func (u *Node) ExitsRecorded() bool { return u.exitsRecorded }
+func (u *Node) ExitsRecorded() bool { return u.rec != nil }
 
 // Done is closed once the node has stopped.
 func (u *Node) Done() <-chan struct{} { return u.done }

@@ -8,9 +8,13 @@ import (
 	"net"
 	"os"
 	goruntime "runtime"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
+
+// ProcPath is the network namespace of process pid.
+func ProcPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/net" }
 
 // Dial connects to addr from inside the network namespace at path netns
 // (/proc/PID/ns/net, /run/netns/NAME): the socket is made by a thread that
