@@ -1,13 +1,13 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/internal/netnsutil"
 	"nexus.dev/nexus/runtime"
 )
 
@@ -95,8 +96,9 @@ func (s *supervisor) setStatus(f func(st *types.InstanceStatus)) {
 // it the latest instead of adding one,
 // and only the latest types.MaxInstanceEvents are kept.
 func (s *supervisor) event(typ, reason, msg string) {
-	if len(msg) > maxEventMessage {
-		msg = msg[:maxEventMessage-3] + "..."
+	if len(msg) > types.MaxEventMessage {
+		// Cut on a character boundary.
+		msg = strings.ToValidUTF8(msg[:types.MaxEventMessage-len("…")], "") + "…"
 	}
 	now := time.Now().UTC()
 	s.setStatus(func(st *types.InstanceStatus) {
@@ -131,16 +133,6 @@ func (s *supervisor) failedEvent(err error) {
 
 // eventLookBack is how many of the latest events a new one may repeat.
 const eventLookBack = 4
-
-// maxEventMessage bounds an event's message below the API's limit.
-const maxEventMessage = 1024
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
 
 func (s *supervisor) phase(p types.InstancePhase, msg string) {
 	s.setStatus(func(st *types.InstanceStatus) {
@@ -330,7 +322,7 @@ func (s *supervisor) live(ctx context.Context) {
 			st.Message = fmt.Sprintf("%s; restarting in %v", describeExit(exit), delay)
 		})
 		s.event(types.EventWarning, "BackOff", fmt.Sprintf("%s; restarting it after a delay that doubles up to %v (restart policy %s)",
-			describeExit(exit), backoffMax, cmpOr(string(inst.Spec.Template.RestartPolicy), string(types.RestartAlways))))
+			describeExit(exit), backoffMax, cmp.Or(inst.Spec.Template.RestartPolicy, types.RestartAlways)))
 		_ = s.c.deleteContainer(context.WithoutCancel(ctx))
 		if !sleep(ctx, delay) {
 			return
@@ -350,7 +342,7 @@ func (s *supervisor) start(ctx context.Context) (int, error) {
 	var addrs []string
 	if n := s.a.cfg.Network; n != nil {
 		inst := s.instance()
-		addrs, err = n.Attach(ctx, s.c.id, "/proc/"+strconv.Itoa(pid)+"/ns/net", inst.Spec.Template.Ports)
+		addrs, err = n.Attach(ctx, s.c.id, netnsutil.ProcPath(pid), inst.Spec.Template.Ports)
 		if err != nil {
 			return 0, stepError("NetworkFailed", err)
 		}
@@ -381,7 +373,7 @@ func (s *supervisor) adoptRunning(ctx context.Context, pid int) error {
 	var addrs []string
 	if n := s.a.cfg.Network; n != nil {
 		var err error
-		addrs, err = n.Attach(ctx, s.c.id, "/proc/"+strconv.Itoa(pid)+"/ns/net", s.instance().Spec.Template.Ports)
+		addrs, err = n.Attach(ctx, s.c.id, netnsutil.ProcPath(pid), s.instance().Spec.Template.Ports)
 		if err != nil {
 			return stepError("NetworkFailed", err)
 		}
@@ -389,7 +381,7 @@ func (s *supervisor) adoptRunning(ctx context.Context, pid int) error {
 	s.setStatus(func(st *types.InstanceStatus) {
 		st.Phase, st.Progress = types.PhaseRunning, ""
 		if st.StartedAt.IsZero() {
-			st.StartedAt = time.Now().UTC().Truncate(time.Second)
+			st.StartedAt = time.Now().UTC()
 		}
 		if addrs != nil {
 			st.Addresses = addrs

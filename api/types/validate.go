@@ -172,8 +172,8 @@ func (o *Instance) validate(*Resource) FieldErrors {
 		if e.Reason == "" || len(e.Reason) > 64 || strings.ContainsAny(e.Reason, " \t\n") {
 			errs.add(ep.Index(i).Child("reason"), "must be one word of at most 64 bytes, such as Started, not %q", e.Reason)
 		}
-		if len(e.Message) > maxEventMessage {
-			errs.add(ep.Index(i).Child("message"), "is %d bytes long: at most %d", len(e.Message), maxEventMessage)
+		if len(e.Message) > MaxEventMessage {
+			errs.add(ep.Index(i).Child("message"), "is %d bytes long: at most %d", len(e.Message), MaxEventMessage)
 		}
 		if e.Count < 0 {
 			errs.add(ep.Index(i).Child("count"), "must not be negative")

@@ -353,8 +353,8 @@ const (
 // MaxInstanceEvents bounds an instance's event history.
 const MaxInstanceEvents = 30
 
-// maxEventMessage bounds one event's message, in bytes.
-const maxEventMessage = 2048
+// MaxEventMessage bounds one event's message, in bytes.
+const MaxEventMessage = 1024
 
 // ExitInfo is how the last run of an instance's container ended.
 type ExitInfo struct {
