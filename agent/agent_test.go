@@ -2,10 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -14,122 +10,30 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"nexus.dev/nexus/agent"
 	"nexus.dev/nexus/api/apitest"
 	"nexus.dev/nexus/api/client"
-	"nexus.dev/nexus/api/servertest"
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/testutil"
-	"nexus.dev/nexus/runtime"
-	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/runtime/image/builtin"
 )
-
-func newClient(t *testing.T, c *servertest.Cluster, cert *tls.Certificate) *client.Client {
-	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AddCert(c.Root.Cert)
-	cli, err := client.New(client.Settings{Server: c.URL(), RootCAs: pool, Certificate: cert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
-// waitInstance polls the instance until ok says it is as wanted.
-func waitInstance(t *testing.T, cli *client.Client, name string, what string, ok func(*types.Instance) bool) *types.Instance {
-	t.Helper()
-	instances, _ := types.LookupResource("instances")
-	deadline := time.Now().Add(60 * time.Second)
-	var last *types.Instance
-	for time.Now().Before(deadline) {
-		o, err := cli.Get(context.Background(), instances, "default", name)
-		if err == nil {
-			last = o.(*types.Instance)
-			if ok(last) {
-				return last
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if last != nil {
-		t.Fatalf("instance %s not %s within 60 s: status %+v", name, what, last.Status)
-	}
-	t.Fatalf("instance %s not %s within 60 s", name, what)
-	return nil
-}
-
-// startAgent runs an agent for node n1 against a whole API server with
-// a real runtime and image store, and returns an admin client and the
-// runtime. Its containers are removed at the end.
-func startAgent(t *testing.T) (*client.Client, *runtime.Runtime) {
-	t.Helper()
-	testutil.RequireRoot(t)
-	return startAgentOn(t, apitest.NexusStore(t))
-}
-
-// startAgentOn is startAgent with the API's objects in the store b.
-func startAgentOn(t *testing.T, b apitest.Backend) (*client.Client, *runtime.Runtime) {
-	t.Helper()
-	testutil.RequireRoot(t)
-	bin := testutil.NexusBin(t)
-	c := servertest.StartServer(t, b, servertest.ServerOptions{})
-	admin := newClient(t, c, c.User(t, "admin"))
-	node := newClient(t, c, c.Node(t, "n1"))
-
-	rt := runtime.New(runtime.Config{Root: filepath.Join(t.TempDir(), "run")})
-	imgRoot := filepath.Join(t.TempDir(), "images")
-	imgs, err := image.Open(image.Config{Root: imgRoot})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{NodeName: "n1", Dir: t.TempDir(), Client: node, Runtime: rt, Images: imgs,
-		BuiltinExe: bin, HeartbeatInterval: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		states, _ := rt.List()
-		for _, st := range states {
-			_ = rt.Delete(context.Background(), st.ID, true)
-		}
-		// Root file systems too, also of a container between restarts.
-		prepared, _ := os.ReadDir(filepath.Join(imgRoot, "containers"))
-		for _, d := range prepared {
-			_ = imgs.Release(context.Background(), d.Name())
-		}
-	})
-	return admin, rt
-}
 
 // TestAgentRunsAnInstance: an Instance bound to the agent's node runs the
 // built-in image as a container, turns ready by its HTTP readiness probe,
 // is restarted (restarts goes up) when its process is killed, and is
 // stopped and removed when the Instance is deleted.
 func TestAgentRunsAnInstance(t *testing.T) {
-	admin, rt := startAgent(t)
+	n := startNode(t, nil)
+	n.run(t, nil)
+	admin, rt := n.admin, n.rt
 
 	grace := int64(2)
-	inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "web-1", Namespace: "default"},
-		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
-			Image:                         builtin.Reference,
-			Args:                          []string{"--listen", "0.0.0.0", "--port", "8080"},
-			Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8080}, PeriodSeconds: 1},
-			TerminationGracePeriodSeconds: &grace,
-		}}}
-	inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
-	created, err := admin.Create(context.Background(), inst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid := created.GetObjectMeta().UID
-	id := "nx-" + uid
+	created := n.create(t, "web-1", types.InstanceTemplate{
+		Image:                         builtin.Reference,
+		Args:                          []string{"--listen", "0.0.0.0", "--port", "8080"},
+		Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8080}, PeriodSeconds: 1},
+		TerminationGracePeriodSeconds: &grace,
+	})
+	id := "nx-" + created.UID
 
 	got := waitInstance(t, admin, "web-1", "running and ready", func(i *types.Instance) bool {
 		return i.Status.Phase == types.PhaseRunning && i.Status.Ready
@@ -184,21 +88,17 @@ func TestAgentRunsAnInstance(t *testing.T) {
 // liveness probe that fails stops the container, which is restarted with
 // the reason LivenessFailed and an Unhealthy event.
 func TestAgentSecretsAndLiveness(t *testing.T) {
-	admin, _ := startAgent(t)
-	ctx := context.Background()
+	n := startNode(t, nil)
+	n.run(t, nil)
+	admin, ctx := n.admin, context.Background()
 	grace := int64(1)
-	inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "sec-1", Namespace: "default"},
-		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
-			Image: builtin.Reference,
-			Env: []types.EnvVar{{Name: "PORT", ValueFrom: &types.EnvSource{
-				SecretKeyRef: &types.SecretKeySelector{Name: "web-port", Key: "port"}}}},
-			Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8181}, PeriodSeconds: 1},
-			TerminationGracePeriodSeconds: &grace,
-		}}}
-	inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
-	if _, err := admin.Create(ctx, inst); err != nil {
-		t.Fatal(err)
-	}
+	n.create(t, "sec-1", types.InstanceTemplate{
+		Image: builtin.Reference,
+		Env: []types.EnvVar{{Name: "PORT", ValueFrom: &types.EnvSource{
+			SecretKeyRef: &types.SecretKeySelector{Name: "web-port", Key: "port"}}}},
+		Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8181}, PeriodSeconds: 1},
+		TerminationGracePeriodSeconds: &grace,
+	})
 	waitInstance(t, admin, "sec-1", "waiting for its Secret", func(i *types.Instance) bool {
 		return i.Status.Phase == types.PhasePreparing && strings.Contains(i.Status.Message, "ConfigError: env PORT: secret default/web-port does not exist")
 	})
@@ -215,16 +115,11 @@ func TestAgentSecretsAndLiveness(t *testing.T) {
 		t.Fatalf("events %+v: want the ConfigError and Ready", got.Status.Events)
 	}
 
-	live := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "live-1", Namespace: "default"},
-		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
-			Image:                         builtin.Reference,
-			Liveness:                      &types.Probe{TCP: &types.TCPProbe{Port: 9999}, PeriodSeconds: 1, FailureThreshold: 2},
-			TerminationGracePeriodSeconds: &grace,
-		}}}
-	live.TypeMeta = inst.TypeMeta
-	if _, err := admin.Create(ctx, live); err != nil {
-		t.Fatal(err)
-	}
+	n.create(t, "live-1", types.InstanceTemplate{
+		Image:                         builtin.Reference,
+		Liveness:                      &types.Probe{TCP: &types.TCPProbe{Port: 9999}, PeriodSeconds: 1, FailureThreshold: 2},
+		TerminationGracePeriodSeconds: &grace,
+	})
 	got = waitInstance(t, admin, "live-1", "restarted after a failed liveness probe", func(i *types.Instance) bool {
 		return i.Status.Restarts >= 1 && i.Status.LastExit != nil
 	})
@@ -245,21 +140,16 @@ func TestAgentSecretsAndLiveness(t *testing.T) {
 func TestAgentOutlivesAStoreOutage(t *testing.T) {
 	testutil.RequireRoot(t)
 	store := apitest.NexusStore(t)
-	admin, rt := startAgentOn(t, store)
-	ctx := context.Background()
+	n := startNode(t, &store)
+	n.run(t, nil)
+	admin, rt := n.admin, n.rt
 	grace := int64(1)
-	inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "out-1", Namespace: "default"},
-		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
-			Image:                         builtin.Reference,
-			Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8080}, PeriodSeconds: 1},
-			TerminationGracePeriodSeconds: &grace,
-		}}}
-	inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
-	created, err := admin.Create(ctx, inst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := "nx-" + created.GetObjectMeta().UID
+	created := n.create(t, "out-1", types.InstanceTemplate{
+		Image:                         builtin.Reference,
+		Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8080}, PeriodSeconds: 1},
+		TerminationGracePeriodSeconds: &grace,
+	})
+	id := "nx-" + created.UID
 	waitInstance(t, admin, "out-1", "running and ready", func(i *types.Instance) bool {
 		return i.Status.Phase == types.PhaseRunning && i.Status.Ready
 	})
@@ -267,6 +157,7 @@ func TestAgentOutlivesAStoreOutage(t *testing.T) {
 	if err := store.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	stopped := time.Now()
 	resumed := false
 	resume := func() {
 		if !resumed {
@@ -297,7 +188,7 @@ func TestAgentOutlivesAStoreOutage(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(outage - outage/3 - time.Since(deadline.Add(-20*time.Second)))
+	time.Sleep(time.Until(stopped.Add(outage)))
 	resume()
 	got := waitInstance(t, admin, "out-1", "caught up after the outage", func(i *types.Instance) bool {
 		return i.Status.Restarts == 1 && i.Status.Phase == types.PhaseRunning && i.Status.Ready

@@ -14,13 +14,9 @@ import (
 	"time"
 
 	"nexus.dev/nexus/agent"
-	"nexus.dev/nexus/api/apitest"
 	"nexus.dev/nexus/api/client"
-	"nexus.dev/nexus/api/servertest"
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/testrootfs"
-	"nexus.dev/nexus/internal/testutil"
-	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/runtime/image/builtin"
 )
@@ -36,52 +32,22 @@ type execFixture struct {
 
 func startExecFixture(t *testing.T) *execFixture {
 	t.Helper()
-	testutil.RequireRoot(t)
-	bin := testutil.NexusBin(t)
+	n := startNode(t, nil)
 	rootfs := t.TempDir()
 	if err := testrootfs.Build(rootfs); err != nil {
 		t.Fatal(err)
 	}
-	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
-	admin := newClient(t, c, c.User(t, "admin"))
-	node := newClient(t, c, c.Node(t, "n1"))
-	rt := runtime.New(runtime.Config{Root: filepath.Join(t.TempDir(), "run")})
-	imgs, err := image.Open(image.Config{Root: filepath.Join(t.TempDir(), "images")})
-	if err != nil {
+	if _, err := n.imgs.ImportPath(context.Background(), rootfs, image.ImportOptions{Name: busyboxImage}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := imgs.ImportPath(context.Background(), rootfs, image.ImportOptions{Name: busyboxImage}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{NodeName: "n1", Dir: t.TempDir(), Client: node, Runtime: rt, Images: imgs,
-		BuiltinExe: bin, HeartbeatInterval: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Server.Nodes().Register("n1", a))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		states, _ := rt.List()
-		for _, st := range states {
-			_ = rt.Delete(context.Background(), st.ID, true)
-			_ = imgs.Release(context.Background(), st.ID)
-		}
-	})
+	a, _ := n.run(t, nil)
+	admin := n.admin
 	grace := int64(1)
 	for name, tmpl := range map[string]types.InstanceTemplate{
 		"box": {Image: busyboxImage, Command: []string{"sleep", "1000000"}, TerminationGracePeriodSeconds: &grace},
 		"web": {Image: builtin.Reference, Args: []string{"--port", "8080"}, TerminationGracePeriodSeconds: &grace},
 	} {
-		inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: name, Namespace: "default"},
-			Spec: types.InstanceSpec{NodeName: "n1", Template: tmpl}}
-		inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
-		if _, err := admin.Create(context.Background(), inst); err != nil {
-			t.Fatal(err)
-		}
+		n.create(t, name, tmpl)
 	}
 	for _, name := range []string{"box", "web"} {
 		waitInstance(t, admin, name, "running", func(i *types.Instance) bool { return i.Status.Phase == types.PhaseRunning })

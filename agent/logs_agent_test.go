@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -18,45 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"nexus.dev/nexus/agent"
-	"nexus.dev/nexus/api/apitest"
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/servertest"
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/netnsutil"
-	"nexus.dev/nexus/internal/testutil"
-	"nexus.dev/nexus/runtime"
-	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/runtime/image/builtin"
 )
-
-// runAgent runs an agent for node n1 over dir until the returned stop is
-// called (or the test ends), registered with the API server as n1's.
-func runAgent(t *testing.T, c *servertest.Cluster, node *client.Client, rt *runtime.Runtime, imgs *image.Store, dir, bin string) (stop func()) {
-	t.Helper()
-	a, err := agent.New(agent.Config{NodeName: "n1", Dir: dir, Client: node, Runtime: rt, Images: imgs,
-		BuiltinExe: bin, HeartbeatInterval: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	unregister := c.Server.Nodes().Register("n1", a)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			unregister()
-			cancel()
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("agent: %v", err)
-			}
-		}
-	}
-	t.Cleanup(stop)
-	return stop
-}
 
 // readLog reads an instance's log through the API.
 func readLog(t *testing.T, cli *client.Client, name string, opts client.LogOptions) string {
@@ -106,40 +72,18 @@ var requestLine = regexp.MustCompile(`^request (\d+): GET / from `)
 // (which it does not restart). A restart of the container appends to the
 // same log; deleting the instance ends a follower's stream.
 func TestAgentLogs(t *testing.T) {
-	testutil.RequireRoot(t)
-	bin := testutil.NexusBin(t)
-	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
-	admin := newClient(t, c, c.User(t, "admin"))
-	node := newClient(t, c, c.Node(t, "n1"))
-	rt := runtime.New(runtime.Config{Root: filepath.Join(t.TempDir(), "run")})
-	imgs, err := image.Open(image.Config{Root: filepath.Join(t.TempDir(), "images")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		states, _ := rt.List()
-		for _, st := range states {
-			_ = rt.Delete(context.Background(), st.ID, true)
-			_ = imgs.Release(context.Background(), st.ID)
-		}
-	})
-	dir := t.TempDir()
-	stop1 := runAgent(t, c, node, rt, imgs, dir, bin)
+	n := startNode(t, nil)
+	_, stop1 := n.run(t, nil)
+	admin, rt, c := n.admin, n.rt, n.c
 
 	grace := int64(2)
-	inst := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "web-1", Namespace: "default"},
-		Spec: types.InstanceSpec{NodeName: "n1", Template: types.InstanceTemplate{
-			Image:                         builtin.Reference,
-			Args:                          []string{"--listen", "0.0.0.0", "--port", "8080"},
-			Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/", Port: 8080}, PeriodSeconds: 1},
-			TerminationGracePeriodSeconds: &grace,
-		}}}
-	inst.TypeMeta = types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"}
-	created, err := admin.Create(context.Background(), inst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := "nx-" + created.GetObjectMeta().UID
+	created := n.create(t, "web-1", types.InstanceTemplate{
+		Image:                         builtin.Reference,
+		Args:                          []string{"--listen", "0.0.0.0", "--port", "8080"},
+		Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/", Port: 8080}, PeriodSeconds: 1},
+		TerminationGracePeriodSeconds: &grace,
+	})
+	id := "nx-" + created.UID
 	waitInstance(t, admin, "web-1", "running and ready", func(i *types.Instance) bool {
 		return i.Status.Phase == types.PhaseRunning && i.Status.Ready
 	})
@@ -202,7 +146,7 @@ func TestAgentLogs(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	runAgent(t, c, node, rt, imgs, dir, bin)
+	n.run(t, nil)
 	got = waitLogHas(t, admin, "web-1", "GET /away-3 from")
 	if !strings.Contains(got, "GET /away-1 from") || strings.Count(got, "listening on") != 1 {
 		t.Fatalf("the log after a new agent adopted the container:\n%s", got)
@@ -250,7 +194,7 @@ func TestAgentLogs(t *testing.T) {
 		}
 	}
 	// The directory goes right after the log is closed.
-	instDir := filepath.Join(dir, "instances", created.GetObjectMeta().UID)
+	instDir := filepath.Join(n.dir, "instances", created.UID)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		_, err := os.Stat(instDir)
 		if os.IsNotExist(err) {

@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"io"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -11,63 +10,23 @@ import (
 	"time"
 
 	"nexus.dev/nexus/agent"
-	"nexus.dev/nexus/api/apitest"
 	"nexus.dev/nexus/api/client"
-	"nexus.dev/nexus/api/servertest"
 	"nexus.dev/nexus/api/types"
-	"nexus.dev/nexus/internal/testutil"
-	"nexus.dev/nexus/runtime"
-	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/runtime/image/builtin"
 )
 
 // statsNode is an API server and an agent for node n1 that samples every
 // 300 ms into the API's own /metrics registry, as nexus up wires it.
-type statsNode struct {
-	c     *servertest.Cluster
-	admin *client.Client
-	rt    *runtime.Runtime
-	ids   []string // the containers of the instances made
-}
+type statsNode struct{ *testNode }
 
 func startStatsNode(t *testing.T) *statsNode {
 	t.Helper()
-	testutil.RequireRoot(t)
-	bin := testutil.NexusBin(t)
-	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
-	n := &statsNode{c: c, admin: newClient(t, c, c.User(t, "admin"))}
-	n.rt = runtime.New(runtime.Config{Root: filepath.Join(t.TempDir(), "run")})
-	imgs, err := image.Open(image.Config{Root: filepath.Join(t.TempDir(), "images")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{NodeName: "n1", Dir: t.TempDir(), Client: newClient(t, c, c.Node(t, "n1")), Runtime: n.rt,
-		Images: imgs, BuiltinExe: bin, HeartbeatInterval: time.Second, StatsInterval: 300 * time.Millisecond,
-		Metrics: c.Server.Registry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-		// Deleting a container removes its cgroups; a container between
-		// two runs has no runtime state but its bundle is mounted.
-		ids := n.ids
-		states, _ := n.rt.List()
-		for _, st := range states {
-			ids = append(ids, st.ID)
-		}
-		for _, id := range ids {
-			_ = n.rt.Delete(context.Background(), id, true)
-			_ = imgs.Release(context.Background(), id)
-		}
+	n := startNode(t, nil)
+	n.run(t, func(c *agent.Config) {
+		c.StatsInterval = 300 * time.Millisecond
+		c.Metrics = n.c.Server.Registry()
 	})
-	return n
+	return &statsNode{n}
 }
 
 // create makes an Instance of the built-in image on n1 running hello with
@@ -84,11 +43,9 @@ func (n *statsNode) create(t *testing.T, name string, limit types.Bytes, policy 
 			RestartPolicy:                 policy,
 			TerminationGracePeriodSeconds: &grace,
 		}}}
-	created, err := n.admin.Create(context.Background(), inst)
-	if err != nil {
+	if _, err := n.admin.Create(context.Background(), inst); err != nil {
 		t.Fatal(err)
 	}
-	n.ids = append(n.ids, "nx-"+created.GetObjectMeta().UID)
 }
 
 // metrics scrapes the API's /metrics as the admin and returns the lines of
