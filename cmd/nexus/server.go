@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"nexus.dev/nexus/server"
 )
@@ -53,17 +54,22 @@ Then, as the admin:
 			return runServer(ctx, cfg, cmd)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&cfg.Name, "name", "", "this server's name (default: the host name)")
+	bindServerFlags(cmd.Flags(), &cfg, "this server's name (default: the host name)")
+	cmd.Flags().StringSliceVar(&cfg.StoreEndpoints, "store-endpoints", nil, "client URLs of an external etcd to keep objects in, instead of the embedded store")
+	return cmd
+}
+
+// bindServerFlags binds the flags of a server's configuration that nexus
+// server and nexus up share; nameHelp describes --name.
+func bindServerFlags(f *pflag.FlagSet, cfg *server.Config, nameHelp string) {
+	f.StringVar(&cfg.Name, "name", "", nameHelp)
 	f.StringVar(&cfg.Cluster, "cluster", "nexus", "the cluster's name, for a new cluster's CA")
 	f.StringVar(&cfg.APIAddr, "api-addr", fmt.Sprintf(":%d", server.DefaultAPIPort), "where the API listens (host:port, TCP for HTTPS and UDP for HTTP/3)")
 	f.StringSliceVar(&cfg.Advertise, "advertise", nil, "host names and addresses clients use to reach the API (in its certificate; the first goes into admin.conf)")
-	f.StringSliceVar(&cfg.StoreEndpoints, "store-endpoints", nil, "client URLs of an external etcd to keep objects in, instead of the embedded store")
 	f.StringVar(&cfg.StorePeerAddr, "store-peer-addr", "[::1]:7380", "the embedded store member's peer address (QUIC)")
 	f.StringSliceVar(&cfg.StoreClientURLs, "store-client-urls", nil, "also serve the embedded store to etcd clients on these URLs (e.g. http://127.0.0.1:2379)")
 	f.StringVar(&cfg.AdminUser, "admin-user", "admin", "the first user, bound to cluster-admin on a new cluster")
 	f.StringVar(&cfg.AuditPolicy, "audit-policy", "", "audit policy file (JSON or YAML; default: changes with their request bodies, reads of secrets, every denial and authentication failure; other reads not recorded)")
-	return cmd
 }
 
 func runServer(ctx context.Context, cfg server.Config, cmd *cobra.Command) error {

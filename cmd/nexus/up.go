@@ -20,7 +20,6 @@ import (
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/runtime/image/builtin"
-	"nexus.dev/nexus/server"
 	"nexus.dev/nexus/up"
 )
 
@@ -88,15 +87,7 @@ Then, in another terminal:
 		},
 	}
 	f := cmd.Flags()
-	s := &cfg.Server
-	f.StringVar(&s.Name, "name", "", "this server's name, and the node's unless --node-name (default: the host name)")
-	f.StringVar(&s.Cluster, "cluster", "nexus", "the cluster's name, for a new cluster's CA")
-	f.StringVar(&s.APIAddr, "api-addr", fmt.Sprintf(":%d", server.DefaultAPIPort), "where the API listens (host:port, TCP for HTTPS and UDP for HTTP/3)")
-	f.StringSliceVar(&s.Advertise, "advertise", nil, "host names and addresses clients use to reach the API (in its certificate; the first goes into admin.conf)")
-	f.StringVar(&s.StorePeerAddr, "store-peer-addr", "[::1]:7380", "the embedded store member's peer address (QUIC)")
-	f.StringSliceVar(&s.StoreClientURLs, "store-client-urls", nil, "also serve the embedded store to etcd clients on these URLs (e.g. http://127.0.0.1:2379)")
-	f.StringVar(&s.AdminUser, "admin-user", "admin", "the first user, bound to cluster-admin on a new cluster")
-	f.StringVar(&s.AuditPolicy, "audit-policy", "", "audit policy file (see nexus server --help)")
+	bindServerFlags(f, &cfg.Server, "this server's name, and the node's unless --node-name (default: the host name)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this machine's node name (default: the server's name)")
 	f.StringArrayVar(&labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
 	f.StringVar(&cfg.ClusterIPv6, "cluster-ipv6", "", "the cluster's IPv6 container prefix, a /48 or shorter (default: a generated unique local /48; ignored when the cluster has one)")
