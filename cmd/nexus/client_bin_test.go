@@ -247,6 +247,14 @@ func TestClientCommands(t *testing.T) {
 		t.Fatalf("delete -f --ignore-not-found: %q", out)
 	}
 	e.fails([]string{"document 1) workload/web", "not found", "1 of 3 documents were not deleted"}, "delete", "-f", web, "-n", "shop", "-f", e.file("only-wl.yaml", strings.Split(webManifest, "---")[0]))
+	// KIND/NAME, as get -o name prints them.
+	e.ok("apply", "-f", web, "-n", "shop")
+	if out := e.ok("delete", "workload/web", "service/web", "-n", "shop"); out != "workload/web deleted\nservice/web deleted\n" {
+		t.Fatalf("delete KIND/NAME...: %q", out)
+	}
+	e.fails([]string{`"web": give every object as KIND/NAME (e.g. workload/web), or KIND NAME... without slashes`}, "delete", "workload/web", "web")
+	e.fails([]string{`"workload/": give every object as KIND/NAME`}, "delete", "workload/")
+	e.fails([]string{`unknown resource type "nope"`}, "delete", "nope/x")
 
 	// Completion: kinds, then names from the server.
 	e.ok("apply", "-f", web)
