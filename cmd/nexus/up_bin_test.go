@@ -35,7 +35,6 @@ type upHarness struct {
 	home    string
 	apiAddr string
 	peer    string
-	config  string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -71,8 +70,7 @@ func (h *upHarness) start() {
 	defer logFile.Close()
 	cmd := exec.Command("nsenter", "--net="+h.nsPath, h.bin, "--data-dir", h.dataDir, "up", "--name", "node1",
 		"--api-addr", h.apiAddr, "--store-peer-addr", h.peer)
-	cmd.Env = append(os.Environ(), "HOME="+h.home)
-	cmd.Env = append(cmd.Env, "NEXUS_CONFIG=")
+	cmd.Env = h.env()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		h.t.Fatal(err)
@@ -94,11 +92,16 @@ func (h *upHarness) start() {
 	if want := filepath.Join(h.dataDir, "admin.conf"); conf != want {
 		h.t.Fatalf("admin configuration at %q, want %q", conf, want)
 	}
-	h.config = conf
 	next := expect(`^  nexus run web --image nexus.local/hello`)
 	if strings.Contains(next, "NEXUS_CONFIG") {
 		h.t.Fatalf("the next commands need NEXUS_CONFIG although ~/.nexus/config is this cluster's: %q", next)
 	}
+}
+
+// env is the environment of nexus up and the CLI: the test's HOME, where
+// nexus up writes ~/.nexus/config and the CLI reads it.
+func (h *upHarness) env() []string {
+	return append(os.Environ(), "HOME="+h.home, "NEXUS_CONFIG=")
 }
 
 // kill9 kills nexus up with SIGKILL, as a crash does.
@@ -131,7 +134,7 @@ func (h *upHarness) log() string {
 // with the default configuration nexus up wrote to ~/.nexus/config.
 func (h *upHarness) nexus(args ...string) (string, error) {
 	cmd := exec.Command("nsenter", append([]string{"--net=" + h.nsPath, h.bin}, args...)...)
-	cmd.Env = append(os.Environ(), "HOME="+h.home, "NEXUS_CONFIG=")
+	cmd.Env = h.env()
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -145,29 +148,25 @@ func (h *upHarness) ok(args ...string) string {
 	return out
 }
 
+// apply applies the manifest doc with nexus apply -f.
+func (h *upHarness) apply(doc string) {
+	h.t.Helper()
+	path := filepath.Join(h.t.TempDir(), "manifest.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	h.ok("apply", "-f", path)
+}
+
 // instances lists the instances (of workload, when given).
 func (h *upHarness) instances(workload string) []types.Instance {
 	h.t.Helper()
-	args := []string{"get", "instances", "-o", "json"}
-	if workload != "" {
-		args = append(args, "--field-selector", "spec.workload="+workload)
-	}
-	out := h.ok(args...)
-	var list struct {
-		Kind  string           `json:"kind"`
-		Items []types.Instance `json:"items"`
-	}
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
+	out := h.ok(instancesArgs(workload)...)
+	is, err := parseInstances(out)
+	if err != nil {
 		h.t.Fatalf("get instances -o json: %v\n%s", err, out)
 	}
-	if list.Kind == "List" {
-		return list.Items
-	}
-	var one types.Instance
-	if err := json.Unmarshal([]byte(out), &one); err != nil {
-		h.t.Fatalf("get instances -o json: %v\n%s", err, out)
-	}
-	return []types.Instance{one}
+	return is
 }
 
 // waitInstances polls the workload's instances until ok accepts them.
@@ -176,11 +175,12 @@ func (h *upHarness) waitInstances(workload, what string, timeout time.Duration, 
 	deadline := time.Now().Add(timeout)
 	var last []types.Instance
 	for {
-		out, err := h.nexus("get", "instances", "-o", "json", "--field-selector", "spec.workload="+workload)
-		if err == nil || strings.Contains(out, "No resources") {
-			last = parseInstances(out)
-			if ok(last) {
-				return last
+		if out, err := h.nexus(instancesArgs(workload)...); err == nil {
+			if is, err := parseInstances(out); err == nil {
+				last = is
+				if ok(last) {
+					return last
+				}
 			}
 		}
 		if time.Now().After(deadline) {
@@ -190,22 +190,32 @@ func (h *upHarness) waitInstances(workload, what string, timeout time.Duration, 
 	}
 }
 
-func parseInstances(out string) []types.Instance {
+func instancesArgs(workload string) []string {
+	args := []string{"get", "instances", "-o", "json"}
+	if workload != "" {
+		args = append(args, "--field-selector", "spec.workload="+workload)
+	}
+	return args
+}
+
+// parseInstances reads get -o json: a List, or the object itself when
+// there is one.
+func parseInstances(out string) ([]types.Instance, error) {
 	var list struct {
 		Kind  string           `json:"kind"`
 		Items []types.Instance `json:"items"`
 	}
-	if json.Unmarshal([]byte(out), &list) != nil {
-		return nil
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, err
 	}
 	if list.Kind == "List" {
-		return list.Items
+		return list.Items, nil
 	}
 	var one types.Instance
-	if json.Unmarshal([]byte(out), &one) != nil || one.Name == "" {
-		return nil
+	if err := json.Unmarshal([]byte(out), &one); err != nil {
+		return nil, err
 	}
-	return []types.Instance{one}
+	return []types.Instance{one}, nil
 }
 
 func describeInstances(is []types.Instance) string {
@@ -262,7 +272,7 @@ func (h *upHarness) containerPid(inst types.Instance) int {
 func (h *upHarness) followLogs(inst types.Instance, f func(expect func(string) string)) {
 	h.t.Helper()
 	cmd := exec.Command("nsenter", "--net="+h.nsPath, h.bin, "logs", "-f", "--tail", "0", inst.Name)
-	cmd.Env = append(os.Environ(), "HOME="+h.home, "NEXUS_CONFIG=")
+	cmd.Env = h.env()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		h.t.Fatal(err)
@@ -422,8 +432,7 @@ func TestUpEndToEnd(t *testing.T) {
 	h.waitInstances("web", "down to 2", 60*time.Second, func(is []types.Instance) bool { return len(is) == 2 && readyCount(is) == 2 })
 
 	// A rolling update never has fewer than 2 ready instances.
-	manifest := filepath.Join(t.TempDir(), "web.yaml")
-	writeFile(t, manifest, `kind: Workload
+	h.apply(`kind: Workload
 metadata: {name: web}
 spec:
   kind: service
@@ -434,7 +443,6 @@ spec:
     ports: [{port: 8080}]
     env: [{name: GREETING, value: two}]
 `)
-	h.ok("apply", "-f", manifest)
 	deadline := time.Now().Add(90 * time.Second)
 	minReady := 2
 	for {
@@ -537,8 +545,7 @@ spec:
 
 	// A published host port answers on the node's loopback and address;
 	// a second workload cannot have the same one, and is told why.
-	pub := filepath.Join(t.TempDir(), "pub.yaml")
-	writeFile(t, pub, `kind: Workload
+	pubDoc := `kind: Workload
 metadata: {name: pub}
 spec:
   kind: service
@@ -546,8 +553,8 @@ spec:
   template:
     image: nexus.local/hello
     ports: [{port: 8080, hostPort: 18080}]
-`)
-	h.ok("apply", "-f", pub)
+`
+	h.apply(pubDoc)
 	pubInst := h.waitInstances("pub", "running", 30*time.Second, func(is []types.Instance) bool { return readyCount(is) == 1 })[0]
 	deadline = time.Now().Add(10 * time.Second)
 	for {
@@ -560,16 +567,14 @@ spec:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	writeFile(t, pub, strings.Replace(mustReadString(t, pub), "name: pub", "name: pub2", 1))
-	h.ok("apply", "-f", pub)
+	h.apply(strings.Replace(pubDoc, "name: pub", "name: pub2", 1))
 	h.waitInstances("pub2", "refused the taken host port", 30*time.Second, func(is []types.Instance) bool {
 		return len(is) == 1 && strings.Contains(is[0].Status.Message, "18080")
 	})
 	h.ok("delete", "workload/pub", "workload/pub2")
 
 	// A job: 5 completions, 2 at a time.
-	job := filepath.Join(t.TempDir(), "job.yaml")
-	writeFile(t, job, `kind: Workload
+	h.apply(`kind: Workload
 metadata: {name: batch}
 spec:
   kind: job
@@ -580,7 +585,6 @@ spec:
     command: ["/nexus", "version"]
     restartPolicy: never
 `)
-	h.ok("apply", "-f", job)
 	maxRunning := 0
 	deadline = time.Now().Add(90 * time.Second)
 	for {
@@ -613,8 +617,7 @@ spec:
 	}
 
 	// A daemon: one instance on the one node.
-	daemon := filepath.Join(t.TempDir(), "daemon.yaml")
-	writeFile(t, daemon, `kind: Workload
+	h.apply(`kind: Workload
 metadata: {name: agentd}
 spec:
   kind: daemon
@@ -622,7 +625,6 @@ spec:
     image: nexus.local/hello
     args: ["--port", "9090"]
 `)
-	h.ok("apply", "-f", daemon)
 	h.waitInstances("agentd", "one running instance", 30*time.Second, func(is []types.Instance) bool {
 		return len(is) == 1 && is[0].Spec.NodeName == "node1" && readyCount(is) == 1
 	})
@@ -677,20 +679,4 @@ spec:
 	// Deleting a workload removes its containers.
 	h.ok("delete", "workload", "crash")
 	h.waitInstances("crash", "gone", 30*time.Second, func(is []types.Instance) bool { return len(is) == 0 })
-}
-
-func writeFile(t *testing.T, path, data string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mustReadString(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
