@@ -277,3 +277,58 @@ func TestServerRunsControllers(t *testing.T) {
 		}
 	}
 }
+
+// TestServerNodeCredentials: the credentials of the agent beside the server
+// (nexus up) are a node identity from the local CA, kept across restarts
+// while valid; through LocalClient the agent may register its own Node but
+// has no more than a node's permissions (no workloads, no other node). A
+// name that is not a valid node name is refused.
+func TestServerNodeCredentials(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	cfg.NoControllers = true
+	s, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	creds, err := s.NodeCredentials("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := creds.Identity(), identity.Node("test", "n1"); got != want {
+		t.Fatalf("identity %s, want %s", got, want)
+	}
+	again, err := s.NodeCredentials("n1")
+	if err != nil || pki.SerialString(again.Leaf()) != pki.SerialString(creds.Leaf()) {
+		t.Fatalf("a second call issued another certificate (%v): the valid one is kept", err)
+	}
+	if _, err := s.NodeCredentials("Not_A_Node"); err == nil || !strings.Contains(err.Error(), `node name "Not_A_Node"`) {
+		t.Fatalf("a bad node name: %v", err)
+	}
+
+	cli, err := s.LocalClient(creds, "test-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	newNode := func(name string) error {
+		n := &types.Node{TypeMeta: types.TypeMeta{APIVersion: types.APIVersion, Kind: "Node"}, ObjectMeta: types.ObjectMeta{Name: name}}
+		_, err := cli.Create(ctx, n)
+		return err
+	}
+	if err := newNode("n1"); err != nil {
+		t.Fatalf("the agent registers its own node: %v", err)
+	}
+	if err := newNode("n2"); !client.IsForbidden(err) {
+		t.Fatalf("the agent registers another node: %v, want forbidden", err)
+	}
+	w := &types.Workload{TypeMeta: types.TypeMeta{APIVersion: types.APIVersion, Kind: "Workload"},
+		ObjectMeta: types.ObjectMeta{Name: "web", Namespace: "default"}}
+	w.Spec.Template.Image = "nexus.local/hello"
+	if _, err := cli.Create(ctx, w); !client.IsForbidden(err) {
+		t.Fatalf("the agent creates a workload: %v, want forbidden", err)
+	}
+}
