@@ -8,7 +8,6 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"nexus.dev/nexus/server"
 )
@@ -54,14 +53,15 @@ Then, as the admin:
 			return runServer(ctx, cfg, cmd)
 		},
 	}
-	bindServerFlags(cmd.Flags(), &cfg, "this server's name (default: the host name)")
+	bindServerFlags(cmd, &cfg, "this server's name (default: the host name)")
 	cmd.Flags().StringSliceVar(&cfg.StoreEndpoints, "store-endpoints", nil, "client URLs of an external etcd to keep objects in, instead of the embedded store")
 	return cmd
 }
 
 // bindServerFlags binds the flags of a server's configuration that nexus
 // server and nexus up share; nameHelp describes --name.
-func bindServerFlags(f *pflag.FlagSet, cfg *server.Config, nameHelp string) {
+func bindServerFlags(cmd *cobra.Command, cfg *server.Config, nameHelp string) {
+	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", "", nameHelp)
 	f.StringVar(&cfg.Cluster, "cluster", "nexus", "the cluster's name, for a new cluster's CA")
 	f.StringVar(&cfg.APIAddr, "api-addr", fmt.Sprintf(":%d", server.DefaultAPIPort), "where the API listens (host:port, TCP for HTTPS and UDP for HTTP/3)")

@@ -87,7 +87,7 @@ Then, in another terminal:
 		},
 	}
 	f := cmd.Flags()
-	bindServerFlags(f, &cfg.Server, "this server's name, and the node's unless --node-name (default: the host name)")
+	bindServerFlags(cmd, &cfg.Server, "this server's name, and the node's unless --node-name (default: the host name)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this machine's node name (default: the server's name)")
 	f.StringArrayVar(&labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
 	f.StringVar(&cfg.ClusterIPv6, "cluster-ipv6", "", "the cluster's IPv6 container prefix, a /48 or shorter (default: a generated unique local /48; ignored when the cluster has one)")
