@@ -272,10 +272,8 @@ func (p *logPrinter) print(line []byte) error {
 		p.w.Write(line)
 		return p.w.WriteByte('\n')
 	}
-	if !p.opts.Since.IsZero() {
-		if t, err := e.time(); err == nil && t.Before(p.opts.Since) {
-			return nil
-		}
+	if !p.opts.Since.IsZero() && e.at.Before(p.opts.Since) {
+		return nil
 	}
 	if p.opts.Timestamps && !p.midLine {
 		p.w.Write(e.stamp)

@@ -100,7 +100,7 @@ func TestLogRecordsTimeAndStream(t *testing.T) {
 		if !ok {
 			t.Fatalf("line %d %q is not an entry", i, line)
 		}
-		ts, _ := e.time()
+		ts := e.at
 		if e.stream != want[i].stream || string(e.text) != want[i].text || e.partial || ts.Before(before) || ts.After(after) {
 			t.Errorf("line %d: %q: want %s %q at %v-%v", i, line, want[i].stream, want[i].text, before, after)
 		}
