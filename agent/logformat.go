@@ -40,8 +40,9 @@ func appendEntry(b []byte, t time.Time, stream string, partial bool, text []byte
 // logEntry is one line of a log file, parsed. Its slices point into the
 // line.
 type logEntry struct {
-	stamp   []byte // the time as written
-	stream  string // streamStdout or streamStderr
+	stamp   []byte    // the time as written
+	at      time.Time // stamp parsed: when the entry was read from the container
+	stream  string    // streamStdout or streamStderr
 	partial bool
 	text    []byte
 }
@@ -67,15 +68,11 @@ func parseEntry(line []byte) (logEntry, bool) {
 		return e, false
 	}
 	e.partial, e.text = line[0] == 'P', line[2:]
-	if _, err := e.time(); err != nil {
+	var err error
+	if e.at, err = time.Parse(time.RFC3339Nano, string(e.stamp)); err != nil {
 		return e, false
 	}
 	return e, true
-}
-
-// time is when the entry was read from the container.
-func (e logEntry) time() (time.Time, error) {
-	return time.Parse(time.RFC3339Nano, string(e.stamp))
 }
 
 // endsLine reports whether a log file line ends a line of output: a full

@@ -9,10 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 
 	"nexus.dev/nexus/api/types"
 )
@@ -84,28 +80,17 @@ func (r *logReader) Close() error {
 	return r.PipeReader.Close()
 }
 
-// openFiles opens the rotated files, oldest first, and container.log,
-// under the lock rotation takes, so that they are one consistent set.
+// openFiles opens the kept rotated files, oldest first, and
+// container.log, under the lock rotation takes, so that they are one
+// consistent set.
 func (l *containerLog) openFiles() ([]*os.File, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	names, err := filepath.Glob(filepath.Join(l.dir, logName+".*"))
-	if err != nil {
-		return nil, err
-	}
-	var rotated []int
-	for _, n := range names {
-		if i, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(n), logName+".")); err == nil && i > 0 {
-			rotated = append(rotated, i)
-		}
-	}
-	slices.Sort(rotated)
-	slices.Reverse(rotated)
 	var files []*os.File
-	for _, i := range append(rotated, 0) {
+	for i := max(l.maxFiles, 1) - 1; i >= 0; i-- {
 		f, err := os.Open(l.path(i))
 		if errors.Is(err, fs.ErrNotExist) && i > 0 {
-			continue
+			continue // not rotated that often yet
 		}
 		if err != nil {
 			for _, f := range files {
@@ -272,10 +257,8 @@ func (p *logPrinter) print(line []byte) error {
 		p.w.Write(line)
 		return p.w.WriteByte('\n')
 	}
-	if !p.opts.Since.IsZero() {
-		if t, err := e.time(); err == nil && t.Before(p.opts.Since) {
-			return nil
-		}
+	if !p.opts.Since.IsZero() && e.at.Before(p.opts.Since) {
+		return nil
 	}
 	if p.opts.Timestamps && !p.midLine {
 		p.w.Write(e.stamp)

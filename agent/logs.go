@@ -186,18 +186,18 @@ func openFIFOReader(path string) (*os.File, error) {
 // is full) and read-write (never SIGPIPE). The caller closes them once
 // the runtime has passed them on.
 func (l *containerLog) stdio() (stdout, stderr *os.File, err error) {
-	var fs []*os.File
+	var ends []*os.File
 	for _, s := range l.streams {
 		fd, err := unix.Open(s.fifo, unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
-			for _, f := range fs {
+			for _, f := range ends {
 				f.Close()
 			}
 			return nil, nil, &os.PathError{Op: "open", Path: s.fifo, Err: err}
 		}
-		fs = append(fs, os.NewFile(uintptr(fd), s.fifo))
+		ends = append(ends, os.NewFile(uintptr(fd), s.fifo))
 	}
-	return fs[0], fs[1], nil
+	return ends[0], ends[1], nil
 }
 
 // stop ends the collection and closes the files. With drain (the

@@ -100,7 +100,7 @@ func TestLogRecordsTimeAndStream(t *testing.T) {
 		if !ok {
 			t.Fatalf("line %d %q is not an entry", i, line)
 		}
-		ts, _ := e.time()
+		ts := e.at
 		if e.stream != want[i].stream || string(e.text) != want[i].text || e.partial || ts.Before(before) || ts.After(after) {
 			t.Errorf("line %d: %q: want %s %q at %v-%v", i, line, want[i].stream, want[i].text, before, after)
 		}
@@ -206,6 +206,15 @@ func TestLogRotation(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, logName+".3")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("container.log.3 exists with 3 files kept: %v", err)
+	}
+	// A file past the kept ones (left by an agent that kept more) is not
+	// read: the log is the files the rotation keeps.
+	stale := appendEntry(nil, time.Now(), streamStdout, false, []byte("stale"))
+	if err := os.WriteFile(filepath.Join(dir, logName+".5"), stale, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLog(t, l, all); strings.Contains(got, "stale") {
+		t.Errorf("a file past the 3 kept is read:\n%s", got)
 	}
 	// The last 40 lines span container.log and container.log.1 (a file
 	// holds about 25 lines).

@@ -63,7 +63,7 @@ func (f *fairness) admit(r *request) (func(), *Problem) {
 	// Long-lived requests (watches, followed logs, execs) have their own bound.
 	if r.longLived() {
 		if l.watches >= f.limits.MaxWatches {
-			return nil, tooMany(r, "%s has %g watches and execs open, the most one identity may have", key, float64(l.watches), time.Second)
+			return nil, tooMany(r, "%s has %g watches, followed logs and execs open, the most one identity may have", key, float64(l.watches), time.Second)
 		}
 		l.watches++
 		return func() { f.release(l, true) }, nil

@@ -13,8 +13,8 @@ import (
 // authorizes "get" on instances/log (the view role has it; nodes and
 // strangers do not), and says why there is no log to read: no such
 // instance, not scheduled yet, its node's agent not connected. Reading a
-// log from a connected agent is tested with a real one in package agent
-// (TestAgentLogs).
+// log from a connected node is tested in package client (TestLogs), and
+// with a real agent in package agent (TestAgentLogs).
 func TestLogRoute(t *testing.T) {
 	c := servertest.StartServer(t, apitest.NexusStore(t), servertest.ServerOptions{})
 	admin := client{t: t, hc: c.HTTPClient(t, c.User(t, "admin"), false), url: c.URL()}

@@ -11,7 +11,8 @@ import (
 // NodeConn is how the API server reaches one node's agent, for what only
 // the agent has: an instance's container log and exec. The agent of
 // `nexus up` registers itself in the same process; agents on other
-// machines register over their session with a server.
+// machines will register over their QUIC session with a server (until
+// then their instances' logs and exec are 503: not connected).
 type NodeConn interface {
 	// Logs streams the log of inst's container as opts select. The
 	// stream ends at the log's end unless opts.Follow, then when ctx ends

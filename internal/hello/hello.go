@@ -36,7 +36,8 @@ type Config struct {
 	// AccessLog, when set, receives one line per report served ("request
 	// 3: GET / from 10.0.0.1:4711"), as web servers write access logs to
 	// stdout; health checks are left out, or every probe period would add
-	// a line.
+	// a line. Requests are served concurrently, so it takes concurrent
+	// writes (os.Stdout does: one write(2) per line).
 	AccessLog io.Writer
 	// Hostname and Addresses default to the machine's (os.Hostname and
 	// net.InterfaceAddrs); tests replace them.
