@@ -21,7 +21,7 @@ func TestDefaultIsValid(t *testing.T) {
 	a, b := Default(), Default()
 	a.Process.Capabilities.Bounding[0] = "CAP_SYS_ADMIN"
 	a.Linux.MaskedPaths[0] = "/x"
-	if b.Process.Capabilities.Bounding[0] == "CAP_SYS_ADMIN" || DefaultCapabilities[0] == "CAP_SYS_ADMIN" || DefaultMaskedPaths[0] == "/x" {
+	if b.Process.Capabilities.Bounding[0] == "CAP_SYS_ADMIN" || defaultCapabilities[0] == "CAP_SYS_ADMIN" || defaultMaskedPaths[0] == "/x" {
 		t.Fatal("editing one default spec changed another, or the defaults")
 	}
 }
