@@ -14,7 +14,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -38,6 +37,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"nexus.dev/nexus/internal/proc"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/pki"
 )
@@ -352,21 +352,8 @@ func (r result) String() string {
 
 // cpuSeconds is the CPU time (user and system) process pid has used.
 func cpuSeconds(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses and may hold
-	// spaces: utime and stime are the 12th and 13th, in clock ticks
-	// (USER_HZ, 100 on Linux).
-	rest := data[bytes.LastIndexByte(data, ')')+2:]
-	f := strings.Fields(string(rest))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100
+	st, _ := proc.ReadStat(pid)
+	return st.CPU.Seconds()
 }
 
 // load runs f from n goroutines for d and reports the rate, latency and
@@ -514,16 +501,8 @@ func (b *bench) fanout(admin *pooled, w, u int) ([3]float64, error) {
 	return [3]float64{all[len(all)/2], all[int(0.99*float64(len(all)-1))], all[len(all)-1]}, nil
 }
 
+// rssMiB is pid's resident memory, 0 when it cannot be read.
 func rssMiB(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		if f := strings.Fields(string(line)); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	m, _ := proc.ReadMemory(pid)
+	return float64(m.RSS) / (1 << 20)
 }

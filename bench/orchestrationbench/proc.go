@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"regexp"
@@ -9,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"nexus.dev/nexus/internal/proc"
 )
 
 // memReading is a process's resident memory, and the Go runtime's view of
@@ -28,35 +29,16 @@ func (m memReading) String() string {
 	return s
 }
 
-// readProcMem reads VmRSS, RssAnon, RssFile and Threads of pid.
+// readProcMem reads pid's resident memory (zero when it is gone).
 func readProcMem(pid int) memReading {
-	var m memReading
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return m
-	}
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		f := strings.Fields(string(line))
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			m.rssMiB = v / 1024
-		case "RssAnon:":
-			m.anonMiB = v / 1024
-		case "RssFile:":
-			m.fileMiB = v / 1024
-		case "Threads:":
-			m.threads = int(v)
-		}
-	}
-	return m
+	m, _ := proc.ReadMemory(pid)
+	return memReading{rssMiB: mib(m.RSS), anonMiB: mib(m.Anon), fileMiB: mib(m.File), threads: m.Threads}
 }
 
-// proc is one process, as /proc shows it.
-type proc struct {
+func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
+
+// process is one process, as /proc shows it.
+type process struct {
 	pid, ppid int
 	comm      string
 	container string // the nexus container whose cgroup it is in, if any
@@ -70,36 +52,28 @@ type proc struct {
 var containerCgroup = regexp.MustCompile(`(?m)/(nx-[0-9a-f-]{36})(/|$)`)
 
 // processes lists every process of the machine.
-func processes() []proc {
+func processes() []process {
 	entries, _ := os.ReadDir("/proc")
-	var ps []proc
+	var ps []process
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		st, err := proc.ReadStat(pid)
 		if err != nil {
 			continue // gone meanwhile
 		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		lp, rp := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
-		if lp < 0 || rp < lp {
-			continue
-		}
-		rest := strings.Fields(string(stat[rp+1:]))
-		if len(rest) < 2 {
-			continue
-		}
-		p := proc{pid: pid, comm: string(stat[lp+1 : rp])}
-		p.ppid, _ = strconv.Atoi(rest[1])
+		p := process{pid: pid, ppid: st.PPID, comm: st.Comm}
 		if cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil {
 			if m := containerCgroup.FindSubmatch(cg); m != nil {
 				p.container = string(m[1])
 			}
 		}
 		p.netns, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-		p.rssKiB = readProcMem(pid).rssMiB * 1024
+		if m, err := proc.ReadMemory(pid); err == nil {
+			p.rssKiB = float64(m.RSS) / 1024
+		}
 		ps = append(ps, p)
 	}
 	return ps
@@ -114,7 +88,7 @@ func processes() []proc {
 type census struct {
 	containers map[string]int // processes per container
 	rssKiB     float64        // of the containers' processes
-	helpers    []proc
+	helpers    []process
 }
 
 func takeCensus(upPid int, ours map[string]bool, skip ...int) census {

@@ -17,9 +17,9 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"strings"
 	"time"
 
+	"nexus.dev/nexus/internal/proc"
 	"nexus.dev/nexus/scheduler"
 	"nexus.dev/nexus/scheduler/simulate"
 )
@@ -128,20 +128,13 @@ func verify(snap scheduler.Snapshot) error {
 	return nil
 }
 
-// peakRSS reads VmHWM from /proc/self/status.
+// peakRSS is the most resident memory this process has had (VmHWM).
 func peakRSS() string {
-	b, err := os.ReadFile("/proc/self/status")
+	m, err := proc.ReadMemory(os.Getpid())
 	if err != nil {
 		return "n/a"
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
-			var kb int
-			fmt.Sscan(f[1], &kb)
-			return fmt.Sprintf("%d MiB", kb>>10)
-		}
-	}
-	return "n/a"
+	return fmt.Sprintf("%d MiB", m.PeakRSS>>20)
 }
 
 func thousands(k int) string {

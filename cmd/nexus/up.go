@@ -6,18 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
-	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/internal/profiles"
 	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/runtime/image/builtin"
 	"nexus.dev/nexus/up"
@@ -74,9 +70,9 @@ Then, in another terminal:
 			cfg.Server.WriteUserConfig = true
 			cfg.Logger = slog.Default()
 			if pprofAddr != "" {
-				url, stopProfiles, err := serveProfiles(pprofAddr)
+				url, stopProfiles, err := profiles.ServeLoopback(pprofAddr)
 				if err != nil {
-					return err
+					return fmt.Errorf("--pprof-addr: %w", err)
 				}
 				defer stopProfiles()
 				slog.Info("serving Go profiles", "url", url)
@@ -96,32 +92,6 @@ Then, in another terminal:
 	f.StringVar(&cfg.Bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's runtime profiles (/debug/pprof/: CPU, heap, goroutines) on this loopback address, e.g. 127.0.0.1:6060, without authentication (off when empty)")
 	return cmd
-}
-
-// serveProfiles serves net/http/pprof's handlers on addr, which must be a
-// loopback address: anyone who reaches it can read them. It returns their
-// URL.
-func serveProfiles(addr string) (url string, stop func(), err error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", nil, fmt.Errorf("--pprof-addr %q: %w (want host:port, e.g. 127.0.0.1:6060)", addr, err)
-	}
-	if ip, perr := netip.ParseAddr(host); host != "localhost" && (perr != nil || !ip.IsLoopback()) {
-		return "", nil, fmt.Errorf("--pprof-addr %s: must be a loopback address, e.g. 127.0.0.1:6060: the profiles are served without authentication", addr)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", nil, fmt.Errorf("--pprof-addr: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return "http://" + ln.Addr().String() + "/debug/pprof/", func() { _ = srv.Close() }, nil
 }
 
 func runUp(ctx context.Context, cfg up.Config, out io.Writer) error {

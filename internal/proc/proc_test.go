@@ -3,8 +3,14 @@ package proc
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/internal/testutil"
 )
@@ -56,5 +62,86 @@ func TestRootedAt(t *testing.T) {
 	}
 	if err != nil || pid != cmd.Process.Pid {
 		t.Fatalf("RootedAt = %d, %v; want %d", pid, err, cmd.Process.Pid)
+	}
+}
+
+// TestReadStat: the parent, state and start time of a process whose name
+// has spaces and parentheses in it, as /proc/<pid>/stat writes it.
+func TestReadStat(t *testing.T) {
+	sleep := testutil.RequireProgram(t, "sleep", "coreutils")
+	link := filepath.Join(t.TempDir(), "a) (b c")
+	if err := os.Symlink(sleep, link); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(link, "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	st, err := ReadStat(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Comm != "a) (b c" || st.PPID != os.Getpid() || st.StartTime != start || !strings.ContainsRune("RSD", rune(st.State)) {
+		t.Fatalf("ReadStat(%d) = %+v; want comm %q, ppid %d, start time %d, a live state", cmd.Process.Pid, st, "a) (b c", os.Getpid(), start)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if _, err := ReadStat(cmd.Process.Pid); err == nil {
+		t.Fatalf("ReadStat of a process that is gone: no error")
+	}
+}
+
+// TestReadMemory: this process's resident memory, its parts and threads.
+func TestReadMemory(t *testing.T) {
+	buf := make([]byte, 64<<20)
+	for i := range buf {
+		buf[i] = 1 // resident now
+	}
+	m, err := ReadMemory(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Anon < int64(len(buf)) || m.File <= 0 || m.RSS < m.Anon+m.File || m.PeakRSS < m.RSS || m.Threads < 1 || m.Threads > len(tasks)+8 {
+		t.Fatalf("ReadMemory(self) = %+v with %d MiB just written and %d threads listed", m, len(buf)>>20, len(tasks))
+	}
+	if _, err := ReadMemory(1 << 30); err == nil {
+		t.Fatal("ReadMemory of no process: no error")
+	}
+	goruntime.KeepAlive(buf)
+}
+
+// TestReadStatCPU: the CPU time of a process that has used some, as the
+// kernel also reports it to the process itself.
+func TestReadStatCPU(t *testing.T) {
+	var ru unix.Rusage
+	used := func() time.Duration {
+		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	for x := 0; used() < 300*time.Millisecond; x++ {
+		for i := range 1 << 20 {
+			x ^= i
+		}
+	}
+	before := used()
+	st, err := ReadStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := used()
+	if st.CPU < before-100*time.Millisecond || st.CPU > after+100*time.Millisecond {
+		t.Fatalf("ReadStat(self).CPU = %s; getrusage says %s-%s", st.CPU, before, after)
 	}
 }

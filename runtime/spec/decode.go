@@ -17,9 +17,10 @@ import (
 // invalid JSON, a value of the wrong type, a key that is not a field's
 // exact name but that json.Unmarshal might match to one (it matches names
 // without regard to case), a key given twice, invalid UTF-8, and types that
-// decode text themselves (a json.Unmarshaler, such as time.Time, gets its
-// value as json.Unmarshal would give it). A false return says nothing about the document; the caller
-// decodes it again with json.Unmarshal, which also words the error.
+// decode text themselves (encoding.TextUnmarshaler). A json.Unmarshaler,
+// such as time.Time, gets its value as json.Unmarshal would give it. A
+// false return says nothing about the document; the caller decodes it
+// again with json.Unmarshal, which also words the error.
 //
 // Why: every OCI call is a new process, and encoding/json's first decode
 // of a type builds its codecs for every struct type it meets (sorted field

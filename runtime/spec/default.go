@@ -6,24 +6,24 @@ import (
 	"nexus.dev/nexus/runtime/seccomp"
 )
 
-// DefaultCapabilities are what a container process keeps by default: the
+// defaultCapabilities are what a container process keeps by default: the
 // set Docker grants, minus NET_RAW (raw sockets enable spoofing and are
 // rarely needed).
-var DefaultCapabilities = []string{
+var defaultCapabilities = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID", "CAP_SETUID",
 	"CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
-// DefaultMaskedPaths hide kernel interfaces that leak host information or
+// defaultMaskedPaths hide kernel interfaces that leak host information or
 // allow attacks, as Docker and runc do.
-var DefaultMaskedPaths = []string{
+var defaultMaskedPaths = []string{
 	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
 	"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
 	"/proc/interrupts",
 }
 
-// DefaultReadonlyPaths are kernel interfaces the container may read but not change.
-var DefaultReadonlyPaths = []string{
+// defaultReadonlyPaths are kernel interfaces the container may read but not change.
+var defaultReadonlyPaths = []string{
 	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 }
 
@@ -31,7 +31,7 @@ var DefaultReadonlyPaths = []string{
 // every namespace but user and time, the default capabilities, seccomp
 // profile, masked and read-only paths, and no_new_privs.
 func Default() *specs.Spec {
-	caps := append([]string(nil), DefaultCapabilities...)
+	caps := append([]string(nil), defaultCapabilities...)
 	return &specs.Spec{
 		Version:  specs.Version,
 		Root:     &specs.Root{Path: "rootfs"},
@@ -60,8 +60,8 @@ func Default() *specs.Spec {
 				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace}, {Type: specs.CgroupNamespace},
 			},
-			MaskedPaths:   append([]string(nil), DefaultMaskedPaths...),
-			ReadonlyPaths: append([]string(nil), DefaultReadonlyPaths...),
+			MaskedPaths:   append([]string(nil), defaultMaskedPaths...),
+			ReadonlyPaths: append([]string(nil), defaultReadonlyPaths...),
 			Seccomp:       seccomp.DefaultProfile(),
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},

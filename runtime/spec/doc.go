@@ -7,8 +7,9 @@
 // field.
 //
 // It is a package of its own, apart from runtime, so that what only makes
-// or checks specs (runtime/image/bundle) does not link the runtime's lifecycle code, its embedded programs and the
-// packages they pull in (log/slog, net, cgo). The checks that need the
+// or checks specs (runtime/image/bundle) does not link the runtime's
+// lifecycle code, its embedded programs and the packages they pull in
+// (log/slog, net, cgo). The checks that need the
 // runtime's tables (capabilities, rlimits, namespaces from initstage, the
 // seccomp compiler's syscall names, the cgroup manager's resource rules)
 // call those packages, so a spec is judged exactly as runtime.Create

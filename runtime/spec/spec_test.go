@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,7 +23,7 @@ func TestDefaultIsValid(t *testing.T) {
 	a, b := Default(), Default()
 	a.Process.Capabilities.Bounding[0] = "CAP_SYS_ADMIN"
 	a.Linux.MaskedPaths[0] = "/x"
-	if b.Process.Capabilities.Bounding[0] == "CAP_SYS_ADMIN" || DefaultCapabilities[0] == "CAP_SYS_ADMIN" || DefaultMaskedPaths[0] == "/x" {
+	if b.Process.Capabilities.Bounding[0] == "CAP_SYS_ADMIN" || defaultCapabilities[0] == "CAP_SYS_ADMIN" || defaultMaskedPaths[0] == "/x" {
 		t.Fatal("editing one default spec changed another, or the defaults")
 	}
 }
@@ -149,4 +151,20 @@ func writeBundle(t *testing.T, s *specs.Spec) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// TestSpecIsLean: the reason this package is not part of runtime is that
+// what only makes or checks specs (runtime/image/bundle) links neither the
+// runtime nor what the runtime pulls in.
+func TestSpecIsLean(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v: %s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	for _, no := range []string{"nexus.dev/nexus/runtime", "log/slog", "net", "runtime/cgo"} {
+		if slices.Contains(deps, no) {
+			t.Errorf("runtime/spec links %s (find who imports it: go list -deps -f '{{.ImportPath}}: {{.Imports}}' ./runtime/spec)", no)
+		}
+	}
 }

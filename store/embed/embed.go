@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"sync"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"nexus.dev/nexus/internal/profiles"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/pki"
 	"nexus.dev/nexus/store/raftnode"
@@ -227,11 +227,7 @@ func MetricsHandler(srv *server.Server, pprofOn bool) http.Handler {
 		fmt.Fprintln(w, `{"health":"true","reason":""}`)
 	})
 	if pprofOn {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		profiles.Register(mux)
 	}
 	return mux
 }
