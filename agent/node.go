@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	goruntime "runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/buildinfo"
+	"nexus.dev/nexus/internal/proc"
 )
 
 // register creates the agent's Node, or takes over the one that exists,
@@ -110,20 +109,10 @@ func (a *Agent) readFacts() {
 	}
 }
 
+// memTotal is the machine's memory in bytes (0 when /proc cannot say).
 func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	m, _ := proc.ReadSystemMemory()
+	return m.Total
 }
 
 // nodeAddresses are the host name and the global unicast addresses of the

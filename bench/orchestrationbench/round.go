@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/internal/proc"
 	"nexus.dev/nexus/runtime/image/builtin"
 )
 
@@ -276,15 +277,6 @@ func idlePhase(ctx context.Context, o options, up *nexusUp, skip []int) error {
 }
 
 func memAvailableMiB() float64 {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	m, _ := proc.ReadSystemMemory()
+	return float64(m.Available) / (1 << 20)
 }

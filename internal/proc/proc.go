@@ -1,7 +1,8 @@
 // Package proc reads what Nexus needs to know about processes from /proc:
 // whether a process is still the one that was recorded (pid and start
-// time), which processes run inside a given root directory, and (for the
-// benchmarks in bench/) a process's parent, name and resident memory.
+// time), which processes run inside a given root directory, the machine's
+// memory (the agent's node capacity), and (for the benchmarks in bench/) a
+// process's parent, name and resident memory.
 package proc
 
 import (
@@ -111,6 +112,39 @@ func ReadMemory(pid int) (Memory, error) {
 	}
 	if m.Threads == 0 {
 		return Memory{}, fmt.Errorf("malformed /proc/%d/status: no Threads line", pid)
+	}
+	return m, nil
+}
+
+// SystemMemory is the machine's memory, from /proc/meminfo.
+type SystemMemory struct {
+	Total     int64 // MemTotal
+	Available int64 // MemAvailable: what can be had without swapping
+}
+
+// ReadSystemMemory reads the machine's total and available memory.
+func ReadSystemMemory() (SystemMemory, error) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return SystemMemory{}, err
+	}
+	var m SystemMemory
+	kib := map[string]*int64{"MemTotal:": &m.Total, "MemAvailable:": &m.Available}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		if p, ok := kib[f[0]]; ok {
+			v, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return SystemMemory{}, fmt.Errorf("malformed /proc/meminfo line %q", strings.TrimSpace(line))
+			}
+			*p = v << 10 // "MemTotal:  24613888 kB"
+		}
+	}
+	if m.Total == 0 {
+		return SystemMemory{}, errors.New("malformed /proc/meminfo: no MemTotal line")
 	}
 	return m, nil
 }

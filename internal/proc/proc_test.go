@@ -145,3 +145,22 @@ func TestReadStatCPU(t *testing.T) {
 		t.Fatalf("ReadStat(self).CPU = %s; getrusage says %s-%s", st.CPU, before, after)
 	}
 }
+
+// TestReadSystemMemory: the machine's memory is read, in bytes, with what
+// is available no more than the total.
+func TestReadSystemMemory(t *testing.T) {
+	m, err := ReadSystemMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(si.Totalram) * int64(si.Unit); m.Total < want*9/10 || m.Total > want*11/10 {
+		t.Fatalf("total %d bytes, sysinfo says %d", m.Total, want)
+	}
+	if m.Available <= 0 || m.Available > m.Total {
+		t.Fatalf("available %d of %d bytes", m.Available, m.Total)
+	}
+}
