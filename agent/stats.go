@@ -16,8 +16,8 @@ import (
 )
 
 // Resource use of the node's containers: every StatsInterval one pass
-// reads each running container's cgroup counters (a state file and a
-// dozen small cgroup files per container, no process), keeps the latest
+// reads each running container's cgroup counters (its state file and
+// about ten small cgroup files, no process), keeps the latest
 // reading for /metrics and puts a summary in the Instance's status.
 //
 // The status is an object in the replicated store, so every rewrite costs
