@@ -16,8 +16,8 @@ import (
 )
 
 // Resource use of the node's containers: every StatsInterval one pass
-// reads each running container's cgroup counters (a state file and a
-// dozen small cgroup files per container, no process), keeps the latest
+// reads each running container's cgroup counters (its state file and
+// about ten small cgroup files, no process), keeps the latest
 // reading for /metrics and puts a summary in the Instance's status.
 //
 // The status is an object in the replicated store, so every rewrite costs
@@ -266,14 +266,9 @@ func (a *Agent) supervisors() []*supervisor {
 	return out
 }
 
-// tracker returns the instance's tracker, making it on first use from what
-// the status says.
-func (u *usageStats) tracker(s *supervisor) *usageTracker {
-	s.mu.Lock()
-	uid, prev := s.inst.UID, s.status.Resources
-	s.mu.Unlock()
-	u.mu.Lock()
-	defer u.mu.Unlock()
+// tracker returns the tracker of instance uid, making it on first use
+// from what the status says (prev). The caller holds u.mu.
+func (u *usageStats) tracker(uid string, prev *types.InstanceUsage) *usageTracker {
 	t := u.trackers[uid]
 	if t == nil {
 		t = newUsageTracker(prev)
@@ -282,21 +277,25 @@ func (u *usageStats) tracker(s *supervisor) *usageTracker {
 	return t
 }
 
+// usageState is what the stats need of the supervisor's instance.
+func (s *supervisor) usageState() (uid string, phase types.InstancePhase, prev *types.InstanceUsage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inst.UID, s.status.Phase, s.status.Resources
+}
+
 // sample is one pass over the node's running containers.
 func (u *usageStats) sample() {
 	sups := u.a.supervisors()
 	live := make(map[string]bool, len(sups))
 	for _, s := range sups {
-		uid := s.instance().UID
+		uid, phase, prev := s.usageState()
 		live[uid] = true
-		s.mu.Lock()
-		phase := s.status.Phase
-		s.mu.Unlock()
 		if phase != types.PhaseRunning {
 			continue
 		}
-		t := u.tracker(s)
 		u.mu.Lock()
+		t := u.tracker(uid, prev)
 		gen := t.gen
 		u.mu.Unlock()
 		// Checked after gen was read: a container that ended before is
@@ -339,14 +338,14 @@ func (u *usageStats) sample() {
 // counters (an OOM kill of the init is counted only there).
 func (s *supervisor) containerExited(es runtime.ExitStatus) {
 	u := s.a.stats
-	t := u.tracker(s)
+	uid, _, prev := s.usageState()
 	var final *reading
 	if raw, _ := s.a.cfg.Runtime.Stats(s.c.id); raw != nil {
 		r := readingOf(raw, time.Now())
 		final = &r
 	}
 	u.mu.Lock()
-	sum := t.ended(final, es.OOMKilled, time.Now())
+	sum := u.tracker(uid, prev).ended(final, es.OOMKilled, time.Now())
 	u.mu.Unlock()
 	s.setStatus(func(st *types.InstanceStatus) { st.Resources = &sum })
 }

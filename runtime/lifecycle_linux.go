@@ -75,7 +75,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 
 // State returns the OCI state of a container.
 func (r *Runtime) State(id string) (specs.State, error) {
-	st, err := readState(r.root, id)
+	st, err := readStateNoSpec(r.root, id)
 	if err != nil {
 		return specs.State{}, err
 	}
@@ -277,7 +277,7 @@ func (e ExitStatus) String() string {
 
 // Wait blocks until the container's init exits and returns its status.
 func (r *Runtime) Wait(ctx context.Context, id string) (ExitStatus, error) {
-	st, err := readState(r.root, id)
+	st, err := readStateNoSpec(r.root, id)
 	if err != nil {
 		return ExitStatus{}, err
 	}
@@ -319,7 +319,7 @@ func exitStatusOf(ws syscall.WaitStatus) ExitStatus {
 
 // Stats returns the container's cgroup counters.
 func (r *Runtime) Stats(id string) (*cgroups.Stats, error) {
-	st, err := readState(r.root, id)
+	st, err := readStateNoSpec(r.root, id)
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +350,7 @@ func (r *Runtime) Update(id string, res *specs.LinuxResources) error {
 
 // Processes lists the host pids of every process in the container.
 func (r *Runtime) Processes(id string) ([]int, error) {
-	st, err := readState(r.root, id)
+	st, err := readStateNoSpec(r.root, id)
 	if err != nil {
 		return nil, err
 	}

@@ -258,6 +258,15 @@ func (s *session) nsFor(r *types.Resource, all bool) string {
 	return s.namespace
 }
 
+// where says where a list of r looked, for the messages that say it found
+// nothing: "in namespace shop" or "in the cluster".
+func (s *session) where(r *types.Resource, all bool) string {
+	if s.nsFor(r, all) == "" {
+		return "in the cluster"
+	}
+	return "in namespace " + s.namespace
+}
+
 // completeKindsAndNames completes a KIND argument, then object names of
 // that kind from the server.
 func (o *clientOptions) completeKindsAndNames(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {

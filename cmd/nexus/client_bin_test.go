@@ -205,6 +205,21 @@ func TestClientCommands(t *testing.T) {
 	if r := e.run(nil, "", "get", "wl", "-l", "app=db"); r.exit != 0 || r.stdout != "" || !strings.Contains(r.stderr, "No wl found in namespace default.") {
 		t.Fatalf("get of nothing: %+v", r)
 	}
+	// Where a list found nothing: the namespace, or the cluster for -A and
+	// for kinds that have no namespace.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "wl", "-A", "-l", "app=db"}, "No wl found in the cluster.\n"},
+		{[]string{"get", "nodes", "-l", "app=db"}, "No nodes found in the cluster.\n"},
+		{[]string{"ps", "-n", "nothing-here"}, "No instances in namespace nothing-here.\n"},
+		{[]string{"ps", "-A", "-l", "app=db"}, "No instances in the cluster.\n"},
+	} {
+		if r := e.run(nil, "", tc.args...); r.exit != 0 || r.stdout != "" || r.stderr != tc.want {
+			t.Errorf("nexus %v: %+v, want %q on stderr", tc.args, r, tc.want)
+		}
+	}
 	if out := e.ok("get", "namespaces", "--field-selector", "metadata.name=default", "--no-headers"); !regexp.MustCompile(`^default +Active +\d+s\n$`).MatchString(out) {
 		t.Fatalf("get ns --field-selector: %q", out)
 	}

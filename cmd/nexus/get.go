@@ -84,11 +84,7 @@ Kinds (plural, singular and short names all work):
 				objs = append(objs, items...)
 			}
 			if len(objs) == 0 && (format == printers.Table || format == printers.Wide) {
-				where := "in namespace " + s.namespace
-				if all || !rs[0].Namespaced {
-					where = "in the cluster"
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "No %s found %s.\n", args[0], where)
+				fmt.Fprintf(cmd.ErrOrStderr(), "No %s found %s.\n", args[0], s.where(rs[0], all))
 				return nil
 			}
 			return p.Print(objs, false)

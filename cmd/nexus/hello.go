@@ -92,14 +92,18 @@ func applyHelloLoad(ctx context.Context, memory, cpu string) ([]byte, error) {
 			return nil, fmt.Errorf("--hold-memory: %w", err)
 		}
 		slog.Info("holding memory", "bytes", int64(n))
-		held = hello.HoldMemory(int64(n))
+		if held, err = hello.HoldMemory(int64(n)); err != nil {
+			return nil, fmt.Errorf("--hold-memory: %w", err)
+		}
 	}
 	if cpu != "" {
 		m, err := types.ParseCPU(cpu)
 		if err != nil {
 			return nil, fmt.Errorf("--burn-cpu: %w", err)
 		}
-		hello.BurnCPU(ctx, int64(m))
+		if err := hello.BurnCPU(ctx, int64(m)); err != nil {
+			return nil, fmt.Errorf("--burn-cpu: %w", err)
+		}
 	}
 	return held, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os/exec"
@@ -99,5 +100,30 @@ func TestHelloRejectsBadPorts(t *testing.T) {
 	}
 	if _, err := run(t, "hello", "--port", "70000"); err == nil || !strings.Contains(err.Error(), "outside 0-65535") {
 		t.Errorf("--port 70000: %v", err)
+	}
+}
+
+// TestHelloRefusesALoadItCannotGive: --hold-memory and --burn-cpu refuse
+// what is not an amount and what the machine cannot give (1Ei made the
+// allocation panic), naming the flag, before the server starts.
+func TestHelloRefusesALoadItCannotGive(t *testing.T) {
+	bin := nexusBinary(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--hold-memory", "lots"}, `Error: --hold-memory: memory amount "lots"`},
+		{[]string{"--hold-memory", "1Ei"}, "Error: --hold-memory: cannot hold 1099511627776 MiB: the machine has "},
+		{[]string{"--burn-cpu", "-1"}, `Error: --burn-cpu: CPU amount "-1"`},
+		{[]string{"--burn-cpu", "100000"}, "Error: --burn-cpu: cannot keep 100000000 millicores busy: the machine has "},
+	} {
+		args := append([]string{"hello", "--listen", "127.0.0.1", "--port", "0"}, tc.args...)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "listening") {
+			t.Errorf("nexus %v: %v\n%s\nwant exit 1 and %q", args, err, out, tc.want)
+		}
 	}
 }

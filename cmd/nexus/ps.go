@@ -49,28 +49,18 @@ nexus describe instance NAME says why.`,
 				}
 				opts.FieldSelector = "spec.workload=" + args[0]
 			}
-			ns := s.namespace
-			if all {
-				ns = ""
-			}
-			objs, _, err := s.c.List(cmd.Context(), mustLookup("instances"), ns, opts)
+			instances := mustLookup("instances")
+			insts, err := listInstances(cmd, s, s.nsFor(instances, all), opts)
 			if err != nil {
 				return s.explain(err)
 			}
-			if len(objs) == 0 {
-				where := "in namespace " + s.namespace
-				if all {
-					where = "in the cluster"
-				}
+			if len(insts) == 0 {
+				where := s.where(instances, all)
 				if len(args) == 1 {
 					where = fmt.Sprintf("of workload %q %s", args[0], where)
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "No instances %s.\n", where)
 				return nil
-			}
-			insts := make([]*types.Instance, len(objs))
-			for i, o := range objs {
-				insts[i] = o.(*types.Instance)
 			}
 			return printers.Processes(cmd.OutOrStdout(), insts, printers.Options{AllNamespaces: all, NoHeaders: noHeaders})
 		},
@@ -81,4 +71,17 @@ nexus describe instance NAME says why.`,
 	f.StringVarP(&labels, "selector", "l", "", "label selector, e.g. app=web")
 	f.BoolVar(&noHeaders, "no-headers", false, "leave out the header row")
 	return cmd
+}
+
+// listInstances lists the instances of namespace ns ("" for every one).
+func listInstances(cmd *cobra.Command, s *session, ns string, opts client.ListOptions) ([]*types.Instance, error) {
+	objs, _, err := s.c.List(cmd.Context(), mustLookup("instances"), ns, opts)
+	if err != nil {
+		return nil, err
+	}
+	insts := make([]*types.Instance, len(objs))
+	for i, o := range objs {
+		insts[i] = o.(*types.Instance)
+	}
+	return insts, nil
 }

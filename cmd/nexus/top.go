@@ -78,20 +78,13 @@ measured yet (not running, or started in the last seconds) is not listed.`,
 				}
 				return printers.TopNodes(cmd.OutOrStdout(), nodes, insts, by, o)
 			}
-			ns := s.namespace
-			if all {
-				ns = ""
-			}
-			insts, err := listInstances(cmd, s, ns, client.ListOptions{LabelSelector: labels})
+			instances := mustLookup("instances")
+			insts, err := listInstances(cmd, s, s.nsFor(instances, all), client.ListOptions{LabelSelector: labels})
 			if err != nil {
 				return s.explain(err)
 			}
 			if len(printers.Measured(insts)) == 0 {
-				where := "in namespace " + s.namespace
-				if all {
-					where = "in the cluster"
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "No measured instances %s: an agent reports an instance's use within 10 s of its start (nexus ps shows what runs).\n", where)
+				fmt.Fprintf(cmd.ErrOrStderr(), "No measured instances %s: an agent reports an instance's use within 10 s of its start (nexus ps shows what runs).\n", s.where(instances, all))
 				return nil
 			}
 			return printers.TopInstances(cmd.OutOrStdout(), insts, by, o)
@@ -116,18 +109,6 @@ func topKind(arg string) string {
 		return "nodes"
 	}
 	return ""
-}
-
-func listInstances(cmd *cobra.Command, s *session, ns string, opts client.ListOptions) ([]*types.Instance, error) {
-	objs, _, err := s.c.List(cmd.Context(), mustLookup("instances"), ns, opts)
-	if err != nil {
-		return nil, err
-	}
-	insts := make([]*types.Instance, len(objs))
-	for i, o := range objs {
-		insts[i] = o.(*types.Instance)
-	}
-	return insts, nil
 }
 
 func listTopNodes(cmd *cobra.Command, s *session) ([]*types.Node, []*types.Instance, error) {

@@ -30,14 +30,22 @@ func rss(t *testing.T) int64 {
 // reserved, so a cgroup charges it to the container.
 func TestHoldMemoryIsResident(t *testing.T) {
 	before := rss(t)
-	b := HoldMemory(32 << 20)
+	b, err := HoldMemory(32 << 20)
 	grew := rss(t) - before
 	runtime.KeepAlive(b)
-	if len(b) != 32<<20 || grew < 28<<20 {
-		t.Fatalf("holding 32 MiB grew the resident set by %d bytes", grew)
+	if err != nil || len(b) != 32<<20 || grew < 28<<20 {
+		t.Fatalf("holding 32 MiB grew the resident set by %d bytes (%v)", grew, err)
 	}
-	if HoldMemory(0) != nil || HoldMemory(-1) != nil {
-		t.Fatal("holding nothing allocated")
+	for _, n := range []int64{0, -1} {
+		if b, err := HoldMemory(n); b != nil || err != nil {
+			t.Fatalf("holding %d bytes: %d bytes, %v; want nothing", n, len(b), err)
+		}
+	}
+	// More than the machine has (1 EiB would also panic in make).
+	for _, n := range []int64{1 << 60, 1 << 46} {
+		if b, err := HoldMemory(n); b != nil || err == nil || !strings.Contains(err.Error(), "MiB of memory") {
+			t.Fatalf("holding %d bytes: %d bytes, %v; want an error saying the machine's memory", n, len(b), err)
+		}
 	}
 }
 
@@ -56,7 +64,9 @@ func cpuTime(t *testing.T) time.Duration {
 func TestBurnCPUUsesItsShare(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	start := cpuTime(t)
-	BurnCPU(ctx, 300)
+	if err := BurnCPU(ctx, 300); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
 	cancel()
 	used := cpuTime(t) - start
@@ -68,5 +78,18 @@ func TestBurnCPUUsesItsShare(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if idle := cpuTime(t) - after; idle > 50*time.Millisecond {
 		t.Fatalf("%v of CPU used in 0.5 s after the context ended", idle)
+	}
+}
+
+// TestBurnCPURefusesMoreThanTheMachine: more CPU than the machine's cores
+// is refused before any goroutine starts.
+func TestBurnCPURefusesMoreThanTheMachine(t *testing.T) {
+	before := runtime.NumGoroutine()
+	err := BurnCPU(context.Background(), int64(runtime.NumCPU())*1000+1)
+	if err == nil || !strings.Contains(err.Error(), "CPUs") {
+		t.Fatalf("BurnCPU over the machine's cores: %v", err)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after a refused burn, %d before", n, before)
 	}
 }

@@ -177,12 +177,7 @@ func TestHostMemoryOOMKill(t *testing.T) {
 func TestHostMemoryWorkingSet(t *testing.T) {
 	l := hostLayoutT(t)
 	m := createT(t, l, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(256 << 20)}})
-	dir := t.TempDir()
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err == nil && fs.Type == unix.TMPFS_MAGIC {
-		t.Skipf("%s is on tmpfs, whose pages are shared memory, not page cache: set TMPDIR to a disk", dir)
-	}
-	file := filepath.Join(dir, "cache")
+	file := filepath.Join(diskDir(t), "cache")
 	p := startIn(t, m, "head -c 32m /dev/zero >"+file)
 	if err := p.wait(t, 30*time.Second); err != nil {
 		t.Fatalf("write 32 MiB: %v (stderr %q)", err, p.Stderr())
@@ -195,6 +190,29 @@ func TestHostMemoryWorkingSet(t *testing.T) {
 		t.Errorf("after writing 32 MiB to a file: usage %d, inactive file %d; want both >= 16 MiB, inactive <= usage",
 			s.Memory.Usage, s.Memory.InactiveFile)
 	}
+}
+
+// diskDir is a temporary directory whose files are page cache: the test's
+// own, or under /var/tmp when TMPDIR is a tmpfs (whose pages are shared
+// memory instead).
+func diskDir(t *testing.T) string {
+	onTmpfs := func(dir string) bool {
+		var fs unix.Statfs_t
+		return unix.Statfs(dir, &fs) == nil && fs.Type == unix.TMPFS_MAGIC
+	}
+	dir := t.TempDir()
+	if !onTmpfs(dir) {
+		return dir
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "nexus-cgroups-test-")
+	if err != nil {
+		t.Skipf("TMPDIR is on tmpfs and /var/tmp has no room for a test directory (%v): set TMPDIR to a disk", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if onTmpfs(dir) {
+		t.Skipf("TMPDIR and /var/tmp are on tmpfs: set TMPDIR to a disk")
+	}
+	return dir
 }
 
 func TestHostCPUQuota(t *testing.T) {

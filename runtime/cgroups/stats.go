@@ -1,7 +1,6 @@
 package cgroups
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -26,15 +25,14 @@ func (m *manager) Stats() (*Stats, error) {
 		}
 		*dst = v
 	}
-	kv := func(dst *uint64, dir, file, key string, scale uint64) {
+	// kv reads a "key value" file once for all the counters wanted of it.
+	kv := func(dir, file string, counters ...counter) {
 		if dir == "" {
 			return
 		}
-		v, err := keyValue(dir, file, key)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := keyValues(dir, file, counters...); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
-		*dst = v * scale
 	}
 
 	if ctrl, ok := m.place.where("memory", "memory"); ok {
@@ -60,7 +58,7 @@ func (m *manager) Stats() (*Stats, error) {
 		if ctrl != unifiedKey {
 			key = "total_inactive_file"
 		}
-		kv(&s.Memory.InactiveFile, dir, "memory.stat", key, 1)
+		kv(dir, "memory.stat", counter{key, &s.Memory.InactiveFile, 1})
 	}
 	if n, err := m.OOMKillCount(); err == nil {
 		s.Memory.OOMKills = n
@@ -68,19 +66,23 @@ func (m *manager) Stats() (*Stats, error) {
 		errs = append(errs, err)
 	}
 
+	// On v2 the usage and the throttling counters are in the one cpu.stat
+	// (the throttling ones only with the cpu controller enabled).
+	var v2cpu []counter
 	if dir := m.v1["cpuacct"]; dir != "" {
 		get(&s.CPU.UsageNanos, dir, "cpuacct.usage")
 	} else if m.v2 != "" {
-		kv(&s.CPU.UsageNanos, m.v2, "cpu.stat", "usage_usec", 1000)
+		v2cpu = append(v2cpu, counter{"usage_usec", &s.CPU.UsageNanos, 1000})
 	}
 	if dir := m.v1["cpu"]; dir != "" {
-		kv(&s.CPU.Periods, dir, "cpu.stat", "nr_periods", 1)
-		kv(&s.CPU.ThrottledPeriods, dir, "cpu.stat", "nr_throttled", 1)
-		kv(&s.CPU.ThrottledNanos, dir, "cpu.stat", "throttled_time", 1)
+		kv(dir, "cpu.stat", counter{"nr_periods", &s.CPU.Periods, 1},
+			counter{"nr_throttled", &s.CPU.ThrottledPeriods, 1}, counter{"throttled_time", &s.CPU.ThrottledNanos, 1})
 	} else if m.v2 != "" && m.place.v2["cpu"] {
-		kv(&s.CPU.Periods, m.v2, "cpu.stat", "nr_periods", 1)
-		kv(&s.CPU.ThrottledPeriods, m.v2, "cpu.stat", "nr_throttled", 1)
-		kv(&s.CPU.ThrottledNanos, m.v2, "cpu.stat", "throttled_usec", 1000)
+		v2cpu = append(v2cpu, counter{"nr_periods", &s.CPU.Periods, 1},
+			counter{"nr_throttled", &s.CPU.ThrottledPeriods, 1}, counter{"throttled_usec", &s.CPU.ThrottledNanos, 1000})
+	}
+	if len(v2cpu) > 0 {
+		kv(m.v2, "cpu.stat", v2cpu...)
 	}
 
 	if ctrl, ok := m.place.where("pids", "pids"); ok {
@@ -139,25 +141,54 @@ func readUint(dir, file string) (uint64, error) {
 	return v, nil
 }
 
-// keyValue reads "key value" lines (cpu.stat, memory.events, oom_control).
+// keyValue reads one key of "key value" lines (memory.events,
+// oom_control, cgroup.events); a key that is absent reads as 0.
 func keyValue(dir, file, key string) (uint64, error) {
-	f, err := os.Open(filepath.Join(dir, file))
-	if err != nil {
-		return 0, err
+	var n uint64
+	err := keyValues(dir, file, counter{key, &n, 1})
+	return n, err
+}
+
+// counter is a key of a "key value" file, where its value goes and the
+// unit it is multiplied by (1000 for microseconds to nanoseconds).
+type counter struct {
+	key   string
+	dst   *uint64
+	scale uint64
+}
+
+// keyValues reads "key value" lines (cpu.stat, memory.stat) once for
+// several keys: cpu.stat holds four of the counters Stats reports, which
+// an agent reads for every container every interval. A key that is absent
+// reads as 0.
+func keyValues(dir, file string, counters ...counter) error {
+	for _, c := range counters {
+		*c.dst = 0
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if ok && k == key {
+	data, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for line := range strings.Lines(string(data)) {
+		k, v, ok := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		if !ok {
+			continue
+		}
+		for _, c := range counters {
+			if c.key != k {
+				continue
+			}
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("parse %s in %s/%s: %w", key, dir, file, err)
+				// The other counters are still read.
+				errs = append(errs, fmt.Errorf("parse %s in %s/%s: %w", k, dir, file, err))
+				continue
 			}
-			return n, nil
+			*c.dst = n * c.scale
 		}
 	}
-	return 0, sc.Err()
+	return errors.Join(errs...)
 }
 
 // blkioBytes sums "maj:min Read|Write N" lines of the throttle statistics,

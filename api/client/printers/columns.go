@@ -45,6 +45,14 @@ func columnsOf(kind string, wide bool) []column {
 
 type kindCols struct{ normal, wide []column }
 
+// Instance columns that get, ps and top share.
+var (
+	instanceWorkloadCol = typed("WORKLOAD", func(i *types.Instance) string { return orNone(i.Spec.Workload) })
+	instanceNodeCol     = typed("NODE", func(i *types.Instance) string { return orNone(i.Spec.NodeName) })
+	instancePhaseCol    = typed("PHASE", func(i *types.Instance) string { return orNone(string(i.Status.Phase)) })
+	instanceRestartsCol = typed("RESTARTS", func(i *types.Instance) string { return strconv.Itoa(int(i.Status.Restarts)) })
+)
+
 // typed adapts a column of one kind.
 func typed[T types.Object](name string, f func(T) string) column {
 	return column{name, func(o types.Object, _ time.Time) string {
@@ -72,19 +80,19 @@ var kindColumns = map[string]kindCols{
 	},
 	"Instance": {
 		normal: []column{
-			typed("PHASE", func(i *types.Instance) string { return orNone(string(i.Status.Phase)) }),
+			instancePhaseCol,
 			typed("READY", func(i *types.Instance) string {
 				if i.Status.Ready {
 					return "1/1"
 				}
 				return "0/1"
 			}),
-			typed("NODE", func(i *types.Instance) string { return orNone(i.Spec.NodeName) }),
-			typed("RESTARTS", func(i *types.Instance) string { return strconv.Itoa(int(i.Status.Restarts)) }),
+			instanceNodeCol,
+			instanceRestartsCol,
 			typed("ADDRESS", func(i *types.Instance) string { return first(i.Status.Addresses) }),
 		},
 		wide: []column{
-			typed("WORKLOAD", func(i *types.Instance) string { return orNone(i.Spec.Workload) }),
+			instanceWorkloadCol,
 			typed("IMAGE", func(i *types.Instance) string { return i.Spec.Template.Image }),
 			typed("LAST-EXIT", lastExit),
 		},

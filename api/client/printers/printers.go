@@ -122,7 +122,7 @@ func (p *Printer) Print(objs []types.Object, single bool) error {
 		}
 		t := p.table(k)
 		for _, o := range byKind[k] {
-			t.add(p.row(t, string(client.Added), o))
+			t.add(t.row(string(client.Added), o, p.o.Now()))
 		}
 		if err := t.flush(p.w, p.o.NoHeaders); err != nil {
 			return err
@@ -166,7 +166,7 @@ func (p *Printer) PrintEvent(ev client.Event) error {
 		return err
 	}
 	t := p.table(ev.Object.GetTypeMeta().Kind)
-	t.add(p.row(t, string(ev.Type), ev.Object))
+	t.add(t.row(string(ev.Type), ev.Object, p.o.Now()))
 	return t.flush(p.w, p.o.NoHeaders)
 }
 
@@ -220,38 +220,11 @@ func (p *Printer) table(kind string) *table {
 	if ok {
 		return t
 	}
-	cols := columnsOf(kind, p.o.Format == Wide)
 	r, _ := types.LookupResource(kind)
 	namespaced := r != nil && r.Namespaced
-	t = &table{cols: cols, namespace: p.o.AllNamespaces && namespaced, event: p.o.WatchEvents}
-	var header []string
-	if t.event {
-		header = append(header, "EVENT")
-	}
-	if t.namespace {
-		header = append(header, "NAMESPACE")
-	}
-	for _, c := range cols {
-		header = append(header, c.name)
-	}
-	t.header = header
+	t = newTable(columnsOf(kind, p.o.Format == Wide), p.o.AllNamespaces && namespaced, p.o.WatchEvents)
 	p.tables[kind] = t
 	return t
-}
-
-func (p *Printer) row(t *table, event string, o types.Object) []string {
-	var row []string
-	if t.event {
-		row = append(row, event)
-	}
-	if t.namespace {
-		row = append(row, o.GetObjectMeta().Namespace)
-	}
-	now := p.o.Now()
-	for _, c := range t.cols {
-		row = append(row, c.value(o, now))
-	}
-	return row
 }
 
 // table lays rows out in columns. Rows already written cannot move, so
@@ -265,6 +238,37 @@ type table struct {
 	widths      []int
 	pending     [][]string
 	wroteHeader bool
+}
+
+// newTable is a table of cols, after an EVENT column when event and a
+// NAMESPACE one when namespace.
+func newTable(cols []column, namespace, event bool) *table {
+	t := &table{cols: cols, namespace: namespace, event: event}
+	if event {
+		t.header = append(t.header, "EVENT")
+	}
+	if namespace {
+		t.header = append(t.header, "NAMESPACE")
+	}
+	for _, c := range cols {
+		t.header = append(t.header, c.name)
+	}
+	return t
+}
+
+// row is o's row of the table (event fills the EVENT column).
+func (t *table) row(event string, o types.Object, now time.Time) []string {
+	var row []string
+	if t.event {
+		row = append(row, event)
+	}
+	if t.namespace {
+		row = append(row, o.GetObjectMeta().Namespace)
+	}
+	for _, c := range t.cols {
+		row = append(row, c.value(o, now))
+	}
+	return row
 }
 
 func (t *table) add(row []string) { t.pending = append(t.pending, row) }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,21 +22,22 @@ func Processes(w io.Writer, insts []*types.Instance, o Options) error {
 	slices.SortFunc(insts, func(a, b *types.Instance) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Spec.Workload, b.Spec.Workload), cmp.Compare(a.Name, b.Name))
 	})
-	t := &table{header: []string{"NAME", "WORKLOAD", "NODE", "ADDRESSES", "PHASE", "READY", "RESTARTS", "AGE"}}
-	if o.AllNamespaces {
-		t.header = append([]string{"NAMESPACE"}, t.header...)
-	}
+	t := newTable(processColumns, o.AllNamespaces, false)
 	for _, i := range insts {
-		ready := "no"
-		if i.Status.Ready {
-			ready = "yes"
-		}
-		row := []string{i.Name, orNone(i.Spec.Workload), orNone(i.Spec.NodeName), orNone(strings.Join(i.Status.Addresses, ",")),
-			orNone(string(i.Status.Phase)), ready, strconv.Itoa(int(i.Status.Restarts)), Age(i.CreationTimestamp, now)}
-		if o.AllNamespaces {
-			row = append([]string{i.Namespace}, row...)
-		}
-		t.add(row)
+		t.add(t.row("", i, now))
 	}
 	return t.flush(w, o.NoHeaders)
+}
+
+var processColumns = []column{
+	nameCol(), instanceWorkloadCol, instanceNodeCol,
+	typed("ADDRESSES", func(i *types.Instance) string { return orNone(strings.Join(i.Status.Addresses, ",")) }),
+	instancePhaseCol,
+	typed("READY", func(i *types.Instance) string {
+		if i.Status.Ready {
+			return "yes"
+		}
+		return "no"
+	}),
+	instanceRestartsCol, ageCol(),
 }

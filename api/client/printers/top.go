@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"time"
 
 	"nexus.dev/nexus/api/types"
 )
@@ -59,20 +60,25 @@ func TopInstances(w io.Writer, insts []*types.Instance, by TopSort, o Options) e
 		}
 		return byName
 	})
-	t := &table{header: []string{"NAME", "WORKLOAD", "NODE", "CPU(m)", "MEMORY", "MEM%", "OOM"}}
-	if o.AllNamespaces {
-		t.header = append([]string{"NAMESPACE"}, t.header...)
-	}
+	t := newTable(topColumns, o.AllNamespaces, false)
 	for _, i := range insts {
-		r := i.Status.Resources
-		row := []string{i.Name, orNone(i.Spec.Workload), orNone(i.Spec.NodeName), strconv.FormatInt(r.CPUMillicores, 10),
-			memoryAmount(r.MemoryBytes), percent(r.MemoryBytes, r.MemoryLimitBytes), strconv.FormatInt(r.OOMKills, 10)}
-		if o.AllNamespaces {
-			row = append([]string{i.Namespace}, row...)
-		}
-		t.add(row)
+		t.add(t.row("", i, time.Time{}))
 	}
 	return t.flush(w, o.NoHeaders)
+}
+
+var topColumns = []column{
+	nameCol(), instanceWorkloadCol, instanceNodeCol,
+	usageCol("CPU(m)", func(r *types.InstanceUsage) string { return strconv.FormatInt(r.CPUMillicores, 10) }),
+	usageCol("MEMORY", func(r *types.InstanceUsage) string { return memoryAmount(r.MemoryBytes) }),
+	usageCol("MEM%", func(r *types.InstanceUsage) string { return percent(r.MemoryBytes, r.MemoryLimitBytes) }),
+	usageCol("OOM", func(r *types.InstanceUsage) string { return strconv.FormatInt(r.OOMKills, 10) }),
+}
+
+// usageCol is a column of an instance's measured use (top's rows are
+// measured instances only).
+func usageCol(name string, f func(*types.InstanceUsage) string) column {
+	return typed(name, func(i *types.Instance) string { return f(i.Status.Resources) })
 }
 
 // TopNodes writes what the measured instances on each node use together,
