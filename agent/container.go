@@ -16,6 +16,7 @@ import (
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/fsutil"
+	"nexus.dev/nexus/internal/humanize"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/runtime/image/builtin"
@@ -101,7 +102,7 @@ func (c *container) ensureImage(ctx context.Context, ref string, progress func(s
 	o.Progress = func(ev image.ProgressEvent) {
 		if now := time.Now(); now.Sub(last) >= 500*time.Millisecond {
 			last = now
-			progress(fmt.Sprintf("pulling %s: %s %s %s/%s", ref, ev.Kind, ev.State, humanBytes(ev.Done), humanBytes(ev.Total)))
+			progress(fmt.Sprintf("pulling %s: %s %s %s/%s", ref, ev.Kind, ev.State, humanize.Bytes(ev.Done), humanize.Bytes(ev.Total)))
 		}
 	}
 	_, err := imgs.Pull(ctx, ref, o)
@@ -299,17 +300,4 @@ func (c *container) remove(ctx context.Context) error {
 func isBuiltin(ref string) bool {
 	r, err := image.ParseReference(ref)
 	return err == nil && image.CanonicalName(r) == builtin.Reference
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

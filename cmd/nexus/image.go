@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"nexus.dev/nexus/internal/humanize"
 	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/runtime/image/builtin"
 )
@@ -179,7 +180,7 @@ func printImages(w io.Writer, imgs []image.Image) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tID\tPLATFORM\tSIZE\tSTORED")
 	for _, i := range imgs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.Name, i.ID, i.Platform.String(), humanBytes(i.Size), i.Stored.Local().Format(time.DateTime))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.Name, i.ID, i.Platform.String(), humanize.Bytes(i.Size), i.Stored.Local().Format(time.DateTime))
 	}
 	return tw.Flush()
 }
@@ -275,7 +276,7 @@ otherwise plain lines, at most one per layer and second.
 			if output == "json" {
 				return printJSON(cmd.OutOrStdout(), img)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Pulled %s (%s, %s, ID %s)\n", img.Name, img.Platform.String(), humanBytes(img.Size), img.ID)
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Pulled %s (%s, %s, ID %s)\n", img.Name, img.Platform.String(), humanize.Bytes(img.Size), img.ID)
 			return err
 		},
 	}
@@ -346,7 +347,7 @@ refused.`,
 				return printJSON(cmd.OutOrStdout(), imgs)
 			}
 			for _, i := range imgs {
-				fmt.Fprintf(cmd.OutOrStdout(), "Imported %s (%s, %s, ID %s)\n", i.Name, i.Platform.String(), humanBytes(i.Size), i.ID)
+				fmt.Fprintf(cmd.OutOrStdout(), "Imported %s (%s, %s, ID %s)\n", i.Name, i.Platform.String(), humanize.Bytes(i.Size), i.ID)
 			}
 			return nil
 		},
@@ -442,7 +443,7 @@ func printDetails(w io.Writer, d *image.Details) error {
 		row("Created", d.Created.UTC().Format(time.RFC3339))
 	}
 	row("Stored", d.Stored.UTC().Format(time.RFC3339))
-	row("Size", humanBytes(d.Size))
+	row("Size", humanize.Bytes(d.Size))
 	row("Entrypoint", quoteArgs(d.RunConfig.Entrypoint))
 	row("Cmd", quoteArgs(d.RunConfig.Cmd))
 	row("Env", strings.Join(d.RunConfig.Env, " "))
@@ -457,7 +458,7 @@ func printDetails(w io.Writer, d *image.Details) error {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  DIGEST\tSIZE\tUNPACKED\tMEDIA TYPE")
 	for _, l := range d.Layers {
-		fmt.Fprintf(tw, "  %s\t%s\t%v\t%s\n", l.Digest, humanBytes(l.Size), l.Unpacked, l.MediaType)
+		fmt.Fprintf(tw, "  %s\t%s\t%v\t%s\n", l.Digest, humanize.Bytes(l.Size), l.Unpacked, l.MediaType)
 	}
 	return tw.Flush()
 }
@@ -547,7 +548,7 @@ a container still running keeps its layers until it is stopped.`,
 			if output == "json" {
 				return printJSON(cmd.OutOrStdout(), rep)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Deleted %s; reclaimed %s\n", pruneSummary(rep), humanBytes(rep.Bytes))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Deleted %s; reclaimed %s\n", pruneSummary(rep), humanize.Bytes(rep.Bytes))
 			return err
 		},
 	}
@@ -619,18 +620,6 @@ func pruneSummary(rep image.PruneReport) string {
 }
 
 // humanBytes formats n in binary units: 512 B, 12.0 MiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
 
 // pullProgress shows a pull's progress: on a terminal, a line per blob
 // redrawn in place and a total; elsewhere plain lines, at most one per blob
@@ -695,11 +684,11 @@ func (p *pullProgress) event(e image.ProgressEvent) {
 	case image.StateDownloading:
 		if now.Sub(b.lastLine) >= time.Second {
 			b.lastLine = now
-			fmt.Fprintf(p.w, "pulling %s %s %s/%s\n", b.kind, shortDigest(e.Digest), humanBytes(e.Done), humanBytes(e.Total))
+			fmt.Fprintf(p.w, "pulling %s %s %s/%s\n", b.kind, shortDigest(e.Digest), humanize.Bytes(e.Done), humanize.Bytes(e.Total))
 		}
 	case image.StateDone, image.StateExists, image.StateUnpacked:
 		if changed {
-			fmt.Fprintf(p.w, "%s %s %s (%s)\n", e.State, b.kind, shortDigest(e.Digest), humanBytes(e.Total))
+			fmt.Fprintf(p.w, "%s %s %s (%s)\n", e.State, b.kind, shortDigest(e.Digest), humanize.Bytes(e.Total))
 		}
 	}
 }
@@ -719,9 +708,9 @@ func (p *pullProgress) draw() {
 		if b.state == image.StateUnpacked || (b.kind == "config" && (b.state == image.StateDone || b.state == image.StateExists)) {
 			complete++
 		}
-		fmt.Fprintf(&sb, "\r\x1b[K%s %s  %-11s %s/%s\n", b.kind, shortDigest(d), b.state, humanBytes(b.done), humanBytes(b.total))
+		fmt.Fprintf(&sb, "\r\x1b[K%s %s  %-11s %s/%s\n", b.kind, shortDigest(d), b.state, humanize.Bytes(b.done), humanize.Bytes(b.total))
 	}
-	fmt.Fprintf(&sb, "\r\x1b[Ktotal  %d/%d blobs  %s/%s\n", complete, len(p.order), humanBytes(done), humanBytes(total))
+	fmt.Fprintf(&sb, "\r\x1b[Ktotal  %d/%d blobs  %s/%s\n", complete, len(p.order), humanize.Bytes(done), humanize.Bytes(total))
 	p.drawn = len(p.order) + 1
 	io.WriteString(p.w, sb.String())
 }

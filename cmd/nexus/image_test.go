@@ -195,14 +195,6 @@ func TestImagePullProgressPlainLines(t *testing.T) {
 	}
 }
 
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 12 << 20: "12.0 MiB", 3 << 30: "3.0 GiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 func TestImagePullProgressTerminal(t *testing.T) {
 	var buf bytes.Buffer
 	p := newPullProgress(&buf)
