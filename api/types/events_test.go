@@ -35,26 +35,7 @@ func TestInstanceEventValidation(t *testing.T) {
 		{"negative count", []InstanceEvent{{Type: EventNormal, Reason: "Started", Count: -1, LastTime: at}}, []string{"status.events[0].count: must not be negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inst := &Instance{Spec: InstanceSpec{NodeName: "n1", Template: w.Spec.Template}}
-			inst.Name, inst.Namespace = "web-1", "default"
-			inst.Status.Phase = PhaseRunning
-			inst.Status.Events = tc.events
-			Default(inst)
-			errs := Validate(inst)
-			if tc.want == nil {
-				if len(errs) != 0 {
-					t.Fatalf("unexpected errors: %v", errs)
-				}
-				return
-			}
-			if len(errs) != len(tc.want) {
-				t.Errorf("got %d errors %q, want %d", len(errs), errs.Error(), len(tc.want))
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(errs.Error(), w) {
-					t.Errorf("errors %q do not contain %q", errs.Error(), w)
-				}
-			}
+			checkInstanceStatus(t, w, func(st *InstanceStatus) { st.Events = tc.events }, tc.want)
 		})
 	}
 }

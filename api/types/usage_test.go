@@ -28,28 +28,36 @@ func TestInstanceUsageValidation(t *testing.T) {
 		{"no time", InstanceUsage{CPUMillicores: 5}, []string{"status.resources.sampledAt: must say when the numbers were measured"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inst := &Instance{Spec: InstanceSpec{NodeName: "n1", Template: w.Spec.Template}}
-			inst.Name, inst.Namespace = "web-1", "default"
-			inst.Status.Phase = PhaseRunning
 			u := tc.usage
-			inst.Status.Resources = &u
-			Default(inst)
-			errs := Validate(inst)
-			if tc.want == nil {
-				if len(errs) != 0 {
-					t.Fatalf("unexpected errors: %v", errs)
-				}
-				return
-			}
-			if len(errs) != len(tc.want) {
-				t.Errorf("got %d errors %q, want %d", len(errs), errs.Error(), len(tc.want))
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(errs.Error(), w) {
-					t.Errorf("errors %q do not contain %q", errs.Error(), w)
-				}
-			}
+			checkInstanceStatus(t, w, func(st *InstanceStatus) { st.Resources = &u }, tc.want)
 		})
+	}
+}
+
+// checkInstanceStatus validates a running instance of w's template whose
+// status set changes, and checks the errors are want (none when nil),
+// each naming its field.
+func checkInstanceStatus(t *testing.T, w *Workload, set func(*InstanceStatus), want []string) {
+	t.Helper()
+	inst := &Instance{Spec: InstanceSpec{NodeName: "n1", Template: w.Spec.Template}}
+	inst.Name, inst.Namespace = "web-1", "default"
+	inst.Status.Phase = PhaseRunning
+	set(&inst.Status)
+	Default(inst)
+	errs := Validate(inst)
+	if want == nil {
+		if len(errs) != 0 {
+			t.Fatalf("unexpected errors: %v", errs)
+		}
+		return
+	}
+	if len(errs) != len(want) {
+		t.Errorf("got %d errors %q, want %d", len(errs), errs.Error(), len(want))
+	}
+	for _, w := range want {
+		if !strings.Contains(errs.Error(), w) {
+			t.Errorf("errors %q do not contain %q", errs.Error(), w)
+		}
 	}
 }
 
