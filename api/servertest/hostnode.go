@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/term"
 )
@@ -76,7 +74,7 @@ func (h *HostNode) Exec(ctx context.Context, _ *types.Instance, opts types.ExecO
 // runWithTerminal runs cmd with a new pseudo-terminal as its controlling
 // terminal and stdio, relayed to s.
 func runWithTerminal(cmd *exec.Cmd, opts types.ExecOptions, s types.ExecStreams) error {
-	master, slave, err := openPTY()
+	master, slave, err := term.OpenPTY()
 	if err != nil {
 		return err
 	}
@@ -126,27 +124,4 @@ func runWithTerminal(cmd *exec.Cmd, opts types.ExecOptions, s types.ExecStreams)
 	case <-time.After(time.Second):
 	}
 	return err
-}
-
-func openPTY() (master, slave *os.File, err error) {
-	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open /dev/ptmx: %w", err)
-	}
-	master = os.NewFile(uintptr(m), "pty master")
-	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("unlock a pty: %w", err)
-	}
-	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
-	if err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("number of a pty: %w", err)
-	}
-	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	return master, slave, nil
 }
