@@ -202,9 +202,9 @@ func TestExecRefusals(t *testing.T) {
 		{"empty body", path, "POST", "", 400, "the request body is empty"},
 		{"GET", path, "GET", "", 405, "POST"},
 		{"no such instance", "/v1/namespaces/default/instances/nope/exec", "POST", `{"command":["x"]}` + "\n", 404, "nope"},
-		{"not scheduled", "/v1/namespaces/default/instances/pending-1/exec", "POST", `{"command":["x"]}` + "\n", 409, "not scheduled to a node"},
+		{"not scheduled", "/v1/namespaces/default/instances/pending-1/exec", "POST", `{"command":["x"]}` + "\n", 409, "instance default/pending-1 is not scheduled yet: no node runs it"},
 		{"not running", "/v1/namespaces/default/instances/starting-1/exec", "POST", `{"command":["x"]}` + "\n", 409, "is Starting on node n1, not Running"},
-		{"agent away", "/v1/namespaces/default/instances/far-1/exec", "POST", `{"command":["x"]}` + "\n", 503, "the agent of node n2"},
+		{"agent away", "/v1/namespaces/default/instances/far-1/exec", "POST", `{"command":["x"]}` + "\n", 503, "node n2's agent is not connected to this server, and instance default/far-1 runs there"},
 		{"a subresource of another resource", "/v1/namespaces/default/workloads/web/exec", "POST", `{"command":["x"]}` + "\n", 404, "no subresource"},
 	} {
 		r := admin.do(tc.method, tc.path, types.ExecContentType, tc.body)
