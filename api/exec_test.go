@@ -3,10 +3,12 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,6 +165,52 @@ func (l *lineWaiter) Write(p []byte) (int, error) {
 		}
 		l.lines <- line
 	}
+}
+
+// TestExecOverHTTP11: an HTTP/1.1 client gets the same full duplex
+// stream (the server enables it): the output of the first input arrives
+// while the request body is still open.
+func TestExecOverHTTP11(t *testing.T) {
+	e := startExecCluster(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(e.c.Root.Cert)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{*e.c.User(t, "admin")}},
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}} // no HTTP/2
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	bodyR, bodyW := io.Pipe()
+	defer bodyW.Close()
+	// The transport gives up on a cancelled request only once it is done
+	// writing the body.
+	context.AfterFunc(ctx, func() { bodyW.CloseWithError(ctx.Err()) })
+	req, err := http.NewRequestWithContext(ctx, "POST", e.c.URL()+"/v1/namespaces/default/instances/web-1/exec", bodyR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", types.ExecContentType)
+	go func() {
+		bodyW.Write([]byte(`{"command":["cat"],"stdin":true}` + "\n"))
+		bodyW.Write(types.AppendExecFrame(nil, types.StreamStdin, []byte("one\n")))
+	}()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 1 || resp.StatusCode != 200 {
+		t.Fatalf("exec over HTTP/1.1: %s %s", resp.Proto, resp.Status)
+	}
+	frames := types.NewExecFrameReader(resp.Body)
+	if s, p, err := frames.Next(); err != nil || s != types.StreamStdout || string(p) != "one\n" {
+		t.Fatalf("first frame while the input is open: %v %q %v, want stdout \"one\\n\"", s, p, err)
+	}
+	bodyW.Close()
+	s, p, err := frames.Next()
+	if err != nil || s != types.StreamExit || string(p) != `{"exitCode":0}` {
+		t.Fatalf("after the input ended: %v %q %v, want the exit frame with code 0", s, p, err)
+	}
+	<-e.node.Ended
 }
 
 // TestExecRefusals: who may exec is RBAC's create on instances/exec (the
