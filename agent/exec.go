@@ -147,13 +147,15 @@ type execIO struct {
 	child  []*os.File // the process's ends, closed once it has them
 	ours   []*os.File // our ends, closed by close
 	master *os.File   // the terminal's master (tty)
-	// stdinW and the output readers are ours; copied counts the output
-	// bytes written, for drain.
-	stdinW  *os.File
-	outputs []outputCopy
-	copied  atomic.Int64
-	copies  sync.WaitGroup
-	done    chan struct{} // closed by close: the helper goroutines end
+	// stdinW and the output readers are ours. For drain: lastOutput is
+	// when output was last written (Unix nanoseconds), writing how many
+	// writes are under way.
+	stdinW     *os.File
+	outputs    []outputCopy
+	lastOutput atomic.Int64
+	writing    atomic.Int32
+	copies     sync.WaitGroup
+	done       chan struct{} // closed by close: the helper goroutines end
 }
 
 type outputCopy struct {
@@ -224,7 +226,7 @@ func (x *execIO) started() {
 		x.copies.Add(1)
 		go func() {
 			defer x.copies.Done()
-			_, _ = io.CopyBuffer(&countingWriter{w: c.w, n: &x.copied}, c.r, make([]byte, types.MaxExecFrame))
+			_, _ = io.CopyBuffer(&outputWriter{x: x, w: c.w}, c.r, make([]byte, types.MaxExecFrame))
 		}()
 	}
 	if x.stdin {
@@ -255,13 +257,14 @@ func (x *execIO) resize() {
 	}
 }
 
-// drain waits until the output copies end, or none has copied a byte for
-// outputGrace (or ctx ends).
+// drain waits until the output copies end, or no output has been
+// written for outputGrace since the process exited (or ctx ends). A write
+// the caller is slow to take counts as output all along.
 func (x *execIO) drain(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { x.copies.Wait(); close(done) }()
-	last := x.copied.Load()
-	t := time.NewTicker(outputGrace)
+	x.lastOutput.Store(time.Now().UnixNano())
+	t := time.NewTimer(outputGrace)
 	defer t.Stop()
 	for {
 		select {
@@ -270,11 +273,14 @@ func (x *execIO) drain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n := x.copied.Load()
-			if n == last {
+			idle := time.Since(time.Unix(0, x.lastOutput.Load()))
+			if x.writing.Load() > 0 {
+				idle = 0
+			}
+			if idle >= outputGrace {
 				return
 			}
-			last = n
+			t.Reset(outputGrace - idle)
 		}
 	}
 }
@@ -291,13 +297,17 @@ func (x *execIO) close() {
 	}
 }
 
-type countingWriter struct {
+// outputWriter writes output to the caller, and records for drain that
+// it does.
+type outputWriter struct {
+	x *execIO
 	w io.Writer
-	n *atomic.Int64
 }
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
+func (o *outputWriter) Write(p []byte) (int, error) {
+	o.x.writing.Add(1)
+	n, err := o.w.Write(p)
+	o.x.lastOutput.Store(time.Now().UnixNano())
+	o.x.writing.Add(-1)
 	return n, err
 }
