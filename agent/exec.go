@@ -18,6 +18,7 @@ import (
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/term"
 	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/image/bundle"
 )
 
 // outputGrace is how long the output of an exec'd process that has
@@ -66,7 +67,10 @@ func (a *Agent) Exec(ctx context.Context, inst *types.Instance, opts types.ExecO
 	if spec.Process == nil {
 		return -1, fmt.Errorf("exec in instance %s: its container has no process settings", name)
 	}
-	proc := execProcess(spec.Process, &opts)
+	proc, err := execProcess(spec.Process, &opts)
+	if err != nil {
+		return -1, fmt.Errorf("exec in instance %s: %w", name, err)
+	}
 
 	xio := &execIO{streams: s, stdin: opts.Stdin && s.Stdin != nil}
 	defer xio.close()
@@ -96,11 +100,17 @@ func (a *Agent) Exec(ctx context.Context, inst *types.Instance, opts types.ExecO
 }
 
 // execProcess is the process settings of an exec: the container's, with
-// opts' command, variables and working directory.
-func execProcess(base *specs.Process, opts *types.ExecOptions) *specs.Process {
+// opts' command, variables (each replacing the container's of the same
+// name, as the image's are replaced when the container is made) and
+// working directory.
+func execProcess(base *specs.Process, opts *types.ExecOptions) (*specs.Process, error) {
+	env, err := bundle.Environment(base.Env, opts.Env)
+	if err != nil {
+		return nil, err
+	}
 	p := *base
 	p.Args = slices.Clone(opts.Command)
-	p.Env = mergeEnv(base.Env, opts.Env)
+	p.Env = env
 	if opts.WorkingDir != "" {
 		p.Cwd = opts.WorkingDir
 	}
@@ -108,22 +118,7 @@ func execProcess(base *specs.Process, opts *types.ExecOptions) *specs.Process {
 	if opts.TTY && opts.Size != nil {
 		p.ConsoleSize = &specs.Box{Width: uint(opts.Size.Width), Height: uint(opts.Size.Height)}
 	}
-	return &p
-}
-
-// mergeEnv returns base with the NAME=VALUE entries of add, each replacing
-// the entry of the same name (programs read the first of duplicates).
-func mergeEnv(base, add []string) []string {
-	out := slices.Clone(base)
-	for _, e := range add {
-		name, _, _ := strings.Cut(e, "=")
-		if i := slices.IndexFunc(out, func(x string) bool { return strings.HasPrefix(x, name+"=") }); i >= 0 {
-			out[i] = e
-		} else {
-			out = append(out, e)
-		}
-	}
-	return out
+	return &p, nil
 }
 
 // startFailureCode is the code a shell gives a command it could not run:
