@@ -152,18 +152,17 @@ type execInput struct {
 	done   chan struct{}             // closed when the exec has ended
 }
 
-// run reads frames until the body ends (which ends stdin too) or breaks
-// the rules (an error: the exec is stopped).
-func (in *execInput) run() error {
-	closeStdin := func(err error) {
+// run reads frames until the body ends or breaks the rules (an error:
+// the exec is stopped). Either way the process's input ends with it.
+func (in *execInput) run() (err error) {
+	defer func() {
 		if in.stdin != nil {
-			in.stdin.CloseWithError(err)
+			in.stdin.CloseWithError(err) // nil: end of input
 		}
-	}
+	}()
 	for {
 		stream, p, err := in.frames.Next()
 		if err == io.EOF {
-			closeStdin(nil)
 			return nil
 		}
 		if err != nil {
@@ -172,7 +171,6 @@ func (in *execInput) run() error {
 				return nil // the exec ended and the body with it
 			default:
 			}
-			closeStdin(err)
 			if errors.Is(err, types.ErrExecFrame) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return fmt.Errorf("the request's input stream: %w", err)
 			}
@@ -187,7 +185,9 @@ func (in *execInput) run() error {
 				return nil // the process's input is closed: drop the rest
 			}
 		case types.StreamCloseStdin:
-			closeStdin(nil)
+			if in.stdin != nil {
+				in.stdin.Close()
+			}
 		case types.StreamResize:
 			ts, err := types.DecodeTerminalSize(p)
 			if err != nil {

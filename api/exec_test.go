@@ -262,15 +262,29 @@ func TestExecRefusals(t *testing.T) {
 	}
 
 	// A frame that breaks the rules stops the process and says why.
-	body := append([]byte(`{"command":["sleep","30"],"stdin":true}`+"\n"), 9, 0, 0, 0, 0)
-	r := admin.must(200, "POST", path, types.ExecContentType, body)
-	fr := types.NewExecFrameReader(bytes.NewReader(r.body))
-	s, p, err := fr.Next()
-	if err != nil || s != types.StreamExit || !strings.Contains(string(p), "unknown stream 9") {
-		t.Fatalf("after a bad frame: %v %q %v, want an exit frame naming it", s, p, err)
-	}
-	if err := <-e.node.Ended; err == nil {
-		t.Fatal("the process ran to its end after a bad frame")
+	for _, tc := range []struct {
+		name, options string
+		frame         []byte
+		want          string
+	}{
+		{"unknown stream", `{"command":["sleep","30"],"stdin":true}`, []byte{9, 0, 0, 0, 0}, "unknown stream 9"},
+		{"stdin not asked for", `{"command":["sleep","30"]}`, types.AppendExecFrame(nil, types.StreamStdin, []byte("x")), "started without stdin"},
+		{"an answer's frame", `{"command":["sleep","30"],"stdin":true}`, types.AppendExecFrame(nil, types.StreamStdout, []byte("x")), "a stdout frame, which only answers carry"},
+		{"an empty terminal size", `{"command":["sleep","30"],"tty":true}`, types.AppendExecFrame(nil, types.StreamResize, []byte(`{"width":0,"height":5}`)), "resize frame: 0x5"},
+	} {
+		body := append([]byte(tc.options+"\n"), tc.frame...)
+		r := admin.must(200, "POST", path, types.ExecContentType, body)
+		fr := types.NewExecFrameReader(bytes.NewReader(r.body))
+		s, p, err := fr.Next()
+		for err == nil && s == types.StreamStdout { // a terminal's output, if any
+			s, p, err = fr.Next()
+		}
+		if err != nil || s != types.StreamExit || !strings.Contains(string(p), tc.want) {
+			t.Fatalf("%s: %v %q %v, want an exit frame with %q", tc.name, s, p, err, tc.want)
+		}
+		if err := <-e.node.Ended; err == nil {
+			t.Fatalf("%s: the process ran to its end after a bad frame", tc.name)
+		}
 	}
 }
 

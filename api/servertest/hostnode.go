@@ -20,9 +20,10 @@ import (
 // and the command line talk to without root or an agent. The agent's own
 // tests run commands in containers. It serves no logs.
 type HostNode struct {
-	// Ended receives one value per exec when its process is gone: nil when
-	// it ran to its end, else the context error that killed it. Tests that
-	// do not read it must give it room (NewHostNode gives 64).
+	// Ended receives one value per Exec call once its process is gone:
+	// nil when it ran to its end (or could not start), else the context
+	// error that killed it or stopped it from starting. Tests that do not
+	// read it must give it room (NewHostNode gives 64).
 	Ended chan error
 }
 
@@ -51,9 +52,7 @@ func (h *HostNode) Exec(ctx context.Context, _ *types.Instance, opts types.ExecO
 		}
 		err = cmd.Run()
 	}
-	if cmd.Process != nil {
-		h.Ended <- ctx.Err()
-	}
+	h.Ended <- ctx.Err()
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
