@@ -135,6 +135,7 @@ func TestExecOverHTTP2AndHTTP3(t *testing.T) {
 		t.Fatal("an exec's variable value is in the audit log")
 	}
 	var commands, envs []string
+	var last types.ExecOptions // the options recorded (Request level) of the last exec
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		var rec audit.Record
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
@@ -143,10 +144,17 @@ func TestExecOverHTTP2AndHTTP3(t *testing.T) {
 		if rec.Subresource == "exec" && rec.Verb == "create" && rec.Code == 200 && rec.User.Name == "admin" {
 			commands = append(commands, rec.Annotations["exec.command"])
 			envs = append(envs, rec.Annotations["exec.env"])
+			last = types.ExecOptions{}
+			if err := json.Unmarshal(rec.Request, &last); err != nil {
+				t.Fatalf("the options of an exec's audit record: %v (%s)", err, rec.Request)
+			}
 		}
 	}
 	if len(commands) != 7 || commands[1] != `["cat"]` || envs[6] != "TOKEN" {
 		t.Fatalf("audit records of the execs: commands %q, variables %q", commands, envs)
+	}
+	if len(last.Env) != 1 || last.Env[0] != "TOKEN=<redacted>" || last.Command[2] != "echo $TOKEN" {
+		t.Fatalf("the options recorded of the exec with a variable: %+v, want its command and TOKEN=<redacted>", last)
 	}
 }
 
