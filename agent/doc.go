@@ -25,7 +25,7 @@
 // wait for the next agent (logs.go), their exit statuses are kept by the
 // kernel (runtime.Config.Exits), and a restarted agent adopts the
 // containers whose Instance is still bound to it and removes the others.
-// Logs serves an Instance's log and Exec runs a process in its container,
-// as the API asks (api.NodeConn). Container IDs are "nx-" + the Instance's
-// UID.
+// Logs serves an Instance's log and Exec runs a process in its container
+// (exec.go), as the API asks for them (api.NodeConn). Container IDs are
+// "nx-" + the Instance's UID.
 package agent

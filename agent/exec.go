@@ -18,6 +18,7 @@ import (
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/term"
 	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/image/bundle"
 )
 
 // outputGrace is how long the output of an exec'd process that has
@@ -66,7 +67,10 @@ func (a *Agent) Exec(ctx context.Context, inst *types.Instance, opts types.ExecO
 	if spec.Process == nil {
 		return -1, fmt.Errorf("exec in instance %s: its container has no process settings", name)
 	}
-	proc := execProcess(spec.Process, &opts)
+	proc, err := execProcess(spec.Process, &opts)
+	if err != nil {
+		return -1, fmt.Errorf("exec in instance %s: %w", name, err)
+	}
 
 	xio := &execIO{streams: s, stdin: opts.Stdin && s.Stdin != nil}
 	defer xio.close()
@@ -96,11 +100,17 @@ func (a *Agent) Exec(ctx context.Context, inst *types.Instance, opts types.ExecO
 }
 
 // execProcess is the process settings of an exec: the container's, with
-// opts' command, variables and working directory.
-func execProcess(base *specs.Process, opts *types.ExecOptions) *specs.Process {
+// opts' command, variables (each replacing the container's of the same
+// name, as the image's are replaced when the container is made) and
+// working directory.
+func execProcess(base *specs.Process, opts *types.ExecOptions) (*specs.Process, error) {
+	env, err := bundle.Environment(base.Env, opts.Env)
+	if err != nil {
+		return nil, err
+	}
 	p := *base
 	p.Args = slices.Clone(opts.Command)
-	p.Env = mergeEnv(base.Env, opts.Env)
+	p.Env = env
 	if opts.WorkingDir != "" {
 		p.Cwd = opts.WorkingDir
 	}
@@ -108,22 +118,7 @@ func execProcess(base *specs.Process, opts *types.ExecOptions) *specs.Process {
 	if opts.TTY && opts.Size != nil {
 		p.ConsoleSize = &specs.Box{Width: uint(opts.Size.Width), Height: uint(opts.Size.Height)}
 	}
-	return &p
-}
-
-// mergeEnv returns base with the NAME=VALUE entries of add, each replacing
-// the entry of the same name (programs read the first of duplicates).
-func mergeEnv(base, add []string) []string {
-	out := slices.Clone(base)
-	for _, e := range add {
-		name, _, _ := strings.Cut(e, "=")
-		if i := slices.IndexFunc(out, func(x string) bool { return strings.HasPrefix(x, name+"=") }); i >= 0 {
-			out[i] = e
-		} else {
-			out = append(out, e)
-		}
-	}
-	return out
+	return &p, nil
 }
 
 // startFailureCode is the code a shell gives a command it could not run:
@@ -147,13 +142,15 @@ type execIO struct {
 	child  []*os.File // the process's ends, closed once it has them
 	ours   []*os.File // our ends, closed by close
 	master *os.File   // the terminal's master (tty)
-	// stdinW and the output readers are ours; copied counts the output
-	// bytes written, for drain.
-	stdinW  *os.File
-	outputs []outputCopy
-	copied  atomic.Int64
-	copies  sync.WaitGroup
-	done    chan struct{} // closed by close: the helper goroutines end
+	// stdinW and the output readers are ours. For drain: lastOutput is
+	// when output was last written (Unix nanoseconds), writing how many
+	// writes are under way.
+	stdinW     *os.File
+	outputs    []outputCopy
+	lastOutput atomic.Int64
+	writing    atomic.Int32
+	copies     sync.WaitGroup
+	done       chan struct{} // closed by close: the helper goroutines end
 }
 
 type outputCopy struct {
@@ -224,7 +221,7 @@ func (x *execIO) started() {
 		x.copies.Add(1)
 		go func() {
 			defer x.copies.Done()
-			_, _ = io.CopyBuffer(&countingWriter{w: c.w, n: &x.copied}, c.r, make([]byte, types.MaxExecFrame))
+			_, _ = io.CopyBuffer(&outputWriter{x: x, w: c.w}, c.r, make([]byte, types.MaxExecFrame))
 		}()
 	}
 	if x.stdin {
@@ -255,13 +252,14 @@ func (x *execIO) resize() {
 	}
 }
 
-// drain waits until the output copies end, or none has copied a byte for
-// outputGrace (or ctx ends).
+// drain waits until the output copies end, or no output has been
+// written for outputGrace since the process exited (or ctx ends). A write
+// the caller is slow to take counts as output all along.
 func (x *execIO) drain(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { x.copies.Wait(); close(done) }()
-	last := x.copied.Load()
-	t := time.NewTicker(outputGrace)
+	x.lastOutput.Store(time.Now().UnixNano())
+	t := time.NewTimer(outputGrace)
 	defer t.Stop()
 	for {
 		select {
@@ -270,11 +268,14 @@ func (x *execIO) drain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n := x.copied.Load()
-			if n == last {
+			idle := time.Since(time.Unix(0, x.lastOutput.Load()))
+			if x.writing.Load() > 0 {
+				idle = 0
+			}
+			if idle >= outputGrace {
 				return
 			}
-			last = n
+			t.Reset(outputGrace - idle)
 		}
 	}
 }
@@ -291,13 +292,17 @@ func (x *execIO) close() {
 	}
 }
 
-type countingWriter struct {
+// outputWriter writes output to the caller, and records for drain that
+// it does.
+type outputWriter struct {
+	x *execIO
 	w io.Writer
-	n *atomic.Int64
 }
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
+func (o *outputWriter) Write(p []byte) (int, error) {
+	o.x.writing.Add(1)
+	n, err := o.w.Write(p)
+	o.x.lastOutput.Store(time.Now().UnixNano())
+	o.x.writing.Add(-1)
 	return n, err
 }

@@ -90,6 +90,16 @@ func TestExecInAnInstance(t *testing.T) {
 		{name: "env and working directory", instance: "box",
 			opts:   types.ExecOptions{Command: []string{"sh", "-c", "echo $FOO; pwd"}, Env: []string{"FOO=bar"}, WorkingDir: "/tmp"},
 			stdout: "bar\n/tmp\n"},
+		{name: "a variable replaces the container's of the same name", instance: "box",
+			opts:   types.ExecOptions{Command: []string{"sh", "-c", "echo $PATH; env | grep -c ^PATH="}, Env: []string{"PATH=/opt/x:/bin"}},
+			stdout: "/opt/x:/bin\n1\n"},
+		// Output after the exit is passed on until none comes for a while
+		// (outputGrace, 2 s): "late", a second after, arrives; the sleep
+		// that then holds the output open for ten minutes is not waited
+		// for (the run's 60 s would end first).
+		{name: "output after the exit, then a held stdout", instance: "box",
+			opts:   types.ExecOptions{Command: []string{"sh", "-c", "(sleep 1; echo late; exec sleep 600) & echo early"}},
+			stdout: "early\nlate\n"},
 		{name: "killed by a signal", instance: "box", opts: types.ExecOptions{Command: []string{"sh", "-c", "kill -9 $$"}}, code: 137},
 		{name: "command not found", instance: "box", opts: types.ExecOptions{Command: []string{"no-such-command"}},
 			code: 127, fails: `"no-such-command" not found`},
@@ -166,7 +176,8 @@ func TestExecWithATerminal(t *testing.T) {
 }
 
 // TestExecEndsWithItsCaller: a caller that goes away takes its process
-// with it, and an instance without a container is refused with a reason.
+// with it, and an instance without a container here, or bound to another
+// node, is refused with a reason.
 func TestExecEndsWithItsCaller(t *testing.T) {
 	f := startExecFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -188,6 +199,40 @@ func TestExecEndsWithItsCaller(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "default/ghost has no container on node n1") {
 		t.Fatalf("exec in an instance without a container: %v", err)
 	}
+	elsewhere := &types.Instance{ObjectMeta: types.ObjectMeta{Name: "box", Namespace: "default", UID: "no-such-uid"},
+		Spec: types.InstanceSpec{NodeName: "n2"}}
+	_, err = f.a.Exec(context.Background(), elsewhere, types.ExecOptions{Command: []string{"true"}}, types.ExecStreams{Stdout: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), `instance default/box is bound to node "n2", not to n1`) {
+		t.Fatalf("exec in an instance of another node: %v", err)
+	}
+}
+
+// TestExecOutputWaitsForASlowCaller: output the caller is slow to take
+// is not cut off after the process exits, however long one write takes:
+// "b", written while "a" waits 3 s for the caller (longer than the 2 s an
+// exited process's output may be silent), arrives too.
+func TestExecOutputWaitsForASlowCaller(t *testing.T) {
+	f := startExecFixture(t)
+	box := waitInstance(t, f.admin, "box", "running", func(i *types.Instance) bool { return i.Status.Phase == types.PhaseRunning })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out := &slowWriter{delay: 3 * time.Second}
+	code, err := f.a.Exec(ctx, box, types.ExecOptions{Command: []string{"sh", "-c", "echo a; sleep 0.5; echo b"}}, types.ExecStreams{Stdout: out})
+	if err != nil || code != 0 || out.String() != "a\nb\n" {
+		t.Fatalf("exec with a slow caller: code %d, %v, output %q; want \"a\\nb\\n\"", code, err, out.String())
+	}
+}
+
+// slowWriter takes delay over its first write.
+type slowWriter struct {
+	syncBuffer
+	delay time.Duration
+	once  sync.Once
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { time.Sleep(w.delay) })
+	return w.syncBuffer.Write(p)
 }
 
 // waitProcess waits until a process with this command line exists (or,

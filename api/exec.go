@@ -90,29 +90,19 @@ func (s *Server) exec(w http.ResponseWriter, r *request) error {
 }
 
 // execTarget finds the instance and the connection to the agent of its
-// node, or says why there is none.
+// node (instanceNode), and refuses an instance that is not Running: exec
+// needs its container's process.
 func (s *Server) execTarget(r *request) (*types.Instance, NodeConn, error) {
-	o, _, err := s.current(r.http.Context(), instancesRes, r.namespace, r.name)
+	inst, conn, err := s.instanceNode(r)
 	if err != nil {
 		return nil, nil, err
 	}
-	inst := o.(*types.Instance)
-	ref := fmt.Sprintf("instance %s in namespace %s", r.name, r.namespace)
-	describe := fmt.Sprintf("nexus describe instance %s -n %s", r.name, r.namespace)
-	node := inst.Spec.NodeName
-	if node == "" {
-		return nil, nil, problem(http.StatusConflict, "Conflict", "%s is not scheduled to a node yet: exec once it is Running (%s)", ref, describe)
-	}
-	if inst.Status.Phase != types.PhaseRunning {
-		phase := string(inst.Status.Phase)
+	if phase := inst.Status.Phase; phase != types.PhaseRunning {
 		if phase == "" {
-			phase = string(types.PhaseScheduled)
+			phase = types.PhaseScheduled
 		}
-		return nil, nil, problem(http.StatusConflict, "Conflict", "%s is %s on node %s, not Running: exec once it is (%s)", ref, phase, node, describe)
-	}
-	conn, ok := s.nodes.Get(node)
-	if !ok {
-		return nil, nil, problem(http.StatusServiceUnavailable, "Unavailable", "the agent of node %s, where %s runs, is not connected to this server: check the node (nexus get node %s) and try again", node, ref, node).withRetry(5)
+		return nil, nil, problem(http.StatusConflict, "Conflict", "instance %s/%s is %s on node %s, not Running: exec once it is (nexus describe instance %s -n %s)",
+			r.namespace, r.name, phase, inst.Spec.NodeName, r.name, r.namespace)
 	}
 	return inst, conn, nil
 }
@@ -162,18 +152,17 @@ type execInput struct {
 	done   chan struct{}             // closed when the exec has ended
 }
 
-// run reads frames until the body ends (which ends stdin too) or breaks
-// the rules (an error: the exec is stopped).
-func (in *execInput) run() error {
-	closeStdin := func(err error) {
+// run reads frames until the body ends or breaks the rules (an error:
+// the exec is stopped). Either way the process's input ends with it.
+func (in *execInput) run() (err error) {
+	defer func() {
 		if in.stdin != nil {
-			in.stdin.CloseWithError(err)
+			in.stdin.CloseWithError(err) // nil: end of input
 		}
-	}
+	}()
 	for {
 		stream, p, err := in.frames.Next()
 		if err == io.EOF {
-			closeStdin(nil)
 			return nil
 		}
 		if err != nil {
@@ -182,7 +171,6 @@ func (in *execInput) run() error {
 				return nil // the exec ended and the body with it
 			default:
 			}
-			closeStdin(err)
 			if errors.Is(err, types.ErrExecFrame) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return fmt.Errorf("the request's input stream: %w", err)
 			}
@@ -197,7 +185,9 @@ func (in *execInput) run() error {
 				return nil // the process's input is closed: drop the rest
 			}
 		case types.StreamCloseStdin:
-			closeStdin(nil)
+			if in.stdin != nil {
+				in.stdin.Close()
+			}
 		case types.StreamResize:
 			ts, err := types.DecodeTerminalSize(p)
 			if err != nil {

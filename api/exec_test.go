@@ -3,10 +3,12 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,6 +135,7 @@ func TestExecOverHTTP2AndHTTP3(t *testing.T) {
 		t.Fatal("an exec's variable value is in the audit log")
 	}
 	var commands, envs []string
+	var last types.ExecOptions // the options recorded (Request level) of the last exec
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		var rec audit.Record
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
@@ -141,10 +144,17 @@ func TestExecOverHTTP2AndHTTP3(t *testing.T) {
 		if rec.Subresource == "exec" && rec.Verb == "create" && rec.Code == 200 && rec.User.Name == "admin" {
 			commands = append(commands, rec.Annotations["exec.command"])
 			envs = append(envs, rec.Annotations["exec.env"])
+			last = types.ExecOptions{}
+			if err := json.Unmarshal(rec.Request, &last); err != nil {
+				t.Fatalf("the options of an exec's audit record: %v (%s)", err, rec.Request)
+			}
 		}
 	}
 	if len(commands) != 7 || commands[1] != `["cat"]` || envs[6] != "TOKEN" {
 		t.Fatalf("audit records of the execs: commands %q, variables %q", commands, envs)
+	}
+	if len(last.Env) != 1 || last.Env[0] != "TOKEN=<redacted>" || last.Command[2] != "echo $TOKEN" {
+		t.Fatalf("the options recorded of the exec with a variable: %+v, want its command and TOKEN=<redacted>", last)
 	}
 }
 
@@ -163,6 +173,52 @@ func (l *lineWaiter) Write(p []byte) (int, error) {
 		}
 		l.lines <- line
 	}
+}
+
+// TestExecOverHTTP11: an HTTP/1.1 client gets the same full duplex
+// stream (the server enables it): the output of the first input arrives
+// while the request body is still open.
+func TestExecOverHTTP11(t *testing.T) {
+	e := startExecCluster(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(e.c.Root.Cert)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{*e.c.User(t, "admin")}},
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}} // no HTTP/2
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	bodyR, bodyW := io.Pipe()
+	defer bodyW.Close()
+	// The transport gives up on a cancelled request only once it is done
+	// writing the body.
+	context.AfterFunc(ctx, func() { bodyW.CloseWithError(ctx.Err()) })
+	req, err := http.NewRequestWithContext(ctx, "POST", e.c.URL()+"/v1/namespaces/default/instances/web-1/exec", bodyR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", types.ExecContentType)
+	go func() {
+		bodyW.Write([]byte(`{"command":["cat"],"stdin":true}` + "\n"))
+		bodyW.Write(types.AppendExecFrame(nil, types.StreamStdin, []byte("one\n")))
+	}()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 1 || resp.StatusCode != 200 {
+		t.Fatalf("exec over HTTP/1.1: %s %s", resp.Proto, resp.Status)
+	}
+	frames := types.NewExecFrameReader(resp.Body)
+	if s, p, err := frames.Next(); err != nil || s != types.StreamStdout || string(p) != "one\n" {
+		t.Fatalf("first frame while the input is open: %v %q %v, want stdout \"one\\n\"", s, p, err)
+	}
+	bodyW.Close()
+	s, p, err := frames.Next()
+	if err != nil || s != types.StreamExit || string(p) != `{"exitCode":0}` {
+		t.Fatalf("after the input ended: %v %q %v, want the exit frame with code 0", s, p, err)
+	}
+	<-e.node.Ended
 }
 
 // TestExecRefusals: who may exec is RBAC's create on instances/exec (the
@@ -202,9 +258,9 @@ func TestExecRefusals(t *testing.T) {
 		{"empty body", path, "POST", "", 400, "the request body is empty"},
 		{"GET", path, "GET", "", 405, "POST"},
 		{"no such instance", "/v1/namespaces/default/instances/nope/exec", "POST", `{"command":["x"]}` + "\n", 404, "nope"},
-		{"not scheduled", "/v1/namespaces/default/instances/pending-1/exec", "POST", `{"command":["x"]}` + "\n", 409, "not scheduled to a node"},
+		{"not scheduled", "/v1/namespaces/default/instances/pending-1/exec", "POST", `{"command":["x"]}` + "\n", 409, "instance default/pending-1 is not scheduled yet: no node runs it"},
 		{"not running", "/v1/namespaces/default/instances/starting-1/exec", "POST", `{"command":["x"]}` + "\n", 409, "is Starting on node n1, not Running"},
-		{"agent away", "/v1/namespaces/default/instances/far-1/exec", "POST", `{"command":["x"]}` + "\n", 503, "the agent of node n2"},
+		{"agent away", "/v1/namespaces/default/instances/far-1/exec", "POST", `{"command":["x"]}` + "\n", 503, "node n2's agent is not connected to this server, and instance default/far-1 runs there"},
 		{"a subresource of another resource", "/v1/namespaces/default/workloads/web/exec", "POST", `{"command":["x"]}` + "\n", 404, "no subresource"},
 	} {
 		r := admin.do(tc.method, tc.path, types.ExecContentType, tc.body)
@@ -214,15 +270,29 @@ func TestExecRefusals(t *testing.T) {
 	}
 
 	// A frame that breaks the rules stops the process and says why.
-	body := append([]byte(`{"command":["sleep","30"],"stdin":true}`+"\n"), 9, 0, 0, 0, 0)
-	r := admin.must(200, "POST", path, types.ExecContentType, body)
-	fr := types.NewExecFrameReader(bytes.NewReader(r.body))
-	s, p, err := fr.Next()
-	if err != nil || s != types.StreamExit || !strings.Contains(string(p), "unknown stream 9") {
-		t.Fatalf("after a bad frame: %v %q %v, want an exit frame naming it", s, p, err)
-	}
-	if err := <-e.node.Ended; err == nil {
-		t.Fatal("the process ran to its end after a bad frame")
+	for _, tc := range []struct {
+		name, options string
+		frame         []byte
+		want          string
+	}{
+		{"unknown stream", `{"command":["sleep","30"],"stdin":true}`, []byte{9, 0, 0, 0, 0}, "unknown stream 9"},
+		{"stdin not asked for", `{"command":["sleep","30"]}`, types.AppendExecFrame(nil, types.StreamStdin, []byte("x")), "started without stdin"},
+		{"an answer's frame", `{"command":["sleep","30"],"stdin":true}`, types.AppendExecFrame(nil, types.StreamStdout, []byte("x")), "a stdout frame, which only answers carry"},
+		{"an empty terminal size", `{"command":["sleep","30"],"tty":true}`, types.AppendExecFrame(nil, types.StreamResize, []byte(`{"width":0,"height":5}`)), "resize frame: 0x5"},
+	} {
+		body := append([]byte(tc.options+"\n"), tc.frame...)
+		r := admin.must(200, "POST", path, types.ExecContentType, body)
+		fr := types.NewExecFrameReader(bytes.NewReader(r.body))
+		s, p, err := fr.Next()
+		for err == nil && s == types.StreamStdout { // a terminal's output, if any
+			s, p, err = fr.Next()
+		}
+		if err != nil || s != types.StreamExit || !strings.Contains(string(p), tc.want) {
+			t.Fatalf("%s: %v %q %v, want an exit frame with %q", tc.name, s, p, err, tc.want)
+		}
+		if err := <-e.node.Ended; err == nil {
+			t.Fatalf("%s: the process ran to its end after a bad frame", tc.name)
+		}
 	}
 }
 

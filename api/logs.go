@@ -86,20 +86,11 @@ func (s *Server) logs(w http.ResponseWriter, r *request) error {
 		return err
 	}
 	ctx := r.http.Context()
-	o, _, err := s.current(ctx, r.res, r.namespace, r.name)
+	inst, conn, err := s.instanceNode(r)
 	if err != nil {
 		return err
 	}
-	inst := o.(*types.Instance)
-	ref := r.namespace + "/" + r.name
-	node := inst.Spec.NodeName
-	if node == "" {
-		return problem(http.StatusConflict, "Conflict", "instance %s is not scheduled yet: it has a log once it runs on a node (nexus describe instance %s -n %s says why it waits)", ref, r.name, r.namespace)
-	}
-	conn, ok := s.nodes.Get(node)
-	if !ok {
-		return problem(http.StatusServiceUnavailable, "Unavailable", "node %s's agent is not connected to this server, so the log of instance %s cannot be read now: check the node (nexus get node %s) and try again", node, ref, node).withRetry(5)
-	}
+	ref, node := r.namespace+"/"+r.name, inst.Spec.NodeName
 	rc, err := conn.Logs(ctx, inst, opts)
 	if errors.Is(err, fs.ErrNotExist) {
 		return problem(http.StatusNotFound, "NotFound", "%v", err)

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/term"
 )
@@ -22,9 +20,10 @@ import (
 // and the command line talk to without root or an agent. The agent's own
 // tests run commands in containers. It serves no logs.
 type HostNode struct {
-	// Ended receives one value per exec when its process is gone: nil when
-	// it ran to its end, else the context error that killed it. Tests that
-	// do not read it must give it room (NewHostNode gives 64).
+	// Ended receives one value per Exec call once its process is gone:
+	// nil when it ran to its end (or could not start), else the context
+	// error that killed it or stopped it from starting. Tests that do not
+	// read it must give it room (NewHostNode gives 64).
 	Ended chan error
 }
 
@@ -53,9 +52,7 @@ func (h *HostNode) Exec(ctx context.Context, _ *types.Instance, opts types.ExecO
 		}
 		err = cmd.Run()
 	}
-	if cmd.Process != nil {
-		h.Ended <- ctx.Err()
-	}
+	h.Ended <- ctx.Err()
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
@@ -76,7 +73,7 @@ func (h *HostNode) Exec(ctx context.Context, _ *types.Instance, opts types.ExecO
 // runWithTerminal runs cmd with a new pseudo-terminal as its controlling
 // terminal and stdio, relayed to s.
 func runWithTerminal(cmd *exec.Cmd, opts types.ExecOptions, s types.ExecStreams) error {
-	master, slave, err := openPTY()
+	master, slave, err := term.OpenPTY()
 	if err != nil {
 		return err
 	}
@@ -126,27 +123,4 @@ func runWithTerminal(cmd *exec.Cmd, opts types.ExecOptions, s types.ExecStreams)
 	case <-time.After(time.Second):
 	}
 	return err
-}
-
-func openPTY() (master, slave *os.File, err error) {
-	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open /dev/ptmx: %w", err)
-	}
-	master = os.NewFile(uintptr(m), "pty master")
-	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("unlock a pty: %w", err)
-	}
-	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
-	if err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("number of a pty: %w", err)
-	}
-	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	return master, slave, nil
 }

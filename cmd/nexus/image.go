@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/internal/humanize"
+	"nexus.dev/nexus/internal/term"
 	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/runtime/image/builtin"
 )
@@ -651,8 +652,7 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return term.IsTerminal(int(f.Fd()))
 }
 
 func shortDigest(d v1.Hash) string {

@@ -26,7 +26,7 @@ metadata: {name: away}
 spec: {nodeName: n9, template: {image: a}}
 `)
 	e.ok("apply", "-f", "insts.yaml")
-	e.fails([]string{"instance default/pending is not scheduled yet: it has a log once it runs on a node (nexus describe instance pending -n default says why it waits)"}, "logs", "pending", "-f")
+	e.fails([]string{"instance default/pending is not scheduled yet: no node runs it (nexus describe instance pending -n default says why it waits)"}, "logs", "pending", "-f")
 	r := e.fails([]string{"node n9's agent is not connected to this server", "check the node (nexus get node n9)"}, "logs", "away", "--tail", "5", "--since", "5m", "--timestamps")
 	if strings.Contains(r.stderr, "store") {
 		t.Errorf("the error blames the store for a node that is away:\n%s", r.stderr)

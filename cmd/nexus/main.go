@@ -31,9 +31,9 @@ func main() {
 	if sandbox.IsShim() {
 		sandbox.ShimMain() // never returns
 	}
-	// The built-in image links its applets to this binary (builtin.Applets).
-	if filepath.Base(os.Args[0]) == "hostname" {
-		os.Exit(hello.Hostname(os.Args[1:], os.Stdout, os.Stderr))
+	// The built-in image links its applets to this binary (hello.Applet).
+	if run, ok := hello.Applet(filepath.Base(os.Args[0])); ok {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	root := newRootCommand()
 	// Called as nexus-runtime (a symlink to nexus, as make build used to

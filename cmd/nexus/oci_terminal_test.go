@@ -12,33 +12,20 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"nexus.dev/nexus/internal/term"
 	"nexus.dev/nexus/internal/testrootfs"
 	"nexus.dev/nexus/internal/testutil"
 )
 
-// openPTY returns the two ends of a new pseudo-terminal.
+// openPTY returns the two ends of a new pseudo-terminal, closed when the
+// test ends.
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
-	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("open /dev/ptmx: %v", err)
-	}
-	master = os.NewFile(uintptr(m), "pty master")
-	t.Cleanup(func() { master.Close() })
-	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatalf("unlock pty: %v", err)
-	}
-	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatalf("pty number: %v", err)
-	}
-	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	master, slave, err := term.OpenPTY()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { slave.Close() })
+	t.Cleanup(func() { master.Close(); slave.Close() })
 	return master, slave
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"nexus.dev/nexus/internal/hello"
 	"nexus.dev/nexus/internal/testrootfs"
 	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/runtime/spec"
@@ -394,4 +396,29 @@ func TestRuntimeRunRelaysSignals(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAppletsByName: the binary called by an applet's name (the built-in
+// image links each to /nexus) runs that applet, and its exit code is the
+// program's, with nothing added.
+func TestAppletsByName(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range hello.AppletNames() {
+		if err := os.Symlink(nexusBinary(t), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostname := filepath.Join(dir, "hostname")
+	if out, err := runProgram(t, nil, hostname); err != nil || out != want+"\n" {
+		t.Fatalf("nexus as hostname: %q, %v; want %q", out, err, want+"\n")
+	}
+	out, err := runProgram(t, nil, hostname, "other")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.HasPrefix(out, "hostname: ") || strings.Contains(out, "Error:") {
+		t.Fatalf("nexus as hostname with an argument: %q, %v; want exit 2 and hostname's own message", out, err)
+	}
 }

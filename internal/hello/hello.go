@@ -252,6 +252,24 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	return err
 }
 
+// applets are the built-in image's programs besides its server, by the
+// name the image links to its executable under (runtime/image/builtin):
+// called by that name, the executable runs the applet, as busybox does,
+// so that `nexus exec INSTANCE -- hostname` has something to run in an
+// image without a shell. Each returns its exit code.
+var applets = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"hostname": Hostname,
+}
+
+// Applet returns the applet called name, if there is one.
+func Applet(name string) (run func(args []string, stdout, stderr io.Writer) int, ok bool) {
+	run, ok = applets[name]
+	return run, ok
+}
+
+// AppletNames are the names of the applets, sorted.
+func AppletNames() []string { return slices.Sorted(maps.Keys(applets)) }
+
 // Hostname is the built-in image's `hostname` applet: like hostname(1)
 // without arguments it prints the host name (in a container, the
 // instance's name). It returns the exit code.

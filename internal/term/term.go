@@ -1,10 +1,17 @@
 // Package term is what a program needs to be the far end of a terminal:
 // raw mode on its own terminal, and the terminal's size as it changes.
 // `nexus exec -t` and the runtime's foreground `run -t` relay a
-// container's terminal this way, as ssh and docker do.
+// container's terminal this way, as ssh and docker do. OpenPTY makes a
+// new terminal, for a process run with one (servertest.HostNode) and for
+// tests that play the user at a terminal.
+//
+// The init stage (runtime/initstage) opens its terminal itself: it works
+// on raw descriptors in the container's devpts and hands the master, left
+// blocking, to whoever listens on --console-socket.
 package term
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 
@@ -84,4 +91,31 @@ func SetSize(f *os.File, width, height uint16) error {
 		return err
 	}
 	return serr
+}
+
+// OpenPTY opens a new pseudo-terminal and returns its two ends. The
+// master is non-blocking, so that it uses the poller and closing it ends
+// a Read waiting on it; the slave is not made anyone's controlling
+// terminal (a child takes it with SysProcAttr.Setctty).
+func OpenPTY() (master, slave *os.File, err error) {
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open /dev/ptmx: %w", err)
+	}
+	master = os.NewFile(uintptr(m), "pty master")
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("unlock a pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("number of a pty: %w", err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, err
+	}
+	return master, slave, nil
 }

@@ -1,7 +1,7 @@
 package term
 
 import (
-	"fmt"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -11,25 +11,45 @@ import (
 
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
-	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("open /dev/ptmx: %v", err)
-	}
-	master = os.NewFile(uintptr(m), "pty master")
-	t.Cleanup(func() { master.Close() })
-	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	master, slave, err := OpenPTY()
 	if err != nil {
 		t.Fatal(err)
 	}
-	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { slave.Close() })
+	t.Cleanup(func() { master.Close(); slave.Close() })
 	return master, slave
+}
+
+// TestOpenPTY: what is written to the slave is read from the master, and
+// closing the master ends a Read that waits on it (what lets a relay stop
+// when the process behind the terminal left a child holding it).
+func TestOpenPTY(t *testing.T) {
+	master, slave := openPTY(t)
+	if !IsTerminal(int(slave.Fd())) {
+		t.Fatal("the slave is not a terminal")
+	}
+	if _, err := slave.Write([]byte("hi\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	n, err := master.Read(buf)
+	if err != nil || string(buf[:n]) != "hi\r\n" {
+		t.Fatalf("master read %q, %v; want \"hi\\r\\n\"", buf[:n], err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := master.Read(buf)
+		read <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	master.Close()
+	select {
+	case err := <-read:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("a Read waiting on a closed master: %v, want os.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing the master did not end a Read waiting on it")
+	}
 }
 
 // TestRawModeAndRestore: raw mode turns off echo, line editing, key

@@ -26,9 +26,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"nexus.dev/nexus/internal/fsutil"
-
 	"nexus.dev/nexus/internal/buildinfo"
+	"nexus.dev/nexus/internal/fsutil"
+	"nexus.dev/nexus/internal/hello"
 )
 
 // Reference names the built-in image. The .local domain is reserved for
@@ -40,12 +40,6 @@ const Port = 8080
 
 // ExePath is where the executable lies inside the image.
 const ExePath = "/nexus"
-
-// Applets are the commands the image has besides its server: links to
-// the executable, which acts as the one its name says (as busybox does),
-// so that `nexus exec INSTANCE -- hostname` has something to run in an
-// image without a shell.
-var Applets = []string{"hostname"}
 
 // epoch is every timestamp in the image: fixed, so the digest depends on
 // the executable only.
@@ -61,7 +55,8 @@ const (
 // `nexus` build) as a single-layer OCI image for runtime.GOOS/GOARCH:
 //
 //   - /nexus (0755, root), /etc/passwd and /etc/group with root and nobody,
-//     /tmp (1777), and a link to /nexus for each of the Applets;
+//     /tmp (1777), and a link to /nexus for each applet (hello.AppletNames:
+//     the executable called by such a name runs that applet);
 //   - entrypoint ["/nexus", "hello"], PATH=/ and PORT=8080, port 8080/tcp
 //     exposed, user 65534:65534 (nobody: the server needs no privilege for
 //     a port above 1024), working directory /, stop signal SIGTERM;
@@ -206,7 +201,7 @@ func writeLayer(w io.Writer, exe io.Reader, size int64) error {
 		{tar.Header{Typeflag: tar.TypeReg, Name: ExePath[1:], Mode: 0o755}, exe, size},
 		{tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil, 0},
 	}
-	for _, a := range Applets {
+	for _, a := range hello.AppletNames() {
 		entries = append(entries, entry{tar.Header{Typeflag: tar.TypeSymlink, Name: a, Linkname: ExePath[1:], Mode: 0o777}, nil, 0})
 	}
 	for _, e := range entries {

@@ -1,0 +1,32 @@
+package api
+
+import (
+	"net/http"
+
+	"nexus.dev/nexus/api/types"
+)
+
+// instanceNode finds the instance a request names (.../instances/{name}/…)
+// and the connection to the agent of its node, for the routes that only
+// that agent can serve (an instance's log, exec). It says why there is
+// none: 404 for no such instance, 409 for one not scheduled to a node yet,
+// 503 (retry in 5 s) for a node whose agent is not connected to this
+// server.
+func (s *Server) instanceNode(r *request) (*types.Instance, NodeConn, error) {
+	o, _, err := s.current(r.http.Context(), instancesRes, r.namespace, r.name)
+	if err != nil {
+		return nil, nil, err
+	}
+	inst := o.(*types.Instance)
+	node := inst.Spec.NodeName
+	if node == "" {
+		return nil, nil, problem(http.StatusConflict, "Conflict", "instance %s/%s is not scheduled yet: no node runs it (nexus describe instance %s -n %s says why it waits)",
+			r.namespace, r.name, r.name, r.namespace)
+	}
+	conn, ok := s.nodes.Get(node)
+	if !ok {
+		return nil, nil, problem(http.StatusServiceUnavailable, "Unavailable", "node %s's agent is not connected to this server, and instance %s/%s runs there: check the node (nexus get node %s) and try again",
+			node, r.namespace, r.name, node).withRetry(5)
+	}
+	return inst, conn, nil
+}
