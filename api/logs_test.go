@@ -57,7 +57,8 @@ func TestLogRoute(t *testing.T) {
 	}
 	q := url.Values{"tailLines": {"10"}, "sinceTime": {"2026-12-03T05:00:00Z"}, "timestamps": {"true"}}
 	r = admin.must(503, "GET", base+"bound/log?"+q.Encode(), "", nil)
-	if !strings.Contains(r.problem.Detail, "node n9's agent is not connected to this server") || r.header.Get("Retry-After") == "" {
+	if !strings.Contains(r.problem.Detail, "node n9's agent is not connected to this server") || r.header.Get("Retry-After") == "" ||
+		r.problem.Kind != "Node" || r.problem.Name != "n9" || r.problem.Namespace != "" {
 		t.Errorf("log of an instance whose node is away: %s", r.body)
 	}
 	admin.must(405, "POST", base+"bound/log", "", nil)

@@ -25,8 +25,12 @@ func (s *Server) instanceNode(r *request) (*types.Instance, NodeConn, error) {
 	}
 	conn, ok := s.nodes.Get(node)
 	if !ok {
-		return nil, nil, problem(http.StatusServiceUnavailable, "Unavailable", "node %s's agent is not connected to this server, and instance %s/%s runs there: check the node (nexus get node %s) and try again",
+		p := problem(http.StatusServiceUnavailable, "Unavailable", "node %s's agent is not connected to this server, and instance %s/%s runs there: check the node (nexus get node %s) and try again",
 			node, r.namespace, r.name, node).withRetry(5)
+		// The problem is the node, not the instance (nor this server's
+		// store, which a 503 is otherwise about).
+		p.Kind, p.Name = "Node", node
+		return nil, nil, p
 	}
 	return inst, conn, nil
 }

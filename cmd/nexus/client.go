@@ -153,7 +153,9 @@ func (s *session) explain(err error) error {
 	case client.ReasonTooManyRequests:
 		msg += "\nThe server limits how fast one identity may call it: try again in a moment"
 	case client.ReasonUnavailable:
-		msg += "\nThe server cannot reach its store or write its audit log: try again, and check the server's log"
+		if ae.Kind != "Node" { // a node that is away says so itself
+			msg += "\nThe server cannot reach its store or write its audit log: try again, and check the server's log"
+		}
 	}
 	return errors.New(msg)
 }

@@ -72,6 +72,15 @@ func TestExecCommand(t *testing.T) {
 	e.fails([]string{"-t needs a terminal on stdin"}, "exec", "-t", "web-1", "--", "true")
 	e.fails([]string{`env[0]: "NOEQUALS" must be NAME=VALUE`}, "exec", "-e", "NOEQUALS", "web-1", "--", "true")
 	e.fails([]string{"instances", "nope"}, "exec", "nope", "--", "true")
+
+	// An instance whose node's agent is away: the error says which node,
+	// and does not send the user to the server's store.
+	e.file("away.yaml", "kind: Instance\nmetadata: {name: away}\nspec: {nodeName: n9, template: {image: a}}\n")
+	e.ok("apply", "-f", "away.yaml")
+	r = e.fails([]string{"node n9's agent is not connected to this server", "check the node (nexus get node n9)"}, "exec", "away", "--", "true")
+	if strings.Contains(r.stderr, "store") {
+		t.Errorf("the error blames the store for a node that is away:\n%s", r.stderr)
+	}
 }
 
 // TestExecCommandWithATerminal: nexus exec -it from a terminal gives the

@@ -62,11 +62,6 @@ instances/log in the instance's namespace (the view, edit and admin roles have i
 			}
 			defer s.c.Close()
 			rc, err := s.c.Logs(cmd.Context(), s.namespace, args[0], opts)
-			if client.IsUnavailable(err) {
-				// The server says which node is away and what to check;
-				// explain's hint is about the server's own store.
-				return err
-			}
 			if err != nil {
 				return s.explain(err)
 			}
