@@ -1,8 +1,10 @@
 package testutil
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
-	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,35 +51,57 @@ func TestMissingFailsInCI(t *testing.T) {
 	}
 }
 
-// TestStartTiedOutlivesItsStartersThread: children started by StartTied
-// from goroutines that lock their thread and return (Go then ends the
-// thread) keep running, and are killed only when told. (A plain Pdeathsig
-// child does not die in every such case, only in some, as the agent's
-// exec tests showed; so this test checks the survival, not the hazard.)
-func TestStartTiedOutlivesItsStartersThread(t *testing.T) {
+// TestStartTiedKillsTheChildWithItsParent: a child started by StartTied
+// dies when the process that started it exits (here a copy of this test
+// binary, which starts `sleep 60`, prints its pid and exits), and cmd.Wait
+// still reaps a tied child and reports how it ended (StartTied waits for it
+// without reaping it). (The hazard StartTied also guards against, a
+// Pdeathsig tied to a thread Go ends, could not be reproduced on purpose,
+// so it is not tested.)
+func TestStartTiedKillsTheChildWithItsParent(t *testing.T) {
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Skip("no sleep program")
 	}
-	var children []*exec.Cmd
-	for range 3 {
+	if os.Getenv("TESTUTIL_TIED_PARENT") == "1" {
 		c := exec.Command(sleep, "60")
-		done := make(chan error, 1)
-		go func() {
-			goruntime.LockOSThread()
-			done <- StartTied(c)
-		}()
-		if err := <-done; err != nil {
-			t.Fatal(err)
+		if err := StartTied(c); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
 		}
-		children = append(children, c)
+		fmt.Println(c.Process.Pid)
+		os.Exit(0)
 	}
-	time.Sleep(300 * time.Millisecond)
-	for _, c := range children {
-		if err := c.Process.Signal(syscall.Signal(0)); err != nil {
-			t.Errorf("a tied child died with its starter's thread: %v", err)
+	parent := exec.Command(os.Args[0], "-test.run=^TestStartTiedKillsTheChildWithItsParent$")
+	parent.Env = append(os.Environ(), "TESTUTIL_TIED_PARENT=1")
+	out, err := parent.Output()
+	if err != nil {
+		t.Fatalf("the parent: %v: %s", err, out)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]))
+	if err != nil {
+		t.Fatalf("the parent printed %q", out)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		// A killed child whose parent is gone is reaped by init; until
+		// then it is a zombie, dead all the same.
+		if state, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); strings.Contains(string(state), ") Z ") {
+			break
 		}
-		c.Process.Kill()
-		c.Wait()
+		if time.Now().After(deadline) {
+			t.Fatalf("the tied child %d outlived its parent by 10 s", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	c := exec.Command(sleep, "60")
+	if err := StartTied(c); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Process.Kill()
+	if err := c.Wait(); err == nil || !strings.Contains(err.Error(), "signal: killed") {
+		t.Fatalf("Wait of a killed tied child: %v, want signal: killed", err)
 	}
 }
