@@ -57,6 +57,10 @@ type Config struct {
 	Labels map[string]string
 	// HeartbeatInterval between Node status updates (default 10 s).
 	HeartbeatInterval time.Duration
+	// AgentAddress, when set, is published in the Node's status
+	// (status.agentAddress): where servers reach this agent for logs and
+	// exec.
+	AgentAddress string
 	// MaxLogBytes is the size at which a container's log is rotated
 	// (default DefaultMaxLogBytes), and MaxLogFiles how many files of it
 	// are kept, the current one included (default DefaultMaxLogFiles).
@@ -147,7 +151,7 @@ func New(cfg Config) (*Agent, error) {
 // and runs the node's Instances until ctx ends. Containers keep running
 // when it returns: only an Instance's deletion stops its container.
 func (a *Agent) Run(ctx context.Context) error {
-	if err := a.register(ctx); err != nil {
+	if err := a.Register(ctx); err != nil {
 		return err
 	}
 	stopStats, err := a.stats.start(ctx)

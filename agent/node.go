@@ -19,9 +19,11 @@ import (
 	"nexus.dev/nexus/internal/proc"
 )
 
-// register creates the agent's Node, or takes over the one that exists,
-// and publishes its first status.
-func (a *Agent) register(ctx context.Context) error {
+// Register creates the agent's Node, or takes over the one that exists,
+// and publishes its status. Run does it first; an assembly that needs the
+// Node before Run (a server allocates its prefixes once it exists) calls
+// it before.
+func (a *Agent) Register(ctx context.Context) error {
 	nodes, _ := types.LookupResource("nodes")
 	_, err := a.cfg.Client.Get(ctx, nodes, "", a.cfg.NodeName)
 	if client.IsNotFound(err) {
@@ -71,6 +73,7 @@ func (a *Agent) publishNode(ctx context.Context) error {
 	n.Status.Versions = a.facts.Versions
 	n.Status.Tiers = a.facts.Tiers
 	n.Status.Addresses = nodeAddresses()
+	n.Status.AgentAddress = a.cfg.AgentAddress
 	n.Status.LastHeartbeat = now
 	ready := types.Condition{Type: "Ready", Status: types.ConditionTrue, Reason: "AgentReady", Message: "the agent is running"}
 	kept := n.Status.Conditions[:0]

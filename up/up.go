@@ -1,36 +1,27 @@
 // Package up assembles `nexus up`: a control-plane server (its store, API,
 // controllers and scheduler; package server) and, in the same process, the
 // node agent with the OCI runtime, the image store, the exit recorder and
-// the node's container networking, so that one command gives a working
-// single-machine orchestrator. Tests start one with Start as the command
-// does.
+// the node's container networking (package agent/embed, which `nexus
+// agent` runs alone), so that one command gives a working single-machine
+// orchestrator. Tests start one with Start as the command does.
 //
-// Layout of the data directory, beside the server's (see package server):
-//
-//	agent/      the agent's files: instances/<uid>/ (each container's log)
-//	            and the networking state (network.json)
-//	runtime/    the runtime's container state
-//	images/     the image store
+// The data directory holds the server's files (see package server) and,
+// beside them, the agent's (see package agent/embed). The agent's node
+// prefixes are allocated through the store in this process.
 package up
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"nexus.dev/nexus/agent"
+	"nexus.dev/nexus/agent/embed"
 	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/api/client"
-	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/networking"
-	"nexus.dev/nexus/runtime"
-	"nexus.dev/nexus/runtime/exitrec"
-	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/server"
 )
 
@@ -67,14 +58,10 @@ type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *server.Server
-	net    *networking.Node
-	rt     *runtime.Runtime
-	rec    *exitrec.Recorder
+	agent  *embed.Agent
 	client *client.Client
 
-	cancel     context.CancelFunc
-	agentDone  chan struct{} // closed when the agent's Run returned
-	unregister func()        // takes the agent out of the API's nodes
+	unregister func() // takes the agent out of the API's nodes
 	done       chan struct{}
 	errOnce    sync.Once
 	err        error
@@ -109,11 +96,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 func (u *Node) startAgent(ctx context.Context) error {
 	cfg := u.cfg
-	dataDir := cfg.Server.DataDir
-	agentDir := filepath.Join(dataDir, "agent")
-	if err := os.MkdirAll(agentDir, 0o700); err != nil {
-		return fmt.Errorf("agent directory: %w", err)
-	}
 	creds, err := u.srv.NodeCredentials(cfg.NodeName)
 	if err != nil {
 		return fmt.Errorf("the agent's credentials: %w", err)
@@ -121,117 +103,49 @@ func (u *Node) startAgent(ctx context.Context) error {
 	if u.client, err = u.srv.LocalClient(creds, "nexus-agent"); err != nil {
 		return fmt.Errorf("the agent's API client: %w", err)
 	}
-
-	// The exit recorder keeps a container's exit status while no agent
-	// runs (after a crash or during an upgrade). Without BPF the agent
-	// still works; it cannot tell how a container ended while it was away.
-	rtCfg := runtime.Config{Root: filepath.Join(dataDir, "runtime"), Logger: u.log.With("component", "runtime")}
-	if u.rec, err = exitrec.Open(cfg.ExitRecorderDir); err != nil {
-		u.log.Warn("no exit recorder: a container that exits while nexus is down is restarted with its exit status unknown", "err", err)
-	} else {
-		rtCfg.Exits = u.rec
-	}
-	u.rt = runtime.New(rtCfg)
-	imgs, err := image.Open(image.Config{Root: filepath.Join(dataDir, "images"), Logger: u.log.With("component", "images")})
-	if err != nil {
-		return err
-	}
-
-	if err := u.startNetwork(ctx, agentDir); err != nil {
-		return err
-	}
-	a, err := agent.New(agent.Config{NodeName: cfg.NodeName, Dir: agentDir, Client: u.client, Runtime: u.rt, Images: imgs,
-		Network: nodeNetwork{u.net}, BuiltinExe: cfg.BuiltinExe, Labels: cfg.Labels,
-		HeartbeatInterval: cfg.HeartbeatInterval, Logger: cfg.Logger.With("component", "agent"),
+	u.agent, err = embed.Start(ctx, embed.Config{NodeName: cfg.NodeName, DataDir: cfg.Server.DataDir, Client: u.client,
+		Prefixes: u.allocatePrefixes, Bridge: cfg.Bridge, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels,
+		HeartbeatInterval: cfg.HeartbeatInterval, BuiltinExe: cfg.BuiltinExe, Logger: cfg.Logger,
 		// The instances' metrics are served on the API's /metrics.
 		Metrics: u.srv.API().Registry()})
 	if err != nil {
 		return err
 	}
 	// The API reaches the agent in this process for logs and exec.
-	u.unregister = u.srv.API().Nodes().Register(cfg.NodeName, a)
-	actx, cancel := context.WithCancel(context.Background())
-	u.cancel = cancel
-	u.agentDone = make(chan struct{})
-	go func() {
-		defer close(u.agentDone)
-		err := a.Run(actx)
-		if err != nil && actx.Err() == nil {
-			u.fail(fmt.Errorf("agent: %w", err))
-		}
-	}()
+	u.unregister = u.srv.API().Nodes().Register(cfg.NodeName, u.agent.Agent())
 	go func() {
 		select {
 		case <-u.srv.Done():
 			if err := u.srv.Err(); err != nil {
 				u.fail(err)
 			}
-		case <-actx.Done():
+		case <-u.agent.Done():
+			if err := u.agent.Err(); err != nil {
+				u.fail(err)
+			}
 		}
 	}()
 	return nil
 }
 
-// startNetwork allocates this node's prefixes through the store and opens
-// the node's networking; the agent repairs what a previous run left
-// (Network.Repair) before it attaches anything.
-func (u *Node) startNetwork(ctx context.Context, agentDir string) error {
+// allocatePrefixes allocates this node's prefixes through the store, in
+// this process.
+func (u *Node) allocatePrefixes(ctx context.Context) (networking.NodePrefixes, networking.ClusterPrefixes, error) {
 	cfg := u.cfg
 	want, err := networking.ParseClusterPrefixes(cfg.ClusterIPv6, cfg.ClusterIPv4, cfg.NodeIPv4Bits)
 	if err != nil {
-		return err
+		return networking.NodePrefixes{}, networking.ClusterPrefixes{}, err
 	}
 	ipam, err := networking.NewIPAM(u.srv.Client(), want)
 	if err != nil {
-		return err
+		return networking.NodePrefixes{}, networking.ClusterPrefixes{}, err
 	}
 	cluster, err := ipam.Cluster(ctx)
 	if err != nil {
-		return err
+		return networking.NodePrefixes{}, networking.ClusterPrefixes{}, err
 	}
 	prefixes, err := ipam.AllocateNode(ctx, cfg.NodeName)
-	if err != nil {
-		return err
-	}
-	u.net, err = networking.New(networking.Config{Prefixes: prefixes, Cluster: cluster, DataDir: agentDir,
-		Bridge: cfg.Bridge, Logger: u.log.With("component", "networking")})
-	if err != nil {
-		return err
-	}
-	u.log.Info("container networking", "bridge", cmp.Or(cfg.Bridge, networking.DefaultBridge),
-		"ipv6", prefixes.IPv6.String(), "ipv4", prefixes.IPv4.String())
-	return nil
-}
-
-// nodeNetwork adapts a networking.Node to the agent.
-type nodeNetwork struct{ n *networking.Node }
-
-func (w nodeNetwork) Attach(ctx context.Context, id, netns string, ports []types.Port) ([]string, error) {
-	var pub []networking.Port
-	for _, p := range ports {
-		if p.HostPort == 0 {
-			continue
-		}
-		pub = append(pub, networking.Port{Port: int(p.Port), HostPort: int(p.HostPort), Protocol: networking.Protocol(p.Protocol)})
-	}
-	a, err := w.n.Attach(ctx, networking.ContainerRef{ID: id, NetNSPath: netns, Ports: pub})
-	if err != nil {
-		return nil, err
-	}
-	return a.Addresses(), nil
-}
-
-func (w nodeNetwork) Detach(ctx context.Context, id string) error { return w.n.Detach(ctx, id) }
-
-// Repair keeps the running containers with the ports they published.
-func (w nodeNetwork) Repair(ctx context.Context, running map[string]string) error {
-	attached := w.n.Attachments()
-	keep := make([]networking.ContainerRef, 0, len(running))
-	for id, netns := range running {
-		keep = append(keep, networking.ContainerRef{ID: id, NetNSPath: netns, Ports: attached[id].Ports})
-	}
-	_, err := w.n.Repair(ctx, keep)
-	return err
+	return prefixes, cluster, err
 }
 
 func (u *Node) fail(err error) {
@@ -250,7 +164,7 @@ func (u *Node) NodeName() string { return u.cfg.NodeName }
 
 // ExitsRecorded says whether the eBPF exit recorder runs, so a container
 // that exits while nexus is down has its exit status known.
-func (u *Node) ExitsRecorded() bool { return u.rec != nil }
+func (u *Node) ExitsRecorded() bool { return u.agent.ExitsRecorded() }
 
 // Done is closed once the node has stopped.
 func (u *Node) Done() <-chan struct{} { return u.done }
@@ -269,11 +183,8 @@ func (u *Node) Err() error {
 // to adopt) and the server, and waits until both have.
 func (u *Node) Stop() {
 	u.stopOnce.Do(func() {
-		if u.cancel != nil {
-			u.cancel()
-		}
-		if u.agentDone != nil {
-			<-u.agentDone
+		if u.agent != nil {
+			u.agent.Stop()
 		}
 		if u.unregister != nil {
 			u.unregister()
@@ -281,16 +192,7 @@ func (u *Node) Stop() {
 		if u.client != nil {
 			u.client.Close()
 		}
-		if u.net != nil {
-			u.net.Close()
-		}
-		if u.rt != nil {
-			u.rt.Close()
-		}
 		u.srv.Stop()
-		if u.rec != nil {
-			u.rec.Close()
-		}
 		close(u.done)
 	})
 	<-u.done

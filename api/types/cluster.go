@@ -47,6 +47,9 @@ type NodeStatus struct {
 	Tiers      []Isolation   `json:"tiers,omitempty"`
 	Conditions []Condition   `json:"conditions,omitempty"`
 	Addresses  []NodeAddress `json:"addresses,omitempty"`
+	// AgentAddress is where servers reach the node's agent for logs and
+	// exec (host:port, mutual TLS), when it runs apart from a server.
+	AgentAddress string `json:"agentAddress,omitempty"`
 	// ContainerPrefixes are the node's container address ranges (an IPv6
 	// /64 and an IPv4 /24).
 	ContainerPrefixes []string     `json:"containerPrefixes,omitempty"`

@@ -73,6 +73,11 @@ func (o *Node) validate(*Resource) FieldErrors {
 			errs.add(st.Child("containerPrefixes").Index(i), "must be an address prefix such as fd00:1::/64, not %q", c)
 		}
 	}
+	if a := o.Status.AgentAddress; a != "" {
+		if ap, err := netip.ParseAddrPort(a); err != nil || ap.Port() == 0 || !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
+			errs.add(st.Child("agentAddress"), "must be an IP address and port such as [fd00::1]:7444 or 10.0.0.1:7444, not %q", a)
+		}
+	}
 	return errs
 }
 

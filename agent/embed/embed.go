@@ -1,0 +1,253 @@
+// Package embed assembles a node agent: the OCI runtime with the eBPF exit
+// recorder, the image store, the node's container networking and the
+// agent itself (package agent), started with Start from a config struct, as
+// etcd's embed.StartEtcd starts a member. `nexus up` runs one beside its
+// server and `nexus agent` runs one alone; both, and tests, share this
+// assembly, so a node works the same whichever command runs it.
+//
+// Layout of the data directory:
+//
+//	agent/      the agent's files: instances/<uid>/ (each container's log)
+//	            and the networking state (network.json)
+//	runtime/    the runtime's container state
+//	images/     the image store
+package embed
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"nexus.dev/nexus/agent"
+	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/runtime"
+	"nexus.dev/nexus/runtime/exitrec"
+	"nexus.dev/nexus/runtime/image"
+)
+
+// PrefixesFunc returns the node's container prefixes and the cluster's. It
+// may wait until they are known (a server allocates them) and is called
+// once, after the Node is registered.
+type PrefixesFunc func(ctx context.Context) (networking.NodePrefixes, networking.ClusterPrefixes, error)
+
+// Config is what an agent needs. NodeName, DataDir, Client and Prefixes
+// are required.
+type Config struct {
+	// NodeName is this machine's Node; Client must act as it.
+	NodeName string
+	// DataDir holds the agent's, the runtime's and the images' files.
+	DataDir string
+	Client  *client.Client
+	// Prefixes gives the node's container prefixes.
+	Prefixes PrefixesFunc
+	// Bridge names the node's bridge (networking.DefaultBridge when empty).
+	Bridge string
+	// ExitRecorderDir is where the exit recorder is pinned in bpffs
+	// (exitrec.DefaultDir when empty).
+	ExitRecorderDir string
+	// Labels are the Node's labels when it is first registered.
+	Labels map[string]string
+	// HeartbeatInterval of the Node (agent.DefaultHeartbeatInterval when 0).
+	HeartbeatInterval time.Duration
+	// AgentAddress is published in the Node's status: where servers reach
+	// the agent for logs and exec ("" when they reach it in-process).
+	AgentAddress string
+	// BuiltinExe is the program the built-in image is made from (default:
+	// this process's executable).
+	BuiltinExe string
+	// Metrics, when set, gets the per-instance metrics.
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
+}
+
+// Agent is a running node agent with its runtime, images and networking.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	agent *agent.Agent
+	rt    *runtime.Runtime
+	rec   *exitrec.Recorder
+	net   *networking.Node
+
+	cancel   context.CancelFunc
+	runDone  chan struct{} // closed when the agent's Run returned
+	done     chan struct{}
+	errOnce  sync.Once
+	err      error
+	stopOnce sync.Once
+}
+
+// Start opens the runtime, the exit recorder and the image store,
+// registers the Node, opens the node's networking with the prefixes
+// cfg.Prefixes gives (waiting for them as it does), and runs the agent
+// until Stop. It returns once the agent runs.
+func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
+	switch {
+	case cfg.NodeName == "" || cfg.DataDir == "":
+		return nil, errors.New("agent: a node name and a data directory are required")
+	case cfg.Client == nil || cfg.Prefixes == nil:
+		return nil, errors.New("agent: an API client and the node's prefixes are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			a.Stop()
+		}
+	}()
+	agentDir := filepath.Join(cfg.DataDir, "agent")
+	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent directory: %w", err)
+	}
+	// The exit recorder keeps a container's exit status while no agent
+	// runs (after a crash or during an upgrade). Without BPF the agent
+	// still works; it cannot tell how a container ended while it was away.
+	rtCfg := runtime.Config{Root: filepath.Join(cfg.DataDir, "runtime"), Logger: a.log.With("component", "runtime")}
+	if a.rec, err = exitrec.Open(cfg.ExitRecorderDir); err != nil {
+		a.log.Warn("no exit recorder: a container that exits while nexus is down is restarted with its exit status unknown", "err", err)
+	} else {
+		rtCfg.Exits = a.rec
+	}
+	a.rt = runtime.New(rtCfg)
+	imgs, err := image.Open(image.Config{Root: filepath.Join(cfg.DataDir, "images"), Logger: a.log.With("component", "images")})
+	if err != nil {
+		return nil, err
+	}
+	// The agent is made before the networking it uses: a server allocates
+	// a node's prefixes once its Node exists, so the Node is registered
+	// first and the network is in place before Run attaches anything.
+	nw := &nodeNetwork{}
+	if a.agent, err = agent.New(agent.Config{NodeName: cfg.NodeName, Dir: agentDir, Client: cfg.Client, Runtime: a.rt, Images: imgs,
+		Network: nw, BuiltinExe: cfg.BuiltinExe, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
+		AgentAddress: cfg.AgentAddress, Metrics: cfg.Metrics, Logger: cfg.Logger.With("component", "agent")}); err != nil {
+		return nil, err
+	}
+	if err := a.agent.Register(ctx); err != nil {
+		return nil, err
+	}
+	if a.net, err = a.openNetwork(ctx, agentDir); err != nil {
+		return nil, err
+	}
+	nw.n = a.net
+	rctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.runDone = make(chan struct{})
+	go func() {
+		defer close(a.runDone)
+		if err := a.agent.Run(rctx); err != nil && rctx.Err() == nil {
+			a.fail(fmt.Errorf("agent: %w", err))
+		}
+	}()
+	return a, nil
+}
+
+// openNetwork opens the node's networking with its prefixes; the agent
+// repairs what a previous run left (Network.Repair) before it attaches
+// anything.
+func (a *Agent) openNetwork(ctx context.Context, agentDir string) (*networking.Node, error) {
+	prefixes, cluster, err := a.cfg.Prefixes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node %s's container prefixes: %w", a.cfg.NodeName, err)
+	}
+	n, err := networking.New(networking.Config{Prefixes: prefixes, Cluster: cluster, DataDir: agentDir,
+		Bridge: a.cfg.Bridge, Logger: a.log.With("component", "networking")})
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("container networking", "bridge", cmp.Or(a.cfg.Bridge, networking.DefaultBridge),
+		"ipv6", prefixes.IPv6.String(), "ipv4", prefixes.IPv4.String())
+	return n, nil
+}
+
+// nodeNetwork adapts a networking.Node to the agent.
+type nodeNetwork struct{ n *networking.Node }
+
+func (w *nodeNetwork) Attach(ctx context.Context, id, netns string, ports []types.Port) ([]string, error) {
+	var pub []networking.Port
+	for _, p := range ports {
+		if p.HostPort == 0 {
+			continue
+		}
+		pub = append(pub, networking.Port{Port: int(p.Port), HostPort: int(p.HostPort), Protocol: networking.Protocol(p.Protocol)})
+	}
+	at, err := w.n.Attach(ctx, networking.ContainerRef{ID: id, NetNSPath: netns, Ports: pub})
+	if err != nil {
+		return nil, err
+	}
+	return at.Addresses(), nil
+}
+
+func (w *nodeNetwork) Detach(ctx context.Context, id string) error { return w.n.Detach(ctx, id) }
+
+// Repair keeps the running containers with the ports they published.
+func (w *nodeNetwork) Repair(ctx context.Context, running map[string]string) error {
+	attached := w.n.Attachments()
+	keep := make([]networking.ContainerRef, 0, len(running))
+	for id, netns := range running {
+		keep = append(keep, networking.ContainerRef{ID: id, NetNSPath: netns, Ports: attached[id].Ports})
+	}
+	_, err := w.n.Repair(ctx, keep)
+	return err
+}
+
+func (a *Agent) fail(err error) {
+	a.errOnce.Do(func() {
+		a.err = err
+		a.log.Error("agent stopping", "err", err)
+	})
+	go a.Stop()
+}
+
+// Agent is the node agent (the API reaches it for logs and exec).
+func (a *Agent) Agent() *agent.Agent { return a.agent }
+
+// ExitsRecorded says whether the eBPF exit recorder runs, so a container
+// that exits while nexus is down has its exit status known.
+func (a *Agent) ExitsRecorded() bool { return a.rec != nil }
+
+// Done is closed once the agent has stopped.
+func (a *Agent) Done() <-chan struct{} { return a.done }
+
+// Err is why the agent stopped on its own (nil after Stop).
+func (a *Agent) Err() error {
+	select {
+	case <-a.done:
+		return a.err
+	default:
+		return nil
+	}
+}
+
+// Stop stops the agent (its containers keep running, for the next start
+// to adopt) and closes what it opened, and waits until it has.
+func (a *Agent) Stop() {
+	a.stopOnce.Do(func() {
+		if a.cancel != nil {
+			a.cancel()
+			<-a.runDone
+		}
+		if a.net != nil {
+			a.net.Close()
+		}
+		if a.rt != nil {
+			a.rt.Close()
+		}
+		if a.rec != nil {
+			a.rec.Close()
+		}
+		close(a.done)
+	})
+	<-a.done
+}
