@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,12 @@ import (
 type Settings struct {
 	// Server is https://host:port.
 	Server string
+	// Failover are more servers of the same cluster (https://host:port).
+	// A request whose connection fails moves the client to the next
+	// server, where it is sent again when that is safe (a read, or a
+	// request that never reached the failed server); watches resume
+	// there. SetServers replaces the list while the client runs.
+	Failover []string
 	// RootCAs are the only roots the server's certificate may chain to:
 	// the cluster's CA.
 	RootCAs *x509.CertPool
@@ -41,6 +48,16 @@ type Settings struct {
 	HTTP3 bool
 	// Timeout bounds one request that is not a watch (default 30 s).
 	Timeout time.Duration
+	// DialTimeout bounds a connection attempt (default 10 s, and at most
+	// half of Timeout): how long a server that does not answer holds a
+	// request before the next server is tried.
+	DialTimeout time.Duration
+	// KeepAlive is how long a connection may stay silent before it is
+	// probed; one whose probe is not answered within half as long again
+	// is dropped, failing its requests and moving its watches to the next
+	// server (default 30 s: a dead connection is noticed within 45 s).
+	// An agent, which must fail over within seconds, sets a few seconds.
+	KeepAlive time.Duration
 	// UserAgent defaults to nexus/<version>.
 	UserAgent string
 	// Logger receives a debug record per request (default: none).
@@ -56,13 +73,13 @@ type Settings struct {
 const DefaultTimeout = 30 * time.Second
 
 const (
-	dialTimeout = 10 * time.Second
-	// An idle connection is probed after pingAfter without a frame and
-	// dropped when the probe is not answered within pingTimeout, so a
-	// watch on a connection that died silently (a peer that vanished, a
-	// NAT that forgot it) is resumed within a minute, not never.
-	pingAfter   = 30 * time.Second
-	pingTimeout = 15 * time.Second
+	defaultDialTimeout = 10 * time.Second
+	// An idle connection is probed after defaultKeepAlive without a frame
+	// and dropped when the probe is not answered within half as long
+	// again, so a watch on a connection that died silently (a peer that
+	// vanished, a NAT that forgot it) is resumed within a minute, not
+	// never.
+	defaultKeepAlive = 30 * time.Second
 	// maxResponseBody bounds one answer: an object is at most the server's
 	// 3 MiB body limit; a list page is at most listPageSize of them.
 	maxResponseBody = 256 << 20
@@ -75,40 +92,80 @@ const (
 	maxRetryAfter = 10 * time.Second
 )
 
-// Client talks to one API server. It is safe for concurrent use.
+// Client talks to an API server, and fails over to the cluster's other
+// servers when it has their addresses. It is safe for concurrent use.
 type Client struct {
-	base      *url.URL
-	server    string
-	proto     string
-	hc        *http.Client
-	token     string
-	userAgent string
-	timeout   time.Duration
-	log       *slog.Logger
-	closeIdle func()
-	closeAll  func() error
+	proto       string
+	hc          *http.Client
+	token       string
+	userAgent   string
+	timeout     time.Duration
+	dialTimeout time.Duration
+	log         *slog.Logger
+	closeIdle   func()
+	closeAll    func() error
 
 	mu    sync.Mutex
 	conns map[io.Closer]struct{}
+
+	smu     sync.Mutex
+	servers []endpoint // never empty
+	cur     int        // the server requests go to
+}
+
+// endpoint is one API server.
+type endpoint struct {
+	raw  string // as given
+	base *url.URL
+}
+
+func parseEndpoint(s string) (endpoint, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return endpoint{}, fmt.Errorf("API server %q: must be an https:// URL with a host, e.g. https://10.0.0.1:7443", s)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	return endpoint{raw: s, base: u}, nil
+}
+
+func parseEndpoints(servers []string) ([]endpoint, error) {
+	eps := make([]endpoint, 0, len(servers))
+	for _, s := range servers {
+		ep, err := parseEndpoint(s)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(eps, func(e endpoint) bool { return e.raw == ep.raw }) {
+			eps = append(eps, ep)
+		}
+	}
+	return eps, nil
 }
 
 // New makes a client. It does not connect: the first request does.
 func New(s Settings) (*Client, error) {
-	u, err := url.Parse(s.Server)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("API server %q: must be an https:// URL with a host, e.g. https://10.0.0.1:7443", s.Server)
+	eps, err := parseEndpoints(append([]string{s.Server}, s.Failover...))
+	if err != nil {
+		return nil, err
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
 	if s.RootCAs == nil {
 		return nil, fmt.Errorf("API server %s: no CA to verify it with (the cluster's CA certificate)", s.Server)
 	}
-	c := &Client{base: u, server: s.Server, token: s.Token, userAgent: s.UserAgent, timeout: s.Timeout,
-		log: s.Logger, conns: map[io.Closer]struct{}{}}
+	c := &Client{servers: eps, token: s.Token, userAgent: s.UserAgent, timeout: s.Timeout,
+		dialTimeout: s.DialTimeout, log: s.Logger, conns: map[io.Closer]struct{}{}}
 	if c.userAgent == "" {
 		c.userAgent = "nexus/" + buildinfo.Version
 	}
 	if c.timeout == 0 {
 		c.timeout = DefaultTimeout
+	}
+	if c.dialTimeout <= 0 {
+		c.dialTimeout = defaultDialTimeout
+	}
+	c.dialTimeout = min(c.dialTimeout, c.timeout/2)
+	keepAlive := s.KeepAlive
+	if keepAlive <= 0 {
+		keepAlive = defaultKeepAlive
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -124,7 +181,7 @@ func New(s Settings) (*Client, error) {
 			// A handshake gets at most half a request's time, so that a
 			// server that does not answer is reported as such (QUIC hears
 			// no refusal from a closed port) before the request times out.
-			QUICConfig: &quic.Config{KeepAlivePeriod: pingAfter, MaxIdleTimeout: pingAfter + pingTimeout, HandshakeIdleTimeout: min(dialTimeout, c.timeout/2)},
+			QUICConfig: &quic.Config{KeepAlivePeriod: keepAlive, MaxIdleTimeout: keepAlive + keepAlive/2, HandshakeIdleTimeout: c.dialTimeout},
 			Dial:       c.dialQUIC,
 		}
 		c.hc = &http.Client{Transport: tr}
@@ -136,9 +193,9 @@ func New(s Settings) (*Client, error) {
 			DialContext:         c.dialTCP,
 			TLSClientConfig:     conf,
 			ForceAttemptHTTP2:   true,
-			TLSHandshakeTimeout: dialTimeout,
+			TLSHandshakeTimeout: c.dialTimeout,
 			IdleConnTimeout:     90 * time.Second,
-			HTTP2:               &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
+			HTTP2:               &http.HTTP2Config{SendPingTimeout: keepAlive, PingTimeout: keepAlive / 2},
 		}
 		// Only HTTP/2: the API's server speaks it, and a fallback to
 		// HTTP/1.1 would take one connection per watch.
@@ -153,8 +210,70 @@ func New(s Settings) (*Client, error) {
 	return c, nil
 }
 
-// Server is the server's URL.
-func (c *Client) Server() string { return c.server }
+// Server is the URL of the server requests go to now.
+func (c *Client) Server() string { return c.endpoint().raw }
+
+// Servers are the URLs of every server the client knows, the one in use
+// first.
+func (c *Client) Servers() []string {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	out := make([]string, 0, len(c.servers))
+	for i := range c.servers {
+		out = append(out, c.servers[(c.cur+i)%len(c.servers)].raw)
+	}
+	return out
+}
+
+// SetServers replaces the servers the client fails over between (a
+// refreshed list of the cluster's servers). The server in use stays in
+// use while it is in the list; an empty list changes nothing.
+func (c *Client) SetServers(servers []string) error {
+	eps, err := parseEndpoints(servers)
+	if err != nil || len(eps) == 0 {
+		return err
+	}
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	cur := c.servers[c.cur].raw
+	c.servers, c.cur = eps, 0
+	for i, ep := range eps {
+		if ep.raw == cur {
+			c.cur = i
+		}
+	}
+	return nil
+}
+
+// endpoint is the server requests go to now.
+func (c *Client) endpoint() endpoint {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	return c.servers[c.cur]
+}
+
+// serverCount is how many servers the client knows.
+func (c *Client) serverCount() int {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	return len(c.servers)
+}
+
+// failed moves requests to the next server after a connection to ep
+// failed, unless a request that failed at the same time already did.
+func (c *Client) failed(ep endpoint) { c.failedHost(ep.base.Host) }
+
+// failedHost is failed for the server at host (host:port).
+func (c *Client) failedHost(host string) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if len(c.servers) < 2 || c.servers[c.cur].base.Host != host {
+		return
+	}
+	failed := c.servers[c.cur].raw
+	c.cur = (c.cur + 1) % len(c.servers)
+	c.log.Warn("API server unreachable: using the next one", "failed", failed, "next", c.servers[c.cur].raw)
+}
 
 // Proto is "HTTP/2" or "HTTP/3".
 func (c *Client) Proto() string { return c.proto }
@@ -194,11 +313,18 @@ func (c *Client) untrack(conn io.Closer) {
 	c.mu.Unlock()
 }
 
+// dialError is a connection that could not be made: the request never
+// reached the server, so it may be sent to another.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
 func (c *Client) dialTCP(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := net.Dialer{Timeout: dialTimeout, KeepAlive: pingAfter}
+	d := net.Dialer{Timeout: c.dialTimeout}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
-		return nil, err
+		return nil, &dialError{err}
 	}
 	tc := &trackedConn{Conn: conn, c: c}
 	c.track(tc)
@@ -223,7 +349,7 @@ func (q quicCloser) Close() error { return q.conn.CloseWithError(0, "closed by t
 func (c *Client) dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
 	conn, err := quic.DialAddrEarly(ctx, addr, tlsConf, qc)
 	if err != nil {
-		return nil, err
+		return nil, &dialError{err}
 	}
 	qcl := quicCloser{conn}
 	c.track(qcl)
@@ -251,16 +377,22 @@ type request struct {
 // do sends r and returns the answer of a 2xx status; any other status is
 // an *APIError, no answer a *ConnectionError. The caller closes the body.
 func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
-	u := *c.base
-	u.Path += r.path
-	u.RawQuery = r.query.Encode()
 	var lastErr error
+	failovers := 0
 	for attempt := 0; ; attempt++ {
-		resp, err := c.send(ctx, r, u.String())
+		ep := c.endpoint()
+		u := *ep.base
+		u.Path += r.path
+		u.RawQuery = r.query.Encode()
+		resp, err := c.send(ctx, r, ep, u.String())
 		if err == nil {
 			return resp, nil
 		}
 		lastErr = err
+		if c.failover(ep, r, err) && failovers < c.serverCount()-1 {
+			failovers++
+			continue
+		}
 		wait, retry := c.retryable(r, err, attempt)
 		if !retry {
 			return nil, lastErr
@@ -274,6 +406,20 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// failover moves to the next server when err is a connection to ep that
+// failed (not a server that proved to be someone else), and says whether
+// r may be sent again at once to it: a read, or any request that never
+// reached ep. A request with a streamed body (exec) is never sent twice.
+func (c *Client) failover(ep endpoint, r request, err error) bool {
+	var ce *ConnectionError
+	if !errors.As(err, &ce) || ce.UntrustedServer() {
+		return false
+	}
+	c.failed(ep)
+	var de *dialError
+	return r.bodyStream == nil && (r.method == http.MethodGet || errors.As(err, &de))
 }
 
 // retryable says whether a failed request may be sent again, and after
@@ -299,7 +445,7 @@ func (c *Client) retryable(r request, err error, attempt int) (time.Duration, bo
 	return 0, false
 }
 
-func (c *Client) send(ctx context.Context, r request, u string) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, r request, ep endpoint, u string) (*http.Response, error) {
 	parent := ctx
 	var cancel context.CancelFunc = func() {}
 	if !r.stream {
@@ -336,7 +482,7 @@ func (c *Client) send(ctx context.Context, r request, u string) (*http.Response,
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w within %s", errNoAnswer, c.timeout)
 		}
-		return nil, &ConnectionError{Server: c.server, Proto: c.proto, Err: unwrapURLError(err)}
+		return nil, &ConnectionError{Server: ep.raw, Proto: c.proto, Err: unwrapURLError(err)}
 	}
 	c.log.Debug("API request", "method", r.method, "url", u, "status", resp.StatusCode, "proto", resp.Proto, "duration", time.Since(start))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
@@ -379,7 +525,7 @@ func (c *Client) readBody(resp *http.Response, r request) ([]byte, error) {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	if err != nil {
-		return nil, &ConnectionError{Server: c.server, Proto: c.proto, Err: fmt.Errorf("read the answer to %s %s: %w", r.method, r.path, err)}
+		return nil, &ConnectionError{Server: c.Server(), Proto: c.proto, Err: fmt.Errorf("read the answer to %s %s: %w", r.method, r.path, err)}
 	}
 	if len(data) > maxResponseBody {
 		return nil, fmt.Errorf("%s %s: the answer is larger than %d MiB", r.method, r.path, maxResponseBody>>20)

@@ -79,7 +79,7 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, opts types.Ex
 			if err == io.EOF {
 				err = errors.New("the stream ended before the exit status")
 			}
-			return -1, &ConnectionError{Server: c.server, Proto: c.proto, Err: fmt.Errorf("%s: %w", what, err)}
+			return -1, &ConnectionError{Server: c.Server(), Proto: c.proto, Err: fmt.Errorf("%s: %w", what, err)}
 		}
 		switch stream {
 		case types.StreamStdout:

@@ -139,6 +139,8 @@ type watchStream struct {
 	// rv is the resourceVersion of the last event delivered: where a
 	// resumed stream starts.
 	rv string
+	// host is the server the current stream comes from.
+	host string
 }
 
 func (ws *watchStream) open(ctx context.Context) (io.ReadCloser, error) {
@@ -149,6 +151,7 @@ func (ws *watchStream) open(ctx context.Context) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
+	ws.host = resp.Request.URL.Host
 	return resp.Body, nil
 }
 
@@ -260,7 +263,10 @@ func (ws *watchStream) read(ctx context.Context, w *Watcher, body io.Reader) (bo
 		ws.rv = rv
 	}
 	if err := sc.Err(); err != nil {
-		return delivered, &ConnectionError{Server: ws.c.server, Proto: ws.c.proto, Err: err}
+		// The stream's connection broke: the watch resumes on the next
+		// server, if there is one, rather than wait for this one first.
+		ws.c.failedHost(ws.host)
+		return delivered, &ConnectionError{Server: "https://" + ws.host, Proto: ws.c.proto, Err: err}
 	}
 	return delivered, io.EOF
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,8 @@ type Cluster struct {
 	// SecretsKey is the key file that seals Secrets.
 	SecretsKey string
 	Backend    apitest.Backend
+
+	stop func()
 }
 
 // ServerOptions adjust StartServer.
@@ -45,6 +48,14 @@ type ServerOptions struct {
 	BookmarkInterval time.Duration
 	// Admin is bound to cluster-admin at start (default "admin").
 	Admin string
+	// SameCA, when set, is another server of the same cluster: this one
+	// shares its CA (and so its users), as the servers of one cluster do.
+	SameCA *Cluster
+	// ServerName names this server's identity (default "s1").
+	ServerName string
+	// Configure, when set, adjusts the API's configuration before it is
+	// made (an issuer for node certificates, ...).
+	Configure func(*api.Config)
 }
 
 // StartServer runs an API server over the backend until the test ends.
@@ -52,16 +63,23 @@ func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 	t.Helper()
 	c := &Cluster{Name: "apitest", Backend: b, AuditDir: t.TempDir()}
 	var err error
-	if c.Root, err = pki.NewRoot(pki.RootConfig{Cluster: c.Name}); err != nil {
-		t.Fatal(err)
+	if o := opts.SameCA; o != nil {
+		c.Name, c.Root, c.Issuer, c.Bundle = o.Name, o.Root, o.Issuer, o.Bundle
+	} else {
+		if c.Root, err = pki.NewRoot(pki.RootConfig{Cluster: c.Name}); err != nil {
+			t.Fatal(err)
+		}
+		if c.Issuer, err = c.Root.NewIssuer(pki.IssuerConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		if c.Bundle, err = pki.NewBundle(c.Root.Cert, c.Issuer.Cert); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if c.Issuer, err = c.Root.NewIssuer(pki.IssuerConfig{}); err != nil {
-		t.Fatal(err)
+	if opts.ServerName == "" {
+		opts.ServerName = "s1"
 	}
-	if c.Bundle, err = pki.NewBundle(c.Root.Cert, c.Issuer.Cert); err != nil {
-		t.Fatal(err)
-	}
-	chain, key := c.issue(t, identity.Server(c.Name, "s1"), pki.LeafOptions{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"localhost"}})
+	chain, key := c.issue(t, identity.Server(c.Name, opts.ServerName), pki.LeafOptions{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"localhost"}})
 	if c.Creds, err = pki.NewCredentials(pki.CredentialsConfig{Chain: chain, Key: key, Bundle: c.Bundle}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +96,12 @@ func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Server, err = api.New(api.Config{Client: b.Client(t), Credentials: c.Creds, Audit: log, Limits: opts.Limits,
-		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin, Transformers: keys.Transformers()})
+	acfg := api.Config{Client: b.Client(t), Credentials: c.Creds, Audit: log, Limits: opts.Limits,
+		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin, Transformers: keys.Transformers()}
+	if opts.Configure != nil {
+		opts.Configure(&acfg)
+	}
+	c.Server, err = api.New(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +115,9 @@ func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 	done := make(chan struct{}, 2)
 	go func() { _ = c.Server.Run(ctx); done <- struct{}{} }()
 	go func() { _ = c.Server.Serve(ctx, ls, scfg); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
+	var once sync.Once
+	c.stop = func() { once.Do(func() { cancel(); <-done; <-done }) }
+	t.Cleanup(c.stop)
 	// Ready once RBAC is loaded.
 	cli := c.HTTPClient(t, c.User(t, opts.Admin), false)
 	deadline := time.Now().Add(20 * time.Second)
@@ -111,6 +135,10 @@ func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Stop stops the server (a server of the cluster going away); the test's
+// end does too.
+func (c *Cluster) Stop() { c.stop() }
 
 // URL is the server's base URL.
 func (c *Cluster) URL() string { return "https://" + c.Addr }
