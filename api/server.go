@@ -39,6 +39,9 @@ type Config struct {
 	// BootstrapAdmin is the user bound to cluster-admin when no binding
 	// for it exists yet ("" for none).
 	BootstrapAdmin string
+	// Issuer, when set, loads the CA that renews nodes' certificates
+	// (POST /v1/nodes/{name}/certificate); without it renewals are 503.
+	Issuer func() (*pki.Issuer, error)
 	Logger         *slog.Logger
 	Now            func() time.Time
 }
@@ -68,6 +71,7 @@ type Server struct {
 	store            *storage.Store
 	client           *clientv3.Client
 	creds            *pki.Credentials
+	issuer           func() (*pki.Issuer, error)
 	audit            *audit.Log
 	limits           Limits
 	bookmarkInterval time.Duration
@@ -97,7 +101,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("api: an audit log is required")
 	}
 	s := &Server{
-		client: cfg.Client, creds: cfg.Credentials, audit: cfg.Audit, limits: cfg.Limits,
+		client: cfg.Client, creds: cfg.Credentials, issuer: cfg.Issuer, audit: cfg.Audit, limits: cfg.Limits,
 		bookmarkInterval: cfg.BookmarkInterval, log: cfg.Logger, now: cfg.Now, ready: make(chan struct{}),
 	}
 	if s.limits == (Limits{}) {

@@ -150,6 +150,15 @@ func loadPair(certFile, keyFile string) ([]*x509.Certificate, *ecdsa.PrivateKey,
 	return chain, key, nil
 }
 
+// localIssuer loads the issuing CA from d for the API's renewals of node
+// certificates, or is nil on a server that does not hold its key.
+func localIssuer(d pki.Dir) func() (*pki.Issuer, error) {
+	if _, err := os.Stat(filepath.Join(d.Path, pki.IntermediateKeyFile)); err != nil {
+		return nil
+	}
+	return func() (*pki.Issuer, error) { return d.Issuer(0) }
+}
+
 // getCertificate adapts credentials to tls.Config.GetCertificate.
 func getCertificate(c *pki.Credentials) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.GetCertificate() }

@@ -216,7 +216,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	if s.api, err = api.New(api.Config{Client: s.client, Credentials: s.creds, Audit: s.audit,
-		Transformers: keys.Transformers(), BootstrapAdmin: cfg.AdminUser, Logger: log}); err != nil {
+		Transformers: keys.Transformers(), BootstrapAdmin: cfg.AdminUser, Issuer: localIssuer(d), Logger: log}); err != nil {
 		closeListeners()
 		return nil, err
 	}
