@@ -217,6 +217,21 @@ func (a *Agent) supervisor(uid string) *supervisor {
 	return a.sups[uid]
 }
 
+// Instance is the Instance namespace/name bound to this node, as the
+// agent last saw it: how the agent's endpoint for the API servers
+// (api.ServeNode) finds what a log or exec names.
+func (a *Agent) Instance(namespace, name string) (*types.Instance, bool) {
+	for _, s := range a.supervisors() {
+		s.mu.Lock()
+		inst := s.inst
+		s.mu.Unlock()
+		if inst.Namespace == namespace && inst.Name == name {
+			return inst, true
+		}
+	}
+	return nil, false
+}
+
 // observe hands an Instance's latest version to its supervisor, starting
 // one (adopting a container left by an earlier agent when there is one).
 func (a *Agent) observe(ctx context.Context, inst *types.Instance, left map[string]string) {

@@ -22,16 +22,9 @@ import (
 // last exit frame (types.ExecStream). Both flow at once: HTTP/2 and
 // HTTP/3 streams are full duplex, and HTTP/1.1 is made so.
 func (s *Server) exec(w http.ResponseWriter, r *request) error {
-	body := bufio.NewReaderSize(r.http.Body, 64<<10)
-	opts, line, err := types.ReadExecOptions(body)
+	body, opts, line, err := readExecRequest(r.http)
 	if err != nil {
-		var de *types.DecodeError
-		if errors.As(err, &de) {
-			p := badRequest("exec options: %s", de.Error())
-			p.Fields = de.Fields
-			return p
-		}
-		return badRequest("read the exec options: %v", err)
+		return err
 	}
 	r.body, r.annotations = execAuditBody(opts, line), execAnnotations(opts)
 	inst, conn, err := s.execTarget(r)
@@ -42,20 +35,49 @@ func (s *Server) exec(w http.ResponseWriter, r *request) error {
 	if err := s.audited(r, http.StatusOK, nil); err != nil {
 		return problem(http.StatusServiceUnavailable, "Unavailable", "the audit log cannot be written, so exec is refused: %v", err).withRetry(5)
 	}
+	r.code = http.StatusOK
+	code, err := serveExec(r.http.Context(), w, body, opts, conn, inst)
+	s.log.Info("exec ended", "principal", r.principal.ID, "instance", r.namespace+"/"+r.name, "node", inst.Spec.NodeName,
+		"command", opts.Command, "exitCode", code, "err", err)
+	return errResponseStarted
+}
+
+// readExecRequest reads an exec request's options line; the rest of body
+// is its input frames.
+func readExecRequest(hr *http.Request) (*bufio.Reader, *types.ExecOptions, []byte, error) {
+	body := bufio.NewReaderSize(hr.Body, 64<<10)
+	opts, line, err := types.ReadExecOptions(body)
+	if err != nil {
+		var de *types.DecodeError
+		if errors.As(err, &de) {
+			p := badRequest("exec options: %s", de.Error())
+			p.Fields = de.Fields
+			return nil, nil, nil, p
+		}
+		return nil, nil, nil, badRequest("read the exec options: %v", err)
+	}
+	return body, opts, line, nil
+}
+
+// serveExec answers an exec through conn: the input frames of body go to
+// the process, its output and then its exit status go out as frames. The
+// API serves it, and a node's agent serves it to the API (NodeHandler),
+// with the same code. It returns the exit code and the error the exit
+// frame carried.
+func serveExec(ctx context.Context, w http.ResponseWriter, body *bufio.Reader, opts *types.ExecOptions, conn NodeConn, inst *types.Instance) (int, error) {
 	_ = http.NewResponseController(w).EnableFullDuplex() // HTTP/1.1; the others are
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		return errors.New("the connection cannot stream")
+		return -1, errors.New("the connection cannot stream")
 	}
 	w.Header().Set("Content-Type", types.ExecContentType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush()
-	r.code = http.StatusOK
 
 	out := &execOutput{w: w, flush: flusher.Flush}
 	streams := types.ExecStreams{Stdout: out.stream(types.StreamStdout), Stderr: out.stream(types.StreamStderr)}
-	ctx, cancel := context.WithCancelCause(r.http.Context())
+	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	in := &execInput{frames: types.NewExecFrameReader(body), opts: opts, done: make(chan struct{})}
 	if opts.Stdin {
@@ -83,10 +105,8 @@ func (s *Server) exec(w http.ResponseWriter, r *request) error {
 		}
 		res.Error = err.Error()
 	}
-	s.log.Info("exec ended", "principal", r.principal.ID, "instance", r.namespace+"/"+r.name, "node", inst.Spec.NodeName,
-		"command", opts.Command, "exitCode", code, "err", err)
 	out.finish(res)
-	return errResponseStarted
+	return code, err
 }
 
 // execTarget finds the instance and the connection to the agent of its

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -90,7 +92,14 @@ func (s *Server) logs(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	ref, node := r.namespace+"/"+r.name, inst.Spec.NodeName
+	return streamLog(ctx, w, conn, inst, opts, s.log, func() { s.audited(r, http.StatusOK, nil) })
+}
+
+// streamLog opens inst's log through conn and streams it; started is
+// called once the answer starts. The API serves it, and a node's agent
+// serves it to the API (NodeHandler), with the same code.
+func streamLog(ctx context.Context, w http.ResponseWriter, conn NodeConn, inst *types.Instance, opts types.LogOptions, log *slog.Logger, started func()) error {
+	ref, node := inst.Namespace+"/"+inst.Name, inst.Spec.NodeName
 	rc, err := conn.Logs(ctx, inst, opts)
 	if errors.Is(err, fs.ErrNotExist) {
 		return problem(http.StatusNotFound, "NotFound", "%v", err)
@@ -102,7 +111,7 @@ func (s *Server) logs(w http.ResponseWriter, r *request) error {
 	if !ok {
 		return errors.New("the connection cannot stream")
 	}
-	s.audited(r, http.StatusOK, nil)
+	started()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -121,7 +130,7 @@ func (s *Server) logs(w http.ResponseWriter, r *request) error {
 			// Once the answer has started its status cannot change: a
 			// stream the node broke off just ends, and is logged here.
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				s.log.Warn("an instance's log stream broke off", "instance", ref, "node", node, "err", err)
+				log.Warn("an instance's log stream broke off", "instance", ref, "node", node, "err", err)
 			}
 			return errResponseStarted
 		}

@@ -8,10 +8,11 @@ import (
 
 // instanceNode finds the instance a request names (.../instances/{name}/…)
 // and the connection to the agent of its node, for the routes that only
-// that agent can serve (an instance's log, exec). It says why there is
-// none: 404 for no such instance, 409 for one not scheduled to a node yet,
-// 503 (retry in 5 s) for a node whose agent is not connected to this
-// server.
+// that agent can serve (an instance's log, exec): the agent in this
+// process (Nodes), or else the endpoint of the agent on its own machine
+// (ServeNode), once it answers. It says why there is none: 404 for no
+// such instance, 409 for one not scheduled to a node yet, 503 (retry in
+// 5 s) for a node whose agent cannot be reached from this server.
 func (s *Server) instanceNode(r *request) (*types.Instance, NodeConn, error) {
 	o, _, err := s.current(r.http.Context(), instancesRes, r.namespace, r.name)
 	if err != nil {
@@ -25,8 +26,12 @@ func (s *Server) instanceNode(r *request) (*types.Instance, NodeConn, error) {
 	}
 	conn, ok := s.nodes.Get(node)
 	if !ok {
-		p := problem(http.StatusServiceUnavailable, "Unavailable", "node %s's agent is not connected to this server, and instance %s/%s runs there: check the node (nexus get node %s) and try again",
-			node, r.namespace, r.name, node).withRetry(5)
+		var err error
+		if conn, err = s.remote(r.http.Context(), node); err == nil {
+			return inst, conn, nil
+		}
+		p := problem(http.StatusServiceUnavailable, "Unavailable", "node %s's agent is not connected to this server, and instance %s/%s runs there: check the node (nexus get node %s) and try again (%v)",
+			node, r.namespace, r.name, node, err).withRetry(5)
 		// The problem is the node, not the instance (nor this server's
 		// store, which a 503 is otherwise about).
 		p.Kind, p.Name = "Node", node

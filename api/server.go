@@ -72,6 +72,7 @@ type Server struct {
 	client           *clientv3.Client
 	creds            *pki.Credentials
 	issuer           func() (*pki.Issuer, error)
+	remotes          remoteNodes
 	audit            *audit.Log
 	limits           Limits
 	bookmarkInterval time.Duration
@@ -153,6 +154,7 @@ func (s *Server) Store() *storage.Store { return s.store }
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer s.remotes.close()
 	for _, c := range s.caches {
 		wg.Go(func() { c.Run(ctx) })
 	}

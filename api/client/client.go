@@ -37,6 +37,11 @@ type Settings struct {
 	// RootCAs are the only roots the server's certificate may chain to:
 	// the cluster's CA.
 	RootCAs *x509.CertPool
+	// VerifyServer, when set, checks the server's chain (leaf first)
+	// instead of RootCAs and the host name: for a peer whose certificate
+	// names an identity, not a host (a node's agent, which a server calls
+	// for logs and exec).
+	VerifyServer func(chain []*x509.Certificate) error
 	// Certificate is the client certificate, or GetClientCertificate
 	// returns the current one (credentials that are renewed while the
 	// client runs); nil for none (a token, or health checks only).
@@ -148,7 +153,7 @@ func New(s Settings) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.RootCAs == nil {
+	if s.RootCAs == nil && s.VerifyServer == nil {
 		return nil, fmt.Errorf("API server %s: no CA to verify it with (the cluster's CA certificate)", s.Server)
 	}
 	c := &Client{servers: eps, token: s.Token, userAgent: s.UserAgent, timeout: s.Timeout,
@@ -171,6 +176,18 @@ func New(s Settings) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	conf := &tls.Config{RootCAs: s.RootCAs, MinVersion: tls.VersionTLS13, GetClientCertificate: s.GetClientCertificate}
+	if verify := s.VerifyServer; verify != nil {
+		conf.InsecureSkipVerify = true // VerifyConnection is the check
+		conf.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server presented no certificate")
+			}
+			if err := verify(cs.PeerCertificates); err != nil {
+				return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+			}
+			return nil
+		}
+	}
 	if s.Certificate != nil && s.GetClientCertificate == nil {
 		conf.Certificates = []tls.Certificate{*s.Certificate}
 	}
@@ -358,6 +375,18 @@ func (c *Client) dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config,
 		c.untrack(qcl)
 	}()
 	return conn, nil
+}
+
+// Healthy asks the server whether it is up (GET /healthz), which needs no
+// rights: a check that it is reachable and is who it should be.
+func (c *Client) Healthy(ctx context.Context) error {
+	req := request{method: http.MethodGet, path: "/healthz"}
+	resp, err := c.do(ctx, req)
+	if err != nil {
+		return err
+	}
+	_, err = c.readBody(resp, req)
+	return err
 }
 
 // request is one API call.
