@@ -183,7 +183,7 @@ func (n *remoteNode) Exec(ctx context.Context, inst *types.Instance, opts types.
 // notExist is the agent's 404, which the API answers as its own.
 type notExist struct{ err error }
 
-func (e notExist) Error() string { return e.err.Error() }
+func (e notExist) Error() string   { return e.err.Error() }
 func (e notExist) Is(t error) bool { return t == fs.ErrNotExist }
 
 // remoteNodes keeps one client per node whose agent is on another

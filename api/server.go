@@ -42,8 +42,8 @@ type Config struct {
 	// Issuer, when set, loads the CA that renews nodes' certificates
 	// (POST /v1/nodes/{name}/certificate); without it renewals are 503.
 	Issuer func() (*pki.Issuer, error)
-	Logger         *slog.Logger
-	Now            func() time.Time
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Limits bound what one identity may ask of the server.
