@@ -245,3 +245,50 @@ func (p NodePrefixes) hostIndex4(a netip.Addr) (int, bool) {
 
 // gateways are the bridge's addresses: host index 1 of each prefix.
 func (p NodePrefixes) gateways() (v6, v4 netip.Addr) { return p.addrs(1) }
+
+// ParseNodePrefixes reads a node's container prefixes and the cluster's as
+// a Node carries them (spec.containerPrefixes and spec.clusterPrefixes:
+// one IPv6 and one IPv4 prefix each, in either order), for an agent on
+// its own machine, which gets them from the servers. Each node prefix must
+// lie in the cluster's prefix of its family.
+func ParseNodePrefixes(node, cluster []string) (NodePrefixes, ClusterPrefixes, error) {
+	var n NodePrefixes
+	var c ClusterPrefixes
+	split := func(what string, in []string, v6, v4 *netip.Prefix) error {
+		if len(in) != 2 {
+			return fmt.Errorf("%w: %s %v: want an IPv6 and an IPv4 prefix", ErrBadPrefix, what, in)
+		}
+		for _, s := range in {
+			p, err := parsePrefix(what, s)
+			if err != nil {
+				return err
+			}
+			to := v4
+			if p.Addr().Is6() && !p.Addr().Is4In6() {
+				to = v6
+			}
+			if to.IsValid() {
+				return fmt.Errorf("%w: %s %v: want one IPv6 and one IPv4 prefix", ErrBadPrefix, what, in)
+			}
+			*to = p
+		}
+		return nil
+	}
+	if err := split("node prefixes", node, &n.IPv6, &n.IPv4); err != nil {
+		return NodePrefixes{}, ClusterPrefixes{}, err
+	}
+	if err := split("cluster prefixes", cluster, &c.IPv6, &c.IPv4); err != nil {
+		return NodePrefixes{}, ClusterPrefixes{}, err
+	}
+	c.NodeIPv4Bits = n.IPv4.Bits()
+	if err := n.validate(); err != nil {
+		return NodePrefixes{}, ClusterPrefixes{}, err
+	}
+	if err := c.complete(); err != nil {
+		return NodePrefixes{}, ClusterPrefixes{}, err
+	}
+	if !c.IPv6.Contains(n.IPv6.Addr()) || !c.IPv4.Contains(n.IPv4.Addr()) {
+		return NodePrefixes{}, ClusterPrefixes{}, fmt.Errorf("%w: node prefixes %s and %s are not inside the cluster's %s and %s", ErrBadPrefix, n.IPv6, n.IPv4, c.IPv6, c.IPv4)
+	}
+	return n, c, nil
+}

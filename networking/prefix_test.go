@@ -116,3 +116,60 @@ func FuzzParseClusterPrefixes(f *testing.F) {
 		}
 	})
 }
+
+func TestParseNodePrefixes(t *testing.T) {
+	cluster := []string{"fd12:3456:789a::/48", "10.71.0.0/16"}
+	for _, tc := range []struct {
+		node, cluster []string
+		want          string // error substring; "" for success
+	}{
+		{[]string{"fd12:3456:789a:1::/64", "10.71.1.0/24"}, cluster, ""},
+		{[]string{"10.71.1.0/24", "fd12:3456:789a:1::/64"}, []string{"10.71.0.0/16", "fd12:3456:789a::/48"}, ""},
+		{[]string{"fd12:3456:789a:1::/64"}, cluster, "want an IPv6 and an IPv4 prefix"},
+		{[]string{"fd12:3456:789a:1::/64", "fd12:3456:789a:2::/64"}, cluster, "one IPv6 and one IPv4"},
+		{[]string{"fd12:3456:789a:1::/64", "10.71.1.0/24"}, nil, "cluster prefixes []"},
+		{[]string{"fd12:3456:789a:1::/80", "10.71.1.0/24"}, cluster, "want a /64"},
+		{[]string{"fd12:3456:789a:1::/64", "10.71.1.1/24"}, cluster, "use 10.71.1.0/24"},
+		{[]string{"fd99::/64", "10.71.1.0/24"}, cluster, "not inside the cluster's"},
+		{[]string{"fd12:3456:789a:1::/64", "10.72.1.0/24"}, cluster, "not inside the cluster's"},
+		{[]string{"fd12:3456:789a:1::/64", "10.71.1.0/30"}, cluster, "want a /16 to /28"},
+		{[]string{"fd12:3456:789a:1::/64", "10.71.1.0/24"}, []string{"fe80::/48", "10.71.0.0/16"}, "link-local"},
+	} {
+		n, c, err := ParseNodePrefixes(tc.node, tc.cluster)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("ParseNodePrefixes(%v, %v): %v", tc.node, tc.cluster, err)
+			} else if n.IPv6.String() != "fd12:3456:789a:1::/64" || n.IPv4.String() != "10.71.1.0/24" || c.NodeIPv4Bits != 24 || c.IPv6.String() != "fd12:3456:789a::/48" {
+				t.Errorf("ParseNodePrefixes(%v, %v) = %+v, %+v", tc.node, tc.cluster, n, c)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrBadPrefix) {
+			t.Errorf("ParseNodePrefixes(%v, %v): %v, want %q", tc.node, tc.cluster, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseNodePrefixes(f *testing.F) {
+	f.Add("fd12:3456:789a:1::/64", "10.71.1.0/24", "fd12:3456:789a::/48", "10.71.0.0/16")
+	f.Add("10.71.1.0/24", "fd12:3456:789a:1::/64", "10.71.0.0/16", "::ffff:10.0.0.0/104")
+	f.Fuzz(func(t *testing.T, n1, n2, c1, c2 string) {
+		n, c, err := ParseNodePrefixes([]string{n1, n2}, []string{c1, c2})
+		if err != nil {
+			if !errors.Is(err, ErrBadPrefix) {
+				t.Fatalf("an error that is not ErrBadPrefix: %v", err)
+			}
+			return
+		}
+		// What is accepted is what networking.New and the IPAM accept.
+		if err := n.validate(); err != nil {
+			t.Fatalf("accepted %v %v: %v", n, c, err)
+		}
+		if err := c.complete(); err != nil {
+			t.Fatalf("accepted %v %v: %v", n, c, err)
+		}
+		if !c.IPv6.Contains(n.IPv6.Addr()) || !c.IPv4.Contains(n.IPv4.Addr()) {
+			t.Fatalf("accepted %v outside %v", n, c)
+		}
+	})
+}

@@ -36,6 +36,13 @@ type NodeSpec struct {
 	// Unschedulable (cordoned) nodes get no new instances.
 	Unschedulable bool              `json:"unschedulable,omitempty"`
 	Taints        []scheduler.Taint `json:"taints,omitempty"`
+	// ContainerPrefixes are the node's container prefixes (an IPv6 /64
+	// and an IPv4 prefix, e.g. ["fd12:3456:789a:1::/64",
+	// "10.71.1.0/24"]) and ClusterPrefixes the cluster's that hold them
+	// (["fd12:3456:789a::/48", "10.71.0.0/16"]), set by the servers; an
+	// agent on its own machine waits for them before it runs containers.
+	ContainerPrefixes []string `json:"containerPrefixes,omitempty"`
+	ClusterPrefixes   []string `json:"clusterPrefixes,omitempty"`
 }
 
 // NodeStatus is what the node's agent reports.

@@ -47,6 +47,16 @@ func (o *Namespace) validate(*Resource) FieldErrors {
 func (o *Node) validate(*Resource) FieldErrors {
 	var errs FieldErrors
 	validateTaints(o.Spec.Taints, NewPath("spec").Child("taints"), &errs)
+	for _, f := range []struct {
+		name     string
+		prefixes []string
+	}{{"containerPrefixes", o.Spec.ContainerPrefixes}, {"clusterPrefixes", o.Spec.ClusterPrefixes}} {
+		for i, c := range f.prefixes {
+			if p, err := netip.ParsePrefix(c); err != nil || p.Masked() != p {
+				errs.add(NewPath("spec").Child(f.name).Index(i), "must be an address prefix such as fd00:1::/64, with no host bits set, not %q", c)
+			}
+		}
+	}
 	st := NewPath("status")
 	validateResourceList(o.Status.Capacity, st.Child("capacity"), &errs)
 	validateResourceList(o.Status.Allocatable, st.Child("allocatable"), &errs)

@@ -42,6 +42,9 @@ type Request struct {
 type Response struct {
 	Chain  []byte `json:"chain"`  // PEM, leaf first
 	Bundle []byte `json:"bundle"` // PEM
+	// Servers are the API URLs of the cluster's servers, so the joined
+	// machine knows where to reach the API and where to fail over.
+	Servers []string `json:"servers,omitempty"`
 }
 
 // maxRequest bounds a join request (a CSR is at most pki.MaxCSRSize).
@@ -141,6 +144,8 @@ type Result struct {
 	Chain  []*x509.Certificate
 	Key    *ecdsa.PrivateKey
 	Bundle *pki.Bundle
+	// Servers are the API URLs the server gave (Response.Servers).
+	Servers []string
 }
 
 // ErrServerNotTrusted means the server could not prove it belongs to the
@@ -219,7 +224,7 @@ func Join(ctx context.Context, cfg Config) (*Result, error) {
 	if id.Name != cfg.Name || id.Cluster != cluster {
 		return nil, fmt.Errorf("join %s: issued identity %s is not this machine", cfg.Addr, id)
 	}
-	return &Result{ID: id, Chain: chain, Key: key, Bundle: bundle}, nil
+	return &Result{ID: id, Chain: chain, Key: key, Bundle: bundle, Servers: resp.Servers}, nil
 }
 
 // pinnedBundle keeps, of what the server offered, only the root matching
