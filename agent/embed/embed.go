@@ -134,7 +134,7 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 		AgentAddress: cfg.AgentAddress, Metrics: cfg.Metrics, Logger: cfg.Logger.With("component", "agent")}); err != nil {
 		return nil, err
 	}
-	if err := a.agent.Register(ctx); err != nil {
+	if err := a.register(ctx); err != nil {
 		return nil, err
 	}
 	if a.net, err = a.openNetwork(ctx, agentDir); err != nil {
@@ -151,6 +151,23 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 		}
 	}()
 	return a, nil
+}
+
+// register registers the Node, waiting while no API server answers (a
+// node that starts before its servers, or while they restart).
+func (a *Agent) register(ctx context.Context) error {
+	for {
+		err := a.agent.Register(ctx)
+		if err == nil || !client.IsConnectionError(err) {
+			return err
+		}
+		a.log.Warn("no API server answers: registering the node again in a second", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // openNetwork opens the node's networking with its prefixes; the agent

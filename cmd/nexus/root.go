@@ -56,7 +56,7 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newVersionCommand(), newRuntimeCommand(opts), newCertCommand(opts), newTokenCommand(opts), newStoreCommand(opts))
 	root.AddCommand(newHelloCommand())
 	root.AddCommand(newImageCommand(opts))
-	root.AddCommand(newUpCommand(opts), newServerCommand(opts), newSecretsCommand(opts), newUserCommand(opts))
+	root.AddCommand(newUpCommand(opts), newServerCommand(opts), newAgentCommand(opts), newSecretsCommand(opts), newUserCommand(opts))
 	root.AddCommand(newAuditCommand(opts))
 	root.AddCommand(newApplyCommand(), newGetCommand(), newDescribeCommand(), newDeleteCommand(), newEditCommand(), newCreateCommand(), newConfigCommand())
 	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand(), newLogsCommand())
