@@ -171,7 +171,7 @@ func (n *remoteNode) Logs(ctx context.Context, inst *types.Instance, opts types.
 	rc, err := n.cl.Logs(ctx, inst.Namespace, inst.Name, client.LogOptions{Follow: opts.Follow, TailLines: opts.TailLines,
 		Since: opts.Since, Timestamps: opts.Timestamps})
 	if client.IsNotFound(err) {
-		return nil, fmt.Errorf("%w", notExist{err})
+		return nil, notExist{err}
 	}
 	return rc, err
 }

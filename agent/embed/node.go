@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -303,6 +304,9 @@ func (n *Node) join(ctx context.Context, old string) (*join.Result, error) {
 // splitJoinAddr reads --join: host or host:port, IPv6 in brackets with a
 // port.
 func splitJoinAddr(s string) (host, port string, err error) {
+	if strings.Contains(s, "://") {
+		return "", "", fmt.Errorf("--join %q: give a server's join address, host or host:port (e.g. 10.0.0.1), not a URL", s)
+	}
 	if host, port, err = net.SplitHostPort(s); err == nil {
 		if p, perr := strconv.Atoi(port); perr != nil || p < 1 || p > 65535 {
 			return "", "", fmt.Errorf("--join %q: port %q is not a port number", s, port)
