@@ -163,17 +163,26 @@ func NewStore(cfg StoreConfig) *Store {
 
 func (s *Store) key(id string) string { return s.prefix + id }
 
+// CheckCreate checks what Create is asked for, so that a command can
+// refuse bad input before it reaches for the store.
+func CheckCreate(role Role, ttl time.Duration, uses int) error {
+	if _, err := ParseRole(string(role)); err != nil {
+		return err
+	}
+	if ttl <= 0 || ttl > MaxTTL {
+		return fmt.Errorf("token lifetime %s: use more than 0 and at most %s", ttl, MaxTTL)
+	}
+	if uses < 1 || uses > MaxUses {
+		return fmt.Errorf("token uses %d: use 1 to %d", uses, MaxUses)
+	}
+	return nil
+}
+
 // Create makes a token for role, valid for ttl and uses joins, and stores
 // its record. The returned Token is the only place the secret exists.
 func (s *Store) Create(ctx context.Context, role Role, ttl time.Duration, uses int) (Token, Record, error) {
-	if _, err := ParseRole(string(role)); err != nil {
+	if err := CheckCreate(role, ttl, uses); err != nil {
 		return Token{}, Record{}, err
-	}
-	if ttl <= 0 || ttl > MaxTTL {
-		return Token{}, Record{}, fmt.Errorf("token lifetime %s: use more than 0 and at most %s", ttl, MaxTTL)
-	}
-	if uses < 1 || uses > MaxUses {
-		return Token{}, Record{}, fmt.Errorf("token uses %d: use 1 to %d", uses, MaxUses)
 	}
 	if err := s.ready(); err != nil {
 		return Token{}, Record{}, err

@@ -6,6 +6,8 @@ package embedtest
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -22,6 +24,23 @@ import (
 // writes.
 func Member(t testing.TB) *embed.Member {
 	t.Helper()
+	return start(t, nil)
+}
+
+// MemberOnSocket is Member that also serves etcd clients (gRPC) on a unix
+// socket at path, as a server's store.sock does, for tests of commands
+// that reach the store through it.
+func MemberOnSocket(t testing.TB, path string) *embed.Member {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return start(t, []net.Listener{l})
+}
+
+func start(t testing.TB, listeners []net.Listener) *embed.Member {
+	t.Helper()
 	creds := credentials(t, "embedtest", "m1")
 	udp, err := net.ListenPacket("udp", "[::1]:0")
 	if err != nil {
@@ -29,7 +48,8 @@ func Member(t testing.TB) *embed.Member {
 	}
 	peer := udp.LocalAddr().String()
 	udp.Close()
-	m, err := embed.Start(context.Background(), embed.Config{Name: "m1", DataDir: t.TempDir(), Credentials: creds, ListenPeer: peer})
+	m, err := embed.Start(context.Background(), embed.Config{Name: "m1", DataDir: t.TempDir(), Credentials: creds, ListenPeer: peer, ClientListeners: listeners,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatalf("start a store member: %v", err)
 	}
