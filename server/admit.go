@@ -204,26 +204,36 @@ func RemoveServer(ctx context.Context, cfg RemoveConfig) error {
 		return fmt.Errorf("server %q is not a member of the store (members: %v)", cfg.Name, names)
 	}
 	if !learner {
-		if len(voters) == 0 {
-			return fmt.Errorf("%w: server %s is the store's last voting member; to retire the cluster, stop it instead", ErrQuorum, cfg.Name)
-		}
 		live, err := liveServers(ctx, cfg.Client)
 		if err != nil {
 			return err
 		}
-		var up []string
-		for _, v := range voters {
-			if live[v] {
-				up = append(up, v)
-			}
-		}
-		if quorum := len(voters)/2 + 1; len(up) < quorum && !cfg.Force {
-			return fmt.Errorf("%w: without %s the store has %d voting members %v, of which %d are up %v, and it needs %d to take writes: bring the others back first, or pass --force",
-				ErrQuorum, cfg.Name, len(voters), voters, len(up), up, quorum)
+		if err := checkQuorum(cfg.Name, voters, live, cfg.Force); err != nil {
+			return err
 		}
 	}
 	if _, err := cfg.Client.MemberRemove(ctx, target); err != nil {
 		return fmt.Errorf("remove server %s (member %x) from the store: %w", cfg.Name, target, err)
+	}
+	return nil
+}
+
+// checkQuorum decides whether voting member name may go, leaving voters:
+// never the last one, and, unless forced, only while a quorum of those
+// left is live.
+func checkQuorum(name string, voters []string, live map[string]bool, force bool) error {
+	if len(voters) == 0 {
+		return fmt.Errorf("%w: server %s is the store's last voting member; to retire the cluster, stop it instead", ErrQuorum, name)
+	}
+	var up []string
+	for _, v := range voters {
+		if live[v] {
+			up = append(up, v)
+		}
+	}
+	if quorum := len(voters)/2 + 1; len(up) < quorum && !force {
+		return fmt.Errorf("%w: without %s the store has %d voting members %v, of which %d are up %v, and it needs %d to take writes: bring the others back first, or pass --force",
+			ErrQuorum, name, len(voters), voters, len(up), up, quorum)
 	}
 	return nil
 }

@@ -161,14 +161,15 @@ func TestServerCluster(t *testing.T) {
 	}
 	h4 := nw.Hosts[3]
 	ip4 := h4.IPv6.String()
-	badJoin := func(name, token, pin, want string) {
+	badJoinAt := func(at, name, token, pin, want string) {
 		t.Helper()
 		out, err := nexus(h4, "--data-dir", t.TempDir(), "server", "--name", name, "--api-addr", net.JoinHostPort(ip4, "7443"),
-			"--store-peer-addr", net.JoinHostPort(ip4, "7380"), "--join", ip1, "--token", token, "--ca-pin", pin)
+			"--store-peer-addr", net.JoinHostPort(ip4, "7380"), "--join", at, "--token", token, "--ca-pin", pin)
 		if err == nil || !strings.Contains(out, want) {
 			t.Fatalf("join as %s: %v, want %q in:\n%s", name, err, want, out)
 		}
 	}
+	badJoin := func(name, token, pin, want string) { t.Helper(); badJoinAt(ip1, name, token, pin, want) }
 	badJoin("s4", tok.Token, tok.CAPin, "join token has no uses left")
 	badJoin("s4", tok2.Token, "sha256:"+strings.Repeat("00", 32), "server is not trusted: CA pin mismatch")
 	badJoin("s2", tok2.Token, tok2.CAPin, `server "s2" is already a voting member of the store`)
@@ -193,6 +194,10 @@ func TestServerCluster(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("s3 did not stop within 20 s of leaving")
 	}
+	waitMembers(t, store, map[string]bool{"s1": true, "s2": true})
+	// A join through the server that left finds nothing there.
+	ip3 := nw.Hosts[2].IPv6.String()
+	badJoinAt(ip3, "s4", tok2.Token, tok2.CAPin, "join "+net.JoinHostPort(ip3, "7380")+": dial nexus-join")
 	waitMembers(t, store, map[string]bool{"s1": true, "s2": true})
 	waitServers(t, func() (string, error) {
 		return nexus(s2.host, "--config", filepath.Join(s2.dir, "admin.conf"), "get", "servers", "-o", "json")
