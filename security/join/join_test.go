@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -83,7 +84,7 @@ func (f *fakeNow) Advance(d time.Duration) {
 
 // newCluster initialises a CA named name and serves joins on [::1].
 // bundle, if set, replaces what the server hands out.
-func newCluster(t *testing.T, name string, bundle func(*pki.Bundle) *pki.Bundle) *cluster {
+func newCluster(t testing.TB, name string, bundle func(*pki.Bundle) *pki.Bundle) *cluster {
 	t.Helper()
 	base := t.TempDir()
 	c := &cluster{dir: pki.Dir{Path: filepath.Join(base, "pki")}, now: &fakeNow{t: time.Now()}}
@@ -124,7 +125,7 @@ func newCluster(t *testing.T, name string, bundle func(*pki.Bundle) *pki.Bundle)
 	return c
 }
 
-func (c *cluster) token(t *testing.T, role token.Role, ttl time.Duration, uses int) string {
+func (c *cluster) token(t testing.TB, role token.Role, ttl time.Duration, uses int) string {
 	t.Helper()
 	tok, _, err := c.tokens.Create(context.Background(), role, ttl, uses)
 	if err != nil {
@@ -133,7 +134,7 @@ func (c *cluster) token(t *testing.T, role token.Role, ttl time.Duration, uses i
 	return tok.String()
 }
 
-func (c *cluster) usesLeft(t *testing.T) int {
+func (c *cluster) usesLeft(t testing.TB) int {
 	t.Helper()
 	recs, err := c.tokens.List(context.Background())
 	if err != nil || len(recs) != 1 {
@@ -379,4 +380,63 @@ func TestServerJoinRefusals(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(err), "does not admit servers") {
 		t.Fatalf("a server that admits no servers: %v", err)
 	}
+}
+
+func FuzzCheckPeerAddr(f *testing.F) {
+	for _, s := range []string{"[fd00::1]:7380", "10.0.0.1:7380", "host:1", "[::]:7380", ":7380", "x", "[fd00::1]:99999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if CheckPeerAddr(s) != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(s)
+		if err != nil || host == "" || port == "" {
+			t.Fatalf("accepted %q", s)
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			t.Fatalf("accepted an unspecified host: %q", s)
+		}
+	})
+}
+
+// FuzzJoinRequest feeds arbitrary join requests to the server: none may
+// panic, none but a well-formed one may use the token, and none is
+// admitted as a server without going through the Admitter's checks.
+func FuzzJoinRequest(f *testing.F) {
+	c := newCluster(f, "prod", nil)
+	tok := c.token(f, token.RoleServer, time.Hour, token.MaxUses)
+	key, _ := pki.GenerateKey()
+	csr, _ := pki.CreateCSR(key, identity.Node("prod", "m1"))
+	good, _ := json.Marshal(Request{Token: tok, Name: "m1", CSR: csr, Role: token.RoleServer, Server: &ServerRequest{PeerAddr: "[fd00::9]:7380", IntermediateCSR: csr}})
+	f.Add(good)
+	f.Add([]byte(`{"token":"` + tok + `","name":"m1","role":"server"}`))
+	f.Add([]byte(`{"role":"admin"}`))
+	f.Add([]byte(`{`))
+	srv := &Server{Cluster: "prod", Tokens: c.tokens, Admit: c.admit,
+		Issuer: func() (*pki.Issuer, error) { return c.dir.Issuer(0) }, Bundle: c.dir.Bundle}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c.admit.mu.Lock()
+		c.admit.members = map[string]bool{"s1": true}
+		c.admit.mu.Unlock()
+		before := c.usesLeft(t)
+		resp, err := srv.join(context.Background(), data)
+		after := c.usesLeft(t)
+		if err != nil {
+			if after != before {
+				t.Fatalf("a refused request (%v) used the token", err)
+			}
+			return
+		}
+		if after != before-1 {
+			t.Fatalf("an accepted request used %d uses", before-after)
+		}
+		var req Request
+		if json.Unmarshal(data, &req) != nil || req.Token != tok {
+			t.Fatalf("accepted a request that does not carry the token: %q", data)
+		}
+		if (req.Role == token.RoleServer) != (resp.Server != nil) {
+			t.Fatalf("role %q got server grant %v", req.Role, resp.Server != nil)
+		}
+	})
 }
