@@ -104,7 +104,7 @@ func newCluster(t testing.TB, name string, bundle func(*pki.Bundle) *pki.Bundle)
 	}
 	srv := &Server{Cluster: name, Tokens: c.tokens, Admit: c.admit,
 		Servers: func(context.Context) []string { return []string{"https://s1.example:7443"} },
-		Issuer: func() (*pki.Issuer, error) { return c.dir.Issuer(0) },
+		Issuer:  func() (*pki.Issuer, error) { return c.dir.Issuer(0) },
 		Bundle: func() (*pki.Bundle, error) {
 			b, err := c.dir.Bundle()
 			if err == nil && bundle != nil {
