@@ -45,13 +45,17 @@ func TestServerCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	start := func(i int, name string, extra ...string) *clusterServer {
+	// start runs server name on host i in dir ("" for a new one).
+	start := func(i int, name, dir string, extra ...string) *clusterServer {
 		t.Helper()
 		h := nw.Hosts[i]
 		ip := h.IPv6.String()
-		s := &clusterServer{name: name, dir: t.TempDir(), host: h, exited: make(chan error, 1)}
+		if dir == "" {
+			dir = t.TempDir()
+		}
+		s := &clusterServer{name: name, dir: dir, host: h, exited: make(chan error, 1)}
 		s.log = filepath.Join(s.dir, "server.log")
-		logf, err := os.Create(s.log)
+		logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +112,7 @@ func TestServerCluster(t *testing.T) {
 		return string(out), err
 	}
 
-	s1 := start(0, "s1")
+	s1 := start(0, "s1", "")
 	out, err := nexus(nil, "--data-dir", s1.dir, "token", "create", "--role", "server", "--uses", "2", "-o", "json")
 	if err != nil {
 		t.Fatalf("token create: %v\n%s", err, out)
@@ -119,10 +123,19 @@ func TestServerCluster(t *testing.T) {
 	}
 	ip1 := nw.Hosts[0].IPv6.String()
 	// --join takes a bare host (port 7380 by default) or host:port.
-	s2 := start(1, "s2", "--join", ip1, "--token", tok.Token, "--ca-pin", tok.CAPin)
-	s3 := start(2, "s3", "--join", net.JoinHostPort(ip1, "7380"), "--token", tok.Token, "--ca-pin", tok.CAPin)
+	join2 := []string{"--join", ip1, "--token", tok.Token, "--ca-pin", tok.CAPin}
+	s2 := start(1, "s2", "", join2...)
+	s3 := start(2, "s3", "", "--join", net.JoinHostPort(ip1, "7380"), "--token", tok.Token, "--ca-pin", tok.CAPin)
 
 	store := storeClientOf(t, s1.dir)
+	waitMembers(t, store, map[string]bool{"s1": true, "s2": true, "s3": true})
+
+	// kill -9 and a restart with the same command line (its --join and
+	// used-up token included): s2 comes back as the member it was.
+	_ = s2.cmd.Process.Kill()
+	<-s2.exited
+	s2.exited <- nil
+	s2 = start(1, "s2", s2.dir, join2...)
 	waitMembers(t, store, map[string]bool{"s1": true, "s2": true, "s3": true})
 
 	// A write through s3's API is read through s1's.
