@@ -175,7 +175,7 @@ func bindServerFlags(cmd *cobra.Command, cfg *server.Config, nameHelp string) {
 	f.StringVar(&cfg.Cluster, "cluster", "nexus", "the cluster's name, for a new cluster's CA")
 	f.StringVar(&cfg.APIAddr, "api-addr", fmt.Sprintf(":%d", server.DefaultAPIPort), "where the API listens (host:port, TCP for HTTPS and UDP for HTTP/3)")
 	f.StringSliceVar(&cfg.Advertise, "advertise", nil, "host names and addresses clients use to reach the API (in its certificate; the first goes into admin.conf)")
-	f.StringVar(&cfg.StorePeerAddr, "store-peer-addr", "[::1]:7380", "the embedded store member's peer address (QUIC)")
+	f.StringVar(&cfg.StorePeerAddr, "store-peer-addr", "[::1]:7380", "the embedded store member's peer address (QUIC), where the join service answers too; loopback by default (one machine): for a cluster, an address the other servers reach (an unspecified host such as [::]:7380 is advertised as the first --advertise)")
 	f.StringSliceVar(&cfg.StoreClientURLs, "store-client-urls", nil, "also serve the embedded store to etcd clients on these URLs (e.g. http://127.0.0.1:2379)")
 	f.StringVar(&cfg.AdminUser, "admin-user", "admin", "the first user, bound to cluster-admin on a new cluster")
 	f.StringVar(&cfg.AuditPolicy, "audit-policy", "", "audit policy file (JSON or YAML; default: changes with their request bodies, reads of secrets, every denial and authentication failure; other reads not recorded)")
