@@ -165,3 +165,34 @@ type ServiceAccount struct {
 	TypeMeta   `json:",inline"`
 	ObjectMeta `json:"metadata"`
 }
+
+// Server is one control-plane server of the cluster. Each server writes
+// its own every few seconds, so agents and clients find every server and
+// can fail over between them; a lastHeartbeat that stops moving means the
+// server is down or cut off.
+type Server struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Status     ServerStatus `json:"status,omitzero"`
+}
+
+// ServerStatus is what a server reports about itself.
+type ServerStatus struct {
+	// APIURL is where other machines reach its API (https://host:port).
+	APIURL string `json:"apiURL,omitempty"`
+	// PeerAddress is its store member's QUIC address (host:port), where
+	// the join service answers too.
+	PeerAddress string `json:"peerAddress,omitempty"`
+	// StoreMember is its place in the replicated store.
+	StoreMember StoreMember `json:"storeMember,omitzero"`
+	// LastHeartbeat is when it last wrote this status.
+	LastHeartbeat time.Time `json:"lastHeartbeat,omitzero"`
+}
+
+// StoreMember is a server's member of the replicated store.
+type StoreMember struct {
+	// ID is the member's ID in hex, as `etcdctl member list` shows it.
+	ID string `json:"id,omitempty"`
+	// Learner is true until the member has caught up and votes.
+	Learner bool `json:"learner,omitempty"`
+}

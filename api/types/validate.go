@@ -1,8 +1,11 @@
 package types
 
 import (
+	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -71,6 +74,27 @@ func (o *Node) validate(*Resource) FieldErrors {
 	for i, c := range o.Status.ContainerPrefixes {
 		if _, err := netip.ParsePrefix(c); err != nil {
 			errs.add(st.Child("containerPrefixes").Index(i), "must be an address prefix such as fd00:1::/64, not %q", c)
+		}
+	}
+	return errs
+}
+
+func (o *Server) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	st := NewPath("status")
+	if u := o.Status.APIURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" || pu.Path != "" {
+			errs.add(st.Child("apiURL"), "must be a URL like https://host:port, not %q", u)
+		}
+	}
+	if a := o.Status.PeerAddress; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			errs.add(st.Child("peerAddress"), "must be host:port, not %q", a)
+		}
+	}
+	if id := o.Status.StoreMember.ID; id != "" {
+		if _, err := strconv.ParseUint(id, 16, 64); err != nil {
+			errs.add(st.Child("storeMember").Child("id"), "must be a member ID in hex, not %q", id)
 		}
 	}
 	return errs

@@ -39,6 +39,8 @@ var expectedMatrix = []struct {
 	{"namespaces/status", false, [5]string{"all", "-", "-", "-", "-"}},
 	{"nodes", false, [5]string{"all", "-", "-", "-", "read create"}},
 	{"nodes/status", false, [5]string{"all", "-", "-", "-", "update patch"}},
+	{"servers", false, [5]string{"all", "-", "read", "read", "read"}},
+	{"servers/status", false, [5]string{"all", "-", "-", "-", "-"}},
 	{"clusterroles", false, [5]string{"all", "-", "-", "-", "-"}},
 	{"clusterrolebindings", false, [5]string{"all", "-", "-", "-", "-"}},
 }
