@@ -62,9 +62,24 @@ func TestIPAM(t *testing.T) {
 			if n2.IPv6 == n1.IPv6 || n2.IPv4 == n1.IPv4 {
 				t.Fatalf("node-2 got %+v, node-1 has %+v: shared", n2, n1)
 			}
+			// A Node's spec gets the same prefixes, as strings its agent
+			// reads back.
+			sn, sc, err := other.NodeSpec(ctx, "node-2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, pc, err := ParseNodeSpec(sn, sc); err != nil || p != n2 || pc != c {
+				t.Fatalf("node-2's spec %q %q reads back as %+v %+v, %v; want %+v %+v", sn, sc, p, pc, err, n2, c)
+			}
+			if got, err := a.AllocatedNodes(ctx); err != nil || strings.Join(got, ",") != "node-1,node-2" {
+				t.Fatalf("AllocatedNodes: %v, %v; want node-1,node-2", got, err)
+			}
 			// Released prefixes go to the next node.
 			if err := a.ReleaseNode(ctx, "node-1"); err != nil {
 				t.Fatal(err)
+			}
+			if got, err := a.AllocatedNodes(ctx); err != nil || strings.Join(got, ",") != "node-2" {
+				t.Fatalf("AllocatedNodes after releasing node-1: %v, %v; want node-2", got, err)
 			}
 			if err := a.ReleaseNode(ctx, "node-1"); err != nil {
 				t.Fatalf("releasing a released node: %v, want nil", err)
