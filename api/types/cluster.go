@@ -36,6 +36,17 @@ type NodeSpec struct {
 	// Unschedulable (cordoned) nodes get no new instances.
 	Unschedulable bool              `json:"unschedulable,omitempty"`
 	Taints        []scheduler.Taint `json:"taints,omitempty"`
+	// ContainerPrefixes are the node's container address ranges: an IPv6
+	// /64, then an IPv4 prefix (a /24 by default). The server allocates
+	// them (its node-IPAM controller, moments after the Node is created)
+	// and replaces any other value; the agent waits for them before it
+	// starts containers, and the other nodes route them to this one.
+	ContainerPrefixes []string `json:"containerPrefixes,omitempty"`
+	// ClusterPrefixes are the cluster's ranges that every node's prefixes
+	// come from (an IPv6 prefix, then an IPv4 one), set with
+	// ContainerPrefixes: traffic from a container to them is not
+	// translated.
+	ClusterPrefixes []string `json:"clusterPrefixes,omitempty"`
 }
 
 // NodeStatus is what the node's agent reports.
@@ -47,8 +58,9 @@ type NodeStatus struct {
 	Tiers      []Isolation   `json:"tiers,omitempty"`
 	Conditions []Condition   `json:"conditions,omitempty"`
 	Addresses  []NodeAddress `json:"addresses,omitempty"`
-	// ContainerPrefixes are the node's container address ranges (an IPv6
-	// /64 and an IPv4 /24).
+	// ContainerPrefixes are the container address ranges the node's
+	// networking serves, as its agent reports them: spec.containerPrefixes
+	// once the agent has opened its networking with them.
 	ContainerPrefixes []string     `json:"containerPrefixes,omitempty"`
 	LastHeartbeat     time.Time    `json:"lastHeartbeat,omitzero"`
 	Versions          NodeVersions `json:"versions,omitzero"`
