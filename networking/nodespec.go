@@ -43,16 +43,22 @@ func (a *IPAM) NodeSpec(ctx context.Context, node string) (containerPrefixes, cl
 	return p.Strings(), c.Strings(), nil
 }
 
-// AllocatedNodes lists the nodes that hold prefixes, so that the prefixes
-// of a node deleted while no one watched can be released.
-func (a *IPAM) AllocatedNodes(ctx context.Context) ([]string, error) {
-	resp, err := a.cli.Get(ctx, keyNodesPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+// Allocations returns every node's prefixes, by node name, as its spec
+// lists them (nil for a record that cannot be read: ReleaseNode removes
+// it), in one read: a controller compares them with the Nodes, and
+// releases the prefixes of a node deleted while it was not watching.
+func (a *IPAM) Allocations(ctx context.Context) (map[string][]string, error) {
+	resp, err := a.cli.Get(ctx, keyNodesPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list the nodes' prefixes under %s: %w", keyNodesPrefix, err)
 	}
-	out := make([]string, 0, len(resp.Kvs))
+	out := make(map[string][]string, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		out = append(out, strings.TrimPrefix(string(kv.Key), keyNodesPrefix))
+		node := strings.TrimPrefix(string(kv.Key), keyNodesPrefix)
+		out[node] = nil
+		if rec, err := decodeNode(kv.Value); err == nil {
+			out[node] = rec.NodePrefixes.Strings()
+		}
 	}
 	return out, nil
 }

@@ -50,6 +50,7 @@ import (
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/controller"
 	"nexus.dev/nexus/internal/buildinfo"
+	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/security/audit"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/join"
@@ -94,7 +95,12 @@ type Config struct {
 	// (tests that drive instances themselves; a server that is not the
 	// cluster's leader, once there are several).
 	NoControllers bool
-	Logger        *slog.Logger
+	// ClusterPrefixes are the cluster's container prefixes as configured
+	// (networking.ParseClusterPrefixes): unset fields take the cluster's,
+	// or the defaults on a new cluster; a set one that differs from the
+	// cluster's fails the start. Each Node's prefixes are cut from them.
+	ClusterPrefixes networking.ClusterPrefixes
+	Logger          *slog.Logger
 }
 
 // DefaultAPIPort is where the API listens unless told otherwise.
@@ -127,6 +133,9 @@ type Server struct {
 	errOnce     sync.Once
 	err         error
 	stopOnce    sync.Once
+
+	// ipam hands out the nodes' container prefixes (to the controllers).
+	ipam *networking.IPAM
 }
 
 func (c *Config) defaults() error {
@@ -239,6 +248,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		closeListeners()
 		return nil, err
 	}
+	if s.ipam, err = networking.NewIPAM(s.client, cfg.ClusterPrefixes); err == nil {
+		// Stores the cluster's prefixes on a new cluster; refuses
+		// configured ones that differ from the cluster's.
+		_, err = s.ipam.Cluster(ctx)
+	}
+	if err != nil {
+		closeListeners()
+		return nil, fmt.Errorf("container prefixes: %w", err)
+	}
 	keys, err := api.LoadSecretKeys(filepath.Join(cfg.DataDir, SecretsKeyFile), true, log)
 	if err != nil {
 		closeListeners()
@@ -320,7 +338,7 @@ func (s *Server) startControllers(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("controllers' API client: %w", err)
 	}
-	ctrl, err := controller.New(controller.Config{Client: cl, Logger: s.log.With("component", "controllers")})
+	ctrl, err := controller.New(controller.Config{Client: cl, NodeIPAM: s.ipam, Logger: s.log.With("component", "controllers")})
 	if err != nil {
 		cl.Close()
 		return err

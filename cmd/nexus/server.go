@@ -11,13 +11,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/server"
 )
 
 func newServerCommand(g *globalOptions) *cobra.Command {
 	var (
-		cfg server.Config
-		jc  server.JoinConfig
+		cfg      server.Config
+		jc       server.JoinConfig
+		prefixes clusterPrefixFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -50,12 +52,17 @@ service on its store peer port (UDP 7380) and writes its Server object (nexus ge
 servers). --join, --token and --ca-pin are used once; later starts find the
 cluster in the data directory.
 
+The server gives every Node its container prefixes: an IPv6 /64 of the
+cluster's --cluster-ipv6 and an IPv4 /24 (--node-ipv4-bits) of --cluster-ipv4,
+in the Node's spec.containerPrefixes, and frees them when the Node is deleted.
+
 Examples:
 
   nexus server                                   # data in /var/lib/nexus, API on :7443
   nexus --data-dir /tmp/nx server --api-addr 127.0.0.1:7443
   nexus server --advertise api.example.com --advertise 203.0.113.7
   nexus server --store-endpoints http://127.0.0.1:2379   # objects in an external etcd
+  nexus server --cluster-ipv6 fd12:3456:789a::/48 --cluster-ipv4 10.200.0.0/16
 
 A three-server cluster (10.0.0.1-3):
 
@@ -73,6 +80,10 @@ Then, as the admin:
   nexus --config /var/lib/nexus/admin.conf get servers`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cfg.ClusterPrefixes, err = prefixes.parse(); err != nil {
+				return err
+			}
 			cfg.DataDir = g.dataDir
 			cfg.Logger = slog.Default()
 			cfg.WriteUserConfig = true
@@ -85,6 +96,7 @@ Then, as the admin:
 		},
 	}
 	bindServerFlags(cmd, &cfg, "this server's name (default: the host name)")
+	prefixes.bind(cmd)
 	cmd.Flags().StringSliceVar(&cfg.StoreEndpoints, "store-endpoints", nil, "client URLs of an external etcd to keep objects in, instead of the embedded store")
 	cmd.Flags().StringVar(&jc.Addr, "join", "", fmt.Sprintf("join the cluster of the server at this store peer address (host or host:port, port %d by default) instead of creating one", server.DefaultPeerPort))
 	cmd.Flags().StringVar(&jc.Token, "token", "", "with --join: a server join token (nexus token create --role server)")
@@ -207,4 +219,22 @@ func runServer(ctx context.Context, cfg server.Config, cmd *cobra.Command) error
 		}
 		return nil
 	}
+}
+
+// clusterPrefixFlags are the cluster's container prefixes, which nexus
+// server and nexus up take (server.Config.ClusterPrefixes).
+type clusterPrefixFlags struct {
+	ipv6, ipv4   string
+	nodeIPv4Bits int
+}
+
+func (p *clusterPrefixFlags) bind(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&p.ipv6, "cluster-ipv6", "", "the cluster's IPv6 container prefix, a /48 or shorter (default: a generated unique local /48; must match the cluster's once it has one)")
+	f.StringVar(&p.ipv4, "cluster-ipv4", "", "the cluster's IPv4 container prefix (default "+networking.DefaultIPv4Cluster.String()+"; must match the cluster's once it has one)")
+	f.IntVar(&p.nodeIPv4Bits, "node-ipv4-bits", 0, fmt.Sprintf("prefix length of each node's IPv4 range (default %d: 253 containers per node)", networking.DefaultNodeIPv4Bits))
+}
+
+func (p *clusterPrefixFlags) parse() (networking.ClusterPrefixes, error) {
+	return networking.ParseClusterPrefixes(p.ipv6, p.ipv4, p.nodeIPv4Bits)
 }
