@@ -157,7 +157,9 @@ func New(cfg Config) (*Node, error) {
 }
 
 // Close releases the namespace and netlink handles. It leaves the network
-// as it is: containers keep running and a new Node takes over with Repair.
+// as it is: containers keep running and a new Node takes over with Repair
+// (and SetPeers, which finds the routes to peers in place; SetPeers(ctx,
+// nil) is what removes them).
 func (n *Node) Close() error {
 	if n.nl != nil {
 		n.nl.Close()

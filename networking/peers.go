@@ -329,9 +329,15 @@ func (n *Node) SetPeers(ctx context.Context, peers []Peer) error {
 	if err := n.applyPeers(routes, tunnels); err != nil {
 		errs = append(errs, err)
 	}
+	was := n.paths
 	n.paths = map[string]string{}
 	for _, pt := range paths {
 		n.paths[pt.peer.Name] = pt.String()
+	}
+	for name := range was {
+		if _, ok := n.paths[name]; !ok {
+			n.log.Info("networking: no longer routing to a peer", "peer", name)
+		}
 	}
 	return errors.Join(errs...)
 }
