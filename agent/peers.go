@@ -39,7 +39,6 @@ type nodeWatch struct {
 	mu      sync.Mutex
 	nodes   map[string]*types.Node
 	sentOwn bool
-	net     PeerNetwork
 }
 
 func newNodeWatch(a *Agent) *nodeWatch {
