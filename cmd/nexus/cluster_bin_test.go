@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,19 +15,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"nexus.dev/nexus/api/types"
-	"nexus.dev/nexus/internal/testnet"
-	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/store/embed"
 )
-
-// clusterServer is one `nexus server` process on a harness host.
-type clusterServer struct {
-	name, dir string
-	host      *testnet.Host
-	cmd       *exec.Cmd
-	log       string
-	exited    chan error
-}
 
 // TestServerCluster forms a cluster of three servers from the CLI as a
 // user would (nexus server, nexus token create --role server, two nexus
@@ -39,103 +26,24 @@ type clusterServer struct {
 // refused naming the check that failed with nothing joined, and the third
 // server leaves again.
 func TestServerCluster(t *testing.T) {
-	testutil.RequireRoot(t)
-	bin := nexusBinary(t)
-	nw := testnet.New(t, testnet.Options{Hosts: 4})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	c := newClusterNet(t, 4, 2*time.Minute)
+	nw, nexus := c.nw, c.nexus
 
-	// start runs server name on host i in dir ("" for a new one).
-	start := func(i int, name, dir string, extra ...string) *clusterServer {
-		t.Helper()
-		h := nw.Hosts[i]
-		ip := h.IPv6.String()
-		if dir == "" {
-			dir = t.TempDir()
-		}
-		s := &clusterServer{name: name, dir: dir, host: h, exited: make(chan error, 1)}
-		s.log = filepath.Join(s.dir, "server.log")
-		logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		args := append([]string{"--data-dir", s.dir, "server", "--name", name,
-			"--api-addr", net.JoinHostPort(ip, "7443"), "--store-peer-addr", net.JoinHostPort(ip, "7380"), "--advertise", ip}, extra...)
-		s.cmd = h.Command(ctx, bin, args...)
-		s.cmd.Env = append(os.Environ(), "HOME="+s.dir)
-		s.cmd.Stderr = logf
-		out, err := s.cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := testutil.StartTied(s.cmd); err != nil {
-			t.Fatal(err)
-		}
-		up := make(chan struct{})
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				if strings.Contains(sc.Text(), ": API on https://") {
-					close(up)
-				}
-			}
-			s.exited <- s.cmd.Wait()
-			logf.Close()
-		}()
-		t.Cleanup(func() {
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-			if t.Failed() {
-				data, _ := os.ReadFile(s.log)
-				t.Logf("%s log:\n%s", name, data)
-			}
-		})
-		select {
-		case <-up:
-		case err := <-s.exited:
-			s.exited <- err
-			data, _ := os.ReadFile(s.log)
-			t.Fatalf("%s exited before serving: %v\n%s", name, err, data)
-		case <-time.After(45 * time.Second):
-			t.Fatalf("%s did not serve within 45 s", name)
-		}
-		return s
-	}
-	nexus := func(h *testnet.Host, args ...string) (string, error) {
-		var cmd *exec.Cmd
-		if h == nil {
-			cmd = exec.CommandContext(ctx, bin, args...)
-		} else {
-			cmd = h.Command(ctx, bin, args...)
-		}
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-
-	s1 := start(0, "s1", "")
-	out, err := nexus(nil, "--data-dir", s1.dir, "token", "create", "--role", "server", "--uses", "2", "-o", "json")
-	if err != nil {
-		t.Fatalf("token create: %v\n%s", err, out)
-	}
-	var tok tokenCreated
-	if err := json.Unmarshal([]byte(out), &tok); err != nil {
-		t.Fatalf("token create output: %v\n%s", err, out)
-	}
+	s1 := c.server(0, "s1")
+	tok := c.token(s1, "server", 2)
 	ip1 := nw.Hosts[0].IPv6.String()
 	// --join takes a bare host (port 7380 by default) or host:port.
 	join2 := []string{"--join", ip1, "--token", tok.Token, "--ca-pin", tok.CAPin}
-	s2 := start(1, "s2", "", join2...)
-	s3 := start(2, "s3", "", "--join", net.JoinHostPort(ip1, "7380"), "--token", tok.Token, "--ca-pin", tok.CAPin)
+	s2 := c.server(1, "s2", join2...)
+	s3 := c.server(2, "s3", "--join", net.JoinHostPort(ip1, "7380"), "--token", tok.Token, "--ca-pin", tok.CAPin)
 
 	store := storeClientOf(t, s1.dir)
 	waitMembers(t, store, map[string]bool{"s1": true, "s2": true, "s3": true})
 
 	// kill -9 and a restart with the same command line (its --join and
 	// used-up token included): s2 comes back as the member it was.
-	_ = s2.cmd.Process.Kill()
-	<-s2.exited
-	s2.exited <- nil
-	s2 = start(1, "s2", s2.dir, join2...)
+	s2.kill9()
+	s2.start()
 	waitMembers(t, store, map[string]bool{"s1": true, "s2": true, "s3": true})
 
 	// A write through s3's API is read through s1's.
@@ -164,14 +72,7 @@ func TestServerCluster(t *testing.T) {
 	}
 
 	// Bad joins: refused with the failed check named, nothing joined.
-	fresh, err := nexus(nil, "--data-dir", s1.dir, "token", "create", "--role", "server", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tok2 tokenCreated
-	if err := json.Unmarshal([]byte(fresh), &tok2); err != nil {
-		t.Fatal(err)
-	}
+	tok2 := c.token(s1, "server", 1)
 	h4 := nw.Hosts[3]
 	ip4 := h4.IPv6.String()
 	badJoinAt := func(at, name, token, pin, want string) {
@@ -198,14 +99,10 @@ func TestServerCluster(t *testing.T) {
 	if out, err := nexus(nil, "--data-dir", s3.dir, "server", "leave"); err != nil || !strings.Contains(out, "Removed server s3") {
 		t.Fatalf("server leave: %v\n%s", err, out)
 	}
-	select {
-	case err := <-s3.exited:
-		s3.exited <- err
-		if err != nil {
-			t.Fatalf("s3 after leaving: %v", err)
-		}
-	case <-time.After(20 * time.Second):
+	if err, exited := s3.wait(20 * time.Second); !exited {
 		t.Fatal("s3 did not stop within 20 s of leaving")
+	} else if err != nil {
+		t.Fatalf("s3 after leaving: %v", err)
 	}
 	waitMembers(t, store, map[string]bool{"s1": true, "s2": true})
 	// A join through the server that left finds nothing there.
