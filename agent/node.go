@@ -74,6 +74,9 @@ func (a *Agent) publishNode(ctx context.Context) error {
 	n.Status.Tiers = a.facts.Tiers
 	n.Status.Addresses = nodeAddresses()
 	n.Status.AgentAddress = a.cfg.AgentAddress
+	if p := a.servedPrefixes.Load(); p != nil {
+		n.Status.ContainerPrefixes = *p
+	}
 	n.Status.LastHeartbeat = now
 	ready := types.Condition{Type: "Ready", Status: types.ConditionTrue, Reason: "AgentReady", Message: "the agent is running"}
 	kept := n.Status.Conditions[:0]

@@ -28,6 +28,10 @@ type Config struct {
 	// NoWorkloads and NoScheduler leave out one of the two (tests run
 	// several schedulers side by side).
 	NoWorkloads, NoScheduler bool
+	// NodeIPAM, when set, gives every Node its container prefixes
+	// (spec.containerPrefixes, spec.clusterPrefixes) and releases those
+	// of deleted Nodes (nodeipam.go).
+	NodeIPAM NodeIPAM
 }
 
 // Controllers runs the workload controller and the scheduler.
@@ -38,6 +42,7 @@ type Controllers struct {
 
 	workloads, instances, nodes *cache
 	wq, sq                      *queue
+	iq                          *queue // node names, for NodeIPAM
 
 	wlRes, instRes, nodeRes *types.Resource
 
@@ -79,7 +84,7 @@ func New(cfg Config) (*Controllers, error) {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
 	}
-	c := &Controllers{cfg: cfg, log: cfg.Logger, c: cfg.Client, wq: newQueue(), sq: newQueue(),
+	c := &Controllers{cfg: cfg, log: cfg.Logger, c: cfg.Client, wq: newQueue(), sq: newQueue(), iq: newQueue(),
 		wlRes: mustResource("workloads"), instRes: mustResource("instances"), nodeRes: mustResource("nodes")}
 	c.workloads = newCache(cfg.Client, c.wlRes, c.log)
 	c.instances = newCache(cfg.Client, c.instRes, c.log)
@@ -108,6 +113,9 @@ func New(cfg Config) (*Controllers, error) {
 		})
 		c.nodes.onChange = append(c.nodes.onChange, func(_, _ types.Object) { c.enqueuePending() })
 	}
+	if cfg.NodeIPAM != nil {
+		c.nodes.onChange = append(c.nodes.onChange, c.onNodeForPrefixes)
+	}
 	return c, nil
 }
 
@@ -135,6 +143,7 @@ func (c *Controllers) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer c.wq.close()
 	defer c.sq.close()
+	defer c.iq.close()
 	for _, ca := range []*cache{c.workloads, c.instances, c.nodes} {
 		goRun(func() { ca.run(ctx) })
 	}
@@ -143,7 +152,7 @@ func (c *Controllers) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler)
+	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler, "nodeIPAM", c.cfg.NodeIPAM != nil)
 	if !c.cfg.NoWorkloads {
 		for range c.cfg.Workers {
 			goRun(func() { c.workloadWorker(ctx) })
@@ -151,6 +160,10 @@ func (c *Controllers) Run(ctx context.Context) error {
 	}
 	if !c.cfg.NoScheduler {
 		goRun(func() { c.schedulerWorker(ctx) })
+	}
+	if c.cfg.NodeIPAM != nil {
+		goRun(func() { c.nodeIPAMWorker(ctx) })
+		goRun(func() { c.sweepNodePrefixesEvery(ctx, c.cfg.Resync) })
 	}
 	c.resync()
 	t := time.NewTicker(c.cfg.Resync)

@@ -6,8 +6,7 @@
 // orchestrator. Tests start one with Start as the command does.
 //
 // The data directory holds the server's files (see package server) and,
-// beside them, the agent's (see package agent/embed). The agent's node
-// prefixes are allocated through the store in this process.
+// beside them, the agent's (see package agent/embed).
 package up
 
 import (
@@ -32,14 +31,11 @@ type Config struct {
 	NodeName string
 	// Labels are the Node's labels when it is first registered.
 	Labels map[string]string
-	// ClusterIPv6 and ClusterIPv4 are the cluster's container prefixes
-	// ("" for a generated unique local /48 and networking.DefaultIPv4Cluster
-	// on a new cluster, or the cluster's own); NodeIPv4Bits sizes each
-	// node's IPv4 prefix (0 for networking.DefaultNodeIPv4Bits).
-	ClusterIPv6, ClusterIPv4 string
-	NodeIPv4Bits             int
 	// Bridge names the node's bridge (networking.DefaultBridge when empty).
 	Bridge string
+	// NetworkMode is how containers reach other nodes' containers
+	// (networking.ModeAuto when empty).
+	NetworkMode networking.Mode
 	// ExitRecorderDir is where the exit recorder is pinned in bpffs
 	// (exitrec.DefaultDir when empty).
 	ExitRecorderDir string
@@ -104,7 +100,7 @@ func (u *Node) startAgent(ctx context.Context) error {
 		return fmt.Errorf("the agent's API client: %w", err)
 	}
 	u.agent, err = embed.Start(ctx, embed.Config{NodeName: cfg.NodeName, DataDir: cfg.Server.DataDir, Client: u.client,
-		Prefixes: u.allocatePrefixes, Bridge: cfg.Bridge, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels,
+		Bridge: cfg.Bridge, NetworkMode: cfg.NetworkMode, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels,
 		HeartbeatInterval: cfg.HeartbeatInterval, BuiltinExe: cfg.BuiltinExe, Logger: cfg.Logger,
 		// The instances' metrics are served on the API's /metrics.
 		Metrics: u.srv.API().Registry()})
@@ -126,26 +122,6 @@ func (u *Node) startAgent(ctx context.Context) error {
 		}
 	}()
 	return nil
-}
-
-// allocatePrefixes allocates this node's prefixes through the store, in
-// this process.
-func (u *Node) allocatePrefixes(ctx context.Context) (networking.NodePrefixes, networking.ClusterPrefixes, error) {
-	cfg := u.cfg
-	want, err := networking.ParseClusterPrefixes(cfg.ClusterIPv6, cfg.ClusterIPv4, cfg.NodeIPv4Bits)
-	if err != nil {
-		return networking.NodePrefixes{}, networking.ClusterPrefixes{}, err
-	}
-	ipam, err := networking.NewIPAM(u.srv.Client(), want)
-	if err != nil {
-		return networking.NodePrefixes{}, networking.ClusterPrefixes{}, err
-	}
-	cluster, err := ipam.Cluster(ctx)
-	if err != nil {
-		return networking.NodePrefixes{}, networking.ClusterPrefixes{}, err
-	}
-	prefixes, err := ipam.AllocateNode(ctx, cfg.NodeName)
-	return prefixes, cluster, err
 }
 
 func (u *Node) fail(err error) {

@@ -35,23 +35,19 @@ import (
 	"nexus.dev/nexus/runtime/image"
 )
 
-// PrefixesFunc returns the node's container prefixes and the cluster's. It
-// may wait until they are known (a server allocates them) and is called
-// once, after the Node is registered.
-type PrefixesFunc func(ctx context.Context) (networking.NodePrefixes, networking.ClusterPrefixes, error)
-
-// Config is what an agent needs. NodeName, DataDir, Client and Prefixes
-// are required.
+// Config is what an agent needs. NodeName, DataDir and Client are
+// required.
 type Config struct {
 	// NodeName is this machine's Node; Client must act as it.
 	NodeName string
 	// DataDir holds the agent's, the runtime's and the images' files.
 	DataDir string
 	Client  *client.Client
-	// Prefixes gives the node's container prefixes.
-	Prefixes PrefixesFunc
 	// Bridge names the node's bridge (networking.DefaultBridge when empty).
 	Bridge string
+	// NetworkMode is how containers reach other nodes' containers
+	// (networking.ModeAuto when empty).
+	NetworkMode networking.Mode
 	// ExitRecorderDir is where the exit recorder is pinned in bpffs
 	// (exitrec.DefaultDir when empty).
 	ExitRecorderDir string
@@ -88,15 +84,15 @@ type Agent struct {
 }
 
 // Start opens the runtime, the exit recorder and the image store,
-// registers the Node, opens the node's networking with the prefixes
-// cfg.Prefixes gives (waiting for them as it does), and runs the agent
-// until Stop. It returns once the agent runs.
+// registers the Node (waiting for an API server to answer), and runs the
+// agent until Stop; the agent opens the node's networking once the servers
+// have given the Node its prefixes. It returns once the agent runs.
 func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	switch {
 	case cfg.NodeName == "" || cfg.DataDir == "":
 		return nil, errors.New("agent: a node name and a data directory are required")
-	case cfg.Client == nil || cfg.Prefixes == nil:
-		return nil, errors.New("agent: an API client and the node's prefixes are required")
+	case cfg.Client == nil:
+		return nil, errors.New("agent: an API client is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -125,22 +121,15 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// The agent is made before the networking it uses: a server allocates
-	// a node's prefixes once its Node exists, so the Node is registered
-	// first and the network is in place before Run attaches anything.
-	nw := &nodeNetwork{}
 	if a.agent, err = agent.New(agent.Config{NodeName: cfg.NodeName, Dir: agentDir, Client: cfg.Client, Runtime: a.rt, Images: imgs,
-		Network: nw, BuiltinExe: cfg.BuiltinExe, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
+		OpenNetwork: func(_ context.Context, n *types.Node) (agent.Network, error) { return a.openNetwork(agentDir, n) },
+		BuiltinExe:  cfg.BuiltinExe, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
 		AgentAddress: cfg.AgentAddress, Metrics: cfg.Metrics, Logger: cfg.Logger.With("component", "agent")}); err != nil {
 		return nil, err
 	}
 	if err := a.register(ctx); err != nil {
 		return nil, err
 	}
-	if a.net, err = a.openNetwork(ctx, agentDir); err != nil {
-		return nil, err
-	}
-	nw.n = a.net
 	rctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.runDone = make(chan struct{})
@@ -170,28 +159,28 @@ func (a *Agent) register(ctx context.Context) error {
 	}
 }
 
-// openNetwork opens the node's networking with its prefixes; the agent
+// openNetwork opens the node's networking with the prefixes the servers
+// gave its Node (the agent calls it once they are there); the agent
 // repairs what a previous run left (Network.Repair) before it attaches
 // anything.
-func (a *Agent) openNetwork(ctx context.Context, agentDir string) (*networking.Node, error) {
-	prefixes, cluster, err := a.cfg.Prefixes(ctx)
+func (a *Agent) openNetwork(agentDir string, node *types.Node) (agent.Network, error) {
+	prefixes, cluster, err := networking.ParseNodeSpec(node.Spec.ContainerPrefixes, node.Spec.ClusterPrefixes)
 	if err != nil {
-		return nil, fmt.Errorf("node %s's container prefixes: %w", a.cfg.NodeName, err)
+		return nil, fmt.Errorf("node %s: %w", node.Name, err)
 	}
-	n, err := networking.New(networking.Config{Prefixes: prefixes, Cluster: cluster, DataDir: agentDir,
-		Bridge: a.cfg.Bridge, Logger: a.log.With("component", "networking")})
-	if err != nil {
+	if a.net, err = networking.New(networking.Config{Prefixes: prefixes, Cluster: cluster, DataDir: agentDir,
+		Bridge: a.cfg.Bridge, Mode: a.cfg.NetworkMode, Logger: a.log.With("component", "networking")}); err != nil {
 		return nil, err
 	}
 	a.log.Info("container networking", "bridge", cmp.Or(a.cfg.Bridge, networking.DefaultBridge),
 		"ipv6", prefixes.IPv6.String(), "ipv4", prefixes.IPv4.String())
-	return n, nil
+	return nodeNetwork{a.net}, nil
 }
 
 // nodeNetwork adapts a networking.Node to the agent.
 type nodeNetwork struct{ n *networking.Node }
 
-func (w *nodeNetwork) Attach(ctx context.Context, id, netns string, ports []types.Port) ([]string, error) {
+func (w nodeNetwork) Attach(ctx context.Context, id, netns string, ports []types.Port) ([]string, error) {
 	var pub []networking.Port
 	for _, p := range ports {
 		if p.HostPort == 0 {
@@ -206,10 +195,32 @@ func (w *nodeNetwork) Attach(ctx context.Context, id, netns string, ports []type
 	return at.Addresses(), nil
 }
 
-func (w *nodeNetwork) Detach(ctx context.Context, id string) error { return w.n.Detach(ctx, id) }
+func (w nodeNetwork) Detach(ctx context.Context, id string) error { return w.n.Detach(ctx, id) }
+
+// SetPeers routes to the other nodes' containers, through their
+// addresses.
+func (w nodeNetwork) SetPeers(ctx context.Context, nodes []*types.Node) error {
+	var peers []networking.Peer
+	var errs []error
+	for _, n := range nodes {
+		var addrs []string
+		for _, a := range n.Status.Addresses {
+			if a.Type == "InternalIP" || a.Type == "ExternalIP" {
+				addrs = append(addrs, a.Address)
+			}
+		}
+		p, err := networking.ParsePeer(n.Name, addrs, n.Spec.ContainerPrefixes)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		peers = append(peers, p)
+	}
+	return errors.Join(append(errs, w.n.SetPeers(ctx, peers))...)
+}
 
 // Repair keeps the running containers with the ports they published.
-func (w *nodeNetwork) Repair(ctx context.Context, running map[string]string) error {
+func (w nodeNetwork) Repair(ctx context.Context, running map[string]string) error {
 	attached := w.n.Attachments()
 	keep := make([]networking.ContainerRef, 0, len(running))
 	for id, netns := range running {

@@ -23,7 +23,6 @@ import (
 
 	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/api/client"
-	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/buildinfo"
 	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/networking"
@@ -37,7 +36,7 @@ import (
 // keeps its node credentials in its data directory, talks to the API over
 // HTTP/3 with them, failing over between the cluster's servers, renews its
 // certificate through the API at half-life, takes its container prefixes
-// from its Node, and serves the servers logs and exec of its instances
+// from its Node (the agent waits for them), and serves the servers logs and exec of its instances
 // (api.ServeNode). Its data directory holds, beside the agent's files:
 //
 //	pki/        node.key, node.crt and bundle.pem: the node's credentials
@@ -80,16 +79,14 @@ type NodeConfig struct {
 	// it at (default: the address this machine reaches the first server
 	// from, with ListenAddr's port).
 	AdvertiseAddr string
-	// Bridge, ExitRecorderDir, Labels, HeartbeatInterval and BuiltinExe:
-	// see Config.
+	// Bridge, NetworkMode, ExitRecorderDir, Labels, HeartbeatInterval and
+	// BuiltinExe: see Config.
 	Bridge, ExitRecorderDir string
+	NetworkMode             networking.Mode
 	Labels                  map[string]string
 	HeartbeatInterval       time.Duration
 	BuiltinExe              string
-	// PrefixesProgress is how often the wait for the Node's prefixes is
-	// logged (default 10 s).
-	PrefixesProgress time.Duration
-	Logger           *slog.Logger
+	Logger                  *slog.Logger
 }
 
 // Node is a running worker node.
@@ -123,9 +120,6 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	}
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = ":" + strconv.Itoa(api.DefaultNodePort)
-	}
-	if cfg.PrefixesProgress <= 0 {
-		cfg.PrefixesProgress = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -164,8 +158,8 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		l.Close()
 		return nil, err
 	}
-	n.agent, err = Start(ctx, Config{NodeName: n.name, DataDir: cfg.DataDir, Client: n.client, Prefixes: n.nodePrefixes,
-		Bridge: cfg.Bridge, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
+	n.agent, err = Start(ctx, Config{NodeName: n.name, DataDir: cfg.DataDir, Client: n.client,
+		Bridge: cfg.Bridge, NetworkMode: cfg.NetworkMode, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
 		AgentAddress: advertise, BuiltinExe: cfg.BuiltinExe, Logger: cfg.Logger})
 	if err != nil {
 		l.Close()
@@ -483,38 +477,6 @@ func (n *Node) refreshServers(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-	}
-}
-
-// nodePrefixes waits until the servers have given the Node its container
-// prefixes (spec.containerPrefixes and spec.clusterPrefixes), saying so
-// every PrefixesProgress.
-func (n *Node) nodePrefixes(ctx context.Context) (networking.NodePrefixes, networking.ClusterPrefixes, error) {
-	nodes, _ := types.LookupResource("nodes")
-	start := time.Now()
-	var lastLog time.Time
-	for {
-		o, err := n.client.Get(ctx, nodes, "", n.name)
-		if err == nil {
-			spec := o.(*types.Node).Spec
-			if len(spec.ContainerPrefixes) > 0 && len(spec.ClusterPrefixes) > 0 {
-				p, c, err := networking.ParseNodePrefixes(spec.ContainerPrefixes, spec.ClusterPrefixes)
-				if err != nil {
-					return p, c, fmt.Errorf("node %s's spec: %w", n.name, err)
-				}
-				return p, c, nil
-			}
-		}
-		if time.Since(lastLog) >= n.cfg.PrefixesProgress {
-			lastLog = time.Now()
-			n.log.Info("waiting for the servers to give the node its container prefixes (spec.containerPrefixes of its Node)",
-				"waited", time.Since(start).Round(time.Second), "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return networking.NodePrefixes{}, networking.ClusterPrefixes{}, ctx.Err()
-		case <-time.After(time.Second):
 		}
 	}
 }

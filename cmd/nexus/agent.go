@@ -19,6 +19,7 @@ import (
 func newAgentCommand(g *globalOptions) *cobra.Command {
 	var cfg embed.NodeConfig
 	var labels []string
+	var networkMode string
 	cmd := &cobra.Command{
 		Use:   "agent --join ADDR --token T --ca-pin sha256:...",
 		Short: "Run a worker node: join a cluster and run the instances its servers place here",
@@ -69,6 +70,9 @@ next start to adopt.`,
 			if cfg.Labels, err = parseLabels(labels); err != nil {
 				return err
 			}
+			if cfg.NetworkMode, err = networking.ParseMode(networkMode); err != nil {
+				return fmt.Errorf("--network-mode: %w", err)
+			}
 			cfg.DataDir = g.dataDir
 			cfg.Logger = slog.Default()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -86,6 +90,7 @@ next start to adopt.`,
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "the IP address (optionally with a port) the servers reach this machine at (default: its address towards the first server)")
 	f.StringArrayVar(&labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
 	f.StringVar(&cfg.Bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
+	f.StringVar(&networkMode, "network-mode", string(networking.ModeAuto), "how containers reach other nodes' containers: auto (direct routes to nodes on the same network, VXLAN to the others), routed (direct routes only) or vxlan (VXLAN to every node)")
 	return cmd
 }
 
