@@ -14,6 +14,7 @@ import (
 	"nexus.dev/nexus/agent/embed"
 	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/runtime/exitrec"
 )
 
 func newAgentCommand(g *globalOptions) *cobra.Command {
@@ -90,6 +91,7 @@ next start to adopt.`,
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "the IP address (optionally with a port) the servers reach this machine at (default: its address towards the first server)")
 	f.StringArrayVar(&labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
 	f.StringVar(&cfg.Bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
+	f.StringVar(&cfg.ExitRecorderDir, "exit-recorder-dir", exitrec.DefaultDir, "where the eBPF exit recorder is pinned in bpffs (one per machine; a test running several agents on one machine gives each its own)")
 	f.StringVar(&networkMode, "network-mode", string(networking.ModeAuto), "how containers reach other nodes' containers: auto (direct routes to nodes on the same network, VXLAN to the others), routed (direct routes only) or vxlan (VXLAN to every node)")
 	return cmd
 }

@@ -72,8 +72,11 @@ func (c *clusterNet) server(i int, name string, extra ...string) *clusterProc {
 func (c *clusterNet) agent(i int, name string, extra ...string) *clusterProc {
 	c.t.Helper()
 	dir := c.t.TempDir()
-	args := append([]string{"agent", "--name", name, "--exit-recorder-dir", filepath.Join("/sys/fs/bpf", "nexus-test-"+filepath.Base(dir))}, extra...)
+	pins := filepath.Join("/sys/fs/bpf", "nexus-test-"+filepath.Base(dir))
+	args := append([]string{"agent", "--name", name, "--exit-recorder-dir", pins}, extra...)
 	p := &clusterProc{c: c, name: name, dir: dir, host: c.nw.Hosts[i], args: args, readyLine: "nexus agent: node " + name + " running", viaNsenter: true}
+	// Run after the agent is killed (cleanups run last first).
+	c.t.Cleanup(func() { _ = os.RemoveAll(pins) })
 	c.t.Cleanup(func() { cleanupNodeDir(c.t, c.bin, p.dir) })
 	p.start()
 	return p

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -27,6 +28,9 @@ import (
 
 // DefaultDir is where the recorder's objects are pinned.
 const DefaultDir = "/sys/fs/bpf/nexus/exitrec"
+
+// bpffsRoot is where bpffs is mounted when it is missing.
+const bpffsRoot = "/sys/fs/bpf"
 
 // maxEntries bounds both maps. Exits are an LRU map: the oldest records of
 // containers nobody asked about are dropped first.
@@ -42,14 +46,16 @@ var openMu sync.Mutex
 
 // Open returns the recorder pinned at dir, loading and attaching it first if
 // this is the first use since boot. It needs root (CAP_BPF and CAP_PERFMON,
-// or CAP_SYS_ADMIN), a kernel with BTF, and bpffs (mounted if missing).
+// or CAP_SYS_ADMIN), a kernel with BTF, and dir on a bpffs (mounted at
+// /sys/fs/bpf if missing there).
 func Open(dir string) (*Recorder, error) {
 	if dir == "" {
 		dir = DefaultDir
 	}
+	dir = filepath.Clean(dir)
 	openMu.Lock()
 	defer openMu.Unlock()
-	if err := ensureBPFFS(filepath.Dir(filepath.Dir(dir))); err != nil {
+	if err := ensureBPFFS(dir); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -231,16 +237,31 @@ func memberOffset(members []btf.Member, name string, base uint32) (uint32, bool)
 	return 0, false
 }
 
-func ensureBPFFS(mnt string) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(mnt, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		return nil
+// ensureBPFFS makes sure dir can hold pins: the nearest directory of its
+// path that exists is on a bpffs, or bpffs is mounted at bpffsRoot when
+// dir is under it. bpffs is never mounted anywhere else: over a directory
+// that has other things in it (/sys/fs, say), it would hide them.
+func ensureBPFFS(dir string) error {
+	for p := dir; ; p = filepath.Dir(p) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err == nil {
+			if st.Type == unix.BPF_FS_MAGIC {
+				return nil
+			}
+			break
+		}
+		if p == filepath.Dir(p) {
+			break
+		}
 	}
-	if err := os.MkdirAll(mnt, 0o700); err != nil {
+	if !strings.HasPrefix(dir, bpffsRoot+"/") {
+		return fmt.Errorf("exit recorder: %s is not on a bpffs: pin it under %s", dir, bpffsRoot)
+	}
+	if err := os.MkdirAll(bpffsRoot, 0o700); err != nil {
 		return fmt.Errorf("exit recorder: %w", err)
 	}
-	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("exit recorder: mount bpffs at %s: %w", mnt, err)
+	if err := unix.Mount("bpf", bpffsRoot, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("exit recorder: mount bpffs at %s: %w", bpffsRoot, err)
 	}
 	return nil
 }

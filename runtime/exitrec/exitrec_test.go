@@ -1,8 +1,10 @@
 package exitrec
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,9 +18,14 @@ import (
 // and removes it afterwards (unpinning detaches the program).
 func openTest(t *testing.T) (*Recorder, string) {
 	t.Helper()
+	return openTestAt(t, filepath.Join("/sys/fs/bpf/nexus-test", filepath.Base(t.TempDir())))
+}
+
+// openTestAt is openTest with the pins in dir.
+func openTestAt(t *testing.T, dir string) (*Recorder, string) {
+	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequirePath(t, "/sys/kernel/btf/vmlinux", "kernel BTF")
-	dir := filepath.Join("/sys/fs/bpf/nexus-test", filepath.Base(t.TempDir()))
 	r, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -112,4 +119,38 @@ func TestPinnedRecorderOutlivesItsLoader(t *testing.T) {
 	if err != nil || !ok || ws.ExitStatus() != 9 {
 		t.Fatalf("after reopening: status %#x, found %v, err %v; want exit code 9", uint32(ws), ok, err)
 	}
+}
+
+// TestOpenMountsBPFFSOnlyAtItsPlace: pins asked for somewhere that is not
+// on a bpffs are refused, and nothing is mounted there: a bpffs mounted
+// over /sys/fs (the parent of the parent of /sys/fs/bpf/x) once hid the
+// cgroup hierarchies.
+func TestOpenMountsBPFFSOnlyAtItsPlace(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	before := mounts(t)
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "is not on a bpffs: pin it under /sys/fs/bpf") {
+		t.Fatalf("Open(%s): %v", dir, err)
+	}
+	if after := mounts(t); after != before {
+		t.Fatalf("Open mounted something: %d mounts before, %d after", before, after)
+	}
+	// One level under bpffs is on bpffs: nothing is mounted above it.
+	_, pins := openTestAt(t, filepath.Join("/sys/fs/bpf", "nexus-test-"+filepath.Base(t.TempDir())))
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs", &st); err != nil || st.Type == unix.BPF_FS_MAGIC {
+		if err == nil {
+			_ = unix.Unmount("/sys/fs", 0) // what the old code did, undone
+		}
+		t.Fatalf("opening %s put a bpffs over /sys/fs (%v)", pins, err)
+	}
+}
+
+func mounts(t *testing.T) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(data), "\n")
 }
