@@ -32,7 +32,9 @@ func TestAgentJoin(t *testing.T) {
 			t.Fatalf("the node's %s: %v; want mode 0600", f, err)
 		}
 	}
-	nexus := func(args ...string) (string, error) { return c.nexus(hs, append([]string{"--config", s1.conf()}, args...)...) }
+	nexus := func(args ...string) (string, error) {
+		return c.nexus(hs, append([]string{"--config", s1.conf()}, args...)...)
+	}
 
 	c.waitFor("node w1 Ready with its prefixes and its agent's address", func() (bool, string) {
 		out, err := nexus("get", "node", "w1", "-o", "json")
