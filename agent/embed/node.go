@@ -23,6 +23,7 @@ import (
 
 	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/buildinfo"
 	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/networking"
@@ -452,14 +453,29 @@ func (n *Node) startKeeper(ctx context.Context) error {
 	return nil
 }
 
+// serverURLs are the API URLs the cluster's Server objects publish.
+func (n *Node) serverURLs(ctx context.Context) ([]string, error) {
+	servers, _ := types.LookupResource("servers")
+	objs, _, err := n.client.List(ctx, servers, "", client.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var urls []string
+	for _, o := range objs {
+		if u := o.(*types.Server).Status.APIURL; u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls, nil
+}
+
 // refreshServers reads the cluster's servers every serversRefresh and
-// fails over between them (and the --server ones). An API without the
-// servers resource is left at the servers the node knows.
+// fails over between them (and the --server ones).
 func (n *Node) refreshServers(ctx context.Context) {
 	t := time.NewTicker(serversRefresh)
 	defer t.Stop()
 	for {
-		urls, err := n.client.ServerURLs(ctx)
+		urls, err := n.serverURLs(ctx)
 		switch {
 		case err == nil && len(urls) > 0:
 			all := dedupe(slices.Concat(urls, n.cfg.Servers))
@@ -470,7 +486,7 @@ func (n *Node) refreshServers(ctx context.Context) {
 					n.log.Warn("save the servers", "err", err)
 				}
 			}
-		case err != nil && !client.IsNotFound(err) && ctx.Err() == nil:
+		case err != nil && ctx.Err() == nil:
 			n.log.Debug("list the cluster's servers", "err", err)
 		}
 		select {
