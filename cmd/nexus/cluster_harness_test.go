@@ -170,6 +170,23 @@ func (p *clusterProc) wait(d time.Duration) (error, bool) {
 	}
 }
 
+// running says whether the process was started and has not been killed
+// or exited.
+func (p *clusterProc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		return false
+	default:
+		return true
+	}
+}
+
 // tail is the end of the process's log.
 func (p *clusterProc) tail() string {
 	data, _ := os.ReadFile(p.log)

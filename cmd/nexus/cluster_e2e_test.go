@@ -1,0 +1,451 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"nexus.dev/nexus/api/types"
+)
+
+// clusterE2E is a cluster of three servers and three agents on six netns
+// hosts, formed from the CLI, and what the test needs to drive it.
+type clusterE2E struct {
+	*clusterNet
+	servers, agents []*clusterProc
+	cli             *clusterProc // the server whose admin.conf and host the CLI uses
+}
+
+// nexus runs the CLI against the cluster from cli's host.
+func (e *clusterE2E) nexus(args ...string) (string, error) {
+	return e.clusterNet.nexus(e.cli.host, append([]string{"--config", e.cli.conf()}, args...)...)
+}
+
+func (e *clusterE2E) ok(args ...string) string {
+	e.t.Helper()
+	out, err := e.nexus(args...)
+	if err != nil {
+		e.t.Fatalf("nexus %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// instances lists the workload's instances ("" for all).
+func (e *clusterE2E) instances(workload string) ([]types.Instance, error) {
+	out, err := e.nexus(instancesArgs(workload)...)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %s", err, out)
+	}
+	return parseInstances(out)
+}
+
+// waitInstances polls the workload's instances (every 100 ms) until ok
+// accepts them or within runs out.
+func (e *clusterE2E) waitInstances(workload, what string, within time.Duration, ok func([]types.Instance) bool) []types.Instance {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	var last []types.Instance
+	var lastErr error
+	for {
+		is, err := e.instances(workload)
+		if err == nil {
+			last = is
+			if ok(is) {
+				return is
+			}
+		}
+		lastErr = err
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: not %s within %v (%v); instances:\n%s", workload, what, within, lastErr, describePlaced(last))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func describePlaced(is []types.Instance) string {
+	var b strings.Builder
+	for _, i := range is {
+		fmt.Fprintf(&b, "  %s node=%s phase=%s ready=%v addrs=%v msg=%q\n", i.Name, i.Spec.NodeName, i.Status.Phase, i.Status.Ready, i.Status.Addresses, i.Status.Message)
+	}
+	return b.String()
+}
+
+// readyOn counts the ready instances per node.
+func readyOn(is []types.Instance) map[string]int {
+	m := map[string]int{}
+	for _, i := range is {
+		if i.Status.Phase == types.PhaseRunning && i.Status.Ready {
+			m[i.Spec.NodeName]++
+		}
+	}
+	return m
+}
+
+// runningContainers counts the containers that run on every agent, from
+// each agent's runtime state (not from the API: what really runs).
+func (e *clusterE2E) runningContainers() (total int, per map[string]int) {
+	per = map[string]int{}
+	for _, a := range e.agents {
+		out, err := exec.Command(e.bin, "runtime", "--root", filepath.Join(a.dir, "runtime"), "list", "-f", "json").Output()
+		if err != nil {
+			continue
+		}
+		var states []struct {
+			Status string `json:"status"`
+		}
+		_ = json.Unmarshal(out, &states)
+		for _, st := range states {
+			if st.Status == "running" {
+				per[a.name]++
+				total++
+			}
+		}
+	}
+	return total, per
+}
+
+// storeStatus is the store's raft leader and the controllers' leader, as
+// the members still up see them.
+func (e *clusterE2E) leaders() (storeLeader, controllers string) {
+	e.t.Helper()
+	for _, s := range e.servers {
+		if !s.running() {
+			continue
+		}
+		cli := storeClientOf(e.t, s.dir)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		st, err := cli.Status(ctx, "unix://"+filepath.Join(s.dir, "store.sock"))
+		if err != nil {
+			cancel()
+			continue
+		}
+		members, err := cli.MemberList(ctx)
+		if err == nil {
+			for _, m := range members.Members {
+				if m.ID == st.Leader {
+					storeLeader = m.Name
+				}
+			}
+		}
+		resp, err := cli.Get(ctx, "/nexus/leader/controllers/", clientv3.WithFirstCreate()...)
+		cancel()
+		if err == nil && len(resp.Kvs) > 0 {
+			controllers = string(resp.Kvs[0].Value)
+		}
+		return storeLeader, controllers
+	}
+	return "", ""
+}
+
+func (e *clusterE2E) server(name string) *clusterProc {
+	for _, s := range e.servers {
+		if s.name == name {
+			return s
+		}
+	}
+	e.t.Fatalf("no server %q", name)
+	return nil
+}
+
+// TestClusterEndToEnd is the cluster promise, through the binaries on six
+// netns hosts: three servers and three agents form a cluster from the CLI
+// (server, token create, server --join, agent --join); six replicas of the
+// built-in image spread over the agents, and a container on the first
+// agent fetches HTTP from one on the third over IPv6 and IPv4; an agent
+// killed with SIGKILL has its instances ready elsewhere within 15 s, and
+// comes back without manual steps; the server that leads both the store
+// and the controllers is killed: API writes succeed again within 3 s and
+// the controllers' leadership moves, and the server rejoins; an agent cut
+// off from the servers for 30 s stops its copies, and after the heal
+// never more than six run while the cluster converges; a drain keeps at
+// least five of the six ready.
+func TestClusterEndToEnd(t *testing.T) {
+	c := newClusterNet(t, 6, 10*time.Minute)
+	e := &clusterE2E{clusterNet: c}
+	ip1 := c.nw.Hosts[0].IPv6.String()
+
+	// Form the cluster as a user would.
+	s1 := c.server(0, "s1")
+	e.servers, e.cli = []*clusterProc{s1}, s1
+	stok := c.token(s1, "server", 2)
+	for i, name := range []string{"s2", "s3"} {
+		e.servers = append(e.servers, c.server(i+1, name, "--join", ip1, "--token", stok.Token, "--ca-pin", stok.CAPin))
+	}
+	waitMembers(t, storeClientOf(t, s1.dir), map[string]bool{"s1": true, "s2": true, "s3": true})
+	atok := c.token(s1, "agent", 3)
+	for i, name := range []string{"a1", "a2", "a3"} {
+		e.agents = append(e.agents, c.agent(i+3, name, "--join", ip1, "--token", atok.Token, "--ca-pin", atok.CAPin))
+	}
+	c.waitFor("three Ready agents", func() (bool, string) {
+		out, err := e.nexus("get", "nodes", "-o", "json")
+		var list struct{ Items []types.Node }
+		if err != nil || json.Unmarshal([]byte(out), &list) != nil {
+			return false, out
+		}
+		ready := 0
+		for _, n := range list.Items {
+			if slices.ContainsFunc(n.Status.Conditions, func(c types.Condition) bool { return c.Type == "Ready" && c.Status == types.ConditionTrue }) {
+				ready++
+			}
+		}
+		return ready == 3, out
+	})
+	t.Logf("nodes:\n%s", e.ok("nodes"))
+
+	// Six replicas spread over the agents.
+	began := time.Now()
+	e.ok("run", "web", "--image", "nexus.local/hello", "--replicas", "6", "--port", "8080")
+	web := e.waitInstances("web", "6 ready, 2 on each agent", 60*time.Second, func(is []types.Instance) bool {
+		on := readyOn(is)
+		return len(is) == 6 && on["a1"] == 2 && on["a2"] == 2 && on["a3"] == 2
+	})
+	t.Logf("6 replicas ready on 3 agents %v after run", time.Since(began).Round(time.Millisecond))
+
+	// A container on a1 fetches from a container on a3, over IPv6 and IPv4.
+	var from, to types.Instance
+	for _, i := range web {
+		switch i.Spec.NodeName {
+		case "a1":
+			from = i
+		case "a3":
+			to = i
+		}
+	}
+	if len(to.Status.Addresses) != 2 {
+		t.Fatalf("%s addresses %v: want an IPv6 and an IPv4 one", to.Name, to.Status.Addresses)
+	}
+	for _, addr := range to.Status.Addresses {
+		url := "http://" + net.JoinHostPort(addr, "8080") + "/from-a1"
+		out, err := e.nexus("exec", from.Name, "--", "fetch", url)
+		if err != nil || !strings.HasPrefix(out, "hello from "+to.Name) {
+			t.Fatalf("%s (on a1) fetching %s (%s on a3): %v\n%s", from.Name, url, to.Name, err, out)
+		}
+	}
+
+	// kill -9 an agent: its instances are ready elsewhere within 15 s
+	// (3 s lease, 10 s grace, a start).
+	a2 := e.agents[1]
+	a2.kill9()
+	killed := time.Now()
+	e.waitInstances("web", "6 ready off a2", 30*time.Second, func(is []types.Instance) bool {
+		on := readyOn(is)
+		return len(is) == 6 && on["a1"]+on["a3"] == 6
+	})
+	if took := time.Since(killed); took > 15*time.Second {
+		t.Errorf("a2's instances were ready elsewhere %v after it died, want within 15 s", took.Round(time.Millisecond))
+	} else {
+		t.Logf("a2's instances ready elsewhere %v after its kill -9", took.Round(time.Millisecond))
+	}
+	// It comes back by itself (no token) and removes the copies that were
+	// replaced while it was away.
+	a2.start()
+	c.waitFor("a2 Ready and its replaced containers gone", func() (bool, string) {
+		total, per := e.runningContainers()
+		out, _ := e.nexus("get", "node", "a2", "-o", "json")
+		var n types.Node
+		_ = json.Unmarshal([]byte(out), &n)
+		ready := slices.ContainsFunc(n.Status.Conditions, func(c types.Condition) bool { return c.Type == "Ready" && c.Status == types.ConditionTrue })
+		return ready && per["a2"] == 0 && total == 6, fmt.Sprintf("running %v; node a2: %s", per, out)
+	})
+
+	e.killLeader()
+	e.partition()
+	e.drain()
+}
+
+// killLeader moves the store's leadership to the controllers' leader,
+// kills that server with SIGKILL, measures how long API writes fail
+// (through another server) and checks that the controllers' leadership
+// moves; then starts it again and waits until it is a voter again.
+func (e *clusterE2E) killLeader() {
+	t := e.t
+	_, ctrl := e.leaders()
+	victim := e.server(ctrl)
+	// MoveLeader must be asked of the store's current leader.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		storeLeader, _ := e.leaders()
+		if storeLeader == victim.name {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store's leadership did not move to %s (leader %s)", victim.name, storeLeader)
+		}
+		cli := storeClientOf(t, e.server(storeLeader).dir)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if ml, err := cli.MemberList(ctx); err == nil {
+			for _, m := range ml.Members {
+				if m.Name == victim.name {
+					_, _ = cli.MoveLeader(ctx, m.ID)
+				}
+			}
+		}
+		cancel()
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, s := range e.servers {
+		if s != victim {
+			e.cli = s
+			break
+		}
+	}
+	victim.kill9()
+	killed := time.Now()
+	var gap time.Duration
+	for n := 0; ; n++ {
+		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+		out, err := exec.CommandContext(ctx, "nsenter", "--net="+e.cli.host.NetNS, e.bin, "--config", e.cli.conf(),
+			"create", "namespace", fmt.Sprintf("probe-%d", n)).CombinedOutput()
+		cancel()
+		if err == nil {
+			gap = time.Since(killed)
+			break
+		}
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("no API write succeeded within 30 s of killing %s: %v\n%s", victim.name, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if gap > 3*time.Second {
+		t.Errorf("API writes failed for %v after the store leader died, want under 3 s", gap.Round(time.Millisecond))
+	} else {
+		t.Logf("API writes succeeded again %v after %s (store and controllers leader) died", gap.Round(time.Millisecond), victim.name)
+	}
+	e.waitFor("the controllers' leadership to move", func() (bool, string) {
+		_, now := e.leaders()
+		return now != "" && now != victim.name, "controllers leader " + now
+	})
+	_, now := e.leaders()
+	t.Logf("controllers' leadership moved from %s to %s %v after the kill", victim.name, now, time.Since(killed).Round(time.Millisecond))
+	// The cluster still works: a scale goes through the new leader.
+	e.ok("scale", "web", "6")
+	victim.start()
+	waitMembers(t, storeClientOf(t, e.cli.dir), map[string]bool{"s1": true, "s2": true, "s3": true})
+}
+
+// partition cuts a3 off from the three servers (nftables in the
+// namespaces) for 30 s and heals it; from the heal until the cluster has
+// converged, every agent's runtime is polled and never runs more than the
+// six copies of web.
+func (e *clusterE2E) partition() {
+	t := e.t
+	a3 := e.agents[2]
+	for _, s := range e.servers {
+		e.nw.PartitionPair(a3.host, s.host)
+	}
+	cut := time.Now()
+	// a3 stops its copies once its lease has run out without a server.
+	e.waitFor("a3 to stop its copies", func() (bool, string) {
+		_, per := e.runningContainers()
+		return per["a3"] == 0, fmt.Sprintf("running %v", per)
+	})
+	t.Logf("a3 fenced its copies %v after the cut", time.Since(cut).Round(time.Millisecond))
+	if rest := 30*time.Second - time.Since(cut); rest > 0 {
+		time.Sleep(rest)
+	}
+	var (
+		mu      sync.Mutex
+		most    int
+		mostPer map[string]int
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			total, per := e.runningContainers()
+			mu.Lock()
+			if total > most {
+				most, mostPer = total, per
+			}
+			mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	for _, s := range e.servers {
+		e.nw.HealPair(a3.host, s.host)
+	}
+	healed := time.Now()
+	e.waitFor("the cluster to converge after the heal", func() (bool, string) {
+		is, err := e.instances("web")
+		total, per := e.runningContainers()
+		on := readyOn(is)
+		n := 0
+		for _, v := range on {
+			n += v
+		}
+		return err == nil && len(is) == 6 && n == 6 && total == 6, fmt.Sprintf("ready %v, running %v (%v)", on, per, err)
+	})
+	// Keep watching a little after convergence: a late restart would show.
+	time.Sleep(3 * time.Second)
+	close(stop)
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if most > 6 {
+		t.Errorf("after the heal %d copies of web ran at once (%v), want at most 6", most, mostPer)
+	}
+	t.Logf("converged %v after the heal; at most %d copies ran at once", time.Since(healed).Round(time.Millisecond), most)
+}
+
+// drain drains a1 (web's maxUnavailable is 25% of 6: 1) while polling
+// readiness every 50 ms: never fewer than 5 ready, and a1 ends empty.
+func (e *clusterE2E) drain() {
+	t := e.t
+	var (
+		mu     sync.Mutex
+		fewest = 6
+		when   []types.Instance
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if is, err := e.instances("web"); err == nil {
+				n := 0
+				for _, v := range readyOn(is) {
+					n += v
+				}
+				mu.Lock()
+				if n < fewest {
+					fewest, when = n, is
+				}
+				mu.Unlock()
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	out := e.ok("node", "drain", "a1", "--timeout", "2m")
+	e.waitInstances("web", "6 ready, none on a1", 60*time.Second, func(is []types.Instance) bool {
+		on := readyOn(is)
+		return len(is) == 6 && on["a1"] == 0 && on["a2"]+on["a3"] == 6
+	})
+	close(stop)
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if fewest < 5 {
+		t.Errorf("during the drain only %d of 6 were ready:\n%s\ndrain said:\n%s", fewest, describePlaced(when), out)
+	}
+	if got := e.ok("nodes"); !strings.Contains(got, "SchedulingDisabled") {
+		t.Errorf("nexus nodes after the drain does not show a1 cordoned:\n%s", got)
+	}
+}
