@@ -55,6 +55,8 @@ func (s *Server) serveResource(w http.ResponseWriter, r *request) error {
 			return s.createToken(w, r)
 		case "exec":
 			return s.exec(w, r)
+		case "heartbeat":
+			return s.heartbeat(w, r)
 		}
 		return s.create(w, r)
 	case "update":

@@ -19,12 +19,13 @@ import (
 //	/v1/namespaces/{ns}/serviceaccounts/{name}/token[/{id}]  service account tokens
 //	/v1/namespaces/{ns}/instances/{name}/log        an instance's container log
 //	/v1/namespaces/{ns}/instances/{name}/exec        run a process in an instance (POST)
+//	/v1/nodes/{name}/heartbeat                      renew a node's heartbeat lease (POST)
 type request struct {
 	http      *http.Request
 	query     url.Values
 	verb      string // get, list, watch, create, update, patch, delete
 	res       *types.Resource
-	sub       string // "status", "token", "log" or "exec", or empty
+	sub       string // "status", "token", "log", "exec" or "heartbeat", or empty
 	namespace string
 	name      string
 	subName   string // the token id of .../token/{id}
@@ -115,6 +116,7 @@ func parseRequest(hr *http.Request) (*request, *Problem) {
 		switch {
 		case r.sub == "status" && res.HasStatus && len(rest) == 3:
 		case (r.sub == "log" || r.sub == "exec") && res.Plural == "instances" && len(rest) == 3:
+		case r.sub == "heartbeat" && res.Plural == "nodes" && len(rest) == 3:
 		case r.sub == "token" && res.Plural == "serviceaccounts" && len(rest) <= 4:
 			if len(rest) == 4 {
 				r.subName = rest[3]
@@ -152,7 +154,7 @@ func verbOf(method string, r *request) (string, *Problem) {
 		}
 		return "", notAllowed("GET")
 	}
-	if r.sub == "exec" {
+	if r.sub == "exec" || r.sub == "heartbeat" {
 		if method == http.MethodPost {
 			return "create", nil
 		}

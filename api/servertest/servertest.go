@@ -45,6 +45,8 @@ type ServerOptions struct {
 	BookmarkInterval time.Duration
 	// Admin is bound to cluster-admin at start (default "admin").
 	Admin string
+	// NodeLeaseDuration is the nodes' heartbeat lease (default 3 s).
+	NodeLeaseDuration time.Duration
 }
 
 // StartServer runs an API server over the backend until the test ends.
@@ -79,7 +81,8 @@ func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 		t.Fatal(err)
 	}
 	c.Server, err = api.New(api.Config{Client: b.Client(t), Credentials: c.Creds, Audit: log, Limits: opts.Limits,
-		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin, Transformers: keys.Transformers()})
+		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin, Transformers: keys.Transformers(),
+		NodeLeaseDuration: opts.NodeLeaseDuration})
 	if err != nil {
 		t.Fatal(err)
 	}

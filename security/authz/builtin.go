@@ -72,7 +72,7 @@ func BuiltinClusterRoles() []Role {
 		}},
 		{Name: RoleNode, Rules: []Rule{
 			{Verbs: read, Resources: []string{"nodes", "instances", "services", "endpoints", "secrets", "networkpolicies"}},
-			{Verbs: []string{VerbCreate}, Resources: []string{"nodes"}},
+			{Verbs: []string{VerbCreate}, Resources: []string{"nodes", "nodes/heartbeat"}},
 			{Verbs: []string{VerbUpdate, VerbPatch}, Resources: []string{"nodes/status", "instances/status"}},
 			{Verbs: []string{VerbCreate}, Resources: []string{"events"}},
 		}},

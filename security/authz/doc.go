@@ -13,7 +13,8 @@
 // namespaces, nodes, clusterroles, clusterrolebindings. Subresources are
 // written resource/sub: workloads/status, workloads/scale,
 // instances/status, instances/log, instances/exec, services/status,
-// serviceaccounts/token, namespaces/status, nodes/status. In a rule
+// serviceaccounts/token, namespaces/status, nodes/status,
+// nodes/heartbeat. In a rule
 // "*" is every resource and subresource, "resource/*" every subresource of
 // one resource (not the resource), and a resource never covers its
 // subresources. Rules and requests outside this vocabulary match nothing.
@@ -78,6 +79,7 @@
 //	| namespaces/status     | all           | -     | -    | -    | -            |
 //	| nodes                 | all           | -     | -    | -    | read create  |
 //	| nodes/status          | all           | -     | -    | -    | update patch |
+//	| nodes/heartbeat       | all           | -     | -    | -    | create       |
 //	| clusterroles          | all           | -     | -    | -    | -            |
 //	| clusterrolebindings   | all           | -     | -    | -    | -            |
 //

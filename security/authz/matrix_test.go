@@ -39,6 +39,7 @@ var expectedMatrix = []struct {
 	{"namespaces/status", false, [5]string{"all", "-", "-", "-", "-"}},
 	{"nodes", false, [5]string{"all", "-", "-", "-", "read create"}},
 	{"nodes/status", false, [5]string{"all", "-", "-", "-", "update patch"}},
+	{"nodes/heartbeat", false, [5]string{"all", "-", "-", "-", "create"}},
 	{"clusterroles", false, [5]string{"all", "-", "-", "-", "-"}},
 	{"clusterrolebindings", false, [5]string{"all", "-", "-", "-", "-"}},
 }

@@ -46,7 +46,7 @@ var vocabulary = []resourceInfo{
 	{name: "endpoints", namespaced: true},
 	{name: "events", namespaced: true},
 	{name: "namespaces", subresources: []string{"status"}},
-	{name: "nodes", subresources: []string{"status"}},
+	{name: "nodes", subresources: []string{"status", "heartbeat"}},
 	{name: "clusterroles"},
 	{name: "clusterrolebindings"},
 }
