@@ -57,6 +57,9 @@ type Config struct {
 	Labels map[string]string
 	// HeartbeatInterval between Node status updates (default 10 s).
 	HeartbeatInterval time.Duration
+	// LeaseInterval between renewals of the node's heartbeat lease
+	// (default 1 s; lease.go).
+	LeaseInterval time.Duration
 	// MaxLogBytes is the size at which a container's log is rotated
 	// (default DefaultMaxLogBytes), and MaxLogFiles how many files of it
 	// are kept, the current one included (default DefaultMaxLogFiles).
@@ -77,6 +80,7 @@ type Config struct {
 // Defaults.
 const (
 	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultLeaseInterval     = time.Second
 	// containerPrefix starts the ID of every container the agent makes.
 	containerPrefix = "nx-"
 	// Annotations the agent puts in each container's spec, so that a
@@ -115,6 +119,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.LeaseInterval <= 0 {
+		cfg.LeaseInterval = DefaultLeaseInterval
 	}
 	if cfg.MaxLogBytes <= 0 {
 		cfg.MaxLogBytes = DefaultMaxLogBytes

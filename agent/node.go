@@ -38,9 +38,13 @@ func (a *Agent) register(ctx context.Context) error {
 	return a.publishNode(ctx)
 }
 
-// heartbeat publishes the Node's status every HeartbeatInterval until ctx
-// ends.
+// heartbeat renews the node's heartbeat lease every LeaseInterval (fencing
+// the node when that fails for longer than the lease) and publishes the
+// Node's status every HeartbeatInterval, until ctx ends.
 func (a *Agent) heartbeat(ctx context.Context) {
+	leaseDone := make(chan struct{})
+	go func() { defer close(leaseDone); a.keepLease(ctx) }()
+	defer func() { <-leaseDone }()
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
