@@ -60,6 +60,9 @@ type Config struct {
 	// LeaseInterval between renewals of the node's heartbeat lease
 	// (default 1 s; lease.go).
 	LeaseInterval time.Duration
+	// CertificateExpiry, when set, says when the node's certificate
+	// expires, for the Node's status (nexus nodes shows it).
+	CertificateExpiry func() time.Time
 	// MaxLogBytes is the size at which a container's log is rotated
 	// (default DefaultMaxLogBytes), and MaxLogFiles how many files of it
 	// are kept, the current one included (default DefaultMaxLogFiles).

@@ -76,6 +76,9 @@ func (a *Agent) publishNode(ctx context.Context) error {
 	n.Status.Tiers = a.facts.Tiers
 	n.Status.Addresses = nodeAddresses()
 	n.Status.LastHeartbeat = now
+	if f := a.cfg.CertificateExpiry; f != nil {
+		n.Status.CertificateExpiry = f().UTC()
+	}
 	ready := types.Condition{Type: "Ready", Status: types.ConditionTrue, Reason: "AgentReady", Message: "the agent is running"}
 	kept := n.Status.Conditions[:0]
 	for _, c := range n.Status.Conditions {

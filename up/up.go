@@ -143,6 +143,7 @@ func (u *Node) startAgent(ctx context.Context) error {
 	a, err := agent.New(agent.Config{NodeName: cfg.NodeName, Dir: agentDir, Client: u.client, Runtime: u.rt, Images: imgs,
 		Network: nodeNetwork{u.net}, BuiltinExe: cfg.BuiltinExe, Labels: cfg.Labels,
 		HeartbeatInterval: cfg.HeartbeatInterval, Logger: cfg.Logger.With("component", "agent"),
+		CertificateExpiry: func() time.Time { return creds.Leaf().NotAfter },
 		// The instances' metrics are served on the API's /metrics.
 		Metrics: u.srv.API().Registry()})
 	if err != nil {
