@@ -66,7 +66,7 @@ func TestControllerPlanDrain(t *testing.T) {
 			insts: owned(web, "web-1:n1:ready", "web-2:n1:ready", "web-3:n2:ready", "web-4:n2:ready"),
 			evict: "web-1", waiting: 1, remaining: 2},
 		{name: "one already replaced but not ready: none goes",
-			insts: owned(web, "web-2:n1:ready", "web-3:n2:ready", "web-4:n2:ready", "web-5:n2:starting"),
+			insts:   owned(web, "web-2:n1:ready", "web-3:n2:ready", "web-4:n2:ready", "web-5:n2:starting"),
 			waiting: 1, remaining: 1},
 		{name: "unready on the node go at once",
 			insts: owned(web, "web-1:n1:starting", "web-2:n1:ready", "web-3:n2:ready", "web-4:n2:ready"),
