@@ -110,6 +110,14 @@ func TestValidationNamesFieldAndRule(t *testing.T) {
 		{"bad env", "name: 1GREETING", "name: GREETING", []string{"spec.template.env[0].name: must be letters"}},
 		{"bad image", "image: 'UPPER CASE'", "image: nexus.local/hello", []string{"spec.template.image: \"UPPER CASE\" is not an image reference"}},
 		{"bad label", "labels: {app: -web}", "labels: {app: web}", []string{`metadata.labels["app"]: label value "-web" must be empty or letters`}},
+		{"tolerationSeconds", `constraints: ["zone in (eu-1,eu-2)"]
+    tolerations: [{key: node.nexus.dev/unreachable, exists: true, effect: NoExecute, tolerationSeconds: 30}]`, `constraints: ["zone in (eu-1,eu-2)"]`, nil},
+		{"negative tolerationSeconds", `constraints: ["zone in (eu-1,eu-2)"]
+    tolerations: [{key: node.nexus.dev/unreachable, exists: true, effect: NoExecute, tolerationSeconds: -1}]`, `constraints: ["zone in (eu-1,eu-2)"]`,
+			[]string{"spec.placement.tolerations[0].tolerationSeconds: must not be negative"}},
+		{"tolerationSeconds without NoExecute", `constraints: ["zone in (eu-1,eu-2)"]
+    tolerations: [{key: gpu, exists: true, tolerationSeconds: 5}]`, `constraints: ["zone in (eu-1,eu-2)"]`,
+			[]string{`spec.placement.tolerations[0].tolerationSeconds: applies only to effect NoExecute (how long an instance stays on a node after the taint appears), not "any effect"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := strings.Replace(webYAML, tc.old, tc.edit, 1)
