@@ -103,3 +103,33 @@ func TestControllerNodeLifecycle(t *testing.T) {
 		t.Fatalf("tol left n1: %d there", o)
 	}
 }
+
+// TestControllerStopOnDisconnectFollowsReplicas: the instances of a
+// service carry stopOnDisconnect (which the agent reads when cut off):
+// off with one replica, on for all of them once scaled to three, off again
+// at one, and as set when the workload sets it.
+func TestControllerStopOnDisconnectFollowsReplicas(t *testing.T) {
+	e := startEnv(t, false)
+	e.node("n1", 8000, nil, nil)
+	e.startAgent(running(0))
+	e.create(service("web", 1))
+	flags := func(n int, want bool) func() (bool, string) {
+		return func() (bool, string) {
+			insts := e.instancesOf("web")
+			var got []bool
+			ok := len(insts) == n
+			for _, i := range insts {
+				got = append(got, i.Spec.StopOnDisconnect)
+				ok = ok && i.Spec.StopOnDisconnect == want
+			}
+			return ok, fmt.Sprintf("stopOnDisconnect of the instances: %v", got)
+		}
+	}
+	e.eventually("one instance, not stopped on disconnect", 10*time.Second, flags(1, false))
+	e.update("web", func(w *types.Workload) { w.Spec.Replicas = ptr[int32](3) })
+	e.eventually("three instances, all stopped on disconnect", 10*time.Second, flags(3, true))
+	e.update("web", func(w *types.Workload) { w.Spec.Replicas = ptr[int32](1) })
+	e.eventually("one instance again, not stopped on disconnect", 10*time.Second, flags(1, false))
+	e.update("web", func(w *types.Workload) { w.Spec.StopOnDisconnect = ptr(true) })
+	e.eventually("set on the workload", 10*time.Second, flags(1, true))
+}

@@ -19,7 +19,6 @@ const (
 	DefaultNamespace                = "default"
 	namespacePhaseActive            = "Active"
 	defaultHTTPProbePath            = "/"
-	defaultStopOnDisconnectReplicas = 1 // more than this many replicas: stop on disconnect
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -45,9 +44,6 @@ func (o *Workload) setDefaults() {
 		if s.Strategy.MaxSurge.IsZero() && s.Strategy.MaxUnavailable.IsZero() {
 			s.Strategy = UpdateStrategy{MaxSurge: Percent(DefaultMaxSurgePercent), MaxUnavailable: Percent(DefaultMaxUnavailablePercent)}
 		}
-		if s.StopOnDisconnect == nil {
-			s.StopOnDisconnect = ptr(*s.Replicas > defaultStopOnDisconnectReplicas)
-		}
 	case KindJob:
 		if s.Completions == nil {
 			s.Completions = ptr[int32](DefaultCompletions)
@@ -58,9 +54,6 @@ func (o *Workload) setDefaults() {
 		if s.BackoffLimit == nil {
 			s.BackoffLimit = ptr[int32](DefaultBackoffLimit)
 		}
-	}
-	if s.StopOnDisconnect == nil {
-		s.StopOnDisconnect = ptr(false)
 	}
 	s.Template.setDefaults(s.Kind)
 }

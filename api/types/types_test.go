@@ -62,8 +62,23 @@ func TestWorkloadDecodesDefaultsAndValidates(t *testing.T) {
 		tpl.Ports[0].Protocol != TCP || tpl.Readiness.PeriodSeconds != 10 || tpl.Readiness.FailureThreshold != 3 {
 		t.Fatalf("defaults not applied: %+v", tpl)
 	}
-	if w.Spec.Strategy.MaxSurge != Percent(25) || w.Spec.Strategy.MaxUnavailable != Percent(25) || !*w.Spec.StopOnDisconnect {
-		t.Fatalf("strategy/stopOnDisconnect defaults: %+v %v", w.Spec.Strategy, *w.Spec.StopOnDisconnect)
+	if w.Spec.Strategy.MaxSurge != Percent(25) || w.Spec.Strategy.MaxUnavailable != Percent(25) || w.Spec.StopOnDisconnect != nil || !w.Spec.StopsOnDisconnect() {
+		t.Fatalf("strategy/stopOnDisconnect defaults: %+v %v", w.Spec.Strategy, w.Spec.StopOnDisconnect)
+	}
+	// Unset, stopOnDisconnect follows the replicas; set, it is as set.
+	for _, tc := range []struct {
+		kind     WorkloadKind
+		replicas int32
+		set      *bool
+		want     bool
+	}{
+		{KindService, 1, nil, false}, {KindService, 2, nil, true}, {KindService, 3, ptr(false), false},
+		{KindService, 1, ptr(true), true}, {KindJob, 5, nil, false}, {KindDaemon, 0, nil, false}, {KindDaemon, 0, ptr(true), true},
+	} {
+		s := WorkloadSpec{Kind: tc.kind, Replicas: &tc.replicas, StopOnDisconnect: tc.set}
+		if got := s.StopsOnDisconnect(); got != tc.want {
+			t.Errorf("%s with %d replicas, stopOnDisconnect %v: %v, want %v", tc.kind, tc.replicas, tc.set, got, tc.want)
+		}
 	}
 	// The JSON form round-trips, quantities in their canonical spelling.
 	js, err := json.Marshal(w)
