@@ -27,7 +27,8 @@ import (
 // resigns and is replaced at once. When the dead server was also the
 // store's raft leader, a new raft leader is elected first (1-2 s) and
 // extends every lease by 1 s (store/mvcc Promote) before it counts them
-// down, so leadership moves 3-4.5 s after the death in that case.
+// down, so leadership moves 3.4-4.4 s after the death in that case
+// (store/server TestElectionAcrossLeaderDeath).
 //
 // A leader stops its controllers the moment it may no longer be leader:
 // when its keep-alives go unanswered for three quarters of the TTL (before
