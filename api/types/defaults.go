@@ -3,22 +3,22 @@ package types
 // The defaults below are the documented ones; changing one changes what
 // every stored object that left the field out means.
 const (
-	DefaultReplicas                 = 1
-	DefaultCompletions              = 1
-	DefaultParallelism              = 1
-	DefaultBackoffLimit             = 6
-	DefaultTerminationGracePeriod   = 30
-	DefaultProbePeriodSeconds       = 10
-	DefaultProbeTimeoutSeconds      = 1
-	DefaultProbeFailureThreshold    = 3
-	DefaultProbeSuccessThreshold    = 1
-	DefaultMaxSurgePercent          = 25
-	DefaultMaxUnavailablePercent    = 25
-	DefaultSecretType               = "Opaque"
-	DefaultServiceSessionAffinity   = "None"
-	DefaultNamespace                = "default"
-	namespacePhaseActive            = "Active"
-	defaultHTTPProbePath            = "/"
+	DefaultReplicas               = 1
+	DefaultCompletions            = 1
+	DefaultParallelism            = 1
+	DefaultBackoffLimit           = 6
+	DefaultTerminationGracePeriod = 30
+	DefaultProbePeriodSeconds     = 10
+	DefaultProbeTimeoutSeconds    = 1
+	DefaultProbeFailureThreshold  = 3
+	DefaultProbeSuccessThreshold  = 1
+	DefaultMaxSurgePercent        = 25
+	DefaultMaxUnavailablePercent  = 25
+	DefaultSecretType             = "Opaque"
+	DefaultServiceSessionAffinity = "None"
+	DefaultNamespace              = "default"
+	namespacePhaseActive          = "Active"
+	defaultHTTPProbePath          = "/"
 )
 
 func ptr[T any](v T) *T { return &v }
