@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -50,6 +51,11 @@ type Config struct {
 	// Network, when set, attaches every container; without it a container
 	// has a network namespace of its own with only loopback.
 	Network Network
+	// OpenNetwork, when set instead of Network, opens the node's
+	// networking once the server has given the Node its container
+	// prefixes (spec.containerPrefixes and spec.clusterPrefixes): Run
+	// waits for them after registering, before it starts any container.
+	OpenNetwork func(ctx context.Context, node *types.Node) (Network, error)
 	// BuiltinExe is the nexus binary the built-in image is made from
 	// (default: this process's executable).
 	BuiltinExe string
@@ -104,6 +110,13 @@ type Agent struct {
 	factsOnce sync.Once
 	facts     nodeFacts
 
+	// net is Config.Network or what Config.OpenNetwork opened; set by
+	// Run before any container starts.
+	net Network
+	// servedPrefixes are the prefixes the network was opened with, for
+	// the Node's status.
+	servedPrefixes atomic.Pointer[[]string]
+
 	stats *usageStats
 }
 
@@ -116,6 +129,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, errors.New("agent: no directory for its files")
 	case cfg.Client == nil || cfg.Runtime == nil || cfg.Images == nil:
 		return nil, errors.New("agent: needs an API client, a runtime and an image store")
+	case cfg.Network != nil && cfg.OpenNetwork != nil:
+		return nil, errors.New("agent: Network and OpenNetwork are both set: give one")
 	}
 	if why := types.ValidateName(cfg.NodeName); why != "" {
 		return nil, fmt.Errorf("agent: node name %q %s", cfg.NodeName, why)
@@ -171,11 +186,33 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-hbDone
 		a.wg.Wait()
 	}()
+	// The Nodes are followed for this node's prefixes and for the routes
+	// to the other nodes' containers.
+	nw := newNodeWatch(a)
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watchers sync.WaitGroup
+	defer func() { stopWatch(); watchers.Wait() }()
+	if a.cfg.OpenNetwork != nil || isPeerNetwork(a.cfg.Network) {
+		watchers.Go(func() { nw.follow(wctx) })
+	}
+	if a.net, err = a.openNetwork(ctx, nw); err != nil || ctx.Err() != nil {
+		return err
+	}
+	if a.cfg.OpenNetwork != nil {
+		// The status shows the prefixes served now, not at the next
+		// heartbeat.
+		if err := a.publishNode(ctx); err != nil {
+			a.log.Warn("node status", "err", err)
+		}
+	}
+	if pn, ok := a.net.(PeerNetwork); ok {
+		watchers.Go(func() { nw.program(wctx, pn) })
+	}
 	left, running, err := a.leftContainers()
 	if err != nil {
 		return err
 	}
-	if n := a.cfg.Network; n != nil {
+	if n := a.net; n != nil {
 		// A container that cannot be repaired is attached again by its
 		// supervisor (or restarted); the others are in order.
 		if err := n.Repair(ctx, running); err != nil {
@@ -215,6 +252,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+func isPeerNetwork(n Network) bool {
+	_, ok := n.(PeerNetwork)
+	return ok
 }
 
 func (a *Agent) supervisor(uid string) *supervisor {

@@ -277,7 +277,7 @@ func (c *container) exited() bool {
 // restart does).
 func (c *container) deleteContainer(ctx context.Context) error {
 	var errs []error
-	if n := c.a.cfg.Network; n != nil {
+	if n := c.a.net; n != nil {
 		errs = append(errs, n.Detach(ctx, c.id))
 	}
 	errs = append(errs, c.a.cfg.Runtime.Delete(ctx, c.id, true))

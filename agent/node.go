@@ -75,6 +75,9 @@ func (a *Agent) publishNode(ctx context.Context) error {
 	n.Status.Versions = a.facts.Versions
 	n.Status.Tiers = a.facts.Tiers
 	n.Status.Addresses = nodeAddresses()
+	if p := a.servedPrefixes.Load(); p != nil {
+		n.Status.ContainerPrefixes = *p
+	}
 	n.Status.LastHeartbeat = now
 	if f := a.cfg.CertificateExpiry; f != nil {
 		n.Status.CertificateExpiry = f().UTC()

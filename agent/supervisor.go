@@ -405,7 +405,7 @@ func (s *supervisor) start(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	var addrs []string
-	if n := s.a.cfg.Network; n != nil {
+	if n := s.a.net; n != nil {
 		inst := s.instance()
 		addrs, err = n.Attach(ctx, s.c.id, netnsutil.ProcPath(pid), inst.Spec.Template.Ports)
 		if err != nil {
@@ -436,7 +436,7 @@ func (s *supervisor) start(ctx context.Context) (int, error) {
 // addresses), and the status says it runs.
 func (s *supervisor) adoptRunning(ctx context.Context, pid int) error {
 	var addrs []string
-	if n := s.a.cfg.Network; n != nil {
+	if n := s.a.net; n != nil {
 		var err error
 		addrs, err = n.Attach(ctx, s.c.id, netnsutil.ProcPath(pid), s.instance().Spec.Template.Ports)
 		if err != nil {

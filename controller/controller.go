@@ -42,6 +42,10 @@ type Config struct {
 	// node unless a toleration says otherwise (default
 	// types.DefaultEvictionSeconds).
 	EvictionGrace time.Duration
+	// NodeIPAM, when set, gives every Node its container prefixes
+	// (spec.containerPrefixes, spec.clusterPrefixes) and releases those
+	// of deleted Nodes (nodeipam.go).
+	NodeIPAM NodeIPAM
 }
 
 // Controllers runs the workload controller and the scheduler.
@@ -52,6 +56,7 @@ type Controllers struct {
 
 	workloads, instances, nodes *cache
 	wq, sq, lq                  *queue
+	iq                          *queue     // node names, for NodeIPAM
 	leases                      *leaseView // nil without Config.Store
 
 	wlRes, instRes, nodeRes *types.Resource
@@ -103,7 +108,7 @@ func New(cfg Config) (*Controllers, error) {
 	if cfg.EvictionGrace <= 0 {
 		cfg.EvictionGrace = types.DefaultEvictionSeconds * time.Second
 	}
-	c := &Controllers{cfg: cfg, log: cfg.Logger, c: cfg.Client, wq: newQueue(), sq: newQueue(), lq: newQueue(),
+	c := &Controllers{cfg: cfg, log: cfg.Logger, c: cfg.Client, wq: newQueue(), sq: newQueue(), lq: newQueue(), iq: newQueue(),
 		wlRes: mustResource("workloads"), instRes: mustResource("instances"), nodeRes: mustResource("nodes")}
 	c.workloads = newCache(cfg.Client, c.wlRes, c.log)
 	c.instances = newCache(cfg.Client, c.instRes, c.log)
@@ -145,6 +150,9 @@ func New(cfg Config) (*Controllers, error) {
 			}
 		})
 	}
+	if cfg.NodeIPAM != nil {
+		c.nodes.onChange = append(c.nodes.onChange, c.onNodeForPrefixes)
+	}
 	return c, nil
 }
 
@@ -173,6 +181,7 @@ func (c *Controllers) Run(ctx context.Context) error {
 	defer c.wq.close()
 	defer c.sq.close()
 	defer c.lq.close()
+	defer c.iq.close()
 	for _, ca := range []*cache{c.workloads, c.instances, c.nodes} {
 		goRun(func() { ca.run(ctx) })
 	}
@@ -187,7 +196,7 @@ func (c *Controllers) Run(ctx context.Context) error {
 	if c.leases != nil && !c.leases.waitSynced(ctx) {
 		return nil
 	}
-	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler, "node lifecycle", c.leases != nil)
+	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler, "node lifecycle", c.leases != nil, "nodeIPAM", c.cfg.NodeIPAM != nil)
 	if c.leases != nil {
 		goRun(func() { c.nodeLifecycleWorker(ctx) })
 	}
@@ -198,6 +207,10 @@ func (c *Controllers) Run(ctx context.Context) error {
 	}
 	if !c.cfg.NoScheduler {
 		goRun(func() { c.schedulerWorker(ctx) })
+	}
+	if c.cfg.NodeIPAM != nil {
+		goRun(func() { c.nodeIPAMWorker(ctx) })
+		goRun(func() { c.sweepNodePrefixesEvery(ctx, c.cfg.Resync) })
 	}
 	c.resync()
 	t := time.NewTicker(c.cfg.Resync)

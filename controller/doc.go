@@ -7,12 +7,17 @@
 //
 // Controllers reach state only through the API with api/client, as the
 // server's own identity, so validation, RBAC and audit apply to them as to
-// anyone. Each kind they read is mirrored into a local cache by a list and
+// anyone. The one exception is the node-IPAM controller (nodeipam.go),
+// which claims each Node's container prefixes in the store through
+// networking.IPAM before it writes them into the Node through the API. Each kind they read is mirrored into a local cache by a list and
 // a watch (client.Follow, which resumes across dropped connections and
 // lists again after a 410); changes put keys on work queues; a worker
 // reconciles one key at a time from the cache, level-triggered (it looks at
 // the whole state, not at the event), so a missed or repeated event costs
 // nothing, and every key is requeued on a periodic resync.
+//
+// The node-IPAM controller (Config.NodeIPAM) gives every Node its
+// container prefixes and releases those of deleted Nodes.
 //
 // The decisions themselves are pure functions (plan.go: instances and a
 // workload in, creations, deletions and a status out; snapshot.go: nodes

@@ -14,4 +14,10 @@
 // test made in tests): the bridge, the veths' outer ends and one nftables
 // table of its own, so the rest of the host's configuration is never touched.
 // Assignments survive a restart in a state file written atomically.
+//
+// Across nodes, containers talk without NAT: the server records each
+// node's prefixes in its Node object (IPAM.NodeSpec; ParseNodeSpec reads
+// them back), and the agent hands the other nodes to SetPeers, which routes
+// their prefixes directly via their addresses on a shared network or
+// through kernel VXLAN (Mode, peers.go).
 package networking

@@ -62,9 +62,24 @@ func TestIPAM(t *testing.T) {
 			if n2.IPv6 == n1.IPv6 || n2.IPv4 == n1.IPv4 {
 				t.Fatalf("node-2 got %+v, node-1 has %+v: shared", n2, n1)
 			}
+			// A Node's spec gets the same prefixes, as strings its agent
+			// reads back.
+			sn, sc, err := other.NodeSpec(ctx, "node-2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, pc, err := ParseNodeSpec(sn, sc); err != nil || p != n2 || pc != c {
+				t.Fatalf("node-2's spec %q %q reads back as %+v %+v, %v; want %+v %+v", sn, sc, p, pc, err, n2, c)
+			}
+			if got, err := a.Allocations(ctx); err != nil || fmt.Sprint(got) != fmt.Sprint(map[string][]string{"node-1": n1.Strings(), "node-2": n2.Strings()}) {
+				t.Fatalf("Allocations: %v, %v; want node-1's and node-2's", got, err)
+			}
 			// Released prefixes go to the next node.
 			if err := a.ReleaseNode(ctx, "node-1"); err != nil {
 				t.Fatal(err)
+			}
+			if got, err := a.Allocations(ctx); err != nil || len(got) != 1 || got["node-1"] != nil {
+				t.Fatalf("Allocations after releasing node-1: %v, %v; want node-2's only", got, err)
 			}
 			if err := a.ReleaseNode(ctx, "node-1"); err != nil {
 				t.Fatalf("releasing a released node: %v, want nil", err)
@@ -97,6 +112,9 @@ func TestIPAM(t *testing.T) {
 			}
 			if _, err := a.AllocateNode(ctx, "node-9"); !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("a corrupt node record: %v, want ErrCorrupt", err)
+			}
+			if got, err := a.Allocations(ctx); err != nil || got["node-9"] != nil || len(got) != 4 {
+				t.Fatalf("Allocations with a corrupt record: %v, %v; want node-9 listed without prefixes", got, err)
 			}
 			if err := a.ReleaseNode(ctx, "node-9"); err != nil {
 				t.Fatalf("releasing a corrupt record: %v", err)

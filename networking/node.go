@@ -47,6 +47,11 @@ type Config struct {
 	// node's default route (1500 without one), so that containers do not
 	// send packets the node's uplink must fragment or drop.
 	MTU int
+	// Mode is how containers reach other nodes' containers (SetPeers):
+	// ModeAuto when empty. In ModeVXLAN a zero MTU is the uplink's less
+	// the tunnel's 70 bytes, so that containers' packets fit the tunnel
+	// without fragmentation or path MTU discovery.
+	Mode Mode
 	// Logger gets what Repair changed; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -95,6 +100,9 @@ type Node struct {
 	mu  sync.Mutex
 	st  *state
 	mtu int
+
+	peersMu sync.Mutex        // serialises SetPeers
+	paths   map[string]string // by peer name: how SetPeers last reached it
 }
 
 // New checks cfg, opens the node's network namespace and loads the state
@@ -122,6 +130,11 @@ func New(cfg Config) (*Node, error) {
 	if cfg.MTU != 0 && (cfg.MTU < 1280 || cfg.MTU > 65535) {
 		return nil, fmt.Errorf("networking config: MTU %d: want 1280 (IPv6's minimum) to 65535, or 0 to use the uplink's", cfg.MTU)
 	}
+	mode, err := ParseMode(string(cfg.Mode))
+	if err != nil {
+		return nil, fmt.Errorf("networking config: %w", err)
+	}
+	cfg.Mode = mode
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -129,7 +142,6 @@ func New(cfg Config) (*Node, error) {
 	if n.nsPath == "" {
 		n.nsPath = "/proc/self/ns/net"
 	}
-	var err error
 	if n.ns, err = netns.GetFromPath(n.nsPath); err != nil {
 		return nil, fmt.Errorf("open the node's network namespace %s: %w", n.nsPath, err)
 	}
@@ -145,7 +157,9 @@ func New(cfg Config) (*Node, error) {
 }
 
 // Close releases the namespace and netlink handles. It leaves the network
-// as it is: containers keep running and a new Node takes over with Repair.
+// as it is: containers keep running and a new Node takes over with Repair
+// (and SetPeers, which finds the routes to peers in place; SetPeers(ctx,
+// nil) is what removes them).
 func (n *Node) Close() error {
 	if n.nl != nil {
 		n.nl.Close()
@@ -171,6 +185,9 @@ func (n *Node) setupLocked() error {
 		n.mtu = n.cfg.MTU
 		if n.mtu == 0 {
 			n.mtu = n.uplinkMTU()
+			if n.cfg.Mode == ModeVXLAN {
+				n.mtu = max(n.mtu-vxlanOverhead6, 1280)
+			}
 		}
 	}
 	br, err := n.ensureBridge()

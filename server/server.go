@@ -4,10 +4,22 @@
 // certificates kept current while it runs. `nexus server`, `nexus up` and
 // tests all start one with Start, as etcd's embed.StartEtcd does for etcd.
 //
+// A server either creates a cluster (its first start in an empty data
+// directory) or joins one (Config.Join): then it gets its certificates,
+// its own issuing CA and the secrets keyring from a server of the cluster
+// (security/join), starts its store member as a learner and asks to vote
+// once it has caught up. Every server serves the join service on its store
+// peer port, writes its Server object every few seconds, and keeps the
+// trust bundle (every server's intermediate CA, published in the store)
+// current.
+//
 // Layout of the data directory:
 //
-//	pki/            the CA, this server's certificate (node.crt) and the
-//	                API's serving certificate (api.crt)
+//	pki/            the CA (a joined server has the root's certificate but
+//	                not its key, and an intermediate of its own), this
+//	                server's certificate (node.crt) and the API's serving
+//	                certificate (api.crt)
+//	joined.json     on a server that joined: the store members it was given
 //	store/          the embedded store member's data
 //	store.sock      the store's client socket (0600) for other clients on
 //	                this host (nexus secrets, etcdctl); the API itself calls
@@ -38,10 +50,13 @@ import (
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/controller"
 	"nexus.dev/nexus/internal/buildinfo"
+	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/security/audit"
 	"nexus.dev/nexus/security/identity"
+	"nexus.dev/nexus/security/join"
 	"nexus.dev/nexus/security/pki"
 	"nexus.dev/nexus/store/embed"
+	"nexus.dev/nexus/transport"
 )
 
 // Config is what a server needs. Only DataDir is required.
@@ -65,6 +80,9 @@ type Config struct {
 	// StoreClientURLs also serve the embedded store to etcd clients (e.g.
 	// http://127.0.0.1:2379); by default only this server's socket does.
 	StoreClientURLs []string
+	// Join, when set, makes a new server join an existing cluster instead
+	// of creating one (ignored once it has joined: JoinedFile).
+	Join *JoinConfig
 	// AdminUser is bound to cluster-admin on a new cluster and gets
 	// admin.conf (default "admin").
 	AdminUser string
@@ -77,7 +95,12 @@ type Config struct {
 	// that drive instances themselves); otherwise they run on whichever
 	// server leads the election.
 	NoControllers bool
-	Logger        *slog.Logger
+	// ClusterPrefixes are the cluster's container prefixes as configured
+	// (networking.ParseClusterPrefixes): unset fields take the cluster's,
+	// or the defaults on a new cluster; a set one that differs from the
+	// cluster's fails the start. Each Node's prefixes are cut from them.
+	ClusterPrefixes networking.ClusterPrefixes
+	Logger          *slog.Logger
 }
 
 // DefaultAPIPort is where the API listens unless told otherwise.
@@ -92,7 +115,12 @@ type Server struct {
 	member  *embed.Member
 	audit   *audit.Log
 	creds   *pki.Credentials
+	serving *pki.Credentials
 	apiAddr string
+	// joined is set when this server joined the cluster (JoinedFile).
+	joined *joined
+	// join is the join service, once the store and the API are up.
+	join atomic.Pointer[join.Server]
 	// adminConfig is the admin client configuration written at start.
 	adminConfig string
 	// controllers are the controllers of this server's current term as
@@ -106,6 +134,9 @@ type Server struct {
 	errOnce     sync.Once
 	err         error
 	stopOnce    sync.Once
+
+	// ipam hands out the nodes' container prefixes (to the controllers).
+	ipam *networking.IPAM
 }
 
 func (c *Config) defaults() error {
@@ -129,7 +160,15 @@ func (c *Config) defaults() error {
 		c.APIAddr = ":" + strconv.Itoa(DefaultAPIPort)
 	}
 	if c.StorePeerAddr == "" {
-		c.StorePeerAddr = "[::1]:7380"
+		c.StorePeerAddr = "[::1]:" + strconv.Itoa(DefaultPeerPort)
+	}
+	if c.Join != nil {
+		if len(c.StoreEndpoints) > 0 {
+			return errors.New("--join works with the embedded store only: servers of an external etcd share it already, leave out --store-endpoints or --join")
+		}
+		if c.Join.Addr == "" || c.Join.Token == "" || c.Join.CAPin == "" {
+			return errors.New("--join needs the address of a server, --token and --ca-pin (both printed by nexus token create --role server on a server of the cluster)")
+		}
 	}
 	if c.AdminUser == "" {
 		c.AdminUser = "admin"
@@ -165,15 +204,29 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.Stop()
 		}
 	}()
-	d := pki.Dir{Path: filepath.Join(cfg.DataDir, "pki")}
+	if s.joined, err = readJoined(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if s.joined == nil && cfg.Join != nil {
+		if err := joinCluster(ctx, &s.cfg); err != nil {
+			return nil, err
+		}
+		if s.joined, err = readJoined(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	d := s.pkiDir()
 	var keeper, servingKeeper *pki.Keeper
 	if s.creds, keeper, err = serverCredentials(d, cfg.Cluster, cfg.Name, log); err != nil {
 		return nil, err
 	}
+	// A joined server's cluster is its certificate's, whatever --cluster says.
+	s.cfg.Cluster = s.creds.Identity().Cluster
 	serving, servingKeeper, err := servingCredentials(d, s.creds.Identity(), cfg.Advertise, log)
 	if err != nil {
 		return nil, err
 	}
+	s.serving = serving
 	s.goRun(func() { keeper.Run(rctx) })
 	s.goRun(func() { servingKeeper.Run(rctx) })
 
@@ -196,7 +249,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		closeListeners()
 		return nil, err
 	}
-	keys, err := api.LoadSecretKeys(filepath.Join(cfg.DataDir, "secrets.key"), true, log)
+	if s.ipam, err = networking.NewIPAM(s.client, cfg.ClusterPrefixes); err == nil {
+		// Stores the cluster's prefixes on a new cluster; refuses
+		// configured ones that differ from the cluster's.
+		_, err = s.ipam.Cluster(ctx)
+	}
+	if err != nil {
+		closeListeners()
+		return nil, fmt.Errorf("container prefixes: %w", err)
+	}
+	keys, err := api.LoadSecretKeys(filepath.Join(cfg.DataDir, SecretsKeyFile), true, log)
 	if err != nil {
 		closeListeners()
 		return nil, err
@@ -217,8 +279,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		closeListeners()
 		return nil, err
 	}
+	// The first user's binding is made by the server that created the
+	// cluster; a joining server must not make it again (it may have been
+	// deleted on purpose).
+	bootstrapAdmin := cfg.AdminUser
+	if s.joined != nil {
+		bootstrapAdmin = ""
+	}
 	if s.api, err = api.New(api.Config{Client: s.client, Credentials: s.creds, Audit: s.audit,
-		Transformers: keys.Transformers(), BootstrapAdmin: cfg.AdminUser, Logger: log}); err != nil {
+		Transformers: keys.Transformers(), BootstrapAdmin: bootstrapAdmin, Logger: log}); err != nil {
 		closeListeners()
 		return nil, err
 	}
@@ -247,7 +316,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("audit the admin certificate: %w", err)
 		}
 	}
-	log.Info("API serving", "addr", s.apiAddr, "http3", true, "cluster", cfg.Cluster)
+	s.startJoinService()
+	s.goRun(func() { s.runServerObject(rctx) })
+	s.goRun(func() { s.runTrust(rctx, s.creds, s.serving) })
+	if s.joined != nil && s.member != nil {
+		s.goRun(func() { s.promoteWhenCaughtUp(rctx, s.joined.Revision) })
+	}
+	log.Info("API serving", "addr", s.apiAddr, "http3", true, "cluster", s.cfg.Cluster)
 	if !cfg.NoControllers {
 		if err := s.startControllers(rctx); err != nil {
 			return nil, err
@@ -271,7 +346,7 @@ func (s *Server) startControllers(ctx context.Context) error {
 		defer cl.Close()
 		err := controller.RunElected(ctx, controller.ElectionConfig{Store: s.client, Name: s.cfg.Name, Logger: log, Metrics: s.api.Registry(),
 			Lead: func(ctx context.Context) error {
-				ctrl, err := controller.New(controller.Config{Client: cl, Store: s.client, Logger: log})
+				ctrl, err := controller.New(controller.Config{Client: cl, Store: s.client, NodeIPAM: s.ipam, Logger: log})
 				if err != nil {
 					return err
 				}
@@ -368,12 +443,20 @@ func (s *Server) startStore(ctx, rctx context.Context) error {
 			sl.Close()
 			return err
 		}
-		peer := s.cfg.StorePeerAddr
-		s.member, err = embed.Start(ctx, embed.Config{
+		mcfg := embed.Config{
 			Name: s.cfg.Name, DataDir: filepath.Join(s.cfg.DataDir, "store"), Credentials: s.creds,
-			ListenPeer: peer, ClientListeners: append([]net.Listener{sl}, extra...),
-			ClientURLs: append([]string{"unix://" + sock}, s.cfg.StoreClientURLs...), Logger: s.log,
-		})
+			ListenPeer: s.cfg.StorePeerAddr, AdvertisePeer: s.cfg.peerAdvertise(),
+			ClientListeners: append([]net.Listener{sl}, extra...),
+			ClientURLs:      append([]string{"unix://" + sock}, s.cfg.StoreClientURLs...), Logger: s.log,
+			// Joiners have no certificate yet; a caller that shows one
+			// (a server of the cluster) is verified and let in too.
+			PeerServices:         map[string]transport.Service{join.ServiceName: s.joinService()},
+			AuthorizePeerService: func(identity.ID, string) error { return nil },
+		}
+		if s.joined != nil {
+			mcfg.Join, mcfg.Peers = true, s.joined.peers()
+		}
+		s.member, err = embed.Start(ctx, mcfg)
 		if err != nil {
 			sl.Close()
 			embed.CloseAll(extra)
@@ -382,7 +465,9 @@ func (s *Server) startStore(ctx, rctx context.Context) error {
 		s.goRun(func() {
 			select {
 			case <-s.member.Done():
-				if err := s.member.Err(); err != nil {
+				if err := s.member.Err(); errors.Is(err, embed.ErrRemoved) {
+					s.fail(ErrRemoved)
+				} else if err != nil {
 					s.fail(fmt.Errorf("store member: %w", err))
 				}
 			case <-rctx.Done():
@@ -429,6 +514,10 @@ func (s *Server) waitReady(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ErrRemoved is why a server stops once it was removed from the cluster
+// (nexus server leave or remove): its data directory can be deleted.
+var ErrRemoved = errors.New("this server was removed from the cluster's store")
 
 // Name is the server's name.
 func (s *Server) Name() string { return s.cfg.Name }

@@ -16,6 +16,7 @@ package up
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -41,14 +42,11 @@ type Config struct {
 	NodeName string
 	// Labels are the Node's labels when it is first registered.
 	Labels map[string]string
-	// ClusterIPv6 and ClusterIPv4 are the cluster's container prefixes
-	// ("" for a generated unique local /48 and networking.DefaultIPv4Cluster
-	// on a new cluster, or the cluster's own); NodeIPv4Bits sizes each
-	// node's IPv4 prefix (0 for networking.DefaultNodeIPv4Bits).
-	ClusterIPv6, ClusterIPv4 string
-	NodeIPv4Bits             int
 	// Bridge names the node's bridge (networking.DefaultBridge when empty).
 	Bridge string
+	// NetworkMode is how containers reach other nodes' containers
+	// (networking.ModeAuto when empty).
+	NetworkMode networking.Mode
 	// ExitRecorderDir is where the exit recorder is pinned in bpffs
 	// (exitrec.DefaultDir when empty).
 	ExitRecorderDir string
@@ -137,11 +135,9 @@ func (u *Node) startAgent(ctx context.Context) error {
 		return err
 	}
 
-	if err := u.startNetwork(ctx, agentDir); err != nil {
-		return err
-	}
 	a, err := agent.New(agent.Config{NodeName: cfg.NodeName, Dir: agentDir, Client: u.client, Runtime: u.rt, Images: imgs,
-		Network: nodeNetwork{u.net}, BuiltinExe: cfg.BuiltinExe, Labels: cfg.Labels,
+		OpenNetwork: func(_ context.Context, n *types.Node) (agent.Network, error) { return u.openNetwork(agentDir, n) },
+		BuiltinExe:  cfg.BuiltinExe, Labels: cfg.Labels,
 		HeartbeatInterval: cfg.HeartbeatInterval, Logger: cfg.Logger.With("component", "agent"),
 		CertificateExpiry: func() time.Time { return creds.Leaf().NotAfter },
 		// The instances' metrics are served on the API's /metrics.
@@ -173,35 +169,22 @@ func (u *Node) startAgent(ctx context.Context) error {
 	return nil
 }
 
-// startNetwork allocates this node's prefixes through the store and opens
-// the node's networking; the agent repairs what a previous run left
-// (Network.Repair) before it attaches anything.
-func (u *Node) startNetwork(ctx context.Context, agentDir string) error {
-	cfg := u.cfg
-	want, err := networking.ParseClusterPrefixes(cfg.ClusterIPv6, cfg.ClusterIPv4, cfg.NodeIPv4Bits)
+// openNetwork opens the node's networking with the prefixes the server
+// gave its Node (the agent calls it once they are there); the agent
+// repairs what a previous run left (Network.Repair) before it attaches
+// anything.
+func (u *Node) openNetwork(agentDir string, node *types.Node) (agent.Network, error) {
+	prefixes, cluster, err := networking.ParseNodeSpec(node.Spec.ContainerPrefixes, node.Spec.ClusterPrefixes)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("node %s: %w", node.Name, err)
 	}
-	ipam, err := networking.NewIPAM(u.srv.Client(), want)
-	if err != nil {
-		return err
+	if u.net, err = networking.New(networking.Config{Prefixes: prefixes, Cluster: cluster, DataDir: agentDir,
+		Bridge: u.cfg.Bridge, Mode: u.cfg.NetworkMode, Logger: u.log.With("component", "networking")}); err != nil {
+		return nil, err
 	}
-	cluster, err := ipam.Cluster(ctx)
-	if err != nil {
-		return err
-	}
-	prefixes, err := ipam.AllocateNode(ctx, cfg.NodeName)
-	if err != nil {
-		return err
-	}
-	u.net, err = networking.New(networking.Config{Prefixes: prefixes, Cluster: cluster, DataDir: agentDir,
-		Bridge: cfg.Bridge, Logger: u.log.With("component", "networking")})
-	if err != nil {
-		return err
-	}
-	u.log.Info("container networking", "bridge", cmp.Or(cfg.Bridge, networking.DefaultBridge),
+	u.log.Info("container networking", "bridge", cmp.Or(u.cfg.Bridge, networking.DefaultBridge),
 		"ipv6", prefixes.IPv6.String(), "ipv4", prefixes.IPv4.String())
-	return nil
+	return nodeNetwork{u.net}, nil
 }
 
 // nodeNetwork adapts a networking.Node to the agent.
@@ -223,6 +206,28 @@ func (w nodeNetwork) Attach(ctx context.Context, id, netns string, ports []types
 }
 
 func (w nodeNetwork) Detach(ctx context.Context, id string) error { return w.n.Detach(ctx, id) }
+
+// SetPeers routes to the other nodes' containers, through their
+// addresses.
+func (w nodeNetwork) SetPeers(ctx context.Context, nodes []*types.Node) error {
+	var peers []networking.Peer
+	var errs []error
+	for _, n := range nodes {
+		var addrs []string
+		for _, a := range n.Status.Addresses {
+			if a.Type == "InternalIP" || a.Type == "ExternalIP" {
+				addrs = append(addrs, a.Address)
+			}
+		}
+		p, err := networking.ParsePeer(n.Name, addrs, n.Spec.ContainerPrefixes)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		peers = append(peers, p)
+	}
+	return errors.Join(append(errs, w.n.SetPeers(ctx, peers))...)
+}
 
 // Repair keeps the running containers with the ports they published.
 func (w nodeNetwork) Repair(ctx context.Context, running map[string]string) error {

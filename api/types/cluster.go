@@ -36,6 +36,17 @@ type NodeSpec struct {
 	// Unschedulable (cordoned) nodes get no new instances.
 	Unschedulable bool              `json:"unschedulable,omitempty"`
 	Taints        []scheduler.Taint `json:"taints,omitempty"`
+	// ContainerPrefixes are the node's container address ranges: an IPv6
+	// /64, then an IPv4 prefix (a /24 by default). The server allocates
+	// them (its node-IPAM controller, moments after the Node is created)
+	// and replaces any other value; the agent waits for them before it
+	// starts containers, and the other nodes route them to this one.
+	ContainerPrefixes []string `json:"containerPrefixes,omitempty"`
+	// ClusterPrefixes are the cluster's ranges that every node's prefixes
+	// come from (an IPv6 prefix, then an IPv4 one), set with
+	// ContainerPrefixes: traffic from a container to them is not
+	// translated.
+	ClusterPrefixes []string `json:"clusterPrefixes,omitempty"`
 }
 
 // NodeStatus is what the node's agent reports.
@@ -47,8 +58,9 @@ type NodeStatus struct {
 	Tiers      []Isolation   `json:"tiers,omitempty"`
 	Conditions []Condition   `json:"conditions,omitempty"`
 	Addresses  []NodeAddress `json:"addresses,omitempty"`
-	// ContainerPrefixes are the node's container address ranges (an IPv6
-	// /64 and an IPv4 /24).
+	// ContainerPrefixes are the container address ranges the node's
+	// networking serves, as its agent reports them: spec.containerPrefixes
+	// once the agent has opened its networking with them.
 	ContainerPrefixes []string     `json:"containerPrefixes,omitempty"`
 	LastHeartbeat     time.Time    `json:"lastHeartbeat,omitzero"`
 	Versions          NodeVersions `json:"versions,omitzero"`
@@ -164,4 +176,35 @@ type Secret struct {
 type ServiceAccount struct {
 	TypeMeta   `json:",inline"`
 	ObjectMeta `json:"metadata"`
+}
+
+// Server is one control-plane server of the cluster. Each server writes
+// its own every few seconds, so agents and clients find every server and
+// can fail over between them; a lastHeartbeat that stops moving means the
+// server is down or cut off.
+type Server struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Status     ServerStatus `json:"status,omitzero"`
+}
+
+// ServerStatus is what a server reports about itself.
+type ServerStatus struct {
+	// APIURL is where other machines reach its API (https://host:port).
+	APIURL string `json:"apiURL,omitempty"`
+	// PeerAddress is its store member's QUIC address (host:port), where
+	// the join service answers too.
+	PeerAddress string `json:"peerAddress,omitempty"`
+	// StoreMember is its place in the replicated store.
+	StoreMember StoreMember `json:"storeMember,omitzero"`
+	// LastHeartbeat is when it last wrote this status.
+	LastHeartbeat time.Time `json:"lastHeartbeat,omitzero"`
+}
+
+// StoreMember is a server's member of the replicated store.
+type StoreMember struct {
+	// ID is the member's ID in hex, as `etcdctl member list` shows it.
+	ID string `json:"id,omitempty"`
+	// Learner is true until the member has caught up and votes.
+	Learner bool `json:"learner,omitempty"`
 }

@@ -31,6 +31,8 @@ func (o *Namespace) setDefaults() {
 
 func (o *Node) setDefaults() {}
 
+func (o *Server) setDefaults() {}
+
 func (o *Workload) setDefaults() {
 	s := &o.Spec
 	if s.Kind == "" {

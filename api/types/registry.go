@@ -40,6 +40,7 @@ func (r *Resource) New() Object {
 var resources = []*Resource{
 	{Kind: "Namespace", Plural: "namespaces", Singular: "namespace", ShortNames: []string{"ns"}, HasStatus: true, new: func() Object { return &Namespace{} }},
 	{Kind: "Node", Plural: "nodes", Singular: "node", ShortNames: []string{"no"}, HasStatus: true, new: func() Object { return &Node{} }},
+	{Kind: "Server", Plural: "servers", Singular: "server", HasStatus: true, new: func() Object { return &Server{} }},
 	{Kind: "Workload", Plural: "workloads", Singular: "workload", ShortNames: []string{"wl"}, Namespaced: true, HasStatus: true, new: func() Object { return &Workload{} }},
 	{Kind: "Instance", Plural: "instances", Singular: "instance", ShortNames: []string{"inst"}, Namespaced: true, HasStatus: true, new: func() Object { return &Instance{} }},
 	{Kind: "Service", Plural: "services", Singular: "service", ShortNames: []string{"svc"}, Namespaced: true, HasStatus: true, new: func() Object { return &Service{} }},

@@ -160,6 +160,35 @@ func TestValidationNamesFieldAndRule(t *testing.T) {
 	}
 }
 
+func TestNodePrefixesValidation(t *testing.T) {
+	const cluster = `["fd00:6e78:7400::/48", "10.71.0.0/16"]`
+	for _, tc := range []struct {
+		spec string
+		want string // "" for valid
+	}{
+		{`{}`, ""},
+		{`{containerPrefixes: ["fd00:6e78:7400:3::/64", "10.71.3.0/24"], clusterPrefixes: ` + cluster + `}`, ""},
+		{`{containerPrefixes: ["fd00:6e78:7400:3::/64", "10.71.3.0/24"]}`, "spec.clusterPrefixes: must be an IPv6 prefix, then an IPv4 prefix (0 entries given)"},
+		{`{containerPrefixes: ["10.71.3.0/24", "fd00:6e78:7400:3::/64"], clusterPrefixes: ` + cluster + `}`, `spec.containerPrefixes[0]: must be an IPv6 prefix, not "10.71.3.0/24"`},
+		{`{containerPrefixes: ["fd00:6e78:7400:3::/64", "10.71.3.1/24"], clusterPrefixes: ` + cluster + `}`, `spec.containerPrefixes[1]: "10.71.3.1/24" has bits set after the first 24: use 10.71.3.0/24`},
+		{`{containerPrefixes: ["fd00:6e78:7400::/56", "10.71.3.0/24"], clusterPrefixes: ` + cluster + `}`, "spec.containerPrefixes[0]: must be a /64, not a /56"},
+		{`{containerPrefixes: ["fd00:6e78:7400:3::/64", "10.72.3.0/24"], clusterPrefixes: ` + cluster + `}`, "spec.containerPrefixes[1]: 10.72.3.0/24 is not inside spec.clusterPrefixes[1] 10.71.0.0/16"},
+		{`{containerPrefixes: ["fd00:6e78:7400:3::/64", "nonsense"], clusterPrefixes: ` + cluster + `}`, `spec.containerPrefixes[1]: must be an address prefix such as fd00:1::/64 or 10.71.1.0/24, not "nonsense"`},
+	} {
+		o, err := DecodeAny([]byte("kind: Node\nmetadata: {name: n1}\nspec: " + tc.spec))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.spec, err)
+		}
+		errs := Validate(o)
+		switch {
+		case tc.want == "" && len(errs) != 0:
+			t.Errorf("%s: %v, want valid", tc.spec, errs)
+		case tc.want != "" && !strings.Contains(errs.Error(), tc.want):
+			t.Errorf("%s: %v, want an error containing %q", tc.spec, errs, tc.want)
+		}
+	}
+}
+
 func TestDecodeRejectsUnknownFieldsAndWrongTypes(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc string

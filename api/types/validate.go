@@ -2,8 +2,11 @@ package types
 
 import (
 	"cmp"
+	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -48,6 +51,7 @@ func (o *Namespace) validate(*Resource) FieldErrors {
 func (o *Node) validate(*Resource) FieldErrors {
 	var errs FieldErrors
 	validateTaints(o.Spec.Taints, NewPath("spec").Child("taints"), &errs)
+	validateNodePrefixes(o.Spec.ContainerPrefixes, o.Spec.ClusterPrefixes, NewPath("spec"), &errs)
 	st := NewPath("status")
 	validateResourceList(o.Status.Capacity, st.Child("capacity"), &errs)
 	validateResourceList(o.Status.Allocatable, st.Child("allocatable"), &errs)
@@ -75,6 +79,75 @@ func (o *Node) validate(*Resource) FieldErrors {
 		}
 	}
 	return errs
+}
+
+func (o *Server) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	st := NewPath("status")
+	if u := o.Status.APIURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" || pu.Path != "" {
+			errs.add(st.Child("apiURL"), "must be a URL like https://host:port, not %q", u)
+		}
+	}
+	if a := o.Status.PeerAddress; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			errs.add(st.Child("peerAddress"), "must be host:port, not %q", a)
+		}
+	}
+	if id := o.Status.StoreMember.ID; id != "" {
+		if _, err := strconv.ParseUint(id, 16, 64); err != nil {
+			errs.add(st.Child("storeMember").Child("id"), "must be a member ID in hex, not %q", id)
+		}
+	}
+	return errs
+}
+
+// validateNodePrefixes checks a Node's spec.containerPrefixes and
+// spec.clusterPrefixes: both empty, or each an IPv6 prefix then an IPv4
+// one, the node's IPv6 prefix a /64, each inside the cluster's.
+func validateNodePrefixes(node, cluster []string, p Path, errs *FieldErrors) {
+	if len(node) == 0 && len(cluster) == 0 {
+		return
+	}
+	pair := func(name string, s []string) []netip.Prefix {
+		f := p.Child(name)
+		if len(s) != 2 {
+			errs.add(f, "must be an IPv6 prefix, then an IPv4 prefix (%d entries given)", len(s))
+			return nil
+		}
+		var out []netip.Prefix
+		for i, v := range s {
+			pr, err := netip.ParsePrefix(v)
+			switch {
+			case err != nil:
+				errs.add(f.Index(i), "must be an address prefix such as fd00:1::/64 or 10.71.1.0/24, not %q", v)
+			case pr != pr.Masked():
+				errs.add(f.Index(i), "%q has bits set after the first %d: use %s", v, pr.Bits(), pr.Masked())
+			case i == 0 && (!pr.Addr().Is6() || pr.Addr().Is4In6()):
+				errs.add(f.Index(i), "must be an IPv6 prefix, not %q", v)
+			case i == 1 && !pr.Addr().Is4():
+				errs.add(f.Index(i), "must be an IPv4 prefix, not %q", v)
+			default:
+				out = append(out, pr)
+			}
+		}
+		if len(out) != 2 {
+			return nil
+		}
+		return out
+	}
+	n, c := pair("containerPrefixes", node), pair("clusterPrefixes", cluster)
+	if n != nil && n[0].Bits() != 64 {
+		errs.add(p.Child("containerPrefixes").Index(0), "must be a /64, not a /%d", n[0].Bits())
+	}
+	if n == nil || c == nil {
+		return
+	}
+	for i := range n {
+		if c[i].Bits() >= n[i].Bits() || !c[i].Contains(n[i].Addr()) {
+			errs.add(p.Child("containerPrefixes").Index(i), "%s is not inside spec.clusterPrefixes[%d] %s", n[i], i, c[i])
+		}
+	}
 }
 
 func validateTaints(taints []scheduler.Taint, p Path, errs *FieldErrors) {

@@ -167,9 +167,6 @@ func TestBrokenCAChainIsRefused(t *testing.T) {
 	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused cert issue created %s: %v", out, err)
 	}
-	if _, err := os.Stat(filepath.Join(dataDir, "tokens.json")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a refused token create stored a token: %v", err)
-	}
 }
 
 // An empty --data-dir is refused, not taken as the current directory.

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -12,20 +12,35 @@ import (
 	"nexus.dev/nexus/security/token"
 )
 
-func tokenStore(opts *globalOptions) *token.Store {
-	return token.NewStore(token.StoreConfig{Path: filepath.Join(opts.dataDir, "tokens.json")})
+// withTokens runs f with the token store of the cluster whose store a
+// server on this machine uses (its socket, or endpoints).
+func withTokens(cmd *cobra.Command, opts *globalOptions, endpoints []string, f func(context.Context, *token.Store) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	cli, err := storeClient(ctx, opts, endpoints)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return f(ctx, token.NewStore(token.StoreConfig{Client: cli}))
 }
 
 func newTokenCommand(opts *globalOptions) *cobra.Command {
+	var endpoints []string
 	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Manage join tokens, which let new machines join the cluster",
 		Long: `Manage join tokens. A token is short-lived and good for a limited number of
 joins; it is given to a new machine together with the root CA's pin, and the
 machine refuses a server whose CA does not match the pin. Tokens are stored
-hashed in <data-dir>/tokens.json: the secret is shown once, at creation.`,
+hashed in the cluster's replicated store, so a token made at one server works
+at every server: the secret is shown once, at creation.
+
+Run these on a server machine while its nexus server runs: they reach the store
+through the server's socket (<data-dir>/store.sock), or --store-endpoints.`,
 	}
-	cmd.AddCommand(newTokenCreateCommand(opts), newTokenListCommand(opts), newTokenRevokeCommand(opts))
+	cmd.PersistentFlags().StringSliceVar(&endpoints, "store-endpoints", nil, "client URLs of the store (default: the socket of the server on this machine)")
+	cmd.AddCommand(newTokenCreateCommand(opts, &endpoints), newTokenListCommand(opts, &endpoints), newTokenRevokeCommand(opts, &endpoints))
 	return cmd
 }
 
@@ -39,7 +54,7 @@ type tokenCreated struct {
 	Uses    int       `json:"uses"`
 }
 
-func newTokenCreateCommand(opts *globalOptions) *cobra.Command {
+func newTokenCreateCommand(opts *globalOptions, endpoints *[]string) *cobra.Command {
 	var (
 		role, output string
 		ttl          time.Duration
@@ -53,7 +68,11 @@ a server (control-plane member), and print it with the SHA-256 pin of the root
 CA's public key. Give both to the joining machine. The token is printed only
 now; the store keeps its hash.`,
 		Example: `  nexus token create --role agent --ttl 1h
-  nexus token create --role server --uses 2 -o json`,
+  nexus token create --role server --uses 2 -o json
+
+Then, on the joining machine:
+
+  nexus server --join SERVER --token TOKEN --ca-pin PIN --name s2 --store-peer-addr HOST:7380`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "text" && output != "json" {
@@ -63,11 +82,21 @@ now; the store keeps its hash.`,
 			if err != nil {
 				return fmt.Errorf("--role: %w", err)
 			}
+			if err := token.CheckCreate(r, ttl, uses); err != nil {
+				return err
+			}
 			root, err := pkiDir(opts).RootCert()
 			if err != nil {
 				return err
 			}
-			t, rec, err := tokenStore(opts).Create(r, ttl, uses)
+			var (
+				t   token.Token
+				rec token.Record
+			)
+			err = withTokens(cmd, opts, *endpoints, func(ctx context.Context, s *token.Store) (err error) {
+				t, rec, err = s.Create(ctx, r, ttl, uses)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -101,7 +130,7 @@ type tokenView struct {
 	State    string    `json:"state"`
 }
 
-func newTokenListCommand(opts *globalOptions) *cobra.Command {
+func newTokenListCommand(opts *globalOptions, endpoints *[]string) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -111,7 +140,11 @@ func newTokenListCommand(opts *globalOptions) *cobra.Command {
 			if output != "text" && output != "json" {
 				return fmt.Errorf("unknown output format %q: use text or json", output)
 			}
-			recs, err := tokenStore(opts).List()
+			var recs []token.Record
+			err := withTokens(cmd, opts, *endpoints, func(ctx context.Context, s *token.Store) (err error) {
+				recs, err = s.List(ctx)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -142,7 +175,7 @@ func newTokenListCommand(opts *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func newTokenRevokeCommand(opts *globalOptions) *cobra.Command {
+func newTokenRevokeCommand(opts *globalOptions, endpoints *[]string) *cobra.Command {
 	return &cobra.Command{
 		Use:     "revoke ID",
 		Short:   "Revoke a join token so no more machines can join with it",
@@ -150,7 +183,10 @@ func newTokenRevokeCommand(opts *globalOptions) *cobra.Command {
 		Example: `  nexus token revoke 4f1c2a9b03de`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := tokenStore(opts).Revoke(args[0]); err != nil {
+			err := withTokens(cmd, opts, *endpoints, func(ctx context.Context, s *token.Store) error {
+				return s.Revoke(ctx, args[0])
+			})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Revoked token %s\n", args[0])

@@ -1,20 +1,31 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"nexus.dev/nexus/security/pki"
 	"nexus.dev/nexus/security/token"
+	"nexus.dev/nexus/store/embed/embedtest"
 )
 
 func TestTokenCommands(t *testing.T) {
 	dataDir, _ := initCA(t)
 	dd := []string{"--data-dir", dataDir}
+	// The store a server on this machine would run, on its socket.
+	embedtest.MemberOnSocket(t, filepath.Join(dataDir, "store.sock"))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + filepath.Join(dataDir, "store.sock")}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
 	root, err := pki.Dir{Path: filepath.Join(dataDir, "pki")}.RootCert()
 	if err != nil {
 		t.Fatal(err)
@@ -51,15 +62,22 @@ func TestTokenCommands(t *testing.T) {
 		t.Fatalf("created: %+v", created)
 	}
 
-	// The file holds no secret.
-	data, _ := os.ReadFile(filepath.Join(dataDir, "tokens.json"))
-	if strings.Contains(string(data), tokLine[1]) || strings.Contains(string(data), strings.Split(created.Token, ".")[2]) {
-		t.Fatal("tokens.json contains a secret")
+	// The store holds no secret.
+	ctx := context.Background()
+	stored, err := cli.Get(ctx, token.DefaultPrefix, clientv3.WithPrefix())
+	if err != nil || len(stored.Kvs) != 2 {
+		t.Fatalf("stored tokens: %v, %v", stored, err)
+	}
+	for _, kv := range stored.Kvs {
+		if strings.Contains(string(kv.Value), tokLine[1]) || strings.Contains(string(kv.Value), strings.Split(created.Token, ".")[2]) {
+			t.Fatal("the store holds a token's secret")
+		}
 	}
 
-	// Consuming through the store is visible in list.
-	store := token.NewStore(token.StoreConfig{Path: filepath.Join(dataDir, "tokens.json")})
-	if _, err := store.Consume(created.Token); err != nil {
+	// Consuming through the store (as a join at any server does) is
+	// visible in list.
+	store := token.NewStore(token.StoreConfig{Client: cli})
+	if _, err := store.Consume(ctx, created.Token, token.RoleServer); err != nil {
 		t.Fatal(err)
 	}
 	out, err = run(t, append(dd, "token", "list")...)
@@ -90,7 +108,7 @@ func TestTokenCommands(t *testing.T) {
 	if out, err := run(t, append(dd, "token", "revoke", agentTok.ID)...); err != nil || !strings.Contains(out, "Revoked token "+agentTok.ID) {
 		t.Fatalf("token revoke: %v\n%s", err, out)
 	}
-	if _, err := store.Consume(tokLine[1]); err == nil {
+	if _, err := store.Consume(ctx, tokLine[1], token.RoleAgent); err == nil {
 		t.Fatal("revoked token consumed")
 	}
 	if _, err := run(t, append(dd, "token", "revoke", agentTok.ID)...); err == nil || !strings.Contains(err.Error(), "nexus token list") {
@@ -113,6 +131,9 @@ func TestTokenCommandErrors(t *testing.T) {
 		{[]string{"--data-dir", dataDir, "token", "create", "--role", "agent", "-o", "yaml"}, "unknown output format"},
 		{[]string{"--data-dir", empty, "token", "create", "--role", "agent"}, "nexus cert init"},
 		{[]string{"--data-dir", dataDir, "token", "revoke"}, "accepts 1 arg"},
+		// No server runs on this machine: its store is out of reach.
+		{[]string{"--data-dir", dataDir, "token", "create", "--role", "agent"}, "run this on a server whose nexus server is running"},
+		{[]string{"--data-dir", dataDir, "token", "list"}, "run this on a server whose nexus server is running"},
 	}
 	for _, tt := range tests {
 		out, err := run(t, tt.args...)

@@ -22,7 +22,8 @@ import (
 func newUpCommand(g *globalOptions) *cobra.Command {
 	var cfg up.Config
 	var labels []string
-	var pprofAddr string
+	var pprofAddr, networkMode string
+	var prefixes clusterPrefixFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole orchestrator on this machine: server, store, controllers and the node agent",
@@ -42,7 +43,10 @@ adopts without restarting them (also after nexus up was killed).
 Containers get an IPv6 address from this node's /64 of the cluster's unique
 local /48 (generated on a new cluster, or --cluster-ipv6) and an IPv4 address
 from this node's /24 of 10.71.0.0/16 (--cluster-ipv4), on the bridge nexus0,
-with outbound NAT and the host ports they publish. The built-in image
+with outbound NAT and the host ports they publish. The server gives each node
+its prefixes (the Node's spec.containerPrefixes); containers on other nodes
+are reached without NAT, by direct routes to nodes on the same network and
+through VXLAN (UDP 4789) to the others (--network-mode). The built-in image
 ` + builtin.Reference + ` needs no registry.
 
 SIGINT or SIGTERM stops Nexus and leaves the containers running for the next
@@ -50,6 +54,7 @@ start to adopt; delete workloads first to stop them.`,
 		Example: `  nexus up                                          # data in /var/lib/nexus, API on :7443
   nexus --data-dir /tmp/nx up --api-addr 127.0.0.1:7443
   nexus up --cluster-ipv4 10.200.0.0/16 --label zone=lab
+  nexus up --network-mode vxlan                      # tunnel to every other node
   nexus up --pprof-addr 127.0.0.1:6060               # then: go tool pprof http://127.0.0.1:6060/debug/pprof/heap
 
 Then, in another terminal:
@@ -65,6 +70,12 @@ Then, in another terminal:
 			var err error
 			if cfg.Labels, err = parseLabels(labels); err != nil {
 				return err
+			}
+			if cfg.Server.ClusterPrefixes, err = prefixes.parse(); err != nil {
+				return err
+			}
+			if cfg.NetworkMode, err = networking.ParseMode(networkMode); err != nil {
+				return fmt.Errorf("--network-mode: %w", err)
 			}
 			cfg.Server.DataDir = g.dataDir
 			cfg.Server.WriteUserConfig = true
@@ -86,10 +97,9 @@ Then, in another terminal:
 	bindServerFlags(cmd, &cfg.Server, "this server's name, and the node's unless --node-name (default: the host name)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this machine's node name (default: the server's name)")
 	f.StringArrayVar(&labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
-	f.StringVar(&cfg.ClusterIPv6, "cluster-ipv6", "", "the cluster's IPv6 container prefix, a /48 or shorter (default: a generated unique local /48; ignored when the cluster has one)")
-	f.StringVar(&cfg.ClusterIPv4, "cluster-ipv4", "", "the cluster's IPv4 container prefix (default "+networking.DefaultIPv4Cluster.String()+"; must match the cluster's once it has one)")
-	f.IntVar(&cfg.NodeIPv4Bits, "node-ipv4-bits", 0, fmt.Sprintf("prefix length of each node's IPv4 range (default %d: 253 containers per node)", networking.DefaultNodeIPv4Bits))
+	prefixes.bind(cmd)
 	f.StringVar(&cfg.Bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
+	f.StringVar(&networkMode, "network-mode", string(networking.ModeAuto), "how containers reach other nodes' containers: auto (direct routes to nodes on the same network, VXLAN to the others), routed (direct routes only) or vxlan (VXLAN to every node, for networks that drop unknown addresses)")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's runtime profiles (/debug/pprof/: CPU, heap, goroutines) on this loopback address, e.g. 127.0.0.1:6060, without authentication (off when empty)")
 	return cmd
 }

@@ -289,8 +289,12 @@ func (h *upHarness) followLogs(inst types.Instance, f func(expect func(string) s
 }
 
 // containers are the IDs of the containers in nexus up's runtime.
-func (h *upHarness) containers() []string {
-	out, err := exec.Command(h.bin, "runtime", "--root", filepath.Join(h.dataDir, "runtime"), "list", "-f", "json").Output()
+func (h *upHarness) containers() []string { return containersIn(h.bin, h.dataDir) }
+
+// containersIn lists the IDs of the containers of the node whose data
+// directory is dataDir, from its runtime's state.
+func containersIn(bin, dataDir string) []string {
+	out, err := exec.Command(bin, "runtime", "--root", filepath.Join(dataDir, "runtime"), "list", "-f", "json").Output()
 	if err != nil {
 		return nil
 	}
@@ -329,19 +333,24 @@ func (h *upHarness) cleanup() {
 			_ = cmd.Process.Kill()
 		}
 	}
-	// Whatever is left (a failed test): kill and delete the containers,
-	// release their root file systems.
-	root := filepath.Join(h.dataDir, "runtime")
-	for _, id := range h.containers() {
-		h.t.Logf("removing container %s left behind", id)
-		_ = exec.Command(h.bin, "runtime", "--root", root, "delete", "--force", id).Run()
-	}
-	prepared, _ := os.ReadDir(filepath.Join(h.dataDir, "images", "containers"))
-	for _, d := range prepared {
-		h.t.Logf("releasing root file system %s left behind", d.Name())
-		_ = exec.Command(h.bin, "--data-dir", h.dataDir, "image", "release", d.Name()).Run()
-	}
+	cleanupNodeDir(h.t, h.bin, h.dataDir)
 	_ = exec.Command("ip", "netns", "del", h.ns).Run()
+}
+
+// cleanupNodeDir removes what a node's agent (nexus up or nexus agent,
+// data directory dataDir) left after it was killed or a test failed: it
+// kills and deletes the containers and releases their root file systems.
+func cleanupNodeDir(t *testing.T, bin, dataDir string) {
+	root := filepath.Join(dataDir, "runtime")
+	for _, id := range containersIn(bin, dataDir) {
+		t.Logf("removing container %s left behind", id)
+		_ = exec.Command(bin, "runtime", "--root", root, "delete", "--force", id).Run()
+	}
+	prepared, _ := os.ReadDir(filepath.Join(dataDir, "images", "containers"))
+	for _, d := range prepared {
+		t.Logf("releasing root file system %s left behind", d.Name())
+		_ = exec.Command(bin, "--data-dir", dataDir, "image", "release", d.Name()).Run()
+	}
 }
 
 // TestUpEndToEnd is the single-machine promise, through the binaries: nexus

@@ -92,6 +92,9 @@ func (s *Server) AddNode(t testing.TB, name string, cpu types.MilliCPU, labels m
 	n.Status.Allocatable = n.Status.Capacity
 	n.Status.Tiers = []types.Isolation{types.IsolationContainer}
 	n.Status.Conditions = []types.Condition{{Type: "Ready", Status: types.ConditionTrue, LastTransitionTime: time.Now()}}
+	// Unconditional, as an agent's: the node-IPAM controller writes the
+	// Node's spec meanwhile.
+	n.ResourceVersion = ""
 	if _, err := s.Client.UpdateStatus(context.Background(), n); err != nil {
 		t.Fatalf("node %s status: %v", name, err)
 	}

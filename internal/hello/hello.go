@@ -259,6 +259,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 // image without a shell. Each returns its exit code.
 var applets = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"hostname": Hostname,
+	"fetch":    Fetch,
 }
 
 // Applet returns the applet called name, if there is one.
@@ -284,5 +285,50 @@ func Hostname(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stdout, h)
+	return 0
+}
+
+// FetchTimeout bounds one fetch: connecting, the request and the body.
+const FetchTimeout = 10 * time.Second
+
+// maxFetchBody bounds what fetch copies to stdout.
+const maxFetchBody = 1 << 20
+
+// Fetch is the built-in image's `fetch URL` applet, a minimal `wget -qO-`:
+// it GETs an http:// URL, writes the body to stdout and returns 0 for a
+// 2xx answer, 1 for any other answer or a failed request (the reason on
+// stderr) and 2 for bad arguments. It lets a test or a user check from
+// inside one container that another answers (`nexus exec web-x -- fetch
+// http://[fd00::5]:8080/`) in an image without a shell.
+func Fetch(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "fetch: usage: fetch http://HOST:PORT/PATH (IPv6 hosts in brackets)")
+		return 2
+	}
+	if !strings.HasPrefix(args[0], "http://") {
+		fmt.Fprintf(stderr, "fetch: %q: only http:// URLs\n", args[0])
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), FetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "fetch:", err)
+		return 2
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintln(stderr, "fetch:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(stdout, io.LimitReader(resp.Body, maxFetchBody)); err != nil {
+		fmt.Fprintln(stderr, "fetch: reading the body:", err)
+		return 1
+	}
+	if resp.StatusCode/100 != 2 {
+		fmt.Fprintf(stderr, "fetch: %s answered %s\n", args[0], resp.Status)
+		return 1
+	}
 	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -218,5 +219,44 @@ func TestHostnameApplet(t *testing.T) {
 	out.Reset()
 	if code := Hostname([]string{"other"}, &out, &errOut); code != 2 || out.Len() != 0 || !strings.Contains(errOut.String(), "no arguments") {
 		t.Fatalf("hostname other: code %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+}
+
+// TestFetchApplet: fetch prints the body of a 2xx answer and exits 0, and
+// exits 1 for an error status or a refused connection and 2 for bad
+// arguments, saying why on stderr.
+func TestFetchApplet(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.Error(w, "no such page", http.StatusNotFound)
+			return
+		}
+		fmt.Fprintf(w, "page %s", r.URL.Path)
+	}))
+	defer srv.Close()
+	run := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := Fetch(args, &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	if code, out, errOut := run(srv.URL + "/hello"); code != 0 || out != "page /hello" {
+		t.Fatalf("fetch /hello: code %d, %q (stderr %q)", code, out, errOut)
+	}
+	if code, _, errOut := run(srv.URL + "/missing"); code != 1 || !strings.Contains(errOut, "404") {
+		t.Fatalf("fetch /missing: code %d, stderr %q", code, errOut)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() + "/"
+	ln.Close()
+	if code, _, errOut := run(closed); code != 1 || !strings.Contains(errOut, "refused") {
+		t.Fatalf("fetch of a closed port: code %d, stderr %q", code, errOut)
+	}
+	for _, args := range [][]string{nil, {"a", "b"}, {"https://example.test/"}} {
+		if code, _, errOut := run(args...); code != 2 || errOut == "" {
+			t.Fatalf("fetch %q: code %d, stderr %q; want 2 and a reason", args, code, errOut)
+		}
 	}
 }

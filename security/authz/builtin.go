@@ -40,6 +40,9 @@ func BuiltinClusterRoles() []Role {
 		"workloads", "workloads/status", "workloads/scale",
 		"instances", "instances/status", "instances/log",
 		"services", "services/status", "networkpolicies", "serviceaccounts", "roles", "rolebindings", "endpoints", "events",
+		// Cluster-scoped: readable through a ClusterRoleBinding, so that a
+		// cluster-wide viewer can list the control-plane servers.
+		"servers",
 	}
 	editable := []string{
 		"workloads", "workloads/scale", "instances", "instances/exec",
@@ -71,7 +74,8 @@ func BuiltinClusterRoles() []Role {
 			listNamespaces,
 		}},
 		{Name: RoleNode, Rules: []Rule{
-			{Verbs: read, Resources: []string{"nodes", "instances", "services", "endpoints", "secrets", "networkpolicies"}},
+			// servers: an agent finds every server to fail over to.
+			{Verbs: read, Resources: []string{"nodes", "servers", "instances", "services", "endpoints", "secrets", "networkpolicies"}},
 			{Verbs: []string{VerbCreate}, Resources: []string{"nodes", "nodes/heartbeat"}},
 			{Verbs: []string{VerbUpdate, VerbPatch}, Resources: []string{"nodes/status", "instances/status"}},
 			{Verbs: []string{VerbCreate}, Resources: []string{"events"}},

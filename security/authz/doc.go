@@ -10,11 +10,11 @@
 // rule is all of them. Resources are plural and lower case; namespaced:
 // workloads, instances, services, networkpolicies, secrets,
 // serviceaccounts, roles, rolebindings, endpoints, events; cluster-scoped:
-// namespaces, nodes, clusterroles, clusterrolebindings. Subresources are
+// namespaces, nodes, servers, clusterroles, clusterrolebindings. Subresources are
 // written resource/sub: workloads/status, workloads/scale,
 // instances/status, instances/log, instances/exec, services/status,
 // serviceaccounts/token, namespaces/status, nodes/status,
-// nodes/heartbeat. In a rule
+// nodes/heartbeat, servers/status. In a rule
 // "*" is every resource and subresource, "resource/*" every subresource of
 // one resource (not the resource), and a resource never covers its
 // subresources. Rules and requests outside this vocabulary match nothing.
@@ -80,6 +80,8 @@
 //	| nodes                 | all           | -     | -    | -    | read create  |
 //	| nodes/status          | all           | -     | -    | -    | update patch |
 //	| nodes/heartbeat       | all           | -     | -    | -    | create       |
+//	| servers               | all           | -     | read | read | read         |
+//	| servers/status        | all           | -     | -    | -    | -            |
 //	| clusterroles          | all           | -     | -    | -    | -            |
 //	| clusterrolebindings   | all           | -     | -    | -    | -            |
 //

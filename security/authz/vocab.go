@@ -47,6 +47,7 @@ var vocabulary = []resourceInfo{
 	{name: "events", namespaced: true},
 	{name: "namespaces", subresources: []string{"status"}},
 	{name: "nodes", subresources: []string{"status", "heartbeat"}},
+	{name: "servers", subresources: []string{"status"}},
 	{name: "clusterroles"},
 	{name: "clusterrolebindings"},
 }

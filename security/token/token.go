@@ -4,13 +4,15 @@
 //
 // A token reads nxt1.<id>.<secret>: id is 12 hex digits used to look the
 // token up (and safe to show), secret is 32 random bytes in unpadded
-// base64url. The store keeps only SHA-256(secret) — the secret is 256 random
-// bits, so a fast hash is enough: there is nothing to brute-force — and
-// compares in constant time. The joiner also gets the root CA's pin
+// base64url. The cluster's replicated store keeps only SHA-256(secret) —
+// the secret is 256 random bits, so a fast hash is enough: there is nothing
+// to brute-force — and compares in constant time. Because the records are
+// in the store, any server can create, list, revoke and consume a token. The joiner also gets the root CA's pin
 // (pki.Pin) with the token, and refuses a server whose CA does not match.
 package token
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -19,17 +21,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
-	"nexus.dev/nexus/internal/fsutil"
-	"nexus.dev/nexus/security/pki"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Prefix marks the token format version.
@@ -45,9 +41,6 @@ const (
 	idLen     = 6  // random bytes in the id
 	secretLen = 32 // random bytes in the secret
 	maxLen    = 128
-	// maxStoreSize bounds the store file: a record is about 250 bytes of
-	// JSON, so this holds some 60 000 tokens.
-	maxStoreSize = 16 << 20
 )
 
 // Errors Consume and Parse can end in; each says which check failed.
@@ -57,6 +50,7 @@ var (
 	ErrWrongSecret = errors.New("join token secret does not match")
 	ErrExpired     = errors.New("join token expired")
 	ErrUsedUp      = errors.New("join token has no uses left")
+	ErrWrongRole   = errors.New("join token is for another role")
 )
 
 // Role is what a machine joining with the token becomes.
@@ -98,10 +92,7 @@ func Parse(s string) (Token, error) {
 		return Token{}, fmt.Errorf("%w: expected %s.<id>.<secret>", ErrMalformed, Prefix)
 	}
 	var t Token
-	if len(parts[1]) != 2*idLen || strings.ToLower(parts[1]) != parts[1] {
-		return Token{}, fmt.Errorf("%w: id must be %d lower-case hex digits", ErrMalformed, 2*idLen)
-	}
-	if _, err := hex.DecodeString(parts[1]); err != nil {
+	if !validID(parts[1]) {
 		return Token{}, fmt.Errorf("%w: id must be %d lower-case hex digits", ErrMalformed, 2*idLen)
 	}
 	t.ID = parts[1]
@@ -126,89 +117,130 @@ type Record struct {
 // Expired reports whether the token may no longer be used at now.
 func (r Record) Expired(now time.Time) bool { return !now.Before(r.Expires) }
 
-type file struct {
-	Version int      `json:"version"`
-	Tokens  []Record `json:"tokens"`
-}
+// DefaultPrefix is where the store keeps token records, one key per token
+// (<prefix><id>). It is outside the API's object keys, so no API request
+// reads it.
+const DefaultPrefix = "/nexus/_jointokens/"
 
-// Store is the token store: a JSON file (mode 0600) rewritten atomically on
-// every change. A mutex and an flock on <path>.lock make Consume atomic
-// within and across processes.
+// MaxTokens bounds how many records the store keeps (valid, expired or
+// used up), so that a loop creating tokens cannot fill the store.
+const MaxTokens = 10000
+
+// maxCASAttempts bounds the compare-and-swap retries of one change: each
+// retry means another change of the same token won, so a handful is plenty.
+const maxCASAttempts = 100
+
+// Store keeps token records in the replicated store, so that every server
+// can create, list, revoke and consume the same tokens. Each change is a
+// compare-and-swap on the token's key: N concurrent Consumes of a token
+// with N uses left, at one server or at several, all succeed and the next
+// one fails.
 type Store struct {
-	path    string
-	now     func() time.Time
-	maxSize int64 // maxStoreSize; smaller in tests
-	mu      sync.Mutex
+	cli    *clientv3.Client
+	prefix string
+	now    func() time.Time
+	max    int // MaxTokens; smaller in tests
 }
 
 // StoreConfig configures NewStore.
 type StoreConfig struct {
-	Path string           // e.g. <data-dir>/tokens.json
-	Now  func() time.Time // default time.Now
+	Client *clientv3.Client // the cluster's store (etcd v3 API)
+	Prefix string           // default DefaultPrefix
+	Now    func() time.Time // default time.Now
 }
 
-// NewStore returns the store at cfg.Path; the file is created on first write.
+// NewStore returns the token store on cfg.Client.
 func NewStore(cfg StoreConfig) *Store {
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
+	s := &Store{cli: cfg.Client, prefix: cfg.Prefix, now: cfg.Now, max: MaxTokens}
+	if s.prefix == "" {
+		s.prefix = DefaultPrefix
 	}
-	return &Store{path: cfg.Path, now: now, maxSize: maxStoreSize}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+func (s *Store) key(id string) string { return s.prefix + id }
+
+// CheckCreate checks what Create is asked for, so that a command can
+// refuse bad input before it reaches for the store.
+func CheckCreate(role Role, ttl time.Duration, uses int) error {
+	if _, err := ParseRole(string(role)); err != nil {
+		return err
+	}
+	if ttl <= 0 || ttl > MaxTTL {
+		return fmt.Errorf("token lifetime %s: use more than 0 and at most %s", ttl, MaxTTL)
+	}
+	if uses < 1 || uses > MaxUses {
+		return fmt.Errorf("token uses %d: use 1 to %d", uses, MaxUses)
+	}
+	return nil
 }
 
 // Create makes a token for role, valid for ttl and uses joins, and stores
 // its record. The returned Token is the only place the secret exists.
-func (s *Store) Create(role Role, ttl time.Duration, uses int) (Token, Record, error) {
-	if _, err := ParseRole(string(role)); err != nil {
+func (s *Store) Create(ctx context.Context, role Role, ttl time.Duration, uses int) (Token, Record, error) {
+	if err := CheckCreate(role, ttl, uses); err != nil {
 		return Token{}, Record{}, err
 	}
-	if ttl <= 0 || ttl > MaxTTL {
-		return Token{}, Record{}, fmt.Errorf("token lifetime %s: use more than 0 and at most %s", ttl, MaxTTL)
-	}
-	if uses < 1 || uses > MaxUses {
-		return Token{}, Record{}, fmt.Errorf("token uses %d: use 1 to %d", uses, MaxUses)
-	}
-	var t Token
-	id := make([]byte, idLen)
-	if _, err := rand.Read(id); err != nil {
+	if err := s.ready(); err != nil {
 		return Token{}, Record{}, err
 	}
-	if _, err := rand.Read(t.Secret[:]); err != nil {
-		return Token{}, Record{}, err
-	}
-	t.ID = hex.EncodeToString(id)
-	now := s.now()
-	rec := Record{ID: t.ID, Role: role, SecretSHA256: hashSecret(t.Secret), Created: now.UTC(), Expires: now.Add(ttl).UTC(), UsesLeft: uses}
-	err := s.update(func(f *file) error {
-		f.Tokens = append(f.Tokens, rec)
-		return nil
-	})
+	n, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
-		return Token{}, Record{}, err
+		return Token{}, Record{}, fmt.Errorf("token store: count tokens: %w", err)
 	}
-	return t, rec, nil
+	if n.Count >= int64(s.max) {
+		return Token{}, Record{}, fmt.Errorf("the token store holds %d tokens, its limit: revoke tokens that are expired or used up (nexus token list, nexus token revoke)", n.Count)
+	}
+	for range maxCASAttempts {
+		var t Token
+		id := make([]byte, idLen)
+		if _, err := rand.Read(id); err != nil {
+			return Token{}, Record{}, err
+		}
+		if _, err := rand.Read(t.Secret[:]); err != nil {
+			return Token{}, Record{}, err
+		}
+		t.ID = hex.EncodeToString(id)
+		now := s.now()
+		rec := Record{ID: t.ID, Role: role, SecretSHA256: hashSecret(t.Secret), Created: now.UTC(), Expires: now.Add(ttl).UTC(), UsesLeft: uses}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return Token{}, Record{}, err
+		}
+		// Create only: a colliding id (1 in 2^48) draws another.
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.key(t.ID)), "=", 0)).
+			Then(clientv3.OpPut(s.key(t.ID), string(data))).Commit()
+		if err != nil {
+			return Token{}, Record{}, fmt.Errorf("token store: %w", err)
+		}
+		if resp.Succeeded {
+			return t, rec, nil
+		}
+	}
+	return Token{}, Record{}, errors.New("token store: no free token id after many tries")
 }
 
-// Consume checks a presented token (form, id, secret, expiry, uses) and,
-// if it passes, uses it up by one. It returns the record, whose Role says
-// what the joiner may become. Concurrent calls with a token of N uses
-// succeed at most N times.
-func (s *Store) Consume(raw string) (Record, error) {
+// Consume checks a presented token (form, id, secret, role, expiry, uses)
+// and, if it passes, uses it up by one. role is what the joiner asks to
+// become; a token for another role is refused and keeps its uses. It
+// returns the record. Concurrent calls with a token of N uses succeed at
+// most N times.
+func (s *Store) Consume(ctx context.Context, raw string, role Role) (Record, error) {
 	t, err := Parse(raw)
 	if err != nil {
 		return Record{}, err
 	}
-	var out Record
-	err = s.update(func(f *file) error {
-		i := slices.IndexFunc(f.Tokens, func(r Record) bool { return r.ID == t.ID })
-		if i < 0 {
-			return fmt.Errorf("%w: id %s", ErrUnknown, t.ID)
-		}
-		r := &f.Tokens[i]
+	return s.change(ctx, t.ID, func(r *Record) error {
 		want, err := hex.DecodeString(r.SecretSHA256)
 		got := sha256.Sum256(t.Secret[:])
 		if err != nil || subtle.ConstantTimeCompare(got[:], want) != 1 {
 			return fmt.Errorf("%w: id %s", ErrWrongSecret, t.ID)
+		}
+		if r.Role != role {
+			return fmt.Errorf("%w: id %s is for a machine joining as %s, not as %s: create one with nexus token create --role %s", ErrWrongRole, t.ID, r.Role, role, role)
 		}
 		if now := s.now(); r.Expired(now) {
 			return fmt.Errorf("%w: id %s expired at %s: create a new one (nexus token create)", ErrExpired, t.ID, r.Expires.Format(time.RFC3339))
@@ -217,106 +249,114 @@ func (s *Store) Consume(raw string) (Record, error) {
 			return fmt.Errorf("%w: id %s: create a new one (nexus token create)", ErrUsedUp, t.ID)
 		}
 		r.UsesLeft--
-		out = *r
 		return nil
 	})
-	return out, err
+}
+
+// Refund gives back one use of a token whose join failed after Consume
+// (the cluster could not admit the machine), so the operator can retry
+// with the same token. A token revoked meanwhile stays revoked.
+func (s *Store) Refund(ctx context.Context, id string) error {
+	_, err := s.change(ctx, id, func(r *Record) error {
+		r.UsesLeft++
+		return nil
+	})
+	return err
+}
+
+// change applies fn to the stored record of id with a compare-and-swap,
+// retrying when another change won, and returns the record as written.
+func (s *Store) change(ctx context.Context, id string, fn func(*Record) error) (Record, error) {
+	if err := s.ready(); err != nil {
+		return Record{}, err
+	}
+	for range maxCASAttempts {
+		resp, err := s.cli.Get(ctx, s.key(id))
+		if err != nil {
+			return Record{}, fmt.Errorf("token store: %w", err)
+		}
+		if len(resp.Kvs) == 0 {
+			return Record{}, fmt.Errorf("%w: id %s", ErrUnknown, id)
+		}
+		kv := resp.Kvs[0]
+		var r Record
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return Record{}, fmt.Errorf("token store: the record of id %s is damaged (%v): revoke it (nexus token revoke %s)", id, err, id)
+		}
+		if err := fn(&r); err != nil {
+			return Record{}, err
+		}
+		data, err := json.Marshal(r)
+		if err != nil {
+			return Record{}, err
+		}
+		tx, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.key(id)), "=", kv.ModRevision)).
+			Then(clientv3.OpPut(s.key(id), string(data))).Commit()
+		if err != nil {
+			return Record{}, fmt.Errorf("token store: %w", err)
+		}
+		if tx.Succeeded {
+			return r, nil
+		}
+	}
+	return Record{}, fmt.Errorf("token store: id %s changed under %d attempts in a row; retry", id, maxCASAttempts)
 }
 
 // List returns every stored record, oldest first.
-func (s *Store) List() ([]Record, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	f, err := s.load()
-	if err != nil {
+func (s *Store) List(ctx context.Context) ([]Record, error) {
+	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	return f.Tokens, nil
+	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("token store: %w", err)
+	}
+	recs := make([]Record, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r Record
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			id := strings.TrimPrefix(string(kv.Key), s.prefix)
+			return nil, fmt.Errorf("token store: the record of id %s is damaged (%v): revoke it (nexus token revoke %s)", id, err, id)
+		}
+		recs = append(recs, r)
+	}
+	slices.SortStableFunc(recs, func(a, b Record) int { return a.Created.Compare(b.Created) })
+	return recs, nil
 }
 
 // Revoke deletes a token so it can no longer be used.
-func (s *Store) Revoke(id string) error {
-	return s.update(func(f *file) error {
-		n := len(f.Tokens)
-		f.Tokens = slices.DeleteFunc(f.Tokens, func(r Record) bool { return r.ID == id })
-		if len(f.Tokens) == n {
-			return fmt.Errorf("%w: id %q (see nexus token list)", ErrUnknown, id)
-		}
-		return nil
-	})
-}
-
-// update runs fn on the loaded file under both locks and saves the result
-// if fn succeeds.
-func (s *Store) update(fn func(*file) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	unlock, err := s.flock()
+func (s *Store) Revoke(ctx context.Context, id string) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	if !validID(id) {
+		return fmt.Errorf("%w: id %q is not %d lower-case hex digits (see nexus token list)", ErrUnknown, id, 2*idLen)
+	}
+	resp, err := s.cli.Delete(ctx, s.key(id))
 	if err != nil {
-		return err
-	}
-	defer unlock()
-	f, err := s.load()
-	if err != nil {
-		return err
-	}
-	if err := fn(f); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return err
-	}
-	if int64(len(data))+1 > s.maxSize {
-		return fmt.Errorf("token store %s would grow past %s: revoke tokens that are expired or used up (nexus token list, nexus token revoke)", s.path, fsutil.FormatSize(s.maxSize))
-	}
-	if err := pki.WriteFileAtomic(s.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("token store: %w", err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("%w: id %q (see nexus token list)", ErrUnknown, id)
 	}
 	return nil
 }
 
-func (s *Store) flock() (func(), error) {
-	if s.path == "" {
-		return nil, errNoPath
+// ready refuses a Store made without a client.
+func (s *Store) ready() error {
+	if s.cli == nil {
+		return errors.New("token store: no store client (StoreConfig.Client is nil)")
 	}
-	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
-		return nil, fmt.Errorf("token store: %w", err)
-	}
-	lf, err := os.OpenFile(s.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("token store: %w", err)
-	}
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("token store: lock: %w", err)
-	}
-	return func() { lf.Close() }, nil // closing releases the lock
+	return nil
 }
 
-// errNoPath refuses a store without a file: it would be written in the
-// current directory.
-var errNoPath = errors.New("token store: no file given (StoreConfig.Path is empty)")
-
-func (s *Store) load() (*file, error) {
-	if s.path == "" {
-		return nil, errNoPath
+// validID reports whether id has the form of a token id.
+func validID(id string) bool {
+	if len(id) != 2*idLen || strings.ToLower(id) != id {
+		return false
 	}
-	data, err := fsutil.ReadFileLimit(s.path, s.maxSize)
-	if errors.Is(err, fs.ErrNotExist) {
-		return &file{Version: 1}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("token store: %w", err)
-	}
-	var f file
-	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("token store %s is damaged (%v): remove it to start with no tokens", s.path, err)
-	}
-	if f.Version != 1 {
-		return nil, fmt.Errorf("token store %s: version %d, this binary reads version 1", s.path, f.Version)
-	}
-	return &f, nil
+	_, err := hex.DecodeString(id)
+	return err == nil
 }
 
 func hashSecret(secret [secretLen]byte) string {

@@ -2,20 +2,19 @@ package token
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"nexus.dev/nexus/internal/fsutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"nexus.dev/nexus/store/embed/embedtest"
 )
 
 type manualClock struct {
@@ -35,11 +34,14 @@ func (c *manualClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestStore(t *testing.T) (*Store, *manualClock, string) {
+// newTestStore returns a token store on a store member of its own.
+func newTestStore(t *testing.T) (*Store, *manualClock, *clientv3.Client) {
 	clock := &manualClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	path := filepath.Join(t.TempDir(), "tokens.json")
-	return NewStore(StoreConfig{Path: path, Now: clock.Now}), clock, path
+	cli := embedtest.Client(t)
+	return NewStore(StoreConfig{Client: cli, Now: clock.Now}), clock, cli
 }
+
+var ctx = context.Background()
 
 func TestParse(t *testing.T) {
 	secret := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{0xab}, 32))
@@ -93,14 +95,14 @@ func FuzzParseToken(f *testing.F) {
 
 func TestConsume(t *testing.T) {
 	s, clock, _ := newTestStore(t)
-	tok, rec, err := s.Create(RoleAgent, time.Hour, 2)
+	tok, rec, err := s.Create(ctx, RoleAgent, time.Hour, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rec.Role != RoleAgent || rec.UsesLeft != 2 || !rec.Expires.Equal(clock.Now().Add(time.Hour)) {
 		t.Fatalf("record %+v", rec)
 	}
-	other, _, _ := s.Create(RoleServer, time.Hour, 1)
+	other, _, _ := s.Create(ctx, RoleServer, time.Hour, 1)
 	wrongSecret := tok
 	wrongSecret.Secret[0] ^= 1
 	unknown := tok
@@ -109,22 +111,25 @@ func TestConsume(t *testing.T) {
 	steps := []struct {
 		name    string
 		token   string
+		as      Role
 		advance time.Duration
 		want    error
 		role    Role
 		left    int
 	}{
-		{"first use", tok.String(), 0, nil, RoleAgent, 1},
-		{"wrong secret", wrongSecret.String(), 0, ErrWrongSecret, "", 0},
-		{"unknown id", unknown.String(), 0, ErrUnknown, "", 0},
-		{"malformed", "nxt1.nope", 0, ErrMalformed, "", 0},
-		{"second use", tok.String(), 0, nil, RoleAgent, 0},
-		{"reused", tok.String(), 0, ErrUsedUp, "", 0},
-		{"server token just before expiry", other.String(), time.Hour - time.Nanosecond, nil, RoleServer, 0},
+		{"first use", tok.String(), RoleAgent, 0, nil, RoleAgent, 1},
+		{"wrong secret", wrongSecret.String(), RoleAgent, 0, ErrWrongSecret, "", 0},
+		{"unknown id", unknown.String(), RoleAgent, 0, ErrUnknown, "", 0},
+		{"malformed", "nxt1.nope", RoleAgent, 0, ErrMalformed, "", 0},
+		// An agent token presented by a joining server keeps its use.
+		{"wrong role", tok.String(), RoleServer, 0, ErrWrongRole, "", 0},
+		{"second use", tok.String(), RoleAgent, 0, nil, RoleAgent, 0},
+		{"reused", tok.String(), RoleAgent, 0, ErrUsedUp, "", 0},
+		{"server token just before expiry", other.String(), RoleServer, time.Hour - time.Nanosecond, nil, RoleServer, 0},
 	}
 	for _, st := range steps {
 		clock.Advance(st.advance)
-		got, err := s.Consume(st.token)
+		got, err := s.Consume(ctx, st.token, st.as)
 		if st.want != nil {
 			if !errors.Is(err, st.want) {
 				t.Fatalf("%s: err = %v, want %v", st.name, err, st.want)
@@ -135,20 +140,30 @@ func TestConsume(t *testing.T) {
 			t.Fatalf("%s: %+v, %v", st.name, got, err)
 		}
 	}
+	// A refunded use can be used again, once.
+	if err := s.Refund(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Consume(ctx, tok.String(), RoleAgent); err != nil || got.UsesLeft != 0 {
+		t.Fatalf("after a refund: %+v, %v", got, err)
+	}
+	if _, err := s.Consume(ctx, tok.String(), RoleAgent); !errors.Is(err, ErrUsedUp) {
+		t.Fatalf("after the refunded use: %v", err)
+	}
 
-	expiring, _, _ := s.Create(RoleAgent, time.Minute, 5)
+	expiring, _, _ := s.Create(ctx, RoleAgent, time.Minute, 5)
 	clock.Advance(time.Minute)
-	if _, err := s.Consume(expiring.String()); !errors.Is(err, ErrExpired) || !strings.Contains(err.Error(), "nexus token create") {
+	if _, err := s.Consume(ctx, expiring.String(), RoleAgent); !errors.Is(err, ErrExpired) || !strings.Contains(err.Error(), "nexus token create") {
 		t.Fatalf("expired: %v", err)
 	}
 
-	if err := s.Revoke(other.ID); err != nil {
+	if err := s.Revoke(ctx, other.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Consume(other.String()); !errors.Is(err, ErrUnknown) {
+	if _, err := s.Consume(ctx, other.String(), RoleServer); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("revoked: %v", err)
 	}
-	if err := s.Revoke(other.ID); !errors.Is(err, ErrUnknown) {
+	if err := s.Revoke(ctx, other.ID); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("revoke twice: %v", err)
 	}
 }
@@ -169,32 +184,31 @@ func TestCreateValidates(t *testing.T) {
 		{RoleAgent, time.Hour, MaxUses + 1, "uses"},
 	}
 	for _, tt := range tests {
-		if _, _, err := s.Create(tt.role, tt.ttl, tt.uses); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, _, err := s.Create(ctx, tt.role, tt.ttl, tt.uses); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Create(%q, %s, %d): %v", tt.role, tt.ttl, tt.uses, err)
 		}
 	}
 }
 
 func TestConcurrentConsume(t *testing.T) {
+	s, _, cli := newTestStore(t)
 	for _, uses := range []int{1, 3} {
-		s, _, path := newTestStore(t)
-		tok, _, err := s.Create(RoleAgent, time.Hour, uses)
+		tok, _, err := s.Create(ctx, RoleAgent, time.Hour, uses)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Two Store values on one file: the flock, not only the mutex, must hold.
-		s2 := NewStore(StoreConfig{Path: path, Now: s.now})
+		// Two Store values, as two servers have: the compare-and-swap in
+		// the store, not anything in one Store, must hold.
+		s2 := NewStore(StoreConfig{Client: cli, Now: s.now})
 		var ok, usedUp atomic.Int32
 		var wg sync.WaitGroup
 		for i := range 16 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				st := s
 				if i%2 == 1 {
 					st = s2
 				}
-				_, err := st.Consume(tok.String())
+				_, err := st.Consume(ctx, tok.String(), RoleAgent)
 				switch {
 				case err == nil:
 					ok.Add(1)
@@ -203,7 +217,7 @@ func TestConcurrentConsume(t *testing.T) {
 				default:
 					t.Error(err)
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		if int(ok.Load()) != uses || int(usedUp.Load()) != 16-uses {
@@ -213,15 +227,16 @@ func TestConcurrentConsume(t *testing.T) {
 }
 
 func TestStoredHashed(t *testing.T) {
-	s, _, path := newTestStore(t)
-	tok, _, err := s.Create(RoleServer, time.Hour, 1)
+	s, _, cli := newTestStore(t)
+	tok, _, err := s.Create(ctx, RoleServer, time.Hour, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	resp, err := cli.Get(ctx, DefaultPrefix, clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != DefaultPrefix+tok.ID {
+		t.Fatalf("stored: %v, %v", resp, err)
 	}
+	data := resp.Kvs[0].Value
 	for _, form := range []string{
 		tok.String(),
 		base64.RawURLEncoding.EncodeToString(tok.Secret[:]),
@@ -229,79 +244,53 @@ func TestStoredHashed(t *testing.T) {
 		hex.EncodeToString(tok.Secret[:]),
 	} {
 		if bytes.Contains(data, []byte(form)) {
-			t.Fatalf("token file contains the secret (%s):\n%s", form, data)
+			t.Fatalf("the stored record contains the secret (%s):\n%s", form, data)
 		}
 	}
 	if !bytes.Contains(data, []byte(hashSecret(tok.Secret))) {
-		t.Fatalf("token file lacks the hash:\n%s", data)
+		t.Fatalf("the stored record lacks the hash:\n%s", data)
 	}
-	st, _ := os.Stat(path)
-	if st.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %04o", st.Mode().Perm())
-	}
-	recs, err := s.List()
+	recs, err := s.List(ctx)
 	if err != nil || len(recs) != 1 || recs[0].ID != tok.ID {
 		t.Fatalf("List = %+v, %v", recs, err)
 	}
-	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
+	if _, err := cli.Put(ctx, DefaultPrefix+tok.ID, "{"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.List(); err == nil || !strings.Contains(err.Error(), "remove it") {
-		t.Fatalf("damaged store: %v", err)
+	if _, err := s.List(ctx); err == nil || !strings.Contains(err.Error(), "nexus token revoke "+tok.ID) {
+		t.Fatalf("damaged record: %v", err)
+	}
+	if err := s.Revoke(ctx, tok.ID); err != nil {
+		t.Fatalf("revoke a damaged record: %v", err)
+	}
+	if err := s.Revoke(ctx, "../x"); !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "hex digits") {
+		t.Fatalf("revoke a malformed id: %v", err)
 	}
 }
 
-func TestStoreRefusesEmptyPath(t *testing.T) {
-	wd, _ := os.Getwd()
-	before, _ := os.ReadDir(wd)
+func TestStoreRefusesNoClient(t *testing.T) {
 	s := NewStore(StoreConfig{})
-	if _, _, err := s.Create(RoleAgent, time.Hour, 1); err == nil || !strings.Contains(err.Error(), "Path is empty") {
-		t.Fatalf("Create with no path: %v", err)
+	if _, _, err := s.Create(ctx, RoleAgent, time.Hour, 1); err == nil || !strings.Contains(err.Error(), "Client is nil") {
+		t.Fatalf("Create with no client: %v", err)
 	}
-	if _, err := s.List(); err == nil {
-		t.Fatal("List with no path succeeded")
-	}
-	if after, _ := os.ReadDir(wd); len(after) != len(before) {
-		t.Fatal("a store with no path wrote into the current directory")
+	if _, err := s.List(ctx); err == nil {
+		t.Fatal("List with no client succeeded")
 	}
 }
 
-// The store file is read with a bound, and is never written past it.
-func TestStoreSizeLimit(t *testing.T) {
-	s, _, path := newTestStore(t)
-	s.maxSize = 64 << 10 // the real 16 MiB takes a minute under -race
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
+// The store holds at most max tokens; Create past it says what to do.
+func TestStoreLimit(t *testing.T) {
+	s, _, _ := newTestStore(t)
+	s.max = 3
+	for i := range s.max {
+		if _, _, err := s.Create(ctx, RoleAgent, time.Hour, 1); err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
 	}
-	if err := os.Truncate(path, s.maxSize+1); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.List(); !errors.Is(err, fsutil.ErrTooLarge) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "64 KiB") {
-		t.Fatalf("List of a store past the limit: %v, want ErrTooLarge naming %s", err, path)
-	}
-
-	// A store just under the limit: one more token would pass it.
-	rec := func(i int) Record {
-		return Record{ID: fmt.Sprintf("%012x", i), Role: RoleAgent, SecretSHA256: strings.Repeat("0", 64), UsesLeft: 1}
-	}
-	one, _ := json.MarshalIndent(file{Version: 1, Tokens: []Record{rec(0)}}, "", "  ")
-	two, _ := json.MarshalIndent(file{Version: 1, Tokens: []Record{rec(0), rec(1)}}, "", "  ")
-	per := len(two) - len(one)
-	recs := make([]Record, (int(s.maxSize)-1-len(one))/per+1)
-	for i := range recs {
-		recs[i] = rec(i)
-	}
-	data, _ := json.MarshalIndent(file{Version: 1, Tokens: recs}, "", "  ")
-	if int64(len(data)+1) > s.maxSize || int64(len(data)+1+per) <= s.maxSize {
-		t.Fatalf("test store is %d bytes, want just under %d", len(data), s.maxSize)
-	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := s.Create(RoleAgent, time.Hour, 1); err == nil || !strings.Contains(err.Error(), "revoke tokens") {
+	if _, _, err := s.Create(ctx, RoleAgent, time.Hour, 1); err == nil || !strings.Contains(err.Error(), "revoke tokens") {
 		t.Fatalf("Create past the limit: %v, want a refusal saying what to do", err)
 	}
-	if got, _ := os.ReadFile(path); len(got) != len(data) {
-		t.Fatal("the refused Create changed the store")
+	if recs, _ := s.List(ctx); len(recs) != s.max {
+		t.Fatalf("the refused Create changed the store: %d tokens", len(recs))
 	}
 }

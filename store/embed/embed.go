@@ -47,6 +47,11 @@ type Config struct {
 	// Join adds the member to an existing cluster (etcd's
 	// --initial-cluster-state existing).
 	Join bool
+	// PeerServices are served on the peer listener beside raft (the join
+	// service of a server). AuthorizePeerService decides who may speak
+	// them; without it only their anonymous callers are let in.
+	PeerServices         map[string]transport.Service
+	AuthorizePeerService func(peer identity.ID, service string) error
 	// ClientListeners serve the etcd v3 API (gRPC, with TLS applied by the
 	// caller for https URLs); ClientURLs are advertised to clients.
 	ClientListeners []net.Listener
@@ -108,9 +113,24 @@ func Start(ctx context.Context, cfg Config) (_ *Member, err error) {
 		SnapshotEvery: cfg.SnapshotEvery, QuotaBytes: cfg.QuotaBytes, Logger: log}); err != nil {
 		return nil, err
 	}
+	services := map[string]transport.Service{raftnode.ALPN: m.srv.RaftService()}
+	for name, svc := range cfg.PeerServices {
+		if name == raftnode.ALPN {
+			return nil, fmt.Errorf("store member %s: peer service %q is the store's own", cfg.Name, name)
+		}
+		services[name] = svc
+	}
+	authorize := func(peer identity.ID, service string) error {
+		if service == raftnode.ALPN {
+			return raftnode.AuthorizePeer(id.Cluster)(peer)
+		}
+		if cfg.AuthorizePeerService == nil {
+			return fmt.Errorf("%s may not speak %s", peer, service)
+		}
+		return cfg.AuthorizePeerService(peer, service)
+	}
 	if m.peers, err = transport.Listen(transport.ListenerConfig{Addr: cfg.ListenPeer, Credentials: cfg.Credentials, Tuning: tune, Logger: log,
-		Services:  map[string]transport.Service{raftnode.ALPN: m.srv.RaftService()},
-		Authorize: func(peer identity.ID, _ string) error { return raftnode.AuthorizePeer(id.Cluster)(peer) }}); err != nil {
+		Services: services, Authorize: authorize}); err != nil {
 		return nil, fmt.Errorf("listen for peers on %s: %w", cfg.ListenPeer, err)
 	}
 	go m.peers.Serve(context.Background())

@@ -21,7 +21,9 @@
 //
 // Record bodies are uvarints: an entry is term, index, entry type, then the
 // data; a HardState is term, vote, commit; a snapshot marker is index, term.
-// Twelve zero bytes (the preallocated tail) end a segment.
+// Twelve zero bytes (the preallocated tail) end a segment. Replay reads a
+// segment a frame at a time and stops there, so opening a log costs memory
+// for its frames, not for the mostly empty reserved segments.
 //
 // Recovery tells a crash from damage. A bad frame in the last segment whose
 // header is intact and after which the file holds only zeros is the torn

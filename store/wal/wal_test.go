@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,6 +174,98 @@ func TestCorruptMiddle(t *testing.T) {
 	}
 }
 
+// TestReplayMemory: a segment is reserved at full size, and replay must not
+// cost that much memory. Opening a log of 100 small entries in a 64 MiB
+// segment allocates about what the entries take; reading the segment whole
+// allocated all 64 MiB, which a restarted nexus up kept as idle RSS.
+func TestReplayMemory(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := open(t, dir, Options{SegmentSize: DefaultSegmentSize})
+	for i := uint64(1); i <= 100; i++ {
+		if err := w.Save(hardState(1, 1, i-1), ents(1, i, i), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	w, st, err := Open(dir, Options{SegmentSize: DefaultSegmentSize})
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	if got, want := describe(st.Entries), describe(ents(1, 1, 100)); got != want {
+		t.Fatalf("entries\n got %s\nwant %s", got, want)
+	}
+	const bound = 1 << 20
+	if got := after.TotalAlloc - before.TotalAlloc; got > bound {
+		t.Fatalf("replaying 100 entries of a %d MiB segment allocated %d KiB, want under %d KiB (was the segment read whole?)",
+			DefaultSegmentSize>>20, got>>10, bound>>10)
+	}
+}
+
+// FuzzReadSegment replays arbitrary bytes as the last segment: replay
+// returns the log or ErrCorrupt, never panics or reads past the file, and
+// a log it repaired (a torn tail cut off) replays again to the same state.
+func FuzzReadSegment(f *testing.F) {
+	dir := f.TempDir()
+	w, _, err := Open(dir, Options{SegmentSize: 4096})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []struct {
+		hs   *pb.HardState
+		ents []*pb.Entry
+	}{{hardState(1, 1, 0), ents(1, 1, 3)}, {hardState(1, 1, 2), nil}, {hardState(2, 2, 3), ents(2, 3, 5)}} {
+		if err := w.Save(s.hs, s.ents, true); err != nil {
+			f.Fatal(err)
+		}
+	}
+	if err := w.SaveSnapshot(Marker{Index: 2, Term: 1}); err != nil {
+		f.Fatal(err)
+	}
+	end := w.off
+	w.Close()
+	seg, err := os.ReadFile(filepath.Join(dir, segmentName(0)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seg[len(magic):end], uint16(64))
+	f.Add(seg[len(magic):end-3], uint16(64)) // a torn tail
+	f.Add(seg[len(magic):end-3], uint16(0))  // a frame past the end
+	f.Add(seg[len(magic):20], uint16(7))     // a partial header
+	f.Fuzz(func(t *testing.T, body []byte, zeros uint16) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, segmentName(0))
+		data := append(append([]byte(magic), body...), make([]byte, zeros)...)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		w := &WAL{dir: dir, opts: Options{SegmentSize: 4096}, log: slog.New(slog.DiscardHandler)}
+		replay := func() (int64, string, error) {
+			st := &State{}
+			off, _, err := w.readSegment(path, true, st)
+			return off, fmt.Sprintf("%s %v %v", describe(st.Entries), st.HardState, st.Snapshots), err
+		}
+		off, state, err := replay()
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("replay failed with %v, want nil or ErrCorrupt", err)
+			}
+			return
+		}
+		if off < int64(len(magic)) || off > int64(len(data)) {
+			t.Fatalf("replay ends at offset %d of a %d-byte file", off, len(data))
+		}
+		again, state2, err := replay()
+		if err != nil || again != off || state2 != state {
+			t.Fatalf("second replay: offset %d, %v, state %s; first: offset %d, state %s", again, err, state2, off, state)
+		}
+	})
+}
+
 // TestSegments fills small segments, releases those a snapshot covers, and
 // recovers the rest with the HardState restated at each segment's start.
 func TestSegments(t *testing.T) {
@@ -293,6 +386,40 @@ func BenchmarkSave(b *testing.B) {
 		e := &pb.Entry{Term: new(uint64(1)), Index: new(i), Type: new(pb.EntryNormal), Data: data}
 		if err := w.Save(hardState(1, 1, i), []*pb.Entry{e}, true); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReplay replays a segment of 10,000 entries of 256 bytes, saved
+// ten to a frame as raft's Readies save them, in a full-size segment.
+func BenchmarkReplay(b *testing.B) {
+	dir := b.TempDir()
+	w, _, err := Open(dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 256)
+	for i := uint64(1); i <= 10000; i += 10 {
+		var es []*pb.Entry
+		for j := i; j < i+10; j++ {
+			es = append(es, &pb.Entry{Term: new(uint64(1)), Index: new(j), Type: new(pb.EntryNormal), Data: data})
+		}
+		if err := w.Save(hardState(1, 1, i), es, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	logBytes := w.off
+	w.Close()
+	path := filepath.Join(dir, segmentName(0))
+	b.SetBytes(logBytes)
+	b.ReportAllocs()
+	for b.Loop() {
+		st := &State{}
+		if _, _, err := w.readSegment(path, false, st); err != nil {
+			b.Fatal(err)
+		}
+		if len(st.Entries) != 10000 {
+			b.Fatalf("replayed %d entries, want 10000", len(st.Entries))
 		}
 	}
 }

@@ -123,6 +123,23 @@ var kindColumns = map[string]kindCols{
 			}},
 		},
 	},
+	"Server": {
+		normal: []column{
+			typed("API", func(s *types.Server) string { return orNone(s.Status.APIURL) }),
+			typed("PEER", func(s *types.Server) string { return orNone(s.Status.PeerAddress) }),
+			typed("MEMBER", serverMember),
+			{"HEARTBEAT", func(o types.Object, now time.Time) string {
+				s, ok := o.(*types.Server)
+				if !ok || s.Status.LastHeartbeat.IsZero() {
+					return none
+				}
+				return Age(s.Status.LastHeartbeat, now) + " ago"
+			}},
+		},
+		wide: []column{
+			typed("MEMBER-ID", func(s *types.Server) string { return orNone(s.Status.StoreMember.ID) }),
+		},
+	},
 	"Service": {
 		normal: []column{
 			typed("VIRTUAL-IP", func(s *types.Service) string {
@@ -214,6 +231,17 @@ func nodeStatus(n *types.Node) string {
 		s += ",SchedulingDisabled"
 	}
 	return s
+}
+
+// serverMember is a server's place in the store: voter or learner.
+func serverMember(s *types.Server) string {
+	switch {
+	case s.Status.StoreMember.ID == "":
+		return none
+	case s.Status.StoreMember.Learner:
+		return "learner"
+	}
+	return "voter"
 }
 
 func nodeRoles(n *types.Node) string {

@@ -179,15 +179,17 @@ func TestLayerHoldsExecutableAndAccounts(t *testing.T) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	if want := []string{"etc/", "etc/group", "etc/passwd", "hostname", "nexus", "tmp/"}; !slices.Equal(names, want) {
+	if want := []string{"etc/", "etc/group", "etc/passwd", "fetch", "hostname", "nexus", "tmp/"}; !slices.Equal(names, want) {
 		t.Fatalf("layer lists %q, want %q", names, want)
 	}
 	data, _ := os.ReadFile(exe)
 	if f := files["nexus"]; f.typ != tar.TypeReg || f.mode != 0o755 || f.uid != 0 || f.data != string(data) {
 		t.Errorf("/nexus: type %c mode %o uid %d, %d bytes", f.typ, f.mode, f.uid, len(f.data))
 	}
-	if f := files["hostname"]; f.typ != tar.TypeSymlink || f.link != "nexus" {
-		t.Errorf("/hostname: type %c, link %q: want a link to nexus", f.typ, f.link)
+	for _, applet := range []string{"fetch", "hostname"} {
+		if f := files[applet]; f.typ != tar.TypeSymlink || f.link != "nexus" {
+			t.Errorf("/%s: type %c, link %q: want a link to nexus", applet, f.typ, f.link)
+		}
 	}
 	if f := files["tmp/"]; f.typ != tar.TypeDir || f.mode != 0o1777 {
 		t.Errorf("/tmp: type %c mode %o", f.typ, f.mode)
