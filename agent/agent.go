@@ -67,6 +67,12 @@ type Config struct {
 	// (status.agentAddress): where servers reach this agent for logs and
 	// exec.
 	AgentAddress string
+	// LeaseInterval between renewals of the node's heartbeat lease
+	// (default 1 s; lease.go).
+	LeaseInterval time.Duration
+	// CertificateExpiry, when set, says when the node's certificate
+	// expires, for the Node's status (nexus nodes shows it).
+	CertificateExpiry func() time.Time
 	// MaxLogBytes is the size at which a container's log is rotated
 	// (default DefaultMaxLogBytes), and MaxLogFiles how many files of it
 	// are kept, the current one included (default DefaultMaxLogFiles).
@@ -87,6 +93,7 @@ type Config struct {
 // Defaults.
 const (
 	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultLeaseInterval     = time.Second
 	// containerPrefix starts the ID of every container the agent makes.
 	containerPrefix = "nx-"
 	// Annotations the agent puts in each container's spec, so that a
@@ -134,6 +141,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.LeaseInterval <= 0 {
+		cfg.LeaseInterval = DefaultLeaseInterval
 	}
 	if cfg.MaxLogBytes <= 0 {
 		cfg.MaxLogBytes = DefaultMaxLogBytes

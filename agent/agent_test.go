@@ -10,6 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"nexus.dev/nexus/agent"
 	"nexus.dev/nexus/api/apitest"
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
@@ -23,7 +24,8 @@ import (
 // stopped and removed when the Instance is deleted.
 func TestAgentRunsAnInstance(t *testing.T) {
 	n := startNode(t, nil)
-	n.run(t, nil)
+	expiry := time.Now().Add(12 * time.Hour).UTC().Truncate(time.Second)
+	n.run(t, func(c *agent.Config) { c.CertificateExpiry = func() time.Time { return expiry } })
 	admin, rt := n.admin, n.rt
 
 	grace := int64(2)
@@ -57,8 +59,8 @@ func TestAgentRunsAnInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := no.(*types.Node); n.Status.Capacity.CPU == 0 || n.Status.LastHeartbeat.IsZero() {
-		t.Fatalf("node status %+v: no capacity or heartbeat", n.Status)
+	if n := no.(*types.Node); n.Status.Capacity.CPU == 0 || n.Status.LastHeartbeat.IsZero() || !n.Status.CertificateExpiry.Equal(expiry) {
+		t.Fatalf("node status %+v: no capacity or heartbeat, or not the certificate's expiry %v", n.Status, expiry)
 	}
 
 	instances, _ := types.LookupResource("instances")

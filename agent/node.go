@@ -40,9 +40,13 @@ func (a *Agent) Register(ctx context.Context) error {
 	return a.publishNode(ctx)
 }
 
-// heartbeat publishes the Node's status every HeartbeatInterval until ctx
-// ends.
+// heartbeat renews the node's heartbeat lease every LeaseInterval (fencing
+// the node when that fails for longer than the lease) and publishes the
+// Node's status every HeartbeatInterval, until ctx ends.
 func (a *Agent) heartbeat(ctx context.Context) {
+	leaseDone := make(chan struct{})
+	go func() { defer close(leaseDone); a.keepLease(ctx) }()
+	defer func() { <-leaseDone }()
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -78,6 +82,9 @@ func (a *Agent) publishNode(ctx context.Context) error {
 		n.Status.ContainerPrefixes = *p
 	}
 	n.Status.LastHeartbeat = now
+	if f := a.cfg.CertificateExpiry; f != nil {
+		n.Status.CertificateExpiry = f().UTC()
+	}
 	ready := types.Condition{Type: "Ready", Status: types.ConditionTrue, Reason: "AgentReady", Message: "the agent is running"}
 	kept := n.Status.Conditions[:0]
 	for _, c := range n.Status.Conditions {

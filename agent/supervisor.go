@@ -45,6 +45,9 @@ type supervisor struct {
 
 	removeOnce sync.Once
 	removed    chan struct{} // closed when the Instance is gone from this node
+	fenceOnce  sync.Once
+	fenced     chan struct{} // closed when the node lost every server (fence)
+	fenceMsg   string
 	done       chan struct{} // closed when run returns
 }
 
@@ -57,6 +60,7 @@ func newSupervisor(a *Agent, inst *types.Instance, adopt bool) *supervisor {
 		status:  inst.Status,
 		dirty:   make(chan struct{}, 1),
 		removed: make(chan struct{}),
+		fenced:  make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 }
@@ -77,6 +81,21 @@ func (s *supervisor) instance() *types.Instance {
 // period; run returns when that is done.
 func (s *supervisor) remove() {
 	s.removeOnce.Do(func() { close(s.removed) })
+}
+
+// fence stops the container for good (as at removal, with its grace
+// period) and reports the Instance Stopped with msg once a server is
+// reached again; the Instance stays until it is deleted. It is how a node
+// cut off from every server makes sure a workload marked stopOnDisconnect
+// never runs more copies than asked once its instances are replaced
+// elsewhere.
+func (s *supervisor) fence(msg string) {
+	s.fenceOnce.Do(func() {
+		s.mu.Lock()
+		s.fenceMsg = msg
+		s.mu.Unlock()
+		close(s.fenced)
+	})
 }
 
 // setStatus changes the status to publish.
@@ -150,25 +169,42 @@ func (s *supervisor) log() *slog.Logger {
 
 // run is the supervisor's life: until the Instance is removed (then the
 // container is stopped and removed) or ctx ends (then the container is
-// left running for the next agent to adopt).
+// left running for the next agent to adopt). A fence stops the container
+// and leaves the Instance reported Stopped until it is removed.
 func (s *supervisor) run(ctx context.Context) {
 	defer close(s.done)
 	if err := s.c.startLog(); err != nil {
 		s.log().Warn("collect the container's output (tried again at its start)", "err", err)
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// pctx is the supervisor's (its status is published while it lasts),
+	// lctx the container's, which a fence ends too.
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	lctx, lcancel := context.WithCancel(pctx)
+	defer lcancel()
 	go func() {
 		select {
+		case <-s.fenced:
+			lcancel()
+			select {
+			case <-s.removed:
+			case <-pctx.Done():
+				return
+			}
 		case <-s.removed:
-			cancel()
-		case <-lctx.Done():
+		case <-pctx.Done():
+			return
 		}
+		pcancel()
 	}()
 	pubDone := make(chan struct{})
-	go func() { defer close(pubDone); s.publish(lctx) }()
+	go func() { defer close(pubDone); s.publish(pctx) }()
 	s.live(lctx)
-	cancel()
+	if pctx.Err() == nil && lctx.Err() != nil {
+		s.stopFenced(pctx)
+		<-pctx.Done()
+	}
+	pcancel()
 	<-pubDone
 	select {
 	case <-s.removed:
@@ -176,13 +212,8 @@ func (s *supervisor) run(ctx context.Context) {
 		s.c.stopLog(false)
 		return // the agent stops; the container stays
 	}
-	inst := s.instance()
-	grace := 30 * time.Second
-	if g := inst.Spec.Template.TerminationGracePeriodSeconds; g != nil {
-		grace = time.Duration(*g) * time.Second
-	}
 	bg := context.WithoutCancel(ctx)
-	if err := s.c.stop(bg, grace); err != nil {
+	if err := s.c.stop(bg, s.grace()); err != nil {
 		s.log().Warn("stop the container", "err", err)
 	}
 	if err := s.c.remove(bg); err != nil {
@@ -195,8 +226,42 @@ func (s *supervisor) run(ctx context.Context) {
 	s.log().Info("instance removed")
 }
 
-// live prepares, starts and restarts the container until ctx ends.
+// stopFenced stops and deletes the container of a fenced Instance (with
+// its grace period, as at removal) and reports it Stopped.
+func (s *supervisor) stopFenced(ctx context.Context) {
+	bg := context.WithoutCancel(ctx)
+	if err := s.c.stop(bg, s.grace()); err != nil {
+		s.log().Warn("stop the container of a fenced instance", "err", err)
+	}
+	if err := s.c.deleteContainer(bg); err != nil {
+		s.log().Warn("delete the container of a fenced instance", "err", err)
+	}
+	s.mu.Lock()
+	msg := s.fenceMsg
+	s.mu.Unlock()
+	s.log().Warn("instance stopped: the node lost every server", "why", msg)
+	s.event(types.EventWarning, "Fenced", msg)
+	s.setStatus(func(st *types.InstanceStatus) {
+		st.Phase, st.Ready, st.Message = types.PhaseStopped, false, msg
+	})
+}
+
+// grace is the Instance's termination grace period.
+func (s *supervisor) grace() time.Duration {
+	if g := s.instance().Spec.Template.TerminationGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return types.DefaultTerminationGracePeriod * time.Second
+}
+
+// live prepares, starts and restarts the container until ctx ends. An
+// Instance that has finished (succeeded, failed or stopped: its status
+// says so, as a previous agent reported it) is not started again.
 func (s *supervisor) live(ctx context.Context) {
+	if terminal(s.instance().Status.Phase) {
+		<-ctx.Done()
+		return
+	}
 	rt := s.a.cfg.Runtime
 	delay := backoffInitial
 	var pid int
@@ -546,4 +611,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// terminal reports whether an Instance in phase p has finished for good.
+func terminal(p types.InstancePhase) bool {
+	return p == types.PhaseSucceeded || p == types.PhaseFailed || p == types.PhaseStopped
 }

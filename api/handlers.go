@@ -57,6 +57,8 @@ func (s *Server) serveResource(w http.ResponseWriter, r *request) error {
 			return s.exec(w, r)
 		case "certificate":
 			return s.renewNodeCertificate(w, r)
+		case "heartbeat":
+			return s.heartbeat(w, r)
 		}
 		return s.create(w, r)
 	case "update":

@@ -64,6 +64,10 @@ var openAPIDoc = sync.OnceValue(func() []byte {
 		"parameters": []any{pathParam("namespace"), pathParam("name")},
 		"get":        logOp,
 	}
+	paths["/v1/nodes/{name}/heartbeat"] = map[string]any{
+		"parameters": []any{pathParam("name")},
+		"post":       op("renew (or grant) a node's heartbeat lease: the node itself or an admin", g.schemaOf(reflect.TypeFor[types.NodeHeartbeat]()), nil),
+	}
 	g.schemas["Problem"] = g.schemaOf(reflect.TypeFor[Problem]())
 	doc := map[string]any{
 		"openapi": "3.0.3",

@@ -20,12 +20,13 @@ import (
 //	/v1/namespaces/{ns}/instances/{name}/log        an instance's container log
 //	/v1/namespaces/{ns}/instances/{name}/exec        run a process in an instance (POST)
 //	/v1/nodes/{name}/certificate                     renew a node's certificate (POST)
+//	/v1/nodes/{name}/heartbeat                      renew a node's heartbeat lease (POST)
 type request struct {
 	http      *http.Request
 	query     url.Values
 	verb      string // get, list, watch, create, update, patch, delete
 	res       *types.Resource
-	sub       string // "status", "token", "log", "exec" or "certificate", or empty
+	sub       string // "status", "token", "log", "exec", "certificate" or "heartbeat", or empty
 	namespace string
 	name      string
 	subName   string // the token id of .../token/{id}
@@ -117,6 +118,7 @@ func parseRequest(hr *http.Request) (*request, *Problem) {
 		case r.sub == "status" && res.HasStatus && len(rest) == 3:
 		case (r.sub == "log" || r.sub == "exec") && res.Plural == "instances" && len(rest) == 3:
 		case r.sub == "certificate" && res.Plural == "nodes" && len(rest) == 3:
+		case r.sub == "heartbeat" && res.Plural == "nodes" && len(rest) == 3:
 		case r.sub == "token" && res.Plural == "serviceaccounts" && len(rest) <= 4:
 			if len(rest) == 4 {
 				r.subName = rest[3]
@@ -154,7 +156,7 @@ func verbOf(method string, r *request) (string, *Problem) {
 		}
 		return "", notAllowed("GET")
 	}
-	if r.sub == "exec" || r.sub == "certificate" {
+	if r.sub == "exec" || r.sub == "certificate" || r.sub == "heartbeat" {
 		if method == http.MethodPost {
 			return "create", nil
 		}

@@ -42,8 +42,12 @@ type Config struct {
 	// Issuer, when set, loads the CA that renews nodes' certificates
 	// (POST /v1/nodes/{name}/certificate); without it renewals are 503.
 	Issuer func() (*pki.Issuer, error)
-	Logger *slog.Logger
-	Now    func() time.Time
+	// NodeLeaseDuration is how long a node's heartbeat lease lives after
+	// its last heartbeat (default types.DefaultNodeLeaseSeconds; whole
+	// seconds, the store's granularity, at least 1).
+	NodeLeaseDuration time.Duration
+	Logger            *slog.Logger
+	Now               func() time.Time
 }
 
 // Limits bound what one identity may ask of the server.
@@ -87,6 +91,7 @@ type Server struct {
 	ready            chan struct{}
 	readyOnce        sync.Once
 	nodes            Nodes
+	nodeLeaseSeconds int64
 }
 
 // Nodes are the node agents this server reaches for logs and exec.
@@ -107,6 +112,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.limits == (Limits{}) {
 		s.limits = DefaultLimits
+	}
+	s.nodeLeaseSeconds = types.DefaultNodeLeaseSeconds
+	if d := cfg.NodeLeaseDuration; d > 0 {
+		s.nodeLeaseSeconds = max(int64((d+time.Second-1)/time.Second), 1)
 	}
 	if s.bookmarkInterval == 0 {
 		s.bookmarkInterval = 30 * time.Second

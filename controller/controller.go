@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
 )
@@ -28,6 +30,18 @@ type Config struct {
 	// NoWorkloads and NoScheduler leave out one of the two (tests run
 	// several schedulers side by side).
 	NoWorkloads, NoScheduler bool
+	// Store is the store the nodes' heartbeat leases are in; with it the
+	// node lifecycle controller runs (nodes without a lease are NotReady,
+	// their instances evicted after a grace period), without it not.
+	Store *clientv3.Client
+	// NodeLeaseDuration is the nodes' lease duration (default
+	// types.DefaultNodeLeaseSeconds): a node never seen with a lease since
+	// the controller started is judged once this has passed.
+	NodeLeaseDuration time.Duration
+	// EvictionGrace is how long an instance stays bound to an unreachable
+	// node unless a toleration says otherwise (default
+	// types.DefaultEvictionSeconds).
+	EvictionGrace time.Duration
 	// NodeIPAM, when set, gives every Node its container prefixes
 	// (spec.containerPrefixes, spec.clusterPrefixes) and releases those
 	// of deleted Nodes (nodeipam.go).
@@ -41,14 +55,15 @@ type Controllers struct {
 	c   *client.Client
 
 	workloads, instances, nodes *cache
-	wq, sq                      *queue
-	iq                          *queue // node names, for NodeIPAM
+	wq, sq, lq                  *queue
+	iq                          *queue     // node names, for NodeIPAM
+	leases                      *leaseView // nil without Config.Store
 
 	wlRes, instRes, nodeRes *types.Resource
 
 	round atomic.Uint64
 	stats struct {
-		bound, conflicts, unplaceable, preempted atomic.Int64
+		bound, conflicts, unplaceable, preempted, evicted atomic.Int64
 	}
 }
 
@@ -60,6 +75,9 @@ type SchedulerStats struct {
 	// Unplaceable counts placements that found no node; Preempted the
 	// instances evicted to make room.
 	Unplaceable, Preempted int64
+	// Evicted counts instances the node lifecycle controller deleted
+	// from unreachable nodes.
+	Evicted int64
 }
 
 func mustResource(name string) *types.Resource {
@@ -84,7 +102,13 @@ func New(cfg Config) (*Controllers, error) {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
 	}
-	c := &Controllers{cfg: cfg, log: cfg.Logger, c: cfg.Client, wq: newQueue(), sq: newQueue(), iq: newQueue(),
+	if cfg.NodeLeaseDuration <= 0 {
+		cfg.NodeLeaseDuration = types.DefaultNodeLeaseSeconds * time.Second
+	}
+	if cfg.EvictionGrace <= 0 {
+		cfg.EvictionGrace = types.DefaultEvictionSeconds * time.Second
+	}
+	c := &Controllers{cfg: cfg, log: cfg.Logger, c: cfg.Client, wq: newQueue(), sq: newQueue(), lq: newQueue(), iq: newQueue(),
 		wlRes: mustResource("workloads"), instRes: mustResource("instances"), nodeRes: mustResource("nodes")}
 	c.workloads = newCache(cfg.Client, c.wlRes, c.log)
 	c.instances = newCache(cfg.Client, c.instRes, c.log)
@@ -112,6 +136,19 @@ func New(cfg Config) (*Controllers, error) {
 			}
 		})
 		c.nodes.onChange = append(c.nodes.onChange, func(_, _ types.Object) { c.enqueuePending() })
+	}
+	if cfg.Store != nil {
+		c.leases = newLeaseView(cfg.Store, c.log, c.lq.add)
+		c.nodes.onChange = append(c.nodes.onChange, func(old, nw types.Object) { c.lq.add(keyOf(firstNonNil(nw, old))) })
+		// An instance bound to a node that is unreachable already is
+		// judged with the node.
+		c.instances.onChange = append(c.instances.onChange, func(_, nw types.Object) {
+			if i, ok := nw.(*types.Instance); ok && i.Spec.NodeName != "" {
+				if held, _ := c.leases.state(i.Spec.NodeName); !held {
+					c.lq.add(i.Spec.NodeName)
+				}
+			}
+		})
 	}
 	if cfg.NodeIPAM != nil {
 		c.nodes.onChange = append(c.nodes.onChange, c.onNodeForPrefixes)
@@ -143,16 +180,26 @@ func (c *Controllers) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer c.wq.close()
 	defer c.sq.close()
+	defer c.lq.close()
 	defer c.iq.close()
 	for _, ca := range []*cache{c.workloads, c.instances, c.nodes} {
 		goRun(func() { ca.run(ctx) })
+	}
+	if c.leases != nil {
+		goRun(func() { c.leases.run(ctx) })
 	}
 	for _, ca := range []*cache{c.workloads, c.instances, c.nodes} {
 		if !ca.waitSynced(ctx) {
 			return nil
 		}
 	}
-	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler, "nodeIPAM", c.cfg.NodeIPAM != nil)
+	if c.leases != nil && !c.leases.waitSynced(ctx) {
+		return nil
+	}
+	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler, "node lifecycle", c.leases != nil, "nodeIPAM", c.cfg.NodeIPAM != nil)
+	if c.leases != nil {
+		goRun(func() { c.nodeLifecycleWorker(ctx) })
+	}
 	if !c.cfg.NoWorkloads {
 		for range c.cfg.Workers {
 			goRun(func() { c.workloadWorker(ctx) })
@@ -194,6 +241,11 @@ func (c *Controllers) resync() {
 	if !c.cfg.NoScheduler {
 		c.enqueuePending()
 	}
+	if c.leases != nil {
+		for _, n := range c.nodes.list(nil) {
+			c.lq.add(keyOf(n))
+		}
+	}
 }
 
 func (c *Controllers) enqueuePending() {
@@ -211,5 +263,5 @@ func (c *Controllers) enqueueDaemons() {
 // SchedulerStats returns what the scheduler has done so far.
 func (c *Controllers) SchedulerStats() SchedulerStats {
 	return SchedulerStats{Bound: c.stats.bound.Load(), Conflicts: c.stats.conflicts.Load(),
-		Unplaceable: c.stats.unplaceable.Load(), Preempted: c.stats.preempted.Load()}
+		Unplaceable: c.stats.unplaceable.Load(), Preempted: c.stats.preempted.Load(), Evicted: c.stats.evicted.Load()}
 }

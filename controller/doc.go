@@ -30,7 +30,18 @@
 // reconcile sees its own writes without waiting for the watch and never
 // creates an instance twice.
 //
+// The node lifecycle controller (nodelifecycle.go, decisions in
+// nodeplan.go) watches the nodes' heartbeat leases in the store
+// (types.NodeLeasePrefix): a node whose lease runs out is NotReady
+// (reason NodeLeaseExpired) and tainted node.nexus.dev/unreachable:
+// NoExecute at once, and each of its instances is deleted, for its
+// workload to replace elsewhere, once the node has been unreachable for
+// as long as the instance tolerates (tolerationSeconds, default 10 s;
+// a daemon's for ever). Drain (drain.go) empties a node without taking a
+// workload below replicas - maxUnavailable ready.
+//
 // Controllers.Run runs everything until its context ends. Only one copy
-// should run in a cluster: when there are several servers, the caller runs
-// it under leader election.
+// should run in a cluster: RunElected (leader.go) runs it on the server
+// that holds the election on ElectionKey, and stops it the moment that
+// server may no longer be the leader.
 package controller

@@ -282,7 +282,7 @@ func DaemonNode(i *types.Instance) string {
 
 // eligible reports whether a daemon should run on node n: it is not
 // cordoned, matches every placement constraint and every NoSchedule or
-// NoExecute taint is tolerated. Readiness does not matter: an instance
+// NoExecute taint but the unreachable one is tolerated. Readiness does not matter: an instance
 // for a node that is not ready waits in Pending until it is.
 func eligible(w *types.Workload, n *types.Node) bool {
 	if n.Spec.Unschedulable {
@@ -311,7 +311,10 @@ func eligible(w *types.Workload, n *types.Node) bool {
 		}
 	}
 	for _, t := range n.Spec.Taints {
-		if t.Effect == scheduler.PreferNoSchedule {
+		// A daemon stays with its node while the node is unreachable
+		// (Kubernetes' DaemonSet pods tolerate that taint too): the node
+		// is the same machine when it comes back.
+		if t.Effect == scheduler.PreferNoSchedule || isUnreachableTaint(t) {
 			continue
 		}
 		if !slices.ContainsFunc(w.Spec.Placement.Tolerations, func(tol scheduler.Toleration) bool { return tol.Tolerates(t) }) {

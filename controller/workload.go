@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,6 +97,9 @@ func (c *Controllers) reconcileWorkload(ctx context.Context, key string) error {
 			return err
 		}
 	}
+	if err := c.syncStopOnDisconnect(ctx, w, mine, p.delete); err != nil {
+		return err
+	}
 	st := p.status
 	st.History = recordRevision(w.Status.History, v.hash, w.Spec.Template, w.Annotations[AnnotationChangeCause], v.now, HistoryLimit)
 	if sameJSON(st, w.Status) {
@@ -160,6 +164,31 @@ func (c *Controllers) deleteInstance(ctx context.Context, i *types.Instance) err
 	return nil
 }
 
+// syncStopOnDisconnect keeps the stopOnDisconnect of w's live instances
+// equal to w's (which follows its replicas unless set): the agent reads it
+// from the instance when its node is cut off, so a service scaled from one
+// replica to three has its first instance fenced too.
+func (c *Controllers) syncStopOnDisconnect(ctx context.Context, w *types.Workload, insts, deleted []*types.Instance) error {
+	want := w.Spec.StopsOnDisconnect()
+	for _, i := range insts {
+		if i.Spec.StopOnDisconnect == want || terminal(i.Status.Phase) || slices.Contains(deleted, i) {
+			continue
+		}
+		upd := *i
+		upd.Spec.StopOnDisconnect = want
+		got, err := c.c.Update(ctx, &upd)
+		switch {
+		case client.IsConflict(err), client.IsNotFound(err):
+			// Changed or gone meanwhile: its event brings the workload back.
+		case err != nil:
+			return fmt.Errorf("set stopOnDisconnect of instance %s: %w", keyOf(i), err)
+		default:
+			c.instances.observe(got, false)
+		}
+	}
+	return nil
+}
+
 // createInstance makes one instance of w's template; node names the node
 // a daemon's instance is for.
 func (c *Controllers) createInstance(ctx context.Context, w *types.Workload, hash, node string) error {
@@ -167,10 +196,8 @@ func (c *Controllers) createInstance(ctx context.Context, w *types.Workload, has
 	inst.Namespace = w.Namespace
 	inst.Labels = maps.Clone(w.Spec.Template.Labels)
 	inst.OwnerReferences = []types.OwnerReference{{Kind: workloadKind, Name: w.Name, UID: w.UID, Controller: true}}
-	inst.Spec = types.InstanceSpec{Workload: w.Name, Revision: hash, Template: w.Spec.Template, Placement: w.Spec.Placement}
-	if w.Spec.StopOnDisconnect != nil {
-		inst.Spec.StopOnDisconnect = *w.Spec.StopOnDisconnect
-	}
+	inst.Spec = types.InstanceSpec{Workload: w.Name, Revision: hash, Template: w.Spec.Template, Placement: w.Spec.Placement,
+		StopOnDisconnect: w.Spec.StopsOnDisconnect()}
 	if node != "" {
 		inst.Spec.Placement.Constraints = append(append([]string(nil), w.Spec.Placement.Constraints...), daemonNodeConstraintKey+"="+node)
 	}

@@ -57,6 +57,10 @@ type Toleration struct {
 	Exists bool        `json:"exists,omitempty"`
 	Value  string      `json:"value,omitempty"`
 	Effect TaintEffect `json:"effect,omitempty"`
+	// Seconds bounds how long an instance stays on a node after a
+	// NoExecute taint it tolerates appears (the node lifecycle controller
+	// evicts it then); nil tolerates it for ever. Placement ignores it.
+	Seconds *int64 `json:"tolerationSeconds,omitempty"`
 }
 
 // Tolerates reports whether t tolerates taint.

@@ -91,9 +91,9 @@ type Config struct {
 	// WriteUserConfig also writes the admin's configuration to
 	// ~/.nexus/config when that file does not exist.
 	WriteUserConfig bool
-	// NoControllers leaves the workload controller and the scheduler out
-	// (tests that drive instances themselves; a server that is not the
-	// cluster's leader, once there are several).
+	// NoControllers leaves the controllers and the scheduler out (tests
+	// that drive instances themselves); otherwise they run on whichever
+	// server leads the election.
 	NoControllers bool
 	// ClusterPrefixes are the cluster's container prefixes as configured
 	// (networking.ParseClusterPrefixes): unset fields take the cluster's,
@@ -123,9 +123,10 @@ type Server struct {
 	join atomic.Pointer[join.Server]
 	// adminConfig is the admin client configuration written at start.
 	adminConfig string
-	// controllers run the workload controller and the scheduler (nil with
+	// controllers are the controllers of this server's current term as
+	// their leader (nil while it does not lead, and with
 	// Config.NoControllers).
-	controllers *controller.Controllers
+	controllers atomic.Pointer[controller.Controllers]
 	cancel      context.CancelFunc
 	rctx        context.Context // ends at Stop
 	wg          sync.WaitGroup
@@ -330,23 +331,30 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	return s, nil
 }
 
-// startControllers runs the workload controller and the scheduler against
-// this server's API, as the server's own identity (cluster-admin), so
-// what they write is validated and audited as anyone's writes are.
+// startControllers runs the workload controller, the scheduler and the
+// node lifecycle controller against this server's API, as the server's
+// own identity (cluster-admin), so what they write is validated and
+// audited as anyone's writes are; only while this server leads the
+// election on controller.ElectionKey (one server of a cluster at a time).
 func (s *Server) startControllers(ctx context.Context) error {
 	cl, err := s.LocalClient(s.creds, "nexus-controllers")
 	if err != nil {
 		return fmt.Errorf("controllers' API client: %w", err)
 	}
-	ctrl, err := controller.New(controller.Config{Client: cl, NodeIPAM: s.ipam, Logger: s.log.With("component", "controllers")})
-	if err != nil {
-		cl.Close()
-		return err
-	}
-	s.controllers = ctrl
+	log := s.log.With("component", "controllers")
 	s.goRun(func() {
 		defer cl.Close()
-		if err := ctrl.Run(ctx); err != nil {
+		err := controller.RunElected(ctx, controller.ElectionConfig{Store: s.client, Name: s.cfg.Name, Logger: log, Metrics: s.api.Registry(),
+			Lead: func(ctx context.Context) error {
+				ctrl, err := controller.New(controller.Config{Client: cl, Store: s.client, NodeIPAM: s.ipam, Logger: log})
+				if err != nil {
+					return err
+				}
+				s.controllers.Store(ctrl)
+				defer s.controllers.Store(nil)
+				return ctrl.Run(ctx)
+			}})
+		if err != nil {
 			s.fail(fmt.Errorf("controllers: %w", err))
 		}
 	})
@@ -524,9 +532,9 @@ func (s *Server) APIAddr() string { return s.apiAddr }
 // API is the API server (for controllers in the same process).
 func (s *Server) API() *api.Server { return s.api }
 
-// Controllers are the workload controller and scheduler this server runs
-// (nil with Config.NoControllers).
-func (s *Server) Controllers() *controller.Controllers { return s.controllers }
+// Controllers are the controllers this server runs while it leads (nil
+// while another server leads, and with Config.NoControllers).
+func (s *Server) Controllers() *controller.Controllers { return s.controllers.Load() }
 
 // Client is the store client the server uses.
 func (s *Server) Client() *clientv3.Client { return s.client }

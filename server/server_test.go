@@ -221,6 +221,10 @@ func TestServerRunsControllers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The one server wins the election at once.
+		for deadline := time.Now().Add(5 * time.Second); !off && s.Controllers() == nil && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		if (s.Controllers() == nil) != off {
 			t.Fatalf("NoControllers=%v: controllers %v", off, s.Controllers())
 		}

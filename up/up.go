@@ -102,6 +102,7 @@ func (u *Node) startAgent(ctx context.Context) error {
 	u.agent, err = embed.Start(ctx, embed.Config{NodeName: cfg.NodeName, DataDir: cfg.Server.DataDir, Client: u.client,
 		Bridge: cfg.Bridge, NetworkMode: cfg.NetworkMode, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels,
 		HeartbeatInterval: cfg.HeartbeatInterval, BuiltinExe: cfg.BuiltinExe, Logger: cfg.Logger,
+		CertificateExpiry: func() time.Time { return creds.Leaf().NotAfter },
 		// The instances' metrics are served on the API's /metrics.
 		Metrics: u.srv.API().Registry()})
 	if err != nil {

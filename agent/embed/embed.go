@@ -58,6 +58,9 @@ type Config struct {
 	// AgentAddress is published in the Node's status: where servers reach
 	// the agent for logs and exec ("" when they reach it in-process).
 	AgentAddress string
+	// CertificateExpiry, when set, says when the node's certificate
+	// expires, for the Node's status (nexus nodes shows it).
+	CertificateExpiry func() time.Time
 	// BuiltinExe is the program the built-in image is made from (default:
 	// this process's executable).
 	BuiltinExe string
@@ -124,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if a.agent, err = agent.New(agent.Config{NodeName: cfg.NodeName, Dir: agentDir, Client: cfg.Client, Runtime: a.rt, Images: imgs,
 		OpenNetwork: func(_ context.Context, n *types.Node) (agent.Network, error) { return a.openNetwork(agentDir, n) },
 		BuiltinExe:  cfg.BuiltinExe, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
-		AgentAddress: cfg.AgentAddress, Metrics: cfg.Metrics, Logger: cfg.Logger.With("component", "agent")}); err != nil {
+		AgentAddress: cfg.AgentAddress, CertificateExpiry: cfg.CertificateExpiry, Metrics: cfg.Metrics, Logger: cfg.Logger.With("component", "agent")}); err != nil {
 		return nil, err
 	}
 	if err := a.register(ctx); err != nil {

@@ -161,7 +161,8 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	}
 	n.agent, err = Start(ctx, Config{NodeName: n.name, DataDir: cfg.DataDir, Client: n.client,
 		Bridge: cfg.Bridge, NetworkMode: cfg.NetworkMode, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
-		AgentAddress: advertise, BuiltinExe: cfg.BuiltinExe, Logger: cfg.Logger})
+		AgentAddress: advertise, BuiltinExe: cfg.BuiltinExe, Logger: cfg.Logger,
+		CertificateExpiry: func() time.Time { return n.creds.Leaf().NotAfter }})
 	if err != nil {
 		l.Close()
 		return nil, err

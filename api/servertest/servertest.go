@@ -56,6 +56,8 @@ type ServerOptions struct {
 	// Configure, when set, adjusts the API's configuration before it is
 	// made (an issuer for node certificates, ...).
 	Configure func(*api.Config)
+	// NodeLeaseDuration is the nodes' heartbeat lease (default 3 s).
+	NodeLeaseDuration time.Duration
 }
 
 // StartServer runs an API server over the backend until the test ends.
@@ -97,7 +99,8 @@ func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 		t.Fatal(err)
 	}
 	acfg := api.Config{Client: b.Client(t), Credentials: c.Creds, Audit: log, Limits: opts.Limits,
-		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin, Transformers: keys.Transformers()}
+		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin, Transformers: keys.Transformers(),
+		NodeLeaseDuration: opts.NodeLeaseDuration}
 	if opts.Configure != nil {
 		opts.Configure(&acfg)
 	}

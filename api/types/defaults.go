@@ -3,23 +3,22 @@ package types
 // The defaults below are the documented ones; changing one changes what
 // every stored object that left the field out means.
 const (
-	DefaultReplicas                 = 1
-	DefaultCompletions              = 1
-	DefaultParallelism              = 1
-	DefaultBackoffLimit             = 6
-	DefaultTerminationGracePeriod   = 30
-	DefaultProbePeriodSeconds       = 10
-	DefaultProbeTimeoutSeconds      = 1
-	DefaultProbeFailureThreshold    = 3
-	DefaultProbeSuccessThreshold    = 1
-	DefaultMaxSurgePercent          = 25
-	DefaultMaxUnavailablePercent    = 25
-	DefaultSecretType               = "Opaque"
-	DefaultServiceSessionAffinity   = "None"
-	DefaultNamespace                = "default"
-	namespacePhaseActive            = "Active"
-	defaultHTTPProbePath            = "/"
-	defaultStopOnDisconnectReplicas = 1 // more than this many replicas: stop on disconnect
+	DefaultReplicas               = 1
+	DefaultCompletions            = 1
+	DefaultParallelism            = 1
+	DefaultBackoffLimit           = 6
+	DefaultTerminationGracePeriod = 30
+	DefaultProbePeriodSeconds     = 10
+	DefaultProbeTimeoutSeconds    = 1
+	DefaultProbeFailureThreshold  = 3
+	DefaultProbeSuccessThreshold  = 1
+	DefaultMaxSurgePercent        = 25
+	DefaultMaxUnavailablePercent  = 25
+	DefaultSecretType             = "Opaque"
+	DefaultServiceSessionAffinity = "None"
+	DefaultNamespace              = "default"
+	namespacePhaseActive          = "Active"
+	defaultHTTPProbePath          = "/"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -47,9 +46,6 @@ func (o *Workload) setDefaults() {
 		if s.Strategy.MaxSurge.IsZero() && s.Strategy.MaxUnavailable.IsZero() {
 			s.Strategy = UpdateStrategy{MaxSurge: Percent(DefaultMaxSurgePercent), MaxUnavailable: Percent(DefaultMaxUnavailablePercent)}
 		}
-		if s.StopOnDisconnect == nil {
-			s.StopOnDisconnect = ptr(*s.Replicas > defaultStopOnDisconnectReplicas)
-		}
 	case KindJob:
 		if s.Completions == nil {
 			s.Completions = ptr[int32](DefaultCompletions)
@@ -60,9 +56,6 @@ func (o *Workload) setDefaults() {
 		if s.BackoffLimit == nil {
 			s.BackoffLimit = ptr[int32](DefaultBackoffLimit)
 		}
-	}
-	if s.StopOnDisconnect == nil {
-		s.StopOnDisconnect = ptr(false)
 	}
 	s.Template.setDefaults(s.Kind)
 }

@@ -13,6 +13,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"s","namespace":"d"},"spec":{"selector":{"a":"b"},"ports":[{"port":80}]}}`))
 	f.Add([]byte(`{"kind":"Secret","metadata":{"name":"x","namespace":"d"},"stringData":{"k":"v"}}`))
 	f.Add([]byte("kind: Node\nmetadata: {name: n1}\nstatus: {capacity: {cpu: 2, memory: 1Gi}}"))
+	f.Add([]byte(`{"kind":"Workload","metadata":{"name":"w","namespace":"d"},"spec":{"template":{"image":"x"},"placement":{"tolerations":[{"key":"node.nexus.dev/unreachable","exists":true,"effect":"NoExecute","tolerationSeconds":30}]}}}`))
 	f.Add([]byte(`{"kind":"Node","metadata":{"name":"n1"},"spec":{"containerPrefixes":["fd00:1:2:3::/64","10.71.3.0/24"],"clusterPrefixes":["fd00:1:2::/48","10.71.0.0/16"]}}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		o, err := DecodeAny(doc)

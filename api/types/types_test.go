@@ -62,8 +62,23 @@ func TestWorkloadDecodesDefaultsAndValidates(t *testing.T) {
 		tpl.Ports[0].Protocol != TCP || tpl.Readiness.PeriodSeconds != 10 || tpl.Readiness.FailureThreshold != 3 {
 		t.Fatalf("defaults not applied: %+v", tpl)
 	}
-	if w.Spec.Strategy.MaxSurge != Percent(25) || w.Spec.Strategy.MaxUnavailable != Percent(25) || !*w.Spec.StopOnDisconnect {
-		t.Fatalf("strategy/stopOnDisconnect defaults: %+v %v", w.Spec.Strategy, *w.Spec.StopOnDisconnect)
+	if w.Spec.Strategy.MaxSurge != Percent(25) || w.Spec.Strategy.MaxUnavailable != Percent(25) || w.Spec.StopOnDisconnect != nil || !w.Spec.StopsOnDisconnect() {
+		t.Fatalf("strategy/stopOnDisconnect defaults: %+v %v", w.Spec.Strategy, w.Spec.StopOnDisconnect)
+	}
+	// Unset, stopOnDisconnect follows the replicas; set, it is as set.
+	for _, tc := range []struct {
+		kind     WorkloadKind
+		replicas int32
+		set      *bool
+		want     bool
+	}{
+		{KindService, 1, nil, false}, {KindService, 2, nil, true}, {KindService, 3, ptr(false), false},
+		{KindService, 1, ptr(true), true}, {KindJob, 5, nil, false}, {KindDaemon, 0, nil, false}, {KindDaemon, 0, ptr(true), true},
+	} {
+		s := WorkloadSpec{Kind: tc.kind, Replicas: &tc.replicas, StopOnDisconnect: tc.set}
+		if got := s.StopsOnDisconnect(); got != tc.want {
+			t.Errorf("%s with %d replicas, stopOnDisconnect %v: %v, want %v", tc.kind, tc.replicas, tc.set, got, tc.want)
+		}
 	}
 	// The JSON form round-trips, quantities in their canonical spelling.
 	js, err := json.Marshal(w)
@@ -110,6 +125,14 @@ func TestValidationNamesFieldAndRule(t *testing.T) {
 		{"bad env", "name: 1GREETING", "name: GREETING", []string{"spec.template.env[0].name: must be letters"}},
 		{"bad image", "image: 'UPPER CASE'", "image: nexus.local/hello", []string{"spec.template.image: \"UPPER CASE\" is not an image reference"}},
 		{"bad label", "labels: {app: -web}", "labels: {app: web}", []string{`metadata.labels["app"]: label value "-web" must be empty or letters`}},
+		{"tolerationSeconds", `constraints: ["zone in (eu-1,eu-2)"]
+    tolerations: [{key: node.nexus.dev/unreachable, exists: true, effect: NoExecute, tolerationSeconds: 30}]`, `constraints: ["zone in (eu-1,eu-2)"]`, nil},
+		{"negative tolerationSeconds", `constraints: ["zone in (eu-1,eu-2)"]
+    tolerations: [{key: node.nexus.dev/unreachable, exists: true, effect: NoExecute, tolerationSeconds: -1}]`, `constraints: ["zone in (eu-1,eu-2)"]`,
+			[]string{"spec.placement.tolerations[0].tolerationSeconds: must not be negative"}},
+		{"tolerationSeconds without NoExecute", `constraints: ["zone in (eu-1,eu-2)"]
+    tolerations: [{key: gpu, exists: true, tolerationSeconds: 5}]`, `constraints: ["zone in (eu-1,eu-2)"]`,
+			[]string{`spec.placement.tolerations[0].tolerationSeconds: applies only to effect NoExecute (how long an instance stays on a node after the taint appears), not "any effect"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := strings.Replace(webYAML, tc.old, tc.edit, 1)

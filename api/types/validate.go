@@ -1,6 +1,7 @@
 package types
 
 import (
+	"cmp"
 	"net"
 	"net/netip"
 	"net/url"
@@ -494,6 +495,14 @@ func validatePlacement(pl *Placement, p Path, errs *FieldErrors) {
 		case "", scheduler.NoSchedule, scheduler.NoExecute, scheduler.PreferNoSchedule:
 		default:
 			errs.add(tp.Child("effect"), "must be NoSchedule, PreferNoSchedule, NoExecute or empty (all), not %q", t.Effect)
+		}
+		if t.Seconds != nil {
+			if *t.Seconds < 0 {
+				errs.add(tp.Child("tolerationSeconds"), "must not be negative (0 evicts at once; leave it out to tolerate for ever)")
+			}
+			if t.Effect != scheduler.NoExecute {
+				errs.add(tp.Child("tolerationSeconds"), "applies only to effect NoExecute (how long an instance stays on a node after the taint appears), not %q", cmp.Or(string(t.Effect), "any effect"))
+			}
 		}
 	}
 	if pl.Priority < -maxPriority || pl.Priority > maxPriority {

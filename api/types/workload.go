@@ -45,8 +45,9 @@ type WorkloadSpec struct {
 	Strategy  UpdateStrategy   `json:"strategy,omitzero"`
 	// StopOnDisconnect makes an agent that lost every server for longer
 	// than its lease stop this workload's instances, so a healed partition
-	// never runs more copies than asked (default: true for a service with
-	// more than one replica).
+	// never runs more copies than asked. Unset, it follows the replicas:
+	// true for a service with more than one (StopsOnDisconnect), so a
+	// scale from one to three turns it on.
 	StopOnDisconnect *bool `json:"stopOnDisconnect,omitempty"`
 }
 
@@ -262,7 +263,8 @@ type InstanceSpec struct {
 	Revision  string           `json:"revision,omitempty"`
 	Template  InstanceTemplate `json:"template"`
 	Placement Placement        `json:"placement,omitzero"`
-	// StopOnDisconnect: see WorkloadSpec.
+	// StopOnDisconnect: see WorkloadSpec; the workload controller keeps it
+	// equal to its workload's StopsOnDisconnect.
 	StopOnDisconnect bool `json:"stopOnDisconnect,omitempty"`
 }
 
@@ -363,4 +365,14 @@ type ExitInfo struct {
 	Reason     string    `json:"reason,omitempty"`
 	OOMKilled  bool      `json:"oomKilled,omitempty"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
+}
+
+// StopsOnDisconnect is what a workload's spec.stopOnDisconnect means: as
+// set, or, unset, true for a service with more than one replica (one
+// whose other copies keep serving while a cut-off node's are stopped).
+func (s *WorkloadSpec) StopsOnDisconnect() bool {
+	if s.StopOnDisconnect != nil {
+		return *s.StopOnDisconnect
+	}
+	return s.Kind == KindService && s.Replicas != nil && *s.Replicas > 1
 }

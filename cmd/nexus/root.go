@@ -62,5 +62,6 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand(), newLogsCommand())
 	root.AddCommand(newTopCommand())
 	root.AddCommand(newExecCommand())
+	root.AddCommand(newNodeCommand(), newNodesCommand())
 	return root
 }

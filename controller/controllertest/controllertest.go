@@ -29,6 +29,9 @@ type Server struct {
 	DataDir string
 	// AdminConfig is the admin's client configuration file.
 	AdminConfig string
+
+	mu    sync.Mutex
+	beats map[string]context.CancelFunc // heartbeats of the added nodes
 }
 
 // Options adjust Start.
@@ -66,12 +69,13 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &Server{Server: s, Client: c, DataDir: dir, AdminConfig: conf}
+	return &Server{Server: s, Client: c, DataDir: dir, AdminConfig: conf, beats: map[string]context.CancelFunc{}}
 }
 
 // AddNode registers a node that is Ready with cpu millicores and 8 GiB
-// allocatable, as its agent would; mutate (if not nil) adjusts it before
-// it is created.
+// allocatable, and heartbeats for it every second until the test ends (or
+// StopHeartbeat), as its agent would; mutate (if not nil) adjusts it
+// before it is created.
 func (s *Server) AddNode(t testing.TB, name string, cpu types.MilliCPU, labels map[string]string, mutate func(*types.Node)) {
 	t.Helper()
 	n := &types.Node{TypeMeta: types.TypeMeta{APIVersion: types.APIVersion, Kind: "Node"}}
@@ -93,6 +97,41 @@ func (s *Server) AddNode(t testing.TB, name string, cpu types.MilliCPU, labels m
 	n.ResourceVersion = ""
 	if _, err := s.Client.UpdateStatus(context.Background(), n); err != nil {
 		t.Fatalf("node %s status: %v", name, err)
+	}
+	if _, err := s.Client.NodeHeartbeat(context.Background(), name); err != nil {
+		t.Fatalf("node %s heartbeat: %v", name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_, _ = s.Client.NodeHeartbeat(ctx, name)
+			}
+		}
+	}()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	s.mu.Lock()
+	s.beats[name] = stop
+	s.mu.Unlock()
+}
+
+// StopHeartbeat stops the heartbeats of a node AddNode added, as when its
+// agent dies or is cut off: its lease runs out in the lease duration.
+func (s *Server) StopHeartbeat(name string) {
+	s.mu.Lock()
+	stop := s.beats[name]
+	delete(s.beats, name)
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
 	}
 }
 

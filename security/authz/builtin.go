@@ -76,7 +76,7 @@ func BuiltinClusterRoles() []Role {
 		{Name: RoleNode, Rules: []Rule{
 			// servers: an agent finds every server to fail over to.
 			{Verbs: read, Resources: []string{"nodes", "servers", "instances", "services", "endpoints", "secrets", "networkpolicies"}},
-			{Verbs: []string{VerbCreate}, Resources: []string{"nodes", "nodes/certificate"}},
+			{Verbs: []string{VerbCreate}, Resources: []string{"nodes", "nodes/certificate", "nodes/heartbeat"}},
 			{Verbs: []string{VerbUpdate, VerbPatch}, Resources: []string{"nodes/status", "instances/status"}},
 			{Verbs: []string{VerbCreate}, Resources: []string{"events"}},
 		}},

@@ -14,7 +14,7 @@
 // written resource/sub: workloads/status, workloads/scale,
 // instances/status, instances/log, instances/exec, services/status,
 // serviceaccounts/token, namespaces/status, nodes/status,
-// nodes/certificate, servers/status. In a rule
+// nodes/certificate, nodes/heartbeat, servers/status. In a rule
 // "*" is every resource and subresource, "resource/*" every subresource of
 // one resource (not the resource), and a resource never covers its
 // subresources. Rules and requests outside this vocabulary match nothing.
@@ -80,6 +80,7 @@
 //	| nodes                 | all           | -     | -    | -    | read create  |
 //	| nodes/status          | all           | -     | -    | -    | update patch |
 //	| nodes/certificate     | all           | -     | -    | -    | create       |
+//	| nodes/heartbeat       | all           | -     | -    | -    | create       |
 //	| servers               | all           | -     | read | read | read         |
 //	| servers/status        | all           | -     | -    | -    | -            |
 //	| clusterroles          | all           | -     | -    | -    | -            |

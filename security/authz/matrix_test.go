@@ -40,6 +40,7 @@ var expectedMatrix = []struct {
 	{"nodes", false, [5]string{"all", "-", "-", "-", "read create"}},
 	{"nodes/status", false, [5]string{"all", "-", "-", "-", "update patch"}},
 	{"nodes/certificate", false, [5]string{"all", "-", "-", "-", "create"}},
+	{"nodes/heartbeat", false, [5]string{"all", "-", "-", "-", "create"}},
 	{"servers", false, [5]string{"all", "-", "read", "read", "read"}},
 	{"servers/status", false, [5]string{"all", "-", "-", "-", "-"}},
 	{"clusterroles", false, [5]string{"all", "-", "-", "-", "-"}},

@@ -46,7 +46,7 @@ var vocabulary = []resourceInfo{
 	{name: "endpoints", namespaced: true},
 	{name: "events", namespaced: true},
 	{name: "namespaces", subresources: []string{"status"}},
-	{name: "nodes", subresources: []string{"status", "certificate"}},
+	{name: "nodes", subresources: []string{"status", "certificate", "heartbeat"}},
 	{name: "servers", subresources: []string{"status"}},
 	{name: "clusterroles"},
 	{name: "clusterrolebindings"},

@@ -70,6 +70,14 @@ func (l *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[etcdserverp
 			return nil
 		}
 		ttl, err := l.s.keepAlive(stream.Context(), req.ID)
+		if err != nil && !errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) {
+			// A failure that says nothing about the lease (no leader during
+			// an election, a proposal that timed out) ends the stream, as
+			// etcd's does: the client opens another and goes on keeping the
+			// lease alive. Answering TTL 0 would tell it the lease is gone,
+			// and it would stop (a session ended at every leader change).
+			return toGRPC(err)
+		}
 		resp := &etcdserverpb.LeaseKeepAliveResponse{Header: l.s.header(), ID: req.ID, TTL: ttl}
 		if err != nil {
 			resp.TTL = 0 // the lease is gone: the client stops keeping it alive

@@ -114,6 +114,13 @@ var kindColumns = map[string]kindCols{
 			typed("TIERS", func(n *types.Node) string { return orNone(joinAny(n.Status.Tiers)) }),
 			typed("KERNEL", func(n *types.Node) string { return orNone(n.Status.Versions.Kernel) }),
 			typed("OS", func(n *types.Node) string { return orNone(n.Status.Versions.OS) }),
+			{"CERT-EXPIRES", func(o types.Object, now time.Time) string {
+				n, ok := o.(*types.Node)
+				if !ok {
+					return ""
+				}
+				return certExpiry(n.Status.CertificateExpiry, now)
+			}},
 		},
 	},
 	"Server": {
@@ -246,6 +253,18 @@ func nodeRoles(n *types.Node) string {
 	}
 	slices.Sort(roles)
 	return orNone(strings.Join(roles, ","))
+}
+
+// certExpiry says when a certificate expires: "in 11h", "expired", or
+// <unknown> when the node has not said.
+func certExpiry(t, now time.Time) string {
+	switch {
+	case t.IsZero():
+		return "<unknown>"
+	case !now.Before(t):
+		return "expired"
+	}
+	return "in " + HumanDuration(t.Sub(now))
 }
 
 func nodeAddress(n *types.Node) string {
