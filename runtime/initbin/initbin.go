@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // ErrNotEmbedded is returned by WriteFile for a program this build does
@@ -27,11 +28,35 @@ func WriteFile(path string, program []byte, perm os.FileMode) error {
 	if len(program) == 0 {
 		return ErrNotEmbedded
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	tmp, err := writeTemp(path, program, perm)
+	if tmp != "" {
+		defer os.Remove(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name())
+	return nil
+}
+
+// writeTemp writes program to a new temporary file beside path and closes
+// it, and returns its name ("" if none was made).
+//
+// It holds syscall.ForkLock (shared) while the file is open for writing,
+// so no process is forked in that window: a child forked then would hold
+// the write descriptor until its own exec, and executing the program
+// meanwhile (this process, at once, for a container's init) fails with
+// ETXTBSY, "text file busy". That happened when an agent created its
+// first containers at once (golang.org/issue/22315 has the general case).
+func writeTemp(path string, program []byte, perm os.FileMode) (string, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return "", err
+	}
 	_, err = tmp.Write(program)
 	if err == nil {
 		err = tmp.Chmod(perm)
@@ -39,11 +64,5 @@ func WriteFile(path string, program []byte, perm os.FileMode) error {
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return tmp.Name(), err
 }

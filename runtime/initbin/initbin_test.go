@@ -2,9 +2,12 @@ package initbin
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -50,5 +53,51 @@ func TestWriteFile(t *testing.T) {
 	missing := filepath.Join(dir, "no", "such", "dir", "p")
 	if err := WriteFile(missing, program, 0o755); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("WriteFile into a missing directory: %v, want an error naming %s", err, missing)
+	}
+}
+
+// TestWriteFileThenExecWhileForking: a program written by WriteFile can be
+// executed at once while other goroutines fork and exec all the time (as
+// an agent creating several containers at once does). Without ForkLock
+// held around the write, a child forked in that window holds the write
+// descriptor and the exec fails with "text file busy" (ETXTBSY).
+func TestWriteFileThenExecWhileForking(t *testing.T) {
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	program, err := os.ReadFile(truePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	stop := make(chan struct{})
+	var forks sync.WaitGroup
+	for range 4 {
+		forks.Add(1)
+		go func() {
+			defer forks.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = exec.Command(truePath).Run()
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		forks.Wait()
+	}()
+	for i := range 300 {
+		path := filepath.Join(dir, fmt.Sprintf("p%d", i))
+		if err := WriteFile(path, program, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		if err := exec.Command(path).Run(); err != nil {
+			t.Fatalf("exec of the program written %d: %v", i, err)
+		}
 	}
 }
