@@ -53,9 +53,20 @@ func SchedulerInstance(inst *Instance) (scheduler.Instance, error) {
 	if pl.Spread != nil {
 		s := *pl.Spread
 		si.Spread = &s
+	} else {
+		si.Spread = &scheduler.Spread{Topology: DefaultSpreadTopology}
 	}
 	return si, nil
 }
+
+// DefaultSpreadTopology is what a workload's instances spread over, softly,
+// when its placement names no spread: the nodes. Without it the default
+// binpack strategy stacked replicas on the nodes placed first (6 replicas on
+// 3 equal nodes went 3, 2, 1), so losing one node lost most of a service;
+// Kubernetes spreads a workload's pods over nodes by default (its default
+// topology spread constraints) and Nomad scores a job's allocations apart
+// (job anti-affinity).
+const DefaultSpreadTopology = "node.id"
 
 // Node labels that give the scheduler a node's zone and rack (the
 // topologies "zone" and "rack" of spread and anti-affinity).

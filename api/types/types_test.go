@@ -3,6 +3,7 @@ package types
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -349,6 +350,39 @@ func TestSchedulerInstance(t *testing.T) {
 	if si.Group != "default/web" || si.Request.MilliCPU != 250 || si.Request.MemoryBytes != 64<<20 ||
 		!slices.Equal(si.HostPorts, []scheduler.Port{18080}) || len(si.Constraints) != 1 || si.Spread == nil || !si.Spread.Hard {
 		t.Fatalf("converted: %+v", si)
+	}
+
+	// Without a spread of its own, an instance spreads softly over nodes:
+	// six instances of one workload on three equal, empty nodes go two to
+	// each (binpack alone stacked them 3, 2, 1).
+	var snap scheduler.Snapshot
+	for _, n := range []string{"a1", "a2", "a3"} {
+		snap.Nodes = append(snap.Nodes, scheduler.Node{ID: n, Ready: true, Capacity: scheduler.Resources{MilliCPU: 2000, MemoryBytes: 4 << 30}})
+	}
+	st, err := scheduler.NewState(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sch := scheduler.New(scheduler.Config{Seed: 1}, st)
+	per := map[string]int{}
+	for i := range 6 {
+		plain := &Instance{Spec: InstanceSpec{Workload: "web", Template: InstanceTemplate{Image: "nexus.local/hello"}}}
+		plain.Name, plain.Namespace = fmt.Sprintf("web-%d", i), "default"
+		si, err := SchedulerInstance(plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if si.Spread == nil || si.Spread.Topology != DefaultSpreadTopology || si.Spread.Hard {
+			t.Fatalf("an instance without a spread: %+v, want a soft spread over %s", si.Spread, DefaultSpreadTopology)
+		}
+		res := sch.Place(&si)
+		if res.Decision == nil {
+			t.Fatalf("web-%d not placed: %+v", i, res.Unplaceable)
+		}
+		per[res.Decision.NodeID]++
+	}
+	if per["a1"] != 2 || per["a2"] != 2 || per["a3"] != 2 {
+		t.Fatalf("6 instances over 3 nodes: %v, want 2 each", per)
 	}
 }
 
