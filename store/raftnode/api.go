@@ -16,11 +16,13 @@ import (
 // returning what StateMachine.Apply returned. raft forwards a follower's
 // proposal to the leader. Without a leader for Config.LeaderWait it fails
 // with ErrNoLeader; if the leader is lost while the proposal is pending the
-// error says its outcome is unknown. A proposal not applied within
-// Config.RequestTimeout (one forwarded to a leader that failed just then is
-// never heard of again) fails with ErrTimeout, or ErrTimeoutLeaderChanged
-// if the leader changed meanwhile; it may still be applied. ctx can end the
-// wait sooner.
+// error says its outcome is unknown. When another leader takes over while
+// it is pending and it is still not applied half an election timeout later
+// (a proposal forwarded to a leader that failed just then is never heard
+// of again; one the new leader has is applied within a heartbeat or two),
+// it fails with ErrTimeoutLeaderChanged: it may or may not be applied. Any
+// other proposal not applied within Config.RequestTimeout fails with
+// ErrTimeout. ctx can end the wait sooner.
 func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	if err := n.waitLeader(ctx); err != nil {
 		return nil, err
@@ -54,12 +56,33 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	defer check.Stop()
 	timeout := time.NewTimer(n.cfg.RequestTimeout)
 	defer timeout.Stop()
-	leaderAtStart := n.Leader()
+	n.mu.Lock()
+	leaderAtStart, changed := n.leader, n.leaderc
+	n.mu.Unlock()
+	// settled fires half an election timeout after another leader took
+	// over (five heartbeats):
+	// without it a write forwarded to a leader that died held its caller
+	// for the whole RequestTimeout (5 s and more), well after the new
+	// leader took writes again.
+	var settled <-chan time.Time
 	leaderless := 0
 	for {
 		select {
 		case res := <-ch:
 			return res, nil
+		case <-changed:
+			n.mu.Lock()
+			lead := n.leader
+			changed = n.leaderc
+			n.mu.Unlock()
+			if settled == nil && lead != raft.None && lead != leaderAtStart {
+				t := time.NewTimer(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval / 2)
+				defer t.Stop()
+				settled = t.C
+			}
+		case <-settled:
+			forget()
+			return nil, fmt.Errorf("%w (%x, now %x) and it was not applied half an election timeout later; it may or may not be applied", ErrTimeoutLeaderChanged, leaderAtStart, n.Leader())
 		case <-timeout.C:
 			forget()
 			if lead := n.Leader(); lead != leaderAtStart {
