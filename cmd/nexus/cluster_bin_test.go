@@ -118,7 +118,7 @@ func TestServerCluster(t *testing.T) {
 }
 
 // storeClientOf is a client of the store through a server's socket.
-func storeClientOf(t *testing.T, dataDir string) *clientv3.Client {
+func storeClientOf(t testing.TB, dataDir string) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + filepath.Join(dataDir, "store.sock")},
 		DialTimeout: 5 * time.Second, Logger: embed.QuietClientLogger()})
@@ -131,7 +131,7 @@ func storeClientOf(t *testing.T, dataDir string) *clientv3.Client {
 
 // waitMembers waits until the store's members are exactly the named ones,
 // all voting.
-func waitMembers(t *testing.T, cli *clientv3.Client, want map[string]bool) {
+func waitMembers(t testing.TB, cli *clientv3.Client, want map[string]bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

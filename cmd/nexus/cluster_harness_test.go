@@ -23,13 +23,13 @@ import (
 // of a netns harness, the way a user runs them on separate machines, and
 // the CLI beside them.
 type clusterNet struct {
-	t   *testing.T
+	t   testing.TB
 	bin string
 	nw  *testnet.Network
 	ctx context.Context
 }
 
-func newClusterNet(t *testing.T, hosts int, timeout time.Duration) *clusterNet {
+func newClusterNet(t testing.TB, hosts int, timeout time.Duration) *clusterNet {
 	testutil.RequireRoot(t)
 	c := &clusterNet{t: t, bin: nexusBinary(t), nw: testnet.New(t, testnet.Options{Hosts: hosts})}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

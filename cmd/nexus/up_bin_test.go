@@ -340,7 +340,7 @@ func (h *upHarness) cleanup() {
 // cleanupNodeDir removes what a node's agent (nexus up or nexus agent,
 // data directory dataDir) left after it was killed or a test failed: it
 // kills and deletes the containers and releases their root file systems.
-func cleanupNodeDir(t *testing.T, bin, dataDir string) {
+func cleanupNodeDir(t testing.TB, bin, dataDir string) {
 	root := filepath.Join(dataDir, "runtime")
 	for _, id := range containersIn(bin, dataDir) {
 		t.Logf("removing container %s left behind", id)
