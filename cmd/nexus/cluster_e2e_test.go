@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -331,6 +332,7 @@ func (e *clusterE2E) killLeader() (gap, moved time.Duration) {
 			break
 		}
 	}
+	before := e.readyConditions()
 	victim.kill9()
 	killed := time.Now()
 	gap, err := writeGap(e.ctx, killed, func(ctx context.Context, n int) error {
@@ -352,6 +354,12 @@ func (e *clusterE2E) killLeader() (gap, moved time.Duration) {
 	moved = time.Since(killed)
 	_, now := e.leaders()
 	t.Logf("controllers' leadership moved from %s to %s %v after the kill", victim.name, now, moved.Round(time.Millisecond))
+	// The agents failed over to the other servers without missing their
+	// heartbeat leases: no Node went NotReady (its Ready condition is the
+	// one from before the kill).
+	if after := e.readyConditions(); !maps.Equal(after, before) {
+		t.Errorf("the nodes' Ready conditions changed when server %s died:\nbefore %v\nafter  %v", victim.name, before, after)
+	}
 	victim.start()
 	waitMembers(t, storeClientOf(t, e.cli.dir), map[string]bool{"s1": true, "s2": true, "s3": true})
 	return gap, moved
@@ -517,4 +525,24 @@ func writeGap(ctx context.Context, since time.Time, write func(ctx context.Conte
 		case <-tick.C:
 		}
 	}
+}
+
+// readyConditions are the agents' Ready conditions (status and last
+// transition), by node.
+func (e *clusterE2E) readyConditions() map[string]string {
+	e.t.Helper()
+	out := e.ok("get", "nodes", "-o", "json")
+	var nodes struct{ Items []types.Node }
+	if err := json.Unmarshal([]byte(out), &nodes); err != nil {
+		e.t.Fatalf("get nodes -o json: %v\n%s", err, out)
+	}
+	m := map[string]string{}
+	for _, n := range nodes.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == "Ready" {
+				m[n.Name] = fmt.Sprintf("%s since %s", c.Status, c.LastTransitionTime.Format(time.RFC3339))
+			}
+		}
+	}
+	return m
 }
