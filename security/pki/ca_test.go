@@ -62,6 +62,10 @@ func TestSignDecidesEverythingButTheKey(t *testing.T) {
 			t.Fatalf("%s: %v", tt.kind, err)
 		}
 		leaf := chain[0]
+		// A machine whose clock is 2 minutes behind the CA's accepts it.
+		if _, err := ca.bundle.Verify(chain, clock.Now().Add(-2*time.Minute)); tt.wantTTL >= time.Hour && err != nil {
+			t.Errorf("%s: a verifier 2 minutes behind the CA refuses it: %v", tt.kind, err)
+		}
 		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != tt.kind.String() {
 			t.Errorf("%s: URIs = %v", tt.kind, leaf.URIs)
 		}
