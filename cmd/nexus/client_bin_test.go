@@ -464,7 +464,7 @@ spec: {template: {image: a}}
 	e.fails([]string{"Error: typos.yaml (document 1): bad fields:\n  * spec.replica: unknown field\n  * spec.template.imgae: unknown field\n"}, "apply", "-f", "typos.yaml")
 	e.fails([]string{"labelSelector", "app in web"}, "get", "wl", "-l", "app in web")
 	e.fails([]string{"cannot be selected"}, "get", "wl", "--field-selector", "spec.image=x")
-	e.fails([]string{`unknown resource type "deployments": use one of namespaces (ns), nodes (no), workloads (wl)`}, "get", "deployments")
+	e.fails([]string{`unknown resource type "deployments": use one of namespaces (ns), nodes (no), servers, workloads (wl)`}, "get", "deployments")
 	e.fails([]string{`workload name "Web_1": must be lower-case letters`}, "get", "wl", "Web_1")
 	e.fails([]string{`--namespace "Shop": must be lower-case`}, "get", "wl", "-n", "Shop")
 	e.fails([]string{`unknown output format "xml"`}, "get", "wl", "-o", "xml")
