@@ -156,18 +156,8 @@ func TestAgentOutlivesAStoreOutage(t *testing.T) {
 		return i.Status.Phase == types.PhaseRunning && i.Status.Ready
 	})
 
-	if err := store.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	resume := freezeStore(t, store)
 	stopped := time.Now()
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = store.Process.Signal(syscall.SIGCONT)
-		}
-	}
-	defer resume()
 	outage := 60 * time.Second
 	t.Logf("store stopped for %v", outage)
 	time.Sleep(outage / 3)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,18 +56,8 @@ func TestAgentFencesWhenCutOff(t *testing.T) {
 		return err == nil && st.Status == specs.StateRunning
 	}
 
-	if err := store.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	resume := freezeStore(t, store)
 	cut := time.Now()
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = store.Process.Signal(syscall.SIGCONT)
-		}
-	}
-	defer resume()
 	for running(fenceID) {
 		if time.Since(cut) > 10*time.Second {
 			t.Fatal("the stopOnDisconnect instance still runs 10 s after the node was cut off (3 s lease, 1 s grace)")

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,4 +151,18 @@ func waitInstance(t *testing.T, cli *client.Client, name string, what string, ok
 	}
 	t.Fatalf("instance %s not %s within 60 s", name, what)
 	return nil
+}
+
+// freezeStore stops the store's process (SIGSTOP), so every request hangs
+// as when the node is cut off from every server, and returns what lets it
+// go on (SIGCONT); the test's end lets it go on too.
+func freezeStore(t *testing.T, store apitest.Backend) (resume func()) {
+	t.Helper()
+	if err := store.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	resume = func() { once.Do(func() { _ = store.Process.Signal(syscall.SIGCONT) }) }
+	t.Cleanup(resume)
+	return resume
 }

@@ -198,18 +198,18 @@ func (c *Controllers) Run(ctx context.Context) error {
 	}
 	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler, "node lifecycle", c.leases != nil, "nodeIPAM", c.cfg.NodeIPAM != nil)
 	if c.leases != nil {
-		goRun(func() { c.nodeLifecycleWorker(ctx) })
+		goRun(func() { c.lq.work(ctx, c.log, "node lifecycle", "node", c.reconcileNode) })
 	}
 	if !c.cfg.NoWorkloads {
 		for range c.cfg.Workers {
-			goRun(func() { c.workloadWorker(ctx) })
+			goRun(func() { c.wq.work(ctx, c.log, "reconcile workload", "workload", c.reconcileWorkload) })
 		}
 	}
 	if !c.cfg.NoScheduler {
 		goRun(func() { c.schedulerWorker(ctx) })
 	}
 	if c.cfg.NodeIPAM != nil {
-		goRun(func() { c.nodeIPAMWorker(ctx) })
+		goRun(func() { c.iq.work(ctx, c.log, "node prefixes", "node", c.reconcileNodePrefixes) })
 		goRun(func() { c.sweepNodePrefixesEvery(ctx, c.cfg.Resync) })
 	}
 	c.resync()

@@ -40,26 +40,8 @@ func (c *Controllers) onNodeForPrefixes(old, nw types.Object) {
 	}
 }
 
-// nodeIPAMWorker gives each queued Node the prefixes IPAM holds for it, and
-// releases those of a Node that is gone.
-func (c *Controllers) nodeIPAMWorker(ctx context.Context) {
-	for {
-		name, ok := c.iq.get()
-		if !ok {
-			return
-		}
-		if err := c.reconcileNodePrefixes(ctx, name); err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn("node prefixes", "node", name, "err", err)
-			}
-			c.iq.retry(ctx, name)
-		} else {
-			c.iq.forget(name)
-		}
-		c.iq.done(name)
-	}
-}
-
+// reconcileNodePrefixes gives a queued Node the prefixes IPAM holds for
+// it, and releases those of a Node that is gone.
 func (c *Controllers) reconcileNodePrefixes(ctx context.Context, name string) error {
 	o := c.nodes.get(name)
 	if o == nil {

@@ -131,22 +131,6 @@ func (l *leaseView) follow(ctx context.Context) error {
 	return fmt.Errorf("the watch of %s ended", types.NodeLeasePrefix)
 }
 
-func (c *Controllers) nodeLifecycleWorker(ctx context.Context) {
-	for {
-		key, ok := c.lq.get()
-		if !ok {
-			return
-		}
-		if err := c.reconcileNode(ctx, key); err != nil && ctx.Err() == nil {
-			c.log.Warn("node lifecycle", "node", key, "err", err)
-			c.lq.retry(ctx, key)
-		} else {
-			c.lq.forget(key)
-		}
-		c.lq.done(key)
-	}
-}
-
 // reconcileNode applies decideNode to one node.
 func (c *Controllers) reconcileNode(ctx context.Context, name string) error {
 	n, ok := c.nodes.get(name).(*types.Node)

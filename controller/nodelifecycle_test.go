@@ -25,15 +25,7 @@ func TestControllerNodeLifecycle(t *testing.T) {
 	tol.Spec.Placement.Tolerations = []scheduler.Toleration{{Key: types.TaintUnreachable, Exists: true, Effect: scheduler.NoExecute, Seconds: ptr[int64](120)}}
 	e.create(tol)
 	onNode := func(workload, node string) (n, ready int) {
-		for _, i := range e.instancesOf(workload) {
-			if i.Spec.NodeName == node && !slices.Contains([]types.InstancePhase{types.PhaseFailed, types.PhaseSucceeded, types.PhaseStopped}, i.Status.Phase) {
-				n++
-				if i.Status.Ready {
-					ready++
-				}
-			}
-		}
-		return n, ready
+		return live(slices.DeleteFunc(e.instancesOf(workload), func(i *types.Instance) bool { return i.Spec.NodeName != node }))
 	}
 	e.eventually("web and tol ready on n1", 10*time.Second, func() (bool, string) {
 		w, wr := onNode("web", "n1")

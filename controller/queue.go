@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -73,6 +74,26 @@ func (q *queue) retry(ctx context.Context, key string) {
 	q.mu.Unlock()
 	d := retryBase << min(n, 20)
 	q.addAfter(ctx, key, min(d, retryMax))
+}
+
+// work hands the queued keys to reconcile, one at a time, until the queue
+// is closed: a key that fails is logged (as what, with the key as attr)
+// and comes back after its backoff; one that succeeds has its backoff
+// reset.
+func (q *queue) work(ctx context.Context, log *slog.Logger, what, attr string, reconcile func(context.Context, string) error) {
+	for {
+		key, ok := q.get()
+		if !ok {
+			return
+		}
+		if err := reconcile(ctx, key); err != nil && ctx.Err() == nil {
+			log.Warn(what, attr, key, "err", err)
+			q.retry(ctx, key)
+		} else {
+			q.forget(key)
+		}
+		q.done(key)
+	}
 }
 
 // forget resets key's backoff after a success.

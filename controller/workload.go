@@ -34,22 +34,6 @@ func controllerRef(i *types.Instance) *types.OwnerReference {
 	return nil
 }
 
-func (c *Controllers) workloadWorker(ctx context.Context) {
-	for {
-		key, ok := c.wq.get()
-		if !ok {
-			return
-		}
-		if err := c.reconcileWorkload(ctx, key); err != nil && ctx.Err() == nil {
-			c.log.Warn("reconcile workload", "workload", key, "err", err)
-			c.wq.retry(ctx, key)
-		} else {
-			c.wq.forget(key)
-		}
-		c.wq.done(key)
-	}
-}
-
 // reconcileWorkload makes a workload's instances and status what its spec
 // asks for, and deletes the instances of a workload that is gone.
 func (c *Controllers) reconcileWorkload(ctx context.Context, key string) error {

@@ -50,6 +50,7 @@ import (
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/controller"
 	"nexus.dev/nexus/internal/buildinfo"
+	"nexus.dev/nexus/internal/lifetime"
 	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/security/audit"
 	"nexus.dev/nexus/security/identity"
@@ -130,10 +131,7 @@ type Server struct {
 	cancel      context.CancelFunc
 	rctx        context.Context // ends at Stop
 	wg          sync.WaitGroup
-	done        chan struct{}
-	errOnce     sync.Once
-	err         error
-	stopOnce    sync.Once
+	life        *lifetime.Lifetime
 
 	// ipam hands out the nodes' container prefixes (to the controllers).
 	ipam *networking.IPAM
@@ -198,7 +196,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	log := cfg.Logger.With("server", cfg.Name)
 	rctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, cancel: cancel, rctx: rctx, done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, cancel: cancel, rctx: rctx}
+	s.life = lifetime.New(s.shutdown)
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -415,13 +414,7 @@ func (s *Server) goRun(f func()) {
 }
 
 // fail records the first error that stops the server and stops it.
-func (s *Server) fail(err error) {
-	s.errOnce.Do(func() {
-		s.err = err
-		s.log.Error("server stopping", "err", err)
-	})
-	go s.Stop()
-}
+func (s *Server) fail(err error) { s.life.Fail(s.log, "server stopping", err) }
 
 // startStore runs the embedded store member, or connects to an external
 // etcd, and makes the client the API uses.
@@ -507,7 +500,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("the API did not become ready: %w", ctx.Err())
-		case <-s.done:
+		case <-s.life.Done():
 			return s.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -543,33 +536,24 @@ func (s *Server) Client() *clientv3.Client { return s.client }
 func (s *Server) Credentials() *pki.Credentials { return s.creds }
 
 // Done is closed once the server has stopped.
-func (s *Server) Done() <-chan struct{} { return s.done }
+func (s *Server) Done() <-chan struct{} { return s.life.Done() }
 
 // Err is why the server stopped on its own (nil after Stop).
-func (s *Server) Err() error {
-	select {
-	case <-s.done:
-		return s.err
-	default:
-		return nil
-	}
-}
+func (s *Server) Err() error { return s.life.Err() }
 
 // Stop shuts the server down and waits until it has.
-func (s *Server) Stop() {
-	s.stopOnce.Do(func() {
-		s.cancel()
-		s.wg.Wait()
-		if s.client != nil {
-			s.client.Close()
-		}
-		if s.member != nil {
-			s.member.Stop()
-		}
-		if s.audit != nil {
-			s.audit.Close()
-		}
-		close(s.done)
-	})
-	<-s.done
+func (s *Server) Stop() { s.life.Stop() }
+
+func (s *Server) shutdown() {
+	s.cancel()
+	s.wg.Wait()
+	if s.client != nil {
+		s.client.Close()
+	}
+	if s.member != nil {
+		s.member.Stop()
+	}
+	if s.audit != nil {
+		s.audit.Close()
+	}
 }

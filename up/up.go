@@ -13,13 +13,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"nexus.dev/nexus/agent"
 	"nexus.dev/nexus/agent/embed"
 	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/api/client"
+	"nexus.dev/nexus/internal/lifetime"
 	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/server"
 )
@@ -58,10 +58,7 @@ type Node struct {
 	client *client.Client
 
 	unregister func() // takes the agent out of the API's nodes
-	done       chan struct{}
-	errOnce    sync.Once
-	err        error
-	stopOnce   sync.Once
+	life       *lifetime.Lifetime
 }
 
 // Start starts the server, then the agent of this machine's node, and
@@ -78,7 +75,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.NodeName == "" {
 		cfg.NodeName = srv.Name()
 	}
-	u := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), srv: srv, done: make(chan struct{})}
+	u := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), srv: srv}
+	u.life = lifetime.New(u.shutdown)
 	defer func() {
 		if err != nil {
 			u.Stop()
@@ -125,13 +123,7 @@ func (u *Node) startAgent(ctx context.Context) error {
 	return nil
 }
 
-func (u *Node) fail(err error) {
-	u.errOnce.Do(func() {
-		u.err = err
-		u.log.Error("stopping", "err", err)
-	})
-	go u.Stop()
-}
+func (u *Node) fail(err error) { u.life.Fail(u.log, "stopping", err) }
 
 // Server is the control-plane server.
 func (u *Node) Server() *server.Server { return u.srv }
@@ -144,33 +136,24 @@ func (u *Node) NodeName() string { return u.cfg.NodeName }
 func (u *Node) ExitsRecorded() bool { return u.agent.ExitsRecorded() }
 
 // Done is closed once the node has stopped.
-func (u *Node) Done() <-chan struct{} { return u.done }
+func (u *Node) Done() <-chan struct{} { return u.life.Done() }
 
 // Err is why the node stopped on its own (nil after Stop).
-func (u *Node) Err() error {
-	select {
-	case <-u.done:
-		return u.err
-	default:
-		return nil
-	}
-}
+func (u *Node) Err() error { return u.life.Err() }
 
 // Stop stops the agent (its containers keep running, for the next start
 // to adopt) and the server, and waits until both have.
-func (u *Node) Stop() {
-	u.stopOnce.Do(func() {
-		if u.agent != nil {
-			u.agent.Stop()
-		}
-		if u.unregister != nil {
-			u.unregister()
-		}
-		if u.client != nil {
-			u.client.Close()
-		}
-		u.srv.Stop()
-		close(u.done)
-	})
-	<-u.done
+func (u *Node) Stop() { u.life.Stop() }
+
+func (u *Node) shutdown() {
+	if u.agent != nil {
+		u.agent.Stop()
+	}
+	if u.unregister != nil {
+		u.unregister()
+	}
+	if u.client != nil {
+		u.client.Close()
+	}
+	u.srv.Stop()
 }

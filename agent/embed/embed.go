@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +28,7 @@ import (
 	"nexus.dev/nexus/agent"
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/internal/lifetime"
 	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/exitrec"
@@ -78,12 +78,9 @@ type Agent struct {
 	rec   *exitrec.Recorder
 	net   *networking.Node
 
-	cancel   context.CancelFunc
-	runDone  chan struct{} // closed when the agent's Run returned
-	done     chan struct{}
-	errOnce  sync.Once
-	err      error
-	stopOnce sync.Once
+	cancel  context.CancelFunc
+	runDone chan struct{} // closed when the agent's Run returned
+	life    *lifetime.Lifetime
 }
 
 // Start opens the runtime, the exit recorder and the image store,
@@ -100,7 +97,8 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), done: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName)}
+	a.life = lifetime.New(a.shutdown)
 	defer func() {
 		if err != nil {
 			a.Stop()
@@ -233,13 +231,7 @@ func (w nodeNetwork) Repair(ctx context.Context, running map[string]string) erro
 	return err
 }
 
-func (a *Agent) fail(err error) {
-	a.errOnce.Do(func() {
-		a.err = err
-		a.log.Error("agent stopping", "err", err)
-	})
-	go a.Stop()
-}
+func (a *Agent) fail(err error) { a.life.Fail(a.log, "agent stopping", err) }
 
 // Agent is the node agent (the API reaches it for logs and exec).
 func (a *Agent) Agent() *agent.Agent { return a.agent }
@@ -249,36 +241,27 @@ func (a *Agent) Agent() *agent.Agent { return a.agent }
 func (a *Agent) ExitsRecorded() bool { return a.rec != nil }
 
 // Done is closed once the agent has stopped.
-func (a *Agent) Done() <-chan struct{} { return a.done }
+func (a *Agent) Done() <-chan struct{} { return a.life.Done() }
 
 // Err is why the agent stopped on its own (nil after Stop).
-func (a *Agent) Err() error {
-	select {
-	case <-a.done:
-		return a.err
-	default:
-		return nil
-	}
-}
+func (a *Agent) Err() error { return a.life.Err() }
 
 // Stop stops the agent (its containers keep running, for the next start
 // to adopt) and closes what it opened, and waits until it has.
-func (a *Agent) Stop() {
-	a.stopOnce.Do(func() {
-		if a.cancel != nil {
-			a.cancel()
-			<-a.runDone
-		}
-		if a.net != nil {
-			a.net.Close()
-		}
-		if a.rt != nil {
-			a.rt.Close()
-		}
-		if a.rec != nil {
-			a.rec.Close()
-		}
-		close(a.done)
-	})
-	<-a.done
+func (a *Agent) Stop() { a.life.Stop() }
+
+func (a *Agent) shutdown() {
+	if a.cancel != nil {
+		a.cancel()
+		<-a.runDone
+	}
+	if a.net != nil {
+		a.net.Close()
+	}
+	if a.rt != nil {
+		a.rt.Close()
+	}
+	if a.rec != nil {
+		a.rec.Close()
+	}
 }

@@ -26,6 +26,7 @@ import (
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/buildinfo"
 	"nexus.dev/nexus/internal/fsutil"
+	"nexus.dev/nexus/internal/lifetime"
 	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/join"
@@ -99,12 +100,9 @@ type Node struct {
 	client *client.Client
 	agent  *Agent
 
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	done     chan struct{}
-	errOnce  sync.Once
-	err      error
-	stopOnce sync.Once
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	life   *lifetime.Lifetime
 }
 
 // nodeState is node.json.
@@ -129,7 +127,8 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, log: cfg.Logger, cancel: cancel, done: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, cancel: cancel}
+	n.life = lifetime.New(n.shutdown)
 	defer func() {
 		if err != nil {
 			n.Stop()
@@ -544,13 +543,7 @@ func (n *Node) goRun(f func()) {
 	}()
 }
 
-func (n *Node) fail(err error) {
-	n.errOnce.Do(func() {
-		n.err = err
-		n.log.Error("node agent stopping", "err", err)
-	})
-	go n.Stop()
-}
+func (n *Node) fail(err error) { n.life.Fail(n.log, "node agent stopping", err) }
 
 // Name is the node's name.
 func (n *Node) Name() string { return n.name }
@@ -562,31 +555,22 @@ func (n *Node) Servers() []string { return n.client.Servers() }
 func (n *Node) ExitsRecorded() bool { return n.agent.ExitsRecorded() }
 
 // Done is closed once the node has stopped.
-func (n *Node) Done() <-chan struct{} { return n.done }
+func (n *Node) Done() <-chan struct{} { return n.life.Done() }
 
 // Err is why the node stopped on its own (nil after Stop).
-func (n *Node) Err() error {
-	select {
-	case <-n.done:
-		return n.err
-	default:
-		return nil
-	}
-}
+func (n *Node) Err() error { return n.life.Err() }
 
 // Stop stops the agent (its containers keep running, for the next start
 // to adopt), the endpoint and the renewals, and waits until they have.
-func (n *Node) Stop() {
-	n.stopOnce.Do(func() {
-		n.cancel()
-		if n.agent != nil {
-			n.agent.Stop()
-		}
-		n.wg.Wait()
-		if n.client != nil {
-			n.client.Close()
-		}
-		close(n.done)
-	})
-	<-n.done
+func (n *Node) Stop() { n.life.Stop() }
+
+func (n *Node) shutdown() {
+	n.cancel()
+	if n.agent != nil {
+		n.agent.Stop()
+	}
+	n.wg.Wait()
+	if n.client != nil {
+		n.client.Close()
+	}
 }

@@ -380,13 +380,17 @@ func (c *Client) dialQUIC(ctx context.Context, addr string, tlsConf *tls.Config,
 // Healthy asks the server whether it is up (GET /healthz), which needs no
 // rights: a check that it is reachable and is who it should be.
 func (c *Client) Healthy(ctx context.Context) error {
-	req := request{method: http.MethodGet, path: "/healthz"}
+	_, err := c.call(ctx, request{method: http.MethodGet, path: "/healthz"})
+	return err
+}
+
+// call sends a request and reads the whole answer.
+func (c *Client) call(ctx context.Context, req request) ([]byte, error) {
 	resp, err := c.do(ctx, req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = c.readBody(resp, req)
-	return err
+	return c.readBody(resp, req)
 }
 
 // request is one API call.

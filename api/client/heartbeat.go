@@ -15,17 +15,7 @@ import (
 // itself (or an admin) may heartbeat for it. It is not retried: the next
 // heartbeat is.
 func (c *Client) NodeHeartbeat(ctx context.Context, node string) (*types.NodeHeartbeat, error) {
-	nodes, _ := types.LookupResource("nodes")
-	p, err := path(nodes, "", node)
-	if err != nil {
-		return nil, err
-	}
-	req := request{method: http.MethodPost, path: p + "/heartbeat"}
-	resp, err := c.do(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	data, err := c.readBody(resp, req)
+	data, err := c.postNode(ctx, node, "heartbeat", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -37,4 +27,19 @@ func (c *Client) NodeHeartbeat(ctx context.Context, node string) (*types.NodeHea
 		return nil, fmt.Errorf("the server's answer to the heartbeat of node %s has no lease duration", node)
 	}
 	return &hb, nil
+}
+
+// postNode posts body (JSON, or nothing) to a subresource of node, e.g.
+// /v1/nodes/n1/heartbeat, and returns the answer.
+func (c *Client) postNode(ctx context.Context, node, sub string, body []byte) ([]byte, error) {
+	nodes, _ := types.LookupResource("nodes")
+	p, err := path(nodes, "", node)
+	if err != nil {
+		return nil, err
+	}
+	req := request{method: http.MethodPost, path: p + "/" + sub}
+	if body != nil {
+		req.body, req.ctype = body, "application/json"
+	}
+	return c.call(ctx, req)
 }

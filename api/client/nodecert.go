@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net/http"
 
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/security/pki"
@@ -16,18 +15,8 @@ import (
 // chain (leaf first) and the cluster's current trust bundle. It is the
 // round trip of a pki.Renewer on an agent (pki.RenewFunc).
 func (c *Client) RenewNodeCertificate(ctx context.Context, node string, csrPEM []byte) ([]*x509.Certificate, *pki.Bundle, error) {
-	nodes, _ := types.LookupResource("nodes")
-	p, err := path(nodes, "", node)
-	if err != nil {
-		return nil, nil, err
-	}
 	body, _ := json.Marshal(types.NodeCertificateRequest{CSR: string(csrPEM)})
-	req := request{method: http.MethodPost, path: p + "/certificate", body: body, ctype: "application/json"}
-	resp, err := c.do(ctx, req)
-	if err != nil {
-		return nil, nil, err
-	}
-	data, err := c.readBody(resp, req)
+	data, err := c.postNode(ctx, node, "certificate", body)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -62,11 +62,7 @@ func decodeObject(r *types.Resource, data []byte) (types.Object, error) {
 
 // object sends a request whose answer is one object.
 func (c *Client) object(ctx context.Context, r *types.Resource, req request) (types.Object, error) {
-	resp, err := c.do(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	data, err := c.readBody(resp, req)
+	data, err := c.call(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -142,12 +138,7 @@ func (c *Client) List(ctx context.Context, r *types.Resource, ns string, opts Li
 	var items []types.Object
 	var rv string
 	for {
-		req := request{method: http.MethodGet, path: p, query: q}
-		resp, err := c.do(ctx, req)
-		if err != nil {
-			return nil, "", err
-		}
-		data, err := c.readBody(resp, req)
+		data, err := c.call(ctx, request{method: http.MethodGet, path: p, query: q})
 		if err != nil {
 			return nil, "", err
 		}

@@ -19,8 +19,7 @@ import (
 
 func newAgentCommand(g *globalOptions) *cobra.Command {
 	var cfg embed.NodeConfig
-	var labels []string
-	var networkMode string
+	var node nodeFlags
 	cmd := &cobra.Command{
 		Use:   "agent --join ADDR --token T --ca-pin sha256:...",
 		Short: "Run a worker node: join a cluster and run the instances its servers place here",
@@ -68,11 +67,8 @@ next start to adopt.`,
 				return fmt.Errorf("nexus agent runs containers and needs root: run it with sudo")
 			}
 			var err error
-			if cfg.Labels, err = parseLabels(labels); err != nil {
+			if cfg.Labels, cfg.Bridge, cfg.NetworkMode, err = node.parse(); err != nil {
 				return err
-			}
-			if cfg.NetworkMode, err = networking.ParseMode(networkMode); err != nil {
-				return fmt.Errorf("--network-mode: %w", err)
 			}
 			cfg.DataDir = g.dataDir
 			cfg.Logger = slog.Default()
@@ -89,10 +85,8 @@ next start to adopt.`,
 	f.StringArrayVar(&cfg.Servers, "server", nil, "an API server's URL, https://HOST:7443, besides those the cluster publishes (repeat for more)")
 	f.StringVar(&cfg.ListenAddr, "listen-addr", fmt.Sprintf(":%d", api.DefaultNodePort), "where the agent serves logs and exec to the servers (TCP, mutual TLS)")
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "the IP address (optionally with a port) the servers reach this machine at (default: its address towards the first server)")
-	f.StringArrayVar(&labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
-	f.StringVar(&cfg.Bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
+	node.bind(cmd)
 	f.StringVar(&cfg.ExitRecorderDir, "exit-recorder-dir", exitrec.DefaultDir, "where the eBPF exit recorder is pinned in bpffs (one per machine; a test running several agents on one machine gives each its own)")
-	f.StringVar(&networkMode, "network-mode", string(networking.ModeAuto), "how containers reach other nodes' containers: auto (direct routes to nodes on the same network, VXLAN to the others), routed (direct routes only) or vxlan (VXLAN to every node)")
 	return cmd
 }
 
@@ -114,4 +108,29 @@ func runAgent(ctx context.Context, cfg embed.NodeConfig, out io.Writer) error {
 	case <-n.Done():
 		return n.Err()
 	}
+}
+
+// nodeFlags are the flags of the node a command runs on this machine
+// (nexus up, nexus agent).
+type nodeFlags struct {
+	labels              []string
+	bridge, networkMode string
+}
+
+func (n *nodeFlags) bind(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringArrayVar(&n.labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
+	f.StringVar(&n.bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
+	f.StringVar(&n.networkMode, "network-mode", string(networking.ModeAuto), "how containers reach other nodes' containers: auto (direct routes to nodes on the same network, VXLAN to the others), routed (direct routes only) or vxlan (VXLAN to every node, for networks that drop unknown addresses)")
+}
+
+// parse checks the flags' values.
+func (n *nodeFlags) parse() (labels map[string]string, bridge string, mode networking.Mode, err error) {
+	if labels, err = parseLabels(n.labels); err != nil {
+		return nil, "", "", err
+	}
+	if mode, err = networking.ParseMode(n.networkMode); err != nil {
+		return nil, "", "", fmt.Errorf("--network-mode: %w", err)
+	}
+	return labels, n.bridge, mode, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -100,9 +101,12 @@ spec:
 			t.Errorf("instance %s was replaced or restarted across the agent's restart", in.Name)
 		}
 	}
-	if out, err := nexus("exec", name, "--", "hostname"); err != nil || strings.TrimSpace(out) != name {
-		t.Fatalf("exec after the agent restarted: %v: %q", err, out)
-	}
+	// The agent adopts its containers once it runs: until then the
+	// endpoint says the instance is not on the node yet.
+	c.waitFor("exec after the agent restarted", func() (bool, string) {
+		out, err := nexus("exec", name, "--", "hostname")
+		return err == nil && strings.TrimSpace(out) == name, fmt.Sprintf("%v: %q", err, out)
+	})
 }
 
 // waitFor polls cond every 200 ms until it holds or the cluster's time is

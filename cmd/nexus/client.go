@@ -294,6 +294,17 @@ func (o *clientOptions) completeKindsAndNames(_ *cobra.Command, args []string, p
 	return o.completeNames(rs[0], prefix, args[1:]), cobra.ShellCompDirectiveNoFileComp
 }
 
+// completeFirst completes the first argument with the names of the
+// resource named plural, and nothing after it.
+func (o *clientOptions) completeFirst(plural string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return o.completeNames(mustLookup(plural), prefix, nil), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
 // completeNames lists names of r from the server that start with prefix
 // and are not in given; nothing when the server cannot be asked.
 func (o *clientOptions) completeNames(r *types.Resource, prefix string, given []string) []string {

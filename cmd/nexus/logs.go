@@ -40,12 +40,7 @@ instances/log in the instance's namespace (the view, edit and admin roles have i
 			}
 			return nil
 		},
-		ValidArgsFunction: func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
-			if len(args) > 0 {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			return co.completeNames(mustLookup("instances"), prefix, nil), cobra.ShellCompDirectiveNoFileComp
-		},
+		ValidArgsFunction: co.completeFirst("instances"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.TailLines < -1 {
 				return fmt.Errorf("--tail %d: give a number of lines, 0 or more (-1, the default, for all)", opts.TailLines)

@@ -29,16 +29,6 @@ replicas - maxUnavailable ready instances. nexus nodes lists the nodes.`,
 	return cmd
 }
 
-// completeNode completes a node name as the first argument.
-func completeNode(co *clientOptions) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	return func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
-		if len(args) > 0 {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		return co.completeNames(mustLookup("nodes"), prefix, nil), cobra.ShellCompDirectiveNoFileComp
-	}
-}
-
 // explainNode words an error about node, saying how to find the right
 // name when there is no such node.
 func explainNode(s *session, node string, err error) error {
@@ -74,7 +64,7 @@ cordon or drain. Instances already moved away stay where they are.`
 		Long:              long,
 		Example:           "  nexus node " + verb + " n2",
 		Args:              oneNode(verb),
-		ValidArgsFunction: completeNode(co),
+		ValidArgsFunction: co.completeFirst("nodes"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := co.connect()
 			if err != nil {
@@ -121,7 +111,7 @@ go on, or uncordon it).`,
   nexus node drain n2 --timeout 10m
   nexus node drain n2 --force        # also delete instances no workload owns`,
 		Args:              oneNode("drain"),
-		ValidArgsFunction: completeNode(co),
+		ValidArgsFunction: co.completeFirst("nodes"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout < 0 {
 				return fmt.Errorf("--timeout %v: must not be negative (0 waits as long as it takes)", timeout)

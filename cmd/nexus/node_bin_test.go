@@ -38,6 +38,14 @@ spec:
 		t.Fatalf("nexus nodes:\n%s", out)
 	}
 
+	// Node names complete as the one argument, nothing after it.
+	if out := e.ok("__complete", "node", "drain", ""); !strings.HasPrefix(out, "n1\nn2\n:4\n") {
+		t.Fatalf("complete node drain: %q", out)
+	}
+	if out := e.ok("__complete", "node", "cordon", "n1", ""); !strings.HasPrefix(out, ":4\n") {
+		t.Fatalf("complete after the node: %q", out)
+	}
+
 	if out := e.ok("node", "cordon", "n2"); out != "node/n2 cordoned\n" {
 		t.Fatalf("cordon: %q", out)
 	}

@@ -35,7 +35,7 @@ nexus describe instance NAME says why.`,
 			}
 			return nil
 		},
-		ValidArgsFunction: completeWorkload(co),
+		ValidArgsFunction: co.completeFirst("workloads"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := co.connect()
 			if err != nil {

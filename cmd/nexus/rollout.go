@@ -53,15 +53,6 @@ func workloadArg(verb string) cobra.PositionalArgs {
 	}
 }
 
-func completeWorkload(co *clientOptions) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	return func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
-		if len(args) > 0 {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		return co.completeNames(mustLookup("workloads"), prefix, nil), cobra.ShellCompDirectiveNoFileComp
-	}
-}
-
 func newRolloutStatusCommand() *cobra.Command {
 	var (
 		timeout time.Duration
@@ -79,7 +70,7 @@ completed). Exits 1 when a job failed or --timeout passes first. With
   nexus rollout status web --timeout 2m
   nexus rollout status batch --watch=false`,
 		Args:              workloadArg("status"),
-		ValidArgsFunction: completeWorkload(co),
+		ValidArgsFunction: co.completeFirst("workloads"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := co.connect()
 			if err != nil {
@@ -156,7 +147,7 @@ nexus.dev/change-cause annotation at the time). The last one is current.
 		Example: `  nexus rollout history web
   nexus rollout history web --revision 2`,
 		Args:              workloadArg("history"),
-		ValidArgsFunction: completeWorkload(co),
+		ValidArgsFunction: co.completeFirst("workloads"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := co.connect()
 			if err != nil {
@@ -224,7 +215,7 @@ revision before the current one.`,
 		Example: `  nexus rollout undo web
   nexus rollout undo web --to-revision 2 && nexus rollout status web`,
 		Args:              workloadArg("undo"),
-		ValidArgsFunction: completeWorkload(co),
+		ValidArgsFunction: co.completeFirst("workloads"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to < 0 {
 				return fmt.Errorf("--to-revision %d: revisions are numbered from 1", to)

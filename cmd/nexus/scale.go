@@ -27,12 +27,7 @@ shows them and nexus rollout status WORKLOAD waits until they are ready.`,
 			}
 			return nil
 		},
-		ValidArgsFunction: func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
-			if len(args) > 0 {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			return co.completeNames(mustLookup("workloads"), prefix, nil), cobra.ShellCompDirectiveNoFileComp
-		},
+		ValidArgsFunction: co.completeFirst("workloads"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := strconv.ParseInt(args[1], 10, 32)
 			if err != nil || n < 0 {

@@ -14,15 +14,14 @@ import (
 
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/internal/profiles"
-	"nexus.dev/nexus/networking"
 	"nexus.dev/nexus/runtime/image/builtin"
 	"nexus.dev/nexus/up"
 )
 
 func newUpCommand(g *globalOptions) *cobra.Command {
 	var cfg up.Config
-	var labels []string
-	var pprofAddr, networkMode string
+	var node nodeFlags
+	var pprofAddr string
 	var prefixes clusterPrefixFlags
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -68,14 +67,11 @@ Then, in another terminal:
 				return fmt.Errorf("nexus up runs containers and needs root: run it with sudo")
 			}
 			var err error
-			if cfg.Labels, err = parseLabels(labels); err != nil {
+			if cfg.Labels, cfg.Bridge, cfg.NetworkMode, err = node.parse(); err != nil {
 				return err
 			}
 			if cfg.Server.ClusterPrefixes, err = prefixes.parse(); err != nil {
 				return err
-			}
-			if cfg.NetworkMode, err = networking.ParseMode(networkMode); err != nil {
-				return fmt.Errorf("--network-mode: %w", err)
 			}
 			cfg.Server.DataDir = g.dataDir
 			cfg.Server.WriteUserConfig = true
@@ -96,10 +92,8 @@ Then, in another terminal:
 	f := cmd.Flags()
 	bindServerFlags(cmd, &cfg.Server, "this server's name, and the node's unless --node-name (default: the host name)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this machine's node name (default: the server's name)")
-	f.StringArrayVar(&labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
+	node.bind(cmd)
 	prefixes.bind(cmd)
-	f.StringVar(&cfg.Bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
-	f.StringVar(&networkMode, "network-mode", string(networking.ModeAuto), "how containers reach other nodes' containers: auto (direct routes to nodes on the same network, VXLAN to the others), routed (direct routes only) or vxlan (VXLAN to every node, for networks that drop unknown addresses)")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's runtime profiles (/debug/pprof/: CPU, heap, goroutines) on this loopback address, e.g. 127.0.0.1:6060, without authentication (off when empty)")
 	return cmd
 }

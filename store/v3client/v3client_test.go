@@ -4,70 +4,20 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"nexus.dev/nexus/security/identity"
-	"nexus.dev/nexus/security/pki"
-	"nexus.dev/nexus/store/embed"
+	"nexus.dev/nexus/store/embed/embedtest"
 )
-
-// startMember runs a one-member store in this process with no client
-// listener at all: the in-process client is the only way in.
-func startMember(t *testing.T) *embed.Member {
-	t.Helper()
-	root, err := pki.NewRoot(pki.RootConfig{Cluster: "v3c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer, err := root.NewIssuer(pki.IssuerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle, err := pki.NewBundle(root.Cert, issuer.Cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := identity.Server("v3c", "m1")
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.CreateCSR(key, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, err := issuer.SignLeaf(csr, id, pki.LeafOptions{IPAddresses: []net.IP{net.IPv6loopback}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := pki.NewCredentials(pki.CredentialsConfig{Chain: chain, Key: key, Bundle: bundle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenPacket("udp", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := udp.LocalAddr().String()
-	udp.Close()
-	m, err := embed.Start(context.Background(), embed.Config{Name: "m1", DataDir: t.TempDir(), Credentials: creds, ListenPeer: peer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Stop)
-	return m
-}
 
 // TestClientOfMemberInProcess drives the etcd client API over a member in
 // the same process, as the API server does: reads, conditional writes,
 // watches with progress notifications, leases, status, members, snapshots.
 func TestClientOfMemberInProcess(t *testing.T) {
-	m := startMember(t)
+	m := embedtest.Member(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cli := m.Client(ctx)
@@ -175,7 +125,7 @@ func TestClientOfMemberInProcess(t *testing.T) {
 // TestClientContextEnds: a request whose context ends returns, and so do
 // the client's watches when it is closed.
 func TestClientContextEnds(t *testing.T) {
-	m := startMember(t)
+	m := embedtest.Member(t)
 	cli := m.Client(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
