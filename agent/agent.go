@@ -122,6 +122,12 @@ type Agent struct {
 	servedPrefixes atomic.Pointer[[]string]
 
 	stats *usageStats
+
+	// synced is closed once Run has taken over the instances bound to
+	// this node (adopting their containers), so Instance does not answer
+	// "not here" for one it is about to adopt.
+	synced     chan struct{}
+	syncedOnce sync.Once
 }
 
 // New checks cfg and returns an Agent; Run starts it.
@@ -167,7 +173,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "instances"), 0o700); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), sups: map[string]*supervisor{}}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), sups: map[string]*supervisor{}, synced: make(chan struct{})}
 	a.stats = newUsageStats(a, cfg.StatsInterval)
 	return a, nil
 }
@@ -237,6 +243,7 @@ func (a *Agent) Run(ctx context.Context) error {
 					a.removeOrphan(context.WithoutCancel(ctx), id)
 				}
 			}
+			a.syncedOnce.Do(func() { close(a.synced) })
 			return nil
 		},
 		OnResume: func(err error) { a.log.Info("instance watch resumed", "after", err) },
@@ -271,8 +278,15 @@ func (a *Agent) supervisor(uid string) *supervisor {
 
 // Instance is the Instance namespace/name bound to this node, as the
 // agent last saw it: how the agent's endpoint for the API servers
-// (api.ServeNode) finds what a log or exec names.
-func (a *Agent) Instance(namespace, name string) (*types.Instance, bool) {
+// (api.ServeNode) finds what a log or exec names. Until Run has taken over
+// the node's instances (at start, and after a restart) it waits for that,
+// or for ctx.
+func (a *Agent) Instance(ctx context.Context, namespace, name string) (*types.Instance, bool) {
+	select {
+	case <-a.synced:
+	case <-ctx.Done():
+		return nil, false
+	}
 	for _, s := range a.supervisors() {
 		s.mu.Lock()
 		inst := s.inst

@@ -42,7 +42,9 @@ const DefaultNodePort = 7444
 // Instance a path names, as the agent knows it.
 type NodeAgent interface {
 	NodeConn
-	Instance(namespace, name string) (*types.Instance, bool)
+	// Instance is the instance bound to the node, once the agent knows
+	// its instances (it may wait for that, or for ctx).
+	Instance(ctx context.Context, namespace, name string) (*types.Instance, bool)
 }
 
 // NodeServeConfig configures ServeNode.
@@ -137,9 +139,17 @@ func (h *nodeHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	}
 }
 
+// nodeSyncWait bounds how long a log or exec waits for an agent that just
+// started to take over its instances.
+const nodeSyncWait = 10 * time.Second
+
 func (h *nodeHandler) serve(w http.ResponseWriter, r *request) error {
 	ctx := r.http.Context()
-	inst, ok := h.cfg.Agent.Instance(r.namespace, r.name)
+	// An agent that just started takes over its instances first; a
+	// caller waits for that for a few seconds at most.
+	wctx, cancel := context.WithTimeout(ctx, nodeSyncWait)
+	inst, ok := h.cfg.Agent.Instance(wctx, r.namespace, r.name)
+	cancel()
 	if !ok {
 		return problem(http.StatusNotFound, "NotFound", "instance %s/%s is not on node %s (yet, or any more)", r.namespace, r.name, h.cfg.Node)
 	}

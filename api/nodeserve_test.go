@@ -23,7 +23,7 @@ type hostAgent struct {
 	node string
 }
 
-func (h hostAgent) Instance(namespace, name string) (*types.Instance, bool) {
+func (h hostAgent) Instance(_ context.Context, namespace, name string) (*types.Instance, bool) {
 	if namespace != "default" || !strings.HasPrefix(name, "far-") {
 		return nil, false
 	}
