@@ -150,9 +150,17 @@ func TestLeaderTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	bStart := leading(b, 2*time.Second)
-	a.mu.Lock()
-	aEnd := aTerm.end
-	a.mu.Unlock()
+	// a may still be recording its end when b starts (both learn of the
+	// revoke from the store at once): give it until 500 ms after it.
+	var aEnd time.Time
+	for deadline := revoked.Add(500 * time.Millisecond); ; time.Sleep(5 * time.Millisecond) {
+		a.mu.Lock()
+		aEnd = aTerm.end
+		a.mu.Unlock()
+		if !aEnd.IsZero() || time.Now().After(deadline) {
+			break
+		}
+	}
 	if aEnd.IsZero() || aEnd.Sub(revoked) > 500*time.Millisecond {
 		t.Fatalf("a's controllers ran on %v after its lease was revoked", aEnd.Sub(revoked))
 	}
