@@ -32,18 +32,11 @@ func TestAgentFencesWhenCutOff(t *testing.T) {
 	admin, rt := n.admin, n.rt
 	grace := int64(1)
 	create := func(name string, stop bool) string {
-		inst := &types.Instance{TypeMeta: types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"},
-			ObjectMeta: types.ObjectMeta{Name: name, Namespace: "default"},
-			Spec: types.InstanceSpec{NodeName: "n1", StopOnDisconnect: stop, Template: types.InstanceTemplate{
-				Image:                         builtin.Reference,
-				Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8080}, PeriodSeconds: 1},
-				TerminationGracePeriodSeconds: &grace,
-			}}}
-		o, err := admin.Create(context.Background(), inst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return "nx-" + o.GetObjectMeta().UID
+		return "nx-" + n.createSpec(t, name, types.InstanceSpec{StopOnDisconnect: stop, Template: types.InstanceTemplate{
+			Image:                         builtin.Reference,
+			Readiness:                     &types.Probe{HTTP: &types.HTTPProbe{Path: "/healthz", Port: 8080}, PeriodSeconds: 1},
+			TerminationGracePeriodSeconds: &grace,
+		}}).UID
 	}
 	fenceID, keepID := create("fence-1", true), create("keep-1", false)
 	for _, name := range []string{"fence-1", "keep-1"} {

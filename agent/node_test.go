@@ -108,9 +108,15 @@ func (n *testNode) run(t *testing.T, cfg func(*agent.Config)) (a *agent.Agent, s
 // create makes an Instance of tmpl bound to n1 and returns it as stored.
 func (n *testNode) create(t *testing.T, name string, tmpl types.InstanceTemplate) *types.Instance {
 	t.Helper()
+	return n.createSpec(t, name, types.InstanceSpec{Template: tmpl})
+}
+
+// createSpec creates the Instance name with spec, bound to n1.
+func (n *testNode) createSpec(t *testing.T, name string, spec types.InstanceSpec) *types.Instance {
+	t.Helper()
+	spec.NodeName = "n1"
 	inst := &types.Instance{TypeMeta: types.TypeMeta{APIVersion: types.APIVersion, Kind: "Instance"},
-		ObjectMeta: types.ObjectMeta{Name: name, Namespace: "default"},
-		Spec:       types.InstanceSpec{NodeName: "n1", Template: tmpl}}
+		ObjectMeta: types.ObjectMeta{Name: name, Namespace: "default"}, Spec: spec}
 	o, err := n.admin.Create(context.Background(), inst)
 	if err != nil {
 		t.Fatal(err)
