@@ -26,6 +26,19 @@ type clusterE2E struct {
 	*clusterNet
 	servers, agents []*clusterProc
 	cli             *clusterProc // the server whose admin.conf and host the CLI uses
+	stores          map[string]*clientv3.Client
+}
+
+// store is a client of server s's store member through its socket, made
+// once per server (it reconnects when the server is started again).
+func (e *clusterE2E) store(s *clusterProc) *clientv3.Client {
+	if e.stores == nil {
+		e.stores = map[string]*clientv3.Client{}
+	}
+	if e.stores[s.name] == nil {
+		e.stores[s.name] = storeClientOf(e.t, s.dir)
+	}
+	return e.stores[s.name]
 }
 
 // nexus runs the CLI against the cluster from cli's host.
@@ -55,31 +68,7 @@ func (e *clusterE2E) instances(workload string) ([]types.Instance, error) {
 // accepts them or within runs out.
 func (e *clusterE2E) waitInstances(workload, what string, within time.Duration, ok func([]types.Instance) bool) []types.Instance {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
-	var last []types.Instance
-	var lastErr error
-	for {
-		is, err := e.instances(workload)
-		if err == nil {
-			last = is
-			if ok(is) {
-				return is
-			}
-		}
-		lastErr = err
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: not %s within %v (%v); instances:\n%s", workload, what, within, lastErr, describePlaced(last))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func describePlaced(is []types.Instance) string {
-	var b strings.Builder
-	for _, i := range is {
-		fmt.Fprintf(&b, "  %s node=%s phase=%s ready=%v addrs=%v msg=%q\n", i.Name, i.Spec.NodeName, i.Status.Phase, i.Status.Ready, i.Status.Addresses, i.Status.Message)
-	}
-	return b.String()
+	return pollInstances(e.t, workload, what, within, func() (string, error) { return e.nexus(instancesArgs(workload)...) }, ok, nil)
 }
 
 // readyOn counts the ready instances per node.
@@ -116,7 +105,7 @@ func (e *clusterE2E) runningContainers() (total int, per map[string]int) {
 	return total, per
 }
 
-// storeStatus is the store's raft leader and the controllers' leader, as
+// leaders are the store's raft leader and the controllers' leader, as
 // the members still up see them.
 func (e *clusterE2E) leaders() (storeLeader, controllers string) {
 	e.t.Helper()
@@ -124,7 +113,7 @@ func (e *clusterE2E) leaders() (storeLeader, controllers string) {
 		if !s.running() {
 			continue
 		}
-		cli := storeClientOf(e.t, s.dir)
+		cli := e.store(s)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		st, err := cli.Status(ctx, "unix://"+filepath.Join(s.dir, "store.sock"))
 		if err != nil {
@@ -175,7 +164,7 @@ func formCluster(c *clusterNet) *clusterE2E {
 	for i, name := range []string{"s2", "s3"} {
 		e.servers = append(e.servers, c.server(i+1, name, "--join", ip1, "--token", stok.Token, "--ca-pin", stok.CAPin))
 	}
-	waitMembers(t, storeClientOf(t, s1.dir), map[string]bool{"s1": true, "s2": true, "s3": true})
+	waitMembers(t, e.store(s1), map[string]bool{"s1": true, "s2": true, "s3": true})
 	atok := c.token(s1, "agent", 3)
 	for i, name := range []string{"a1", "a2", "a3"} {
 		e.agents = append(e.agents, c.agent(i+3, name, "--join", ip1, "--token", atok.Token, "--ca-pin", atok.CAPin))
@@ -314,7 +303,7 @@ func (e *clusterE2E) killLeader() (gap, moved time.Duration) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the store's leadership did not move to %s (leader %s)", victim.name, storeLeader)
 		}
-		cli := storeClientOf(t, e.server(storeLeader).dir)
+		cli := e.store(e.server(storeLeader))
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if ml, err := cli.MemberList(ctx); err == nil {
 			for _, m := range ml.Members {
@@ -361,7 +350,7 @@ func (e *clusterE2E) killLeader() (gap, moved time.Duration) {
 		t.Errorf("the nodes' Ready conditions changed when server %s died:\nbefore %v\nafter  %v", victim.name, before, after)
 	}
 	victim.start()
-	waitMembers(t, storeClientOf(t, e.cli.dir), map[string]bool{"s1": true, "s2": true, "s3": true})
+	waitMembers(t, e.store(e.cli), map[string]bool{"s1": true, "s2": true, "s3": true})
 	return gap, moved
 }
 
@@ -478,7 +467,7 @@ func (e *clusterE2E) drain() {
 	mu.Lock()
 	defer mu.Unlock()
 	if fewest < 5 {
-		t.Errorf("during the drain only %d of 6 were ready:\n%s\ndrain said:\n%s", fewest, describePlaced(when), out)
+		t.Errorf("during the drain only %d of 6 were ready:\n%s\ndrain said:\n%s", fewest, describeInstances(when), out)
 	}
 	t.Logf("drained a1 with at least %d of 6 ready throughout", fewest)
 	if got := e.ok("nodes"); !strings.Contains(got, "SchedulingDisabled") {

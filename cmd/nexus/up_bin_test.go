@@ -172,19 +172,37 @@ func (h *upHarness) instances(workload string) []types.Instance {
 // waitInstances polls the workload's instances until ok accepts them.
 func (h *upHarness) waitInstances(workload, what string, timeout time.Duration, ok func([]types.Instance) bool) []types.Instance {
 	h.t.Helper()
+	return pollInstances(h.t, workload, what, timeout, func() (string, error) { return h.nexus(instancesArgs(workload)...) }, ok, h.log)
+}
+
+// pollInstances runs get (a `get instances -o json`) every 100 ms until
+// ok accepts the instances it lists, and fails t with the last list (and
+// detail, when given) after timeout.
+func pollInstances(t testing.TB, workload, what string, timeout time.Duration, get func() (string, error), ok func([]types.Instance) bool, detail func() string) []types.Instance {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last []types.Instance
+	var lastErr error
 	for {
-		if out, err := h.nexus(instancesArgs(workload)...); err == nil {
-			if is, err := parseInstances(out); err == nil {
+		out, err := get()
+		if err == nil {
+			var is []types.Instance
+			if is, err = parseInstances(out); err == nil {
 				last = is
 				if ok(last) {
 					return last
 				}
 			}
+		} else {
+			err = fmt.Errorf("%v: %s", err, out)
 		}
+		lastErr = err
 		if time.Now().After(deadline) {
-			h.t.Fatalf("%s: not %s within %v; instances:\n%s\n%s", workload, what, timeout, describeInstances(last), h.log())
+			more := ""
+			if detail != nil {
+				more = "\n" + detail()
+			}
+			t.Fatalf("%s: not %s within %v (last error: %v); instances:\n%s%s", workload, what, timeout, lastErr, describeInstances(last), more)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -221,7 +239,7 @@ func parseInstances(out string) ([]types.Instance, error) {
 func describeInstances(is []types.Instance) string {
 	var b strings.Builder
 	for _, i := range is {
-		fmt.Fprintf(&b, "  %s phase=%s ready=%v restarts=%d addrs=%v msg=%q\n", i.Name, i.Status.Phase, i.Status.Ready, i.Status.Restarts, i.Status.Addresses, i.Status.Message)
+		fmt.Fprintf(&b, "  %s node=%s phase=%s ready=%v restarts=%d addrs=%v msg=%q\n", i.Name, i.Spec.NodeName, i.Status.Phase, i.Status.Ready, i.Status.Restarts, i.Status.Addresses, i.Status.Message)
 	}
 	return b.String()
 }
