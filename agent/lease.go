@@ -13,22 +13,27 @@ import (
 // makes the node NotReady and, after a grace period, has its instances
 // replaced elsewhere (controller/nodelifecycle.go).
 //
-// Fencing: when no renewal has succeeded for a lease duration, the lease
-// has run out (it was renewed, at the latest, when the last successful
-// request was sent) and the node's instances are about to be replaced, so
-// the agent stops those of workloads marked stopOnDisconnect: a healed
-// partition then never runs more copies than asked. It stops them with
-// their grace period, as at removal, reports them Stopped once a server
-// answers again (their workloads replace them), and keeps the others
-// running: the instance watch reconciles them when it resumes. The stop
-// begins at most a LeaseInterval after the lease ran out, well inside the
-// default 10 s eviction grace; an instance whose termination grace is
-// longer than that grace may still be stopping when its replacement
-// starts.
+// Fencing: an instance bound to a node whose lease ran out is replaced
+// elsewhere once its toleration of the unreachable taint is over (the
+// eviction grace, 10 s by default). So when no renewal has succeeded for
+// the lease plus half that toleration, the agent stops the instance if
+// its workload is marked stopOnDisconnect: a healed partition then never
+// runs more copies than asked, and the copy stops a half-toleration
+// before its replacement may start. Fencing at the lease's end instead
+// would stop every workload whenever a failover of the store's leader
+// (a few seconds without renewals) outlasted the 3 s lease. The agent
+// stops fenced instances with their grace period, as at removal, reports
+// them Stopped once a server answers again (their workloads replace
+// them), and keeps the others running: the instance watch reconciles
+// them when it resumes. An instance that tolerates the unreachable taint
+// for ever is never replaced, so it is not fenced either; one whose
+// termination grace is longer than half its toleration may still be
+// stopping when its replacement starts.
 func (a *Agent) keepLease(ctx context.Context) {
 	leaseFor := types.DefaultNodeLeaseSeconds * time.Second
+	evictFor := types.DefaultEvictionSeconds * time.Second
 	renewed := time.Now() // registering just reached a server
-	away, fenced := false, false
+	away, fenced := false, 0
 	t := time.NewTicker(a.cfg.LeaseInterval)
 	defer t.Stop()
 	for {
@@ -41,6 +46,9 @@ func (a *Agent) keepLease(ctx context.Context) {
 			return
 		case err == nil:
 			renewed, leaseFor = sent, time.Duration(hb.LeaseDurationSeconds)*time.Second
+			if hb.EvictionSeconds > 0 {
+				evictFor = time.Duration(hb.EvictionSeconds) * time.Second
+			}
 			if away {
 				a.log.Info("the node's heartbeat reaches a server again", "fenced", fenced)
 				// Ready at once, not at the next status publish.
@@ -50,16 +58,13 @@ func (a *Agent) keepLease(ctx context.Context) {
 				}
 				cancel()
 			}
-			away, fenced = false, false
+			away, fenced = false, 0
 		default:
 			if !away {
 				a.log.Warn("node heartbeat failed", "err", err)
 			}
 			away = true
-			if gone := time.Since(renewed); !fenced && gone >= leaseFor {
-				fenced = true
-				a.fence(gone, leaseFor)
-			}
+			fenced += a.fenceDue(time.Since(renewed), leaseFor, evictFor)
 		}
 		select {
 		case <-ctx.Done():
@@ -69,21 +74,33 @@ func (a *Agent) keepLease(ctx context.Context) {
 	}
 }
 
-// fence stops the instances marked stopOnDisconnect: the node has reached
-// no server for gone, longer than its lease.
-func (a *Agent) fence(gone, lease time.Duration) {
-	msg := fmt.Sprintf("stopped by the node: it reached no server for %v, longer than its %v heartbeat lease, and the instance's workload is marked stopOnDisconnect (it is replaced elsewhere)",
-		gone.Round(time.Second), lease)
+// fenceDue fences the instances marked stopOnDisconnect whose time has
+// come: the node has reached no server for gone, and an instance is due
+// at lease plus half its toleration of the unreachable taint (evict when
+// it has none). It returns how many it fenced.
+func (a *Agent) fenceDue(gone, lease, evict time.Duration) int {
 	a.mu.Lock()
-	var fenced []*supervisor
+	var due []*supervisor
 	for _, s := range a.sups {
-		if s.instance().Spec.StopOnDisconnect {
-			fenced = append(fenced, s)
+		inst := s.instance()
+		if !inst.Spec.StopOnDisconnect || s.isFenced() {
+			continue
+		}
+		tol, forever := types.UnreachableToleration(inst.Spec.Placement.Tolerations, evict)
+		if !forever && gone >= lease+tol/2 {
+			due = append(due, s)
 		}
 	}
 	a.mu.Unlock()
-	a.log.Warn("no server reached for longer than the node's lease: stopping the instances marked stopOnDisconnect", "for", gone.Round(time.Millisecond), "instances", len(fenced))
-	for _, s := range fenced {
+	if len(due) == 0 {
+		return 0
+	}
+	msg := fmt.Sprintf("stopped by the node: it reached no server for %v, longer than its %v heartbeat lease, and the instance's workload is marked stopOnDisconnect (it is replaced elsewhere)",
+		gone.Round(time.Second), lease)
+	a.log.Warn("no server reached for longer than the node's lease: stopping the instances marked stopOnDisconnect before they are replaced elsewhere",
+		"for", gone.Round(time.Millisecond), "instances", len(due))
+	for _, s := range due {
 		s.fence(msg)
 	}
+	return len(due)
 }

@@ -98,6 +98,16 @@ func (s *supervisor) fence(msg string) {
 	})
 }
 
+// isFenced says whether fence was called.
+func (s *supervisor) isFenced() bool {
+	select {
+	case <-s.fenced:
+		return true
+	default:
+		return false
+	}
+}
+
 // setStatus changes the status to publish.
 func (s *supervisor) setStatus(f func(st *types.InstanceStatus)) {
 	s.mu.Lock()

@@ -37,7 +37,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *request) error {
 		}
 		return problem(http.StatusServiceUnavailable, "Unavailable", "the store did not renew node %s's heartbeat lease: %v", r.name, err).withRetry(1)
 	}
-	hb := types.NodeHeartbeat{Node: r.name, LeaseDurationSeconds: s.nodeLeaseSeconds, Acquired: acquired}
+	hb := types.NodeHeartbeat{Node: r.name, LeaseDurationSeconds: s.nodeLeaseSeconds, EvictionSeconds: s.evictionSeconds, Acquired: acquired}
 	body, err := json.Marshal(hb)
 	if err != nil {
 		return err

@@ -46,8 +46,12 @@ type Config struct {
 	// its last heartbeat (default types.DefaultNodeLeaseSeconds; whole
 	// seconds, the store's granularity, at least 1).
 	NodeLeaseDuration time.Duration
-	Logger            *slog.Logger
-	Now               func() time.Time
+	// EvictionGrace is the controllers' eviction grace (default
+	// types.DefaultEvictionSeconds), told to agents in the heartbeat's
+	// answer: they fence by it when cut off.
+	EvictionGrace time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // Limits bound what one identity may ask of the server.
@@ -92,6 +96,7 @@ type Server struct {
 	readyOnce        sync.Once
 	nodes            Nodes
 	nodeLeaseSeconds int64
+	evictionSeconds  int64
 }
 
 // Nodes are the node agents this server reaches for logs and exec.
@@ -116,6 +121,10 @@ func New(cfg Config) (*Server, error) {
 	s.nodeLeaseSeconds = types.DefaultNodeLeaseSeconds
 	if d := cfg.NodeLeaseDuration; d > 0 {
 		s.nodeLeaseSeconds = max(int64((d+time.Second-1)/time.Second), 1)
+	}
+	s.evictionSeconds = types.DefaultEvictionSeconds
+	if d := cfg.EvictionGrace; d > 0 {
+		s.evictionSeconds = max(int64((d+time.Second-1)/time.Second), 1)
 	}
 	if s.bookmarkInterval == 0 {
 		s.bookmarkInterval = 30 * time.Second

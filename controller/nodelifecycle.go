@@ -191,7 +191,7 @@ func (c *Controllers) tolerates(i *types.Instance) (time.Duration, bool) {
 			return 0, true
 		}
 	}
-	return unreachableToleration(i.Spec.Placement.Tolerations, c.cfg.EvictionGrace)
+	return types.UnreachableToleration(i.Spec.Placement.Tolerations, c.cfg.EvictionGrace)
 }
 
 // setNodeReady writes the node's Ready condition, with a compare-and-swap:

@@ -89,38 +89,6 @@ func decideNode(v nodeView) nodePlan {
 	return p
 }
 
-const maxTolerationSeconds = 100 * 365 * 24 * 3600
-
 func isUnreachableTaint(t scheduler.Taint) bool {
 	return t.Key == unreachableTaint.Key && t.Effect == unreachableTaint.Effect
-}
-
-// unreachableToleration is how long an instance with tolerations tols
-// stays on an unreachable node, as Kubernetes reads tolerationSeconds:
-// the least tolerationSeconds of the tolerations that match the
-// unreachable taint; forever when some match and none bounds it; def when
-// none match.
-func unreachableToleration(tols []scheduler.Toleration, def time.Duration) (d time.Duration, forever bool) {
-	matched, bounded := false, false
-	for _, t := range tols {
-		if !t.Tolerates(unreachableTaint) {
-			continue
-		}
-		matched = true
-		if t.Seconds == nil {
-			continue
-		}
-		// Capped so that the Duration cannot overflow: a century is for ever.
-		s := time.Duration(min(max(*t.Seconds, 0), maxTolerationSeconds)) * time.Second
-		if !bounded || s < d {
-			d, bounded = s, true
-		}
-	}
-	switch {
-	case bounded:
-		return d, false
-	case matched:
-		return 0, true
-	}
-	return def, false
 }

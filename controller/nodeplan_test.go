@@ -34,10 +34,10 @@ func TestControllerUnreachableToleration(t *testing.T) {
 			{Exists: true, Effect: scheduler.NoExecute},
 			{Key: types.TaintUnreachable, Exists: true, Effect: scheduler.NoExecute, Seconds: secs(5)},
 		}, 5 * time.Second, false},
-		{"a century is for ever enough (no overflow)", []scheduler.Toleration{{Key: types.TaintUnreachable, Exists: true, Effect: scheduler.NoExecute, Seconds: secs(1 << 62)}}, maxTolerationSeconds * time.Second, false},
+		{"a century is for ever enough (no overflow)", []scheduler.Toleration{{Key: types.TaintUnreachable, Exists: true, Effect: scheduler.NoExecute, Seconds: secs(1 << 62)}}, types.MaxTolerationSeconds * time.Second, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, forever := unreachableToleration(tc.tols, def)
+			d, forever := types.UnreachableToleration(tc.tols, def)
 			if d != tc.want || forever != tc.forever {
 				t.Fatalf("got %v forever=%v, want %v forever=%v", d, forever, tc.want, tc.forever)
 			}

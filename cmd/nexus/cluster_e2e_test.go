@@ -89,6 +89,7 @@ func (e *clusterE2E) runningContainers() (total int, per map[string]int) {
 	for _, a := range e.agents {
 		out, err := exec.Command(e.bin, "runtime", "--root", filepath.Join(a.dir, "runtime"), "list", "-f", "json").Output()
 		if err != nil {
+			e.t.Logf("%s: nexus runtime list: %v", a.name, err)
 			continue
 		}
 		var states []struct {
@@ -289,7 +290,8 @@ func (e *clusterE2E) killAgent(a *clusterProc, workload string, replicas int) ti
 // killLeader moves the store's leadership to the controllers' leader,
 // kills that server with SIGKILL, and returns how long API writes failed
 // (through another server) and how long the controllers' leadership took
-// to move; then starts it again and waits until it is a voter again.
+// to move (no node may go NotReady and no container may stop meanwhile);
+// then starts it again and waits until it is a voter again.
 func (e *clusterE2E) killLeader() (gap, moved time.Duration) {
 	t := e.t
 	_, ctrl := e.leaders()
@@ -322,6 +324,7 @@ func (e *clusterE2E) killLeader() (gap, moved time.Duration) {
 		}
 	}
 	before := e.readyConditions()
+	_, runningBefore := e.runningContainers()
 	victim.kill9()
 	killed := time.Now()
 	gap, err := writeGap(e.ctx, killed, func(ctx context.Context, n int) error {
@@ -348,6 +351,10 @@ func (e *clusterE2E) killLeader() (gap, moved time.Duration) {
 	// one from before the kill).
 	if after := e.readyConditions(); !maps.Equal(after, before) {
 		t.Errorf("the nodes' Ready conditions changed when server %s died:\nbefore %v\nafter  %v", victim.name, before, after)
+	}
+	// And no agent fenced: every container still runs.
+	if _, after := e.runningContainers(); !maps.Equal(after, runningBefore) {
+		t.Errorf("containers stopped when server %s died: running before %v, after %v", victim.name, runningBefore, after)
 	}
 	victim.start()
 	waitMembers(t, e.store(e.cli), map[string]bool{"s1": true, "s2": true, "s3": true})
