@@ -715,7 +715,9 @@ func TestRemovedFrontendLeavesNoMapEntry(t *testing.T) {
 func TestSyncKeepsStayingBackendsInPlace(t *testing.T) {
 	dp := newDataPath(t)
 	fe := lb.Frontend{Addr: netip.MustParseAddrPort("[fd00:5e::1]:80"), Proto: lb.TCP}
-	b := func(i int) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr(fmt.Sprintf("fd00:1::%x", i)), 80) }
+	b := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr(fmt.Sprintf("fd00:1::%x", i)), 80)
+	}
 	syncTable(t, dp, lb.Entry{Frontend: fe, Backends: []netip.AddrPort{b(1), b(2), b(3), b(4)}})
 	slotsOf := func() map[uint32]netip.AddrPort {
 		out := map[uint32]netip.AddrPort{}

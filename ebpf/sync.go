@@ -3,7 +3,9 @@ package ebpf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -86,6 +88,10 @@ func plan(cur map[lb.Frontend]*frontendState, t lb.Table, nextID uint32) (c chan
 	next = make(map[lb.Frontend]*frontendState, len(t))
 	for _, e := range t {
 		st, existed := cur[e.Frontend]
+		if existed && st.affinity == e.Affinity && sameBackends(st.slots, e.Backends) {
+			next[e.Frontend] = st // most of a table, most of the time
+			continue
+		}
 		if !existed {
 			st = &frontendState{id: nextID}
 			// Ids are not reused soon, so an entry a program adds while
@@ -200,6 +206,29 @@ func placeSlots(old, want []netip.AddrPort) []netip.AddrPort {
 		next = next[:last]
 	}
 	return next
+}
+
+// sameBackends reports whether want lists the backends of slots, each at
+// least once, and no other. Short lists, the usual ones, are compared
+// without allocating.
+func sameBackends(slots, want []netip.AddrPort) bool {
+	if len(want) < len(slots) {
+		return false
+	}
+	if len(slots) > 16 {
+		return maps.Equal(setOf(slots), setOf(want))
+	}
+	for _, w := range want {
+		if !slices.Contains(slots, normal(w)) {
+			return false
+		}
+	}
+	for _, s := range slots {
+		if !slices.ContainsFunc(want, func(w netip.AddrPort) bool { return normal(w) == s }) {
+			return false
+		}
+	}
+	return true
 }
 
 // normal writes an IPv4 address one way (not v4-mapped), as the maps do.

@@ -110,3 +110,33 @@ func TestPlanRemovesEverythingOfAFrontend(t *testing.T) {
 		t.Errorf("turning affinity off planned %+v", ch)
 	}
 }
+
+func TestSameBackends(t *testing.T) {
+	a, b, c := ap("10.0.0.1:1"), ap("10.0.0.2:1"), ap("10.0.0.3:1")
+	many := func(extra ...netip.AddrPort) []netip.AddrPort {
+		var out []netip.AddrPort
+		for i := range 20 {
+			out = append(out, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), 1))
+		}
+		return append(out, extra...)
+	}
+	for _, tc := range []struct {
+		slots, want []netip.AddrPort
+		same        bool
+	}{
+		{nil, nil, true},
+		{[]netip.AddrPort{a, b}, []netip.AddrPort{b, a}, true},
+		{[]netip.AddrPort{a, b}, []netip.AddrPort{b, a, a}, true},
+		{[]netip.AddrPort{a}, []netip.AddrPort{ap("[::ffff:10.0.0.1]:1")}, true},
+		{[]netip.AddrPort{a, b}, []netip.AddrPort{a}, false},
+		{[]netip.AddrPort{a, b}, []netip.AddrPort{a, c}, false},
+		{[]netip.AddrPort{a, b}, []netip.AddrPort{a, b, c}, false},
+		{many(), many(), true},
+		{many(), many(a), false},
+		{many(a), many(b), false},
+	} {
+		if got := sameBackends(tc.slots, tc.want); got != tc.same {
+			t.Errorf("sameBackends(%v, %v) = %v", tc.slots, tc.want, got)
+		}
+	}
+}
