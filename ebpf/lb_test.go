@@ -764,9 +764,9 @@ func TestCloseLeavesNothingAttached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { dp.Close() }) // on failure; the test closes it itself
 	progs, err := dp.programIDs()
 	if err != nil {
-		dp.Close()
 		t.Fatal(err)
 	}
 	var mapIDs []ebpf.MapID
