@@ -30,6 +30,7 @@ import (
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/lifetime"
 	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/networking/lb"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/exitrec"
 	"nexus.dev/nexus/runtime/image"
@@ -48,6 +49,9 @@ type Config struct {
 	// NetworkMode is how containers reach other nodes' containers
 	// (networking.ModeAuto when empty).
 	NetworkMode networking.Mode
+	// ServiceDataPath is how the node balances Service traffic (lb.Auto
+	// when empty: eBPF when its hooks load, nftables otherwise).
+	ServiceDataPath lb.Choice
 	// ExitRecorderDir is where the exit recorder is pinned in bpffs
 	// (exitrec.DefaultDir when empty).
 	ExitRecorderDir string
