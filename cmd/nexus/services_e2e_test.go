@@ -158,7 +158,7 @@ func countReady(is []types.Instance) int {
 	return n
 }
 
-func instanceOn(t *testing.T, is []types.Instance, node string) types.Instance {
+func instanceOn(t testing.TB, is []types.Instance, node string) types.Instance {
 	for _, i := range is {
 		if i.Spec.NodeName == node {
 			return i
@@ -221,7 +221,7 @@ func (e *servicesE2E) byName(t *testing.T, client types.Instance) {
 var tallyLine = regexp.MustCompile(`^(\d+) (.*)$`)
 
 // tally runs fetch -n n from the client and returns the count per answer.
-func (e *servicesE2E) tally(t *testing.T, client types.Instance, n int, url string) (map[string]int, error) {
+func (e *servicesE2E) tally(t testing.TB, client types.Instance, n int, url string) (map[string]int, error) {
 	out, err := e.exec(client, "fetch", "-n", strconv.Itoa(n), url)
 	got := map[string]int{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
