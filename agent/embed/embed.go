@@ -81,6 +81,7 @@ type Agent struct {
 	rt    *runtime.Runtime
 	rec   *exitrec.Recorder
 	net   *networking.Node
+	svc   *serviceNetwork
 
 	cancel  context.CancelFunc
 	runDone chan struct{} // closed when the agent's Run returned
@@ -179,7 +180,10 @@ func (a *Agent) openNetwork(agentDir string, node *types.Node) (agent.Network, e
 	}
 	a.log.Info("container networking", "bridge", cmp.Or(a.cfg.Bridge, networking.DefaultBridge),
 		"ipv6", prefixes.IPv6.String(), "ipv4", prefixes.IPv4.String())
-	return nodeNetwork{a.net}, nil
+	if a.svc, err = openServices(a.net, prefixes, a.cfg.ServiceDataPath, a.log.With("component", "services")); err != nil {
+		return nil, err
+	}
+	return a.svc, nil
 }
 
 // nodeNetwork adapts a networking.Node to the agent.
@@ -258,6 +262,9 @@ func (a *Agent) shutdown() {
 	if a.cancel != nil {
 		a.cancel()
 		<-a.runDone
+	}
+	if a.svc != nil {
+		a.svc.close()
 	}
 	if a.net != nil {
 		a.net.Close()
