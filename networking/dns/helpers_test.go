@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -169,3 +170,5 @@ func withTimeout(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
