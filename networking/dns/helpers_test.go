@@ -1,7 +1,6 @@
 package dns
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -163,12 +162,6 @@ func clusterRecords() Records {
 			{Namespace: "data", Name: "db-0", Addrs: []netip.Addr{netip.MustParseAddr("fd00:1::2"), netip.MustParseAddr("10.1.0.2")}},
 		},
 	}
-}
-
-func withTimeout(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
