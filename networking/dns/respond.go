@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -62,6 +63,12 @@ func (s *Server) respond(ctx context.Context, req *dns.Msg, tcp bool) *dns.Msg {
 		if opt != nil {
 			size = min(int(opt.UDPSize()), upstreamUDPSize)
 		}
+	}
+	if len(resp.Extra) > 0 && resp.Len() > size {
+		// The additional section is a courtesy: drop it whole rather
+		// than let Truncate set TC for it, which would send the client
+		// to TCP for records it did not ask for (RFC 2181 §9).
+		resp.Extra = slices.DeleteFunc(resp.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype != dns.TypeOPT })
 	}
 	resp.Truncate(size)
 	return resp

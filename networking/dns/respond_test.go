@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"nexus.dev/nexus/networking/lb"
 )
 
 // rawQuery sends b over UDP and returns the reply, or nil when none comes
@@ -151,6 +153,29 @@ func TestLargeAnswersAreTruncatedToTheClientsBuffer(t *testing.T) {
 				t.Errorf("%d records, truncated %v: want some and TC", len(r.Answer), r.Truncated)
 			}
 		})
+	}
+}
+
+// TestAdditionalRecordsAreDroppedBeforeTruncating checks that an SRV
+// answer that fits without its additional section comes whole over UDP,
+// without TC: the client need not retry over TCP.
+func TestAdditionalRecordsAreDroppedBeforeTruncating(t *testing.T) {
+	var backends []Backend
+	for i := range 8 {
+		backends = append(backends, Backend{Instance: fmt.Sprintf("pg-%d", i), Addrs: []netip.Addr{
+			netip.AddrFrom16([16]byte{0xfd, 15: byte(i)}), netip.AddrFrom4([4]byte{10, 1, 0, byte(i)})}})
+	}
+	_, addr := startServer(t, Config{}, &Records{Services: []Service{{Namespace: "default", Name: "pg", Headless: true, Backends: backends,
+		Ports: []Port{{Name: "pg", Port: 5432, Protocol: lb.TCP}}}}})
+	name := "_pg._tcp.pg.default.svc.cluster.local."
+	full := ask(t, addr, "tcp", name, dns.TypeSRV)
+	full.Compress = true
+	if len(full.Answer) != 8 || len(full.Extra) != 16 || full.Len() <= dns.MinMsgSize {
+		t.Fatalf("over TCP: %d SRV, %d additional, %d bytes: want 8, 16 and more than 512 bytes", len(full.Answer), len(full.Extra), full.Len())
+	}
+	r := ask(t, addr, "udp", name, dns.TypeSRV)
+	if len(r.Answer) != 8 || r.Truncated || len(r.Extra) != 0 {
+		t.Errorf("over UDP: %d SRV, truncated %v, %d additional; want 8 SRV, no TC, no additional", len(r.Answer), r.Truncated, len(r.Extra))
 	}
 }
 
