@@ -31,7 +31,6 @@ type forwarder struct {
 	udp, tcp  *dns.Client
 	log       *slog.Logger
 	logFail   rate.Sometimes
-	now       func() time.Time
 }
 
 func newForwarder(upstreams []netip.AddrPort, timeout time.Duration, cacheSize int, log *slog.Logger) *forwarder {
@@ -42,7 +41,6 @@ func newForwarder(upstreams []netip.AddrPort, timeout time.Duration, cacheSize i
 		tcp:     &dns.Client{Net: "tcp"},
 		log:     log,
 		logFail: rate.Sometimes{Interval: 10 * time.Second},
-		now:     time.Now,
 	}
 	for _, u := range upstreams {
 		f.upstreams = append(f.upstreams, u.String())
@@ -56,7 +54,7 @@ func newForwarder(upstreams []netip.AddrPort, timeout time.Duration, cacheSize i
 // The returned message is the caller's to change.
 func (f *forwarder) resolve(ctx context.Context, q dns.Question, do, cd bool) (*dns.Msg, error) {
 	key := q.Name + "/" + strconv.Itoa(int(q.Qtype)) + "/" + strconv.FormatBool(do) + "/" + strconv.FormatBool(cd)
-	if m, ok := f.cache.get(key, f.now()); ok {
+	if m, ok := f.cache.get(key, time.Now()); ok {
 		return m, nil
 	}
 	v, err, _ := f.flight.Do(key, func() (any, error) {
@@ -64,7 +62,7 @@ func (f *forwarder) resolve(ctx context.Context, q dns.Question, do, cd bool) (*
 		if err != nil {
 			return nil, err
 		}
-		f.cache.put(key, m, f.now())
+		f.cache.put(key, m, time.Now())
 		return m, nil
 	})
 	if err != nil {
@@ -86,7 +84,7 @@ func (f *forwarder) exchange(ctx context.Context, q dns.Question, do, cd bool) (
 	req.SetQuestion(q.Name, q.Qtype)
 	req.CheckingDisabled = cd
 	req.SetEdns0(upstreamUDPSize, do)
-	deadline := f.now().Add(f.timeout)
+	deadline := time.Now().Add(f.timeout)
 	var errs []error
 	for i, up := range f.upstreams {
 		share := time.Until(deadline) / time.Duration(len(f.upstreams)-i)

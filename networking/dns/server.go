@@ -184,17 +184,21 @@ func (s *Server) Start() error {
 // serve runs srv until Shutdown, returning once it has started so that a
 // Close right after Start finds it running.
 func (s *Server) serve(srv *dns.Server, addr netip.AddrPort, network string) {
-	started := make(chan struct{})
+	started, exited := make(chan struct{}), make(chan struct{})
 	srv.NotifyStartedFunc = func() { close(started) }
 	s.servers = append(s.servers, srv)
 	s.done.Add(1)
 	go func() {
 		defer s.done.Done()
+		defer close(exited)
 		if err := srv.ActivateAndServe(); err != nil {
 			s.log.Error("cluster DNS: serving stopped", "addr", addr, "net", network, "err", err)
 		}
 	}()
-	<-started
+	select {
+	case <-started:
+	case <-exited:
+	}
 }
 
 // Addrs returns the addresses served (with the ports picked for port 0).

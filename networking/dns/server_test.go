@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -247,4 +248,61 @@ func TestStartFailsOnATakenAddress(t *testing.T) {
 	if err := other.Start(); err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("Start on a taken address: %v, want an error naming %s", err, addr)
 	}
+}
+
+// TestConcurrentQueriesAndUpdates asks while the view is replaced: every
+// answer is one whole view or the other, never a mix or nothing (run
+// with -race: lookups take no lock).
+func TestConcurrentQueriesAndUpdates(t *testing.T) {
+	s, _ := startServer(t, Config{Log: discardLog()}, nil)
+	views := [][]string{{"10.1.0.2", "10.1.0.3"}, {"10.1.0.4"}}
+	update := func(i int) {
+		var backends []Backend
+		for j, ip := range views[i%2] {
+			backends = append(backends, Backend{Instance: fmt.Sprintf("db-%d", j), Addrs: []netip.Addr{netip.MustParseAddr(ip)}})
+		}
+		if err := s.Update(Records{Services: []Service{{Namespace: "data", Name: "db", Headless: true, Backends: backends,
+			Ports: []Port{{Name: "pg", Port: 5432, Protocol: lb.TCP}}}}}); err != nil {
+			t.Error(err)
+		}
+	}
+	update(0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			update(i)
+		}
+	}()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 500 {
+				for q, name := range map[uint16]string{dns.TypeA: "DB.data.svc.cluster.local.", dns.TypeSRV: "_pg._tcp.db.data.svc.cluster.local."} {
+					r := s.respond(t.Context(), new(dns.Msg).SetQuestion(name, q), false)
+					if _, err := r.Pack(); err != nil {
+						t.Errorf("pack: %v", err)
+						return
+					}
+					var got []string
+					for _, rr := range r.Answer {
+						if a, ok := rr.(*dns.A); ok {
+							got = append(got, a.A.String())
+						}
+					}
+					slices.Sort(got)
+					if q == dns.TypeA && !slices.Equal(got, views[0]) && !slices.Equal(got, views[1]) {
+						t.Errorf("answer %q is neither view", got)
+						return
+					}
+					if q == dns.TypeSRV && len(r.Answer) != 1 && len(r.Answer) != 2 {
+						t.Errorf("SRV answer of %d records", len(r.Answer))
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	<-done
 }
