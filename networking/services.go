@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/networking/lb"
@@ -106,10 +107,14 @@ func (s *ServiceNAT) Mode() string {
 // gone one loses it, and a changed one has its chain flushed and refilled.
 // That is safe for established connections: NAT chains see only a
 // connection's first packet, conntrack translates the rest, so a
-// connection keeps its backend even when the backend leaves the table.
-// The first Sync (and the one after a failure) removes whatever service
-// objects the table holds (a previous agent's) and installs the whole
-// table, in the same transaction.
+// connection keeps its backend even when the backend leaves the table
+// (UDP flows to a backend that left are the exception: forgetUDPFlows).
+//
+// The first Sync removes whatever service objects the table holds (a
+// previous agent's) and installs the whole table, in the same
+// transaction; so does a Sync that finds the objects gone (someone
+// deleted the table) or whose changes the kernel refuses (someone changed
+// them).
 func (s *ServiceNAT) Sync(t lb.Table) error {
 	want, err := s.normalize(t)
 	if err != nil {
@@ -117,6 +122,29 @@ func (s *ServiceNAT) Sync(t lb.Table) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	conn, err := s.n.nftConn()
+	if err != nil {
+		return err
+	}
+	have := s.last
+	if s.synced {
+		if _, err := conn.ListChain(nexusTable(), chainSvcPre); err != nil {
+			s.synced = false
+		}
+	}
+	wasSynced := s.synced
+	if err = s.apply(want); err != nil && wasSynced {
+		err = s.apply(want) // the failure cleared synced: this one installs everything
+	}
+	if err != nil {
+		return err
+	}
+	return s.forgetUDPFlows(staleUDPFlows(have, want))
+}
+
+// apply changes the kernel from s.last to want (or, when not synced, from
+// whatever it holds) in one transaction.
+func (s *ServiceNAT) apply(want map[lb.Frontend]lb.Entry) error {
 	conn, err := s.n.nftConn()
 	if err != nil {
 		return err
@@ -136,10 +164,67 @@ func (s *ServiceNAT) Sync(t lb.Table) error {
 		return err
 	}
 	if err := conn.Flush(); err != nil {
-		s.synced = false
+		s.last, s.synced = nil, false
 		return fmt.Errorf("program services in nftables table inet %s: %w", TableName, err)
 	}
 	s.last, s.synced = want, true
+	return nil
+}
+
+// flowKey is a frontend and a backend of a UDP flow the data path
+// translated.
+type flowKey struct{ frontend, backend netip.AddrPort }
+
+// staleUDPFlows returns the UDP frontend-backend pairs of have that want
+// no longer has.
+func staleUDPFlows(have, want map[lb.Frontend]lb.Entry) staleUDP {
+	stale := staleUDP{}
+	for fe, e := range have {
+		if fe.Proto != lb.UDP {
+			continue
+		}
+		for _, b := range e.Backends {
+			if !slices.Contains(want[fe].Backends, b) {
+				stale[flowKey{fe.Addr, b}] = true
+			}
+		}
+	}
+	return stale
+}
+
+// staleUDP matches the conntrack entries of UDP flows to the given
+// frontends that were translated to the given backends.
+type staleUDP map[flowKey]bool
+
+// MatchConntrackFlow implements netlink.CustomConntrackFilter.
+func (m staleUDP) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	if f.Forward.Protocol != unix.IPPROTO_UDP {
+		return false
+	}
+	fe, ok := netip.AddrFromSlice(f.Forward.DstIP)
+	be, ok2 := netip.AddrFromSlice(f.Reverse.SrcIP)
+	return ok && ok2 && m[flowKey{netip.AddrPortFrom(fe.Unmap(), f.Forward.DstPort), netip.AddrPortFrom(be.Unmap(), f.Reverse.SrcPort)}]
+}
+
+// forgetUDPFlows deletes the conntrack entries of UDP flows to backends
+// that left their frontend. A UDP client that keeps its socket (a
+// resolver, a QUIC connection) would otherwise keep reaching the old
+// backend, each datagram renewing the entry, for as long as it sends;
+// deleted, its next datagram is a new flow and gets a ready backend. TCP
+// connections are left alone: they live on, as Sync promises.
+func (s *ServiceNAT) forgetUDPFlows(stale staleUDP) error {
+	if len(stale) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		if _, err := s.n.nl.ConntrackDeleteFilters(netlink.ConntrackTable, fam, stale); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("services are programmed, but UDP flows to backends that left may stay until they go idle: delete their conntrack entries: %w", err)
+	}
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -206,6 +207,45 @@ func udpFrom(path string, addr netip.AddrPort) (string, netip.AddrPort, error) {
 	return strings.TrimSpace(string(buf[:n])), netip.AddrPortFrom(fa.Addr().Unmap(), fa.Port()), nil
 }
 
+// udpClient is one UDP socket in a namespace, kept across requests.
+type udpClient struct{ pc net.PacketConn }
+
+func newUDPClient(t *testing.T, path string) *udpClient {
+	t.Helper()
+	var pc net.PacketConn
+	if err := testnet.DoIn(path, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", ":0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return &udpClient{pc}
+}
+
+// ask sends a datagram to a serve UDP server behind addr and returns the
+// name of the server that answered, checking that the answer came from
+// addr.
+func (u *udpClient) ask(t *testing.T, addr netip.AddrPort) string {
+	t.Helper()
+	_ = u.pc.SetDeadline(time.Now().Add(dialTimeout))
+	if _, err := u.pc.WriteTo([]byte("hi"), net.UDPAddrFromAddrPort(addr)); err != nil {
+		t.Fatalf("UDP to %s: %v", addr, err)
+	}
+	buf := make([]byte, 128)
+	n, from, err := u.pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("UDP to %s: %v", addr, err)
+	}
+	fa := from.(*net.UDPAddr).AddrPort()
+	if got := netip.AddrPortFrom(fa.Addr().Unmap(), fa.Port()); got != addr {
+		t.Fatalf("UDP to %s: the answer came from %s", addr, got)
+	}
+	name, _, _ := strings.Cut(strings.TrimPrefix(string(buf[:n]), "hello from "), ",")
+	return name
+}
+
 // svcObjects reads back, with the nftables library, the names of the
 // table's chains and sets that belong to the service data path, and
 // whether the node's own chains are there.
@@ -386,10 +426,30 @@ func TestServiceNATBalances(t *testing.T) {
 			rest = append(rest, b)
 		}
 	}
+	// A UDP client that keeps its socket, as a resolver does, talks to
+	// the same backend while the flow lives...
+	udp := newUDPClient(t, client)
+	first := udp.ask(t, dns4)
+	for range 3 {
+		if again := udp.ask(t, dns4); again != first {
+			t.Fatalf("one UDP flow reached %s, then %s", first, again)
+		}
+	}
 	web6Rules := ruleHandles(t, r.n, table[1].Frontend)
 	table[0] = entry("default/web", lb.TCP, web4, ipv4, namePort, rest...)
+	var udpRest []backend
+	for _, b := range bs {
+		if b.name != first {
+			udpRest = append(udpRest, b)
+		}
+	}
+	table[2] = entry("default/dns", lb.UDP, dns4, ipv4, 9090, udpRest...)
 	if err := s.Sync(table); err != nil {
 		t.Fatalf("Sync without %s: %v", gone.name, err)
+	}
+	// ... and once its backend leaves, the flow moves to another one.
+	if now := udp.ask(t, dns4); now == first {
+		t.Fatalf("the UDP flow still reaches %s after it left the service", first)
 	}
 	got := spread(t, client, web4, 300)
 	for k := range got {
@@ -423,6 +483,22 @@ func TestServiceNATBalances(t *testing.T) {
 	}
 	if again, _ := svcObjects(t, r.n); !slices.Equal(again, objs) {
 		t.Fatalf("objects after a restart: %v, want %v", again, objs)
+	}
+	spread(t, client, web4, 10)
+
+	// Someone deletes the table; the node's Setup brings its own chains
+	// back, and the next Sync the services.
+	if out, err := exec.Command("ip", "netns", "exec", strings.TrimPrefix(r.node.NetNS, "/run/netns/"), "nft", "delete", "table", "inet", TableName).CombinedOutput(); err != nil {
+		t.Fatalf("delete table: %v: %s", err, out)
+	}
+	if err := r.n.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Sync(table); err != nil {
+		t.Fatalf("Sync after the table was deleted: %v", err)
+	}
+	if again, _ := svcObjects(t, r.n); !slices.Equal(again, objs) {
+		t.Fatalf("objects after the table was deleted and synced again: %v, want %v", again, objs)
 	}
 	spread(t, client, web4, 10)
 
