@@ -119,7 +119,12 @@ func (s *Store) Watch(ctx context.Context, req *etcdserverpb.WatchCreateRequest)
 		go w.replay()
 	}
 	s.watchMu.Unlock()
-	w.stopAfterCtx = context.AfterFunc(ctx, func() { w.cancel(ctx.Err()) })
+	// The callback may run at once (ctx already done), so the field it
+	// reads (cancelLocked) is set under the lock it takes.
+	stop := context.AfterFunc(ctx, func() { w.cancel(ctx.Err()) })
+	s.watchMu.Lock()
+	w.stopAfterCtx = stop
+	s.watchMu.Unlock()
 	return w, nil
 }
 
