@@ -32,11 +32,14 @@ func newHelloCommand() *cobra.Command {
 		Long: `Run a small HTTP server, the entrypoint of the built-in image ` + builtin.Reference + `.
 "/" answers with the hostname, every interface address, the request number and the
 request as received (plain text, or JSON with "Accept: application/json");
-"/healthz" answers "ok". Each answer on "/" is logged on stdout (health checks are
-not); the server's own messages go to stderr. SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
+"/healthz" answers "ok"; "/bytes?n=N" answers N zero bytes (at most 1 GiB), a body of
+known size for throughput measurements. Each answer on "/" is logged on stdout (health
+checks and /bytes are not); the server's own messages go to stderr. SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
 		Args: cobra.NoArgs,
 		Example: `  nexus hello --port 8080
   nexus hello --message "blue deployment"
+  # from another terminal, download speed from it (bytes per second):
+  curl -so /dev/null -w '%{speed_download}\n' 'http://[::1]:8080/bytes?n=1000000000'
   # a known load, to watch with nexus top or to test limits and OOM kills:
   nexus run load --image nexus.local/hello -- /nexus hello --hold-memory 64Mi --burn-cpu 250m`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
