@@ -71,6 +71,10 @@ type NodeStatus struct {
 	CertificateExpiry time.Time `json:"certificateExpiry,omitzero"`
 	// Images present on the node (names or digests), for image locality.
 	Images []string `json:"images,omitempty"`
+	// ServiceDataPath is how the node balances Service traffic: "ebpf"
+	// (connect-time, in cgroup hooks) or "nftables" (DNAT, the fallback
+	// where the hooks cannot be used); empty until its networking is open.
+	ServiceDataPath string `json:"serviceDataPath,omitempty"`
 }
 
 // NodeAddress is one address of a node.

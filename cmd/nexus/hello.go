@@ -25,6 +25,7 @@ func newHelloCommand() *cobra.Command {
 		message    string
 		holdMemory string
 		burnCPU    string
+		dnsPort    int
 	)
 	cmd := &cobra.Command{
 		Use:   "hello",
@@ -32,12 +33,18 @@ func newHelloCommand() *cobra.Command {
 		Long: `Run a small HTTP server, the entrypoint of the built-in image ` + builtin.Reference + `.
 "/" answers with the hostname, every interface address, the request number and the
 request as received (plain text, or JSON with "Accept: application/json");
-"/healthz" answers "ok"; "/bytes?n=N" answers N zero bytes (at most 1 GiB), a body of
-known size for throughput measurements. Each answer on "/" is logged on stdout (health
-checks and /bytes are not); the server's own messages go to stderr. SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
+"/healthz" answers "ok" ("/healthz/fail" makes it answer 503 from then on, to
+test readiness, and "/healthz/pass" undoes that); "/bytes?n=N" answers N zero
+bytes (at most 1 GiB), a body of known size for throughput measurements. Each
+answer on "/" is logged on stdout (health checks and /bytes are not); the
+server's own messages go to stderr.
+With --dns-port it also answers DNS over UDP on that port, for tests of UDP
+services: TXT (any name) the host name, A and AAAA its own addresses.
+SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
 		Args: cobra.NoArgs,
 		Example: `  nexus hello --port 8080
   nexus hello --message "blue deployment"
+  nexus hello --dns-port 5353
   # from another terminal, download speed from it (bytes per second):
   curl -so /dev/null -w '%{speed_download}\n' 'http://[::1]:8080/bytes?n=1000000000'
   # a known load, to watch with nexus top or to test limits and OOM kills:
@@ -69,6 +76,21 @@ checks and /bytes are not); the server's own messages go to stderr. SIGTERM or S
 				return fmt.Errorf("listen on %s port %d: %w (choose another with --listen/--port)", listen, port, err)
 			}
 			slog.Info("listening on " + ln.Addr().String())
+			if dnsPort != 0 {
+				if dnsPort < 0 || dnsPort > 65535 {
+					return fmt.Errorf("--dns-port %d is outside 1-65535", dnsPort)
+				}
+				pc, err := net.ListenPacket("udp", net.JoinHostPort(listen, strconv.Itoa(dnsPort)))
+				if err != nil {
+					return fmt.Errorf("listen for DNS on %s port %d: %w (choose another with --dns-port)", listen, dnsPort, err)
+				}
+				slog.Info("answering DNS on " + pc.LocalAddr().String())
+				go func() {
+					if err := hello.ServeDNS(ctx, pc, os.Hostname, hello.InterfaceAddresses); err != nil {
+						slog.Error("dns", "err", err)
+					}
+				}()
+			}
 			err = hello.Serve(ctx, ln, hello.NewHandler(hello.Config{Message: message, AccessLog: os.Stdout}))
 			if err == nil {
 				slog.Info("stopped")
@@ -81,6 +103,7 @@ checks and /bytes are not); the server's own messages go to stderr. SIGTERM or S
 	f.StringVar(&listen, "listen", "::", `address to listen on; "::" is every IPv6 and IPv4 address`)
 	f.StringVar(&message, "message", "", "a line to add to every answer")
 	f.StringVar(&holdMemory, "hold-memory", "", `allocate this much memory at start and hold it, e.g. "64Mi" (under a lower memory limit the container is OOM-killed)`)
+	f.IntVar(&dnsPort, "dns-port", 0, "also answer DNS queries over UDP on this port (TXT: the host name; A, AAAA: its addresses)")
 	f.StringVar(&burnCPU, "burn-cpu", "", `keep this much CPU busy while running, e.g. "250m" or "1.5"`)
 	return cmd
 }

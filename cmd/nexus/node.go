@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -159,7 +160,10 @@ go on, or uncordon it).`,
 
 func newNodesCommand() *cobra.Command {
 	co := &clientOptions{}
-	var noHeaders bool
+	var (
+		noHeaders bool
+		output    string
+	)
 	cmd := &cobra.Command{
 		Use:   "nodes",
 		Short: "List the nodes with their state, use and versions",
@@ -168,12 +172,19 @@ its agent says so, Unknown before its first report; SchedulingDisabled when
 cordoned), roles (node-role.nexus.dev/<role> labels; every node runs an agent),
 IP addresses, the CPU and memory its instances request against what it can
 allocate, how many instances it runs, its Nexus and kernel versions and when
-its certificate expires. nexus get nodes -o wide shows the nodes alone, with
-their capacity, tiers and OS.`,
+its certificate expires; -o wide adds how the node balances Service traffic
+(SERVICE-DATAPATH: ebpf, connect-time in cgroup hooks, or nftables, the DNAT
+fallback where the hooks cannot be used) and its OS. nexus get nodes -o wide
+shows the nodes alone, with their capacity, tiers and OS.`,
 		Example: `  nexus nodes
+  nexus nodes -o wide
   nexus nodes --no-headers`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := printers.ParseFormat(output)
+			if err != nil || (format != printers.Table && format != printers.Wide) {
+				return fmt.Errorf("--output %q: nexus nodes prints a table or -o wide; for JSON or YAML use nexus get nodes -o %s", output, cmp.Or(output, "json"))
+			}
 			s, err := co.connect()
 			if err != nil {
 				return err
@@ -187,10 +198,11 @@ their capacity, tiers and OS.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "No nodes have registered: nexus up starts a server with a node, nexus agent --join adds one.")
 				return nil
 			}
-			return printers.Nodes(cmd.OutOrStdout(), nodes, insts, printers.Options{NoHeaders: noHeaders})
+			return printers.Nodes(cmd.OutOrStdout(), nodes, insts, printers.Options{NoHeaders: noHeaders, Format: format})
 		},
 	}
 	co.bind(cmd)
 	cmd.Flags().BoolVar(&noHeaders, "no-headers", false, "leave out the header row")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "table (the default) or wide (adds the service data path and the OS)")
 	return cmd
 }

@@ -74,12 +74,14 @@ type Report struct {
 // from streaming for hours.
 const MaxBytes = 1 << 30
 
-// Handler serves "/" (the report), "/healthz" ("ok") and "/bytes?n=N" (N
-// zero bytes, a body of known size for throughput measurements).
+// Handler serves "/" (the report), "/healthz" ("ok", or 503 after
+// "/healthz/fail" until "/healthz/pass") and "/bytes?n=N" (N zero bytes, a
+// body of known size for throughput measurements).
 type Handler struct {
 	cfg      Config
 	started  time.Time
 	requests atomic.Uint64
+	failing  atomic.Bool // /healthz answers 503
 	mux      *http.ServeMux
 	zeros    []byte // what /bytes writes, one chunk at a time
 }
@@ -102,7 +104,22 @@ func NewHandler(cfg Config) *Handler {
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if h.failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "failing (GET /healthz/pass to undo)\n")
+			return
+		}
 		io.WriteString(w, "ok\n")
+	})
+	// A test turns the health check off and on from outside, to see a
+	// readiness probe fail.
+	h.mux.HandleFunc("/healthz/fail", func(w http.ResponseWriter, _ *http.Request) {
+		h.failing.Store(true)
+		io.WriteString(w, "/healthz now answers 503\n")
+	})
+	h.mux.HandleFunc("/healthz/pass", func(w http.ResponseWriter, _ *http.Request) {
+		h.failing.Store(false)
+		io.WriteString(w, "/healthz now answers ok\n")
 	})
 	h.mux.HandleFunc("/bytes", h.serveBytes)
 	h.mux.HandleFunc("/", h.serveReport)
@@ -295,6 +312,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 var applets = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"hostname": Hostname,
 	"fetch":    Fetch,
+	"resolve":  Resolve,
 }
 
 // Applet returns the applet called name, if there is one.
@@ -320,50 +338,5 @@ func Hostname(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stdout, h)
-	return 0
-}
-
-// FetchTimeout bounds one fetch: connecting, the request and the body.
-const FetchTimeout = 10 * time.Second
-
-// maxFetchBody bounds what fetch copies to stdout.
-const maxFetchBody = 1 << 20
-
-// Fetch is the built-in image's `fetch URL` applet, a minimal `wget -qO-`:
-// it GETs an http:// URL, writes the body to stdout and returns 0 for a
-// 2xx answer, 1 for any other answer or a failed request (the reason on
-// stderr) and 2 for bad arguments. It lets a test or a user check from
-// inside one container that another answers (`nexus exec web-x -- fetch
-// http://[fd00::5]:8080/`) in an image without a shell.
-func Fetch(args []string, stdout, stderr io.Writer) int {
-	if len(args) != 1 {
-		fmt.Fprintln(stderr, "fetch: usage: fetch http://HOST:PORT/PATH (IPv6 hosts in brackets)")
-		return 2
-	}
-	if !strings.HasPrefix(args[0], "http://") {
-		fmt.Fprintf(stderr, "fetch: %q: only http:// URLs\n", args[0])
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), FetchTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
-	if err != nil {
-		fmt.Fprintln(stderr, "fetch:", err)
-		return 2
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintln(stderr, "fetch:", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(stdout, io.LimitReader(resp.Body, maxFetchBody)); err != nil {
-		fmt.Fprintln(stderr, "fetch: reading the body:", err)
-		return 1
-	}
-	if resp.StatusCode/100 != 2 {
-		fmt.Fprintf(stderr, "fetch: %s answered %s\n", args[0], resp.Status)
-		return 1
-	}
 	return 0
 }

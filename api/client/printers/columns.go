@@ -114,6 +114,7 @@ var kindColumns = map[string]kindCols{
 			typed("TIERS", func(n *types.Node) string { return orNone(joinAny(n.Status.Tiers)) }),
 			typed("KERNEL", func(n *types.Node) string { return orNone(n.Status.Versions.Kernel) }),
 			typed("OS", func(n *types.Node) string { return orNone(n.Status.Versions.OS) }),
+			typed("SERVICE-DATAPATH", func(n *types.Node) string { return orNone(n.Status.ServiceDataPath) }),
 			{"CERT-EXPIRES", func(o types.Object, now time.Time) string {
 				n, ok := o.(*types.Node)
 				if !ok {

@@ -16,7 +16,8 @@ import (
 // (node-role.nexus.dev/<role> labels; every node runs an agent), its
 // addresses, what the instances bound to it request against its
 // allocatable CPU and memory, how many run there, its Nexus and kernel
-// versions and when its certificate expires.
+// versions and when its certificate expires; with the Wide format also
+// how it balances Service traffic (ebpf or nftables) and its OS.
 func Nodes(w io.Writer, nodes []*types.Node, insts []*types.Instance, o Options) error {
 	now := time.Now()
 	if o.Now != nil {
@@ -47,18 +48,27 @@ func Nodes(w io.Writer, nodes []*types.Node, insts []*types.Instance, o Options)
 	}
 	nodes = slices.Clone(nodes)
 	slices.SortFunc(nodes, func(a, b *types.Node) int { return cmp.Compare(a.Name, b.Name) })
-	t := &table{header: []string{"NAME", "STATUS", "ROLES", "ADDRESSES", "CPU(REQ/ALLOC)", "MEMORY(REQ/ALLOC)", "INSTANCES", "VERSION", "KERNEL", "CERT-EXPIRES", "AGE"}}
+	header := []string{"NAME", "STATUS", "ROLES", "ADDRESSES", "CPU(REQ/ALLOC)", "MEMORY(REQ/ALLOC)", "INSTANCES", "VERSION", "KERNEL", "CERT-EXPIRES", "AGE"}
+	wide := o.Format == Wide
+	if wide {
+		header = append(header, "SERVICE-DATAPATH", "OS")
+	}
+	t := &table{header: header}
 	for _, n := range nodes {
 		a := allocs[n.Name]
 		capacity := n.Status.Allocatable
 		if capacity == (types.ResourceList{}) {
 			capacity = n.Status.Capacity
 		}
-		t.add([]string{n.Name, nodeStatus(n), nodeRolesOrAgent(n), nodeAddresses(n),
+		row := []string{n.Name, nodeStatus(n), nodeRolesOrAgent(n), nodeAddresses(n),
 			used(a.cpu.String(), capacity.CPU.String(), int64(a.cpu), int64(capacity.CPU)),
 			used(a.mem.String(), capacity.Memory.String(), int64(a.mem), int64(capacity.Memory)),
 			strconv.Itoa(a.instances), orNone(n.Status.Versions.Nexus), orNone(n.Status.Versions.Kernel),
-			certExpiry(n.Status.CertificateExpiry, now), Age(n.CreationTimestamp, now)})
+			certExpiry(n.Status.CertificateExpiry, now), Age(n.CreationTimestamp, now)}
+		if wide {
+			row = append(row, orNone(n.Status.ServiceDataPath), orNone(n.Status.Versions.OS))
+		}
+		t.add(row)
 	}
 	return t.flush(w, o.NoHeaders)
 }

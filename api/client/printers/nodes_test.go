@@ -45,4 +45,18 @@ n2     NotReady                   agent          <none>             0/<none>    
 	if got := b.String(); got != want {
 		t.Fatalf("got\n%s\nwant\n%s", got, want)
 	}
+
+	// -o wide adds the service data path and the OS.
+	b.Reset()
+	if err := Nodes(&b, []*types.Node{n2, n1}, insts, Options{Format: Wide, Now: func() time.Time { return now }}); err != nil {
+		t.Fatal(err)
+	}
+	want = `
+NAME   STATUS                     ROLES          ADDRESSES          CPU(REQ/ALLOC)      MEMORY(REQ/ALLOC)   INSTANCES   VERSION   KERNEL   CERT-EXPIRES   AGE    SERVICE-DATAPATH   OS
+n1     Ready,SchedulingDisabled   agent,server   10.0.0.1,fd00::1   1750m/3500m (50%)   1536Mi/7Gi (21%)    2           v0.3.0    6.1.0    in 11h         2d2h   ebpf               Debian 12
+n2     NotReady                   agent          <none>             0/<none>            0/<none>            0           <none>    <none>   expired        60m    <none>             <none>
+`[1:]
+	if got := b.String(); got != want {
+		t.Fatalf("wide: got\n%s\nwant\n%s", got, want)
+	}
 }

@@ -38,7 +38,7 @@ func objects() map[string]types.Object {
 		Capacity:   types.ResourceList{CPU: 4000, Memory: 8 << 30},
 		Conditions: []types.Condition{{Type: "Ready", Status: types.ConditionTrue, Reason: "AgentReady", Message: "heartbeat fresh", LastTransitionTime: now.Add(-time.Hour)}},
 		Addresses:  []types.NodeAddress{{Type: "Hostname", Address: "n1"}, {Type: "InternalIP", Address: "10.0.0.1"}},
-		Versions:   types.NodeVersions{Nexus: "v0.3.0", Kernel: "6.1.0", OS: "Debian 12"}, Tiers: []types.Isolation{"container", "sandbox"},
+		Versions:   types.NodeVersions{Nexus: "v0.3.0", Kernel: "6.1.0", OS: "Debian 12"}, Tiers: []types.Isolation{"container", "sandbox"}, ServiceDataPath: "ebpf",
 		CertificateExpiry: now.Add(11 * time.Hour)}}
 	node.Labels = map[string]string{NodeRoleLabelPrefix + "server": "", NodeRoleLabelPrefix + "agent": "", "zone": "eu"}
 	svc := &types.Service{Spec: types.ServiceSpec{Selector: map[string]string{"app": "web", "tier": "fe"}, VirtualIPs: []string{"fd00:1::1"},
@@ -98,8 +98,8 @@ NAME   STATUS                     ROLES          VERSION   ADDRESS    AGE
 n1     Ready,SchedulingDisabled   agent,server   v0.3.0    10.0.0.1   2d2h
 `},
 		{"nodes wide", Options{Format: Wide}, []string{"node"}, `
-NAME   STATUS                     ROLES          VERSION   ADDRESS    AGE    CPU   MEMORY   TIERS               KERNEL   OS          CERT-EXPIRES
-n1     Ready,SchedulingDisabled   agent,server   v0.3.0    10.0.0.1   2d2h   4     8Gi      container,sandbox   6.1.0    Debian 12   in 11h
+NAME   STATUS                     ROLES          VERSION   ADDRESS    AGE    CPU   MEMORY   TIERS               KERNEL   OS          SERVICE-DATAPATH   CERT-EXPIRES
+n1     Ready,SchedulingDisabled   agent,server   v0.3.0    10.0.0.1   2d2h   4     8Gi      container,sandbox   6.1.0    Debian 12   ebpf               in 11h
 `},
 		{"services", Options{}, []string{"svc"}, `
 NAME   VIRTUAL-IP   PORTS                 SELECTOR          AGE

@@ -179,7 +179,7 @@ func TestLayerHoldsExecutableAndAccounts(t *testing.T) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	if want := []string{"etc/", "etc/group", "etc/passwd", "fetch", "hostname", "nexus", "tmp/"}; !slices.Equal(names, want) {
+	if want := []string{"etc/", "etc/group", "etc/passwd", "fetch", "hostname", "nexus", "resolve", "tmp/"}; !slices.Equal(names, want) {
 		t.Fatalf("layer lists %q, want %q", names, want)
 	}
 	data, _ := os.ReadFile(exe)
