@@ -41,6 +41,7 @@ func imageName() string { return builtin.Reference }
 type nexusUp struct {
 	cmd       *exec.Cmd
 	datapath  string // --service-datapath, empty for nexus up's default
+	reported  string // the node's status.serviceDataPath
 	exited    chan struct{}
 	startTime time.Duration
 	c         *client.Client
@@ -127,11 +128,19 @@ func (u *nexusUp) waitNode(ctx context.Context) error {
 		if err != nil {
 			return false, err
 		}
-		c := types.FindCondition(o.(*types.Node).Status.Conditions, "Ready")
+		st := o.(*types.Node).Status
+		c := types.FindCondition(st.Conditions, "Ready")
 		if c == nil || c.Status != types.ConditionTrue {
 			return false, fmt.Errorf("node %s is not Ready yet", nodeName)
 		}
-		return !o.(*types.Node).Status.LastHeartbeat.Before(since), fmt.Errorf("no heartbeat from this nexus up's agent yet")
+		if st.LastHeartbeat.Before(since) {
+			return false, fmt.Errorf("no heartbeat from this nexus up's agent yet")
+		}
+		u.reported = st.ServiceDataPath
+		if u.datapath != "" && u.reported != u.datapath {
+			return false, fmt.Errorf("node %s reports service data path %q, not %s", nodeName, u.reported, u.datapath)
+		}
+		return true, nil
 	})
 }
 
@@ -157,12 +166,18 @@ func (u *nexusUp) poll(ctx context.Context, limit time.Duration, done func() (bo
 	}
 }
 
-// describeDatapath says which service data path nexus up was asked for.
+// describeDatapath says which service data path nexus up was asked for
+// and which its node reports.
 func (u *nexusUp) describeDatapath() string {
-	if u.datapath == "" {
-		return " (its default service data path)"
+	asked := "its default service data path"
+	if u.datapath != "" {
+		asked = "--service-datapath " + u.datapath
 	}
-	return " with --service-datapath " + u.datapath
+	reported := u.reported
+	if reported == "" {
+		reported = "none"
+	}
+	return fmt.Sprintf(" with %s; node %s reports status.serviceDataPath %s", asked, nodeName, reported)
 }
 
 // stop sends nexus up SIGINT, which leaves the containers running, and
