@@ -11,7 +11,7 @@ TOOLS       := $(CURDIR)/bin/tools
 RACE_PKGS   ?= ./...
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build deps test lint bench generate soak conformance clean help
+.PHONY: all build deps test lint bench generate bpf bpf-deps soak conformance clean help
 
 all: build
 
@@ -45,8 +45,19 @@ lint: $(TOOLS)/staticcheck ## gofmt, go vet, staticcheck and go mod tidy -diff
 bench: build ## Go micro-benchmarks (whole-system comparisons live in bench/)
 	NEXUS_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchmem ./...
 
-generate: ## regenerate generated sources (today: the seccomp syscall table from golang.org/x/sys)
+# The eBPF programs include <linux/bpf.h>, whose <asm/types.h> Debian keeps
+# in the multiarch include directory.
+BPF2GO_CFLAGS ?= -I/usr/include/$(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+export BPF2GO_CFLAGS
+
+generate: bpf-deps ## regenerate generated sources (the seccomp syscall table from golang.org/x/sys, the eBPF objects)
 	$(GO) generate ./...
+
+bpf: bpf-deps ## regenerate the eBPF objects and Go bindings in ebpf/ from ebpf/bpf/*.c (bpf2go; committed, so building needs no clang)
+	$(GO) generate ./ebpf/
+
+bpf-deps: ## install clang, llvm and libbpf-dev (Debian) when missing, for make bpf
+	@scripts/deps clang llvm libbpf-dev
 
 soak: deps build ## every test at soak size (NEXUS_SOAK=1: e.g. 50,000 ops per fault scenario, 20 raft failovers)
 	NEXUS_BIN=$(CURDIR)/$(BIN) NEXUS_SOAK=1 $(GO) test -count=1 -timeout 2h ./...

@@ -120,6 +120,8 @@ type Agent struct {
 	// servedPrefixes are the prefixes the network was opened with, for
 	// the Node's status.
 	servedPrefixes atomic.Pointer[[]string]
+	// serviceMode is the Services' data path, for the Node's status.
+	serviceMode atomic.Pointer[string]
 
 	stats *usageStats
 
@@ -208,15 +210,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.net, err = a.openNetwork(ctx, nw); err != nil || ctx.Err() != nil {
 		return err
 	}
+	if sn, ok := a.net.(ServiceNetwork); ok {
+		mode := sn.ServiceMode()
+		a.serviceMode.Store(&mode)
+	}
 	if a.cfg.OpenNetwork != nil {
-		// The status shows the prefixes served now, not at the next
-		// heartbeat.
+		// The status shows the prefixes and the service data path now,
+		// not at the next heartbeat.
 		if err := a.publishNode(ctx); err != nil {
 			a.log.Warn("node status", "err", err)
 		}
 	}
 	if pn, ok := a.net.(PeerNetwork); ok {
 		watchers.Go(func() { nw.program(wctx, pn) })
+	}
+	if sn, ok := a.net.(ServiceNetwork); ok {
+		sw := newServiceWatch(a)
+		watchers.Go(func() { sw.run(wctx, sn) })
 	}
 	left, running, err := a.leftContainers()
 	if err != nil {

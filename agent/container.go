@@ -197,6 +197,9 @@ func (c *container) editSpec(inst *types.Instance) error {
 		res.CPU.Shares = &shares
 	}
 	s.Linux.CgroupsPath = "nexus/" + c.id
+	if err := c.resolvConf(&s, inst.Namespace); err != nil {
+		return err
+	}
 	out, err := json.Marshal(&s)
 	if err != nil {
 		return err
@@ -206,6 +209,27 @@ func (c *container) editSpec(inst *types.Instance) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// resolvConf gives the container the cluster DNS as its resolver, when
+// the node serves one: a resolv.conf in the instance's directory, bind
+// mounted read-only over the image's /etc/resolv.conf.
+func (c *container) resolvConf(s *specs.Spec, namespace string) error {
+	sn, ok := c.a.net.(ServiceNetwork)
+	if !ok {
+		return nil
+	}
+	rc := sn.ResolvConf(namespace)
+	if rc == nil {
+		return nil
+	}
+	path := filepath.Join(c.dir, "resolv.conf")
+	if err := fsutil.WriteFileSync(path, rc, 0o644); err != nil {
+		return fmt.Errorf("write the container's resolv.conf: %w", err)
+	}
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: path,
+		Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}})
+	return nil
 }
 
 // create makes the container (its init waits for start) with its output

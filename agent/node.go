@@ -82,6 +82,9 @@ func (a *Agent) publishNode(ctx context.Context) error {
 		n.Status.ContainerPrefixes = *p
 	}
 	n.Status.LastHeartbeat = now
+	if m := a.serviceMode.Load(); m != nil {
+		n.Status.ServiceDataPath = *m
+	}
 	if f := a.cfg.CertificateExpiry; f != nil {
 		n.Status.CertificateExpiry = f().UTC()
 	}

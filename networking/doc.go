@@ -20,4 +20,10 @@
 // them back), and the agent hands the other nodes to SetPeers, which routes
 // their prefixes directly via their addresses on a shared network or
 // through kernel VXLAN (Mode, peers.go).
+//
+// Services: Node.ServiceNAT is the nftables data path for the node's
+// service table (package lb), in the same table. It balances every new
+// connection to a service by DNAT where eBPF connect-time balancing
+// cannot run, and, in both modes, translates the node-port packets that
+// arrive from outside the node (services.go).
 package networking

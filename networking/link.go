@@ -215,6 +215,15 @@ func (n *Node) ensureLink(a Attachment, cns netns.NsHandle) error {
 			return fmt.Errorf("add veth %s to bridge %s: %w", a.HostVeth, n.cfg.Bridge, err)
 		}
 	}
+	// Hairpin mode: where br_netfilter is on (bridge-nf-call-iptables,
+	// as on hosts that run Docker), a container's connection to a service
+	// whose chosen backend is the container itself is DNATed at the
+	// bridge and sent back out of the port it came in on, which the
+	// bridge does only for a port in hairpin mode (kubelet's hairpin-veth
+	// does the same).
+	if err := n.nl.LinkSetHairpin(host, true); err != nil {
+		return fmt.Errorf("set hairpin mode on veth %s: %w", a.HostVeth, err)
+	}
 	if host.Attrs().Flags&net.FlagUp == 0 {
 		if err := n.nl.LinkSetUp(host); err != nil {
 			return fmt.Errorf("set veth %s up: %w", a.HostVeth, err)

@@ -30,33 +30,48 @@ const (
 
 var loopback4 = netip.MustParsePrefix("127.0.0.0/8")
 
-// applyRules replaces the node's table with one built from st, in one
-// netlink transaction: the kernel switches from the old rules to the new
-// ones at once, with no moment without NAT, and connections already
-// translated keep their conntrack entries.
+// applyRules replaces the rules of the node's chains with those built
+// from st, in one netlink transaction: the kernel switches from the old
+// rules to the new ones at once, with no moment without NAT, and
+// connections already translated keep their conntrack entries. The table
+// and the chains are created when missing; the service chains
+// (services.go) share the table and are left alone.
 func (n *Node) applyRules(st *state) error {
-	conn, err := nftables.New(nftables.WithNetNSFd(int(n.ns)))
+	conn, err := n.nftConn()
 	if err != nil {
-		return fmt.Errorf("nftables in the node's network namespace: %w", err)
+		return err
 	}
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
-	// Adding first makes the delete succeed whether or not the table exists.
-	conn.AddTable(t)
-	conn.DelTable(t)
+	t := nexusTable()
 	conn.AddTable(t)
 	for _, r := range n.ruleset(st) {
+		// Adding an existing chain changes nothing, so the flush succeeds
+		// whether or not it existed.
 		c := conn.AddChain(&nftables.Chain{
 			Name: r.chain.name, Table: t, Type: r.chain.typ,
 			Hooknum: r.chain.hook, Priority: r.chain.priority,
 		})
+		conn.FlushChain(c)
 		for _, rule := range r.rules {
 			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: rule.exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, rule.comment)})
 		}
 	}
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("replace nftables table inet %s: %w", TableName, err)
+		return fmt.Errorf("replace the node's rules in nftables table inet %s: %w", TableName, err)
 	}
 	return nil
+}
+
+// nftConn is a netlink connection to nftables in the node's namespace.
+func (n *Node) nftConn() (*nftables.Conn, error) {
+	conn, err := nftables.New(nftables.WithNetNSFd(int(n.ns)))
+	if err != nil {
+		return nil, fmt.Errorf("nftables in the node's network namespace: %w", err)
+	}
+	return conn, nil
+}
+
+func nexusTable() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
 }
 
 type chainSpec struct {

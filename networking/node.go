@@ -145,7 +145,7 @@ func New(cfg Config) (*Node, error) {
 	if n.ns, err = netns.GetFromPath(n.nsPath); err != nil {
 		return nil, fmt.Errorf("open the node's network namespace %s: %w", n.nsPath, err)
 	}
-	if n.nl, err = netlink.NewHandleAt(n.ns, unix.NETLINK_ROUTE, unix.NETLINK_INET_DIAG); err != nil {
+	if n.nl, err = netlink.NewHandleAt(n.ns, unix.NETLINK_ROUTE, unix.NETLINK_INET_DIAG, unix.NETLINK_NETFILTER); err != nil {
 		n.ns.Close()
 		return nil, fmt.Errorf("netlink in the node's network namespace %s: %w", n.nsPath, err)
 	}

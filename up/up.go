@@ -21,6 +21,7 @@ import (
 	"nexus.dev/nexus/api/client"
 	"nexus.dev/nexus/internal/lifetime"
 	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/networking/lb"
 	"nexus.dev/nexus/server"
 )
 
@@ -36,6 +37,9 @@ type Config struct {
 	// NetworkMode is how containers reach other nodes' containers
 	// (networking.ModeAuto when empty).
 	NetworkMode networking.Mode
+	// ServiceDataPath is how the node balances Service traffic (lb.Auto
+	// when empty).
+	ServiceDataPath lb.Choice
 	// ExitRecorderDir is where the exit recorder is pinned in bpffs
 	// (exitrec.DefaultDir when empty).
 	ExitRecorderDir string
@@ -98,7 +102,7 @@ func (u *Node) startAgent(ctx context.Context) error {
 		return fmt.Errorf("the agent's API client: %w", err)
 	}
 	u.agent, err = embed.Start(ctx, embed.Config{NodeName: cfg.NodeName, DataDir: cfg.Server.DataDir, Client: u.client,
-		Bridge: cfg.Bridge, NetworkMode: cfg.NetworkMode, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels,
+		Bridge: cfg.Bridge, NetworkMode: cfg.NetworkMode, ServiceDataPath: cfg.ServiceDataPath, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels,
 		HeartbeatInterval: cfg.HeartbeatInterval, BuiltinExe: cfg.BuiltinExe, Logger: cfg.Logger,
 		CertificateExpiry: func() time.Time { return creds.Leaf().NotAfter },
 		// The instances' metrics are served on the API's /metrics.

@@ -30,6 +30,7 @@ import (
 	"nexus.dev/nexus/api/types"
 	"nexus.dev/nexus/internal/lifetime"
 	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/networking/lb"
 	"nexus.dev/nexus/runtime"
 	"nexus.dev/nexus/runtime/exitrec"
 	"nexus.dev/nexus/runtime/image"
@@ -48,6 +49,9 @@ type Config struct {
 	// NetworkMode is how containers reach other nodes' containers
 	// (networking.ModeAuto when empty).
 	NetworkMode networking.Mode
+	// ServiceDataPath is how the node balances Service traffic (lb.Auto
+	// when empty: eBPF when its hooks load, nftables otherwise).
+	ServiceDataPath lb.Choice
 	// ExitRecorderDir is where the exit recorder is pinned in bpffs
 	// (exitrec.DefaultDir when empty).
 	ExitRecorderDir string
@@ -77,6 +81,7 @@ type Agent struct {
 	rt    *runtime.Runtime
 	rec   *exitrec.Recorder
 	net   *networking.Node
+	svc   *serviceNetwork
 
 	cancel  context.CancelFunc
 	runDone chan struct{} // closed when the agent's Run returned
@@ -175,7 +180,10 @@ func (a *Agent) openNetwork(agentDir string, node *types.Node) (agent.Network, e
 	}
 	a.log.Info("container networking", "bridge", cmp.Or(a.cfg.Bridge, networking.DefaultBridge),
 		"ipv6", prefixes.IPv6.String(), "ipv4", prefixes.IPv4.String())
-	return nodeNetwork{a.net}, nil
+	if a.svc, err = openServices(a.net, prefixes, a.cfg.ServiceDataPath, a.log.With("component", "services")); err != nil {
+		return nil, err
+	}
+	return a.svc, nil
 }
 
 // nodeNetwork adapts a networking.Node to the agent.
@@ -254,6 +262,9 @@ func (a *Agent) shutdown() {
 	if a.cancel != nil {
 		a.cancel()
 		<-a.runDone
+	}
+	if a.svc != nil {
+		a.svc.close()
 	}
 	if a.net != nil {
 		a.net.Close()

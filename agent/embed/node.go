@@ -28,6 +28,7 @@ import (
 	"nexus.dev/nexus/internal/fsutil"
 	"nexus.dev/nexus/internal/lifetime"
 	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/networking/lb"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/security/join"
 	"nexus.dev/nexus/security/pki"
@@ -81,10 +82,11 @@ type NodeConfig struct {
 	// it at (default: the address this machine reaches the first server
 	// from, with ListenAddr's port).
 	AdvertiseAddr string
-	// Bridge, NetworkMode, ExitRecorderDir, Labels, HeartbeatInterval and
-	// BuiltinExe: see Config.
+	// Bridge, NetworkMode, ServiceDataPath, ExitRecorderDir, Labels,
+	// HeartbeatInterval and BuiltinExe: see Config.
 	Bridge, ExitRecorderDir string
 	NetworkMode             networking.Mode
+	ServiceDataPath         lb.Choice
 	Labels                  map[string]string
 	HeartbeatInterval       time.Duration
 	BuiltinExe              string
@@ -159,7 +161,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		return nil, err
 	}
 	n.agent, err = Start(ctx, Config{NodeName: n.name, DataDir: cfg.DataDir, Client: n.client,
-		Bridge: cfg.Bridge, NetworkMode: cfg.NetworkMode, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
+		Bridge: cfg.Bridge, NetworkMode: cfg.NetworkMode, ServiceDataPath: cfg.ServiceDataPath, ExitRecorderDir: cfg.ExitRecorderDir, Labels: cfg.Labels, HeartbeatInterval: cfg.HeartbeatInterval,
 		AgentAddress: advertise, BuiltinExe: cfg.BuiltinExe, Logger: cfg.Logger,
 		CertificateExpiry: func() time.Time { return n.creds.Leaf().NotAfter }})
 	if err != nil {

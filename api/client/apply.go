@@ -119,9 +119,7 @@ func desiredState(r *types.Resource, o types.Object) (types.Object, error) {
 // neither counts as a change nor tries to undo them.
 func keepServerSet(want, cur types.Object) {
 	if w, ok := want.(*types.Service); ok {
-		if c := cur.(*types.Service); len(w.Spec.VirtualIPs) == 0 {
-			w.Spec.VirtualIPs = c.Spec.VirtualIPs
-		}
+		w.Spec.KeepAllocated(&cur.(*types.Service).Spec)
 	}
 }
 

@@ -90,7 +90,11 @@ type NodeVersions struct {
 	OS     string `json:"os,omitempty"`
 }
 
-// Service gives a set of instances one stable address and name.
+// Service gives a set of instances one stable address and name: the
+// instances of its namespace whose labels match its selector, on the
+// ports it lists. The server allocates its virtual IPs (and node ports) at
+// create; the endpoints controller keeps the Endpoints of the same name
+// current and says in status.conditions whether anything serves it.
 type Service struct {
 	TypeMeta   `json:",inline"`
 	ObjectMeta `json:"metadata"`
@@ -98,34 +102,161 @@ type Service struct {
 	Status     ServiceStatus `json:"status,omitzero"`
 }
 
+// ServiceType says where a service is reachable.
+type ServiceType string
+
+const (
+	// ServiceClusterIP is reachable on its virtual IPs from inside the
+	// cluster (containers and nodes).
+	ServiceClusterIP ServiceType = "ClusterIP"
+	// ServiceNodePort is also reachable from outside the cluster on a node
+	// port (30000-32767) of every node's addresses.
+	ServiceNodePort ServiceType = "NodePort"
+)
+
+// Session affinities.
+const (
+	SessionAffinityNone     = "None"
+	SessionAffinityClientIP = "ClientIP"
+)
+
 // ServiceSpec selects instances by label and says which ports to serve.
 type ServiceSpec struct {
+	// Type is ClusterIP (default) or NodePort.
+	Type ServiceType `json:"type,omitempty"`
+	// Selector picks the instances of the service's namespace that carry
+	// all of these labels.
 	Selector map[string]string `json:"selector"`
 	Ports    []ServicePort     `json:"ports"`
-	// VirtualIPs are allocated by the server when empty (IPv6 first).
+	// VirtualIPs are the service's addresses: an IPv6 one, then an IPv4
+	// one when the cluster has an IPv4 prefix. The server allocates them
+	// from the service ranges at create when they are left out (or checks
+	// and claims the given ones); they never change afterwards.
 	VirtualIPs []string `json:"virtualIPs,omitempty"`
 	// Headless services get no virtual address: their name resolves to
 	// the ready instances' own addresses.
 	Headless bool `json:"headless,omitempty"`
-	// SessionAffinity ClientIP sends a client to the same backend.
-	SessionAffinity string `json:"sessionAffinity,omitempty"` // None or ClientIP
+	// SessionAffinity ClientIP sends a client to the backend it reached
+	// last, for SessionAffinityTimeoutSeconds after its last connection;
+	// None (default) picks a backend per connection.
+	SessionAffinity string `json:"sessionAffinity,omitempty"`
+	// SessionAffinityTimeoutSeconds is how long a ClientIP affinity lasts
+	// (default 10800, 3 hours, as Kubernetes; 1-86400).
+	SessionAffinityTimeoutSeconds *int32 `json:"sessionAffinityTimeoutSeconds,omitempty"`
 }
 
 // ServicePort maps a service port to a port of the selected instances.
 type ServicePort struct {
+	// Name is required when there are several ports; DNS SRV records and
+	// the Endpoints' ports use it.
 	Name     string   `json:"name,omitempty"`
 	Port     int32    `json:"port"`
 	Protocol Protocol `json:"protocol,omitempty"`
 	// TargetPort is the instances' port (default: Port).
 	TargetPort int32 `json:"targetPort,omitempty"`
-	// NodePort also serves the port on every node's addresses.
+	// NodePort is the port (30000-32767) a NodePort service also serves
+	// on every node's addresses; allocated by the server when left out,
+	// kept across updates.
 	NodePort int32 `json:"nodePort,omitempty"`
 }
 
-// ServiceStatus reports problems with a service (no address left, a port
-// conflict, a selector matching nothing).
+// ServiceStatus is what the endpoints controller observed: conditions
+// such as Endpoints (False with NoMatchingInstances or NoReadyInstances
+// when nothing serves the service).
 type ServiceStatus struct {
 	Conditions []Condition `json:"conditions,omitempty"`
+}
+
+// ServiceConditionEndpoints is the type of a Service's condition that says
+// whether it has ready backends.
+const ServiceConditionEndpoints = "Endpoints"
+
+// Reasons of the Endpoints condition.
+const (
+	ReasonNoMatchingInstances = "NoMatchingInstances"
+	ReasonNoReadyInstances    = "NoReadyInstances"
+	ReasonReadyInstances      = "ReadyInstances"
+)
+
+// DefaultSessionAffinityTimeoutSeconds is a ClientIP affinity's lifetime
+// when not given.
+const DefaultSessionAffinityTimeoutSeconds = 10800
+
+// KeepAllocated copies into s what the server allocated for old and an
+// update of it left out: the virtual IPs, and the node port of each port
+// that keeps its number and protocol (when both are NodePort services).
+// Updates (nexus apply of a file without them) therefore neither lose nor
+// change them.
+func (s *ServiceSpec) KeepAllocated(old *ServiceSpec) {
+	if len(s.VirtualIPs) == 0 && s.Headless == old.Headless {
+		s.VirtualIPs = old.VirtualIPs
+	}
+	if s.Type != ServiceNodePort || old.Type != ServiceNodePort {
+		return
+	}
+	for i := range s.Ports {
+		p := &s.Ports[i]
+		if p.NodePort != 0 {
+			continue
+		}
+		for _, o := range old.Ports {
+			if o.Port == p.Port && orTCP(o.Protocol) == orTCP(p.Protocol) {
+				p.NodePort = o.NodePort
+			}
+		}
+	}
+}
+
+func orTCP(p Protocol) Protocol {
+	if p == "" {
+		return TCP
+	}
+	return p
+}
+
+// Endpoints are the instances behind a Service, as the endpoints
+// controller sees them: one object of the Service's name and namespace,
+// written only by the controller (users and agents read it). Agents turn
+// the ready backends into their load-balancing tables and DNS answers.
+type Endpoints struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	// Ports are the Service's ports as the backends serve them (Port is
+	// the target port).
+	Ports []EndpointPort `json:"ports,omitempty"`
+	// Backends are the instances the Service's selector matches that are
+	// not finished, ordered by name.
+	Backends []EndpointBackend `json:"backends,omitempty"`
+}
+
+// EndpointPort is one port of the backends.
+type EndpointPort struct {
+	Name     string   `json:"name,omitempty"`
+	Port     int32    `json:"port"`
+	Protocol Protocol `json:"protocol"`
+}
+
+// EndpointBackend is one instance behind a Service.
+type EndpointBackend struct {
+	Instance string `json:"instance"`
+	// Node is where it runs; empty while it is not scheduled.
+	Node string `json:"node,omitempty"`
+	// Addresses are the instance's addresses, IPv6 first; empty until its
+	// agent reports them.
+	Addresses []string `json:"addresses,omitempty"`
+	// Ready is the instance's readiness: only ready backends get traffic.
+	Ready bool `json:"ready"`
+}
+
+// ReadyCount is how many of the backends are ready.
+func (e *Endpoints) ReadyCount() int {
+	n := 0
+	for _, b := range e.Backends {
+		if b.Ready {
+			n++
+		}
+	}
+	return n
 }
 
 // NetworkPolicy limits which traffic reaches or leaves selected instances.

@@ -15,7 +15,7 @@ const (
 	DefaultMaxSurgePercent        = 25
 	DefaultMaxUnavailablePercent  = 25
 	DefaultSecretType             = "Opaque"
-	DefaultServiceSessionAffinity = "None"
+	DefaultServiceSessionAffinity = SessionAffinityNone
 	DefaultNamespace              = "default"
 	namespacePhaseActive          = "Active"
 	defaultHTTPProbePath          = "/"
@@ -120,8 +120,22 @@ func (o *Service) setDefaults() {
 			p.TargetPort = p.Port
 		}
 	}
+	if o.Spec.Type == "" {
+		o.Spec.Type = ServiceClusterIP
+	}
 	if o.Spec.SessionAffinity == "" {
 		o.Spec.SessionAffinity = DefaultServiceSessionAffinity
+	}
+	if o.Spec.SessionAffinity == SessionAffinityClientIP && o.Spec.SessionAffinityTimeoutSeconds == nil {
+		o.Spec.SessionAffinityTimeoutSeconds = ptr[int32](DefaultSessionAffinityTimeoutSeconds)
+	}
+}
+
+func (o *Endpoints) setDefaults() {
+	for i := range o.Ports {
+		if o.Ports[i].Protocol == "" {
+			o.Ports[i].Protocol = TCP
+		}
 	}
 }
 

@@ -14,6 +14,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"kind":"Secret","metadata":{"name":"x","namespace":"d"},"stringData":{"k":"v"}}`))
 	f.Add([]byte("kind: Node\nmetadata: {name: n1}\nstatus: {capacity: {cpu: 2, memory: 1Gi}}"))
 	f.Add([]byte(`{"kind":"Workload","metadata":{"name":"w","namespace":"d"},"spec":{"template":{"image":"x"},"placement":{"tolerations":[{"key":"node.nexus.dev/unreachable","exists":true,"effect":"NoExecute","tolerationSeconds":30}]}}}`))
+	f.Add([]byte(`{"kind":"Service","metadata":{"name":"s","namespace":"d"},"spec":{"type":"NodePort","selector":{"a":"b"},"virtualIPs":["fd00::a","10.0.0.1"],"sessionAffinity":"ClientIP","sessionAffinityTimeoutSeconds":60,"ports":[{"name":"h","port":80,"targetPort":8080,"nodePort":30080},{"name":"d","port":53,"protocol":"UDP"}]}}`))
+	f.Add([]byte("kind: Service\nmetadata: {name: s, namespace: d}\nspec: {headless: true, selector: {app: x}}"))
+	f.Add([]byte(`{"kind":"Endpoints","metadata":{"name":"s","namespace":"d"},"ports":[{"name":"h","port":8080,"protocol":"TCP"}],"backends":[{"instance":"s-1","node":"n1","addresses":["fd00::5","10.0.0.5"],"ready":true},{"instance":"s-2"}]}`))
 	f.Add([]byte(`{"kind":"Node","metadata":{"name":"n1"},"spec":{"containerPrefixes":["fd00:1:2:3::/64","10.71.3.0/24"],"clusterPrefixes":["fd00:1:2::/48","10.71.0.0/16"]}}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		o, err := DecodeAny(doc)

@@ -44,6 +44,7 @@ var resources = []*Resource{
 	{Kind: "Workload", Plural: "workloads", Singular: "workload", ShortNames: []string{"wl"}, Namespaced: true, HasStatus: true, new: func() Object { return &Workload{} }},
 	{Kind: "Instance", Plural: "instances", Singular: "instance", ShortNames: []string{"inst"}, Namespaced: true, HasStatus: true, new: func() Object { return &Instance{} }},
 	{Kind: "Service", Plural: "services", Singular: "service", ShortNames: []string{"svc"}, Namespaced: true, HasStatus: true, new: func() Object { return &Service{} }},
+	{Kind: "Endpoints", Plural: "endpoints", Singular: "endpoints", ShortNames: []string{"ep"}, Namespaced: true, new: func() Object { return &Endpoints{} }},
 	{Kind: "NetworkPolicy", Plural: "networkpolicies", Singular: "networkpolicy", ShortNames: []string{"netpol"}, Namespaced: true, new: func() Object { return &NetworkPolicy{} }},
 	{Kind: "Secret", Plural: "secrets", Singular: "secret", Namespaced: true, new: func() Object { return &Secret{} }},
 	{Kind: "ServiceAccount", Plural: "serviceaccounts", Singular: "serviceaccount", ShortNames: []string{"sa"}, Namespaced: true, new: func() Object { return &ServiceAccount{} }},

@@ -399,6 +399,8 @@ var decodeFastSeeds = []struct {
 	{[]byte(`{"kind":"Service","metadata":{"name":"web"},"spe\u0063":{}}`), "workloads"},
 	{[]byte(`{"kind":"Secret","metadata":{"name":"s"},"stringData":{"k":"v"}}`), "secrets"},
 	{[]byte(`{"kind":"Node","metadata":{"name":"n1"},"status":{"capacity":{"cpu":"2","memory":"1Gi"}}}`), "nodes"},
+	{[]byte(`{"kind":"Service","metadata":{"name":"web"},"spec":{"type":"NodePort","selector":{"app":"web"},"ports":[{"port":80,"nodePort":30080}]}}`), "services"},
+	{[]byte(`{"kind":"Endpoints","metadata":{"name":"web"},"backends":[{"instance":"web-1","Ready":true}]}`), "endpoints"},
 }
 
 // TestDecodeFastAgreesWithStrict: documents the strict decoder refuses

@@ -26,12 +26,20 @@ func Validate(o Object) FieldErrors {
 }
 
 const (
-	maxReplicas       = 100000
-	maxPortNameLength = 15
-	maxSecretBytes    = 1 << 20
-	minNodePort       = 30000
-	maxNodePort       = 32767
-	maxPriority       = 1000000000
+	maxReplicas        = 100000
+	maxPortNameLength  = 15
+	maxSecretBytes     = 1 << 20
+	maxServicePorts    = 100
+	maxAffinityTimeout = 86400
+	maxPriority        = 1000000000
+)
+
+// The node port range: what NodePort services are given, as Kubernetes'
+// default, so that it stays clear of the ephemeral ports Linux hands out
+// (32768-60999).
+const (
+	MinNodePort = 30000
+	MaxNodePort = 32767
 )
 
 var (
@@ -513,15 +521,55 @@ func validatePlacement(pl *Placement, p Path, errs *FieldErrors) {
 func (o *Service) validate(*Resource) FieldErrors {
 	var errs FieldErrors
 	s, p := &o.Spec, NewPath("spec")
+	if len(s.Selector) == 0 {
+		errs.add(p.Child("selector"), "must select instances by at least one label, e.g. {app: web} (an empty selector would match every instance of the namespace)")
+	}
 	validateLabels(s.Selector, p.Child("selector"), &errs)
+	switch s.Type {
+	case ServiceClusterIP, ServiceNodePort:
+	default:
+		errs.add(p.Child("type"), "must be ClusterIP or NodePort, not %q", s.Type)
+	}
+	if s.Headless && s.Type == ServiceNodePort {
+		errs.add(p.Child("type"), "a headless service has no virtual IP to balance, so it cannot be NodePort: leave out headless or type")
+	}
+	validateServicePorts(s, p.Child("ports"), &errs)
+	validateVirtualIPs(s, p.Child("virtualIPs"), &errs)
+	switch a := s.SessionAffinity; a {
+	case SessionAffinityNone, SessionAffinityClientIP:
+		if a == SessionAffinityClientIP && s.Headless {
+			errs.add(p.Child("sessionAffinity"), "a headless service is not balanced, so ClientIP affinity does not apply: use None")
+		}
+	default:
+		errs.add(p.Child("sessionAffinity"), "must be None or ClientIP, not %q", a)
+	}
+	if t := s.SessionAffinityTimeoutSeconds; t != nil {
+		switch {
+		case s.SessionAffinity != SessionAffinityClientIP:
+			errs.add(p.Child("sessionAffinityTimeoutSeconds"), "applies only to sessionAffinity ClientIP")
+		case *t < 1 || *t > maxAffinityTimeout:
+			errs.add(p.Child("sessionAffinityTimeoutSeconds"), "must be 1-%d (seconds), not %d", maxAffinityTimeout, *t)
+		}
+	}
+	return errs
+}
+
+// validateServicePorts checks a service's ports: named when there are
+// several, unique by port and protocol, node ports only on a NodePort
+// service and in range.
+func validateServicePorts(s *ServiceSpec, p Path, errs *FieldErrors) {
 	if len(s.Ports) == 0 && !s.Headless {
-		errs.add(p.Child("ports"), "must list at least one port")
+		errs.add(p, "must list at least one port, e.g. [{port: 80, targetPort: 8080}] (only a headless service may have none)")
+	}
+	if len(s.Ports) > maxServicePorts {
+		errs.add(p, "has %d ports: at most %d", len(s.Ports), maxServicePorts)
 	}
 	names := map[string]bool{}
-	used := map[[2]any]bool{}
+	used := map[[2]any]int{}
+	nodePorts := map[[2]any]int{}
 	for i, port := range s.Ports {
-		pp := p.Child("ports").Index(i)
-		validatePortName(port.Name, pp.Child("name"), &errs)
+		pp := p.Index(i)
+		validatePortName(port.Name, pp.Child("name"), errs)
 		if len(s.Ports) > 1 && port.Name == "" {
 			errs.add(pp.Child("name"), "must be set when a service has more than one port")
 		}
@@ -530,38 +578,116 @@ func (o *Service) validate(*Resource) FieldErrors {
 		}
 		names[port.Name] = true
 		if !validPort(port.Port) {
-			errs.add(pp.Child("port"), "must be 1-65535")
+			errs.add(pp.Child("port"), "must be 1-65535, not %d", port.Port)
 		}
 		if !validPort(port.TargetPort) {
-			errs.add(pp.Child("targetPort"), "must be 1-65535")
+			errs.add(pp.Child("targetPort"), "must be 1-65535, not %d", port.TargetPort)
 		}
-		if port.NodePort != 0 && (port.NodePort < minNodePort || port.NodePort > maxNodePort) {
-			errs.add(pp.Child("nodePort"), "must be %d-%d (or 0 for none)", minNodePort, maxNodePort)
-		}
-		validateProtocol(port.Protocol, pp.Child("protocol"), &errs)
+		validateProtocol(port.Protocol, pp.Child("protocol"), errs)
 		key := [2]any{port.Port, port.Protocol}
-		if used[key] {
-			errs.add(pp.Child("port"), "%d/%s is listed twice", port.Port, port.Protocol)
+		if j, dup := used[key]; dup {
+			errs.add(pp.Child("port"), "%d/%s is listed twice (also ports[%d])", port.Port, port.Protocol, j)
+		} else {
+			used[key] = i
 		}
-		used[key] = true
-	}
-	if s.Headless && len(s.VirtualIPs) > 0 {
-		errs.add(p.Child("virtualIPs"), "must be empty for a headless service")
-	}
-	seen4, seen6 := false, false
-	for i, a := range s.VirtualIPs {
-		ip, err := netip.ParseAddr(a)
-		if err != nil {
-			errs.add(p.Child("virtualIPs").Index(i), "must be an IP address, not %q", a)
+		if port.NodePort == 0 {
 			continue
 		}
-		if (ip.Is4() && seen4) || (ip.Is6() && seen6) {
-			errs.add(p.Child("virtualIPs").Index(i), "at most one IPv6 and one IPv4 address")
+		switch {
+		case s.Type != ServiceNodePort:
+			errs.add(pp.Child("nodePort"), "applies only to a service of type NodePort: set spec.type: NodePort, or leave nodePort out")
+		case port.NodePort < MinNodePort || port.NodePort > MaxNodePort:
+			errs.add(pp.Child("nodePort"), "must be %d-%d, not %d (or leave it out to get a free one)", MinNodePort, MaxNodePort, port.NodePort)
 		}
-		seen4, seen6 = seen4 || ip.Is4(), seen6 || ip.Is6()
+		nkey := [2]any{port.NodePort, port.Protocol}
+		if j, dup := nodePorts[nkey]; dup {
+			errs.add(pp.Child("nodePort"), "%d/%s is also the node port of ports[%d]", port.NodePort, port.Protocol, j)
+		} else {
+			nodePorts[nkey] = i
+		}
 	}
-	if a := s.SessionAffinity; a != "None" && a != "ClientIP" {
-		errs.add(p.Child("sessionAffinity"), "must be None or ClientIP, not %q", a)
+}
+
+// validateVirtualIPs checks the form of a service's virtual IPs: none for
+// a headless service, else at most an IPv6 then an IPv4 address of unicast
+// kind. Whether they are in the service ranges and free is the server's
+// check, at create.
+func validateVirtualIPs(s *ServiceSpec, p Path, errs *FieldErrors) {
+	if s.Headless && len(s.VirtualIPs) > 0 {
+		errs.add(p, "must be empty for a headless service")
+		return
+	}
+	if len(s.VirtualIPs) > 2 {
+		errs.add(p, "has %d addresses: at most an IPv6 one, then an IPv4 one", len(s.VirtualIPs))
+		return
+	}
+	validateAddressPair(s.VirtualIPs, p, true, errs)
+}
+
+// validateAddressPair checks up to two addresses: each a unicast IPv6 or
+// IPv4 address in canonical form, IPv6 first, one per family.
+func validateAddressPair(addrs []string, p Path, unicast bool, errs *FieldErrors) {
+	var families []bool // is4, for each well-formed address
+	for i, a := range addrs {
+		ip, err := netip.ParseAddr(a)
+		switch {
+		case err != nil || ip.Zone() != "" || ip.Is4In6():
+			errs.add(p.Index(i), "must be an IPv6 or IPv4 address such as fd00:1::10 or 10.71.255.10, not %q", a)
+			continue
+		case unicast && (ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast()):
+			errs.add(p.Index(i), "%s is not a unicast address a service can have", a)
+		case ip.String() != a:
+			errs.add(p.Index(i), "write the address as %s, not %q", ip, a)
+		}
+		families = append(families, ip.Is4())
+	}
+	if len(families) == 2 {
+		switch {
+		case families[0] == families[1]:
+			errs.add(p, "must hold at most one IPv6 and one IPv4 address")
+		case families[0]:
+			errs.add(p, "must list the IPv6 address first, then the IPv4 one")
+		}
+	}
+}
+
+func (o *Endpoints) validate(*Resource) FieldErrors {
+	var errs FieldErrors
+	pp := NewPath("ports")
+	names := map[string]bool{}
+	for i, port := range o.Ports {
+		p := pp.Index(i)
+		validatePortName(port.Name, p.Child("name"), &errs)
+		if names[port.Name] {
+			errs.add(p.Child("name"), "%q is used by another port", port.Name)
+		}
+		names[port.Name] = true
+		if !validPort(port.Port) {
+			errs.add(p.Child("port"), "must be 1-65535, not %d", port.Port)
+		}
+		validateProtocol(port.Protocol, p.Child("protocol"), &errs)
+	}
+	seen := map[string]bool{}
+	for i, b := range o.Backends {
+		p := NewPath("backends").Index(i)
+		if msg := ValidateName(b.Instance); msg != "" {
+			errs.add(p.Child("instance"), "%s", msg)
+		} else if seen[b.Instance] {
+			errs.add(p.Child("instance"), "%s is listed twice", b.Instance)
+		}
+		seen[b.Instance] = true
+		if b.Node != "" {
+			if msg := ValidateName(b.Node); msg != "" {
+				errs.add(p.Child("node"), "%s", msg)
+			}
+		}
+		if len(b.Addresses) > 2 {
+			errs.add(p.Child("addresses"), "has %d addresses: at most an IPv6 one, then an IPv4 one", len(b.Addresses))
+		}
+		validateAddressPair(b.Addresses, p.Child("addresses"), false, &errs)
+		if b.Ready && len(b.Addresses) == 0 {
+			errs.add(p.Child("ready"), "a ready backend needs an address")
+		}
 	}
 	return errs
 }

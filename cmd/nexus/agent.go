@@ -14,6 +14,7 @@ import (
 	"nexus.dev/nexus/agent/embed"
 	"nexus.dev/nexus/api"
 	"nexus.dev/nexus/networking"
+	"nexus.dev/nexus/networking/lb"
 	"nexus.dev/nexus/runtime/exitrec"
 )
 
@@ -66,10 +67,11 @@ next start to adopt.`,
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("nexus agent runs containers and needs root: run it with sudo")
 			}
-			var err error
-			if cfg.Labels, cfg.Bridge, cfg.NetworkMode, err = node.parse(); err != nil {
+			ns, err := node.parse()
+			if err != nil {
 				return err
 			}
+			cfg.Labels, cfg.Bridge, cfg.NetworkMode, cfg.ServiceDataPath = ns.labels, ns.bridge, ns.mode, ns.services
 			cfg.DataDir = g.dataDir
 			cfg.Logger = slog.Default()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -113,8 +115,16 @@ func runAgent(ctx context.Context, cfg embed.NodeConfig, out io.Writer) error {
 // nodeFlags are the flags of the node a command runs on this machine
 // (nexus up, nexus agent).
 type nodeFlags struct {
-	labels              []string
-	bridge, networkMode string
+	labels                               []string
+	bridge, networkMode, serviceDataPath string
+}
+
+// nodeSettings are the node flags' values, checked.
+type nodeSettings struct {
+	labels   map[string]string
+	bridge   string
+	mode     networking.Mode
+	services lb.Choice
 }
 
 func (n *nodeFlags) bind(cmd *cobra.Command) {
@@ -122,15 +132,21 @@ func (n *nodeFlags) bind(cmd *cobra.Command) {
 	f.StringArrayVar(&n.labels, "label", nil, "a label of the node when it is first registered, KEY=VALUE (repeat for more)")
 	f.StringVar(&n.bridge, "bridge", networking.DefaultBridge, "the node's bridge for containers")
 	f.StringVar(&n.networkMode, "network-mode", string(networking.ModeAuto), "how containers reach other nodes' containers: auto (direct routes to nodes on the same network, VXLAN to the others), routed (direct routes only) or vxlan (VXLAN to every node, for networks that drop unknown addresses)")
+	f.StringVar(&n.serviceDataPath, "service-datapath", string(lb.Auto), "how the node balances Service traffic: auto (eBPF when its cgroup hooks load here, else nftables), ebpf (connect-time in cgroup hooks; an error where they cannot load) or nftables (DNAT rules)")
 }
 
 // parse checks the flags' values.
-func (n *nodeFlags) parse() (labels map[string]string, bridge string, mode networking.Mode, err error) {
-	if labels, err = parseLabels(n.labels); err != nil {
-		return nil, "", "", err
+func (n *nodeFlags) parse() (nodeSettings, error) {
+	s := nodeSettings{bridge: n.bridge}
+	var err error
+	if s.labels, err = parseLabels(n.labels); err != nil {
+		return s, err
 	}
-	if mode, err = networking.ParseMode(n.networkMode); err != nil {
-		return nil, "", "", fmt.Errorf("--network-mode: %w", err)
+	if s.mode, err = networking.ParseMode(n.networkMode); err != nil {
+		return s, fmt.Errorf("--network-mode: %w", err)
 	}
-	return labels, n.bridge, mode, nil
+	if s.services, err = lb.ParseChoice(n.serviceDataPath); err != nil {
+		return s, fmt.Errorf("--service-datapath: %w", err)
+	}
+	return s, nil
 }

@@ -66,10 +66,11 @@ Then, in another terminal:
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("nexus up runs containers and needs root: run it with sudo")
 			}
-			var err error
-			if cfg.Labels, cfg.Bridge, cfg.NetworkMode, err = node.parse(); err != nil {
+			ns, err := node.parse()
+			if err != nil {
 				return err
 			}
+			cfg.Labels, cfg.Bridge, cfg.NetworkMode, cfg.ServiceDataPath = ns.labels, ns.bridge, ns.mode, ns.services
 			if cfg.Server.ClusterPrefixes, err = prefixes.parse(); err != nil {
 				return err
 			}

@@ -20,39 +20,48 @@ func ProcPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/net" 
 // (/proc/PID/ns/net, /run/netns/NAME): the socket is made by a thread that
 // has entered it, and keeps it whatever thread uses it later.
 func Dial(ctx context.Context, netns, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+	var c net.Conn
+	err := Run(netns, func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Run calls f on an OS thread that has entered the network namespace at
+// path netns, and returns f's error. Sockets f makes belong to that
+// namespace for their whole life. The thread goes back to its own
+// namespace afterwards, or is discarded if it cannot.
+func Run(netns string, f func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread()
 		// The thread is unlocked only once it is back in its own
 		// namespace; otherwise it ends with this goroutine.
 		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
-			ch <- result{nil, err}
+			ch <- err
 			return
 		}
 		defer orig.Close()
 		target, err := os.Open(netns)
 		if err != nil {
-			ch <- result{nil, fmt.Errorf("open network namespace %s: %w", netns, err)}
+			ch <- fmt.Errorf("open network namespace %s: %w", netns, err)
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("enter network namespace %s: %w", netns, err)}
+			ch <- fmt.Errorf("enter network namespace %s: %w", netns, err)
 			goruntime.UnlockOSThread()
 			return
 		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
+		err = f()
 		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
 			goruntime.UnlockOSThread()
 		}
-		ch <- result{c, err}
+		ch <- err
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-ch
 }

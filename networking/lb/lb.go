@@ -128,3 +128,26 @@ type DataPath interface {
 	// Close removes everything the data path installed.
 	Close() error
 }
+
+// Choice is which data path a node uses, as its agent is told.
+type Choice string
+
+// The choices: Auto takes eBPF when its hooks load and attach on the
+// node, nftables otherwise; EBPF and Nftables force one (a forced eBPF
+// that cannot load is an error, not a fallback).
+const (
+	Auto     Choice = "auto"
+	EBPF     Choice = "ebpf"
+	Nftables Choice = "nftables"
+)
+
+// ParseChoice reads a Choice ("" is Auto).
+func ParseChoice(s string) (Choice, error) {
+	switch c := Choice(s); c {
+	case "":
+		return Auto, nil
+	case Auto, EBPF, Nftables:
+		return c, nil
+	}
+	return "", fmt.Errorf("service data path %q: want auto, ebpf or nftables", s)
+}

@@ -42,3 +42,14 @@ func TestSorted(t *testing.T) {
 		t.Fatal("Sorted changed its input")
 	}
 }
+
+func TestParseChoice(t *testing.T) {
+	for in, want := range map[string]Choice{"": Auto, "auto": Auto, "ebpf": EBPF, "nftables": Nftables} {
+		if got, err := ParseChoice(in); err != nil || got != want {
+			t.Errorf("ParseChoice(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseChoice("ipvs"); err == nil || !strings.Contains(err.Error(), "auto, ebpf or nftables") {
+		t.Errorf("ParseChoice(ipvs): %v", err)
+	}
+}

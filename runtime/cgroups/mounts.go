@@ -92,6 +92,20 @@ func HostMode() (Mode, error) {
 	return l.mode(), nil
 }
 
+// V2Root is the mount point of the cgroup2 hierarchy's root: /sys/fs/cgroup
+// on v2 hosts, usually /sys/fs/cgroup/unified on hybrid ones. cgroup eBPF
+// programs attached there apply to every process on the host.
+func V2Root() (string, error) {
+	l, err := hostLayout()
+	if err != nil {
+		return "", err
+	}
+	if l.v2 == "" {
+		return "", fmt.Errorf("cgroups: no cgroup2 filesystem is mounted (this host has cgroup v1 only); mount one, e.g. at /sys/fs/cgroup/unified")
+	}
+	return l.v2, nil
+}
+
 // parseMountinfo keeps the first mount of each cgroup hierarchy whose mount
 // root is the hierarchy root (bind mounts of sub-cgroups are skipped).
 func parseMountinfo(data []byte) *layout {

@@ -230,7 +230,8 @@ func TestMayGrant(t *testing.T) {
 		{"namespace admin grants edit there", u("pa"), "prod", builtin[RoleEdit], true, ""},
 		{"namespace admin cannot grant elsewhere", u("pa"), "dev", builtin[RoleView], false, "in namespace dev: they do not hold it"},
 		{"namespace admin cannot grant cluster-wide", u("pa"), "", builtin[RoleView], false, ""},
-		{"namespace admin grants cluster-admin in its namespace only", u("pa"), "prod", builtin[RoleClusterAdmin], true, ""},
+		// Endpoints are the endpoints controller's to write, not a namespace admin's.
+		{"namespace admin cannot grant cluster-admin even in its namespace", u("pa"), "prod", builtin[RoleClusterAdmin], false, "may not grant create endpoints in namespace prod"},
 		{"editor cannot grant admin", u("pe"), "prod", builtin[RoleAdmin], false, "user pe may not grant create workloads/status in namespace prod"},
 		{"viewer cannot grant secrets", u("viewer"), "prod", []Rule{{Verbs: []string{"get"}, Resources: []string{"secrets"}}}, false, "may not grant get secrets in namespace prod"},
 		{"viewer grants view anywhere", u("viewer"), "", builtin[RoleView], true, ""},

@@ -46,12 +46,17 @@ func BuiltinClusterRoles() []Role {
 	}
 	editable := []string{
 		"workloads", "workloads/scale", "instances", "instances/exec",
-		"services", "networkpolicies", "secrets", "serviceaccounts", "serviceaccounts/token", "endpoints", "events",
+		"services", "networkpolicies", "secrets", "serviceaccounts", "serviceaccounts/token", "events",
 	}
 	namespaced := []string{
 		"workloads", "workloads/*", "instances", "instances/*",
-		"services", "services/*", "networkpolicies", "secrets", "serviceaccounts", "serviceaccounts/*", "roles", "rolebindings", "endpoints", "events",
+		"services", "services/*", "networkpolicies", "secrets", "serviceaccounts", "serviceaccounts/*", "roles", "rolebindings", "events",
 	}
+	// Endpoints are written by the endpoints controller (a server, so
+	// cluster-admin) only: agents program every node's load balancing from
+	// them, so a namespace's admin who could write them could send a
+	// service's traffic anywhere. Everyone who may read services reads them.
+	readEndpoints := Rule{Verbs: read, Resources: []string{"endpoints"}}
 	// Namespaces are cluster-scoped, so the namespaces rule of admin, edit
 	// and view takes effect only through a ClusterRoleBinding: it lets a
 	// cluster-wide viewer list the namespaces it can see into.
@@ -62,6 +67,7 @@ func BuiltinClusterRoles() []Role {
 		}},
 		{Name: RoleAdmin, Rules: []Rule{
 			{Verbs: all, Resources: namespaced},
+			readEndpoints,
 			listNamespaces,
 		}},
 		{Name: RoleEdit, Rules: []Rule{

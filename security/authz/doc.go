@@ -73,7 +73,7 @@
 //	| serviceaccounts/token | all           | all   | all  | -    | -            |
 //	| roles                 | all           | all   | read | read | -            |
 //	| rolebindings          | all           | all   | read | read | -            |
-//	| endpoints             | all           | all   | all  | read | read         |
+//	| endpoints             | all           | read  | read | read | read         |
 //	| events                | all           | all   | all  | read | create       |
 //	| namespaces            | all           | read  | read | read | -            |
 //	| namespaces/status     | all           | -     | -    | -    | -            |

@@ -33,7 +33,7 @@ var expectedMatrix = []struct {
 	{"serviceaccounts/token", true, [5]string{"all", "all", "all", "-", "-"}},
 	{"roles", true, [5]string{"all", "all", "read", "read", "-"}},
 	{"rolebindings", true, [5]string{"all", "all", "read", "read", "-"}},
-	{"endpoints", true, [5]string{"all", "all", "all", "read", "read"}},
+	{"endpoints", true, [5]string{"all", "read", "read", "read", "read"}},
 	{"events", true, [5]string{"all", "all", "all", "read", "create"}},
 	{"namespaces", false, [5]string{"all", "read", "read", "read", "-"}},
 	{"namespaces/status", false, [5]string{"all", "-", "-", "-", "-"}},
