@@ -187,8 +187,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.Register(ctx); err != nil {
 		return err
 	}
+	// Returning early with an error must stop the heartbeat and the
+	// supervisors too, or Run would wait for them for ever.
+	ctx, cancel := context.WithCancel(ctx)
 	stopStats, err := a.stats.start(ctx)
 	if err != nil {
+		cancel()
 		return err
 	}
 	defer stopStats()
@@ -198,6 +202,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-hbDone
 		a.wg.Wait()
 	}()
+	defer cancel()
 	// The Nodes are followed for this node's prefixes and for the routes
 	// to the other nodes' containers.
 	nw := newNodeWatch(a)

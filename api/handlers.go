@@ -445,7 +445,13 @@ func (s *Server) create(w http.ResponseWriter, r *request) error {
 	if err := s.checkEscalation(r.http.Context(), r, o); err != nil {
 		return err
 	}
-	created, err := s.store.Create(r.http.Context(), o)
+	created, err := withAllocation(func(a *allocation) (types.Object, error) {
+		o, err := s.allocate(r.http.Context(), a, nil, o)
+		if err != nil {
+			return nil, err
+		}
+		return s.store.Create(r.http.Context(), o)
+	})
 	if err != nil {
 		return err
 	}
@@ -487,11 +493,16 @@ func (s *Server) update(w http.ResponseWriter, r *request) error {
 		return err
 	}
 	opts := storage.UpdateOptions{Status: r.sub == "status", ResourceVersion: o.GetObjectMeta().ResourceVersion}
-	updated, err := s.store.GuaranteedUpdate(r.http.Context(), r.res, r.namespace, r.name, opts, func(cur types.Object) (types.Object, error) {
-		if errs := types.ValidateUpdate(cur, o); len(errs) > 0 {
-			return nil, invalid(r, errs)
-		}
-		return o, nil
+	updated, err := withAllocation(func(a *allocation) (types.Object, error) {
+		return s.store.GuaranteedUpdate(r.http.Context(), r.res, r.namespace, r.name, opts, func(cur types.Object) (types.Object, error) {
+			if errs := types.ValidateUpdate(cur, o); len(errs) > 0 {
+				return nil, invalid(r, errs)
+			}
+			if opts.Status {
+				return o, nil
+			}
+			return s.allocate(r.http.Context(), a, cur, o)
+		})
 	})
 	if err != nil {
 		return err
@@ -520,7 +531,19 @@ func (s *Server) patch(w http.ResponseWriter, r *request) error {
 		return badRequest("the patch is not a JSON object: %v", err)
 	}
 	opts := storage.UpdateOptions{Status: r.sub == "status", ResourceVersion: pm.Metadata.ResourceVersion}
-	updated, err := s.store.GuaranteedUpdate(r.http.Context(), r.res, r.namespace, r.name, opts, func(cur types.Object) (types.Object, error) {
+	updated, err := withAllocation(func(a *allocation) (types.Object, error) {
+		return s.patchObject(r, opts, patch, a)
+	})
+	if err != nil {
+		return err
+	}
+	return s.respond(w, r, http.StatusOK, updated)
+}
+
+// patchObject applies a merge patch to the stored object, allocating what
+// the change needs (a node port for a new port of a NodePort service).
+func (s *Server) patchObject(r *request, opts storage.UpdateOptions, patch []byte, a *allocation) (types.Object, error) {
+	return s.store.GuaranteedUpdate(r.http.Context(), r.res, r.namespace, r.name, opts, func(cur types.Object) (types.Object, error) {
 		curJSON, err := json.Marshal(cur)
 		if err != nil {
 			return nil, err
@@ -542,12 +565,11 @@ func (s *Server) patch(w http.ResponseWriter, r *request) error {
 		if err := s.checkEscalation(r.http.Context(), r, o); err != nil {
 			return nil, err
 		}
-		return o, nil
+		if opts.Status {
+			return o, nil
+		}
+		return s.allocate(r.http.Context(), a, cur, o)
 	})
-	if err != nil {
-		return err
-	}
-	return s.respond(w, r, http.StatusOK, updated)
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *request) error {

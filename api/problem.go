@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"nexus.dev/nexus/api/storage"
 	"nexus.dev/nexus/api/types"
@@ -89,6 +90,9 @@ func toProblem(r *request, err error) *Problem {
 		}
 		p := problem(status, string(se.Reason), "%s", se.Error())
 		p.Namespace, p.Name = se.Namespace, se.Name
+		if c := se.Claim; c != nil {
+			p.Fields = types.FieldErrors{{Field: c.Field, Detail: strings.TrimPrefix(se.Message, c.Field+": ")}}
+		}
 		if r.res != nil && r.res.Plural == se.Resource {
 			p.Kind = r.res.Kind
 		}

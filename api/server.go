@@ -50,6 +50,9 @@ type Config struct {
 	// types.DefaultEvictionSeconds), told to agents in the heartbeat's
 	// answer: they fence by it when cut off.
 	EvictionGrace time.Duration
+	// ServiceRanges are where Services' virtual IPs are allocated from;
+	// without an IPv6 range only headless Services can be created.
+	ServiceRanges ServiceRanges
 	Logger        *slog.Logger
 	Now           func() time.Time
 }
@@ -97,6 +100,7 @@ type Server struct {
 	nodes            Nodes
 	nodeLeaseSeconds int64
 	evictionSeconds  int64
+	services         ServiceRanges
 }
 
 // Nodes are the node agents this server reaches for logs and exec.
@@ -114,6 +118,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		client: cfg.Client, creds: cfg.Credentials, issuer: cfg.Issuer, audit: cfg.Audit, limits: cfg.Limits,
 		bookmarkInterval: cfg.BookmarkInterval, log: cfg.Logger, now: cfg.Now, ready: make(chan struct{}),
+		services: cfg.ServiceRanges,
 	}
 	if s.limits == (Limits{}) {
 		s.limits = DefaultLimits
@@ -135,7 +140,8 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.store = storage.New(storage.Config{Client: cfg.Client, Transformers: cfg.Transformers, Now: s.now})
+	s.store = storage.New(storage.Config{Client: cfg.Client, Transformers: cfg.Transformers, Now: s.now,
+		Claims: map[string]storage.ClaimsFunc{"services": serviceClaims}})
 	s.nsRes, _ = types.LookupResource("namespaces")
 	s.metrics = newMetrics()
 	s.fair = newFairness(s.limits)

@@ -28,8 +28,9 @@ type Config struct {
 	// Seed seeds the scheduler's random choices.
 	Seed uint64
 	// NoWorkloads and NoScheduler leave out one of the two (tests run
-	// several schedulers side by side).
-	NoWorkloads, NoScheduler bool
+	// several schedulers side by side); NoEndpoints leaves out the
+	// endpoints controller (endpoints.go).
+	NoWorkloads, NoScheduler, NoEndpoints bool
 	// Store is the store the nodes' heartbeat leases are in; with it the
 	// node lifecycle controller runs (nodes without a lease are NotReady,
 	// their instances evicted after a grace period), without it not.
@@ -55,11 +56,13 @@ type Controllers struct {
 	c   *client.Client
 
 	workloads, instances, nodes *cache
+	services, endpoints         *cache // nil with Config.NoEndpoints
 	wq, sq, lq                  *queue
 	iq                          *queue     // node names, for NodeIPAM
+	eq                          *queue     // services, for the endpoints controller
 	leases                      *leaseView // nil without Config.Store
 
-	wlRes, instRes, nodeRes *types.Resource
+	wlRes, instRes, nodeRes, svcRes, epRes *types.Resource
 
 	round atomic.Uint64
 	stats struct {
@@ -108,8 +111,9 @@ func New(cfg Config) (*Controllers, error) {
 	if cfg.EvictionGrace <= 0 {
 		cfg.EvictionGrace = types.DefaultEvictionSeconds * time.Second
 	}
-	c := &Controllers{cfg: cfg, log: cfg.Logger, c: cfg.Client, wq: newQueue(), sq: newQueue(), lq: newQueue(), iq: newQueue(),
-		wlRes: mustResource("workloads"), instRes: mustResource("instances"), nodeRes: mustResource("nodes")}
+	c := &Controllers{cfg: cfg, log: cfg.Logger, c: cfg.Client, wq: newQueue(), sq: newQueue(), lq: newQueue(), iq: newQueue(), eq: newQueue(),
+		wlRes: mustResource("workloads"), instRes: mustResource("instances"), nodeRes: mustResource("nodes"),
+		svcRes: mustResource("services"), epRes: mustResource("endpoints")}
 	c.workloads = newCache(cfg.Client, c.wlRes, c.log)
 	c.instances = newCache(cfg.Client, c.instRes, c.log)
 	c.nodes = newCache(cfg.Client, c.nodeRes, c.log)
@@ -153,6 +157,15 @@ func New(cfg Config) (*Controllers, error) {
 	if cfg.NodeIPAM != nil {
 		c.nodes.onChange = append(c.nodes.onChange, c.onNodeForPrefixes)
 	}
+	if !cfg.NoEndpoints {
+		c.services = newCache(cfg.Client, c.svcRes, c.log)
+		c.endpoints = newCache(cfg.Client, c.epRes, c.log)
+		byKey := func(old, nw types.Object) { c.eq.add(keyOf(firstNonNil(nw, old))) }
+		c.services.onChange = append(c.services.onChange, byKey)
+		// A changed or deleted Endpoints is put back as the Service says.
+		c.endpoints.onChange = append(c.endpoints.onChange, byKey)
+		c.instances.onChange = append(c.instances.onChange, c.enqueueServicesOf)
+	}
 	return c, nil
 }
 
@@ -182,13 +195,18 @@ func (c *Controllers) Run(ctx context.Context) error {
 	defer c.sq.close()
 	defer c.lq.close()
 	defer c.iq.close()
-	for _, ca := range []*cache{c.workloads, c.instances, c.nodes} {
+	defer c.eq.close()
+	caches := []*cache{c.workloads, c.instances, c.nodes}
+	if !c.cfg.NoEndpoints {
+		caches = append(caches, c.services, c.endpoints)
+	}
+	for _, ca := range caches {
 		goRun(func() { ca.run(ctx) })
 	}
 	if c.leases != nil {
 		goRun(func() { c.leases.run(ctx) })
 	}
-	for _, ca := range []*cache{c.workloads, c.instances, c.nodes} {
+	for _, ca := range caches {
 		if !ca.waitSynced(ctx) {
 			return nil
 		}
@@ -196,7 +214,7 @@ func (c *Controllers) Run(ctx context.Context) error {
 	if c.leases != nil && !c.leases.waitSynced(ctx) {
 		return nil
 	}
-	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler, "node lifecycle", c.leases != nil, "nodeIPAM", c.cfg.NodeIPAM != nil)
+	c.log.Info("controllers running", "workloads", !c.cfg.NoWorkloads, "scheduler", !c.cfg.NoScheduler, "node lifecycle", c.leases != nil, "nodeIPAM", c.cfg.NodeIPAM != nil, "endpoints", !c.cfg.NoEndpoints)
 	if c.leases != nil {
 		goRun(func() { c.lq.work(ctx, c.log, "node lifecycle", "node", c.reconcileNode) })
 	}
@@ -207,6 +225,11 @@ func (c *Controllers) Run(ctx context.Context) error {
 	}
 	if !c.cfg.NoScheduler {
 		goRun(func() { c.schedulerWorker(ctx) })
+	}
+	if !c.cfg.NoEndpoints {
+		for range 2 {
+			goRun(func() { c.eq.work(ctx, c.log, "reconcile endpoints", "service", c.reconcileEndpoints) })
+		}
 	}
 	if c.cfg.NodeIPAM != nil {
 		goRun(func() { c.iq.work(ctx, c.log, "node prefixes", "node", c.reconcileNodePrefixes) })
@@ -244,6 +267,13 @@ func (c *Controllers) resync() {
 	if c.leases != nil {
 		for _, n := range c.nodes.list(nil) {
 			c.lq.add(keyOf(n))
+		}
+	}
+	if !c.cfg.NoEndpoints {
+		for _, ca := range []*cache{c.services, c.endpoints} {
+			for _, o := range ca.list(nil) {
+				c.eq.add(keyOf(o))
+			}
 		}
 	}
 }

@@ -19,6 +19,14 @@
 // The node-IPAM controller (Config.NodeIPAM) gives every Node its
 // container prefixes and releases those of deleted Nodes.
 //
+// The endpoints controller (endpoints.go, decisions in endpointsplan.go)
+// keeps one Endpoints per Service: the instances of its namespace its
+// selector matches, with node, addresses and readiness. A change of an
+// instance queues the Services that select it, so a readiness change
+// reaches the Endpoints in one reconcile (milliseconds), and the Service's
+// Endpoints condition says when nothing matches or nothing is ready. The
+// Endpoints of a deleted Service are deleted.
+//
 // The decisions themselves are pure functions (plan.go: instances and a
 // workload in, creations, deletions and a status out; snapshot.go: nodes
 // and instances in, a scheduler snapshot out), tested by tables; the I/O

@@ -355,7 +355,7 @@ func TestControllerSchedulersNeverDoubleBind(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for seed := range uint64(2) {
-		c, err := controller.New(controller.Config{Client: e.c, Logger: quiet(), NoWorkloads: true, Seed: seed})
+		c, err := controller.New(controller.Config{Client: e.c, Logger: quiet(), NoWorkloads: true, NoEndpoints: true, Seed: seed})
 		if err != nil {
 			t.Fatal(err)
 		}

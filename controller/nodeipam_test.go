@@ -96,7 +96,7 @@ func TestControllerNodePrefixesSweep(t *testing.T) {
 		t.Fatalf("node without a controller: %v, %v; want no prefixes yet", o, err)
 	}
 
-	c, err := controller.New(controller.Config{Client: e.c, Logger: quiet(), NoWorkloads: true, NoScheduler: true, NodeIPAM: ipam})
+	c, err := controller.New(controller.Config{Client: e.c, Logger: quiet(), NoWorkloads: true, NoScheduler: true, NoEndpoints: true, NodeIPAM: ipam})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,8 @@ func decodeCluster(data []byte) (ClusterPrefixes, error) {
 }
 
 // AllocateNode returns node's prefixes, allocating the lowest free pair if
-// it has none. Asking again returns the same prefixes. Concurrent calls for
+// it has none; the cluster's last pair is never given to a node (it holds
+// ClusterPrefixes.ServiceRanges). Asking again returns the same prefixes. Concurrent calls for
 // different nodes, from any number of processes, never return the same
 // prefix: each allocation is a transaction that creates the prefix's claim
 // only if no one holds it, and retries with the next free one if someone
@@ -154,11 +155,11 @@ func (a *IPAM) AllocateNode(ctx context.Context, node string) (NodePrefixes, err
 			return NodePrefixes{}, err
 		}
 		i := 0
-		for i < cluster.subnets() && used[i] {
+		for i < cluster.nodeSubnets() && used[i] {
 			i++
 		}
-		if i == cluster.subnets() {
-			return NodePrefixes{}, fmt.Errorf("%w: all %d node prefixes of the cluster (%s, %s) are allocated: release those of removed nodes or use a larger cluster prefix", ErrExhausted, cluster.subnets(), cluster.IPv6, cluster.IPv4)
+		if i == cluster.nodeSubnets() {
+			return NodePrefixes{}, fmt.Errorf("%w: all %d node prefixes of the cluster (%s, %s; the last pair is kept for service addresses) are allocated: release those of removed nodes or use a larger cluster prefix", ErrExhausted, cluster.nodeSubnets(), cluster.IPv6, cluster.IPv4)
 		}
 		rec = nodeRecord{Index: i, NodePrefixes: cluster.node(i)}
 		data, err := json.Marshal(rec)

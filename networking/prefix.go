@@ -179,6 +179,33 @@ func (c ClusterPrefixes) subnets() int {
 	return 1 << min(v4, v6, 30)
 }
 
+// nodeSubnets is the number of node prefix pairs nodes may get: all but
+// the last, which holds the service ranges (ServiceRanges).
+func (c ClusterPrefixes) nodeSubnets() int { return c.subnets() - 1 }
+
+// serviceIPv6Bits is the size of the IPv6 service range: 65,536
+// addresses, far more than the IPv4 range, and few enough that a full
+// range is an error the user can act on rather than a scan without end.
+const serviceIPv6Bits = 112
+
+// ServiceRanges are where Services' virtual IPs come from: the first /112
+// of the IPv6 /64 and the whole IPv4 prefix of the cluster's last node
+// prefix pair, which node IPAM never hands out, so no container address
+// and no node's route ever overlaps a virtual IP. With the defaults (a /48
+// and 10.71.0.0/16 of /24s) that is <ula>:ff::/112 and 10.71.255.0/24. v4
+// is invalid when the cluster has no IPv4 prefix.
+func (c ClusterPrefixes) ServiceRanges() (v6, v4 netip.Prefix) {
+	if !c.IPv6.IsValid() || c.subnets() < 2 {
+		return netip.Prefix{}, netip.Prefix{}
+	}
+	last := c.node(c.subnets() - 1)
+	v6 = netip.PrefixFrom(last.IPv6.Addr(), serviceIPv6Bits)
+	if c.IPv4.IsValid() {
+		v4 = last.IPv4
+	}
+	return v6, v4
+}
+
 // node returns the i-th node's prefixes; 0 <= i < c.subnets().
 func (c ClusterPrefixes) node(i int) NodePrefixes {
 	b6 := c.IPv6.Addr().As16()

@@ -65,6 +65,12 @@ func TestNodePrefixesAndAddresses(t *testing.T) {
 	if last.IPv4.String() != "10.71.255.0/24" || last.IPv6.String() != "fd12:3456:789a:ff::/64" {
 		t.Fatalf("last node: %+v", last)
 	}
+	if c.nodeSubnets() != 255 {
+		t.Fatalf("node subnets %d, want 255: the last pair is the services'", c.nodeSubnets())
+	}
+	if v6, v4 := c.ServiceRanges(); v6.String() != "fd12:3456:789a:ff::/112" || v4.String() != "10.71.255.0/24" {
+		t.Fatalf("service ranges %s %s, want the last pair's fd12:3456:789a:ff::/112 and 10.71.255.0/24", v6, v4)
+	}
 }
 
 func TestGenerateULA(t *testing.T) {

@@ -177,6 +177,13 @@ func (c *Config) defaults() error {
 	return nil
 }
 
+// serviceRanges are the cluster's ranges for Services' virtual IPs, which
+// node IPAM never gives a node.
+func serviceRanges(c networking.ClusterPrefixes) api.ServiceRanges {
+	v6, v4 := c.ServiceRanges()
+	return api.ServiceRanges{IPv6: v6, IPv4: v4}
+}
+
 func cmpOr(s, def string) string {
 	if s == "" {
 		return def
@@ -248,10 +255,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		closeListeners()
 		return nil, err
 	}
+	var cluster networking.ClusterPrefixes
 	if s.ipam, err = networking.NewIPAM(s.client, cfg.ClusterPrefixes); err == nil {
 		// Stores the cluster's prefixes on a new cluster; refuses
 		// configured ones that differ from the cluster's.
-		_, err = s.ipam.Cluster(ctx)
+		cluster, err = s.ipam.Cluster(ctx)
 	}
 	if err != nil {
 		closeListeners()
@@ -286,7 +294,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		bootstrapAdmin = ""
 	}
 	if s.api, err = api.New(api.Config{Client: s.client, Credentials: s.creds, Audit: s.audit,
-		Transformers: keys.Transformers(), BootstrapAdmin: bootstrapAdmin, Issuer: localIssuer(d), Logger: log}); err != nil {
+		Transformers: keys.Transformers(), BootstrapAdmin: bootstrapAdmin, Issuer: localIssuer(d), Logger: log,
+		ServiceRanges: serviceRanges(cluster)}); err != nil {
 		closeListeners()
 		return nil, err
 	}

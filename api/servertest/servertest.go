@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -60,6 +61,10 @@ type ServerOptions struct {
 	NodeLeaseDuration time.Duration
 }
 
+// ServiceRanges are the test servers' ranges for Services' virtual IPs
+// (what a cluster of fd00:6e78:7400::/48 and 10.71.0.0/16 has).
+var ServiceRanges = api.ServiceRanges{IPv6: netip.MustParsePrefix("fd00:6e78:7400:ff::/112"), IPv4: netip.MustParsePrefix("10.71.255.0/24")}
+
 // StartServer runs an API server over the backend until the test ends.
 func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 	t.Helper()
@@ -100,7 +105,7 @@ func StartServer(t testing.TB, b apitest.Backend, opts ServerOptions) *Cluster {
 	}
 	acfg := api.Config{Client: b.Client(t), Credentials: c.Creds, Audit: log, Limits: opts.Limits,
 		BookmarkInterval: opts.BookmarkInterval, BootstrapAdmin: opts.Admin, Transformers: keys.Transformers(),
-		NodeLeaseDuration: opts.NodeLeaseDuration}
+		NodeLeaseDuration: opts.NodeLeaseDuration, ServiceRanges: ServiceRanges}
 	if opts.Configure != nil {
 		opts.Configure(&acfg)
 	}

@@ -27,7 +27,9 @@ type Error struct {
 	// CurrentRevision is the store's revision, for Gone: a client lists
 	// again from there.
 	CurrentRevision int64
-	Err             error
+	// Claim is the claim another object holds, for a write refused for it.
+	Claim *Claim
+	Err   error
 }
 
 func (e *Error) Error() string {

@@ -42,6 +42,9 @@ type Config struct {
 	// Retries bounds how often an unconditional update or delete re-reads
 	// after losing a race (default 16).
 	Retries int
+	// Claims lists the unique values objects hold, by resource plural
+	// (claims.go): taken and freed in the same transactions as the objects.
+	Claims map[string]ClaimsFunc
 }
 
 // Store reads and writes API objects.
@@ -51,11 +54,12 @@ type Store struct {
 	trans   map[string]Transformer
 	now     func() time.Time
 	retries int
+	claims  map[string]ClaimsFunc
 }
 
 // New returns a store over cfg.Client.
 func New(cfg Config) *Store {
-	s := &Store{cli: cfg.Client, prefix: cfg.Prefix, trans: cfg.Transformers, now: cfg.Now, retries: cfg.Retries}
+	s := &Store{cli: cfg.Client, prefix: cfg.Prefix, trans: cfg.Transformers, now: cfg.Now, retries: cfg.Retries, claims: cfg.Claims}
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix
 	}
@@ -174,7 +178,8 @@ func newUID() string {
 
 // Create stores a new object. Its resourceVersion must be empty; uid,
 // creationTimestamp and generation are set here. It fails with
-// AlreadyExists if the name is taken.
+// AlreadyExists if the name is taken, and with Invalid (Error.Claim set)
+// if another object holds one of its claims; then nothing is written.
 func (s *Store) Create(ctx context.Context, o types.Object) (types.Object, error) {
 	ref := refOf(o)
 	if err := s.check(ref); err != nil {
@@ -193,14 +198,25 @@ func (s *Store) Create(ctx context.Context, o types.Object) (types.Object, error
 		return nil, err
 	}
 	key := s.key(ref)
+	claims := s.claimsOf(ref.r, o)
+	owner := ownerOf(ref, o)
+	conds, puts := s.takeOps(claims, owner)
 	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(data))).
+		If(append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, conds...)...).
+		Then(append([]clientv3.Op{clientv3.OpPut(key, string(data))}, puts...)...).
 		Commit()
 	if err != nil {
 		return nil, storeError(ref, err)
 	}
 	if !resp.Succeeded {
+		if exists, err := s.cli.Get(ctx, key, clientv3.WithCountOnly()); err != nil {
+			return nil, storeError(ref, err)
+		} else if exists.Count == 0 && len(claims) > 0 {
+			if err := s.takenClaim(ctx, ref, claims, owner); err != nil {
+				return nil, err
+			}
+			return nil, errorf(Conflict, ref, "a value it claims was taken and freed while it was created: try again")
+		}
 		return nil, errorf(AlreadyExists, ref, "already exists")
 	}
 	m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
@@ -404,16 +420,25 @@ func (s *Store) GuaranteedUpdate(ctx context.Context, r *types.Resource, ns, nam
 		if err != nil {
 			return nil, err
 		}
-		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", curRev)).
-			Then(clientv3.OpPut(key, string(data))).
-			Commit()
+		conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", curRev)}
+		ops := []clientv3.Op{clientv3.OpPut(key, string(data))}
+		owner := ownerOf(ref, cur)
+		take, free := claimDiff(s.claimsOf(r, cur), s.claimsOf(r, merged))
+		tc, to := s.takeOps(take, owner)
+		fc, fo, err := s.freeOps(ctx, ref, free, owner)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(append(append(conds, tc...), fc...)...).Then(append(append(ops, to...), fo...)...).Commit()
 		if err != nil {
 			return nil, storeError(ref, err)
 		}
 		if resp.Succeeded {
 			merged.GetObjectMeta().ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
 			return merged, nil
+		}
+		if err := s.takenClaim(ctx, ref, take, owner); err != nil {
+			return nil, err
 		}
 		if opts.ResourceVersion != "" {
 			return nil, errorf(Conflict, ref, "the object was modified (resourceVersion %s is no longer current): read it again and reapply your change", opts.ResourceVersion)
@@ -561,7 +586,8 @@ type DeleteOptions struct {
 	ResourceVersion string
 }
 
-// Delete removes an object and returns it as it was.
+// Delete removes an object and returns it as it was, freeing its claims
+// in the same transaction.
 func (s *Store) Delete(ctx context.Context, r *types.Resource, ns, name string, opts DeleteOptions) (types.Object, error) {
 	ref := objectRef{r, ns, name}
 	if err := s.check(ref); err != nil {
@@ -576,9 +602,13 @@ func (s *Store) Delete(ctx context.Context, r *types.Resource, ns, name string, 
 		if opts.ResourceVersion != "" && opts.ResourceVersion != cur.GetObjectMeta().ResourceVersion {
 			return nil, s.conflict(ref, opts.ResourceVersion, cur)
 		}
+		fc, fo, err := s.freeOps(ctx, ref, s.claimsOf(r, cur), ownerOf(ref, cur))
+		if err != nil {
+			return nil, err
+		}
 		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", curRev)).
-			Then(clientv3.OpDelete(key)).
+			If(append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", curRev)}, fc...)...).
+			Then(append([]clientv3.Op{clientv3.OpDelete(key)}, fo...)...).
 			Commit()
 		if err != nil {
 			return nil, storeError(ref, err)

@@ -193,7 +193,7 @@ func TestClientCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(e.ok("get", "svc", "-o", "json")), &list); err != nil || list.Kind != "List" || len(list.Items) != 1 {
 		t.Fatalf("get svc -o json: %v %+v", err, list)
 	}
-	if out := e.ok("get", "svc"); !strings.Contains(out, "80->8080/TCP") || !strings.Contains(out, "app=web") {
+	if out := e.ok("get", "svc"); !regexp.MustCompile(`^NAME +TYPE +VIRTUAL-IPS +PORTS +ENDPOINTS +AGE\nweb +ClusterIP +fd00:6e78:7400:ff::[0-9a-f]+,10\.71\.255\.\d+ +80->8080/TCP +<none> +\d+s\n$`).MatchString(out) {
 		t.Fatalf("get svc:\n%s", out)
 	}
 	if out := e.ok("get", "wl", "-A"); !strings.HasPrefix(out, "NAMESPACE ") || !strings.Contains(out, "default ") {
@@ -459,7 +459,7 @@ spec: {template: {image: a}}
 		t.Fatalf("the good document: %q", r.stdout)
 	}
 	e.file("many.yaml", "kind: Service\nmetadata: {name: s}\nspec: {selector: {app: x}, ports: [{port: 0}, {port: 70000}]}\n")
-	e.fails([]string{"Error: many.yaml (document 1) service/s: Service \"s\" is invalid:\n  * spec.ports[0].name: must be set when a service has more than one port\n  * spec.ports[0].port: must be 1-65535\n"}, "apply", "-f", "many.yaml")
+	e.fails([]string{"Error: many.yaml (document 1) service/s: Service \"s\" is invalid:\n  * spec.ports[0].name: must be set when a service has more than one port\n  * spec.ports[0].port: must be 1-65535, not 0\n"}, "apply", "-f", "many.yaml")
 	e.file("typos.yaml", "kind: Workload\nmetadata: {name: t}\nspec: {replica: 2, template: {image: a, imgae: b}}\n")
 	e.fails([]string{"Error: typos.yaml (document 1): bad fields:\n  * spec.replica: unknown field\n  * spec.template.imgae: unknown field\n"}, "apply", "-f", "typos.yaml")
 	e.fails([]string{"labelSelector", "app in web"}, "get", "wl", "-l", "app in web")

@@ -21,10 +21,12 @@ func newDescribeCommand() *cobra.Command {
 		Short: "Show objects in detail: metadata, spec, status, conditions and related objects",
 		Long: `Show objects in a readable multi-line form: metadata, spec and status,
 status conditions as a table, and related objects (a workload's instances, the
-instances on a node). Without names, every object of the kind (narrowed with
+instances on a node, a service's backends with their node, addresses and
+readiness). Without names, every object of the kind (narrowed with
 -l) is described. A Secret's values are never shown, only their sizes.`,
 		Example: `  nexus describe workload web
   nexus describe node n1
+  nexus describe svc web
   nexus describe inst -l app=web`,
 		Args:              kindArg("nexus describe workload web"),
 		ValidArgsFunction: co.completeKindsAndNames,

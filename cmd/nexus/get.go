@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -38,6 +39,7 @@ Kinds (plural, singular and short names all work):
   nexus get inst -l app=web -o wide
   nexus get instances --field-selector spec.nodeName=n1 -A
   nexus get wl,svc -n shop
+  nexus get svc -o wide       # TYPE, VIRTUAL-IPS, PORTS, ENDPOINTS (ready/total), SELECTOR
   nexus get wl -w`,
 		Args:              kindArg("nexus get workloads"),
 		ValidArgsFunction: co.completeKindsAndNames,
@@ -68,7 +70,11 @@ Kinds (plural, singular and short names all work):
 				return err
 			}
 			defer s.c.Close()
-			p := printers.New(cmd.OutOrStdout(), printers.Options{Format: format, AllNamespaces: all, NoHeaders: noHeaders, WatchEvents: watchEvents})
+			popts := printers.Options{Format: format, AllNamespaces: all, NoHeaders: noHeaders, WatchEvents: watchEvents}
+			if popts.Endpoints, err = serviceEndpoints(cmd.Context(), s, rs, format, all); err != nil {
+				return s.explain(err)
+			}
+			p := printers.New(cmd.OutOrStdout(), popts)
 			if watch || watchOnly {
 				return s.explain(follow(cmd.Context(), s, rs[0], all, names, labels, fields, watchOnly, p))
 			}
@@ -102,6 +108,29 @@ Kinds (plural, singular and short names all work):
 	f.BoolVar(&noHeaders, "no-headers", false, "leave out table headers")
 	_ = cmd.RegisterFlagCompletionFunc("output", completeFormats)
 	return cmd
+}
+
+// serviceEndpoints are the Endpoints a table of services shows in its
+// ENDPOINTS column: those of the namespace (or all), when services are
+// listed as a table. A caller who may read services but not endpoints
+// sees <none> there.
+func serviceEndpoints(ctx context.Context, s *session, rs []*types.Resource, format printers.Format, all bool) ([]*types.Endpoints, error) {
+	if format != printers.Table && format != printers.Wide || !slices.ContainsFunc(rs, func(r *types.Resource) bool { return r.Kind == "Service" }) {
+		return nil, nil
+	}
+	epRes, _ := types.LookupResource("endpoints")
+	items, _, err := s.c.List(ctx, epRes, s.nsFor(epRes, all), client.ListOptions{})
+	if client.IsForbidden(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	eps := make([]*types.Endpoints, len(items))
+	for i, o := range items {
+		eps[i] = o.(*types.Endpoints)
+	}
+	return eps, nil
 }
 
 // getNamed shows the named objects; the ones that cannot be read are

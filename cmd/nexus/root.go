@@ -59,7 +59,7 @@ with mutual TLS between every pair of machines.`,
 	root.AddCommand(newUpCommand(opts), newServerCommand(opts), newAgentCommand(opts), newSecretsCommand(opts), newUserCommand(opts))
 	root.AddCommand(newAuditCommand(opts))
 	root.AddCommand(newApplyCommand(), newGetCommand(), newDescribeCommand(), newDeleteCommand(), newEditCommand(), newCreateCommand(), newConfigCommand())
-	root.AddCommand(newRunCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand(), newLogsCommand())
+	root.AddCommand(newRunCommand(), newExposeCommand(), newScaleCommand(), newRolloutCommand(), newPsCommand(), newLogsCommand())
 	root.AddCommand(newTopCommand())
 	root.AddCommand(newExecCommand())
 	root.AddCommand(newNodeCommand(), newNodesCommand())

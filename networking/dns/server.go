@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultDomain is the cluster domain when none is configured.
@@ -243,17 +244,24 @@ func (c listener) close() {
 
 // bind binds addr over UDP and TCP. For port 0 it binds UDP on a free
 // port, then TCP on the same port, trying again when that one is taken.
+//
+// The sockets are bound with IP_FREEBIND: the bridge's IPv6 address stays
+// tentative while the bridge has no port up (no carrier, so no duplicate
+// address detection yet), and the server must serve it from the start.
 func bind(addr netip.AddrPort) (listener, error) {
 	const tries = 20
+	lc := net.ListenConfig{Control: freebind}
+	ctx := context.Background()
 	for i := 0; ; i++ {
-		udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		pc, err := lc.ListenPacket(ctx, "udp", addr.String())
 		if err != nil {
 			return listener{}, fmt.Errorf("listen on %s/udp: %w", addr, err)
 		}
+		udp := pc.(*net.UDPConn)
 		bound := netip.AddrPortFrom(addr.Addr(), udp.LocalAddr().(*net.UDPAddr).AddrPort().Port())
-		tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(bound))
+		ln, err := lc.Listen(ctx, "tcp", bound.String())
 		if err == nil {
-			return listener{addr: bound, udp: udp, tcp: tcp}, nil
+			return listener{addr: bound, udp: udp, tcp: ln.(*net.TCPListener)}, nil
 		}
 		udp.Close()
 		if addr.Port() != 0 || i == tries || !errors.Is(err, syscall.EADDRINUSE) {
@@ -271,4 +279,18 @@ func validDomain(domain string) bool {
 		}
 	}
 	return true
+}
+
+// freebind lets a socket bind an address the node does not (yet) have
+// ready.
+func freebind(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if strings.HasSuffix(network, "6") {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+		}
+	})
+	return errors.Join(err, serr)
 }

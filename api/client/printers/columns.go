@@ -2,6 +2,7 @@ package printers
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,7 +15,15 @@ import (
 // column is one column of a kind's table.
 type column struct {
 	name  string
-	value func(o types.Object, now time.Time) string
+	value func(o types.Object, env rowEnv) string
+}
+
+// rowEnv is what a row is printed with besides its object: the clock ages
+// are computed against, and the Endpoints of the Services printed (by
+// namespace/name) for their ENDPOINTS column.
+type rowEnv struct {
+	now       time.Time
+	endpoints map[string]*types.Endpoints
 }
 
 // NodeRoleLabelPrefix marks a node's roles: a label
@@ -24,11 +33,11 @@ const NodeRoleLabelPrefix = "node-role.nexus.dev/"
 const none = "<none>"
 
 func nameCol() column {
-	return column{"NAME", func(o types.Object, _ time.Time) string { return o.GetObjectMeta().Name }}
+	return column{"NAME", func(o types.Object, _ rowEnv) string { return o.GetObjectMeta().Name }}
 }
 
 func ageCol() column {
-	return column{"AGE", func(o types.Object, now time.Time) string { return Age(o.GetObjectMeta().CreationTimestamp, now) }}
+	return column{"AGE", func(o types.Object, env rowEnv) string { return Age(o.GetObjectMeta().CreationTimestamp, env.now) }}
 }
 
 // columnsOf is the table of a kind: NAME, the kind's own columns, AGE,
@@ -55,7 +64,7 @@ var (
 
 // typed adapts a column of one kind.
 func typed[T types.Object](name string, f func(T) string) column {
-	return column{name, func(o types.Object, _ time.Time) string {
+	return column{name, func(o types.Object, _ rowEnv) string {
 		t, ok := o.(T)
 		if !ok {
 			return ""
@@ -115,12 +124,12 @@ var kindColumns = map[string]kindCols{
 			typed("KERNEL", func(n *types.Node) string { return orNone(n.Status.Versions.Kernel) }),
 			typed("OS", func(n *types.Node) string { return orNone(n.Status.Versions.OS) }),
 			typed("SERVICE-DATAPATH", func(n *types.Node) string { return orNone(n.Status.ServiceDataPath) }),
-			{"CERT-EXPIRES", func(o types.Object, now time.Time) string {
+			{"CERT-EXPIRES", func(o types.Object, env rowEnv) string {
 				n, ok := o.(*types.Node)
 				if !ok {
 					return ""
 				}
-				return certExpiry(n.Status.CertificateExpiry, now)
+				return certExpiry(n.Status.CertificateExpiry, env.now)
 			}},
 		},
 	},
@@ -129,12 +138,12 @@ var kindColumns = map[string]kindCols{
 			typed("API", func(s *types.Server) string { return orNone(s.Status.APIURL) }),
 			typed("PEER", func(s *types.Server) string { return orNone(s.Status.PeerAddress) }),
 			typed("MEMBER", serverMember),
-			{"HEARTBEAT", func(o types.Object, now time.Time) string {
+			{"HEARTBEAT", func(o types.Object, env rowEnv) string {
 				s, ok := o.(*types.Server)
 				if !ok || s.Status.LastHeartbeat.IsZero() {
 					return none
 				}
-				return Age(s.Status.LastHeartbeat, now) + " ago"
+				return Age(s.Status.LastHeartbeat, env.now) + " ago"
 			}},
 		},
 		wide: []column{
@@ -143,17 +152,26 @@ var kindColumns = map[string]kindCols{
 	},
 	"Service": {
 		normal: []column{
-			typed("VIRTUAL-IP", func(s *types.Service) string {
-				switch {
-				case s.Spec.Headless:
-					return "None"
-				case len(s.Spec.VirtualIPs) == 0:
-					return "<pending>"
-				}
-				return strings.Join(s.Spec.VirtualIPs, ",")
-			}),
+			typed("TYPE", func(s *types.Service) string { return orNone(string(s.Spec.Type)) }),
+			typed("VIRTUAL-IPS", VirtualIPs),
 			typed("PORTS", func(s *types.Service) string { return servicePorts(s.Spec.Ports) }),
+			{"ENDPOINTS", func(o types.Object, env rowEnv) string {
+				ep := env.endpoints[o.GetObjectMeta().Namespace+"/"+o.GetObjectMeta().Name]
+				if ep == nil {
+					return none
+				}
+				return ReadyOfTotal(ep)
+			}},
+		},
+		wide: []column{
 			typed("SELECTOR", func(s *types.Service) string { return labels(s.Spec.Selector) }),
+			typed("AFFINITY", func(s *types.Service) string { return orNone(s.Spec.SessionAffinity) }),
+		},
+	},
+	"Endpoints": {
+		normal: []column{
+			typed("READY", ReadyOfTotal),
+			typed("BACKENDS", readyAddresses),
 		},
 	},
 	"Namespace": {normal: []column{typed("STATUS", func(n *types.Namespace) string { return orNone(n.Status.Phase) })}},
@@ -179,6 +197,47 @@ var kindColumns = map[string]kindCols{
 		typed("ROLE", func(b *types.ClusterRoleBinding) string { return b.RoleRef.Kind + "/" + b.RoleRef.Name }),
 		typed("SUBJECTS", func(b *types.ClusterRoleBinding) string { return subjects(b.Subjects) }),
 	}},
+}
+
+// VirtualIPs is how a Service's addresses are shown: None for a headless
+// one, <pending> before the server gave them.
+func VirtualIPs(s *types.Service) string {
+	switch {
+	case s.Spec.Headless:
+		return "None"
+	case len(s.Spec.VirtualIPs) == 0:
+		return "<pending>"
+	}
+	return strings.Join(s.Spec.VirtualIPs, ",")
+}
+
+// ReadyOfTotal is ready/total of an Endpoints' backends.
+func ReadyOfTotal(ep *types.Endpoints) string {
+	return fmt.Sprintf("%d/%d", ep.ReadyCount(), len(ep.Backends))
+}
+
+// readyAddresses lists the ready backends' addresses with the first
+// port, at most three backends and how many more.
+func readyAddresses(ep *types.Endpoints) string {
+	var s []string
+	n := 0
+	for _, b := range ep.Backends {
+		if !b.Ready || len(b.Addresses) == 0 {
+			continue
+		}
+		n++
+		if len(s) < 3 {
+			a := b.Addresses[0]
+			if len(ep.Ports) > 0 {
+				a = net.JoinHostPort(a, strconv.Itoa(int(ep.Ports[0].Port)))
+			}
+			s = append(s, a)
+		}
+	}
+	if n > len(s) {
+		s = append(s, fmt.Sprintf("+%d more", n-len(s)))
+	}
+	return orNone(strings.Join(s, ","))
 }
 
 // workloadReady is ready/wanted: ready replicas of a service or daemon,

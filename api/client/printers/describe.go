@@ -14,8 +14,8 @@ import (
 )
 
 // Related names the objects `describe` shows below an object: a
-// workload's instances, the instances on a node. ok is false for kinds
-// with none.
+// workload's instances, the instances on a node, a service's Endpoints
+// (as its backends). ok is false for kinds with none.
 func Related(o types.Object) (r *types.Resource, namespace, fieldSelector string, ok bool) {
 	inst, _ := types.LookupResource("instances")
 	m := o.GetObjectMeta()
@@ -24,6 +24,9 @@ func Related(o types.Object) (r *types.Resource, namespace, fieldSelector string
 		return inst, m.Namespace, "spec.workload=" + m.Name, true
 	case *types.Node:
 		return inst, "", "spec.nodeName=" + m.Name, true
+	case *types.Service:
+		ep, _ := types.LookupResource("endpoints")
+		return ep, m.Namespace, "metadata.name=" + m.Name, true
 	}
 	return nil, "", "", false
 }
@@ -101,7 +104,11 @@ func Describe(w io.Writer, o types.Object, related []types.Object, now time.Time
 			return err
 		}
 	}
-	if rr, _, _, ok := Related(o); ok {
+	if _, ok := o.(*types.Service); ok {
+		if err := describeBackends(&b, related); err != nil {
+			return err
+		}
+	} else if rr, _, _, ok := Related(o); ok {
 		fmt.Fprintf(&b, "%s:\n", title(rr.Plural))
 		if len(related) == 0 {
 			b.WriteString("  " + none + "\n")
@@ -118,6 +125,29 @@ func Describe(w io.Writer, o types.Object, related []types.Object, now time.Time
 	}
 	_, err = io.WriteString(w, b.String())
 	return err
+}
+
+// describeBackends writes a service's backends, from its Endpoints (the
+// first of related): each instance with its node, addresses and
+// readiness.
+func describeBackends(b *strings.Builder, related []types.Object) error {
+	var ep *types.Endpoints
+	if len(related) > 0 {
+		ep, _ = related[0].(*types.Endpoints)
+	}
+	if ep == nil {
+		b.WriteString("Backends:         <none> (no Endpoints yet: the endpoints controller writes them moments after the service is created)\n")
+		return nil
+	}
+	fmt.Fprintf(b, "Backends:         %s ready\n", ReadyOfTotal(ep))
+	if len(ep.Backends) == 0 {
+		return nil
+	}
+	t := &table{header: []string{"  INSTANCE", "NODE", "ADDRESSES", "READY"}}
+	for _, be := range ep.Backends {
+		t.add([]string{"  " + be.Instance, orNone(be.Node), orNone(strings.Join(be.Addresses, ",")), fmt.Sprint(be.Ready)})
+	}
+	return t.flush(b, false)
 }
 
 type section struct {

@@ -57,15 +57,20 @@ type Options struct {
 	WatchEvents bool
 	// Now is the clock ages are computed against (default time.Now).
 	Now func() time.Time
+	// Endpoints are the Endpoints of the Services printed, for their
+	// ENDPOINTS column (ready/total backends); a Service without its
+	// Endpoints shows <none>.
+	Endpoints []*types.Endpoints
 }
 
 // Printer writes objects in one format. Tables printed across calls (a
 // watch) keep their header and column widths.
 type Printer struct {
-	w      io.Writer
-	o      Options
-	tables map[string]*table
-	docs   int // JSON or YAML documents written
+	w         io.Writer
+	o         Options
+	endpoints map[string]*types.Endpoints // by namespace/name
+	tables    map[string]*table
+	docs      int // JSON or YAML documents written
 }
 
 // New returns a printer writing to w.
@@ -76,8 +81,14 @@ func New(w io.Writer, o Options) *Printer {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Printer{w: w, o: o, tables: map[string]*table{}}
+	p := &Printer{w: w, o: o, tables: map[string]*table{}, endpoints: map[string]*types.Endpoints{}}
+	for _, ep := range o.Endpoints {
+		p.endpoints[ep.Namespace+"/"+ep.Name] = ep
+	}
+	return p
 }
+
+func (p *Printer) env() rowEnv { return rowEnv{now: p.o.Now(), endpoints: p.endpoints} }
 
 // Ref is how an object is named in output: "workload/web".
 func Ref(o types.Object) string {
@@ -122,7 +133,7 @@ func (p *Printer) Print(objs []types.Object, single bool) error {
 		}
 		t := p.table(k)
 		for _, o := range byKind[k] {
-			t.add(t.row(string(client.Added), o, p.o.Now()))
+			t.add(t.row(string(client.Added), o, p.env()))
 		}
 		if err := t.flush(p.w, p.o.NoHeaders); err != nil {
 			return err
@@ -166,7 +177,7 @@ func (p *Printer) PrintEvent(ev client.Event) error {
 		return err
 	}
 	t := p.table(ev.Object.GetTypeMeta().Kind)
-	t.add(t.row(string(ev.Type), ev.Object, p.o.Now()))
+	t.add(t.row(string(ev.Type), ev.Object, p.env()))
 	return t.flush(p.w, p.o.NoHeaders)
 }
 
@@ -257,7 +268,7 @@ func newTable(cols []column, namespace, event bool) *table {
 }
 
 // row is o's row of the table (event fills the EVENT column).
-func (t *table) row(event string, o types.Object, now time.Time) []string {
+func (t *table) row(event string, o types.Object, env rowEnv) []string {
 	var row []string
 	if t.event {
 		row = append(row, event)
@@ -266,7 +277,7 @@ func (t *table) row(event string, o types.Object, now time.Time) []string {
 		row = append(row, o.GetObjectMeta().Namespace)
 	}
 	for _, c := range t.cols {
-		row = append(row, c.value(o, now))
+		row = append(row, c.value(o, env))
 	}
 	return row
 }

@@ -41,8 +41,13 @@ func objects() map[string]types.Object {
 		Versions:   types.NodeVersions{Nexus: "v0.3.0", Kernel: "6.1.0", OS: "Debian 12"}, Tiers: []types.Isolation{"container", "sandbox"}, ServiceDataPath: "ebpf",
 		CertificateExpiry: now.Add(11 * time.Hour)}}
 	node.Labels = map[string]string{NodeRoleLabelPrefix + "server": "", NodeRoleLabelPrefix + "agent": "", "zone": "eu"}
-	svc := &types.Service{Spec: types.ServiceSpec{Selector: map[string]string{"app": "web", "tier": "fe"}, VirtualIPs: []string{"fd00:1::1"},
-		Ports: []types.ServicePort{{Port: 80, TargetPort: 8080, Protocol: types.TCP}, {Port: 53, Protocol: types.UDP}}}}
+	svc := &types.Service{Spec: types.ServiceSpec{Type: types.ServiceNodePort, Selector: map[string]string{"app": "web", "tier": "fe"}, VirtualIPs: []string{"fd00:1::1", "10.71.255.3"},
+		Ports: []types.ServicePort{{Port: 80, TargetPort: 8080, Protocol: types.TCP, NodePort: 30080}, {Port: 53, Protocol: types.UDP}}, SessionAffinity: "None"}}
+	ep := &types.Endpoints{Ports: []types.EndpointPort{{Port: 8080, Protocol: types.TCP}}, Backends: []types.EndpointBackend{
+		{Instance: "web-a", Node: "n1", Addresses: []string{"fd00::5", "10.0.0.5"}, Ready: true},
+		{Instance: "web-b", Node: "n2", Addresses: []string{"fd00::6"}},
+		{Instance: "web-c", Node: "n2", Addresses: []string{"10.0.0.7"}, Ready: true},
+	}}
 	sec := &types.Secret{Type: "Opaque", Data: map[string][]byte{"password": []byte("s3cret"), "user": []byte("admin")}}
 	ns := &types.Namespace{Status: types.NamespaceStatus{Phase: "Active"}}
 	rb := &types.RoleBinding{RoleRef: authz.RoleRef{Kind: "ClusterRole", Name: "edit"}, Subjects: []authz.Subject{{Kind: "User", Name: "alice"}, {Kind: "ServiceAccount", Namespace: "ci", Name: "bot"}}}
@@ -52,6 +57,7 @@ func objects() map[string]types.Object {
 		"inst": meta(inst, "default", "web-x1", 3*time.Hour),
 		"node": meta(node, "", "n1", 50*time.Hour),
 		"svc":  meta(svc, "default", "web", 400*24*time.Hour),
+		"ep":   meta(ep, "default", "web", 400*24*time.Hour),
 		"sec":  meta(sec, "default", "db", time.Minute),
 		"ns":   meta(ns, "", "web", 10*time.Second),
 		"rb":   meta(rb, "default", "devs", time.Minute),
@@ -101,9 +107,17 @@ n1     Ready,SchedulingDisabled   agent,server   v0.3.0    10.0.0.1   2d2h
 NAME   STATUS                     ROLES          VERSION   ADDRESS    AGE    CPU   MEMORY   TIERS               KERNEL   OS          SERVICE-DATAPATH   CERT-EXPIRES
 n1     Ready,SchedulingDisabled   agent,server   v0.3.0    10.0.0.1   2d2h   4     8Gi      container,sandbox   6.1.0    Debian 12   ebpf               in 11h
 `},
-		{"services", Options{}, []string{"svc"}, `
-NAME   VIRTUAL-IP   PORTS                 SELECTOR          AGE
-web    fd00:1::1    80->8080/TCP,53/UDP   app=web,tier=fe   400d
+		{"services", Options{Endpoints: []*types.Endpoints{objs["ep"].(*types.Endpoints)}}, []string{"svc"}, `
+NAME   TYPE       VIRTUAL-IPS             PORTS                       ENDPOINTS   AGE
+web    NodePort   fd00:1::1,10.71.255.3   80->8080:30080/TCP,53/UDP   2/3         400d
+`},
+		{"services wide without endpoints", Options{Format: Wide}, []string{"svc"}, `
+NAME   TYPE       VIRTUAL-IPS             PORTS                       ENDPOINTS   AGE    SELECTOR          AFFINITY
+web    NodePort   fd00:1::1,10.71.255.3   80->8080:30080/TCP,53/UDP   <none>      400d   app=web,tier=fe   None
+`},
+		{"endpoints", Options{}, []string{"ep"}, `
+NAME   READY   BACKENDS                       AGE
+web    2/3     [fd00::5]:8080,10.0.0.7:8080   400d
 `},
 		{"secrets", Options{}, []string{"sec"}, `
 NAME   TYPE     DATA   AGE
@@ -120,8 +134,8 @@ devs   ClusterRole/edit   User/alice,ServiceAccount/ci/bot   60s
 NAME   KIND      READY   UP-TO-DATE   IMAGE               AGE
 web    service   2/3     3            nexus.local/hello   90s
 
-NAME   VIRTUAL-IP   PORTS                 SELECTOR          AGE
-web    fd00:1::1    80->8080/TCP,53/UDP   app=web,tier=fe   400d
+NAME   TYPE       VIRTUAL-IPS             PORTS                       ENDPOINTS   AGE
+web    NodePort   fd00:1::1,10.71.255.3   80->8080:30080/TCP,53/UDP   <none>      400d
 `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -305,5 +319,37 @@ func TestHumanDuration(t *testing.T) {
 		if got := HumanDuration(d); got != want {
 			t.Errorf("%v: %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestDescribeService: the spec (type, addresses, ports), every backend
+// with its node, addresses and readiness, and the conditions.
+func TestDescribeService(t *testing.T) {
+	objs := objects()
+	svc := objs["svc"].(*types.Service)
+	svc.Status.Conditions = []types.Condition{{Type: types.ServiceConditionEndpoints, Status: types.ConditionTrue, Reason: types.ReasonReadyInstances, Message: "ready instances serve it", LastTransitionTime: now.Add(-time.Minute)}}
+	var b bytes.Buffer
+	if err := Describe(&b, svc, []types.Object{objs["ep"]}, now); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"Kind:             Service\n",
+		"  type: NodePort\n",
+		"  virtualIPs:\n  - fd00:1::1\n  - 10.71.255.3\n",
+		"  - nodePort: 30080\n    port: 80\n",
+		"Conditions:\n  TYPE        STATUS   REASON           AGE   MESSAGE\n  Endpoints   True     ReadyInstances   60s   ready instances serve it\n",
+		"Backends:         2/3 ready\n  INSTANCE   NODE   ADDRESSES          READY\n  web-a      n1     fd00::5,10.0.0.5   true\n  web-b      n2     fd00::6            false\n  web-c      n2     10.0.0.7           true\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe service lacks %q:\n%s", want, out)
+		}
+	}
+	b.Reset()
+	if err := Describe(&b, svc, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "Backends:         <none> (no Endpoints yet") {
+		t.Errorf("describe service without endpoints:\n%s", b.String())
 	}
 }

@@ -24,7 +24,7 @@ func Processes(w io.Writer, insts []*types.Instance, o Options) error {
 	})
 	t := newTable(processColumns, o.AllNamespaces, false)
 	for _, i := range insts {
-		t.add(t.row("", i, now))
+		t.add(t.row("", i, rowEnv{now: now}))
 	}
 	return t.flush(w, o.NoHeaders)
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"slices"
 	"strconv"
-	"time"
 
 	"nexus.dev/nexus/api/types"
 )
@@ -62,7 +61,7 @@ func TopInstances(w io.Writer, insts []*types.Instance, by TopSort, o Options) e
 	})
 	t := newTable(topColumns, o.AllNamespaces, false)
 	for _, i := range insts {
-		t.add(t.row("", i, time.Time{}))
+		t.add(t.row("", i, rowEnv{}))
 	}
 	return t.flush(w, o.NoHeaders)
 }
