@@ -17,11 +17,12 @@
 // several workers), requests per second over kept-alive connections
 // (several workers), the latency of one small request at a time over a
 // kept-alive connection and over a new connection (p50, p99), and bulk
-// throughput (a large response over a kept-alive connection). The modes
-// take turns figure by figure within a round; the two data paths need
-// nexus up restarted (the containers stay), so each round runs the modes
-// of one data path, restarts, runs the other's, and the next round starts
-// with the data path the previous one ended with. Medians over the rounds
+// throughput (a large response over a kept-alive connection). Within a
+// round each figure's time per mode is cut into slices and the modes take
+// turns slice by slice; the two data paths need nexus up restarted (the
+// containers stay), so each round runs the modes of one data path,
+// restarts, runs the other's, and the next round starts with the data
+// path the previous one ended with. Medians over the rounds
 // at the end, with the targets of issue #16 checked.
 //
 // It must run as root inside a network namespace of its own (nexus up
@@ -61,6 +62,7 @@ type options struct {
 	modes    []string
 	rounds   int
 	duration time.Duration
+	slices   int
 	warmup   time.Duration
 	replicas int
 	workers  int
@@ -78,6 +80,7 @@ func main() {
 	flag.StringVar(&modes, "modes", strings.Join(allModes, ","), "the modes to measure, comma-separated: "+strings.Join(allModes, ", "))
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds; each measures every figure of every mode once")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "how long each figure of each mode is measured per round")
+	flag.IntVar(&o.slices, "slices", 4, "each figure's time per mode is cut into this many slices, the modes of a nexus up taking turns slice by slice")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "untimed traffic of each figure and mode before the first round")
 	flag.IntVar(&o.replicas, "replicas", 3, "instances of the workload behind the service")
 	flag.IntVar(&o.workers, "workers", 4, "concurrent connections of the rate figures (new connections/s, kept-alive requests/s)")
@@ -129,6 +132,8 @@ func (o *options) check() error {
 		return fmt.Errorf("-rounds must be 1-50")
 	case o.duration < 100*time.Millisecond || o.duration > 10*time.Minute:
 		return fmt.Errorf("-duration must be 100ms-10m")
+	case o.slices < 1 || o.duration/time.Duration(o.slices) < 50*time.Millisecond:
+		return fmt.Errorf("-slices must be 1 or more, with slices of at least 50ms (-duration %s)", o.duration)
 	case o.warmup < 0 || o.warmup > time.Minute:
 		return fmt.Errorf("-warmup must be 0-1m")
 	case o.replicas < 1 || o.replicas > 50:
@@ -257,7 +262,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 	b := &bench{o: o, targets: targets}
-	fmt.Printf("each figure: %s per mode per round; %d workers for the rates; one request at a time for the latencies; bulk: %d MiB responses, one at a time\n\n", o.duration, o.workers, o.bulkMiB)
+	fmt.Printf("each figure: %s per mode per round, in %d slices the modes take turns with; %d workers for the rates; one request at a time for the latencies; bulk: %d MiB responses, one at a time\n\n", o.duration, o.slices, o.workers, o.bulkMiB)
 
 	current := ph[0].datapath
 	warmed := map[string]bool{}
@@ -290,7 +295,7 @@ func run(ctx context.Context, o options) (err error) {
 					warmed[m] = true
 				}
 			}
-			if err := b.round(ctx, rotate(p.modes, r), res); err != nil {
+			if err := b.round(ctx, p.modes, r, res); err != nil {
 				return err
 			}
 		}
@@ -302,9 +307,10 @@ func run(ctx context.Context, o options) (err error) {
 	return nil
 }
 
-// rotate starts the modes' turns with a different mode each round.
-func rotate(modes []string, r int) []string {
-	k := r % len(modes)
+// rotate starts the modes' turns with the k-th (modulo their number), so
+// that no mode always goes first.
+func rotate(modes []string, k int) []string {
+	k %= len(modes)
 	return append(slices.Clone(modes[k:]), modes[:k]...)
 }
 

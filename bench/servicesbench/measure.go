@@ -40,61 +40,89 @@ type bench struct {
 	targets map[string][]string
 }
 
-// figure is one measurement: it runs for d against targets and records
-// its result in f.
+// tally is what one slice of a figure counted: connections, requests or
+// bytes in elapsed, or each request's time.
+type tally struct {
+	n       float64
+	elapsed time.Duration
+	lat     []time.Duration
+}
+
+func (t *tally) add(u tally) {
+	t.n += u.n
+	t.elapsed += u.elapsed
+	t.lat = append(t.lat, u.lat...)
+}
+
+func (t tally) perSecond() float64 {
+	if t.elapsed <= 0 {
+		return 0
+	}
+	return t.n / t.elapsed.Seconds()
+}
+
+// figure is one measurement: measure runs it for d against targets, and
+// record turns the slices' tallies, added up, into figures.
 type figure struct {
 	name    string
-	measure func(ctx context.Context, b *bench, targets []string, d time.Duration, f *figures) error
+	measure func(ctx context.Context, b *bench, targets []string, d time.Duration) (tally, error)
+	record  func(f *figures, t tally)
 }
 
 var allFigures = []figure{
-	{"new connections/s", func(ctx context.Context, b *bench, t []string, d time.Duration, f *figures) (err error) {
-		f.connRate, err = newConnRate(ctx, t, b.o.workers, d)
-		return err
-	}},
-	{"kept-alive requests/s", func(ctx context.Context, b *bench, t []string, d time.Duration, f *figures) (err error) {
-		f.kaRate, err = keepAliveRate(ctx, t, b.o.workers, d)
-		return err
-	}},
-	{"kept-alive latency", func(ctx context.Context, b *bench, t []string, d time.Duration, f *figures) error {
-		lat, err := keepAliveLatency(ctx, t, b.o.replicas, d)
-		f.kaP50, f.kaP99 = percentile(lat, 50), percentile(lat, 99)
-		return err
-	}},
-	{"new-connection latency", func(ctx context.Context, b *bench, t []string, d time.Duration, f *figures) error {
-		lat, err := newConnLatency(ctx, t, d)
-		f.newP50, f.newP99 = percentile(lat, 50), percentile(lat, 99)
-		return err
-	}},
-	{"bulk", func(ctx context.Context, b *bench, t []string, d time.Duration, f *figures) (err error) {
-		f.bulk, err = bulkThroughput(ctx, t, b.o.replicas, int64(b.o.bulkMiB)<<20, d)
-		return err
-	}},
+	{"new connections/s", func(ctx context.Context, b *bench, t []string, d time.Duration) (tally, error) {
+		return newConnRate(ctx, t, b.o.workers, d)
+	}, func(f *figures, t tally) { f.connRate = t.perSecond() }},
+	{"kept-alive requests/s", func(ctx context.Context, b *bench, t []string, d time.Duration) (tally, error) {
+		return keepAliveRate(ctx, t, b.o.workers, d)
+	}, func(f *figures, t tally) { f.kaRate = t.perSecond() }},
+	{"kept-alive latency", func(ctx context.Context, b *bench, t []string, d time.Duration) (tally, error) {
+		return keepAliveLatency(ctx, t, b.o.replicas, d)
+	}, func(f *figures, t tally) { f.kaP50, f.kaP99 = percentile(t.lat, 50), percentile(t.lat, 99) }},
+	{"new-connection latency", func(ctx context.Context, b *bench, t []string, d time.Duration) (tally, error) {
+		return newConnLatency(ctx, t, d)
+	}, func(f *figures, t tally) { f.newP50, f.newP99 = percentile(t.lat, 50), percentile(t.lat, 99) }},
+	{"bulk", func(ctx context.Context, b *bench, t []string, d time.Duration) (tally, error) {
+		return bulkThroughput(ctx, t, b.o.replicas, int64(b.o.bulkMiB)<<20, d)
+	}, func(f *figures, t tally) { f.bulk = t.perSecond() / (1 << 20) }},
 }
 
-// round measures every figure of the modes, the modes taking turns
-// figure by figure.
-func (b *bench) round(ctx context.Context, modes []string, res roundResult) error {
+// round measures every figure of the modes. Each figure's time per mode
+// is cut into slices and the modes take turns slice by slice, each slice
+// starting with the next mode, so that a change in the machine's load
+// (it is shared) falls on every mode alike.
+func (b *bench) round(ctx context.Context, modes []string, r int, res roundResult) error {
+	slice := b.o.duration / time.Duration(b.o.slices)
 	for _, fig := range allFigures {
-		for _, m := range modes {
-			if err := fig.measure(ctx, b, b.targets[m], b.o.duration, res.of(m)); err != nil {
-				return fmt.Errorf("mode %s, %s: %w", m, fig.name, err)
+		sum := map[string]*tally{}
+		for s := range b.o.slices {
+			for _, m := range rotate(modes, r+s) {
+				t, err := fig.measure(ctx, b, b.targets[m], slice)
+				if err != nil {
+					return fmt.Errorf("mode %s, %s: %w", m, fig.name, err)
+				}
+				if sum[m] == nil {
+					sum[m] = &tally{}
+				}
+				sum[m].add(t)
 			}
+		}
+		for m, t := range sum {
+			fig.record(res.of(m), *t)
 		}
 	}
 	return nil
 }
 
 // warm runs every figure of mode once for the warm-up time, untimed:
-// connection tracking entries, ARP/neighbour entries, haproxy's and the
-// servers' first connections.
+// connection tracking and neighbour entries, haproxy's and the servers'
+// first connections, the servers' buffers.
 func (b *bench) warm(ctx context.Context, mode string) error {
 	if b.o.warmup == 0 {
 		return nil
 	}
-	var f figures
 	for _, fig := range allFigures {
-		if err := fig.measure(ctx, b, b.targets[mode], b.o.warmup, &f); err != nil {
+		if _, err := fig.measure(ctx, b, b.targets[mode], b.o.warmup); err != nil {
 			return fmt.Errorf("warm-up of mode %s, %s: %w", mode, fig.name, err)
 		}
 	}
@@ -102,9 +130,9 @@ func (b *bench) warm(ctx context.Context, mode string) error {
 }
 
 // newConnRate runs workers loops of connect, one small request with
-// "Connection: close", read the answer, close, for d, and returns the
-// connections per second.
-func newConnRate(ctx context.Context, targets []string, workers int, d time.Duration) (float64, error) {
+// "Connection: close", read the answer, close, for d, and counts the
+// connections.
+func newConnRate(ctx context.Context, targets []string, workers int, d time.Duration) (tally, error) {
 	var done atomic.Int64
 	began := time.Now()
 	deadline := began.Add(d)
@@ -121,7 +149,7 @@ func newConnRate(ctx context.Context, targets []string, workers int, d time.Dura
 		})
 	}
 	err := g.Wait()
-	return float64(done.Load()) / time.Since(began).Seconds(), err
+	return tally{n: float64(done.Load()), elapsed: time.Since(began)}, err
 }
 
 // oneShot is one request over a new connection, closed by the server.
@@ -158,12 +186,11 @@ func closeAll(cs []*httpConn) {
 }
 
 // keepAliveRate runs workers loops of small requests, each over a
-// connection of its own kept open, for d, and returns the requests per
-// second.
-func keepAliveRate(ctx context.Context, targets []string, workers int, d time.Duration) (float64, error) {
+// connection of its own kept open, for d, and counts the requests.
+func keepAliveRate(ctx context.Context, targets []string, workers int, d time.Duration) (tally, error) {
 	cs, err := dialAll(ctx, targets, workers)
 	if err != nil {
-		return 0, err
+		return tally{}, err
 	}
 	defer closeAll(cs)
 	var done atomic.Int64
@@ -182,15 +209,15 @@ func keepAliveRate(ctx context.Context, targets []string, workers int, d time.Du
 		})
 	}
 	err = g.Wait()
-	return float64(done.Load()) / time.Since(began).Seconds(), err
+	return tally{n: float64(done.Load()), elapsed: time.Since(began)}, err
 }
 
 // keepAliveLatency sends one small request at a time for d, in turn over
-// conns connections kept open, and returns each request's time.
-func keepAliveLatency(ctx context.Context, targets []string, conns int, d time.Duration) ([]time.Duration, error) {
+// conns connections kept open, and records each request's time.
+func keepAliveLatency(ctx context.Context, targets []string, conns int, d time.Duration) (tally, error) {
 	cs, err := dialAll(ctx, targets, conns)
 	if err != nil {
-		return nil, err
+		return tally{}, err
 	}
 	defer closeAll(cs)
 	var lat []time.Duration
@@ -198,42 +225,43 @@ func keepAliveLatency(ctx context.Context, targets []string, conns int, d time.D
 	for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 		t := time.Now()
 		if _, err := cs[i%len(cs)].do(reqSmall); err != nil {
-			return lat, err
+			return tally{}, err
 		}
 		lat = append(lat, time.Since(t))
 	}
-	return lat, ctx.Err()
+	return tally{lat: lat}, ctx.Err()
 }
 
 // newConnLatency makes one request at a time over a new connection for d
-// and returns each one's time from before the connect to the whole answer.
-func newConnLatency(ctx context.Context, targets []string, d time.Duration) ([]time.Duration, error) {
+// and records each one's time from before the connect to the whole answer.
+func newConnLatency(ctx context.Context, targets []string, d time.Duration) (tally, error) {
 	var lat []time.Duration
 	deadline := time.Now().Add(d)
 	for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 		t := time.Now()
 		c, err := dialHTTP(ctx, targets[i%len(targets)])
 		if err != nil {
-			return lat, err
+			return tally{}, err
 		}
 		if _, err := c.do(reqSmallClose); err != nil {
 			c.close()
-			return lat, err
+			return tally{}, err
 		}
 		lat = append(lat, time.Since(t))
 		if err := c.waitClose(); err != nil {
-			return lat, err
+			return tally{}, err
 		}
 	}
-	return lat, ctx.Err()
+	return tally{lat: lat}, ctx.Err()
 }
 
-// bulkThroughput asks for size-byte bodies one at a time for d, in turn
-// over conns connections kept open, and returns MiB of body per second.
-func bulkThroughput(ctx context.Context, targets []string, conns int, size int64, d time.Duration) (float64, error) {
+// bulkThroughput asks for size-byte bodies one at a time for d (the last
+// one may end after d), in turn over conns connections kept open, and
+// counts the bytes of body.
+func bulkThroughput(ctx context.Context, targets []string, conns int, size int64, d time.Duration) (tally, error) {
 	cs, err := dialAll(ctx, targets, conns)
 	if err != nil {
-		return 0, err
+		return tally{}, err
 	}
 	defer closeAll(cs)
 	req := reqBytes(size)
@@ -243,14 +271,14 @@ func bulkThroughput(ctx context.Context, targets []string, conns int, size int64
 	for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 		n, err := cs[i%len(cs)].do(req)
 		if err != nil {
-			return 0, err
+			return tally{}, err
 		}
 		if n != size {
-			return 0, fmt.Errorf("GET /bytes?n=%d answered %d bytes: the built-in image predates /bytes (make build)", size, n)
+			return tally{}, fmt.Errorf("GET /bytes?n=%d answered %d bytes: the built-in image predates /bytes (make build)", size, n)
 		}
 		total += n
 	}
-	return float64(total) / (1 << 20) / time.Since(began).Seconds(), ctx.Err()
+	return tally{n: float64(total), elapsed: time.Since(began)}, ctx.Err()
 }
 
 // percentile is the nearest-rank p-th percentile of samples (0 for none).
