@@ -229,10 +229,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if pn, ok := a.net.(PeerNetwork); ok {
 		watchers.Go(func() { nw.program(wctx, pn) })
 	}
-	if sn, ok := a.net.(ServiceNetwork); ok {
-		sw := newServiceWatch(a)
-		watchers.Go(func() { sw.run(wctx, sn) })
-	}
 	left, running, err := a.leftContainers()
 	if err != nil {
 		return err
@@ -243,6 +239,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := n.Repair(ctx, running); err != nil {
 			a.log.Warn("repair the node's container networking", "err", err)
 		}
+	}
+	// Services once the node's networking is set up (Repair does that).
+	if sn, ok := a.net.(ServiceNetwork); ok {
+		sw := newServiceWatch(a)
+		watchers.Go(func() { sw.run(wctx, sn) })
 	}
 	instances, _ := types.LookupResource("instances")
 	err = a.cfg.Client.Follow(ctx, instances, "", client.FollowOptions{

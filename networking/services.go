@@ -31,24 +31,19 @@ const (
 	mapSvcFrontends  = "svc-frontends"   // + 4/6: every frontend -> goto its chain (local clients)
 	mapSvcNodePorts  = "svc-nodeports"   // + 4/6: node-port frontends -> goto their chain (outside clients)
 	setSvcMasquerade = "svc-masquerade"  // + 4/6: node-port backends on other nodes
-	svcAffinitySufx  = "-affinity"       // a frontend's chain name + this: its ClientIP affinity map
+	svcAffinitySufx  = "-affinity"       // a backend chain's name + this: the clients it has (ClientIP affinity)
 )
 
-// affinityClients bounds a frontend's affinity map. A client that finds
-// it full is balanced at random without affinity (rule "full" in
-// frontendRules), never left without a backend.
+// affinityClients bounds a backend's affinity set. A client that finds
+// it full is still sent to the backend, only not remembered.
 const affinityClients = 65536
 
-// dynsetOpDelete is the kernel's NFT_DYNSET_OP_DELETE (Linux 5.12), which
-// golang.org/x/sys does not name.
-const dynsetOpDelete = 2
-
 // Registers, in the kernel's 32-bit numbering (NFT_REG32_00 = 8 is the
-// start of the 16-byte register 1). Concatenations take one 32-bit word
+// start of the 16-byte register 1). A concatenation takes one 32-bit word
 // per field of 1 to 4 bytes, so a lookup key of l4proto . address . port
-// is built at regKey and a backend (address . port) lands at regBackend,
-// past the longest key (an IPv6 address at regKey+1 to regKey+4, a port
-// at regKey+5) and past a client address (regKey to regKey+3).
+// is built at regKey, and a backend (address . port) picked from a map
+// lands at regBackend, past the longest key (an IPv6 address at regKey+1
+// to regKey+4, a port at regKey+5).
 const (
 	regKey     = 8
 	regBackend = 14
@@ -74,8 +69,7 @@ var _ lb.DataPath = (*ServiceNAT)(nil)
 
 // ServiceNAT returns the node's nftables service data path; it installs
 // nothing until Sync. Its chains, maps and sets live in the node's table
-// beside the node's own chains, which Setup, Attach and Detach leave them
-// alone.
+// beside the node's own chains; Setup, Attach and Detach leave them alone.
 //
 // With connectTime false it balances everything (Mode "nftables"): a new
 // connection from the node's containers (prerouting on the bridge) or the
@@ -356,7 +350,7 @@ func tupleKey(proto lb.Protocol, a netip.AddrPort) []byte {
 	return append(binary.BigEndian.AppendUint16(k, a.Port()), 0, 0)
 }
 
-// backendValue is a backend as the backend and affinity maps hold it.
+// backendValue is a backend as the backend maps hold it.
 func backendValue(a netip.AddrPort) []byte {
 	return append(binary.BigEndian.AppendUint16(a.Addr().AsSlice(), a.Port()), 0, 0)
 }
@@ -368,12 +362,20 @@ func frontendChain(fe lb.Frontend) string {
 		strings.ReplaceAll(fe.Addr.Addr().String(), ":", "."), fe.Addr.Port())
 }
 
-func affinitySet(fe lb.Frontend) *nftables.Set {
-	f := familyOf(fe.Addr.Addr())
+// backendChain names the chain that sends a frontend's connection to one
+// of its backends when the frontend has ClientIP affinity:
+// "svc-tcp-10.96.0.10-80-to-10.71.3.2-8080".
+func backendChain(fe lb.Frontend, b netip.AddrPort) string {
+	return fmt.Sprintf("%s-to-%s-%d", frontendChain(fe), strings.ReplaceAll(b.Addr().String(), ":", "."), b.Port())
+}
+
+// affinitySet is the set of client addresses a backend chain has had in
+// the last Affinity (each connection renews its client's entry).
+func affinitySet(fe lb.Frontend, b netip.AddrPort) *nftables.Set {
 	return &nftables.Set{
-		Table: nexusTable(), Name: frontendChain(fe) + svcAffinitySufx,
-		IsMap: true, HasTimeout: true, Dynamic: true, Size: affinityClients,
-		KeyType: f.addrType(), DataType: f.backendType(),
+		Table: nexusTable(), Name: backendChain(fe, b) + svcAffinitySufx,
+		HasTimeout: true, Dynamic: true, Size: affinityClients,
+		KeyType: familyOf(fe.Addr.Addr()).addrType(),
 	}
 }
 
@@ -390,12 +392,12 @@ var families = []family{ipv4, ipv6}
 
 // queueBase adds the base chains and the maps they dispatch through.
 func (s *ServiceNAT) queueBase(conn *nftables.Conn) error {
-	maps := []string{mapSvcNodePorts}
+	dispatch := []string{mapSvcNodePorts}
 	if !s.connectTime {
-		maps = append(maps, mapSvcFrontends)
+		dispatch = append(dispatch, mapSvcFrontends)
 	}
 	for _, f := range families {
-		for _, m := range maps {
+		for _, m := range dispatch {
 			if err := conn.AddSet(dispatchMap(m, f), nil); err != nil {
 				return fmt.Errorf("service map %s%s: %w", m, f.suffix(), err)
 			}
@@ -541,10 +543,8 @@ func (s *ServiceNAT) dispatchElements(e lb.Entry) ([]*nftables.Set, []nftables.S
 }
 
 func (s *ServiceNAT) queueAdd(conn *nftables.Conn, e lb.Entry) error {
-	if e.Affinity > 0 {
-		if err := conn.AddSet(affinitySet(e.Frontend), nil); err != nil {
-			return fmt.Errorf("service %s: frontend %s: affinity map: %w", e.Service, e.Frontend, err)
-		}
+	if err := s.queueBackendChains(conn, lb.Entry{}, e); err != nil {
+		return err
 	}
 	c := conn.AddChain(&nftables.Chain{Name: frontendChain(e.Frontend), Table: nexusTable()})
 	if err := s.queueFrontendRules(conn, c, e); err != nil {
@@ -560,7 +560,8 @@ func (s *ServiceNAT) queueAdd(conn *nftables.Conn, e lb.Entry) error {
 }
 
 // queueRemove takes e's frontend out of the maps before deleting its
-// chain: the kernel refuses to delete a chain that is still a goto target.
+// chain, and deletes that before its backend chains: the kernel refuses
+// to delete a chain that is still a goto target.
 func (s *ServiceNAT) queueRemove(conn *nftables.Conn, e lb.Entry) error {
 	sets, elems := s.dispatchElements(e)
 	for _, set := range sets {
@@ -569,30 +570,24 @@ func (s *ServiceNAT) queueRemove(conn *nftables.Conn, e lb.Entry) error {
 		}
 	}
 	conn.DelChain(&nftables.Chain{Name: frontendChain(e.Frontend), Table: nexusTable()})
-	if e.Affinity > 0 {
-		conn.DelSet(affinitySet(e.Frontend))
-	}
+	s.queueRemoveBackendChains(conn, e, lb.Entry{})
 	return nil
 }
 
 // queueReplace refills the chain of a frontend whose backends, affinity
-// or node port changed. Affinity entries that name a backend that is gone
-// are dropped by the chain itself (frontendRules), so the affinity map
-// stays.
+// or node port changed. With affinity, a backend that stays keeps its
+// chain and its clients; a backend that left takes its clients' entries
+// with it, so they are balanced anew.
 func (s *ServiceNAT) queueReplace(conn *nftables.Conn, old, e lb.Entry) error {
-	if e.Affinity > 0 && old.Affinity == 0 {
-		if err := conn.AddSet(affinitySet(e.Frontend), nil); err != nil {
-			return fmt.Errorf("service %s: frontend %s: affinity map: %w", e.Service, e.Frontend, err)
-		}
+	if err := s.queueBackendChains(conn, old, e); err != nil {
+		return err
 	}
 	c := &nftables.Chain{Name: frontendChain(e.Frontend), Table: nexusTable()}
 	conn.FlushChain(c)
 	if err := s.queueFrontendRules(conn, c, e); err != nil {
 		return err
 	}
-	if old.Affinity > 0 && e.Affinity == 0 {
-		conn.DelSet(affinitySet(e.Frontend))
-	}
+	s.queueRemoveBackendChains(conn, old, e)
 	if old.NodePort != e.NodePort {
 		_, elems := s.dispatchElements(e)
 		np := dispatchMap(mapSvcNodePorts, familyOf(e.Frontend.Addr.Addr()))
@@ -609,6 +604,67 @@ func (s *ServiceNAT) queueReplace(conn *nftables.Conn, old, e lb.Entry) error {
 	return nil
 }
 
+// affinityBackends are the backends that have a chain and an affinity set
+// of their own: e's, when it has affinity.
+func affinityBackends(e lb.Entry) []netip.AddrPort {
+	if e.Affinity == 0 {
+		return nil
+	}
+	return e.Backends
+}
+
+// queueBackendChains makes the backend chains and affinity sets that e
+// needs and old did not have, and refills those both have (the timeout
+// may have changed): each renews its client's entry, then DNATs.
+func (s *ServiceNAT) queueBackendChains(conn *nftables.Conn, old, e lb.Entry) error {
+	had := affinityBackends(old)
+	f := familyOf(e.Frontend.Addr.Addr())
+	for _, b := range affinityBackends(e) {
+		set := affinitySet(e.Frontend, b)
+		c := &nftables.Chain{Name: backendChain(e.Frontend, b), Table: nexusTable()}
+		if slices.Contains(had, b) {
+			conn.FlushChain(c)
+		} else {
+			if err := conn.AddSet(set, nil); err != nil {
+				return fmt.Errorf("service %s: frontend %s: affinity set of %s: %w", e.Service, e.Frontend, b, err)
+			}
+			conn.AddChain(c)
+		}
+		name := fmt.Sprintf("service %s %s to %s", e.Service, e.Frontend, b)
+		// Apart from the DNAT: a full set fails the update, and the
+		// connection must get its backend all the same.
+		addRule(conn, c, ruleSpec{name + ": remember the client", []expr.Any{
+			f.loadAddr(false, regKey),
+			&expr.Dynset{SrcRegKey: regKey, SetName: set.Name, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: e.Affinity},
+		}})
+		addRule(conn, c, ruleSpec{name, dnat(b.Addr(), int(b.Port()))})
+	}
+	return nil
+}
+
+// queueRemoveBackendChains deletes the backend chains and affinity sets
+// that old had and e does not need; the frontend's chain that jumped to
+// them must be flushed or deleted first.
+func (s *ServiceNAT) queueRemoveBackendChains(conn *nftables.Conn, old, e lb.Entry) {
+	keep := affinityBackends(e)
+	for _, b := range affinityBackends(old) {
+		if !slices.Contains(keep, b) {
+			conn.DelChain(&nftables.Chain{Name: backendChain(old.Frontend, b), Table: nexusTable()})
+			conn.DelSet(affinitySet(old.Frontend, b))
+		}
+	}
+}
+
+// dnatToPicked DNATs to the backend a map lookup left at regBackend.
+func dnatToPicked(f family) *expr.NAT {
+	nfproto := unix.NFPROTO_IPV6
+	if f == ipv4 {
+		nfproto = unix.NFPROTO_IPV4
+	}
+	return &expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(nfproto),
+		RegAddrMin: regBackend, RegProtoMin: regBackend + f.addrLen()/4, Specified: true}
+}
+
 // queueFrontendRules fills c, the chain of e's frontend, which a packet
 // reaches when it opens a connection to the frontend:
 //
@@ -616,10 +672,13 @@ func (s *ServiceNAT) queueReplace(conn *nftables.Conn, old, e lb.Entry) error {
 //     client sees ECONNREFUSED at once;
 //   - otherwise DNAT to a backend picked at random (numgen random mod N,
 //     even over the backends);
-//   - with affinity, the backend the client's address last got, while
-//     that backend is still in the table, and otherwise a random one that
-//     the client's address then keeps for e.Affinity after its last
-//     connection.
+//   - with affinity, first the backend whose affinity set has the
+//     client's address, and otherwise one picked at random, through the
+//     backend's chain, which adds the client to its set.
+//
+// numgen leaves a host-order number, so the anonymous maps' keys are in
+// host order too; nft list, told they are big-endian, shows key 1 as
+// 16777216 on little-endian machines.
 func (s *ServiceNAT) queueFrontendRules(conn *nftables.Conn, c *nftables.Chain, e lb.Entry) error {
 	f := familyOf(e.Frontend.Addr.Addr())
 	name := fmt.Sprintf("service %s %s", e.Service, e.Frontend)
@@ -631,14 +690,8 @@ func (s *ServiceNAT) queueFrontendRules(conn *nftables.Conn, c *nftables.Chain, 
 		addRule(conn, c, ruleSpec{name + ": no ready backend, refuse", []expr.Any{refuse}})
 		return nil
 	}
-	nfproto := unix.NFPROTO_IPV6
-	if f == ipv4 {
-		nfproto = unix.NFPROTO_IPV4
-	}
-	dnat := &expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(nfproto),
-		RegAddrMin: regBackend, RegProtoMin: regBackend + f.addrLen()/4, Specified: true}
-	// The kernel binds an anonymous set to one rule, so each rule gets its own.
-	pick := func() ([]expr.Any, error) {
+	pick := &expr.Numgen{Register: regKey, Modulus: uint32(len(e.Backends)), Type: unix.NFT_NG_RANDOM}
+	if e.Affinity == 0 {
 		m := &nftables.Set{Table: c.Table, Anonymous: true, Constant: true, IsMap: true,
 			KeyType: nftables.TypeInteger, DataType: f.backendType()}
 		var elems []nftables.SetElement
@@ -646,68 +699,44 @@ func (s *ServiceNAT) queueFrontendRules(conn *nftables.Conn, c *nftables.Chain, 
 			elems = append(elems, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: backendValue(b)})
 		}
 		if err := conn.AddSet(m, elems); err != nil {
-			return nil, fmt.Errorf("%s: backend map: %w", name, err)
+			return fmt.Errorf("%s: backend map: %w", name, err)
 		}
-		return []expr.Any{ // leaves a random backend at regBackend
-			&expr.Numgen{Register: regKey, Modulus: uint32(len(e.Backends)), Type: unix.NFT_NG_RANDOM},
+		addRule(conn, c, ruleSpec{name + ": a random backend", []expr.Any{
+			pick,
 			&expr.Lookup{SourceRegister: regKey, DestRegister: regBackend, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
-		}, nil
-	}
-	isBackend := func(invert bool) (expr.Any, error) {
-		set := &nftables.Set{Table: c.Table, Anonymous: true, Constant: true, Concatenation: true, KeyType: f.backendType()}
-		var elems []nftables.SetElement
-		for _, b := range e.Backends {
-			elems = append(elems, nftables.SetElement{Key: backendValue(b)})
-		}
-		if err := conn.AddSet(set, elems); err != nil {
-			return nil, fmt.Errorf("%s: backend set: %w", name, err)
-		}
-		return &expr.Lookup{SourceRegister: regBackend, SetName: set.Name, SetID: set.ID, Invert: invert}, nil
-	}
-
-	random, err := pick()
-	if err != nil {
-		return err
-	}
-	if e.Affinity == 0 {
-		addRule(conn, c, ruleSpec{name + ": a random backend", append(random, dnat)})
+			dnatToPicked(f),
+		}})
 		return nil
 	}
-	aff := affinitySet(e.Frontend)
-	remembered := []expr.Any{
-		f.loadAddr(false, regKey),
-		&expr.Lookup{SourceRegister: regKey, DestRegister: regBackend, IsDestRegSet: true, SetName: aff.Name},
+	for _, b := range e.Backends {
+		addRule(conn, c, ruleSpec{name + ": the client's backend", []expr.Any{
+			f.loadAddr(false, regKey),
+			&expr.Lookup{SourceRegister: regKey, SetName: affinitySet(e.Frontend, b).Name},
+			&expr.Verdict{Kind: expr.VerdictGoto, Chain: backendChain(e.Frontend, b)},
+		}})
 	}
-	remember := &expr.Dynset{SrcRegKey: regKey, SrcRegData: regBackend, SetName: aff.Name,
-		Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: e.Affinity}
-	stays, err := isBackend(false)
-	if err != nil {
-		return err
+	m := &nftables.Set{Table: c.Table, Anonymous: true, Constant: true, IsMap: true,
+		KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
+	var elems []nftables.SetElement
+	for i, b := range e.Backends {
+		elems = append(elems, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)),
+			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: backendChain(e.Frontend, b)}})
 	}
-	left, err := isBackend(true)
-	if err != nil {
-		return err
+	if err := conn.AddSet(m, elems); err != nil {
+		return fmt.Errorf("%s: backend map: %w", name, err)
 	}
-	randomToo, err := pick()
-	if err != nil {
-		return err
-	}
-	addRule(conn, c, ruleSpec{name + ": the backend the client had", slices.Concat(remembered, []expr.Any{stays, remember, dnat})})
-	addRule(conn, c, ruleSpec{name + ": forget a backend that left", slices.Concat(remembered, []expr.Any{
-		// The kernel wants the data of a map's entry even to delete it.
-		left, &expr.Dynset{SrcRegKey: regKey, SrcRegData: regBackend, SetName: aff.Name, Operation: dynsetOpDelete},
-	})})
-	addRule(conn, c, ruleSpec{name + ": a random backend, remembered", slices.Concat(random, []expr.Any{
-		f.loadAddr(false, regKey), remember, dnat,
-	})})
-	addRule(conn, c, ruleSpec{name + ": a random backend (the affinity map is full)", append(randomToo, dnat)})
+	addRule(conn, c, ruleSpec{name + ": a new client, a random backend", []expr.Any{
+		pick,
+		&expr.Lookup{SourceRegister: regKey, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+	}})
 	return nil
 }
 
 // queueRemoveAll deletes every service object in the table, as the kernel
 // has them, in an order the kernel accepts: base chains (which look up
 // the maps), the maps (whose elements are goto targets), the frontends'
-// chains (whose rules use the affinity maps), then those maps.
+// and backends' chains (whose rules use the affinity sets), then those
+// sets.
 func (s *ServiceNAT) queueRemoveAll(conn *nftables.Conn) error {
 	t := nexusTable()
 	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
@@ -745,6 +774,9 @@ func (s *ServiceNAT) queueRemoveAll(conn *nftables.Conn) error {
 	for _, set := range dispatch {
 		conn.DelSet(&nftables.Set{Name: set.Name, Table: t})
 	}
+	// A frontend's name is a prefix of its backend chains': sorted, each
+	// frontend chain goes before the chains it jumps to.
+	slices.SortFunc(frontends, func(a, b *nftables.Chain) int { return strings.Compare(a.Name, b.Name) })
 	for _, c := range frontends {
 		conn.DelChain(&nftables.Chain{Name: c.Name, Table: t})
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -375,6 +376,9 @@ func TestServiceNATBalances(t *testing.T) {
 	if err := s.Sync(table); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
+	if out := r.nft(); !strings.Contains(out, frontendChain(table[1].Frontend)) {
+		t.Fatalf("nft list table: %s", out)
+	}
 
 	// New connections spread evenly over the backends, on both families.
 	// The backends are on the client's bridge, so they see the bridge's
@@ -535,6 +539,11 @@ func TestServiceNATAffinity(t *testing.T) {
 	if err := s.Sync(lb.Table{e}); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
+	// nft can read the table back (nft 1.0.6 aborted on an earlier
+	// design's rules, and so would every `nft list ruleset` on the node).
+	if out := r.nft(); !strings.Contains(out, backendChain(e.Frontend, e.Backends[0])+svcAffinitySufx) {
+		t.Fatalf("nft list table: %s", out)
+	}
 	got := spread(t, client, fe, 50)
 	if len(got) != 1 {
 		t.Fatalf("with ClientIP affinity, one client reached %v, want one backend", got)
@@ -542,6 +551,16 @@ func TestServiceNATAffinity(t *testing.T) {
 	var first string
 	for k := range got {
 		first, _, _ = strings.Cut(k, " ")
+	}
+	// A backend joins: the client keeps its own.
+	bs = append(bs, r.backends("b4")...)
+	e = entry("default/sticky", lb.TCP, fe, ipv6, namePort, bs...)
+	e.Affinity = time.Hour
+	if err := s.Sync(lb.Table{e}); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if got := spread(t, client, fe, 20); len(got) != 1 || !strings.HasPrefix(slices.Collect(maps.Keys(got))[0], first+" ") {
+		t.Fatalf("after b4 joined, the client reached %v, want only %s", got, first)
 	}
 	// Its backend leaves: the client gets another one, and keeps it.
 	var rest []backend
@@ -569,8 +588,8 @@ func TestServiceNATAffinity(t *testing.T) {
 	if err := s.Sync(lb.Table{e}); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
-	if got := spread(t, client, fe, 60); len(got) != 2 {
-		t.Fatalf("without affinity, 60 connections reached %v, want both backends", got)
+	if got := spread(t, client, fe, 60); len(got) != len(rest) {
+		t.Fatalf("without affinity, 60 connections reached %v, want all %d backends", got, len(rest))
 	}
 	if objs, _ := svcObjects(t, r.n); slices.ContainsFunc(objs, func(o string) bool { return strings.HasSuffix(o, svcAffinitySufx) }) {
 		t.Fatalf("the affinity map outlived the affinity: %v", objs)

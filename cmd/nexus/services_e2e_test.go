@@ -52,8 +52,7 @@ spec:
 // fifth host outside the cluster.
 type servicesE2E struct {
 	*clusterE2E
-	outside  int // the index of the host outside the cluster
-	fetchBin string
+	outside int // the index of the host outside the cluster
 }
 
 // TestServicesEndToEnd is the services promise through the binaries on
