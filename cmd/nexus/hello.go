@@ -34,8 +34,10 @@ func newHelloCommand() *cobra.Command {
 "/" answers with the hostname, every interface address, the request number and the
 request as received (plain text, or JSON with "Accept: application/json");
 "/healthz" answers "ok" ("/healthz/fail" makes it answer 503 from then on, to
-test readiness, and "/healthz/pass" undoes that). Each answer on "/" is logged
-on stdout (health checks are not); the server's own messages go to stderr.
+test readiness, and "/healthz/pass" undoes that); "/bytes?n=N" answers N zero
+bytes (at most 1 GiB), a body of known size for throughput measurements. Each
+answer on "/" is logged on stdout (health checks and /bytes are not); the
+server's own messages go to stderr.
 With --dns-port it also answers DNS over UDP on that port, for tests of UDP
 services: TXT (any name) the host name, A and AAAA its own addresses.
 SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
@@ -43,6 +45,8 @@ SIGTERM or SIGINT stop it gracefully within 5 seconds.`,
 		Example: `  nexus hello --port 8080
   nexus hello --message "blue deployment"
   nexus hello --dns-port 5353
+  # from another terminal, download speed from it (bytes per second):
+  curl -so /dev/null -w '%{speed_download}\n' 'http://[::1]:8080/bytes?n=1000000000'
   # a known load, to watch with nexus top or to test limits and OOM kills:
   nexus run load --image nexus.local/hello -- /nexus hello --hold-memory 64Mi --burn-cpu 250m`,
 		RunE: func(cmd *cobra.Command, _ []string) error {

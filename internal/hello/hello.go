@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -68,14 +69,21 @@ type Report struct {
 	Uptime     string              `json:"uptime"`
 }
 
-// Handler serves "/" (the report) and "/healthz" ("ok", or 503 after
-// "/healthz/fail" until "/healthz/pass").
+// MaxBytes bounds the body "/bytes?n=N" sends: a gibibyte is seconds of
+// traffic even between containers on one node, and a bound keeps a typo
+// from streaming for hours.
+const MaxBytes = 1 << 30
+
+// Handler serves "/" (the report), "/healthz" ("ok", or 503 after
+// "/healthz/fail" until "/healthz/pass") and "/bytes?n=N" (N zero bytes, a
+// body of known size for throughput measurements).
 type Handler struct {
 	cfg      Config
 	started  time.Time
 	requests atomic.Uint64
 	failing  atomic.Bool // /healthz answers 503
 	mux      *http.ServeMux
+	zeros    []byte // what /bytes writes, one chunk at a time
 }
 
 // NewHandler returns a Handler whose uptime counts from now.
@@ -92,7 +100,7 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &Handler{cfg: cfg, started: cfg.Now()}
+	h := &Handler{cfg: cfg, started: cfg.Now(), zeros: make([]byte, 64<<10)}
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -113,6 +121,7 @@ func NewHandler(cfg Config) *Handler {
 		h.failing.Store(false)
 		io.WriteString(w, "/healthz now answers ok\n")
 	})
+	h.mux.HandleFunc("/bytes", h.serveBytes)
 	h.mux.HandleFunc("/", h.serveReport)
 	return h
 }
@@ -137,6 +146,32 @@ func (h *Handler) serveReport(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, rep.Text())
+}
+
+// serveBytes answers "/bytes?n=N" with N zero bytes and their
+// Content-Length, so that the connection stays open for the next request
+// (bench/services measures bulk throughput with it). Like health checks
+// it is left out of the access log: a line per answer would add a write
+// to the container's log, and its cost, to every measured request.
+func (h *Handler) serveBytes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query().Get("n")
+	n, err := strconv.ParseInt(q, 10, 64)
+	if err != nil || n < 0 || n > MaxBytes {
+		http.Error(w, fmt.Sprintf("/bytes?n=N: n is %q: give a whole number of bytes from 0 to %d", q, MaxBytes), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	if r.Method == http.MethodHead {
+		return
+	}
+	for n > 0 {
+		k := min(n, int64(len(h.zeros)))
+		if _, err := w.Write(h.zeros[:k]); err != nil {
+			return // the client went away; nothing to answer it
+		}
+		n -= k
+	}
 }
 
 // report counts the request and describes it. A failure to read the

@@ -109,6 +109,54 @@ func TestHealthz(t *testing.T) {
 	}
 }
 
+// TestBytes: /bytes?n=N answers N zero bytes with their length, and a
+// client reads several such answers over one kept-alive connection (what
+// bench/services' throughput figure relies on); none is in the access log.
+func TestBytes(t *testing.T) {
+	var access bytes.Buffer
+	h := NewHandler(Config{AccessLog: &access, Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewUnstartedServer(h)
+	var conns sync.Map
+	srv.Config.ConnState = func(c net.Conn, _ http.ConnState) { conns.Store(c, true) }
+	srv.Start()
+	defer srv.Close()
+	for _, n := range []int{0, 1, 65536, 1<<20 + 3} {
+		resp, err := srv.Client().Get(fmt.Sprintf("%s/bytes?n=%d", srv.URL, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.ContentLength != int64(n) || len(body) != n {
+			t.Fatalf("n=%d: status %d, Content-Length %d, %d bytes read", n, resp.StatusCode, resp.ContentLength, len(body))
+		}
+		if !bytes.Equal(body, make([]byte, n)) {
+			t.Fatalf("n=%d: the body is not all zero bytes", n)
+		}
+	}
+	count := 0
+	conns.Range(func(any, any) bool { count++; return true })
+	if count != 1 {
+		t.Errorf("4 requests in turn took %d connections, want 1 (kept alive)", count)
+	}
+	if access.Len() != 0 {
+		t.Errorf("/bytes wrote to the access log: %q", access.String())
+	}
+}
+
+func TestBytesRejectsBadSizes(t *testing.T) {
+	h := NewHandler(Config{Logger: slog.New(slog.DiscardHandler)})
+	for _, q := range []string{"", "?n=", "?n=-1", "?n=abc", "?n=1.5", fmt.Sprintf("?n=%d", MaxBytes+1)} {
+		w := get(t, h, "/bytes"+q, "")
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "give a whole number of bytes from 0 to 1073741824") {
+			t.Errorf("/bytes%s: %d %q, want 400 saying what to give", q, w.Code, w.Body)
+		}
+	}
+}
+
 // TestAccessLog: every report served is one line of the access log (what
 // `nexus logs` shows of the built-in image); health checks are not.
 func TestAccessLog(t *testing.T) {
