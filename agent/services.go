@@ -244,7 +244,7 @@ func backends(ep *types.Endpoints, p types.ServicePort) (v4, v6 []netip.AddrPort
 	}
 	target := p.TargetPort
 	for _, epp := range ep.Ports {
-		if epp.Name == p.Name && cmp.Or(epp.Protocol, types.TCP) == cmp.Or(p.Protocol, types.TCP) {
+		if epp.Name == p.Name && epp.Protocol.OrTCP() == p.Protocol.OrTCP() {
 			target = epp.Port
 			break
 		}
