@@ -45,43 +45,63 @@ func newNodeWatch(a *Agent) *nodeWatch {
 	return &nodeWatch{a: a, own: make(chan *types.Node, 1), kick: make(chan struct{}, 1), nodes: map[string]*types.Node{}}
 }
 
-// follow keeps the Nodes until ctx ends, listing and watching again after a
-// failure (a server that is away): the routes stay as they are meanwhile.
+// follow keeps the Nodes until ctx ends (see followAlways): the routes
+// stay as they are while the server is away.
 func (w *nodeWatch) follow(ctx context.Context) {
 	nodes, _ := types.LookupResource("nodes")
-	backoff := 100 * time.Millisecond
+	w.a.followAlways(ctx, nodes, func(objs []types.Object) {
+		w.mu.Lock()
+		w.nodes = map[string]*types.Node{}
+		for _, o := range objs {
+			n := o.(*types.Node)
+			w.nodes[n.Name] = n
+		}
+		w.mu.Unlock()
+		w.changed()
+	}, func(ev client.Event) {
+		n, ok := ev.Object.(*types.Node)
+		if !ok {
+			return
+		}
+		w.mu.Lock()
+		if ev.Type == client.Deleted {
+			delete(w.nodes, n.Name)
+		} else {
+			w.nodes[n.Name] = n
+		}
+		w.mu.Unlock()
+		w.changed()
+	})
+}
+
+// followAlways follows every object of res in the cluster until ctx
+// ends: replace gets them all at the start and apply each change. A
+// Follow that fails (a server that is away) is started again after a
+// backoff, 100 ms doubling to 10 s and back to 100 ms once a list has
+// succeeded, and replace gets the objects anew: whatever the caller built
+// from them stays as it was meanwhile.
+func (a *Agent) followAlways(ctx context.Context, res *types.Resource, replace func([]types.Object), apply func(client.Event)) {
+	const initialBackoff = 100 * time.Millisecond
+	backoff := initialBackoff
 	for ctx.Err() == nil {
-		err := w.a.cfg.Client.Follow(ctx, nodes, "", client.FollowOptions{
+		listed := false
+		err := a.cfg.Client.Follow(ctx, res, "", client.FollowOptions{
 			Initial: func(objs []types.Object) error {
-				w.mu.Lock()
-				w.nodes = map[string]*types.Node{}
-				for _, o := range objs {
-					n := o.(*types.Node)
-					w.nodes[n.Name] = n
-				}
-				w.mu.Unlock()
-				w.changed()
+				listed = true
+				replace(objs)
 				return nil
 			},
 		}, func(ev client.Event) error {
-			n, ok := ev.Object.(*types.Node)
-			if !ok {
-				return nil
-			}
-			w.mu.Lock()
-			if ev.Type == client.Deleted {
-				delete(w.nodes, n.Name)
-			} else {
-				w.nodes[n.Name] = n
-			}
-			w.mu.Unlock()
-			w.changed()
+			apply(ev)
 			return nil
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		w.a.log.Warn("following the nodes failed; starting again", "err", err, "in", backoff)
+		if listed {
+			backoff = initialBackoff
+		}
+		a.log.Warn("following the "+res.Plural+" failed; starting again", "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):

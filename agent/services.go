@@ -69,37 +69,20 @@ func (w *serviceWatch) run(ctx context.Context, sn ServiceNetwork) {
 	w.program(ctx, sn)
 }
 
-// follow keeps one kind's objects until ctx ends, listing and watching
-// again after a failure (a server that is away): the data path keeps
-// serving what it had meanwhile.
+// follow keeps one kind's objects until ctx ends (see followAlways):
+// the data path keeps serving what it had while the server is away.
 func (w *serviceWatch) follow(ctx context.Context, res *types.Resource) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := w.a.cfg.Client.Follow(ctx, res, "", client.FollowOptions{
-			Initial: func(objs []types.Object) error {
-				w.mu.Lock()
-				w.replace(res, objs)
-				w.mu.Unlock()
-				w.changed()
-				return nil
-			},
-		}, func(ev client.Event) error {
-			w.mu.Lock()
-			w.apply(ev)
-			w.mu.Unlock()
-			w.changed()
-			return nil
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		w.a.log.Warn("following the "+res.Plural+" failed; starting again", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
+	w.a.followAlways(ctx, res, func(objs []types.Object) {
+		w.mu.Lock()
+		w.replace(res, objs)
+		w.mu.Unlock()
+		w.changed()
+	}, func(ev client.Event) {
+		w.mu.Lock()
+		w.apply(ev)
+		w.mu.Unlock()
+		w.changed()
+	})
 }
 
 func (w *serviceWatch) replace(res *types.Resource, objs []types.Object) {
@@ -261,7 +244,7 @@ func backends(ep *types.Endpoints, p types.ServicePort) (v4, v6 []netip.AddrPort
 	}
 	target := p.TargetPort
 	for _, epp := range ep.Ports {
-		if epp.Name == p.Name && cmp.Or(epp.Protocol, types.TCP) == cmp.Or(p.Protocol, types.TCP) {
+		if epp.Name == p.Name && epp.Protocol.OrTCP() == p.Protocol.OrTCP() {
 			target = epp.Port
 			break
 		}

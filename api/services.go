@@ -2,10 +2,10 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -208,7 +208,7 @@ func (s *Server) allocateNodePorts(ctx context.Context, a *allocation, svc *type
 			}
 		}
 		n := int32(types.MaxNodePort - types.MinNodePort + 1)
-		start := randomBelow(uint64(n))
+		start := rand.Uint64N(uint64(n))
 		for k := range n {
 			port := types.MinNodePort + int32((start+uint64(k))%uint64(n))
 			if c := nodePortClaim(port, p.Protocol, i); !held[c.Key] {
@@ -276,7 +276,7 @@ func rangeSize(r netip.Prefix) uint64 {
 // same; false when every one is taken.
 func pickAddr(r netip.Prefix, taken func(netip.Addr) bool) (netip.Addr, bool) {
 	size := uint64(1) << min(r.Addr().BitLen()-r.Bits(), 32)
-	start := randomBelow(size)
+	start := rand.Uint64N(size)
 	for k := range size {
 		ip := addrAt(r, (start+k)%size)
 		if usableIn(r, ip) && !taken(ip) {
@@ -296,10 +296,4 @@ func addrAt(r netip.Prefix, i uint64) netip.Addr {
 	b := r.Addr().As16()
 	binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])+i)
 	return netip.AddrFrom16(b)
-}
-
-func randomBelow(n uint64) uint64 {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return binary.BigEndian.Uint64(b[:]) % n
 }

@@ -24,7 +24,7 @@ func endpointsOf(svc *types.Service, insts []*types.Instance) *types.Endpoints {
 		if target == 0 {
 			target = p.Port
 		}
-		ep.Ports = append(ep.Ports, types.EndpointPort{Name: p.Name, Port: target, Protocol: cmpProtocol(p.Protocol)})
+		ep.Ports = append(ep.Ports, types.EndpointPort{Name: p.Name, Port: target, Protocol: p.Protocol.OrTCP()})
 	}
 	sel := types.SelectorFromMap(svc.Spec.Selector)
 	for _, i := range insts {
@@ -39,13 +39,6 @@ func endpointsOf(svc *types.Service, insts []*types.Instance) *types.Endpoints {
 	}
 	slices.SortFunc(ep.Backends, func(a, b types.EndpointBackend) int { return strings.Compare(a.Instance, b.Instance) })
 	return ep
-}
-
-func cmpProtocol(p types.Protocol) types.Protocol {
-	if p == "" {
-		return types.TCP
-	}
-	return p
 }
 
 // backendAddresses are an instance's addresses as Endpoints hold them:

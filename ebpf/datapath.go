@@ -103,18 +103,6 @@ func permissionHint(err error) string {
 	return ""
 }
 
-// Supported reports why the eBPF data path cannot work here, or nil when
-// it can: it loads and attaches the programs to the cgroup2 root and
-// removes them again. They rewrite nothing meanwhile (no network namespace
-// is allowed yet).
-func Supported() error {
-	d, err := New(Config{})
-	if err != nil {
-		return err
-	}
-	return d.Close()
-}
-
 // Mode is "ebpf".
 func (d *DataPath) Mode() string { return "ebpf" }
 

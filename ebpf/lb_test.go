@@ -836,12 +836,6 @@ func TestCloseLeavesNothingAttached(t *testing.T) {
 	}
 }
 
-func TestSupported(t *testing.T) {
-	if err := Supported(); err != nil {
-		t.Fatalf("Supported on this machine: %v", err)
-	}
-}
-
 func TestNetnsCookie(t *testing.T) {
 	n := testnet.New(t, testnet.Options{Hosts: 2})
 	self, err := NetnsCookie("/proc/self/ns/net")

@@ -52,7 +52,7 @@ func (n *Node) applyRules(st *state) error {
 		})
 		conn.FlushChain(c)
 		for _, rule := range r.rules {
-			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: rule.exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, rule.comment)})
+			addRule(conn, c, rule)
 		}
 	}
 	if err := conn.Flush(); err != nil {
@@ -84,6 +84,12 @@ type chainSpec struct {
 type ruleSpec struct {
 	comment string
 	exprs   []expr.Any
+}
+
+// addRule appends r to chain c, its comment as the rule's (nft list
+// shows it).
+func addRule(conn *nftables.Conn, c *nftables.Chain, r ruleSpec) {
+	conn.AddRule(&nftables.Rule{Table: c.Table, Chain: c, Exprs: r.exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
 }
 
 type chainRules struct {

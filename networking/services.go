@@ -13,7 +13,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -432,10 +431,6 @@ func (s *ServiceNAT) queueBase(conn *nftables.Conn) error {
 	}
 	add(chainSpec{chainSvcPost, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource}, post)
 	return nil
-}
-
-func addRule(conn *nftables.Conn, c *nftables.Chain, r ruleSpec) {
-	conn.AddRule(&nftables.Rule{Table: c.Table, Chain: c, Exprs: r.exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
 }
 
 func notIface(key expr.MetaKey, name string) []expr.Any {

@@ -179,15 +179,22 @@ func (s *serviceNetwork) ResolvConf(ns string) []byte {
 	return dns.ResolvConf(ns, s.nameservers, dns.DefaultDomain)
 }
 
+// close stops the DNS server and removes the data paths' programs, maps
+// and rules. What it cannot remove is logged: nftables chains left behind
+// would go on balancing to backends nothing updates any more.
 func (s *serviceNetwork) close() {
 	if s.dns != nil {
-		s.dns.Close()
+		if err := s.dns.Close(); err != nil {
+			s.log.Warn("stop the cluster DNS", "err", err)
+		}
 	}
-	if s.ext != nil {
-		s.ext.Close()
-	}
-	if s.dp != nil {
-		s.dp.Close()
+	for _, dp := range []lb.DataPath{s.ext, s.dp} {
+		if dp == nil {
+			continue
+		}
+		if err := dp.Close(); err != nil {
+			s.log.Warn("remove the service data path", "mode", dp.Mode(), "err", err)
+		}
 	}
 }
 

@@ -40,9 +40,7 @@ func ServiceFor(w *types.Workload, o ExposeOptions) (*types.Service, error) {
 	if o.TargetPort < 1 || o.TargetPort > 65535 {
 		return nil, fmt.Errorf("--target-port %d: must be the instances' port, 1-65535", o.TargetPort)
 	}
-	if o.Protocol == "" {
-		o.Protocol = types.TCP
-	}
+	o.Protocol = o.Protocol.OrTCP()
 	if o.Protocol != types.TCP && o.Protocol != types.UDP {
 		return nil, fmt.Errorf("--protocol %q: must be TCP or UDP", o.Protocol)
 	}

@@ -200,18 +200,11 @@ func (s *ServiceSpec) KeepAllocated(old *ServiceSpec) {
 			continue
 		}
 		for _, o := range old.Ports {
-			if o.Port == p.Port && orTCP(o.Protocol) == orTCP(p.Protocol) {
+			if o.Port == p.Port && o.Protocol.OrTCP() == p.Protocol.OrTCP() {
 				p.NodePort = o.NodePort
 			}
 		}
 	}
-}
-
-func orTCP(p Protocol) Protocol {
-	if p == "" {
-		return TCP
-	}
-	return p
 }
 
 // Endpoints are the instances behind a Service, as the endpoints

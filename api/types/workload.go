@@ -117,6 +117,15 @@ const (
 	UDP Protocol = "UDP"
 )
 
+// OrTCP is p, or TCP, every port's default, when p is empty (an object
+// not defaulted yet).
+func (p Protocol) OrTCP() Protocol {
+	if p == "" {
+		return TCP
+	}
+	return p
+}
+
 // Port is a port the container listens on, optionally published on the
 // node (HostPort).
 type Port struct {

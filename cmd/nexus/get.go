@@ -39,7 +39,7 @@ Kinds (plural, singular and short names all work):
   nexus get inst -l app=web -o wide
   nexus get instances --field-selector spec.nodeName=n1 -A
   nexus get wl,svc -n shop
-  nexus get svc -o wide       # TYPE, VIRTUAL-IPS, PORTS, ENDPOINTS (ready/total), SELECTOR
+  nexus get svc -o wide       # TYPE, VIRTUAL-IPS, PORTS, ENDPOINTS (ready/total), SELECTOR, AFFINITY
   nexus get wl -w`,
 		Args:              kindArg("nexus get workloads"),
 		ValidArgsFunction: co.completeKindsAndNames,

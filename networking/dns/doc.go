@@ -1,7 +1,7 @@
 // Package dns is the cluster DNS server the node agent runs on the node
 // bridge's addresses, the resolver every container is given. It answers the
 // cluster's own names itself, from an in-memory view the agent replaces on
-// every change of Services, Endpoints or Instances, and forwards every other
+// every change of Services or Endpoints, and forwards every other
 // name to the node's resolvers through a small cache.
 //
 // Names under the cluster domain D (default cluster.local):
@@ -10,7 +10,9 @@
 //	                                      headless: the ready instances' addresses
 //	_<port>._<tcp|udp>.<svc>.<ns>.svc.D   SRV for each named port: the Service's
 //	                                      name, or each ready instance's name when headless
-//	<instance>.<ns>.instance.D            A/AAAA: the instance's addresses
+//	<instance>.<ns>.instance.D            A/AAAA: the instance's addresses (the
+//	                                      Records' Instances: the agent gives those
+//	                                      behind a Service)
 //	reverse names of those addresses      PTR to the names above
 //
 // The view is one immutable snapshot behind an atomic pointer: Update builds

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/miekg/dns"
 )
@@ -22,7 +23,7 @@ func ResolvConf(namespace string, nameservers []netip.Addr, domain string) []byt
 	if domain == "" {
 		domain = DefaultDomain
 	}
-	domain = trimDot(domain)
+	domain = strings.TrimSuffix(domain, ".")
 	var b bytes.Buffer
 	b.WriteString("# Written by the nexus agent: the cluster's DNS server, which forwards other names to the node's resolvers.\n")
 	for _, ns := range nameservers {
@@ -31,13 +32,6 @@ func ResolvConf(namespace string, nameservers []netip.Addr, domain string) []byt
 	fmt.Fprintf(&b, "search %s.svc.%s svc.%s %s\n", namespace, domain, domain, domain)
 	b.WriteString("options ndots:5\n")
 	return b.Bytes()
-}
-
-func trimDot(s string) string {
-	if len(s) > 0 && s[len(s)-1] == '.' {
-		return s[:len(s)-1]
-	}
-	return s
 }
 
 // readUpstreams returns the nameservers of the resolv.conf at path.

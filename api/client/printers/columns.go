@@ -341,7 +341,7 @@ func nodeAddress(n *types.Node) string {
 func ports(ps []types.Port) string {
 	var s []string
 	for _, p := range ps {
-		v := strconv.Itoa(int(p.Port)) + "/" + string(orTCP(p.Protocol))
+		v := strconv.Itoa(int(p.Port)) + "/" + string(p.Protocol.OrTCP())
 		if p.HostPort != 0 {
 			v = strconv.Itoa(int(p.HostPort)) + ":" + v
 		}
@@ -360,16 +360,9 @@ func servicePorts(ps []types.ServicePort) string {
 		if p.NodePort != 0 {
 			v += ":" + strconv.Itoa(int(p.NodePort))
 		}
-		s = append(s, v+"/"+string(orTCP(p.Protocol)))
+		s = append(s, v+"/"+string(p.Protocol.OrTCP()))
 	}
 	return orNone(strings.Join(s, ","))
-}
-
-func orTCP(p types.Protocol) types.Protocol {
-	if p == "" {
-		return types.TCP
-	}
-	return p
 }
 
 func labels(m map[string]string) string {
