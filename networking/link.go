@@ -234,7 +234,12 @@ func (n *Node) ensureLink(a Attachment, cns netns.NsHandle) error {
 	// frames are dropped and a first connection to the container waits
 	// for an ARP retry, a second (measured: 1.01 s without this wait, 1 ms
 	// with it).
-	return waitOperUp(n.nl, a.HostVeth)
+	if err := waitOperUp(n.nl, a.HostVeth); err != nil {
+		return err
+	}
+	// The kernel drops a link's IPv6 routes while it has no carrier: a
+	// bridge without ports lost the service ranges' route Setup made.
+	return n.routeServiceRanges(br)
 }
 
 // linkUpTimeout bounds the wait for a veth's carrier; it takes well under

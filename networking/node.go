@@ -197,6 +197,9 @@ func (n *Node) setupLocked() error {
 	if err := n.checkOverlap(br.Attrs().Index); err != nil {
 		return err
 	}
+	if err := n.routeServiceRanges(br); err != nil {
+		return err
+	}
 	if err := setSysctls(n.ns, []sysctl{
 		{"net/ipv4/ip_forward", "1"},
 		{"net/ipv6/conf/all/forwarding", "1"},
@@ -205,6 +208,30 @@ func (n *Node) setupLocked() error {
 		return fmt.Errorf("set up node networking: %w", err)
 	}
 	return n.applyRules(n.st)
+}
+
+// routeServiceRanges routes the cluster's service ranges to the bridge.
+// A virtual IP has no host behind it, but the node's own processes need a
+// route to one before the nftables data path's DNAT can rewrite it (nat
+// output runs after the route lookup; without a route the connect fails
+// with "network is unreachable"), and through the bridge a virtual IP no
+// Service has stays on the node instead of leaving by the default route.
+// The kernel drops IPv6 routes through a link without carrier, as a bridge
+// is until its first port is up, so every attach makes the routes again:
+// on a node with no container yet, the node's own processes reach IPv6
+// virtual IPs in the nftables data path only through a default route.
+func (n *Node) routeServiceRanges(br netlink.Link) error {
+	v6, v4 := n.cfg.Cluster.ServiceRanges()
+	for _, p := range []netip.Prefix{v6, v4} {
+		if !p.IsValid() {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: br.Attrs().Index, Dst: prefixIPNet(p), Scope: netlink.SCOPE_LINK}
+		if err := n.nl.RouteReplace(r); err != nil {
+			return fmt.Errorf("route the service range %s to %s: %w", p, n.cfg.Bridge, err)
+		}
+	}
+	return nil
 }
 
 // Attach connects a container: it assigns its addresses (or keeps those it

@@ -22,12 +22,12 @@ import (
 	"nexus.dev/nexus/networking/lb"
 )
 
-// Service addresses outside every prefix the rigs use: containers reach
-// them through their default route, the node through its own.
-var (
-	vip4 = netip.MustParseAddr("10.96.0.10")
-	vip6 = netip.MustParseAddr("fd96::10")
-)
+// Service addresses in the rigs' cluster's service ranges, which Setup
+// routes to the bridge: the node reaches them without a default route.
+var vip6, vip4 = func() (netip.Addr, netip.Addr) {
+	v6, v4 := testCluster.ServiceRanges()
+	return v6.Addr().Next().Next(), v4.Addr().Next().Next()
+}()
 
 // namePort is where nameServer listens in a backend.
 const namePort = 7070
@@ -350,10 +350,8 @@ func TestServiceNATBalances(t *testing.T) {
 	bs := r.backends("b1", "b2", "b3")
 	client := r.container("client")
 	ca := r.attach("client", client)
-	// The node reaches service addresses through its default route, as
-	// a machine with an uplink does.
-	r.ipNode("route", "add", "default", "via", r.outside.IPv4.String())
-	r.ipNode("-6", "route", "add", "default", "via", r.outside.IPv6.String())
+	// The node reaches the service addresses without a default route:
+	// Setup routes the service ranges to the bridge.
 
 	web4, web6 := ap(vip4, 80), ap(vip6, 80)
 	dns4, dns6 := ap(vip4, 53), ap(vip6, 53)
@@ -605,7 +603,7 @@ func TestServiceNATRejectsBadTables(t *testing.T) {
 		want string
 	}{
 		"family":    {lb.Table{{Service: "a/b", Frontend: fe, Backends: []netip.AddrPort{ap(vip6, 1)}}}, "other address family"},
-		"duplicate": {lb.Table{{Service: "a/b", Frontend: fe}, {Service: "a/c", Frontend: lb.Frontend{Addr: netip.MustParseAddrPort("[::ffff:10.96.0.10]:80"), Proto: lb.TCP}}}, "also service"},
+		"duplicate": {lb.Table{{Service: "a/b", Frontend: fe}, {Service: "a/c", Frontend: lb.Frontend{Addr: netip.AddrPortFrom(netip.AddrFrom16(vip4.As16()), 80), Proto: lb.TCP}}}, "also service"},
 		"protocol":  {lb.Table{{Service: "a/b", Frontend: lb.Frontend{Addr: fe.Addr, Proto: 1}}}, "TCP or UDP"},
 	} {
 		if err := s.Sync(tc.t); err == nil || !strings.Contains(err.Error(), tc.want) {
