@@ -101,7 +101,7 @@ func (s *ServiceNAT) Mode() string {
 // That is safe for established connections: NAT chains see only a
 // connection's first packet, conntrack translates the rest, so a
 // connection keeps its backend even when the backend leaves the table
-// (UDP flows to a backend that left are the exception: forgetUDPFlows).
+// (UDP flows to a backend that left are the exception: forgetFlows).
 //
 // The first Sync removes whatever service objects the table holds (a
 // previous agent's) and installs the whole table, in the same
@@ -132,7 +132,10 @@ func (s *ServiceNAT) Sync(t lb.Table) error {
 	if err != nil {
 		return err
 	}
-	return s.forgetUDPFlows(staleUDPFlows(have, want))
+	if !wasSynced {
+		have = nil
+	}
+	return s.forgetFlows(staleFlows{udp: staleUDPFlows(have, want), untranslated: newFrontends(have, want)})
 }
 
 // apply changes the kernel from s.last to want (or, when not synced, from
@@ -185,28 +188,57 @@ func staleUDPFlows(have, want map[lb.Frontend]lb.Entry) staleUDP {
 	return stale
 }
 
-// staleUDP matches the conntrack entries of UDP flows to the given
-// frontends that were translated to the given backends.
+// staleUDP holds the UDP frontend-backend pairs whose flows are stale.
 type staleUDP map[flowKey]bool
 
-// MatchConntrackFlow implements netlink.CustomConntrackFilter.
-func (m staleUDP) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
-	if f.Forward.Protocol != unix.IPPROTO_UDP {
-		return false
+// newFrontends returns the frontends of want that have lacks.
+func newFrontends(have, want map[lb.Frontend]lb.Entry) map[lb.Frontend]bool {
+	out := map[lb.Frontend]bool{}
+	for fe := range want {
+		if _, ok := have[fe]; !ok {
+			out[fe] = true
+		}
 	}
-	fe, ok := netip.AddrFromSlice(f.Forward.DstIP)
-	be, ok2 := netip.AddrFromSlice(f.Reverse.SrcIP)
-	return ok && ok2 && m[flowKey{netip.AddrPortFrom(fe.Unmap(), f.Forward.DstPort), netip.AddrPortFrom(be.Unmap(), f.Reverse.SrcPort)}]
+	return out
 }
 
-// forgetUDPFlows deletes the conntrack entries of UDP flows to backends
-// that left their frontend. A UDP client that keeps its socket (a
-// resolver, a QUIC connection) would otherwise keep reaching the old
-// backend, each datagram renewing the entry, for as long as it sends;
-// deleted, its next datagram is a new flow and gets a ready backend. TCP
-// connections are left alone: they live on, as Sync promises.
-func (s *ServiceNAT) forgetUDPFlows(stale staleUDP) error {
-	if len(stale) == 0 {
+// staleFlows matches the conntrack entries Sync deletes:
+//   - UDP flows to a frontend that were translated to a backend that left
+//     it (udp). A UDP client that keeps its socket (a resolver, a QUIC
+//     connection) would otherwise keep reaching the old backend, each
+//     datagram renewing the entry, for as long as it sends; deleted, its
+//     next datagram is a new flow and gets a ready backend. TCP
+//     connections are left alone: they live on, as Sync promises.
+//   - flows to a new frontend that nothing translated (untranslated): a
+//     client tried the virtual IP before its rules existed (an agent
+//     restarting, a Service being created). A later connection that
+//     happens to reuse such an entry's addresses and ports would be taken
+//     for part of it, skip the DNAT and go to the virtual IP itself ("no
+//     route to host"), for as long as the entry lives (two minutes for an
+//     unanswered SYN).
+type staleFlows struct {
+	udp          staleUDP
+	untranslated map[lb.Frontend]bool
+}
+
+// MatchConntrackFlow implements netlink.CustomConntrackFilter.
+func (m staleFlows) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	dst, ok := netip.AddrFromSlice(f.Forward.DstIP)
+	src, ok2 := netip.AddrFromSlice(f.Reverse.SrcIP)
+	if !ok || !ok2 {
+		return false
+	}
+	fe := netip.AddrPortFrom(dst.Unmap(), f.Forward.DstPort)
+	be := netip.AddrPortFrom(src.Unmap(), f.Reverse.SrcPort)
+	if m.untranslated[lb.Frontend{Addr: fe, Proto: lb.Protocol(f.Forward.Protocol)}] && be == fe {
+		return true
+	}
+	return f.Forward.Protocol == unix.IPPROTO_UDP && m.udp[flowKey{fe, be}]
+}
+
+// forgetFlows deletes the conntrack entries stale matches.
+func (s *ServiceNAT) forgetFlows(stale staleFlows) error {
+	if len(stale.udp) == 0 && len(stale.untranslated) == 0 {
 		return nil
 	}
 	var errs []error
@@ -216,7 +248,7 @@ func (s *ServiceNAT) forgetUDPFlows(stale staleUDP) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("services are programmed, but UDP flows to backends that left may stay until they go idle: delete their conntrack entries: %w", err)
+		return fmt.Errorf("services are programmed, but stale flows (UDP to backends that left, or to new frontends from before their rules) may stay until they go idle: delete their conntrack entries: %w", err)
 	}
 	return nil
 }

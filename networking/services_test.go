@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"nexus.dev/nexus/internal/testnet"
 	"nexus.dev/nexus/networking/lb"
@@ -699,5 +700,51 @@ func TestServiceNATNodePorts(t *testing.T) {
 			}
 			c.Close()
 		})
+	}
+}
+
+// TestServiceNATForgetsFlowsFromBeforeTheRules: a client that tried a
+// virtual IP before its Service's rules existed left an untranslated
+// conntrack entry; Sync deletes it, so a later connection that reuses the
+// entry's source port is balanced instead of going to the virtual IP
+// itself.
+func TestServiceNATForgetsFlowsFromBeforeTheRules(t *testing.T) {
+	r := newRig(t)
+	bs := r.backends("b1")
+	client := r.container("client")
+	r.attach("client", client)
+	fe := ap(vip4, 80)
+	const port = 40404
+	dialFrom := func(timeout time.Duration) error {
+		return testnet.DoIn(client, func() error {
+			d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{Port: port},
+				Control: func(_, _ string, c syscall.RawConn) error {
+					var serr error
+					err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+					return errors.Join(err, serr)
+				}}
+			c, err := d.Dial("tcp4", fe.String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(dialTimeout))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err == nil && !strings.HasPrefix(line, "b1 ") {
+				err = fmt.Errorf("greeting %q, want b1's", line)
+			}
+			return err
+		})
+	}
+	// Before the rules: the SYN goes unanswered and its entry stays.
+	if err := dialFrom(300 * time.Millisecond); err == nil {
+		t.Fatal("a connection to the virtual IP succeeded before its rules existed")
+	}
+	s := r.serviceNAT(false)
+	if err := s.Sync(lb.Table{entry("default/web", lb.TCP, fe, ipv4, namePort, bs...)}); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if err := dialFrom(dialTimeout); err != nil {
+		t.Fatalf("from the port that tried before the rules, once they exist: %v", err)
 	}
 }
