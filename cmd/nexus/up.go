@@ -48,12 +48,21 @@ are reached without NAT, by direct routes to nodes on the same network and
 through VXLAN (UDP 4789) to the others (--network-mode). The built-in image
 ` + builtin.Reference + ` needs no registry.
 
+Services (nexus expose) get virtual IPs from ranges no node gets (a /112 of
+the cluster's last IPv6 /64, and its last IPv4 /24, 10.71.255.0/24 by
+default); the node balances connections to them at connect time in
+eBPF (cgroup hooks on the cgroup2 root), or with nftables DNAT where the hooks
+cannot load (--service-datapath; nexus nodes -o wide shows which). Containers
+resolve Services by name through the node's DNS server on the bridge
+(web, web.<namespace>.svc.cluster.local).
+
 SIGINT or SIGTERM stops Nexus and leaves the containers running for the next
 start to adopt; delete workloads first to stop them.`,
 		Example: `  nexus up                                          # data in /var/lib/nexus, API on :7443
   nexus --data-dir /tmp/nx up --api-addr 127.0.0.1:7443
   nexus up --cluster-ipv4 10.200.0.0/16 --label zone=lab
   nexus up --network-mode vxlan                      # tunnel to every other node
+  nexus up --service-datapath nftables               # Services by DNAT rules instead of eBPF
   nexus up --pprof-addr 127.0.0.1:6060               # then: go tool pprof http://127.0.0.1:6060/debug/pprof/heap
 
 Then, in another terminal:
