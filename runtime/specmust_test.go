@@ -133,6 +133,52 @@ func TestDeviceNodesUnderDenyAllDeviceRules(t *testing.T) {
 	}
 }
 
+// In a user namespace mknod is refused, so a linux.devices node is the
+// host's, bind-mounted: it must be the device the spec lists, and a missing
+// one is explained (it failed with "no such file or directory").
+func TestDeviceNodesInAUserNamespaceAreTheHostsOwn(t *testing.T) {
+	userNS := func(s *specs.Spec, rootfs string) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		must(t, filepath.Walk(rootfs, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, 100000, 100000)
+		}))
+	}
+	withDevice := func(d specs.LinuxDevice, args ...string) func(s *specs.Spec, rootfs string) {
+		return func(s *specs.Spec, rootfs string) {
+			userNS(s, rootfs)
+			s.Linux.Devices = []specs.LinuxDevice{d}
+			s.Process.Args = args
+		}
+	}
+
+	h := newHarness(t)
+	r := h.run(withDevice(specs.LinuxDevice{Path: "/dev/full", Type: "c", Major: 1, Minor: 7},
+		"sh", "-c", "ls -l /dev/full; echo x >/dev/full"))
+	for _, want := range []string{"1,   7", "No space left on device"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("/dev/full: output lacks %q:\n%s", want, r.out)
+		}
+	}
+
+	missing := fmt.Sprintf("/dev/nexus-test-%d", os.Getpid())
+	err := h.createErr(withDevice(specs.LinuxDevice{Path: missing, Type: "c", Major: 10, Minor: 200}, "true"))
+	for _, want := range []string{"the host's " + missing + " is bind-mounted", "mknod " + missing + " c 10 200", "leave out the user namespace"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing host node: error %q lacks %q", err, want)
+		}
+	}
+
+	err = h.createErr(withDevice(specs.LinuxDevice{Path: "/dev/null", Type: "c", Major: 1, Minor: 5}, "true"))
+	if want := "/dev/null is bind-mounted in place of the node, and it is c 1:3, not the c 1:5 the spec lists"; !strings.Contains(err.Error(), want) {
+		t.Errorf("other device numbers: error %q lacks %q", err, want)
+	}
+}
+
 // Without a mount namespace the container shares the runtime's (the spec
 // says an unlisted namespace is inherited); its mounts go away with it.
 func TestContainerWithoutMountNamespaceSharesTheHostsAndLeavesNoMounts(t *testing.T) {

@@ -319,6 +319,9 @@ func (r *rootfsSetup) makeDevice(parent *os.File, base string, d specs.LinuxDevi
 	// symlink here: unlinkat does not follow it).
 	_ = unix.Unlinkat(int(parent.Fd()), base, 0)
 	if bind {
+		if err := checkHostDevice(d, mode&unix.S_IFMT); err != nil {
+			return err
+		}
 		fd, err := unix.Openat(int(parent.Fd()), base, unix.O_CREAT|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
 		if err != nil {
 			return err
@@ -342,6 +345,46 @@ func (r *rootfsSetup) makeDevice(parent *os.File, base string, d specs.LinuxDevi
 		gid = int(*d.GID)
 	}
 	return unix.Fchownat(int(parent.Fd()), base, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// checkHostDevice checks that the host's node at d.Path, which a user
+// namespace bind-mounts in place of one it may not make, is the device the
+// spec lists: without it the bind failed with a bare "no such file or
+// directory", and a node of other numbers would give the container another
+// device than it asked for.
+func checkHostDevice(d specs.LinuxDevice, typ uint32) error {
+	want := fmt.Sprintf("%s %d:%d", d.Type, d.Major, d.Minor)
+	if typ == unix.S_IFIFO {
+		want = "p"
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(d.Path, &st); err != nil {
+		return fmt.Errorf("with a user namespace the device node cannot be made, so the host's %s is bind-mounted, and it cannot be used (%w): "+
+			"make it on the host (mknod %s %s) or leave out the user namespace", d.Path, err, d.Path, strings.ReplaceAll(want, ":", " "))
+	}
+	sameNumbers := typ == unix.S_IFIFO ||
+		int64(unix.Major(st.Rdev)) == d.Major && int64(unix.Minor(st.Rdev)) == d.Minor
+	if st.Mode&unix.S_IFMT != typ || !sameNumbers {
+		return fmt.Errorf("with a user namespace the host's %s is bind-mounted in place of the node, and it is %s, not the %s the spec lists: "+
+			"correct linux.devices or the host's node", d.Path, describeNode(&st), want)
+	}
+	return nil
+}
+
+// describeNode names a file's type and device numbers as linux.devices does.
+func describeNode(st *unix.Stat_t) string {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		return fmt.Sprintf("c %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	case unix.S_IFBLK:
+		return fmt.Sprintf("b %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	case unix.S_IFIFO:
+		return "p"
+	case unix.S_IFDIR:
+		return "a directory"
+	default:
+		return "not a device node"
+	}
 }
 
 // devSymlinks are the links every Linux system has in /dev.
