@@ -238,7 +238,14 @@ func TestClusterEndToEnd(t *testing.T) {
 		rounds = 5
 	}
 	for r := range rounds {
+		// The first round kills a2 and partitions a3, as the issue's
+		// scenario reads; later rounds pick agents that run copies (a
+		// partitioned agent's copies were replaced elsewhere, and nothing
+		// moves them back).
 		a := e.agents[(1+r)%3]
+		if r > 0 {
+			a = e.busiestAgent(nil)
+		}
 		if took := e.killAgent(a, "web", 6); took > 15*time.Second {
 			t.Errorf("%s's instances were ready elsewhere %v after it died, want within 15 s", a.name, took.Round(time.Millisecond))
 		}
@@ -251,9 +258,26 @@ func TestClusterEndToEnd(t *testing.T) {
 		}
 		// The cluster still works: a scale goes through the new leader.
 		e.ok("scale", "web", "6")
-		e.partition(e.agents[(2+r)%3])
+		target := e.agents[(2+r)%3]
+		if r > 0 {
+			target = e.busiestAgent(a)
+		}
+		e.partition(target)
 	}
 	e.drain()
+}
+
+// busiestAgent is the agent (other than except) that runs the most
+// containers now, the first of them in order on a tie.
+func (e *clusterE2E) busiestAgent(except *clusterProc) *clusterProc {
+	_, per := e.runningContainers()
+	var best *clusterProc
+	for _, a := range e.agents {
+		if a != except && (best == nil || per[a.name] > per[best.name]) {
+			best = a
+		}
+	}
+	return best
 }
 
 // killAgent kills agent a with SIGKILL and returns how long after its
