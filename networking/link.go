@@ -106,7 +106,7 @@ func (n *Node) ensureBridge() (netlink.Link, error) {
 			return nil, fmt.Errorf("set address of bridge %s: %w", name, err)
 		}
 	}
-	g6, g4 := n.cfg.Prefixes.gateways()
+	g6, g4 := n.cfg.Prefixes.Gateways()
 	want := []netip.Prefix{
 		netip.PrefixFrom(g6, n.cfg.Prefixes.IPv6.Bits()),
 		netip.PrefixFrom(g4, n.cfg.Prefixes.IPv4.Bits()),

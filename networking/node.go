@@ -350,7 +350,7 @@ func validateRef(ref ContainerRef) error {
 }
 
 func (n *Node) attachment(id string, c *containerState) Attachment {
-	g6, g4 := n.cfg.Prefixes.gateways()
+	g6, g4 := n.cfg.Prefixes.Gateways()
 	return Attachment{
 		ID: id, IPv6: c.IPv6, IPv4: c.IPv4, Gateway6: g6, Gateway4: g4,
 		HostVeth: vethName(id), Ports: slices.Clone(c.Ports),

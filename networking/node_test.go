@@ -232,7 +232,7 @@ func TestContainersReachEachOtherTheNodeAndOutside(t *testing.T) {
 	c1, c2 := r.container("c1"), r.container("c2")
 	a1 := r.attach("c1", c1)
 	a2 := r.attach("c2", c2)
-	g6, g4 := r.cfg.Prefixes.gateways()
+	g6, g4 := r.cfg.Prefixes.Gateways()
 	if a1.IPv4 == a2.IPv4 || a1.IPv6 == a2.IPv6 || !r.cfg.Prefixes.IPv4.Contains(a1.IPv4) || !r.cfg.Prefixes.IPv6.Contains(a1.IPv6) {
 		t.Fatalf("addresses %v and %v: want distinct ones inside %s and %s", a1.Addresses(), a2.Addresses(), r.cfg.Prefixes.IPv6, r.cfg.Prefixes.IPv4)
 	}
@@ -271,7 +271,7 @@ func TestPublishedPorts(t *testing.T) {
 	c1, c2 := r.container("c1"), r.container("c2")
 	a1 := r.attach("c1", c1, Port{Port: 8080, HostPort: 18080}, Port{Port: 9090, HostPort: 19090, Protocol: UDP})
 	a2 := r.attach("c2", c2)
-	g6, g4 := r.cfg.Prefixes.gateways()
+	g6, g4 := r.cfg.Prefixes.Gateways()
 	n4, n6 := r.node.IPv4, r.node.IPv6
 
 	// From outside, on the node's uplink addresses; the container sees the

@@ -283,7 +283,7 @@ func plan(paths []path) ([]peerRoute, map[string]*tunnel) {
 		// The routes go via the peer's gateway addresses, which the
 		// permanent neighbour entries resolve to the peer's tunnel
 		// device: no ARP or neighbour discovery crosses the tunnel.
-		g6, g4 := pp.gateways()
+		g6, g4 := pp.Gateways()
 		t.neigh[g6], t.neigh[g4] = mac, mac
 		routes = append(routes,
 			peerRoute{dst: pp.IPv6, via: g6, tunnel: name},

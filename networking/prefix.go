@@ -270,5 +270,8 @@ func (p NodePrefixes) hostIndex4(a netip.Addr) (int, bool) {
 	return i, i >= 2 && i <= p.hosts()-2
 }
 
-// gateways are the bridge's addresses: host index 1 of each prefix.
-func (p NodePrefixes) gateways() (v6, v4 netip.Addr) { return p.addrs(1) }
+// Gateways are the bridge's addresses in the node's prefixes (the first
+// of each; IPv4 invalid when the node has no IPv4 prefix): the
+// containers' default routes, and where the node's own services for its
+// containers (the cluster DNS) listen.
+func (p NodePrefixes) Gateways() (v6, v4 netip.Addr) { return p.addrs(1) }

@@ -52,7 +52,7 @@ func TestNodePrefixesAndAddresses(t *testing.T) {
 	if v6.String() != "fd12:3456:789a:5::7" || v4.String() != "10.71.5.7" {
 		t.Fatalf("host 7: %s %s", v6, v4)
 	}
-	g6, g4 := n.gateways()
+	g6, g4 := n.Gateways()
 	if g6.String() != "fd12:3456:789a:5::1" || g4.String() != "10.71.5.1" {
 		t.Fatalf("gateways %s %s", g6, g4)
 	}
