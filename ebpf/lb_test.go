@@ -124,34 +124,19 @@ func syncTable(t testing.TB, dp *DataPath, entries ...lb.Entry) {
 // serveTCP answers each connection with name, then echoes lines.
 func serveTCP(t testing.TB, h *testnet.Host, addr, name string) {
 	t.Helper()
-	var ln net.Listener
-	if err := h.Do(func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(strings.Trim(addr, "[]"), fmt.Sprint(tcpPort)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	testnet.ServeTCP(t, h.NetNS, net.JoinHostPort(strings.Trim(addr, "[]"), fmt.Sprint(tcpPort)), func(c net.Conn) {
+		fmt.Fprintln(c, name)
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintln(c, name)
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					c.Write([]byte(line))
-				}
-			}()
+			if _, err := c.Write([]byte(line)); err != nil {
+				return
+			}
 		}
-	}()
+	})
 }
 
 // serveDNS answers A and AAAA questions with the host's own addresses, so

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,42 +38,25 @@ const namePort = 7070
 // whom, and can keep the connection open.
 func nameServer(t *testing.T, path, name string) {
 	t.Helper()
-	var ln net.Listener
-	if err := testnet.DoIn(path, func() error {
-		var err error
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", namePort))
-		return err
-	}); err != nil {
-		t.Fatalf("listen in %s: %v", name, err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+	testnet.ServeTCP(t, path, fmt.Sprintf(":%d", namePort), func(c net.Conn) {
+		from, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		fmt.Fprintf(c, "%s %s\n", name, from.Addr().Unmap())
+		echoLines(c)
 	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				from, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-				fmt.Fprintf(c, "%s %s\n", name, from.Addr().Unmap())
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write([]byte(line)); err != nil {
-						return
-					}
-				}
-			})
+}
+
+// echoLines writes back each line read from c until it fails.
+func echoLines(c net.Conn) {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
 		}
-	})
+		if _, err := c.Write([]byte(line)); err != nil {
+			return
+		}
+	}
 }
 
 // conn is an open connection to a nameServer.

@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -399,6 +400,39 @@ func DoIn(path string, f func() error) error {
 }
 
 func (h *Host) String() string { return h.Name }
+
+// ServeTCP listens on addr (":7000", "[fd00::1]:80") inside the network
+// namespace at path and runs handle for each connection, on a goroutine of
+// its own, closing the connection when handle returns. When the test ends
+// the listener is closed and ServeTCP waits for its goroutines (a handle
+// must return once its connection is closed).
+func ServeTCP(t testing.TB, path, addr string, handle func(net.Conn)) {
+	t.Helper()
+	var ln net.Listener
+	if err := DoIn(path, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, path, err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+}
 
 func doInNetNS(path string, f func() error) error {
 	errc := make(chan error, 1)

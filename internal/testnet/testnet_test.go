@@ -33,32 +33,9 @@ const (
 // serveEcho starts a TCP echo server on every address of h, owned by t.
 func serveEcho(t *testing.T, h *Host) {
 	t.Helper()
-	var ln net.Listener
-	err := h.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", echoPort))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen in %s: %v", h, err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(healTimeout))
-				_, _ = io.Copy(c, c)
-			})
-		}
+	ServeTCP(t, h.NetNS, fmt.Sprintf(":%d", echoPort), func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(healTimeout))
+		_, _ = io.Copy(c, c)
 	})
 }
 
