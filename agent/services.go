@@ -204,10 +204,7 @@ func serviceTable(views []ServiceView, nodeIPs []netip.Addr) lb.Table {
 			affinity = time.Duration(secs) * time.Second
 		}
 		for _, p := range s.Spec.Ports {
-			proto := lb.TCP
-			if p.Protocol == types.UDP {
-				proto = lb.UDP
-			}
+			proto := LBProtocol(p.Protocol)
 			v4, v6 := backends(v.Endpoints, p)
 			add := func(ip netip.Addr, port int32, nodePort bool) {
 				if port <= 0 || port > 65535 {
@@ -289,4 +286,13 @@ func dedupeFrontends(t lb.Table) lb.Table {
 		out = append(out, e)
 	}
 	return out
+}
+
+// LBProtocol is a port's protocol as the data path numbers it (TCP when
+// empty).
+func LBProtocol(p types.Protocol) lb.Protocol {
+	if p == types.UDP {
+		return lb.UDP
+	}
+	return lb.TCP
 }

@@ -214,12 +214,12 @@ func dnsRecords(views []agent.ServiceView) dns.Records {
 		if svc.Spec.Headless {
 			if v.Endpoints != nil {
 				for _, p := range v.Endpoints.Ports {
-					d.Ports = append(d.Ports, dns.Port{Name: p.Name, Port: uint16(p.Port), Protocol: protocol(p.Protocol)})
+					d.Ports = append(d.Ports, dns.Port{Name: p.Name, Port: uint16(p.Port), Protocol: agent.LBProtocol(p.Protocol)})
 				}
 			}
 		} else {
 			for _, p := range svc.Spec.Ports {
-				d.Ports = append(d.Ports, dns.Port{Name: p.Name, Port: uint16(p.Port), Protocol: protocol(p.Protocol)})
+				d.Ports = append(d.Ports, dns.Port{Name: p.Name, Port: uint16(p.Port), Protocol: agent.LBProtocol(p.Protocol)})
 			}
 		}
 		if v.Endpoints != nil {
@@ -237,13 +237,6 @@ func dnsRecords(views []agent.ServiceView) dns.Records {
 		r.Services = append(r.Services, d)
 	}
 	return r
-}
-
-func protocol(p types.Protocol) lb.Protocol {
-	if p == types.UDP {
-		return lb.UDP
-	}
-	return lb.TCP
 }
 
 func parseAddrs(ss []string) []netip.Addr {
