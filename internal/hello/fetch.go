@@ -1,7 +1,6 @@
 package hello
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -200,7 +199,7 @@ func (f *fetcher) hold(d, interval time.Duration) int {
 }
 
 func firstLine(body []byte) string {
-	line, _ := bufio.NewReader(strings.NewReader(string(body))).ReadString('\n')
+	line, _, _ := strings.Cut(string(body), "\n")
 	return strings.TrimSpace(line)
 }
 
