@@ -47,26 +47,7 @@ func TestServiceValidation(t *testing.T) {
 		{"timeout range", `{selector: {app: web}, ports: [{port: 80}], sessionAffinity: ClientIP, sessionAffinityTimeoutSeconds: 0}`, []string{"spec.sessionAffinityTimeoutSeconds: must be 1-86400 (seconds), not 0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := DecodeAny([]byte("kind: Service\nmetadata: {name: web, namespace: default}\nspec: " + tc.spec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			Default(o)
-			errs := Validate(o)
-			if tc.want == nil {
-				if len(errs) > 0 {
-					t.Fatalf("want valid, got %v", errs)
-				}
-				return
-			}
-			if len(errs) != len(tc.want) {
-				t.Errorf("got %d errors (%v), want %d", len(errs), errs, len(tc.want))
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(errs.Error(), w) {
-					t.Errorf("errors %q do not contain %q", errs.Error(), w)
-				}
-			}
+			wantErrors(t, "kind: Service\nmetadata: {name: web, namespace: default}\nspec: "+tc.spec, tc.want)
 		})
 	}
 }
@@ -133,26 +114,36 @@ backends:
 		{"bad names", `backends: [{instance: Web, node: "n 1"}]`, []string{"backends[0].instance:", "backends[0].node:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := DecodeAny([]byte("kind: Endpoints\nmetadata: {name: web, namespace: default}\n" + tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			Default(o)
-			errs := Validate(o)
-			if tc.want == nil {
-				if len(errs) > 0 {
-					t.Fatalf("want valid, got %v", errs)
-				}
-				return
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(errs.Error(), w) {
-					t.Errorf("errors %q do not contain %q", errs.Error(), w)
-				}
-			}
+			wantErrors(t, "kind: Endpoints\nmetadata: {name: web, namespace: default}\n"+tc.body, tc.want)
 		})
 	}
 	if r, ok := LookupResource("ep"); !ok || r.Kind != "Endpoints" || !r.Namespaced || r.HasStatus {
 		t.Fatalf("endpoints resource: %+v", r)
+	}
+}
+
+// wantErrors decodes doc, defaults and validates it, and wants exactly
+// the errors want names (each a substring of one), or none for nil.
+func wantErrors(t *testing.T, doc string, want []string) {
+	t.Helper()
+	o, err := DecodeAny([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	Default(o)
+	errs := Validate(o)
+	if want == nil {
+		if len(errs) > 0 {
+			t.Fatalf("want valid, got %v", errs)
+		}
+		return
+	}
+	if len(errs) != len(want) {
+		t.Errorf("got %d errors (%v), want %d", len(errs), errs, len(want))
+	}
+	for _, w := range want {
+		if !strings.Contains(errs.Error(), w) {
+			t.Errorf("errors %q do not contain %q", errs.Error(), w)
+		}
 	}
 }
