@@ -146,6 +146,14 @@ func term(ctx context.Context, cfg ElectionConfig, log *slog.Logger, leading fun
 	if err != nil {
 		return false, fmt.Errorf("follow the session's keep-alives: %w", err)
 	}
+	// One renewal now, so the term's first deadline counts from a known
+	// answer: the session's last one may be older than its keep-alive
+	// interval (the etcd client sends them from a loop that wakes every
+	// 500 ms), and a guess at its age stepped every new leader down
+	// 418 ms into its term.
+	if _, err := cfg.Store.KeepAliveOnce(lctx, sess.Lease()); err != nil {
+		return false, fmt.Errorf("renew the session's lease: %w", err)
+	}
 	go stepDownWithoutKeepAlives(lctx, lcancel, ka, time.Duration(cfg.TTL)*time.Second)
 	log.Info("leading the controllers", "key", e.Key())
 	leading(true)
@@ -181,9 +189,8 @@ func term(ctx context.Context, cfg ElectionConfig, log *slog.Logger, leading fun
 func stepDownWithoutKeepAlives(ctx context.Context, lost context.CancelFunc, ka <-chan *clientv3.LeaseKeepAliveResponse, ttl time.Duration) {
 	defer lost()
 	window := ttl * 3 / 4
-	// The last answer before this watch began may be a keep-alive
-	// interval (TTL/3) old.
-	t := time.NewTimer(window - ttl/3)
+	// The caller renewed the lease just before.
+	t := time.NewTimer(window)
 	defer t.Stop()
 	for {
 		select {
