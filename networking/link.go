@@ -71,6 +71,18 @@ func (n *Node) bridgeMAC() net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0x6e, 0x78, b[1], b[2], b[3]}
 }
 
+// containerMAC is the MAC address of the container eth0 that holds v4:
+// locally administered, ending in the address (as Docker's bridge driver
+// does). Addresses are reused as soon as they are released, and with a
+// random MAC per veth the next holder of an address was unreachable from
+// the containers (and nodes) whose neighbour entry still named the last
+// holder's MAC, until the entry went stale: 5 to 45 s of timeouts. It
+// cannot equal bridgeMAC, which ends in the prefix's own address.
+func containerMAC(v4 netip.Addr) net.HardwareAddr {
+	b := v4.As4()
+	return net.HardwareAddr{0x02, 0x6e, b[0], b[1], b[2], b[3]}
+}
+
 // ensureBridge creates the bridge if it is missing and makes its MTU,
 // address, gateway addresses and state right.
 func (n *Node) ensureBridge() (netlink.Link, error) {
@@ -191,9 +203,10 @@ func (n *Node) ensureLink(a Attachment, cns netns.NsHandle) error {
 			LinkAttrs: netlink.LinkAttrs{
 				Name: a.HostVeth, MTU: n.mtu, MasterIndex: br.Attrs().Index, TxQLen: -1,
 			},
-			PeerName:      ContainerIface,
-			PeerNamespace: netlink.NsFd(int(cns)),
-			PeerTxQLen:    -1,
+			PeerName:         ContainerIface,
+			PeerNamespace:    netlink.NsFd(int(cns)),
+			PeerTxQLen:       -1,
+			PeerHardwareAddr: containerMAC(a.IPv4),
 		}
 		if err := n.nl.LinkAdd(veth); err != nil {
 			if errors.Is(err, unix.EEXIST) {
@@ -317,28 +330,6 @@ func (n *Node) deleteLink(name string) error {
 	}
 	if err := n.nl.LinkDel(l); err != nil && !isNotFound(err) {
 		return fmt.Errorf("delete veth %s: %w", name, err)
-	}
-	return nil
-}
-
-// forgetNeighbours deletes the bridge's neighbour entries for addrs.
-func (n *Node) forgetNeighbours(addrs ...netip.Addr) error {
-	br, err := n.nl.LinkByName(n.cfg.Bridge)
-	if isNotFound(err) {
-		return nil // the entries went with the bridge
-	}
-	if err != nil {
-		return fmt.Errorf("find bridge %s: %w", n.cfg.Bridge, err)
-	}
-	for _, a := range addrs {
-		fam := netlink.FAMILY_V6
-		if a.Is4() {
-			fam = netlink.FAMILY_V4
-		}
-		err := n.nl.NeighDel(&netlink.Neigh{LinkIndex: br.Attrs().Index, Family: fam, IP: net.IP(a.AsSlice())})
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("forget the neighbour entry of %s on %s: %w", a, n.cfg.Bridge, err)
-		}
 	}
 	return nil
 }

@@ -380,12 +380,6 @@ func (n *Node) Detach(ctx context.Context, id string) error {
 	if !ok {
 		return nil
 	}
-	// The node's neighbour entries for the addresses still hold the old
-	// veth's MAC; the next container to get them would wait a second for
-	// them to go stale.
-	if err := n.forgetNeighbours(old.IPv6, old.IPv4); err != nil {
-		return fmt.Errorf("detach container %s: %w", id, err)
-	}
 	next := &state{Version: n.st.Version, Prefixes: n.st.Prefixes, Containers: maps.Clone(n.st.Containers)}
 	delete(next.Containers, id)
 	if len(old.Ports) > 0 {
