@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/runtime/image"
 	"nexus.dev/nexus/runtime/image/imagetest"
 )
@@ -246,5 +248,45 @@ func TestImagePullBuiltin(t *testing.T) {
 	}
 	if !strings.Contains(string(out), `["/nexus", "hello"]`) {
 		t.Errorf("inspect does not show the hello entrypoint:\n%s", out)
+	}
+}
+
+// TestImageRmNamesTheRelease: an image a prepared container uses (one left
+// behind by a killed process, say) is refused by image rm with the command
+// that releases the container; after that release, rm removes it.
+func TestImageRmNamesTheRelease(t *testing.T) {
+	testutil.RequireRoot(t) // Prepare mounts the container's overlay
+	dataDir := t.TempDir()
+	const ref, id = "example.com/app:1", "left-behind"
+	img := imagetest.Image(t, "linux/"+goruntime.GOARCH, v1.Config{Cmd: []string{"/bin/app"}},
+		imagetest.Layer(t, map[string]imagetest.File{"bin/app": {Content: "app", Mode: 0o755}}))
+	s, err := image.Open(image.Config{Root: filepath.Join(dataDir, "images")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.ImportImage(ctx, ref, img); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, ref, id, image.PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // the commands below open the store themselves
+	t.Cleanup(func() {
+		if s, err := image.Open(image.Config{Root: filepath.Join(dataDir, "images")}); err == nil {
+			_ = s.Release(context.Background(), id)
+			s.Close()
+		}
+	})
+
+	out, err := run(t, "--data-dir", dataDir, "image", "rm", ref)
+	if err == nil || !strings.Contains(err.Error(), "prepared container(s) "+id) || !strings.Contains(err.Error(), "`nexus image release "+id+"`") {
+		t.Fatalf("image rm of an image a prepared container uses: %v, want a refusal naming `nexus image release %s`\n%s", err, id, out)
+	}
+	if out, err := run(t, "--data-dir", dataDir, "image", "release", id); err != nil || !strings.Contains(out, id) {
+		t.Fatalf("image release %s: %v\n%s", id, err, out)
+	}
+	if out, err := run(t, "--data-dir", dataDir, "image", "rm", ref); err != nil || !strings.Contains(out, "Removed "+ref) {
+		t.Fatalf("image rm after the release: %v\n%s", err, out)
 	}
 }
