@@ -401,8 +401,9 @@ func (ch *child) reap() {
 
 // forkInit starts an init stage: this binary, re-executed read-only, in the
 // namespaces of plan. Its descriptors are stdio, then the preserved ones
-// (3…), the sync socket, the start listener and the console socket. A warm
-// init gets its real stdio later, over the sync socket.
+// (3…), the sync socket, the start listener, the console socket and last
+// the one it is executed through (see execThrough). A warm init gets its
+// real stdio later, over the sync socket.
 func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, console *os.File, plan nsPlan, spec *specs.Spec, warm bool) (*initHandle, error) {
 	parentSock, childSock, err := socketPair()
 	if err != nil {
@@ -415,7 +416,7 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 		return nil, err
 	}
 	defer self.Close()
-	cmd := &exec.Cmd{Path: execPath(self), Args: []string{"nexus-init", id}}
+	cmd := &exec.Cmd{Args: []string{"nexus-init", id}}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
 	for i := 0; i < preserve; i++ {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
@@ -431,6 +432,7 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 		cmd.ExtraFiles = append(cmd.ExtraFiles, console)
 		h.consoleFD = 2 + len(cmd.ExtraFiles)
 	}
+	execThrough(cmd, self)
 	// One P: the init runs one goroutine locked to its thread, and with a
 	// second P the Go runtime sets up more per-P state and threads, and its
 	// sysmon thread keeps waking every 20 µs while the init blocks in a
