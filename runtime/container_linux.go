@@ -401,8 +401,9 @@ func (ch *child) reap() {
 
 // forkInit starts an init stage: this binary, re-executed read-only, in the
 // namespaces of plan. Its descriptors are stdio, then the preserved ones
-// (3…), the sync socket, the start listener and the console socket. A warm
-// init gets its real stdio later, over the sync socket.
+// (3…), the sync socket, the start listener, the console socket and last
+// the one it is executed through (see execThrough). A warm init gets its
+// real stdio later, over the sync socket.
 func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, console *os.File, plan nsPlan, spec *specs.Spec, warm bool) (*initHandle, error) {
 	parentSock, childSock, err := socketPair()
 	if err != nil {
@@ -415,7 +416,7 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 		return nil, err
 	}
 	defer self.Close()
-	cmd := &exec.Cmd{Path: execPath(self), Args: []string{"nexus-init", id}}
+	cmd := &exec.Cmd{Args: []string{"nexus-init", id}}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
 	for i := 0; i < preserve; i++ {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
@@ -431,6 +432,7 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 		cmd.ExtraFiles = append(cmd.ExtraFiles, console)
 		h.consoleFD = 2 + len(cmd.ExtraFiles)
 	}
+	execThrough(cmd, self)
 	// One P: the init runs one goroutine locked to its thread, and with a
 	// second P the Go runtime sets up more per-P state and threads, and its
 	// sysmon thread keeps waking every 20 µs while the init blocks in a
@@ -638,33 +640,80 @@ func socketPair() (parent, child *os.File, err error) {
 }
 
 // startInPidNS starts cmd; when nsPath is set the child is forked into that
-// existing pid namespace. The kernel takes the pid namespace of a new
-// process from the forking thread, so the fork happens on a locked thread
-// that has joined it, and that thread is thrown away afterwards.
+// existing pid namespace.
+//
+// An init dies with this process until it is ready (Pdeathsig), but the
+// kernel sends that signal when the thread that forked it ends, not the
+// process, and Go ends a thread whenever a goroutine returns with it
+// locked (package networking does, after writing a namespace's sysctls).
+// Inits forked from whatever thread the caller ran on were killed in the
+// middle of Create ("init exited before it was ready"), so they are forked
+// from initThread, which lives as long as this process.
 func startInPidNS(cmd *exec.Cmd, nsPath string) error {
 	if nsPath == "" {
-		return cmd.Start()
+		done := make(chan error, 1)
+		initThread() <- startRequest{cmd, done}
+		return <-done
 	}
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		// The kernel takes the pid namespace of a new process from the
+		// forking thread: this one joins nsPath, forks, and goes back.
+		runtime.LockOSThread()
+		own, err := unix.Open("/proc/thread-self/ns/pid", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own pid namespace: %w", err)
+			return
+		}
+		defer unix.Close(own)
 		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("open pid namespace %s: %w", nsPath, err)
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWPID); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("join pid namespace %s: %w", nsPath, err)
 			return
 		}
-		// Pdeathsig fires when the forking thread exits, which here is at
-		// once; the init clears it anyway once it is ready.
+		// Not tied to this thread: it would end with it if it cannot go
+		// back. The init clears it anyway once it is ready.
 		cmd.SysProcAttr.Pdeathsig = 0
-		errc <- cmd.Start()
+		err = cmd.Start()
+		// Back in its own namespace the thread can serve any goroutine;
+		// otherwise it ends with this one. Ending it would kill what other
+		// code forked from it earlier with a Pdeathsig.
+		if unix.Setns(own, unix.CLONE_NEWPID) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
+
+// startRequest asks initThread to start cmd and send the result to done.
+type startRequest struct {
+	cmd  *exec.Cmd
+	done chan<- error
+}
+
+// initThread returns the requests channel of a goroutine that starts
+// processes from its own OS thread, locked for the life of this process
+// (see startInPidNS). It is one per process, not per Runtime, because the
+// thread must outlive every init forked from it until the init is ready.
+var initThread = sync.OnceValue(func() chan<- startRequest {
+	reqs := make(chan startRequest)
+	go func() {
+		runtime.LockOSThread() // never unlocked, and this goroutine never returns
+		for req := range reqs {
+			req.done <- req.cmd.Start()
+		}
+	}()
+	return reqs
+})
 
 // readReady waits for the init's "ready" (or its error).
 func readReady(ctx context.Context, sock *os.File, done <-chan struct{}) error {

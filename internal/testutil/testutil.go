@@ -157,14 +157,16 @@ func FreePort(t testing.TB, network string) int {
 // process dies, as a helper process of a test must not outlive it. The
 // kernel ties that signal (Pdeathsig) to the thread that started the
 // child, not to the process, and Go ends threads: one whose goroutine
-// locked it and returned, as the runtime does after forking into a
+// locked it and returned, as package networking does after writing a
+// namespace's sysctls, and the runtime did after forking into a
 // container's pid namespace (runtime.Exec). The API's test store, started
 // with a plain Pdeathsig, was killed by SIGKILL mid-test in 4 of 16 runs
-// of the agent's exec tests, and in none of 9 started by StartTied (a
-// simple thread that locks, forks and ends did not reproduce it, so the
-// exact trigger is not pinned down; the cure holds either way). So the child
-// is started from a thread kept locked until the child has exited (waited
-// for without reaping it: cmd.Wait still does that).
+// of the agent's exec tests, and in none of 9 started by StartTied. (The
+// trigger is a thread that started such a child while unlocked and later
+// served a goroutine that returned locked; the runtime's
+// TestCreateSurvivesEndedThreads reproduces it.) So the child is started
+// from a thread kept locked until the child has exited (waited for without
+// reaping it: cmd.Wait still does that).
 func StartTied(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}

@@ -56,8 +56,8 @@ func TestMissingFailsInCI(t *testing.T) {
 // binary, which starts `sleep 60`, prints its pid and exits), and cmd.Wait
 // still reaps a tied child and reports how it ended (StartTied waits for it
 // without reaping it). (The hazard StartTied also guards against, a
-// Pdeathsig tied to a thread Go ends, could not be reproduced on purpose,
-// so it is not tested.)
+// Pdeathsig tied to a thread Go ends, is what the runtime's
+// TestCreateSurvivesEndedThreads reproduces for container inits.)
 func TestStartTiedKillsTheChildWithItsParent(t *testing.T) {
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
