@@ -11,6 +11,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/sys/unix"
 )
 
 // ServeConfig is where and how the API is served.
@@ -49,6 +50,17 @@ type Listeners struct {
 // Listen binds the API's TCP and UDP ports before anything is served, so
 // a busy port fails at start.
 func Listen(cfg ServeConfig) (*Listeners, error) {
+	for attempt := 1; ; attempt++ {
+		ls, err := listen(cfg)
+		// With port 0 the kernel picks a free TCP port, whose UDP twin
+		// another process may hold: pick again.
+		if err == nil || !errors.Is(err, unix.EADDRINUSE) || !anyPort(cfg.Addr) || attempt == 10 {
+			return ls, err
+		}
+	}
+}
+
+func listen(cfg ServeConfig) (*Listeners, error) {
 	tcp, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (tcp): %w", cfg.Addr, err)
@@ -65,6 +77,12 @@ func Listen(cfg ServeConfig) (*Listeners, error) {
 		ls.UDP = udp
 	}
 	return ls, nil
+}
+
+// anyPort reports whether addr asks for any free port (port 0 or none).
+func anyPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && (port == "" || port == "0")
 }
 
 // Serve answers API requests on ls until ctx ends, then shuts down: new

@@ -373,17 +373,7 @@ func TestDetachReleasesEverything(t *testing.T) {
 	if r.linkExists(a1.HostVeth) {
 		t.Fatalf("veth %s outlived Detach", a1.HostVeth)
 	}
-	cns, err := netns.GetFromPath(c1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cns.Close()
-	h, err := netlink.NewHandleAt(cns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if _, err := h.LinkByName(ContainerIface); err == nil {
+	if _, err := eth0(t, c1); err == nil {
 		t.Fatal("the container's eth0 outlived Detach")
 	}
 	if strings.Contains(r.nft(), "container c1") {
@@ -402,15 +392,19 @@ func TestDetachReleasesEverything(t *testing.T) {
 	// The neighbour entries c1 left (reachable for up to 45 s more) are
 	// right for c2, which has c1's MAC with its addresses: c3 reaches
 	// it at once rather than after them going stale.
-	if mac := eth0MAC(t, c2); mac.String() != containerMAC(a2.IPv4).String() {
+	l, err := eth0(t, c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mac := l.Attrs().HardwareAddr; mac.String() != containerMAC(a2.IPv4).String() {
 		t.Fatalf("c2's eth0 has MAC %s, want %s (made from its address %s)", mac, containerMAC(a2.IPv4), a2.IPv4)
 	}
 	r.wantHello(c3, "tcp", ap(a2.IPv4, 8080), "c2", a3.IPv4)
 	r.wantHello(c3, "tcp", ap(a2.IPv6, 8080), "c2", a3.IPv6)
 }
 
-// eth0MAC returns the MAC address of eth0 in the namespace at path.
-func eth0MAC(t *testing.T, path string) net.HardwareAddr {
+// eth0 looks up eth0 in the namespace at path.
+func eth0(t *testing.T, path string) (netlink.Link, error) {
 	t.Helper()
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
@@ -422,11 +416,7 @@ func eth0MAC(t *testing.T, path string) net.HardwareAddr {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	l, err := h.LinkByName(ContainerIface)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Attrs().HardwareAddr
+	return h.LinkByName(ContainerIface)
 }
 
 func (n *Node) mustAttach(t *testing.T, id, path string, ports ...Port) Attachment {
