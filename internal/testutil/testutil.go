@@ -134,7 +134,8 @@ func CommandAsNobody(t testing.TB, test string, env ...string) *exec.Cmd {
 }
 
 // FreePort returns a port that was free on loopback a moment ago: "tcp"
-// on 127.0.0.1, "udp" on [::1] (where store peers listen).
+// on 127.0.0.1, and UDP there too (an API address serves HTTP/3 on the
+// same port), "udp" on [::1] (where store peers listen).
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
 	if network == "udp" {
@@ -145,12 +146,22 @@ func FreePort(t testing.TB, network string) int {
 		defer c.Close()
 		return c.LocalAddr().(*net.UDPAddr).Port
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		c, err := net.ListenPacket("udp", l.Addr().String())
+		l.Close()
+		if err == nil {
+			c.Close()
+			return port
+		}
+		if attempt == 10 {
+			t.Fatalf("no loopback port free for both TCP and UDP in 10 tries: %v", err)
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // StartTied starts cmd so that it is killed (SIGKILL) when the test
