@@ -9,12 +9,14 @@ package testutil
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -135,33 +137,71 @@ func CommandAsNobody(t testing.TB, test string, env ...string) *exec.Cmd {
 
 // FreePort returns a port that was free on loopback a moment ago: "tcp"
 // on 127.0.0.1, and UDP there too (an API address serves HTTP/3 on the
-// same port), "udp" on [::1] (where store peers listen).
+// same port), "udp" on [::1] (where store peers listen). See PickPort.
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
+	port, err := PickPort(network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// PickPort picks a port for a test server that binds it later, as
+// FreePort describes. It draws from the 8,000 ports just below the
+// kernel's ephemeral range (ip_local_port_range), never from that range:
+// a port the kernel gave out for port 0 was free a moment ago, but the
+// kernel hands it out again to the next socket bound to port 0 (every
+// client connection and QUIC dialer of every test running alongside), and
+// a store member then failed to start with "bind: address already in use".
+// Below the range only another test's pick can take it, one in thousands.
+func PickPort(network string) (int, error) {
+	low := ephemeralLow()
+	var err error
+	for range 100 {
+		port := low - 1 - rand.IntN(8000)
+		if err = portFree(network, port); err == nil {
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no free loopback %s port below %d in 100 tries: %w", network, low, err)
+}
+
+// ephemeralLow is the lowest port of the kernel's ephemeral range, or
+// 32768 (Linux's default) if it cannot be read or leaves too little room.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if low, err := strconv.Atoi(f[0]); err == nil && low >= 10000 {
+				return low
+			}
+		}
+	}
+	return 32768
+}
+
+// portFree binds port ("tcp": TCP and UDP on 127.0.0.1, "udp": UDP on
+// [::1]) and lets it go.
+func portFree(network string, port int) error {
 	if network == "udp" {
-		c, err := net.ListenPacket("udp", "[::1]:0")
+		c, err := net.ListenPacket("udp", net.JoinHostPort("::1", strconv.Itoa(port)))
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
+		return c.Close()
 	}
-	for attempt := 1; ; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		c, err := net.ListenPacket("udp", l.Addr().String())
-		l.Close()
-		if err == nil {
-			c.Close()
-			return port
-		}
-		if attempt == 10 {
-			t.Fatalf("no loopback port free for both TCP and UDP in 10 tries: %v", err)
-		}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
 	}
+	defer l.Close()
+	c, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 // StartTied starts cmd so that it is killed (SIGKILL) when the test

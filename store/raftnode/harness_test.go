@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"nexus.dev/nexus/internal/testnet"
+	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/transport"
 	"nexus.dev/nexus/transport/transporttest"
@@ -210,7 +211,7 @@ func (c *cluster) newMember(id uint64, h *testnet.Host) *member {
 	if h != nil {
 		addr = net.JoinHostPort(h.IPv6.String(), "7480")
 	} else {
-		addr = net.JoinHostPort("::1", strconv.Itoa(freePort(c.t)))
+		addr = net.JoinHostPort("::1", strconv.Itoa(testutil.FreePort(c.t, "udp")))
 	}
 	cert, err := c.ca.IssueValid(identity.Server(testCluster, name))
 	if err != nil {
@@ -224,15 +225,6 @@ func (c *cluster) newMember(id uint64, h *testnet.Host) *member {
 	}
 	c.members[id] = m
 	return m
-}
-
-func freePort(t testing.TB) int {
-	pc, err := net.ListenPacket("udp", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().(*net.UDPAddr).Port
 }
 
 func (c *cluster) inHost(m *member, f func() error) error {

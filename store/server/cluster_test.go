@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
+	"nexus.dev/nexus/internal/testutil"
 	"nexus.dev/nexus/security/identity"
 	"nexus.dev/nexus/store/raftnode"
 	"nexus.dev/nexus/transport"
@@ -49,23 +51,11 @@ type testStore struct {
 }
 
 func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
+	return net.JoinHostPort("::1", strconv.Itoa(testutil.FreePort(t, "udp")))
 }
 
 func freeTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "tcp")))
 }
 
 func quietLogger() *slog.Logger {
@@ -154,11 +144,16 @@ func (ts *testStore) kill(m *testMember) {
 	if m.srv == nil {
 		return
 	}
-	m.grpc.Stop()
-	m.raft.Close()
+	// A start that failed half-way leaves the later parts nil.
+	if m.grpc != nil {
+		m.grpc.Stop()
+	}
+	if m.raft != nil {
+		m.raft.Close()
+	}
 	m.srv.Stop()
 	m.dialer.Close()
-	m.srv = nil
+	m.srv, m.grpc, m.raft = nil, nil, nil
 }
 
 func (ts *testStore) stopAll() {

@@ -3,7 +3,6 @@ package storetest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,16 +29,6 @@ type EtcdCluster struct {
 	args    []string // extra flags for every member
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // StartEtcd starts an n-member etcd cluster under dir, each member with
 // the extra flags given, and waits until it serves. It skips the test when
 // etcd is not installed (fails it under CI=true).
@@ -52,11 +41,11 @@ func StartEtcd(t testing.TB, dir string, n int, flags ...string) *EtcdCluster {
 	c := &EtcdCluster{Bin: bin, Dir: dir, args: flags}
 	var initial []string
 	for i := 0; i < n; i++ {
-		cp, err := FreePort()
+		cp, err := testutil.PickPort("tcp")
 		if err != nil {
 			t.Fatal(err)
 		}
-		pp, err := FreePort()
+		pp, err := testutil.PickPort("tcp")
 		if err != nil {
 			t.Fatal(err)
 		}
