@@ -31,10 +31,14 @@ type Config struct {
 	// several schedulers side by side); NoEndpoints leaves out the
 	// endpoints controller (endpoints.go).
 	NoWorkloads, NoScheduler, NoEndpoints bool
-	// Store is the store the nodes' heartbeat leases are in; with it the
-	// node lifecycle controller runs (nodes without a lease are NotReady,
-	// their instances evicted after a grace period), without it not.
-	Store *clientv3.Client
+	// Leases is the view of the nodes' heartbeat leases the node
+	// lifecycle controller judges by (nodes without a lease are NotReady,
+	// their instances evicted after a grace period); the caller runs it.
+	// Without it, but with Store, the controllers follow the leases in
+	// Store themselves, from when they start; without either, the node
+	// lifecycle controller does not run.
+	Leases *NodeLeases
+	Store  *clientv3.Client
 	// NodeLeaseDuration is the nodes' lease duration (default
 	// types.DefaultNodeLeaseSeconds): a node never seen with a lease since
 	// the controller started is judged once this has passed.
@@ -58,9 +62,10 @@ type Controllers struct {
 	workloads, instances, nodes *cache
 	services, endpoints         *cache // nil with Config.NoEndpoints
 	wq, sq, lq                  *queue
-	iq                          *queue     // node names, for NodeIPAM
-	eq                          *queue     // services, for the endpoints controller
-	leases                      *leaseView // nil without Config.Store
+	iq                          *queue      // node names, for NodeIPAM
+	eq                          *queue      // services, for the endpoints controller
+	leases                      *NodeLeases // nil without Config.Leases or Store
+	ownLeases                   bool        // leases is this Controllers' own: Run runs it
 
 	wlRes, instRes, nodeRes, svcRes, epRes *types.Resource
 
@@ -141,8 +146,11 @@ func New(cfg Config) (*Controllers, error) {
 		})
 		c.nodes.onChange = append(c.nodes.onChange, func(_, _ types.Object) { c.enqueuePending() })
 	}
-	if cfg.Store != nil {
-		c.leases = newLeaseView(cfg.Store, c.log, c.lq.add)
+	c.leases = cfg.Leases
+	if c.leases == nil && cfg.Store != nil {
+		c.leases, c.ownLeases = NewNodeLeases(cfg.Store, c.log), true
+	}
+	if c.leases != nil {
 		c.nodes.onChange = append(c.nodes.onChange, func(old, nw types.Object) { c.lq.add(keyOf(firstNonNil(nw, old))) })
 		// An instance bound to a node that is unreachable already is
 		// judged with the node.
@@ -204,7 +212,10 @@ func (c *Controllers) Run(ctx context.Context) error {
 		goRun(func() { ca.run(ctx) })
 	}
 	if c.leases != nil {
-		goRun(func() { c.leases.run(ctx) })
+		defer c.leases.subscribe(c.lq.add)()
+		if c.ownLeases {
+			goRun(func() { c.leases.Run(ctx) })
+		}
 	}
 	for _, ca := range caches {
 		if !ca.waitSynced(ctx) {

@@ -15,40 +15,81 @@ import (
 	"nexus.dev/nexus/api/types"
 )
 
-// leaseView mirrors which nodes hold a heartbeat lease, from a list and a
-// watch of types.NodeLeasePrefix in the store: the store deletes a node's
-// key when its lease runs out, so a node that stops heartbeating is seen
-// at once, without polling.
-type leaseView struct {
+// NodeLeases mirrors which nodes hold a heartbeat lease, from a list and
+// a watch of types.NodeLeasePrefix in the store: the store deletes a
+// node's key when its lease runs out, so a node that stops heartbeating
+// is seen at once, without polling.
+//
+// A server runs one for as long as it runs and hands it to the
+// Controllers of each term it leads (Config.Leases): a term that follows
+// a brief loss of leadership (keep-alive answers late on a busy machine)
+// still knows when a node's lease went, where a view of its own would
+// count the node's grace again from the new term's start.
+type NodeLeases struct {
 	cli *clientv3.Client
 	log *slog.Logger
 
 	mu     sync.Mutex
 	held   map[string]bool
 	lostAt map[string]time.Time // when a held lease was seen to go
-	// onChange is called (outside the lock) with a node whose lease came
-	// or went.
-	onChange func(node string)
-	synced   chan struct{}
-	once     sync.Once
+	// subs are called (outside the lock) with a node whose lease came or
+	// went.
+	subs    map[int]func(node string)
+	nextSub int
+	synced  chan struct{}
+	once    sync.Once
 	// start is when the view first synced: the time from which a node
 	// never seen with a lease counts.
 	start time.Time
 }
 
-func newLeaseView(cli *clientv3.Client, log *slog.Logger, onChange func(string)) *leaseView {
-	return &leaseView{cli: cli, log: log, held: map[string]bool{}, lostAt: map[string]time.Time{}, onChange: onChange, synced: make(chan struct{})}
+// NewNodeLeases makes a view of the nodes' leases in cli's store; Run
+// fills and follows it.
+func NewNodeLeases(cli *clientv3.Client, log *slog.Logger) *NodeLeases {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &NodeLeases{cli: cli, log: log, held: map[string]bool{}, lostAt: map[string]time.Time{}, subs: map[int]func(string){}, synced: make(chan struct{})}
+}
+
+// subscribe calls f with every node whose lease comes or goes from now
+// on, until the returned cancel is called.
+func (l *NodeLeases) subscribe(f func(node string)) (cancel func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id := l.nextSub
+	l.nextSub++
+	l.subs[id] = f
+	return func() {
+		l.mu.Lock()
+		delete(l.subs, id)
+		l.mu.Unlock()
+	}
+}
+
+func (l *NodeLeases) notify(nodes ...string) {
+	l.mu.Lock()
+	subs := make([]func(string), 0, len(l.subs))
+	for _, f := range l.subs {
+		subs = append(subs, f)
+	}
+	l.mu.Unlock()
+	for _, n := range nodes {
+		for _, f := range subs {
+			f(n)
+		}
+	}
 }
 
 // state says whether node holds a lease, and when it lost one (zero when
 // it was never seen with one).
-func (l *leaseView) state(node string) (held bool, lostAt time.Time) {
+func (l *NodeLeases) state(node string) (held bool, lostAt time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.held[node], l.lostAt[node]
 }
 
-func (l *leaseView) waitSynced(ctx context.Context) bool {
+func (l *NodeLeases) waitSynced(ctx context.Context) bool {
 	select {
 	case <-l.synced:
 		return true
@@ -57,9 +98,9 @@ func (l *leaseView) waitSynced(ctx context.Context) bool {
 	}
 }
 
-// run lists and watches the prefix until ctx ends, listing again after a
+// Run lists and watches the prefix until ctx ends, listing again after a
 // failure (a compacted revision, a lost store).
-func (l *leaseView) run(ctx context.Context) {
+func (l *NodeLeases) Run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := l.follow(ctx)
@@ -75,7 +116,7 @@ func (l *leaseView) run(ctx context.Context) {
 	}
 }
 
-func (l *leaseView) follow(ctx context.Context) error {
+func (l *NodeLeases) follow(ctx context.Context) error {
 	resp, err := l.cli.Get(ctx, types.NodeLeasePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return fmt.Errorf("list %s: %w", types.NodeLeasePrefix, err)
@@ -106,9 +147,7 @@ func (l *leaseView) follow(ctx context.Context) error {
 		l.start = now
 		close(l.synced)
 	})
-	for _, n := range changed {
-		l.onChange(n)
-	}
+	l.notify(changed...)
 	w := l.cli.Watch(clientv3.WithRequireLeader(ctx), types.NodeLeasePrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 	for wr := range w {
 		if err := wr.Err(); err != nil {
@@ -125,7 +164,7 @@ func (l *leaseView) follow(ctx context.Context) error {
 				delete(l.lostAt, n)
 			}
 			l.mu.Unlock()
-			l.onChange(n)
+			l.notify(n)
 		}
 	}
 	return fmt.Errorf("the watch of %s ended", types.NodeLeasePrefix)

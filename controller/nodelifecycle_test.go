@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"nexus.dev/nexus/api/types"
+	"nexus.dev/nexus/controller"
 	"nexus.dev/nexus/scheduler"
 )
 
@@ -93,6 +96,55 @@ func TestControllerNodeLifecycle(t *testing.T) {
 	})
 	if o, _ := onNode("tol", "n1"); o != 1 {
 		t.Fatalf("tol left n1: %d there", o)
+	}
+}
+
+// TestNodeGraceOutlivesALeadershipBlip: the server loses the controllers'
+// leadership for a moment (its election key is deleted, as when its
+// keep-alives are answered late on a busy machine) and wins it again
+// while a node is unreachable. The new term evicts the node's instances
+// when the node's grace runs out, counted from when its lease went, not
+// from the term's start: terms used to follow the leases themselves, and
+// the node then counted as just seen, which put off the eviction by the
+// old term's length (TestControllerNodeLifecycle failed so in make test).
+func TestNodeGraceOutlivesALeadershipBlip(t *testing.T) {
+	e := startEnv(t, false)
+	e.node("n1", 8000, nil, nil)
+	e.startAgent(running(0))
+	e.create(service("web", 2))
+	onNode := func(node string) (n, ready int) {
+		return live(slices.DeleteFunc(e.instancesOf("web"), func(i *types.Instance) bool { return i.Spec.NodeName != node }))
+	}
+	e.eventually("web ready on n1", 10*time.Second, func() (bool, string) {
+		n, r := onNode("n1")
+		return r == 2, fmt.Sprintf("%d (%d ready)", n, r)
+	})
+	e.node("n2", 8000, nil, nil)
+	e.s.StopHeartbeat("n1")
+	stopped := time.Now()
+	time.Sleep(5 * time.Second)
+	first := e.s.Controllers()
+	if _, err := e.s.Server.Client().Delete(context.Background(), controller.ElectionKey+"/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	var termStart time.Time
+	e.eventually("a new term of the controllers", 10*time.Second, func() (bool, string) {
+		c := e.s.Controllers()
+		termStart = time.Now()
+		return c != nil && c != first, "the first term's controllers still run"
+	})
+	e.eventually("web replaced on n2", 25*time.Second, func() (bool, string) {
+		n1, _ := onNode("n1")
+		n2, r2 := onNode("n2")
+		return n1 == 0 && r2 == 2, fmt.Sprintf("n1 %d, n2 %d (%d ready)", n1, n2, r2)
+	})
+	gone := time.Since(stopped)
+	fromTerm := time.Since(termStart)
+	t.Logf("web evicted and ready on n2 %v after n1's last heartbeat, %v into the new term", gone.Round(10*time.Millisecond), fromTerm.Round(10*time.Millisecond))
+	// Counted from the new term, the node would have had a lease (3 s)
+	// and the grace (10 s) still to run.
+	if fromTerm >= 13*time.Second {
+		t.Fatalf("web evicted %v into the new term: its grace was counted again from the term's start", fromTerm)
 	}
 }
 

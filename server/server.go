@@ -350,11 +350,15 @@ func (s *Server) startControllers(ctx context.Context) error {
 		return fmt.Errorf("controllers' API client: %w", err)
 	}
 	log := s.log.With("component", "controllers")
+	// The nodes' leases are followed for the server's life, not a term's:
+	// a term after a brief loss of leadership keeps what the last one saw.
+	leases := controller.NewNodeLeases(s.client, log)
+	s.goRun(func() { leases.Run(ctx) })
 	s.goRun(func() {
 		defer cl.Close()
 		err := controller.RunElected(ctx, controller.ElectionConfig{Store: s.client, Name: s.cfg.Name, Logger: log, Metrics: s.api.Registry(),
 			Lead: func(ctx context.Context) error {
-				ctrl, err := controller.New(controller.Config{Client: cl, Store: s.client, NodeIPAM: s.ipam, Logger: log})
+				ctrl, err := controller.New(controller.Config{Client: cl, Leases: leases, NodeIPAM: s.ipam, Logger: log})
 				if err != nil {
 					return err
 				}
