@@ -7,6 +7,7 @@
 package controllertest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -43,6 +44,33 @@ type Options struct {
 // Quiet is a logger that drops everything.
 func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// logOnFailure is a logger whose warnings and errors the test prints if
+// it fails (the server's controllers say there why they did not act).
+func logOnFailure(t testing.TB) *slog.Logger {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if t.Failed() && buf.Len() > 0 {
+			t.Logf("the server's warnings and errors:\n%s", buf.String())
+		}
+	})
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if buf.Len() < 1<<20 {
+			buf.Write(p)
+		}
+		return len(p), nil
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
 // Start starts a server on loopback in a temporary directory; it stops
 // when the test ends.
 func Start(t testing.TB, opts Options) *Server {
@@ -50,7 +78,7 @@ func Start(t testing.TB, opts Options) *Server {
 	dir := t.TempDir()
 	s, err := server.Start(context.Background(), server.Config{DataDir: dir, Name: "s1", Cluster: "test",
 		APIAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")), StorePeerAddr: fmt.Sprintf("[::1]:%d", testutil.FreePort(t, "udp")),
-		NoControllers: opts.NoControllers, Logger: Quiet()})
+		NoControllers: opts.NoControllers, Logger: logOnFailure(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
