@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -72,13 +71,17 @@ type Runtime struct {
 // child is a container init this process forked: the kernel gives its exit
 // status only to its parent, so it is kept for Wait.
 type child struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	pid  int
+	done chan struct{} // closed once the process has exited
 	ws   syscall.WaitStatus
 	// keep leaves the exited process unreaped, for whoever inherits it
 	// when this process exits (exec --detach under conmon, which waits for
 	// it as subreaper). Set it before the process can exit on its own.
 	keep atomic.Bool
+
+	mu     sync.Mutex
+	pidfd  int  // -1 once reaped (or when the kernel gave none)
+	reaped bool // the zombie is gone: pid may name another process now
 }
 
 // New returns a Runtime for cfg.
@@ -381,26 +384,54 @@ type initHandle struct {
 	startFD, consoleFD int
 }
 
-func (h *initHandle) pid() int { return h.ch.cmd.Process.Pid }
+func (h *initHandle) pid() int { return h.ch.pid }
 
 // kill stops the init and reaps it.
 func (h *initHandle) kill() {
-	_ = h.ch.cmd.Process.Kill()
+	h.ch.signal(unix.SIGKILL)
 	<-h.ch.done
 	h.ch.reap()
 	h.sock.Close()
 }
 
-// reap reaps the exited process if the waiter left it (keep was set when
-// it exited). Call it only after done is closed.
-func (ch *child) reap() {
-	if ch.cmd.ProcessState == nil {
-		_ = ch.cmd.Wait()
+// signal sends sig to the child unless it has been reaped, through its
+// pidfd where the kernel gave one, so no other process can get it.
+func (ch *child) signal(sig unix.Signal) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	switch {
+	case ch.reaped:
+	case ch.pidfd >= 0:
+		_ = unix.PidfdSendSignal(ch.pidfd, sig, nil, 0)
+	default:
+		_ = unix.Kill(ch.pid, sig)
 	}
 }
 
-// forkInit starts an init stage: this binary, re-executed read-only, in the
-// namespaces of plan. Its descriptors are stdio, then the preserved ones
+// reap reaps the exited process if the waiter left it (keep was set when
+// it exited). Call it only after done is closed.
+func (ch *child) reap() {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.reaped {
+		return
+	}
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(ch.pid, &ws, 0, nil)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	ch.ws, ch.reaped = ws, true
+	if ch.pidfd >= 0 {
+		unix.Close(ch.pidfd)
+		ch.pidfd = -1
+	}
+}
+
+// forkInit starts an init stage: the init program (see sealedSelf),
+// executed read-only, in the namespaces of plan. Its descriptors are stdio, then the preserved ones
 // (3…), the sync socket, the start listener and the console socket. A warm
 // init gets its real stdio later, over the sync socket.
 func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, console *os.File, plan nsPlan, spec *specs.Spec, warm bool) (*initHandle, error) {
@@ -415,21 +446,21 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 		return nil, err
 	}
 	defer self.Close()
-	cmd := &exec.Cmd{Path: execPath(self), Args: []string{"nexus-init", id}}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
+	fds := []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd()}
 	for i := 0; i < preserve; i++ {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
+		fds = append(fds, uintptr(3+i))
+	}
+	add := func(f *os.File) int {
+		fds = append(fds, f.Fd())
+		return len(fds) - 1
 	}
 	h := &initHandle{sock: parentSock}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, childSock)
-	syncFD := 2 + len(cmd.ExtraFiles)
+	syncFD := add(childSock)
 	if ln != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, ln)
-		h.startFD = 2 + len(cmd.ExtraFiles)
+		h.startFD = add(ln)
 	}
 	if console != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, console)
-		h.consoleFD = 2 + len(cmd.ExtraFiles)
+		h.consoleFD = add(console)
 	}
 	// One P: the init runs one goroutine locked to its thread, and with a
 	// second P the Go runtime sets up more per-P state and threads, and its
@@ -438,52 +469,63 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 	// main 1.6 ms sooner (7.0 against 8.6 ms after its config was sent;
 	// medians of 40 interleaved runs). Its process gets its own environment
 	// at execve, so the setting does not reach it.
-	cmd.Env = []string{initstage.EnvFD + "=" + strconv.Itoa(syncFD), "GOMAXPROCS=1"}
+	env := []string{initstage.EnvFD + "=" + strconv.Itoa(syncFD), "GOMAXPROCS=1"}
 	if warm {
-		cmd.Env = append(cmd.Env, initstage.EnvWarm+"=1")
+		env = append(env, initstage.EnvWarm+"=1")
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: plan.cloneFlags, Pdeathsig: syscall.SIGKILL}
+	pidfd := -1
+	sys := &syscall.SysProcAttr{Cloneflags: plan.cloneFlags, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd}
 	if plan.cloneFlags&unix.CLONE_NEWUSER != 0 {
-		cmd.SysProcAttr.UidMappings = idMaps(spec.Linux.UIDMappings)
-		cmd.SysProcAttr.GidMappings = idMaps(spec.Linux.GIDMappings)
-		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		sys.UidMappings = idMaps(spec.Linux.UIDMappings)
+		sys.GidMappings = idMaps(spec.Linux.GIDMappings)
+		sys.GidMappingsEnableSetgroups = true
 		// Become root of the new namespace before exec: a process that
 		// keeps its unmapped host uid loses every capability at execve.
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-	if err := startInPidNS(cmd, plan.joinPid); err != nil {
+	// syscall.StartProcess, not os/exec: the first os.StartProcess of a
+	// process forks and reaps a throwaway child to find out whether the
+	// kernel has pidfds (os.checkClonePidfd), one more process on the
+	// path of every start (0.3-4 ms in perf trace on the bench machine).
+	attr := &syscall.ProcAttr{Env: env, Files: fds, Sys: sys}
+	pid, err := startInPidNS(execPath(self), []string{"nexus-init", id}, attr, plan.joinPid)
+	runtime.KeepAlive(stdio) // their descriptors were passed by number
+	runtime.KeepAlive(ln)
+	runtime.KeepAlive(console)
+	if err != nil {
 		parentSock.Close()
-		return nil, err
+		return nil, fmt.Errorf("start the init stage: %w", err)
 	}
-	h.ch = startWaiter(cmd)
+	h.ch = startWaiter(pid, pidfd)
 	if rec := r.recorder(); rec != nil {
 		// The init is still waiting for its config: it cannot exit unseen.
-		if err := rec.Watch(cmd.Process.Pid); err != nil {
+		if err := rec.Watch(pid); err != nil {
 			r.log.Warn("cannot record the exit status", "id", id, "err", err)
 		}
 	}
 	return h, nil
 }
 
-// startWaiter reaps cmd in the background once it exits, unless keep is
-// set by then; the status is kept for Wait.
-func startWaiter(cmd *exec.Cmd) *child {
-	ch := &child{cmd: cmd, done: make(chan struct{})}
+// startWaiter reaps the child in the background once it exits, unless
+// keep is set by then; the status is kept for Wait.
+func startWaiter(pid, pidfd int) *child {
+	ch := &child{pid: pid, pidfd: pidfd, done: make(chan struct{})}
 	go func() {
 		defer close(ch.done)
 		var info unix.Siginfo
 		for {
-			err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			var err error
+			if pidfd >= 0 {
+				err = unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			} else {
+				err = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			}
 			if err != unix.EINTR {
 				break
 			}
 		}
-		if ch.keep.Load() {
-			return
-		}
-		_ = cmd.Wait()
-		if cmd.ProcessState != nil {
-			ch.ws = cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ch.keep.Load() {
+			ch.reap()
 		}
 	}()
 	return ch
@@ -637,33 +679,40 @@ func socketPair() (parent, child *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), "sync-parent"), os.NewFile(uintptr(fds[1]), "sync-child"), nil
 }
 
-// startInPidNS starts cmd; when nsPath is set the child is forked into that
-// existing pid namespace. The kernel takes the pid namespace of a new
-// process from the forking thread, so the fork happens on a locked thread
-// that has joined it, and that thread is thrown away afterwards.
-func startInPidNS(cmd *exec.Cmd, nsPath string) error {
+// startInPidNS starts path with attr; when nsPath is set the child is
+// forked into that existing pid namespace. The kernel takes the pid
+// namespace of a new process from the forking thread, so the fork happens
+// on a locked thread that has joined it, and that thread is thrown away
+// afterwards.
+func startInPidNS(path string, argv []string, attr *syscall.ProcAttr, nsPath string) (int, error) {
 	if nsPath == "" {
-		return cmd.Start()
+		return syscall.ForkExec(path, argv, attr)
 	}
-	errc := make(chan error, 1)
+	type result struct {
+		pid int
+		err error
+	}
+	res := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
 		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			errc <- fmt.Errorf("open pid namespace %s: %w", nsPath, err)
+			res <- result{err: fmt.Errorf("open pid namespace %s: %w", nsPath, err)}
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWPID); err != nil {
-			errc <- fmt.Errorf("join pid namespace %s: %w", nsPath, err)
+			res <- result{err: fmt.Errorf("join pid namespace %s: %w", nsPath, err)}
 			return
 		}
 		// Pdeathsig fires when the forking thread exits, which here is at
 		// once; the init clears it anyway once it is ready.
-		cmd.SysProcAttr.Pdeathsig = 0
-		errc <- cmd.Start()
+		attr.Sys.Pdeathsig = 0
+		pid, err := syscall.ForkExec(path, argv, attr)
+		res <- result{pid, err}
 	}()
-	return <-errc
+	r := <-res
+	return r.pid, r.err
 }
 
 // readReady waits for the init's "ready" (or its error).
