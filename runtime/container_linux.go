@@ -59,13 +59,23 @@ type Runtime struct {
 	root string
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	children map[string]*child // containers this process started, for Wait
+	mu      sync.Mutex
+	created map[string]*createdHere // containers this process created
 
 	warm    []*warmSlot // see Prewarm
 	filters filterCache
 
 	exits ExitRecorder
+}
+
+// createdHere is a container this process created. The kernel gives its
+// init's exit status only to its parent, so it is kept for Wait; and the
+// init's sync socket stays open, so that Start in this process (`run`, the
+// agent) starts it over that socket, without the round trip through the
+// start socket that a start command needs.
+type createdHere struct {
+	init  *child
+	start *os.File // the sync socket while the container is created, else nil
 }
 
 // child is a container init this process forked: the kernel gives its exit
@@ -94,7 +104,7 @@ func New(cfg Config) *Runtime {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{root: root, log: log, children: map[string]*child{}, exits: cfg.Exits,
+	return &Runtime{root: root, log: log, created: map[string]*createdHere{}, exits: cfg.Exits,
 		filters: filterCache{dir: filepath.Join(root, seccompCacheDir)}}
 }
 
@@ -599,7 +609,6 @@ func (c *creation) finish(ctx context.Context, cfg *initstage.Config, stdio []*o
 	if err := readReady(ctx, c.init.sock, c.init.ch.done); err != nil {
 		return fmt.Errorf("create %s: %w", c.id, c.oomDuringSetup(err))
 	}
-	c.init.sock.Close()
 	if c.devices != nil {
 		if err := c.cg.Update(c.devices); err != nil {
 			return fmt.Errorf("create %s: apply device rules: %w", c.id, err)
@@ -620,7 +629,7 @@ func (c *creation) finish(ctx context.Context, cfg *initstage.Config, stdio []*o
 		}
 	}
 	c.r.mu.Lock()
-	c.r.children[c.id] = c.init.ch
+	c.r.created[c.id] = &createdHere{init: c.init.ch, start: c.init.sock}
 	c.r.mu.Unlock()
 	c.r.log.Debug("container created", "id", c.id, "pid", pid)
 	return nil
