@@ -33,12 +33,31 @@ func (r *Runtime) open(id string) (st *savedState, dir string, release func(), e
 	if err != nil {
 		return nil, "", nil, err
 	}
-	st, err = readState(r.root, id)
+	st, err = r.state(id, true)
 	if err != nil {
 		release()
 		return nil, "", nil, err
 	}
 	return st, dir, release, nil
+}
+
+// state returns a container's state, with its spec if withSpec is set:
+// as this process wrote it at create if state.json is still that file,
+// else read from state.json.
+func (r *Runtime) state(id string, withSpec bool) (*savedState, error) {
+	r.mu.Lock()
+	c := r.created[id]
+	r.mu.Unlock()
+	if c != nil && c.state != nil {
+		if stamp, err := stampOf(containerDir(r.root, id)); err == nil && stamp == c.stamp {
+			st := *c.state
+			return &st, nil
+		}
+	}
+	if withSpec {
+		return readState(r.root, id)
+	}
+	return readStateNoSpec(r.root, id)
 }
 
 // Start runs the user's process of a created container.
@@ -302,7 +321,10 @@ func (e ExitStatus) String() string {
 
 // Wait blocks until the container's init exits and returns its status.
 func (r *Runtime) Wait(ctx context.Context, id string) (ExitStatus, error) {
-	st, err := readStateNoSpec(r.root, id)
+	if err := ValidateID(id); err != nil {
+		return ExitStatus{}, err
+	}
+	st, err := r.state(id, false)
 	if err != nil {
 		return ExitStatus{}, err
 	}
@@ -369,7 +391,12 @@ func (r *Runtime) Update(id string, res *specs.LinuxResources) error {
 	if err := cg.Update(res); err != nil {
 		return fmt.Errorf("update %s: %w", id, err)
 	}
-	st.Spec.Linux.Resources = res
+	// A changed copy: the state kept from create (see Runtime.state)
+	// shares the spec, and its config.json as read no longer says it.
+	s, linux := *st.Spec, *st.Spec.Linux
+	linux.Resources = res
+	s.Linux = &linux
+	st.Spec, st.rawSpec = &s, nil
 	return writeState(dir, st)
 }
 
