@@ -156,7 +156,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	}
 	r.warnCapabilities(id, b.spec.Process)
 	step("spec loaded")
-	limits, devices := splitDevices(withDefaultDevices(b.spec.Linux.Resources))
+	limits, late := splitLate(withDefaultDevices(b.spec.Linux.Resources))
 	cg, err := cgroups.New(cgroups.Config{Path: cgroupPath(b.spec, id), Resources: limits})
 	if err != nil {
 		return err
@@ -165,7 +165,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err != nil {
 		return err
 	}
-	c := &creation{r: r, id: id, dir: dir, b: b, cg: cg, devices: devices, pidFile: opts.PidFile}
+	c := &creation{r: r, id: id, dir: dir, b: b, cg: cg, late: late, pidFile: opts.PidFile}
 	defer func() {
 		if err != nil {
 			c.undo()
@@ -204,11 +204,23 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		defer consoleHere.Close()
 		defer console.Close()
 	}
-	// The init is forked first: its program starts (exec, Go runtime) while
-	// this process compiles the seccomp profile and creates the cgroup. It
-	// waits for its config, which comes after it has joined the cgroup.
+	// The cgroup is made first, so that the init enters it without
+	// cgroups.Manager.Add (see cgroups.Join): it is forked into the cgroup2
+	// directory and moves its thread into the v1 hierarchies itself. Its
+	// program starts (exec, Go runtime) while this process compiles the
+	// seccomp profile.
+	if err := cg.Create(); err != nil {
+		return fmt.Errorf("create cgroup for %s: %w", id, err)
+	}
+	c.onUndo(func() { _ = cg.Destroy() })
+	step("cgroup created")
+	join, err := cg.OpenJoin()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", id, err)
+	}
+	defer join.Close()
 	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
-	h, err := r.forkInit(id, stdio, opts.PreserveFDs, ln, console, plan, b.spec, false)
+	h, err := r.forkInit(id, stdio, opts.PreserveFDs, ln, console, plan, b.spec, false, join)
 	if err != nil {
 		return fmt.Errorf("start init for %s: %w", id, err)
 	}
@@ -217,18 +229,15 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err := b.prepareInit(r); err != nil {
 		return err
 	}
-	if err := cg.Create(); err != nil {
-		return fmt.Errorf("create cgroup for %s: %w", id, err)
+	if !h.joining {
+		if err := cg.Add(h.pid()); err != nil {
+			return fmt.Errorf("join %s to its cgroup: %w", id, err)
+		}
+		step("cgroup joined")
 	}
-	c.onUndo(func() { _ = cg.Destroy() })
-	step("cgroup created")
-	if err := cg.Add(h.pid()); err != nil {
-		return fmt.Errorf("join %s to its cgroup: %w", id, err)
-	}
-	step("cgroup joined")
 	cfg := b.initConfig(id, plan, cg)
 	cfg.NoPivot, cfg.PreserveFDs = opts.NoPivot, opts.PreserveFDs
-	cfg.StartFD, cfg.ConsoleFD = h.startFD, h.consoleFD
+	cfg.StartFD, cfg.ConsoleFD, cfg.CgroupFDs = h.startFD, h.consoleFD, h.cgroupFDs
 	c.hostRootfsMount = hostRootfsMount
 	if err := c.finish(ctx, cfg, nil); err != nil {
 		return err
@@ -397,6 +406,10 @@ type initHandle struct {
 	ch                 *child
 	sock               *os.File // parent end of the sync socket
 	startFD, consoleFD int
+	// joining is set when the init was forked into the cgroup2 directory
+	// and got the v1 tasks files (cgroupFDs) to join the rest itself.
+	joining   bool
+	cgroupFDs []int
 }
 
 func (h *initHandle) pid() int { return h.ch.pid }
@@ -446,10 +459,12 @@ func (ch *child) reap() {
 }
 
 // forkInit starts an init stage: the init program (see sealedSelf),
-// executed read-only, in the namespaces of plan. Its descriptors are stdio, then the preserved ones
-// (3…), the sync socket, the start listener and the console socket. A warm
-// init gets its real stdio later, over the sync socket.
-func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, console *os.File, plan nsPlan, spec *specs.Spec, warm bool) (*initHandle, error) {
+// executed read-only, in the namespaces of plan. Its descriptors are stdio,
+// then the preserved ones (3…), the sync socket, the start listener, the
+// console socket and the cgroup v1 tasks files of join. With join it is
+// forked into join's cgroup2 directory. A warm init gets its real stdio
+// later, over the sync socket.
+func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, console *os.File, plan nsPlan, spec *specs.Spec, warm bool, join *cgroups.Join) (*initHandle, error) {
 	parentSock, childSock, err := socketPair()
 	if err != nil {
 		return nil, err
@@ -477,6 +492,7 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 	if console != nil {
 		h.consoleFD = add(console)
 	}
+	plain := fds // without join's descriptors
 	// One P: the init runs one goroutine locked to its thread, and with a
 	// second P the Go runtime sets up more per-P state and threads, and its
 	// sysmon thread keeps waking every 20 µs while the init blocks in a
@@ -502,8 +518,25 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 	// process forks and reaps a throwaway child to find out whether the
 	// kernel has pidfds (os.checkClonePidfd), one more process on the
 	// path of every start (0.3-4 ms in perf trace on the bench machine).
-	attr := &syscall.ProcAttr{Env: env, Files: fds, Sys: sys}
+	attr := &syscall.ProcAttr{Env: env, Files: plain, Sys: sys}
+	if join != nil {
+		for _, f := range join.Tasks {
+			h.cgroupFDs = append(h.cgroupFDs, add(f))
+		}
+		attr.Files, h.joining = fds, true
+		if join.V2 != nil {
+			sys.UseCgroupFD, sys.CgroupFD = true, int(join.V2.Fd())
+		}
+	}
 	pid, err := startInPidNS(execPath(self), []string{"nexus-init", id}, attr, plan.joinPid)
+	if err != nil && sys.UseCgroupFD && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL)) {
+		// A kernel before 5.7 has no clone3 or no CLONE_INTO_CGROUP: fork
+		// as before, and the caller moves the init (Manager.Add).
+		sys.UseCgroupFD, sys.CgroupFD = false, 0
+		attr.Files, h.joining, h.cgroupFDs = plain, false, nil
+		pid, err = startInPidNS(execPath(self), []string{"nexus-init", id}, attr, plan.joinPid)
+	}
+	runtime.KeepAlive(join)
 	runtime.KeepAlive(stdio) // their descriptors were passed by number
 	runtime.KeepAlive(ln)
 	runtime.KeepAlive(console)
@@ -553,7 +586,7 @@ type creation struct {
 	id, dir string
 	b       *bundleSpec
 	cg      cgroups.Manager
-	devices *specs.LinuxResources // device rules, applied once the init is ready
+	late    *specs.LinuxResources // limits applied once the init is ready (splitLate)
 	// hostRootfsMount is the mount on rootfs below the container's when
 	// it shares the host's mount namespace (0 otherwise).
 	hostRootfsMount uint64
@@ -614,9 +647,9 @@ func (c *creation) finish(ctx context.Context, cfg *initstage.Config, stdio []*o
 	if err := readReady(ctx, c.init.sock, c.init.ch.done); err != nil {
 		return fmt.Errorf("create %s: %w", c.id, c.oomDuringSetup(err))
 	}
-	if c.devices != nil {
-		if err := c.cg.Update(c.devices); err != nil {
-			return fmt.Errorf("create %s: apply device rules: %w", c.id, err)
+	if c.late != nil {
+		if err := c.cg.Update(c.late); err != nil {
+			return fmt.Errorf("create %s: apply device rules and pids limit: %w", c.id, err)
 		}
 	}
 	startTime, err := processStartTime(pid)
@@ -779,18 +812,20 @@ func cgroupPath(s *specs.Spec, id string) string {
 	return id
 }
 
-// splitDevices separates the device rules from the other limits. The rules
-// are applied once the init is ready: it makes the container's device nodes,
-// and mknod needs the "m" access that a deny-all rule takes away. runc
-// applies them at the same point. Until then the init runs nothing but the
-// runtime's setup.
-func splitDevices(r *specs.LinuxResources) (limits, devices *specs.LinuxResources) {
-	if r == nil || len(r.Devices) == 0 {
+// splitLate separates the limits that would stop the runtime's own setup
+// from the others: they are applied once the init is ready. The device
+// rules: the init makes the container's device nodes, and mknod needs the
+// "m" access that a deny-all rule takes away (runc applies them at the same
+// point). The pids limit: on cgroup v2 the init is born in the cgroup
+// (cgroups.Join), and its Go runtime starts threads, which a low limit
+// would refuse. Until then the init runs nothing but the runtime's setup.
+func splitLate(r *specs.LinuxResources) (limits, late *specs.LinuxResources) {
+	if r == nil || len(r.Devices) == 0 && r.Pids == nil {
 		return r, nil
 	}
 	l := *r
-	l.Devices = nil
-	return &l, &specs.LinuxResources{Devices: r.Devices}
+	l.Devices, l.Pids = nil, nil
+	return &l, &specs.LinuxResources{Devices: r.Devices, Pids: r.Pids}
 }
 
 // withDefaultDevices adds, after the spec's device rules, the rules that let

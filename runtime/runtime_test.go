@@ -335,6 +335,45 @@ func TestMemoryLimitOOMKillIsReported(t *testing.T) {
 	}
 }
 
+// TestInitIsInEveryCgroupOfTheContainer: the parent does not move the
+// init (cgroups.Join): it is forked into the cgroup2 directory and its
+// thread joins the v1 hierarchies itself. From create on, and after start,
+// the container must be in its cgroup in every hierarchy.
+func TestInitIsInEveryCgroupOfTheContainer(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(shell("sleep 30")))
+	st, err := h.rt.State(id)
+	must(t, err)
+	inAll := func(when string) {
+		t.Helper()
+		for _, dir := range cgroupDirs(t, h.rt, id) {
+			data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+			must(t, err)
+			if !slices.Contains(strings.Fields(string(data)), strconv.Itoa(st.Pid)) {
+				t.Errorf("%s: process %d is not in %s (cgroup.procs: %q)", when, st.Pid, dir, data)
+			}
+		}
+	}
+	inAll("after create")
+	must(t, h.rt.Start(context.Background(), id))
+	inAll("after start")
+}
+
+// TestPidsLimitBelowTheInitsThreads: the pids limit applies once the init
+// is ready, since the Go runtime of an init born in a cgroup2 directory
+// starts its threads there.
+func TestPidsLimitBelowTheInitsThreads(t *testing.T) {
+	h := newHarness(t)
+	limit := int64(1)
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Linux.Resources.Pids = &specs.LinuxPids{Limit: &limit}
+		s.Process.Args = []string{"echo", "one process"}
+	})
+	if got := strings.TrimSpace(r.out); got != "one process" || r.status.Code != 0 {
+		t.Fatalf("got %q, %+v; want \"one process\" and exit code 0", got, r.status)
+	}
+}
+
 func TestPidsLimitStopsForkBomb(t *testing.T) {
 	h := newHarness(t)
 	limit := int64(16)

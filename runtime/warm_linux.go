@@ -94,7 +94,7 @@ func (r *Runtime) newWarmSlot() (_ *warmSlot, err error) {
 		return nil, err
 	}
 	defer null.Close()
-	if slot.init, err = r.forkInit(id, [3]*os.File{null, null, null}, 0, ln, nil, nsPlan{cloneFlags: warmFlags}, nil, true); err != nil {
+	if slot.init, err = r.forkInit(id, [3]*os.File{null, null, null}, 0, ln, nil, nsPlan{cloneFlags: warmFlags}, nil, true, nil); err != nil {
 		return nil, err
 	}
 	if err := slot.cg.Add(slot.init.pid()); err != nil {
@@ -183,8 +183,8 @@ func (r *Runtime) CreateWarm(ctx context.Context, opts CreateOptions) (id string
 		slot.destroy()
 		return "", fmt.Errorf("claim warm slot %s: %w", id, err)
 	}
-	limits, devices := splitDevices(withDefaultDevices(b.spec.Linux.Resources))
-	c := &creation{r: r, id: id, dir: dir, b: b, cg: slot.cg, devices: devices, init: slot.init, pidFile: opts.PidFile}
+	limits, late := splitLate(withDefaultDevices(b.spec.Linux.Resources))
+	c := &creation{r: r, id: id, dir: dir, b: b, cg: slot.cg, late: late, init: slot.init, pidFile: opts.PidFile}
 	c.onUndo(func() { _ = slot.cg.Destroy() })
 	defer func() {
 		if err != nil {

@@ -31,6 +31,9 @@ type Manager interface {
 	Create() error
 	// Add moves a process into the cgroup in every hierarchy.
 	Add(pid int) error
+	// OpenJoin opens what lets a new process enter the cgroup without
+	// Add, which can wait for an RCU grace period (see Join).
+	OpenJoin() (*Join, error)
 	// Update applies new resources to an existing cgroup.
 	Update(r *specs.LinuxResources) error
 	// Stats reads usage counters; absent controllers leave zero values.

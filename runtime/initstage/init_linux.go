@@ -166,6 +166,9 @@ func quoteJSON(s string) []byte {
 func runInit(cfg *Config, rep *reporter) error {
 	s := cfg.Spec
 	proc := s.Process
+	if err := joinCgroups(cfg.CgroupFDs); err != nil {
+		return err
+	}
 	if err := joinNamespaces(cfg.JoinNS); err != nil {
 		return err
 	}
@@ -376,6 +379,35 @@ func buildRootfs(cfg *Config) error {
 		return err
 	}
 	return finishRootfs(cfg.Spec)
+}
+
+// joinCgroups moves this thread into the container's cgroup v1
+// hierarchies by writing "0" to their tasks files, open on fds, and closes
+// them. The kernel moves a thread that moves itself without the global lock
+// that moving a process by pid takes (see cgroups.Join). The init's other
+// threads, which run nothing but the Go runtime, stay outside; execve ends
+// them.
+func joinCgroups(fds []int) error {
+	var err error
+	for _, fd := range fds {
+		if err == nil {
+			err = writeZero(fd)
+		}
+		unix.Close(fd)
+	}
+	if err != nil {
+		return fmt.Errorf("join the container's cgroup: %w", err)
+	}
+	return nil
+}
+
+func writeZero(fd int) error {
+	for {
+		_, err := unix.Write(fd, []byte("0"))
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // joinNamespaces enters namespaces given by path. The mount namespace is
