@@ -1,10 +1,12 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -644,7 +646,7 @@ func (c *creation) finish(ctx context.Context, cfg *initstage.Config, stdio []*o
 		// this bare broken pipe in 1 of 6 runs).
 		return fmt.Errorf("send config to init of %s: %w", c.id, c.oomDuringSetup(err))
 	}
-	if err := readReady(ctx, c.init.sock, c.init.ch.done); err != nil {
+	if err := readMessage(ctx, c.init.sock, initstage.MsgReady); err != nil {
 		return fmt.Errorf("create %s: %w", c.id, c.oomDuringSetup(err))
 	}
 	if c.late != nil {
@@ -768,32 +770,57 @@ func startInPidNS(path string, argv []string, attr *syscall.ProcAttr, nsPath str
 	return r.pid, r.err
 }
 
-// readReady waits for the init's "ready" (or its error).
-func readReady(ctx context.Context, sock *os.File, done <-chan struct{}) error {
-	msgs := make(chan initstage.Message, 1)
-	errs := make(chan error, 1)
-	go func() {
-		var m initstage.Message
-		if err := json.NewDecoder(sock).Decode(&m); err != nil {
-			errs <- err
-			return
-		}
-		msgs <- m
-	}()
-	select {
-	case m := <-msgs:
-		if m.Type == "error" {
-			return errors.New(m.Error)
-		}
-		if m.Type != "ready" {
-			return fmt.Errorf("unexpected message %q from init", m.Type)
-		}
-		return nil
-	case err := <-errs:
-		return fmt.Errorf("init exited before it was ready: %w", err)
-	case <-ctx.Done():
+// readMessage waits for the init's next message and wants it to be of
+// type want; an error message becomes the error. Cancelling ctx ends the
+// wait: shutting down the reading side of the socket ends the read. The
+// wait runs in the caller's goroutine: one in the background would hold a
+// thread of its own while it blocks (see signalRelay in cmd/internal/ocicli
+// for what each thread costs a short-lived process).
+func readMessage(ctx context.Context, sock *os.File, want string) error {
+	fd := int(sock.Fd())
+	stop := context.AfterFunc(ctx, func() { _ = unix.Shutdown(fd, unix.SHUT_RD) })
+	line, err := readLine(sock)
+	if !stop() {
 		return ctx.Err()
 	}
+	if err != nil {
+		return fmt.Errorf("init exited before it was %s: %w", want, err)
+	}
+	// The message the init sends when all is well, written by hand there
+	// (initstage.writeMessage): no JSON decoder is built for it.
+	if string(line) == `{"type":"`+want+`"}` {
+		return nil
+	}
+	var m initstage.Message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return fmt.Errorf("malformed message from init: %w", err)
+	}
+	if m.Type == initstage.MsgError {
+		return errors.New(m.Error)
+	}
+	if m.Type != want {
+		return fmt.Errorf("unexpected message %q from init", m.Type)
+	}
+	return nil
+}
+
+// readLine reads one line (without its newline). The init writes each
+// message in one write and sends nothing more until it is answered, so
+// nothing after the line is consumed.
+func readLine(r io.Reader) ([]byte, error) {
+	var line []byte
+	buf := make([]byte, 512)
+	for len(line) < maxMessageSize {
+		n, err := r.Read(buf)
+		line = append(line, buf[:n]...)
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			return line[:i], nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return nil, errors.New("message from init too long")
 }
 
 func writePidFile(path string, pid int) error {
