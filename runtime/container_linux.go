@@ -1,16 +1,18 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,8 +62,8 @@ type Runtime struct {
 	root string
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	children map[string]*child // containers this process started, for Wait
+	mu      sync.Mutex
+	created map[string]*createdHere // containers this process created
 
 	warm    []*warmSlot // see Prewarm
 	filters filterCache
@@ -69,16 +71,35 @@ type Runtime struct {
 	exits ExitRecorder
 }
 
+// createdHere is a container this process created. The kernel gives its
+// init's exit status only to its parent, so it is kept for Wait; and the
+// init's sync socket stays open, so that Start in this process (`run`, the
+// agent) starts it over that socket, without the round trip through the
+// start socket that a start command needs.
+type createdHere struct {
+	init  *child
+	start *os.File // the sync socket while the container is created, else nil
+	// state is what Create wrote to state.json, and stamp that file, so
+	// that Start, Wait and Delete here need not read and decode it again
+	// (the spec with the default seccomp profile is most of it: 250 µs).
+	state *savedState
+	stamp stateStamp
+}
+
 // child is a container init this process forked: the kernel gives its exit
 // status only to its parent, so it is kept for Wait.
 type child struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	pid  int
+	done chan struct{} // closed once the process has exited
 	ws   syscall.WaitStatus
 	// keep leaves the exited process unreaped, for whoever inherits it
 	// when this process exits (exec --detach under conmon, which waits for
 	// it as subreaper). Set it before the process can exit on its own.
 	keep atomic.Bool
+
+	mu     sync.Mutex
+	pidfd  int  // -1 once reaped (or when the kernel gave none)
+	reaped bool // the zombie is gone: pid may name another process now
 }
 
 // New returns a Runtime for cfg.
@@ -91,7 +112,7 @@ func New(cfg Config) *Runtime {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{root: root, log: log, children: map[string]*child{}, exits: cfg.Exits,
+	return &Runtime{root: root, log: log, created: map[string]*createdHere{}, exits: cfg.Exits,
 		filters: filterCache{dir: filepath.Join(root, seccompCacheDir)}}
 }
 
@@ -138,7 +159,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	}
 	r.warnCapabilities(id, b.spec.Process)
 	step("spec loaded")
-	limits, devices := splitDevices(withDefaultDevices(b.spec.Linux.Resources))
+	limits, late := splitLate(withDefaultDevices(b.spec.Linux.Resources))
 	cg, err := cgroups.New(cgroups.Config{Path: cgroupPath(b.spec, id), Resources: limits})
 	if err != nil {
 		return err
@@ -147,7 +168,7 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err != nil {
 		return err
 	}
-	c := &creation{r: r, id: id, dir: dir, b: b, cg: cg, devices: devices, pidFile: opts.PidFile}
+	c := &creation{r: r, id: id, dir: dir, b: b, cg: cg, late: late, pidFile: opts.PidFile}
 	defer func() {
 		if err != nil {
 			c.undo()
@@ -186,11 +207,23 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 		defer consoleHere.Close()
 		defer console.Close()
 	}
-	// The init is forked first: its program starts (exec, Go runtime) while
-	// this process compiles the seccomp profile and creates the cgroup. It
-	// waits for its config, which comes after it has joined the cgroup.
+	// The cgroup is made first, so that the init enters it without
+	// cgroups.Manager.Add (see cgroups.Join): it is forked into the cgroup2
+	// directory and moves its thread into the v1 hierarchies itself. Its
+	// program starts (exec, Go runtime) while this process compiles the
+	// seccomp profile.
+	if err := cg.Create(); err != nil {
+		return fmt.Errorf("create cgroup for %s: %w", id, err)
+	}
+	c.onUndo(func() { _ = cg.Destroy() })
+	step("cgroup created")
+	join, err := cg.OpenJoin()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", id, err)
+	}
+	defer join.Close()
 	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
-	h, err := r.forkInit(id, stdio, opts.PreserveFDs, ln, console, plan, b.spec, false)
+	h, err := r.forkInit(id, stdio, opts.PreserveFDs, ln, console, plan, b.spec, false, join)
 	if err != nil {
 		return fmt.Errorf("start init for %s: %w", id, err)
 	}
@@ -199,18 +232,15 @@ func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (er
 	if err := b.prepareInit(r); err != nil {
 		return err
 	}
-	if err := cg.Create(); err != nil {
-		return fmt.Errorf("create cgroup for %s: %w", id, err)
+	if !h.joining {
+		if err := cg.Add(h.pid()); err != nil {
+			return fmt.Errorf("join %s to its cgroup: %w", id, err)
+		}
+		step("cgroup joined")
 	}
-	c.onUndo(func() { _ = cg.Destroy() })
-	step("cgroup created")
-	if err := cg.Add(h.pid()); err != nil {
-		return fmt.Errorf("join %s to its cgroup: %w", id, err)
-	}
-	step("cgroup joined")
 	cfg := b.initConfig(id, plan, cg)
 	cfg.NoPivot, cfg.PreserveFDs = opts.NoPivot, opts.PreserveFDs
-	cfg.StartFD, cfg.ConsoleFD = h.startFD, h.consoleFD
+	cfg.StartFD, cfg.ConsoleFD, cfg.CgroupFDs = h.startFD, h.consoleFD, h.cgroupFDs
 	c.hostRootfsMount = hostRootfsMount
 	if err := c.finish(ctx, cfg, nil); err != nil {
 		return err
@@ -379,32 +409,66 @@ type initHandle struct {
 	ch                 *child
 	sock               *os.File // parent end of the sync socket
 	startFD, consoleFD int
+	// joining is set when the init was forked into the cgroup2 directory
+	// and got the v1 tasks files (cgroupFDs) to join the rest itself.
+	joining   bool
+	cgroupFDs []int
 }
 
-func (h *initHandle) pid() int { return h.ch.cmd.Process.Pid }
+func (h *initHandle) pid() int { return h.ch.pid }
 
 // kill stops the init and reaps it.
 func (h *initHandle) kill() {
-	_ = h.ch.cmd.Process.Kill()
+	h.ch.signal(unix.SIGKILL)
 	<-h.ch.done
 	h.ch.reap()
 	h.sock.Close()
 }
 
-// reap reaps the exited process if the waiter left it (keep was set when
-// it exited). Call it only after done is closed.
-func (ch *child) reap() {
-	if ch.cmd.ProcessState == nil {
-		_ = ch.cmd.Wait()
+// signal sends sig to the child unless it has been reaped, through its
+// pidfd where the kernel gave one, so no other process can get it.
+func (ch *child) signal(sig unix.Signal) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	switch {
+	case ch.reaped:
+	case ch.pidfd >= 0:
+		_ = unix.PidfdSendSignal(ch.pidfd, sig, nil, 0)
+	default:
+		_ = unix.Kill(ch.pid, sig)
 	}
 }
 
-// forkInit starts an init stage: this binary, re-executed read-only, in the
-// namespaces of plan. Its descriptors are stdio, then the preserved ones
-// (3…), the sync socket, the start listener, the console socket and last
-// the one it is executed through (see execThrough). A warm init gets its
-// real stdio later, over the sync socket.
-func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, console *os.File, plan nsPlan, spec *specs.Spec, warm bool) (*initHandle, error) {
+// reap reaps the exited process if the waiter left it (keep was set when
+// it exited). Call it only after done is closed.
+func (ch *child) reap() {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.reaped {
+		return
+	}
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(ch.pid, &ws, 0, nil)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	ch.ws, ch.reaped = ws, true
+	if ch.pidfd >= 0 {
+		unix.Close(ch.pidfd)
+		ch.pidfd = -1
+	}
+}
+
+// forkInit starts an init stage: the init program (see sealedSelf),
+// executed read-only, in the namespaces of plan. Its descriptors are stdio,
+// then the preserved ones (3…), the sync socket, the start listener, the
+// console socket, the cgroup v1 tasks files of join and last the one it is
+// executed through (see execThrough). With join it is forked into join's
+// cgroup2 directory. A warm init gets its real stdio later, over the sync
+// socket.
+func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, console *os.File, plan nsPlan, spec *specs.Spec, warm bool, join *cgroups.Join) (*initHandle, error) {
 	parentSock, childSock, err := socketPair()
 	if err != nil {
 		return nil, err
@@ -416,23 +480,23 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 		return nil, err
 	}
 	defer self.Close()
-	cmd := &exec.Cmd{Args: []string{"nexus-init", id}}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
+	fds := []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd()}
 	for i := 0; i < preserve; i++ {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
+		fds = append(fds, uintptr(3+i))
+	}
+	add := func(f *os.File) int {
+		fds = append(fds, f.Fd())
+		return len(fds) - 1
 	}
 	h := &initHandle{sock: parentSock}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, childSock)
-	syncFD := 2 + len(cmd.ExtraFiles)
+	syncFD := add(childSock)
 	if ln != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, ln)
-		h.startFD = 2 + len(cmd.ExtraFiles)
+		h.startFD = add(ln)
 	}
 	if console != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, console)
-		h.consoleFD = 2 + len(cmd.ExtraFiles)
+		h.consoleFD = add(console)
 	}
-	execThrough(cmd, self)
+	plain := slices.Clip(fds) // without join's descriptors
 	// One P: the init runs one goroutine locked to its thread, and with a
 	// second P the Go runtime sets up more per-P state and threads, and its
 	// sysmon thread keeps waking every 20 µs while the init blocks in a
@@ -440,52 +504,85 @@ func (r *Runtime) forkInit(id string, stdio [3]*os.File, preserve int, ln, conso
 	// main 1.6 ms sooner (7.0 against 8.6 ms after its config was sent;
 	// medians of 40 interleaved runs). Its process gets its own environment
 	// at execve, so the setting does not reach it.
-	cmd.Env = []string{initstage.EnvFD + "=" + strconv.Itoa(syncFD), "GOMAXPROCS=1"}
+	env := []string{initstage.EnvFD + "=" + strconv.Itoa(syncFD), "GOMAXPROCS=1"}
 	if warm {
-		cmd.Env = append(cmd.Env, initstage.EnvWarm+"=1")
+		env = append(env, initstage.EnvWarm+"=1")
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: plan.cloneFlags, Pdeathsig: syscall.SIGKILL}
+	pidfd := -1
+	sys := &syscall.SysProcAttr{Cloneflags: plan.cloneFlags, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd}
 	if plan.cloneFlags&unix.CLONE_NEWUSER != 0 {
-		cmd.SysProcAttr.UidMappings = idMaps(spec.Linux.UIDMappings)
-		cmd.SysProcAttr.GidMappings = idMaps(spec.Linux.GIDMappings)
-		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		sys.UidMappings = idMaps(spec.Linux.UIDMappings)
+		sys.GidMappings = idMaps(spec.Linux.GIDMappings)
+		sys.GidMappingsEnableSetgroups = true
 		// Become root of the new namespace before exec: a process that
 		// keeps its unmapped host uid loses every capability at execve.
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-	if err := startInPidNS(cmd, plan.joinPid); err != nil {
+	// syscall.StartProcess, not os/exec: the first os.StartProcess of a
+	// process forks and reaps a throwaway child to find out whether the
+	// kernel has pidfds (os.checkClonePidfd), one more process on the
+	// path of every start (0.3-4 ms in perf trace on the bench machine).
+	attr := &syscall.ProcAttr{Env: env, Sys: sys}
+	path, files := execThrough(plain, self)
+	if join != nil {
+		for _, f := range join.Tasks {
+			h.cgroupFDs = append(h.cgroupFDs, add(f))
+		}
+		path, files = execThrough(fds, self)
+		h.joining = true
+		if join.V2 != nil {
+			sys.UseCgroupFD, sys.CgroupFD = true, int(join.V2.Fd())
+		}
+	}
+	attr.Files = files
+	argv := []string{"nexus-init", id}
+	pid, err := startInPidNS(path, argv, attr, plan.joinPid)
+	if err != nil && sys.UseCgroupFD && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL)) {
+		// A kernel before 5.7 has no clone3 or no CLONE_INTO_CGROUP: fork
+		// as before, and the caller moves the init (Manager.Add).
+		sys.UseCgroupFD, sys.CgroupFD = false, 0
+		h.joining, h.cgroupFDs = false, nil
+		path, attr.Files = execThrough(plain, self)
+		pid, err = startInPidNS(path, argv, attr, plan.joinPid)
+	}
+	runtime.KeepAlive(join)
+	runtime.KeepAlive(stdio) // their descriptors were passed by number
+	runtime.KeepAlive(ln)
+	runtime.KeepAlive(console)
+	if err != nil {
 		parentSock.Close()
-		return nil, err
+		return nil, fmt.Errorf("start the init stage: %w", err)
 	}
-	h.ch = startWaiter(cmd)
+	h.ch = startWaiter(pid, pidfd)
 	if rec := r.recorder(); rec != nil {
 		// The init is still waiting for its config: it cannot exit unseen.
-		if err := rec.Watch(cmd.Process.Pid); err != nil {
+		if err := rec.Watch(pid); err != nil {
 			r.log.Warn("cannot record the exit status", "id", id, "err", err)
 		}
 	}
 	return h, nil
 }
 
-// startWaiter reaps cmd in the background once it exits, unless keep is
-// set by then; the status is kept for Wait.
-func startWaiter(cmd *exec.Cmd) *child {
-	ch := &child{cmd: cmd, done: make(chan struct{})}
+// startWaiter reaps the child in the background once it exits, unless
+// keep is set by then; the status is kept for Wait.
+func startWaiter(pid, pidfd int) *child {
+	ch := &child{pid: pid, pidfd: pidfd, done: make(chan struct{})}
 	go func() {
 		defer close(ch.done)
 		var info unix.Siginfo
 		for {
-			err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			var err error
+			if pidfd >= 0 {
+				err = unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			} else {
+				err = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			}
 			if err != unix.EINTR {
 				break
 			}
 		}
-		if ch.keep.Load() {
-			return
-		}
-		_ = cmd.Wait()
-		if cmd.ProcessState != nil {
-			ch.ws = cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ch.keep.Load() {
+			ch.reap()
 		}
 	}()
 	return ch
@@ -498,7 +595,7 @@ type creation struct {
 	id, dir string
 	b       *bundleSpec
 	cg      cgroups.Manager
-	devices *specs.LinuxResources // device rules, applied once the init is ready
+	late    *specs.LinuxResources // limits applied once the init is ready (splitLate)
 	// hostRootfsMount is the mount on rootfs below the container's when
 	// it shares the host's mount namespace (0 otherwise).
 	hostRootfsMount uint64
@@ -556,13 +653,12 @@ func (c *creation) finish(ctx context.Context, cfg *initstage.Config, stdio []*o
 		// this bare broken pipe in 1 of 6 runs).
 		return fmt.Errorf("send config to init of %s: %w", c.id, c.oomDuringSetup(err))
 	}
-	if err := readReady(ctx, c.init.sock, c.init.ch.done); err != nil {
+	if err := readMessage(ctx, c.init.sock, initstage.MsgReady); err != nil {
 		return fmt.Errorf("create %s: %w", c.id, c.oomDuringSetup(err))
 	}
-	c.init.sock.Close()
-	if c.devices != nil {
-		if err := c.cg.Update(c.devices); err != nil {
-			return fmt.Errorf("create %s: apply device rules: %w", c.id, err)
+	if c.late != nil {
+		if err := c.cg.Update(c.late); err != nil {
+			return fmt.Errorf("create %s: apply device rules and pids limit: %w", c.id, err)
 		}
 	}
 	startTime, err := processStartTime(pid)
@@ -580,7 +676,13 @@ func (c *creation) finish(ctx context.Context, cfg *initstage.Config, stdio []*o
 		}
 	}
 	c.r.mu.Lock()
-	c.r.children[c.id] = c.init.ch
+	here := &createdHere{init: c.init.ch, start: c.init.sock}
+	if stamp, err := stampOf(c.dir); err == nil {
+		kept := *st
+		kept.rawSpec = nil // only writeState needs it
+		here.state, here.stamp = &kept, stamp
+	}
+	c.r.created[c.id] = here
 	c.r.mu.Unlock()
 	c.r.log.Debug("container created", "id", c.id, "pid", pid)
 	return nil
@@ -639,8 +741,8 @@ func socketPair() (parent, child *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), "sync-parent"), os.NewFile(uintptr(fds[1]), "sync-child"), nil
 }
 
-// startInPidNS starts cmd; when nsPath is set the child is forked into that
-// existing pid namespace.
+// startInPidNS starts path with attr; when nsPath is set the child is
+// forked into that existing pid namespace.
 //
 // An init dies with this process until it is ready (Pdeathsig), but the
 // kernel sends that signal when the thread that forked it ends, not the
@@ -649,13 +751,14 @@ func socketPair() (parent, child *os.File, err error) {
 // Inits forked from whatever thread the caller ran on were killed in the
 // middle of Create ("init exited before it was ready"), so they are forked
 // from initThread, which lives as long as this process.
-func startInPidNS(cmd *exec.Cmd, nsPath string) error {
+func startInPidNS(path string, argv []string, attr *syscall.ProcAttr, nsPath string) (int, error) {
 	if nsPath == "" {
-		done := make(chan error, 1)
-		initThread() <- startRequest{cmd, done}
-		return <-done
+		res := make(chan startResult, 1)
+		initThread() <- startRequest{path, argv, attr, res}
+		r := <-res
+		return r.pid, r.err
 	}
-	errc := make(chan error, 1)
+	res := make(chan startResult, 1)
 	go func() {
 		// The kernel takes the pid namespace of a new process from the
 		// forking thread: this one joins nsPath, forks, and goes back.
@@ -663,41 +766,49 @@ func startInPidNS(cmd *exec.Cmd, nsPath string) error {
 		own, err := unix.Open("/proc/thread-self/ns/pid", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own pid namespace: %w", err)
+			res <- startResult{err: fmt.Errorf("open own pid namespace: %w", err)}
 			return
 		}
 		defer unix.Close(own)
 		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open pid namespace %s: %w", nsPath, err)
+			res <- startResult{err: fmt.Errorf("open pid namespace %s: %w", nsPath, err)}
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWPID); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("join pid namespace %s: %w", nsPath, err)
+			res <- startResult{err: fmt.Errorf("join pid namespace %s: %w", nsPath, err)}
 			return
 		}
 		// Not tied to this thread: it would end with it if it cannot go
 		// back. The init clears it anyway once it is ready.
-		cmd.SysProcAttr.Pdeathsig = 0
-		err = cmd.Start()
+		attr.Sys.Pdeathsig = 0
+		pid, err := syscall.ForkExec(path, argv, attr)
 		// Back in its own namespace the thread can serve any goroutine;
 		// otherwise it ends with this one. Ending it would kill what other
 		// code forked from it earlier with a Pdeathsig.
 		if unix.Setns(own, unix.CLONE_NEWPID) == nil {
 			runtime.UnlockOSThread()
 		}
-		errc <- err
+		res <- startResult{pid, err}
 	}()
-	return <-errc
+	r := <-res
+	return r.pid, r.err
 }
 
-// startRequest asks initThread to start cmd and send the result to done.
+// startRequest asks initThread to start path and send the result to res.
 type startRequest struct {
-	cmd  *exec.Cmd
-	done chan<- error
+	path string
+	argv []string
+	attr *syscall.ProcAttr
+	res  chan<- startResult
+}
+
+type startResult struct {
+	pid int
+	err error
 }
 
 // initThread returns the requests channel of a goroutine that starts
@@ -709,38 +820,64 @@ var initThread = sync.OnceValue(func() chan<- startRequest {
 	go func() {
 		runtime.LockOSThread() // never unlocked, and this goroutine never returns
 		for req := range reqs {
-			req.done <- req.cmd.Start()
+			pid, err := syscall.ForkExec(req.path, req.argv, req.attr)
+			req.res <- startResult{pid, err}
 		}
 	}()
 	return reqs
 })
 
-// readReady waits for the init's "ready" (or its error).
-func readReady(ctx context.Context, sock *os.File, done <-chan struct{}) error {
-	msgs := make(chan initstage.Message, 1)
-	errs := make(chan error, 1)
-	go func() {
-		var m initstage.Message
-		if err := json.NewDecoder(sock).Decode(&m); err != nil {
-			errs <- err
-			return
-		}
-		msgs <- m
-	}()
-	select {
-	case m := <-msgs:
-		if m.Type == "error" {
-			return errors.New(m.Error)
-		}
-		if m.Type != "ready" {
-			return fmt.Errorf("unexpected message %q from init", m.Type)
-		}
-		return nil
-	case err := <-errs:
-		return fmt.Errorf("init exited before it was ready: %w", err)
-	case <-ctx.Done():
+// readMessage waits for the init's next message and wants it to be of
+// type want; an error message becomes the error. Cancelling ctx ends the
+// wait: shutting down the reading side of the socket ends the read. The
+// wait runs in the caller's goroutine: one in the background would hold a
+// thread of its own while it blocks (see signalRelay in cmd/internal/ocicli
+// for what each thread costs a short-lived process).
+func readMessage(ctx context.Context, sock *os.File, want string) error {
+	fd := int(sock.Fd())
+	stop := context.AfterFunc(ctx, func() { _ = unix.Shutdown(fd, unix.SHUT_RD) })
+	line, err := readLine(sock)
+	if !stop() {
 		return ctx.Err()
 	}
+	if err != nil {
+		return fmt.Errorf("init exited before it was %s: %w", want, err)
+	}
+	// The message the init sends when all is well, written by hand there
+	// (initstage.writeMessage): no JSON decoder is built for it.
+	if string(line) == `{"type":"`+want+`"}` {
+		return nil
+	}
+	var m initstage.Message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return fmt.Errorf("malformed message from init: %w", err)
+	}
+	if m.Type == initstage.MsgError {
+		return errors.New(m.Error)
+	}
+	if m.Type != want {
+		return fmt.Errorf("unexpected message %q from init", m.Type)
+	}
+	return nil
+}
+
+// readLine reads one line (without its newline). The init writes each
+// message in one write and sends nothing more until it is answered, so
+// nothing after the line is consumed.
+func readLine(r io.Reader) ([]byte, error) {
+	var line []byte
+	buf := make([]byte, 512)
+	for len(line) < maxMessageSize {
+		n, err := r.Read(buf)
+		line = append(line, buf[:n]...)
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			return line[:i], nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return nil, errors.New("message from init too long")
 }
 
 func writePidFile(path string, pid int) error {
@@ -759,18 +896,20 @@ func cgroupPath(s *specs.Spec, id string) string {
 	return id
 }
 
-// splitDevices separates the device rules from the other limits. The rules
-// are applied once the init is ready: it makes the container's device nodes,
-// and mknod needs the "m" access that a deny-all rule takes away. runc
-// applies them at the same point. Until then the init runs nothing but the
-// runtime's setup.
-func splitDevices(r *specs.LinuxResources) (limits, devices *specs.LinuxResources) {
-	if r == nil || len(r.Devices) == 0 {
+// splitLate separates the limits that would stop the runtime's own setup
+// from the others: they are applied once the init is ready. The device
+// rules: the init makes the container's device nodes, and mknod needs the
+// "m" access that a deny-all rule takes away (runc applies them at the same
+// point). The pids limit: on cgroup v2 the init is born in the cgroup
+// (cgroups.Join), and its Go runtime starts threads, which a low limit
+// would refuse. Until then the init runs nothing but the runtime's setup.
+func splitLate(r *specs.LinuxResources) (limits, late *specs.LinuxResources) {
+	if r == nil || len(r.Devices) == 0 && r.Pids == nil {
 		return r, nil
 	}
 	l := *r
-	l.Devices = nil
-	return &l, &specs.LinuxResources{Devices: r.Devices}
+	l.Devices, l.Pids = nil, nil
+	return &l, &specs.LinuxResources{Devices: r.Devices, Pids: r.Pids}
 }
 
 // withDefaultDevices adds, after the spec's device rules, the rules that let

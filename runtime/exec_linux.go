@@ -114,7 +114,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts
 		defer console.Close()
 	}
 	stdio := [3]*os.File{stdio(opts.Stdin, os.Stdin), stdio(opts.Stdout, os.Stdout), stdio(opts.Stderr, os.Stderr)}
-	h, err := r.forkInit(id, stdio, opts.PreserveFDs, nil, console, nsPlan{joinPid: joinPid}, &s, false)
+	h, err := r.forkInit(id, stdio, opts.PreserveFDs, nil, console, nsPlan{joinPid: joinPid}, &s, false, nil)
 	if err != nil {
 		return nil, fmt.Errorf("exec into %s: %w", id, err)
 	}

@@ -33,12 +33,31 @@ func (r *Runtime) open(id string) (st *savedState, dir string, release func(), e
 	if err != nil {
 		return nil, "", nil, err
 	}
-	st, err = readState(r.root, id)
+	st, err = r.state(id, true)
 	if err != nil {
 		release()
 		return nil, "", nil, err
 	}
 	return st, dir, release, nil
+}
+
+// state returns a container's state, with its spec if withSpec is set:
+// as this process wrote it at create if state.json is still that file,
+// else read from state.json.
+func (r *Runtime) state(id string, withSpec bool) (*savedState, error) {
+	r.mu.Lock()
+	c := r.created[id]
+	r.mu.Unlock()
+	if c != nil && c.state != nil {
+		if stamp, err := stampOf(containerDir(r.root, id)); err == nil && stamp == c.stamp {
+			st := *c.state
+			return &st, nil
+		}
+	}
+	if withSpec {
+		return readState(r.root, id)
+	}
+	return readStateNoSpec(r.root, id)
 }
 
 // Start runs the user's process of a created container.
@@ -52,7 +71,12 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("container %s is %s: only a created container can be started", id, s)
 	}
 	sock := filepath.Join(dir, startSocket)
-	startErr := startContainer(dir)
+	var startErr error
+	if syncSock := r.takeStartSocket(id, st.Pid); syncSock != nil {
+		startErr = startOverSync(syncSock)
+	} else {
+		startErr = startContainer(dir)
+	}
 	// Without the socket the container counts as started (see status).
 	if err := os.Remove(sock); err != nil {
 		return fmt.Errorf("start %s: %w", id, err)
@@ -241,16 +265,36 @@ func waitExit(ctx context.Context, st *savedState) error {
 	}
 }
 
-// reap forgets a child this process started (waiting for it so no zombie
-// remains).
+// reap forgets a container this process created (waiting for its init so
+// no zombie remains).
 func (r *Runtime) reap(id string) {
 	r.mu.Lock()
-	ch := r.children[id]
-	delete(r.children, id)
+	c := r.created[id]
+	delete(r.created, id)
 	r.mu.Unlock()
-	if ch != nil {
-		<-ch.done
+	if c == nil {
+		return
 	}
+	if c.start != nil {
+		c.start.Close()
+	}
+	<-c.init.done
+}
+
+// takeStartSocket returns the sync socket of the created container id whose
+// init is pid, if this process created it and has not started it yet; the
+// caller closes it. A container of that id with another pid was deleted
+// and created again by another process.
+func (r *Runtime) takeStartSocket(id string, pid int) *os.File {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.created[id]
+	if c == nil || c.init.pid != pid {
+		return nil
+	}
+	sock := c.start
+	c.start = nil
+	return sock
 }
 
 // ExitStatus is how a container's process ended.
@@ -277,21 +321,24 @@ func (e ExitStatus) String() string {
 
 // Wait blocks until the container's init exits and returns its status.
 func (r *Runtime) Wait(ctx context.Context, id string) (ExitStatus, error) {
-	st, err := readStateNoSpec(r.root, id)
+	if err := ValidateID(id); err != nil {
+		return ExitStatus{}, err
+	}
+	st, err := r.state(id, false)
 	if err != nil {
 		return ExitStatus{}, err
 	}
 	r.mu.Lock()
-	ch := r.children[id]
+	c := r.created[id]
 	r.mu.Unlock()
 	var es ExitStatus
-	if ch != nil {
+	if c != nil && c.init.pid == st.Pid {
 		select {
-		case <-ch.done:
+		case <-c.init.done:
 		case <-ctx.Done():
 			return ExitStatus{}, ctx.Err()
 		}
-		es = exitStatusOf(ch.ws)
+		es = exitStatusOf(c.init.ws)
 	} else {
 		if err := waitExit(ctx, st); err != nil {
 			return ExitStatus{}, err
@@ -344,7 +391,12 @@ func (r *Runtime) Update(id string, res *specs.LinuxResources) error {
 	if err := cg.Update(res); err != nil {
 		return fmt.Errorf("update %s: %w", id, err)
 	}
-	st.Spec.Linux.Resources = res
+	// A changed copy: the state kept from create (see Runtime.state)
+	// shares the spec, and its config.json as read no longer says it.
+	s, linux := *st.Spec, *st.Spec.Linux
+	linux.Resources = res
+	s.Linux = &linux
+	st.Spec, st.rawSpec = &s, nil
 	return writeState(dir, st)
 }
 
@@ -361,9 +413,9 @@ func (r *Runtime) Processes(id string) ([]int, error) {
 	return cg.Processes()
 }
 
-// startContainer is used by Start: connect to the init's socket, ask it to
-// exec, and report whatever error it sends back. EOF without a message means
-// the exec succeeded (the connection closed on exec).
+// startContainer is used by Start in a process that did not create the
+// container: connect to the init's start socket, ask it to exec, and
+// report whatever error it sends back.
 func startContainer(dir string) error {
 	path, done, err := socketPath(dir, startSocket)
 	if err != nil {
@@ -378,11 +430,32 @@ func startContainer(dir string) error {
 	if _, err := c.Write([]byte{'s'}); err != nil {
 		return fmt.Errorf("signal the container's init: %w", err)
 	}
+	return readStartResult(c)
+}
+
+// startOverSync starts the container over the init's sync socket, which
+// the process that created it kept, and closes the socket.
+func startOverSync(sock *os.File) error {
+	defer sock.Close()
+	if _, err := sock.Write([]byte{'s'}); err != nil {
+		return fmt.Errorf("signal the container's init: %w", err)
+	}
+	return readStartResult(sock)
+}
+
+// readStartResult reads what the init reports after it was told to start:
+// nothing (end-of-file: the exec succeeded and closed the socket) or the
+// error it failed with.
+func readStartResult(r io.Reader) error {
+	data, err := io.ReadAll(io.LimitReader(r, maxMessageSize))
+	if err != nil {
+		return fmt.Errorf("read start result: %w", err)
+	}
+	if len(data) == 0 {
+		return nil
+	}
 	var msg initstage.Message
-	if err := json.NewDecoder(c).Decode(&msg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
+	if err := json.Unmarshal(data, &msg); err != nil {
 		return fmt.Errorf("read start result: %w", err)
 	}
 	if msg.Type == initstage.MsgError {
@@ -390,3 +463,6 @@ func startContainer(dir string) error {
 	}
 	return nil
 }
+
+// maxMessageSize bounds what is read of one message from an init.
+const maxMessageSize = 64 << 10

@@ -335,6 +335,45 @@ func TestMemoryLimitOOMKillIsReported(t *testing.T) {
 	}
 }
 
+// TestInitIsInEveryCgroupOfTheContainer: the parent does not move the
+// init (cgroups.Join): it is forked into the cgroup2 directory and its
+// thread joins the v1 hierarchies itself. From create on, and after start,
+// the container must be in its cgroup in every hierarchy.
+func TestInitIsInEveryCgroupOfTheContainer(t *testing.T) {
+	h := newHarness(t)
+	id, _ := h.create(h.bundle(shell("sleep 30")))
+	st, err := h.rt.State(id)
+	must(t, err)
+	inAll := func(when string) {
+		t.Helper()
+		for _, dir := range cgroupDirs(t, h.rt, id) {
+			data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+			must(t, err)
+			if !slices.Contains(strings.Fields(string(data)), strconv.Itoa(st.Pid)) {
+				t.Errorf("%s: process %d is not in %s (cgroup.procs: %q)", when, st.Pid, dir, data)
+			}
+		}
+	}
+	inAll("after create")
+	must(t, h.rt.Start(context.Background(), id))
+	inAll("after start")
+}
+
+// TestPidsLimitBelowTheInitsThreads: the pids limit applies once the init
+// is ready, since the Go runtime of an init born in a cgroup2 directory
+// starts its threads there.
+func TestPidsLimitBelowTheInitsThreads(t *testing.T) {
+	h := newHarness(t)
+	limit := int64(1)
+	r := h.run(func(s *specs.Spec, _ string) {
+		s.Linux.Resources.Pids = &specs.LinuxPids{Limit: &limit}
+		s.Process.Args = []string{"echo", "one process"}
+	})
+	if got := strings.TrimSpace(r.out); got != "one process" || r.status.Code != 0 {
+		t.Fatalf("got %q, %+v; want \"one process\" and exit code 0", got, r.status)
+	}
+}
+
 func TestPidsLimitStopsForkBomb(t *testing.T) {
 	h := newHarness(t)
 	limit := int64(16)
@@ -789,15 +828,87 @@ func startAndLeaveIn(t *testing.T, arg string) {
 
 // TestStartReportsLateErrors: what fails after create (a startContainer
 // hook here) is reported by Start, naming the hook.
+// TestStartReportsLateErrors: the Runtime that created a container starts
+// it over the init's sync socket, any other (a start command) over its
+// start socket; both report what failed after the start.
 func TestStartReportsLateErrors(t *testing.T) {
 	h := newHarness(t)
-	id, _ := h.create(h.bundle(func(s *specs.Spec, _ string) {
-		s.Hooks = &specs.Hooks{StartContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no-database >&2; exit 3"}}}}
-	}))
-	err := h.rt.Start(context.Background(), id)
-	if err == nil || !strings.Contains(err.Error(), "hooks.startContainer[0]") || !strings.Contains(err.Error(), "no-database") {
-		t.Fatalf("start error %v should name the failed hook and its output", err)
+	for _, starter := range []struct {
+		name string
+		rt   *runtime.Runtime
+	}{{"the creating runtime", h.rt}, {"another runtime", runtime.New(runtime.Config{Root: h.rt.Root()})}} {
+		id, _ := h.create(h.bundle(func(s *specs.Spec, _ string) {
+			s.Hooks = &specs.Hooks{StartContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no-database >&2; exit 3"}}}}
+		}))
+		err := starter.rt.Start(context.Background(), id)
+		if err == nil || !strings.Contains(err.Error(), "hooks.startContainer[0]") || !strings.Contains(err.Error(), "no-database") {
+			t.Fatalf("start by %s: error %v should name the failed hook and its output", starter.name, err)
+		}
 	}
+}
+
+// TestStartByAnotherRuntimeRunsTheContainer: a container created by one
+// Runtime (which keeps the init's sync socket) and started by another (a
+// start command: through the start socket) runs, and its creator still
+// gets its exit status.
+func TestStartByAnotherRuntimeRunsTheContainer(t *testing.T) {
+	h := newHarness(t)
+	id, out := h.create(h.bundle(shell("echo started; exit 4")))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	must(t, runtime.New(runtime.Config{Root: h.rt.Root()}).Start(ctx, id))
+	status, err := h.rt.Wait(ctx, id)
+	if err != nil || status.Code != 4 {
+		t.Fatalf("wait: %+v, %v; want exit code 4", status, err)
+	}
+	must(t, h.rt.Delete(ctx, id, false))
+	if data, _ := os.ReadFile(out.Name()); strings.TrimSpace(string(data)) != "started" {
+		t.Fatalf("container printed %q, want started", data)
+	}
+	assertNothingLeft(t, h.rt, id)
+}
+
+// TestContainerCreatedAgainElsewhereIsNotOurs: a Runtime keeps the state
+// and the init of the containers it created; when another process deletes
+// such a container and creates a new one of the same id, the first
+// Runtime must act on the new one, not on what it kept.
+func TestContainerCreatedAgainElsewhereIsNotOurs(t *testing.T) {
+	h := newHarness(t)
+	other := runtime.New(runtime.Config{Root: h.rt.Root()})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	id, _ := h.create(h.bundle(shell("echo first")))
+	must(t, other.Delete(ctx, id, true))
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	must(t, err)
+	sig := t.TempDir()
+	bundle := h.bundle(func(s *specs.Spec, _ string) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sig", Type: "bind", Source: sig, Options: []string{"rbind"}})
+		s.Process.Args = []string{"sh", "-c", "echo second; while [ ! -e /sig/go ]; do sleep 0.02; done"}
+	})
+	must(t, other.Create(ctx, id, runtime.CreateOptions{Bundle: bundle, Stdout: out, Stderr: out}))
+
+	must(t, h.rt.Start(ctx, id))
+	if st, err := h.rt.State(id); err != nil || st.Status != specs.StateRunning {
+		t.Fatalf("after start: %+v, %v; want the second container running", st, err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := h.rt.Wait(ctx, id)
+		waited <- err
+	}()
+	select {
+	case err := <-waited:
+		t.Fatalf("wait returned (%v) while the second container still runs", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	must(t, os.WriteFile(filepath.Join(sig, "go"), nil, 0o644))
+	must(t, <-waited)
+	must(t, h.rt.Delete(ctx, id, false))
+	if data, _ := os.ReadFile(out.Name()); strings.TrimSpace(string(data)) != "second" {
+		t.Fatalf("second container printed %q", data)
+	}
+	assertNothingLeft(t, h.rt, id)
 }
 
 func TestProcessSettings(t *testing.T) {

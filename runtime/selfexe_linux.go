@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -90,9 +90,9 @@ func initProgram(stateRoot string) (string, error) {
 	return path, nil
 }
 
-// execThrough makes cmd execute f: f becomes the child's last extra
-// descriptor, and cmd.Path names that descriptor in the child's table.
-// Set cmd.ExtraFiles before, and append none after.
+// execThrough returns files with f added last, as the child's last
+// descriptor, and the path that executes f through the child's number
+// for it: /proc/self/fd/<len(files)>. files itself is not changed.
 //
 // The parent's number for f (/proc/self/fd/<f.Fd()>) is not safe to name:
 // Go keeps only the descriptors it passes on in place while it arranges
@@ -109,7 +109,7 @@ func initProgram(stateRoot string) (string, error) {
 // container's process, so f never reaches the container. Until then,
 // /proc/<init>/fd/<f> gives no more than /proc/<init>/exe: the read-only
 // file.
-func execThrough(cmd *exec.Cmd, f *os.File) {
-	cmd.ExtraFiles = append(cmd.ExtraFiles, f)
-	cmd.Path = "/proc/self/fd/" + strconv.Itoa(2+len(cmd.ExtraFiles))
+func execThrough(files []uintptr, f *os.File) (path string, out []uintptr) {
+	out = append(slices.Clip(files), f.Fd())
+	return "/proc/self/fd/" + strconv.Itoa(len(out)-1), out
 }

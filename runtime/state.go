@@ -133,6 +133,21 @@ func writeState(dir string, st *savedState) error {
 	return nil
 }
 
+// stateStamp identifies one state file: a container's state rewritten
+// (Update), or deleted and created again, is a new file.
+type stateStamp struct {
+	dev, ino uint64
+	ctime    unix.Timespec
+}
+
+func stampOf(dir string) (stateStamp, error) {
+	var sb unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, stateFile), &sb); err != nil {
+		return stateStamp{}, err
+	}
+	return stateStamp{dev: sb.Dev, ino: sb.Ino, ctime: sb.Ctim}, nil
+}
+
 // ErrNotExist is returned for a container ID that has no state directory.
 var ErrNotExist = errors.New("container does not exist")
 

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -94,44 +93,17 @@ func (r *Runtime) newWarmSlot() (_ *warmSlot, err error) {
 		return nil, err
 	}
 	defer null.Close()
-	if slot.init, err = r.forkInit(id, [3]*os.File{null, null, null}, 0, ln, nil, nsPlan{cloneFlags: warmFlags}, nil, true); err != nil {
+	if slot.init, err = r.forkInit(id, [3]*os.File{null, null, null}, 0, ln, nil, nsPlan{cloneFlags: warmFlags}, nil, true, nil); err != nil {
 		return nil, err
 	}
 	if err := slot.cg.Add(slot.init.pid()); err != nil {
 		return nil, err
 	}
 	// The slot is ready once the init has started and warmed up.
-	if err := readMessage(slot.init.sock, "idle"); err != nil {
+	if err := readMessage(context.Background(), slot.init.sock, initstage.MsgIdle); err != nil {
 		return nil, fmt.Errorf("warm init: %w", err)
 	}
 	return slot, nil
-}
-
-// readMessage reads one message of the given type from an init, byte by
-// byte so that nothing after it is consumed from the socket.
-func readMessage(sock *os.File, typ string) error {
-	var line []byte
-	b := make([]byte, 1)
-	for len(line) < 4096 {
-		if _, err := sock.Read(b); err != nil {
-			return err
-		}
-		if b[0] == '\n' {
-			var m initstage.Message
-			if err := json.Unmarshal(line, &m); err != nil {
-				return err
-			}
-			if m.Type == "error" {
-				return errors.New(m.Error)
-			}
-			if m.Type != typ {
-				return fmt.Errorf("unexpected message %q from init", m.Type)
-			}
-			return nil
-		}
-		line = append(line, b[0])
-	}
-	return errors.New("message from init too long")
 }
 
 func (s *warmSlot) destroy() {
@@ -183,8 +155,8 @@ func (r *Runtime) CreateWarm(ctx context.Context, opts CreateOptions) (id string
 		slot.destroy()
 		return "", fmt.Errorf("claim warm slot %s: %w", id, err)
 	}
-	limits, devices := splitDevices(withDefaultDevices(b.spec.Linux.Resources))
-	c := &creation{r: r, id: id, dir: dir, b: b, cg: slot.cg, devices: devices, init: slot.init, pidFile: opts.PidFile}
+	limits, late := splitLate(withDefaultDevices(b.spec.Linux.Resources))
+	c := &creation{r: r, id: id, dir: dir, b: b, cg: slot.cg, late: late, init: slot.init, pidFile: opts.PidFile}
 	c.onUndo(func() { _ = slot.cg.Destroy() })
 	defer func() {
 		if err != nil {

@@ -31,6 +31,9 @@ type Manager interface {
 	Create() error
 	// Add moves a process into the cgroup in every hierarchy.
 	Add(pid int) error
+	// OpenJoin opens what lets a new process enter the cgroup without
+	// Add, which can wait for an RCU grace period (see Join).
+	OpenJoin() (*Join, error)
 	// Update applies new resources to an existing cgroup.
 	Update(r *specs.LinuxResources) error
 	// Stats reads usage counters; absent controllers leave zero values.
@@ -660,19 +663,31 @@ func (m *manager) removeParents() {
 
 // removeTree removes dir and its sub-cgroups, deepest first.
 func removeTree(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
+	// rmdir first: a cgroup without sub-cgroups is the usual case, and
+	// listing a cgroup directory (15-40 files) before each rmdir cost a
+	// delete about 0.3 ms over its ten hierarchies.
+	err := unix.Rmdir(dir)
+	if err == nil || errors.Is(err, unix.ENOENT) {
 		return nil
 	}
-	if err != nil {
+	if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOTEMPTY) {
 		return err
 	}
+	entries, rerr := os.ReadDir(dir)
+	if rerr != nil {
+		return rerr
+	}
+	subs := false
 	for _, e := range entries {
 		if e.IsDir() {
+			subs = true
 			if err := removeTree(filepath.Join(dir, e.Name())); err != nil {
 				return err
 			}
 		}
+	}
+	if !subs {
+		return err // busy with processes
 	}
 	if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err

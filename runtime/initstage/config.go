@@ -33,6 +33,10 @@ type Config struct {
 	PreserveFDs  int
 	ConsoleFD    int
 	StartFD      int
+	// CgroupFDs are the container's cgroup v1 tasks files, open for
+	// writing: the init moves its thread into each (cgroups.Join) before
+	// anything else. Empty when the parent moved the init itself.
+	CgroupFDs []int
 	// State is the container's state as JSON, for the hooks the init runs.
 	State []byte
 	// Seccomp is the compiled linux.seccomp, or nil: compiling once in the
@@ -149,6 +153,10 @@ func Encode(c *Config) []byte {
 	e.int(int64(c.PreserveFDs))
 	e.int(int64(c.ConsoleFD))
 	e.int(int64(c.StartFD))
+	e.uint(uint64(len(c.CgroupFDs)))
+	for _, fd := range c.CgroupFDs {
+		e.int(int64(fd))
+	}
 	e.bytes(c.State)
 	if e.has(c.Seccomp != nil) {
 		e.uint(uint64(c.Seccomp.Flags))
@@ -389,6 +397,12 @@ func Decode(b []byte) (*Config, error) {
 	}
 	c.NoPivot = d.bool()
 	c.PreserveFDs, c.ConsoleFD, c.StartFD = int(d.int()), int(d.int()), int(d.int())
+	if n := d.count(); n > 0 {
+		c.CgroupFDs = make([]int, n)
+		for i := range c.CgroupFDs {
+			c.CgroupFDs[i] = int(d.int())
+		}
+	}
 	c.State = d.bytes()
 	if d.bool() {
 		f := &Filter{Flags: uint(d.uint())}

@@ -53,7 +53,7 @@ func fullConfig() *Config {
 		NewCgroupNS: true, NewTimeNS: true, NewNetNS: true, HostMountNS: true,
 		Chroot:       "/proc/9/root",
 		CgroupMounts: []CgroupMount{{Name: "cpu,cpuacct", FSType: "cgroup", Options: "cpu,cpuacct", HostPath: "/sys/fs/cgroup/cpu/c1"}, {FSType: "cgroup2"}},
-		NoPivot:      true, PreserveFDs: 2, ConsoleFD: 7, StartFD: 6,
+		NoPivot:      true, PreserveFDs: 2, ConsoleFD: 7, StartFD: 6, CgroupFDs: []int{8, 9, 10},
 		State: []byte(`{"ociVersion":"1.0.2","id":"c1"}`),
 		Seccomp: &Filter{Flags: unix.SECCOMP_FILTER_FLAG_LOG,
 			Prog: []unix.SockFilter{{Code: 0x20, K: 4}, {Code: 0x15, Jt: 1, Jf: 255, K: 0xc000003e}, {Code: 0x6, K: 0x7fff0000}}},

@@ -69,7 +69,7 @@ func Main() {
 	if err != nil {
 		fail(sync, fmt.Errorf("read init config: %w", err))
 	}
-	rep := &reporter{w: sync}
+	rep := &reporter{w: sync, sync: sync}
 	err = runInit(cfg, rep)
 	fail(rep.w, err)
 }
@@ -117,8 +117,11 @@ func receiveStdio(sock int) error {
 }
 
 // reporter is where the init reports an error: its parent until the
-// container is created, then the start command that is waiting for it.
-type reporter struct{ w io.Writer }
+// container is created, then whoever started it.
+type reporter struct {
+	w    io.Writer
+	sync *os.File // the socket to the parent
+}
 
 func fail(sync io.Writer, err error) {
 	if err == nil {
@@ -163,6 +166,9 @@ func quoteJSON(s string) []byte {
 func runInit(cfg *Config, rep *reporter) error {
 	s := cfg.Spec
 	proc := s.Process
+	if err := joinCgroups(cfg.CgroupFDs); err != nil {
+		return err
+	}
 	if err := joinNamespaces(cfg.JoinNS); err != nil {
 		return err
 	}
@@ -282,8 +288,8 @@ func runInit(cfg *Config, rep *reporter) error {
 }
 
 // readyThenWaitForStart ends create: the init stops dying with its parent
-// (which exits now), reports ready and waits for start, to which it then
-// reports.
+// (which may exit now), reports ready and waits for start, to which it
+// then reports.
 func readyThenWaitForStart(cfg *Config, rep *reporter) error {
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
 		return err
@@ -291,11 +297,13 @@ func readyThenWaitForStart(cfg *Config, rep *reporter) error {
 	if err := send(rep.w, MsgReady); err != nil {
 		return err
 	}
-	conn, err := waitForStart(cfg.StartFD)
+	conn, err := waitForStart(int(rep.sync.Fd()), cfg.StartFD)
 	if err != nil {
 		return err
 	}
-	rep.w = conn
+	if conn != nil {
+		rep.w = conn
+	}
 	return nil
 }
 
@@ -371,6 +379,35 @@ func buildRootfs(cfg *Config) error {
 		return err
 	}
 	return finishRootfs(cfg.Spec)
+}
+
+// joinCgroups moves this thread into the container's cgroup v1
+// hierarchies by writing "0" to their tasks files, open on fds, and closes
+// them. The kernel moves a thread that moves itself without the global lock
+// that moving a process by pid takes (see cgroups.Join). The init's other
+// threads, which run nothing but the Go runtime, stay outside; execve ends
+// them.
+func joinCgroups(fds []int) error {
+	var err error
+	for _, fd := range fds {
+		if err == nil {
+			err = writeZero(fd)
+		}
+		unix.Close(fd)
+	}
+	if err != nil {
+		return fmt.Errorf("join the container's cgroup: %w", err)
+	}
+	return nil
+}
+
+func writeZero(fd int) error {
+	for {
+		_, err := unix.Write(fd, []byte("0"))
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // joinNamespaces enters namespaces given by path. The mount namespace is
@@ -574,18 +611,45 @@ func isExecutable(p string) error {
 	return nil
 }
 
-// waitForStart blocks until `start` connects to the container's start
-// socket, then returns that connection.
-func waitForStart(fd int) (*os.File, error) {
+// waitForStart blocks until the container is started: by the process
+// that created it, which writes one byte to the sync socket (`run` and the
+// agent), or by a start command, which connects to the start socket. It
+// returns that connection, or nil for a start over the sync socket. When
+// the creating process exits without starting the container (a create
+// command), the sync socket reads end-of-file and only the start socket is
+// watched.
+func waitForStart(syncFD, listenFD int) (*os.File, error) {
+	fds := []unix.PollFd{{Fd: int32(listenFD), Events: unix.POLLIN}, {Fd: int32(syncFD), Events: unix.POLLIN}}
 	for {
-		nfd, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return nil, fmt.Errorf("wait for start: %w", err)
+		}
+		if len(fds) > 1 && fds[1].Revents != 0 {
+			var b [1]byte
+			n, err := unix.Read(syncFD, b[:])
+			if err == unix.EINTR {
+				continue
+			}
+			if n == 1 {
+				unix.Close(listenFD)
+				return nil, nil
+			}
+			fds = fds[:1] // the creating process is gone
+		}
+		if fds[0].Revents == 0 {
+			continue
+		}
+		nfd, _, err := unix.Accept4(listenFD, unix.SOCK_CLOEXEC)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("wait for start: %w", err)
 		}
-		unix.Close(fd)
+		unix.Close(listenFD)
 		f := os.NewFile(uintptr(nfd), "start")
 		var b [1]byte
 		if _, err := f.Read(b[:]); err != nil {
