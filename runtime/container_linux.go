@@ -138,7 +138,8 @@ type CreateOptions struct {
 	// goroutines behind them, if the container must outlive this process.
 	Stdin          *os.File
 	Stdout, Stderr *os.File
-	// PreserveFDs passes this many descriptors from 3 up to the container.
+	// PreserveFDs passes this many descriptors from 3 up to the container:
+	// descriptors this process inherited (see checkPreserved).
 	PreserveFDs int
 	// NoPivot uses MS_MOVE+chroot instead of pivot_root (for ramfs roots).
 	NoPivot bool
@@ -150,6 +151,9 @@ type CreateOptions struct {
 func (r *Runtime) Create(ctx context.Context, id string, opts CreateOptions) (err error) {
 	if err := ValidateID(id); err != nil {
 		return err
+	}
+	if err := checkPreserved(opts.PreserveFDs); err != nil {
+		return fmt.Errorf("create %s: %w", id, err)
 	}
 	t0 := time.Now()
 	step := func(name string) { r.log.Debug("create step", "id", id, "step", name, "at", time.Since(t0)) }
@@ -459,6 +463,29 @@ func (ch *child) reap() {
 		unix.Close(ch.pidfd)
 		ch.pidfd = -1
 	}
+}
+
+// checkPreserved checks that the n descriptors from 3 up, which the
+// container is to get, are ones this process inherited. Every descriptor
+// a process inherits lacks close-on-exec (it would not have crossed the
+// execve otherwise), and every one Go opens has it: without that check a
+// caller that passed fewer than n gave the container the runtime's own
+// (the Go runtime keeps the cgroup's cpu.cfs_quota_us and cpu.cfs_period_us
+// open, and they took descriptors 3 and 4).
+func checkPreserved(n int) error {
+	if n < 0 {
+		return fmt.Errorf("preserve %d descriptors: want 0 or more", n)
+	}
+	for fd := 3; fd < 3+n; fd++ {
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil {
+			return fmt.Errorf("preserve %d descriptors (3 to %d): descriptor %d is not open; pass the descriptors to keep from 3 up", n, 2+n, fd)
+		}
+		if flags&unix.FD_CLOEXEC != 0 {
+			return fmt.Errorf("preserve %d descriptors (3 to %d): descriptor %d was not passed to this process (it is one of its own); pass the descriptors to keep from 3 up", n, 2+n, fd)
+		}
+	}
+	return nil
 }
 
 // forkInit starts an init stage: the init program (see sealedSelf),

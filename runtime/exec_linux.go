@@ -56,6 +56,9 @@ func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
 // cgroup, its root, with proc's own user, capabilities and limits, and the
 // container's seccomp profile.
 func (r *Runtime) Exec(ctx context.Context, id string, proc *specs.Process, opts ExecOptions) (*Process, error) {
+	if err := checkPreserved(opts.PreserveFDs); err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", id, err)
+	}
 	st, dir, release, err := r.open(id)
 	if err != nil {
 		return nil, err

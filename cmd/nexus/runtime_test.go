@@ -398,6 +398,42 @@ func TestRuntimeRunRelaysSignals(t *testing.T) {
 	})
 }
 
+// TestRuntimeRunPreservesPassedDescriptors: --preserve-fds N gives the
+// container the N descriptors its caller passed from 3 up, and refuses
+// when the caller passed fewer: the container used to get the runtime's
+// own open files in their place (the Go runtime's cgroup cpu files).
+func TestRuntimeRunPreservesPassedDescriptors(t *testing.T) {
+	testutil.RequireRoot(t)
+	passed := filepath.Join(t.TempDir(), "passed")
+	if err := os.WriteFile(passed, []byte("from the caller\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := spec.Default()
+	s.Process.Args = []string{"sh", "-c", "cat <&3; ls /proc/self/fd"}
+	bundle := testrootfs.Bundle(t, s, nil)
+	run := func(id string, preserve int) (string, error) {
+		f, err := os.Open(passed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		root := t.TempDir()
+		cmd := exec.Command(runtimeProgram(t), "--root", root, "run", "--bundle", bundle, "--preserve-fds", strconv.Itoa(preserve), id)
+		cmd.ExtraFiles = []*os.File{f} // descriptor 3
+		t.Cleanup(func() { _ = exec.Command(runtimeProgram(t), "--root", root, "delete", "--force", id).Run() })
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("preserve-one", 1)
+	if err != nil || !strings.HasPrefix(out, "from the caller\n") {
+		t.Fatalf("--preserve-fds 1 with descriptor 3 passed: %v\n%s", err, out)
+	}
+	out, err = run("preserve-two", 2)
+	if err == nil || !strings.Contains(out, "descriptor 4 was not passed to this process") || strings.Contains(out, "from the caller") {
+		t.Fatalf("--preserve-fds 2 with only descriptor 3 passed: %v\n%s\nwant a refusal naming descriptor 4", err, out)
+	}
+}
+
 // TestAppletsByName: the binary called by an applet's name (the built-in
 // image links each to /nexus) runs that applet, and its exit code is the
 // program's, with nothing added.
