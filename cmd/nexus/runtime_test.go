@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -431,6 +432,60 @@ func TestRuntimeRunPreservesPassedDescriptors(t *testing.T) {
 	out, err = run("preserve-two", 2)
 	if err == nil || !strings.Contains(out, "descriptor 4 was not passed to this process") || strings.Contains(out, "from the caller") {
 		t.Fatalf("--preserve-fds 2 with only descriptor 3 passed: %v\n%s\nwant a refusal naming descriptor 4", err, out)
+	}
+}
+
+// TestRuntimeExecDetachOutlivesTheCommand: a process started with `exec
+// --detach` in a container that has no pid namespace of its own keeps
+// running after the command exits. It got the command's parent-death
+// signal (SIGKILL) until the init stage cleared it in exec mode too.
+func TestRuntimeExecDetachOutlivesTheCommand(t *testing.T) {
+	testutil.RequireRoot(t)
+	sig := t.TempDir()
+	s := spec.Default()
+	s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.PIDNamespace })
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sig", Type: "bind", Source: sig, Options: []string{"rbind"}})
+	s.Process.Args = []string{"sleep", "100"}
+	bundle := testrootfs.Bundle(t, s, nil)
+	root := t.TempDir()
+	id := "exec-detach-nopid"
+	rt := func(args ...string) {
+		t.Helper()
+		// Output to a file: the detached processes keep a pipe open.
+		out, err := os.CreateTemp(t.TempDir(), "out")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		cmd := exec.Command(runtimeProgram(t), append([]string{"--root", root}, args...)...)
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Run(); err != nil {
+			data, _ := os.ReadFile(out.Name())
+			t.Fatalf("nexus-runtime %v: %v\n%s", args, err, data)
+		}
+	}
+	rt("run", "--detach", "--bundle", bundle, id)
+	t.Cleanup(func() { _ = exec.Command(runtimeProgram(t), "--root", root, "delete", "--force", id).Run() })
+	rt("exec", "--detach", id, "sh", "-c", "echo $$ > /sig/pid; exec sleep 100")
+	waitForFile(t, filepath.Join(sig, "pid"))
+	var pid int
+	for range 100 { // the shell may not have written the number yet
+		data, _ := os.ReadFile(filepath.Join(sig, "pid"))
+		if pid, _ = strconv.Atoi(strings.TrimSpace(string(data))); pid > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pid <= 0 {
+		t.Fatal("the exec'd shell wrote no pid")
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	time.Sleep(300 * time.Millisecond)
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("the process exec --detach started (pid %d) is gone once the command exited: %v", pid, err)
+	}
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.HasPrefix(string(data), "sleep\x00100") {
+		t.Fatalf("pid %d runs %q, %v; want the exec'd sleep 100", pid, data, err)
 	}
 }
 

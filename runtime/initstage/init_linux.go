@@ -276,6 +276,12 @@ func runInit(cfg *Config, rep *reporter) error {
 		if err := RunHooks("startContainer", HookList(s.Hooks, "startContainer"), cfg.State); err != nil {
 			return err
 		}
+	} else if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
+		// Set up, the process no longer dies with the runtime that forked
+		// it, as a created container's does not: `exec --detach` leaves it
+		// running when the command exits (a container without a pid
+		// namespace of its own got SIGKILL then).
+		return fmt.Errorf("clear the parent-death signal: %w", err)
 	}
 	if err := setRlimits(proc.Rlimits); err != nil {
 		return err
