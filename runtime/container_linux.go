@@ -371,7 +371,7 @@ func (r *Runtime) makeStateDir(id string) (string, error) {
 	dir := containerDir(r.root, id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return "", fmt.Errorf("container %s already exists: pick another id or `nexus runtime delete %s`", id, id)
+			return "", fmt.Errorf("container %s already exists: pick another id or %s", id, command(r.root, "delete "+id))
 		}
 		return "", fmt.Errorf("create state directory: %w", err)
 	}

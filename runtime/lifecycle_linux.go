@@ -27,7 +27,7 @@ func (r *Runtime) open(id string) (st *savedState, dir string, release func(), e
 	}
 	dir = containerDir(r.root, id)
 	if _, err := os.Stat(dir); err != nil {
-		return nil, "", nil, fmt.Errorf("container %s: %w (list containers with `nexus runtime list`)", id, ErrNotExist)
+		return nil, "", nil, fmt.Errorf("container %s: %w (list containers with %s)", id, ErrNotExist, command(r.root, "list"))
 	}
 	release, err = lockContainer(dir)
 	if err != nil {
@@ -193,7 +193,7 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	defer release()
 	status := st.status(dir)
 	if status == specs.StateRunning && !force {
-		return fmt.Errorf("container %s is running: stop it first (`nexus runtime kill %s`) or use --force", id, id)
+		return fmt.Errorf("container %s is running: stop it first (%s) or delete it by force (%s)", id, command(r.root, "kill "+id), command(r.root, "delete --force "+id))
 	}
 	cg, cgErr := cgroups.Load(st.Cgroup)
 	if status != specs.StateStopped {

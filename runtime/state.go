@@ -17,6 +17,17 @@ import (
 	"nexus.dev/nexus/runtime/spec"
 )
 
+// command is the command line that runs `nexus runtime args` on the
+// state under root, for the hints of errors: a runtime's root need not be
+// the default (the node agent keeps its containers under its data
+// directory), and a hint without --root would look elsewhere.
+func command(root, args string) string {
+	if root == DefaultRoot {
+		return "`nexus runtime " + args + "`"
+	}
+	return "`nexus runtime --root " + root + " " + args + "`"
+}
+
 // DefaultRoot is where container state lives unless --root says otherwise.
 // It is on tmpfs so that state does not outlive the processes it describes.
 const DefaultRoot = "/run/nexus/runtime"
@@ -161,7 +172,7 @@ func readState(root, id string) (*savedState, error) {
 	if len(st.SavedSpec) > 0 && !spec.DecodeFast(st.SavedSpec, &doc) {
 		doc = nil
 		if err := json.Unmarshal(st.SavedSpec, &doc); err != nil {
-			return nil, fmt.Errorf("state of %s is corrupt (spec: %v): remove it with `nexus runtime delete --force %s`", id, err, id)
+			return nil, fmt.Errorf("state of %s is corrupt (spec: %v): remove it with %s", id, err, command(root, "delete --force "+id))
 		}
 	}
 	st.Spec, st.SavedSpec = doc.Spec(), nil
@@ -177,7 +188,7 @@ func readStateNoSpec(root, id string) (*savedState, error) {
 	data, err := os.ReadFile(filepath.Join(containerDir(root, id), stateFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("container %s: %w (list containers with `nexus runtime list`)", id, ErrNotExist)
+			return nil, fmt.Errorf("container %s: %w (list containers with %s)", id, ErrNotExist, command(root, "list"))
 		}
 		return nil, fmt.Errorf("read state of %s: %w", id, err)
 	}
@@ -185,7 +196,7 @@ func readStateNoSpec(root, id string) (*savedState, error) {
 	if !spec.DecodeFast(data, &st) {
 		st = savedState{}
 		if err := json.Unmarshal(data, &st); err != nil {
-			return nil, fmt.Errorf("state of %s is corrupt (%v): remove it with `nexus runtime delete --force %s`", id, err, id)
+			return nil, fmt.Errorf("state of %s is corrupt (%v): remove it with %s", id, err, command(root, "delete --force "+id))
 		}
 	}
 	return &st, nil

@@ -2,9 +2,11 @@ package runtime
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +126,21 @@ func BenchmarkReadState(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestHintsNameTheStateRoot: the commands an error suggests act on the
+// runtime's own state root; the node agent's is not the default, and a
+// hint without --root looked elsewhere.
+func TestHintsNameTheStateRoot(t *testing.T) {
+	root := t.TempDir()
+	r := New(Config{Root: root})
+	_, err := r.State("missing")
+	want := "`nexus runtime --root " + root + " list`"
+	if !errors.Is(err, ErrNotExist) || err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("State of a missing container: %v; want ErrNotExist and the hint %s", err, want)
+	}
+	if got := command(DefaultRoot, "list"); got != "`nexus runtime list`" {
+		t.Fatalf("hint for the default root: %s, want no --root", got)
 	}
 }
