@@ -2,10 +2,12 @@ package api_test
 
 import (
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 
 	"nexus.dev/nexus/api"
+	"nexus.dev/nexus/internal/testutil"
 )
 
 // TestListenAnyPortFindsAFreeUDPTwin: with port 0 the API's TCP port is
@@ -37,12 +39,14 @@ func TestListenAnyPortFindsAFreeUDPTwin(t *testing.T) {
 // TestListenNamedPortInUse: a port the user named is not replaced by
 // another; the error says which socket is taken.
 func TestListenNamedPortInUse(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	// A port free for TCP and UDP (below the kernel's range for port 0,
+	// which another socket could take), then its UDP side taken.
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "tcp")))
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	addr := pc.LocalAddr().String()
 	ls, err := api.Listen(api.ServeConfig{Addr: addr})
 	if err == nil {
 		ls.TCP.Close()
