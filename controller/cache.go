@@ -20,7 +20,9 @@ type cache struct {
 
 	mu    sync.RWMutex
 	objs  map[string]types.Object
-	tombs map[string]int64 // key -> resourceVersion of our delete
+	tombs map[string]tomb // deleted objects, see bury
+	// pruned is when tombs were last pruned.
+	pruned time.Time
 	// onChange is called (outside the lock) with the old and new object of
 	// every change: old nil for an addition, new nil for a deletion.
 	onChange []func(old, new types.Object)
@@ -28,8 +30,39 @@ type cache struct {
 	once     sync.Once
 }
 
+// tomb is a deleted object's last resourceVersion, and when it was buried.
+type tomb struct {
+	rv int64
+	at time.Time
+}
+
+// tombTTL is how long a deletion is remembered: longer than any write of
+// the controllers takes, whose answer may reach observe after the
+// deletion's watch event did.
+const tombTTL = 5 * time.Minute
+
 func newCache(c *client.Client, r *types.Resource, log *slog.Logger) *cache {
-	return &cache{c: c, r: r, log: log, objs: map[string]types.Object{}, tombs: map[string]int64{}, synced: make(chan struct{})}
+	return &cache{c: c, r: r, log: log, objs: map[string]types.Object{}, tombs: map[string]tomb{}, synced: make(chan struct{})}
+}
+
+// bury records that the object at k is deleted as of rv, so that a state
+// from before the delete (a controller's write answered late, a watch
+// event from before its own delete) does not bring it back. Call with
+// mu held.
+func (c *cache) bury(k string, rv int64) {
+	now := time.Now()
+	if t, ok := c.tombs[k]; ok {
+		rv = max(rv, t.rv)
+	}
+	c.tombs[k] = tomb{rv: rv, at: now}
+	if now.Sub(c.pruned) > tombTTL/5 {
+		c.pruned = now
+		for k, t := range c.tombs {
+			if now.Sub(t.at) > tombTTL {
+				delete(c.tombs, k)
+			}
+		}
+	}
 }
 
 // keyOf is namespace/name, or name for a cluster-scoped object.
@@ -104,17 +137,19 @@ func (c *cache) observe(o types.Object, deleted bool) {
 		return
 	}
 	if t, ok := c.tombs[k]; ok {
-		if rv <= t {
-			if deleted {
-				delete(c.tombs, k)
-			}
+		if rv <= t.rv {
 			c.mu.Unlock()
 			return
 		}
 		delete(c.tombs, k)
 	}
 	if deleted {
+		// The watch's delete: a controller's write answered before it
+		// but observed after it must not bring the object back (a
+		// deleted workload did, and its instances lived on until the
+		// resync).
 		delete(c.objs, k)
+		c.bury(k, rv)
 	} else {
 		c.objs[k] = o
 	}
@@ -141,7 +176,7 @@ func (c *cache) deleted(o types.Object) {
 	if old != nil {
 		rv = max(rv, rvOf(old))
 	}
-	c.tombs[k] = rv
+	c.bury(k, rv)
 	delete(c.objs, k)
 	c.mu.Unlock()
 	if old != nil {
