@@ -126,16 +126,7 @@ func serveTCP(t testing.TB, h *testnet.Host, addr, name string) {
 	t.Helper()
 	testnet.ServeTCP(t, h.NetNS, net.JoinHostPort(strings.Trim(addr, "[]"), fmt.Sprint(tcpPort)), func(c net.Conn) {
 		fmt.Fprintln(c, name)
-		r := bufio.NewReader(c)
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if _, err := c.Write([]byte(line)); err != nil {
-				return
-			}
-		}
+		testnet.EchoLines(c)
 	})
 }
 

@@ -41,22 +41,8 @@ func nameServer(t *testing.T, path, name string) {
 	testnet.ServeTCP(t, path, fmt.Sprintf(":%d", namePort), func(c net.Conn) {
 		from, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		fmt.Fprintf(c, "%s %s\n", name, from.Addr().Unmap())
-		echoLines(c)
+		testnet.EchoLines(c)
 	})
-}
-
-// echoLines writes back each line read from c until it fails.
-func echoLines(c net.Conn) {
-	r := bufio.NewReader(c)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		if _, err := c.Write([]byte(line)); err != nil {
-			return
-		}
-	}
 }
 
 // conn is an open connection to a nameServer.

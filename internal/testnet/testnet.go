@@ -12,6 +12,7 @@
 package testnet
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -400,6 +401,21 @@ func DoIn(path string, f func() error) error {
 }
 
 func (h *Host) String() string { return h.Name }
+
+// EchoLines writes back each line read from c until a read or write
+// fails: a handler for ServeTCP.
+func EchoLines(c net.Conn) {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := c.Write([]byte(line)); err != nil {
+			return
+		}
+	}
+}
 
 // ServeTCP listens on addr (":7000", "[fd00::1]:80") inside the network
 // namespace at path and runs handle for each connection, on a goroutine of
