@@ -55,11 +55,8 @@ func TestConcurrentCreatesAllStart(t *testing.T) {
 func runWithExec(rt *runtime.Runtime, bundle, id string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := rt.Create(ctx, id, runtime.CreateOptions{Bundle: bundle, Stdout: os.Stderr, Stderr: os.Stderr}); err != nil {
-		return err
-	}
 	defer rt.Delete(context.Background(), id, true)
-	if err := rt.Start(ctx, id); err != nil {
+	if err := createAndStart(ctx, rt, bundle, id); err != nil {
 		return err
 	}
 	spec, err := rt.Spec(id)
@@ -167,11 +164,8 @@ func TestCreateSurvivesEndedThreads(t *testing.T) {
 func run(rt *runtime.Runtime, bundle, id string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := rt.Create(ctx, id, runtime.CreateOptions{Bundle: bundle, Stdout: os.Stderr, Stderr: os.Stderr}); err != nil {
-		return err
-	}
 	defer rt.Delete(context.Background(), id, true)
-	if err := rt.Start(ctx, id); err != nil {
+	if err := createAndStart(ctx, rt, bundle, id); err != nil {
 		return err
 	}
 	st, err := rt.Wait(ctx, id)
@@ -182,4 +176,13 @@ func run(rt *runtime.Runtime, bundle, id string) error {
 		return fmt.Errorf("container %s: %+v, want exit 0", id, st)
 	}
 	return rt.Delete(ctx, id, false)
+}
+
+// createAndStart creates and starts container id from bundle, its output
+// on the test's stderr.
+func createAndStart(ctx context.Context, rt *runtime.Runtime, bundle, id string) error {
+	if err := rt.Create(ctx, id, runtime.CreateOptions{Bundle: bundle, Stdout: os.Stderr, Stderr: os.Stderr}); err != nil {
+		return err
+	}
+	return rt.Start(ctx, id)
 }
